@@ -1,0 +1,15 @@
+//! Types shared by the kernel programs (`agent-ebpf`) and the userspace agent.
+//!
+//! Everything here is `#[repr(C)]`, `Copy` and free of implicit padding, so the
+//! same bytes mean the same thing on both sides of the ring buffer. With the
+//! `user` feature the types implement `aya::Pod` so userspace can hand them to
+//! maps and globals.
+#![no_std]
+
+pub mod config;
+pub mod event;
+pub mod offsets;
+
+pub use config::{AgentConfig, WatchedProc};
+pub use event::{EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, LossKey};
+pub use offsets::KernelOffsets;

@@ -1,0 +1,58 @@
+//! Maps and globals shared with userspace. Names are the userspace contract.
+
+use agent_common::{
+    AgentConfig, KernelOffsets, LossKey, WatchedProc,
+    config::{EVENTS_RING_BYTES, WATCHED_MAX_ENTRIES},
+    event::ExecRecord,
+};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+
+/// Kernel structure offsets resolved from the running kernel's BTF by userspace.
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = KernelOffsets::unresolved();
+
+/// tgid -> server of every watched process.
+#[map]
+pub static WATCHED: HashMap<u32, WatchedProc> = HashMap::with_max_entries(WATCHED_MAX_ENTRIES, 0);
+
+/// Runtime switches (index 0).
+#[map]
+pub static CONFIG: Array<AgentConfig> = Array::with_max_entries(1, 0);
+
+/// Every event record goes here.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// Failed ring-buffer writes by (server, kind), per CPU.
+#[map]
+pub static LOSS: PerCpuHashMap<LossKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Per-CPU scratch space for exec records, too large for the BPF stack.
+#[map]
+pub static EXEC_SCRATCH: PerCpuArray<ExecRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Reads one offset; `read_volatile` keeps the compiler from folding the
+/// build-time placeholder, the loader's value is what the verifier sees.
+#[inline(always)]
+pub fn offset(field: &u32) -> u32 {
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+#[inline(always)]
+pub fn offsets() -> &'static KernelOffsets {
+    &OFFSETS
+}
+
+/// Server of a watched tgid, the one lookup every probe starts with.
+#[inline(always)]
+pub fn watched(tgid: u32) -> Option<WatchedProc> {
+    unsafe { WATCHED.get(&tgid).copied() }
+}
+
+#[inline(always)]
+pub fn config_flags() -> u32 {
+    CONFIG.get(0).map(|c| c.flags).unwrap_or(0)
+}

@@ -1,0 +1,205 @@
+//! Process lifecycle, from BTF-enabled tracepoints (raw tracepoints with typed
+//! arguments; cheaper than classic tracepoints and present since Linux 5.5):
+//!
+//! - `sched_process_fork(struct task_struct *parent, struct task_struct *child)`,
+//!   called in `kernel_clone()` after `copy_process()` and before
+//!   `wake_up_new_task()`: a child of a watched process is watched before it
+//!   runs its first instruction.
+//! - `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`,
+//!   called once the new image is in place (argv is on the new stack).
+//! - `sched_process_exit(struct task_struct *p, ...)`, called for every
+//!   exiting thread after `signal->live` was decremented: 0 means the whole
+//!   process is gone.
+
+use agent_common::{
+    EventKind, ExitEvent, ForkEvent, WatchedProc,
+    config::CONFIG_DISCOVER_EXEC,
+    event::{
+        EVENT_UNWATCHED, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_MAX, EXEC_FILENAME_TRUNCATED,
+        EXEC_INTERP_TRUNCATED, ExecEvent, ExecRecord,
+    },
+};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+
+use crate::{
+    emit::{count_loss, send, send_bytes},
+    kernel::{current_task, fill_header, read},
+    maps::{EXEC_SCRATCH, WATCHED, config_flags, offsets, watched},
+};
+
+#[inline(always)]
+fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
+    let _ = try_fork(&ctx);
+    0
+}
+
+fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    // The caller of fork/clone is `current`.
+    let Some(parent) = watched(current_tgid()) else {
+        return Ok(());
+    };
+    let child: *const u8 = ctx.arg(1);
+    let o = offsets();
+    let child_pid: u32 = read(child, &o.task_pid)?;
+    let child_tgid: u32 = read(child, &o.task_tgid)?;
+    if child_pid != child_tgid {
+        // A new thread of the same process: already covered by its tgid.
+        return Ok(());
+    }
+    let kind = EventKind::Fork as u32;
+    if WATCHED
+        .insert(
+            &child_tgid,
+            &WatchedProc {
+                server: parent.server,
+                flags: 0,
+            },
+            0,
+        )
+        .is_err()
+    {
+        // Map full: the child escapes in-kernel tracking; say so.
+        count_loss(parent.server, kind);
+    }
+    let mut ev = ForkEvent {
+        header: unsafe { core::mem::zeroed() },
+        child_tgid,
+        _pad: 0,
+    };
+    fill_header(&mut ev.header, kind, parent.server, 0);
+    send(&ev, parent.server, kind, 0);
+    Ok(())
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: BtfTracePointContext) -> u32 {
+    let _ = try_exit();
+    0
+}
+
+fn try_exit() -> Result<(), i64> {
+    let tgid = current_tgid();
+    let Some(w) = watched(tgid) else {
+        return Ok(());
+    };
+    let o = offsets();
+    let task = current_task();
+    let signal: *const u8 = read(task, &o.task_signal)?;
+    let live: i32 = read(signal, &o.signal_live)?;
+    if live != 0 {
+        // Other threads of the process are still running.
+        return Ok(());
+    }
+    let _ = WATCHED.remove(&tgid);
+    let kind = EventKind::Exit as u32;
+    let mut ev = ExitEvent {
+        header: unsafe { core::mem::zeroed() },
+        exit_code: read::<u32>(task, &o.task_exit_code).unwrap_or(0),
+        _pad: 0,
+    };
+    fill_header(&mut ev.header, kind, w.server, 0);
+    send(&ev, w.server, kind, 0);
+    Ok(())
+}
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
+    let _ = try_exec(&ctx);
+    0
+}
+
+fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let (server, flags) = match watched(current_tgid()) {
+        Some(w) => (w.server, 0),
+        // Unwatched: only when discovery rules exist (exec is rare enough).
+        None if config_flags() & CONFIG_DISCOVER_EXEC != 0 => (0, EVENT_UNWATCHED),
+        None => return Ok(()),
+    };
+    let kind = EventKind::Exec as u32;
+    let Some(rec) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        return Ok(());
+    };
+    let rec: &mut ExecRecord = unsafe { &mut *rec };
+    let o = offsets();
+    let ev: &mut ExecEvent = &mut rec.event;
+    fill_header(&mut ev.header, kind, server, flags);
+    ev.old_pid = ctx.arg::<u64>(1) as u32;
+    ev.flags = 0;
+
+    // Path given to exec, and the interpreter when binfmt_script or binfmt_misc
+    // replaced it (bprm->interp differs from bprm->filename for scripts).
+    let bprm: *const u8 = ctx.arg(2);
+    let filename: *const u8 = read(bprm, &o.binprm_filename).unwrap_or(core::ptr::null());
+    let interp: *const u8 = read(bprm, &o.binprm_interp).unwrap_or(core::ptr::null());
+    let (name_buf, rest) = rec.data.split_at_mut(EXEC_FILENAME_MAX);
+    let (interp_buf, argv_buf) = rest.split_at_mut(EXEC_FILENAME_MAX);
+    ev.filename_len = read_kstr(filename, name_buf, &mut ev.flags, EXEC_FILENAME_TRUNCATED);
+    ev.interp_len = if interp.is_null() || interp == filename {
+        0
+    } else {
+        read_kstr(interp, interp_buf, &mut ev.flags, EXEC_INTERP_TRUNCATED)
+    };
+
+    // argv lives between mm->arg_start and mm->arg_end of the new image.
+    ev.argv_len = 0;
+    ev.argv_full_len = 0;
+    let mm: *const u8 = read(current_task(), &o.task_mm).unwrap_or(core::ptr::null());
+    if !mm.is_null() {
+        let start: u64 = read(mm, &o.mm_arg_start).unwrap_or(0);
+        let end: u64 = read(mm, &o.mm_arg_end).unwrap_or(0);
+        if end > start {
+            let full = end - start;
+            let mut n = full as usize;
+            if n > EXEC_ARGV_MAX {
+                n = EXEC_ARGV_MAX;
+                ev.flags |= EXEC_ARGV_TRUNCATED;
+            }
+            if unsafe { bpf_probe_read_user_buf(start as *const u8, &mut argv_buf[..n]) }.is_ok() {
+                ev.argv_len = n as u32;
+            } else {
+                ev.flags |= EXEC_ARGV_TRUNCATED;
+            }
+            ev.argv_full_len = full as u32;
+        }
+    }
+
+    let len = core::mem::size_of::<ExecEvent>() + 2 * EXEC_FILENAME_MAX + ev.argv_len as usize;
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            rec as *const ExecRecord as *const u8,
+            core::mem::size_of::<ExecRecord>(),
+        )
+    };
+    if len <= bytes.len() {
+        send_bytes(&bytes[..len], server, kind, 0);
+    }
+    Ok(())
+}
+
+/// Copies a kernel NUL-terminated string; returns its length without the NUL.
+#[inline(always)]
+fn read_kstr(src: *const u8, dst: &mut [u8], flags: &mut u32, truncated: u32) -> u32 {
+    if src.is_null() {
+        return 0;
+    }
+    let cap = dst.len();
+    match unsafe { bpf_probe_read_kernel_str_bytes(src, dst) } {
+        Ok(s) => {
+            // A string that filled the buffer (NUL included) may have been cut.
+            if s.len() + 1 >= cap {
+                *flags |= truncated;
+            }
+            s.len() as u32
+        }
+        Err(_) => 0,
+    }
+}

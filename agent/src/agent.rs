@@ -1,0 +1,471 @@
+//! `mcpwatch agent`: the daemon. One task owns the maps and the enrichment
+//! state; each event takes one pass: decode -> process table -> discovery ->
+//! JSON line.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use agent_common::{
+    AgentConfig, EventKind, LossKey, WatchedProc,
+    config::{CONFIG_DISCOVER_EXEC, WATCH_ROOT},
+};
+use anyhow::Context as _;
+use aya::maps::{Array, HashMap, MapData, PerCpuHashMap, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+
+use crate::{
+    control::{ControlMsg, ControlSocket, ServerStatus, Status, WatchRequest},
+    decode::{self, Event, Exec, Header},
+    discover::Rules,
+    loader::{self, LoadOptions},
+    output::{Ancestor, Clock, EventWriter, Record},
+    procs::{Proc, ProcTable, read_proc},
+    servers::{Servers, validate_name},
+};
+
+/// How often loss is checked and dead entries pruned.
+const TICK: Duration = Duration::from_secs(1);
+/// How often the watched map is checked against /proc (a safety net).
+const GC_EVERY_TICKS: u64 = 30;
+
+#[derive(Clone, Debug, Default)]
+pub struct AgentOptions {
+    pub events_out: Option<PathBuf>,
+    pub rules: Rules,
+    pub socket: PathBuf,
+    pub load: LoadOptions,
+    pub keep_pins: bool,
+}
+
+/// Everything the event loop owns besides the ring buffer.
+struct State {
+    watched: HashMap<MapData, u32, WatchedProc>,
+    loss: PerCpuHashMap<MapData, LossKey, u64>,
+    names: Names,
+    procs: ProcTable,
+    rules: Rules,
+    writer: EventWriter,
+    /// Loss already reported, per key.
+    loss_seen: StdHashMap<LossKey, u64>,
+    events: u64,
+    lost: u64,
+    decode_errors: u64,
+    gc_removed: u64,
+    agent_pid: u32,
+}
+
+pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
+    let (probes, ring) = loader::load(&opts.load).context("loading the kernel programs")?;
+    let mut probes = probes;
+    let control = ControlSocket::bind(&opts.socket)?;
+    let writer = match &opts.events_out {
+        Some(p) => EventWriter::file(p).with_context(|| format!("opening {}", p.display()))?,
+        None => EventWriter::stdout(),
+    };
+    let mut config: Array<MapData, AgentConfig> = probes.take_config();
+    let flags = if opts.rules.is_empty() { 0 } else { CONFIG_DISCOVER_EXEC };
+    config
+        .set(0, AgentConfig { flags, _pad: 0 }, 0)
+        .context("writing the CONFIG map")?;
+
+    let mut state = State {
+        watched: probes.take_watched(),
+        loss: probes.take_loss(),
+        names: Names {
+            servers: Servers::default(),
+            clock: Clock::new(),
+        },
+        procs: ProcTable::seed_from_proc(),
+        rules: opts.rules.clone(),
+        writer,
+        loss_seen: StdHashMap::new(),
+        events: 0,
+        lost: 0,
+        decode_errors: 0,
+        gc_removed: 0,
+        agent_pid: std::process::id(),
+    };
+    state.startup_scan();
+    state.writer.flush();
+
+    let (tx, mut rx) = mpsc::channel(64);
+    let socket_path = control.path().to_owned();
+    let ctl = tokio::spawn(control.serve(tx));
+    // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns it.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .context("polling the ring buffer")?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(TICK);
+    let mut ticks = 0u64;
+    log::info!(
+        "mcpwatch agent running: {} processes in table, {} discovery rules, control socket {}",
+        state.procs.len(),
+        state.rules.0.len(),
+        socket_path.display()
+    );
+
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("ring buffer poll")?;
+                drain(guard.get_inner_mut(), &mut state);
+                guard.clear_ready();
+                state.writer.flush();
+            }
+            Some(msg) = rx.recv() => {
+                // Events already in the ring come first: they happened before.
+                drain(ring.get_mut(), &mut state);
+                state.control(msg);
+                state.writer.flush();
+            }
+            _ = tick.tick() => {
+                ticks += 1;
+                drain(ring.get_mut(), &mut state);
+                state.report_loss();
+                state.procs.prune_dead();
+                if ticks % GC_EVERY_TICKS == 0 {
+                    state.gc_watched();
+                }
+                state.writer.flush();
+            }
+            _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break; }
+            _ = sigterm.recv() => { log::info!("SIGTERM: shutting down"); break; }
+        }
+    }
+
+    ctl.abort();
+    let _ = ctl.await;
+    drain(ring.get_mut(), &mut state);
+    state.report_loss();
+    state.writer.flush();
+    if opts.keep_pins {
+        for p in probes.pinned() {
+            log::info!("leaving {} pinned (--keep-pins)", p.display());
+        }
+    } else {
+        probes.unpin();
+    }
+    // Dropping the probes detaches every program and closes every map.
+    drop(state);
+    drop(ring);
+    drop(probes);
+    log::info!("detached; bye");
+    Ok(())
+}
+
+fn drain(ring: &mut RingBuf<MapData>, state: &mut State) {
+    while let Some(item) = ring.next() {
+        state.handle(&item);
+    }
+}
+
+/// The executable that really runs: the interpreter for scripts, made absolute
+/// through /proc when exec was given a relative path.
+fn exec_exe(e: &Exec) -> String {
+    let path = e.interp.as_deref().unwrap_or(&e.filename);
+    if path.starts_with('/') {
+        return path.to_owned();
+    }
+    std::fs::read_link(format!("/proc/{}/exe", e.header.pid))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| path.to_owned())
+}
+
+/// Turns ids and kernel times into the names and timestamps lines carry.
+struct Names {
+    servers: Servers,
+    clock: Clock,
+}
+
+impl Names {
+    fn server_name(&self, id: u32) -> Option<&str> {
+        self.servers.name(id)
+    }
+
+    /// The fields every line has, from what the table knows of the process.
+    fn proc_record<'a>(&'a self, kind: &'a str, server: u32, ktime_ns: u64, p: &'a Proc) -> Record<'a> {
+        Record {
+            ts: self.clock.rfc3339(ktime_ns),
+            kind,
+            server: self.server_name(server),
+            pid: p.pid,
+            ppid: p.ppid,
+            uid: p.uid,
+            exe: &p.exe,
+            argv: &p.argv,
+            ..Default::default()
+        }
+    }
+
+    /// A kernel event's line: the header's fields win over the table's.
+    fn base_record<'a>(&'a self, h: &'a Header, kind: &'a str, p: Option<&'a Proc>) -> Record<'a> {
+        Record {
+            ts: self.clock.rfc3339(h.ktime_ns),
+            kind,
+            server: self.server_name(h.server),
+            pid: h.pid,
+            ppid: h.ppid,
+            uid: h.uid,
+            exe: p.map(|p| p.exe.as_str()).unwrap_or(""),
+            argv: p.map(|p| p.argv.as_slice()).unwrap_or(&[]),
+            tid: (h.tid != h.pid).then_some(h.tid),
+            gid: Some(h.gid),
+            comm: Some(&h.comm),
+            ..Default::default()
+        }
+    }
+}
+
+impl State {
+    fn handle(&mut self, bytes: &[u8]) {
+        let event = match decode::decode(bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                self.decode_errors += 1;
+                log::warn!("undecodable event ({} so far): {e}", self.decode_errors);
+                return;
+            }
+        };
+        self.events += 1;
+        match event {
+            Event::Exec(mut e) => {
+                if e.header.unwatched {
+                    let exe = exec_exe(&e);
+                    let Some(server) = self.rules.matches(&exe, &e.argv).map(str::to_owned) else {
+                        return;
+                    };
+                    if self.is_agent(e.header.pid) {
+                        return;
+                    }
+                    e.header.server = self.watch_tree(e.header.pid, &server, "rule");
+                    e.header.unwatched = false;
+                }
+                self.on_exec(e);
+            }
+            Event::Fork(f) => {
+                let h = &f.header;
+                let parent = self.procs.get_or_load(h.pid).cloned().unwrap_or_default();
+                self.procs.insert(Proc {
+                    pid: f.child_pid,
+                    ppid: h.pid,
+                    uid: h.uid,
+                    exe: parent.exe.clone(),
+                    argv: parent.argv.clone(),
+                    server: Some(h.server),
+                });
+                let mut r = self.names.base_record(h, EventKind::Fork.name(), Some(&parent));
+                r.child_pid = Some(f.child_pid);
+                self.writer.write(&r);
+            }
+            Event::Exit(x) => {
+                let h = &x.header;
+                let gone = self.procs.remove(h.pid);
+                let mut r = self.names.base_record(h, EventKind::Exit.name(), gone.as_ref());
+                r.exit_code = x.exit_code;
+                r.signal = x.signal;
+                self.writer.write(&r);
+            }
+        }
+    }
+
+    fn on_exec(&mut self, e: Exec) {
+        let h = &e.header;
+        let exe = exec_exe(&e);
+        let proc = Proc {
+            pid: h.pid,
+            ppid: h.ppid,
+            uid: h.uid,
+            exe,
+            argv: e.argv.clone(),
+            server: Some(h.server),
+        };
+        self.procs.insert(proc);
+        let ancestry = self.procs.ancestry(h.pid);
+        let p = self.procs.get(h.pid);
+        let mut r = self.names.base_record(h, EventKind::Exec.name(), p);
+        r.filename = Some(&e.filename);
+        r.interp = e.interp.as_deref();
+        r.argv_truncated = Some(e.argv_truncated);
+        r.ancestry = Some(ancestry.iter().map(|(pid, exe)| Ancestor { pid: *pid, exe }).collect());
+        self.writer.write(&r);
+    }
+
+    fn is_agent(&self, pid: u32) -> bool {
+        pid == self.agent_pid
+    }
+
+    /// Watches `root` and every process already below it (children forked
+    /// before userspace saw the root). Returns the server id.
+    fn watch_tree(&mut self, root: u32, server: &str, reason: &str) -> u32 {
+        let id = self.names.servers.id(server);
+        for pid in ProcTable::descendants_from_proc(root) {
+            let flags = if pid == root { WATCH_ROOT } else { 0 };
+            if let Err(e) = self.watched.insert(pid, WatchedProc { server: id, flags }, 0) {
+                log::error!("cannot watch pid {pid} as {server}: {e}");
+                continue;
+            }
+            // Exited before the insert: its exit hook ran already, so undo.
+            let Some(mut p) = read_proc(pid) else {
+                let _ = self.watched.remove(&pid);
+                continue;
+            };
+            p.server = Some(id);
+            let mut r = self.names.proc_record("watch", id, Clock::now_ktime(), &p);
+            r.reason = Some(reason);
+            self.writer.write(&r);
+            log::info!("watching pid {pid} ({}) as {server} ({reason})", p.exe);
+            self.procs.insert(p);
+        }
+        id
+    }
+
+    fn startup_scan(&mut self) {
+        if self.rules.is_empty() {
+            return;
+        }
+        let mut matched: Vec<(u32, String)> = Vec::new();
+        for pid in ProcTable::descendants_from_proc(1) {
+            let Some(p) = self.procs.get(pid) else { continue };
+            if p.exe.is_empty() || p.server.is_some() || pid == self.agent_pid {
+                continue;
+            }
+            // A descendant of a matched process is covered by its ancestor.
+            if matched.iter().any(|(root, _)| self.is_below(pid, *root)) {
+                continue;
+            }
+            if let Some(server) = self.rules.matches(&p.exe, &p.argv) {
+                matched.push((pid, server.to_owned()));
+            }
+        }
+        for (pid, server) in matched {
+            self.watch_tree(pid, &server, "scan");
+        }
+    }
+
+    fn is_below(&self, pid: u32, root: u32) -> bool {
+        let mut cur = pid;
+        for _ in 0..64 {
+            match self.procs.get(cur) {
+                Some(p) if p.ppid == root => return true,
+                Some(p) if p.ppid > 1 => cur = p.ppid,
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    fn control(&mut self, msg: ControlMsg) {
+        match msg {
+            ControlMsg::Watch(req) => {
+                let res = self.register(&req);
+                let _ = req.reply.send(res);
+            }
+            ControlMsg::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    fn register(&mut self, req: &WatchRequest) -> Result<String, String> {
+        validate_name(&req.server).map_err(|e| e.to_string())?;
+        if let Ok(w) = self.watched.get(&req.pid, 0) {
+            // A watched process cannot launder itself into another server.
+            let current = self.names.server_name(w.server).unwrap_or("?").to_owned();
+            log::warn!(
+                "pid {} asked to be watched as {} but is already watched as {current}",
+                req.pid,
+                req.server
+            );
+            return Ok(current);
+        }
+        self.watch_tree(req.pid, &req.server, "wrapper");
+        self.watched.get(&req.pid, 0).map(|_| req.server.clone()).map_err(|e| {
+            format!(
+                "could not add pid {} (uid {}) to the watched map: {e}",
+                req.pid, req.uid
+            )
+        })
+    }
+
+    fn status(&self) -> Status {
+        let mut watched: Vec<u32> = self.watched.keys().flatten().collect();
+        watched.sort_unstable();
+        let mut servers: Vec<ServerStatus> = Vec::new();
+        for pid in &watched {
+            if let Ok(w) = self.watched.get(pid, 0) {
+                let name = self.names.server_name(w.server).unwrap_or("?").to_owned();
+                match servers.iter_mut().find(|s| s.name == name) {
+                    Some(s) => s.pids.push(*pid),
+                    None => servers.push(ServerStatus { name, pids: vec![*pid] }),
+                }
+            }
+        }
+        Status {
+            watched,
+            servers,
+            events: self.events,
+            lost: self.lost,
+            gc_removed: self.gc_removed,
+        }
+    }
+
+    /// Reports ring-buffer loss counted by the kernel since the last check.
+    fn report_loss(&mut self) {
+        let entries: Vec<(LossKey, u64)> = self
+            .loss
+            .iter()
+            .flatten()
+            .map(|(k, per_cpu)| (k, per_cpu.iter().sum::<u64>()))
+            .collect();
+        for (key, total) in entries {
+            let seen = self.loss_seen.entry(key).or_insert(0);
+            if total <= *seen {
+                continue;
+            }
+            let lost = total - *seen;
+            *seen = total;
+            self.lost += lost;
+            let kind = EventKind::from_u32(key.kind).map(EventKind::name).unwrap_or("unknown");
+            let server = self.names.servers.name(key.server);
+            log::warn!(
+                "{lost} {kind} events of server {} lost in the kernel (ring buffer full)",
+                server.unwrap_or("-")
+            );
+            let r = Record {
+                ts: self.names.clock.rfc3339(Clock::now_ktime()),
+                kind: "loss",
+                server,
+                event_kind: Some(kind),
+                lost: Some(lost),
+                ..Default::default()
+            };
+            self.writer.write(&r);
+        }
+    }
+
+    /// Removes watched-map entries whose process is gone (should stay 0).
+    fn gc_watched(&mut self) {
+        let stale: Vec<u32> = self
+            .watched
+            .keys()
+            .flatten()
+            .filter(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        for pid in stale {
+            if self.watched.remove(&pid).is_ok() {
+                self.gc_removed += 1;
+                self.procs.remove(pid);
+                log::warn!("removed stale watched pid {pid} (its exit was not seen)");
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The control socket: how `mcpwatch exec` asks the agent to watch it.
+//!
+//! One JSON object per line each way. The agent takes the caller's pid from
+//! SO_PEERCRED, never from the request, so a caller can put only itself under
+//! watch. There is deliberately no "unwatch": a watched process must not be
+//! able to leave.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+
+/// Default control socket path.
+pub const DEFAULT_SOCKET: &str = "/run/mcpwatch/control.sock";
+/// Environment variable that overrides the socket path for the wrapper.
+pub const SOCKET_ENV: &str = "MCPWATCH_SOCKET";
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 4096;
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Watch the calling process under `server`.
+    Watch { server: String },
+    /// Is the agent there?
+    Ping,
+    /// What the agent watches (root only).
+    Status,
+}
+
+/// The agent's answer to `status`.
+#[derive(Serialize, Deserialize, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Process ids in the kernel's watched map.
+    pub watched: Vec<u32>,
+    /// Servers with the processes the agent attributes to them.
+    pub servers: Vec<ServerStatus>,
+    /// Events decoded since start.
+    pub events: u64,
+    /// Events lost in the kernel since start.
+    pub lost: u64,
+    /// Stale watched-map entries removed by the periodic check (a dead process
+    /// the exit hook did not see).
+    pub gc_removed: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Default, PartialEq, Eq)]
+pub struct ServerStatus {
+    pub name: String,
+    pub pids: Vec<u32>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Default, PartialEq, Eq)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+}
+
+impl Reply {
+    pub fn error(e: impl ToString) -> Self {
+        Self {
+            ok: false,
+            error: Some(e.to_string()),
+            ..Default::default()
+        }
+    }
+}
+
+/// A message for the event loop, which owns the maps.
+#[derive(Debug)]
+pub enum ControlMsg {
+    Watch(WatchRequest),
+    Status(oneshot::Sender<Status>),
+}
+
+/// A registration: watch `pid` under `server`. The reply names the server the
+/// process ends up watched under (an already watched process keeps its own).
+#[derive(Debug)]
+pub struct WatchRequest {
+    pub pid: u32,
+    pub uid: u32,
+    pub server: String,
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("another agent is already listening on {0}")]
+    InUse(PathBuf),
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The bound socket; the file is removed on drop.
+pub struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl ControlSocket {
+    /// Binds `path` (mode 0666: any user may register its own processes),
+    /// replacing a stale socket left by a crashed agent.
+    pub fn bind(path: &Path) -> Result<Self, ControlError> {
+        let io = |source| ControlError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ControlError::InUse(path.to_owned()));
+            }
+            std::fs::remove_file(path).map_err(io)?;
+        }
+        let listener = UnixListener::bind(path).map_err(io)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(io)?;
+        Ok(Self {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accepts connections until the task is dropped.
+    pub async fn serve(self, tx: mpsc::Sender<ControlMsg>) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(handle(stream, tx.clone()));
+                }
+                Err(e) => {
+                    log::warn!("control socket accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
+    let cred = match stream.peer_cred() {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!("control socket: no peer credentials: {e}");
+            return;
+        }
+    };
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(r.take(MAX_REQUEST as u64));
+    let reply = match reader.read_line(&mut line).await {
+        Ok(0) => return,
+        Ok(_) => match serde_json::from_str::<Request>(line.trim_end()) {
+            Ok(Request::Ping) => Reply {
+                ok: true,
+                pid: cred.pid().map(|p| p as u32),
+                ..Default::default()
+            },
+            Ok(Request::Status) if cred.uid() != 0 => Reply::error("status is for root only"),
+            Ok(Request::Status) => {
+                let (rtx, rrx) = oneshot::channel();
+                match tx.send(ControlMsg::Status(rtx)).await {
+                    Ok(()) => match rrx.await {
+                        Ok(st) => Reply {
+                            ok: true,
+                            status: Some(st),
+                            ..Default::default()
+                        },
+                        Err(_) => Reply::error("agent is shutting down"),
+                    },
+                    Err(_) => Reply::error("agent is shutting down"),
+                }
+            }
+            Ok(Request::Watch { server }) => match cred.pid() {
+                Some(pid) if pid > 0 => {
+                    let (rtx, rrx) = oneshot::channel();
+                    let req = WatchRequest {
+                        pid: pid as u32,
+                        uid: cred.uid(),
+                        server,
+                        reply: rtx,
+                    };
+                    if tx.send(ControlMsg::Watch(req)).await.is_err() {
+                        Reply::error("agent is shutting down")
+                    } else {
+                        match rrx.await {
+                            Ok(Ok(server)) => Reply {
+                                ok: true,
+                                server: Some(server),
+                                pid: Some(pid as u32),
+                                ..Default::default()
+                            },
+                            Ok(Err(e)) => Reply::error(e),
+                            Err(_) => Reply::error("agent is shutting down"),
+                        }
+                    }
+                }
+                _ => Reply::error("peer pid unknown (caller in another pid namespace?)"),
+            },
+            Err(e) => Reply::error(format!("bad request: {e}")),
+        },
+        Err(e) => Reply::error(format!("reading request: {e}")),
+    };
+    let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+    out.push(b'\n');
+    let _ = w.write_all(&out).await;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no mcpwatch agent is listening on {path} ({source})")]
+    NoAgent {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to the agent on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the agent refused: {0}")]
+    Refused(String),
+    #[error("the agent sent an unreadable reply: {0:?}")]
+    BadReply(String),
+}
+
+/// Sends one request and waits for its reply (blocking; used by the CLI and
+/// the wrapper, which have no runtime).
+pub fn call(socket: &Path, req: &Request, timeout: std::time::Duration) -> Result<Reply, ClientError> {
+    use std::io::{BufRead as _, Write as _};
+    let path = socket.display().to_string();
+    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|source| ClientError::NoAgent {
+        path: path.clone(),
+        source,
+    })?;
+    let io = |source| ClientError::Io {
+        path: path.clone(),
+        source,
+    };
+    s.set_read_timeout(Some(timeout)).map_err(io)?;
+    s.set_write_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_vec(req).expect("requests serialize");
+    line.push(b'\n');
+    s.write_all(&line).map_err(io)?;
+    let mut answer = String::new();
+    std::io::BufReader::new(&s).read_line(&mut answer).map_err(io)?;
+    let reply: Reply = serde_json::from_str(answer.trim_end()).map_err(|_| ClientError::BadReply(answer.clone()))?;
+    if !reply.ok {
+        return Err(ClientError::Refused(reply.error.unwrap_or_default()));
+    }
+    Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_format() {
+        assert_eq!(
+            serde_json::to_string(&Request::Watch { server: "fs".into() }).unwrap(),
+            r#"{"op":"watch","server":"fs"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"op":"ping"}"#).unwrap(),
+            Request::Ping
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"op":"unwatch"}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn peer_pid_comes_from_the_kernel() {
+        let dir = std::env::temp_dir().join(format!("mcpwatch-ctl-{}", std::process::id()));
+        let path = dir.join("c.sock");
+        let sock = ControlSocket::bind(&path).unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        let server = tokio::spawn(sock.serve(tx));
+        let answer = tokio::spawn(async move {
+            let Some(ControlMsg::Watch(req)) = rx.recv().await else {
+                panic!("no watch request")
+            };
+            assert_eq!(req.pid, std::process::id());
+            req.reply.send(Ok(req.server.clone())).unwrap();
+        });
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.write_all(b"{\"op\":\"watch\",\"server\":\"fs\"}\n").await.unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).await.unwrap();
+        let reply: Reply = serde_json::from_str(&line).unwrap();
+        assert!(reply.ok, "{reply:?}");
+        assert_eq!(reply.pid, Some(std::process::id()));
+        answer.await.unwrap();
+        server.abort();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,19 @@
+//! mcpwatch: watch what MCP servers do, in the kernel, against what they declared.
+//!
+//! One module per stage of the pipeline:
+//! `loader` (mounts, BTF offsets, load/attach) -> `decode` (records to events)
+//! -> `procs`/`servers` (enrichment) -> `discover` (rules) -> `output` (JSON lines);
+//! `control` is the wrapper's registration socket, `agent` the loop that ties
+//! them together.
+
+pub mod agent;
+pub mod btf;
+pub mod control;
+pub mod decode;
+pub mod discover;
+pub mod loader;
+pub mod mounts;
+pub mod output;
+pub mod procs;
+pub mod servers;
+pub mod wrapper;

@@ -1,0 +1,131 @@
+//! The `mcpwatch` command.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use mcpwatch::{
+    agent::{self, AgentOptions},
+    btf,
+    control::{self, DEFAULT_SOCKET, Request, SOCKET_ENV},
+    discover::{Rules, WatchRule},
+    loader::LoadOptions,
+    wrapper,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "mcpwatch",
+    version,
+    about = "Watch what MCP servers do, in the kernel, against what they declared"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (root): load the kernel programs and write one JSON line per event.
+    Agent {
+        /// Write events to this file (appended) instead of stdout.
+        #[arg(long, value_name = "PATH")]
+        events_out: Option<PathBuf>,
+        /// Watch processes whose exe or argv matches PATTERN (a regex) as server NAME.
+        /// Applies to every exec and, at start-up, to every running process.
+        #[arg(long = "watch", value_name = "NAME=PATTERN")]
+        watch: Vec<WatchRule>,
+        /// Control socket the wrapper registers on.
+        #[arg(long, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Pin the maps (WATCHED, CONFIG, LOSS) in this bpffs directory.
+        #[arg(long, value_name = "DIR")]
+        pin: Option<PathBuf>,
+        /// Leave the pinned maps in place at exit (default: remove them).
+        #[arg(long, requires = "pin")]
+        keep_pins: bool,
+        /// Capacity of the watched-process map.
+        #[arg(long, value_name = "N")]
+        watched_max: Option<u32>,
+    },
+    /// Register with the running agent as server NAME, then exec CMD.
+    /// Use it as the server's command in an MCP host configuration.
+    Exec {
+        /// Server name the process and its descendants are attributed to.
+        #[arg(long, value_name = "NAME")]
+        server: String,
+        /// Refuse to start CMD when no agent is running (default: start it unwatched, with a warning).
+        #[arg(long)]
+        require_agent: bool,
+        #[arg(long, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        cmd: Vec<String>,
+    },
+    /// Show what the running agent watches (root).
+    Status {
+        #[arg(long, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Print the kernel structure offsets the probes would use, resolved from BTF.
+    Offsets {
+        /// BTF file to resolve against (default: the running kernel's).
+        #[arg(long, value_name = "PATH", default_value = btf::VMLINUX_BTF)]
+        btf: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Exec {
+            server,
+            require_agent,
+            socket,
+            cmd,
+        } => {
+            std::process::exit(wrapper::run(&socket, &server, require_agent, &cmd));
+        }
+        Command::Agent {
+            events_out,
+            watch,
+            socket,
+            pin,
+            keep_pins,
+            watched_max,
+        } => {
+            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+            let opts = AgentOptions {
+                events_out,
+                rules: Rules(watch),
+                socket,
+                load: LoadOptions {
+                    pin_dir: pin,
+                    watched_max,
+                },
+                keep_pins,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(agent::run(opts))
+        }
+        Command::Status { socket } => {
+            let reply = control::call(&socket, &Request::Status, std::time::Duration::from_secs(5))?;
+            println!("{}", serde_json::to_string_pretty(&reply.status)?);
+            Ok(())
+        }
+        Command::Offsets { btf: path } => {
+            let kb = btf::KernelBtf::from_file(&path)?;
+            let r = btf::resolve(&kb).with_context(|| format!("resolving offsets in {}", path.display()))?;
+            for (feature, why) in &r.disabled {
+                eprintln!("warning: {feature} would be off: {why}");
+            }
+            println!("{:#?}", r.offsets);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! JSON lines: one object per event, to stdout or a file.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, BufWriter, Write},
+    path::Path,
+    time::{Duration, SystemTime},
+};
+
+use serde::Serialize;
+
+/// One ancestor of a process: pid and exe.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Ancestor<'a> {
+    pub pid: u32,
+    pub exe: &'a str,
+}
+
+/// The JSON form of an event. Common fields first; the rest depends on `kind`.
+#[derive(Serialize, Debug, Default)]
+pub struct Record<'a> {
+    pub ts: String,
+    pub kind: &'a str,
+    pub server: Option<&'a str>,
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub exe: &'a str,
+    pub argv: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<&'a str>,
+    /// exec: path given to exec, and interpreter run instead (scripts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interp: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argv_truncated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ancestry: Option<Vec<Ancestor<'a>>>,
+    /// fork
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child_pid: Option<u32>,
+    /// exit
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// watch: why the process is watched (wrapper, rule, scan).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    /// loss: the kind of the lost events and how many were lost since the last report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_kind: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<u64>,
+}
+
+/// Converts kernel boot-time nanoseconds to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Wall-clock time at boot, in ns since the epoch.
+    boot_epoch_ns: i128,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+            .map(Duration::from)
+            .unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            boot_epoch_ns: now.as_nanos() as i128 - boot.as_nanos() as i128,
+        }
+    }
+
+    pub fn wall(&self, ktime_ns: u64) -> SystemTime {
+        let ns = (self.boot_epoch_ns + ktime_ns as i128).max(0) as u128;
+        SystemTime::UNIX_EPOCH + Duration::new((ns / 1_000_000_000) as u64, (ns % 1_000_000_000) as u32)
+    }
+
+    /// RFC 3339 UTC with nanoseconds.
+    pub fn rfc3339(&self, ktime_ns: u64) -> String {
+        humantime::format_rfc3339_nanos(self.wall(ktime_ns)).to_string()
+    }
+
+    /// Boot-time nanoseconds now (the kernel's event clock).
+    pub fn now_ktime() -> u64 {
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+            .map(|t| Duration::from(t).as_nanos() as u64)
+            .unwrap_or(0)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where event lines go.
+pub struct EventWriter {
+    out: BufWriter<Box<dyn Write + Send>>,
+    failed: u64,
+}
+
+impl EventWriter {
+    pub fn stdout() -> Self {
+        Self {
+            out: BufWriter::with_capacity(64 << 10, Box::new(io::stdout())),
+            failed: 0,
+        }
+    }
+
+    /// Appends to `path`, creating it (mode 0600: events name files and arguments).
+    pub fn file(path: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f: File = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+        Ok(Self {
+            out: BufWriter::with_capacity(64 << 10, Box::new(f)),
+            failed: 0,
+        })
+    }
+
+    /// Writes one line. A failed write (full disk, closed pipe) is logged and
+    /// counted; the agent keeps watching.
+    pub fn write(&mut self, r: &Record<'_>) {
+        let res = serde_json::to_writer(&mut self.out, r)
+            .map_err(io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
+        if let Err(e) = res {
+            self.failed += 1;
+            if self.failed.is_power_of_two() {
+                log::error!("writing events failed ({} so far): {e}", self.failed);
+            }
+        }
+    }
+
+    pub fn flush(&mut self) {
+        if let Err(e) = self.out.flush() {
+            self.failed += 1;
+            log::error!("flushing events failed: {e}");
+        }
+    }
+
+    /// Lines that could not be written.
+    pub fn failed(&self) -> u64 {
+        self.failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_maps_now_to_now() {
+        let c = Clock::new();
+        let wall = c.wall(Clock::now_ktime());
+        let d = wall.duration_since(SystemTime::now()).unwrap_or_else(|e| e.duration());
+        assert!(d < Duration::from_secs(1), "{d:?}");
+        assert!(c.rfc3339(0).ends_with('Z'));
+    }
+
+    #[test]
+    fn record_skips_absent_fields() {
+        let argv = vec!["sh".to_string()];
+        let r = Record {
+            ts: "t".into(),
+            kind: "fork",
+            server: Some("s"),
+            pid: 1,
+            exe: "/bin/sh",
+            argv: &argv,
+            child_pid: Some(2),
+            ..Default::default()
+        };
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["child_pid"], 2);
+        assert_eq!(v["server"], "s");
+        assert!(v.get("exit_code").is_none());
+        assert!(v.get("ppid").is_some() && v.get("argv").is_some());
+    }
+}

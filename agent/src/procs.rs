@@ -1,0 +1,174 @@
+//! The process table: pid -> what we know of it (exe, argv, uid, parent, server).
+//!
+//! Seeded from /proc at start-up, kept current by watched processes' events,
+//! and completed from /proc on demand for ancestors the kernel never reported.
+
+use std::collections::HashMap;
+
+/// How many ancestors an event carries at most.
+pub const MAX_ANCESTRY: usize = 16;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub exe: String,
+    pub argv: Vec<String>,
+    /// Server id when watched.
+    pub server: Option<u32>,
+}
+
+#[derive(Default)]
+pub struct ProcTable {
+    procs: HashMap<u32, Proc>,
+}
+
+/// Reads one process from /proc; None when it is gone or unreadable.
+pub fn read_proc(pid: u32) -> Option<Proc> {
+    let p = procfs::process::Process::new(pid as i32).ok()?;
+    let stat = p.stat().ok()?;
+    let uid = p.uid().unwrap_or(u32::MAX);
+    let exe = p.exe().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+    let argv = p.cmdline().unwrap_or_default();
+    Some(Proc {
+        pid,
+        ppid: stat.ppid as u32,
+        uid,
+        exe,
+        argv,
+        server: None,
+    })
+}
+
+impl ProcTable {
+    /// Every process currently in /proc.
+    pub fn seed_from_proc() -> Self {
+        let mut t = Self::default();
+        if let Ok(all) = procfs::process::all_processes() {
+            for p in all.flatten() {
+                if let Some(proc) = read_proc(p.pid as u32) {
+                    t.procs.insert(proc.pid, proc);
+                }
+            }
+        }
+        t
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Proc> {
+        self.procs.get(&pid)
+    }
+
+    pub fn get_mut(&mut self, pid: u32) -> Option<&mut Proc> {
+        self.procs.get_mut(&pid)
+    }
+
+    pub fn insert(&mut self, p: Proc) {
+        self.procs.insert(p.pid, p);
+    }
+
+    pub fn remove(&mut self, pid: u32) -> Option<Proc> {
+        self.procs.remove(&pid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    /// The entry for `pid`, read from /proc when the table lacks it.
+    pub fn get_or_load(&mut self, pid: u32) -> Option<&mut Proc> {
+        if !self.procs.contains_key(&pid) {
+            let p = read_proc(pid)?;
+            self.procs.insert(pid, p);
+        }
+        self.procs.get_mut(&pid)
+    }
+
+    /// Parent chain of `pid`, nearest first, at most [`MAX_ANCESTRY`] entries.
+    pub fn ancestry(&mut self, pid: u32) -> Vec<(u32, String)> {
+        let mut out = Vec::new();
+        let mut cur = self.get_or_load(pid).map(|p| p.ppid);
+        while let Some(ppid) = cur {
+            if ppid == 0 || out.len() >= MAX_ANCESTRY || out.iter().any(|(p, _)| *p == ppid) {
+                break;
+            }
+            match self.get_or_load(ppid) {
+                Some(p) => {
+                    out.push((ppid, p.exe.clone()));
+                    cur = Some(p.ppid);
+                }
+                None => {
+                    out.push((ppid, String::new()));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// `root` and every process below it in /proc, parents before children.
+    pub fn descendants_from_proc(root: u32) -> Vec<u32> {
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        if let Ok(all) = procfs::process::all_processes() {
+            for p in all.flatten() {
+                if let Ok(stat) = p.stat() {
+                    children.entry(stat.ppid as u32).or_default().push(p.pid as u32);
+                }
+            }
+        }
+        let mut out = vec![root];
+        let mut seen = std::collections::HashSet::from([root]);
+        let mut i = 0;
+        while i < out.len() {
+            for &c in children.get(&out[i]).map(Vec::as_slice).unwrap_or_default() {
+                if seen.insert(c) {
+                    out.push(c);
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// Drops unwatched entries whose process is gone (watched ones leave with
+    /// their exit event). Returns how many were dropped.
+    pub fn prune_dead(&mut self) -> usize {
+        let before = self.procs.len();
+        self.procs
+            .retain(|pid, p| p.server.is_some() || std::path::Path::new(&format!("/proc/{pid}")).exists());
+        before - self.procs.len()
+    }
+
+    /// Number of watched processes.
+    pub fn watched_count(&self) -> usize {
+        self.procs.values().filter(|p| p.server.is_some()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ancestry_of_this_test_reaches_init() {
+        let mut t = ProcTable::seed_from_proc();
+        let me = std::process::id();
+        assert_eq!(t.get(me).map(|p| p.pid), Some(me));
+        let chain = t.ancestry(me);
+        assert!(!chain.is_empty());
+        assert_eq!(chain[0].0, t.get(me).unwrap().ppid);
+    }
+
+    #[test]
+    fn descendants_include_a_spawned_child() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let d = ProcTable::descendants_from_proc(std::process::id());
+        assert!(d.contains(&child.id()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
