@@ -12,6 +12,11 @@ pub struct WatchedProc {
 
 /// The process was registered directly (wrapper, rule, scan), not inherited by fork.
 pub const WATCH_ROOT: u32 = 1;
+/// Not watched yet: exec'd while discovery rules exist, waiting for userspace
+/// to match it (or a child of such a process). Its forks inherit the mark, so
+/// nothing it starts before the decision escapes; probes other than the
+/// process lifecycle treat it as unwatched. `server` is 0.
+pub const WATCH_PENDING: u32 = 2;
 
 /// Single entry of the `CONFIG` array map, changed by userspace at run time.
 #[repr(C)]

@@ -8,10 +8,10 @@ use crate::maps::{EVENTS, LOSS};
 #[inline(always)]
 pub fn count_loss(server: u32, kind: u32) {
     let key = LossKey { server, kind };
-    match LOSS.get_ptr_mut(&key) {
+    match LOSS.get_ptr_mut(key) {
         Some(n) => unsafe { *n += 1 },
         None => {
-            let _ = LOSS.insert(&key, &1u64, 0);
+            let _ = LOSS.insert(key, 1u64, 0);
         }
     }
 }

@@ -49,7 +49,7 @@ pub fn offsets() -> &'static KernelOffsets {
 /// Server of a watched tgid, the one lookup every probe starts with.
 #[inline(always)]
 pub fn watched(tgid: u32) -> Option<WatchedProc> {
-    unsafe { WATCHED.get(&tgid).copied() }
+    unsafe { WATCHED.get(tgid).copied() }
 }
 
 #[inline(always)]

@@ -10,7 +10,7 @@ use std::{
 
 use agent_common::{
     AgentConfig, EventKind, LossKey, WatchedProc,
-    config::{CONFIG_DISCOVER_EXEC, WATCH_ROOT},
+    config::{CONFIG_DISCOVER_EXEC, WATCH_PENDING, WATCH_ROOT},
 };
 use anyhow::Context as _;
 use aya::maps::{Array, HashMap, MapData, PerCpuHashMap, RingBuf};
@@ -21,6 +21,7 @@ use tokio::{
 };
 
 use crate::{
+    alert::{self, Alert},
     control::{ControlMsg, ControlSocket, ServerStatus, Status, WatchRequest},
     decode::{self, Event, Exec, Header},
     discover::Rules,
@@ -58,7 +59,10 @@ struct State {
     lost: u64,
     decode_errors: u64,
     gc_removed: u64,
+    alerts: u64,
     agent_pid: u32,
+    /// Pending (undecided) processes and the pending children they forked.
+    pending: StdHashMap<u32, Vec<u32>>,
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -90,7 +94,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         lost: 0,
         decode_errors: 0,
         gc_removed: 0,
+        alerts: 0,
         agent_pid: std::process::id(),
+        pending: StdHashMap::new(),
     };
     state.startup_scan();
     state.writer.flush();
@@ -132,7 +138,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 drain(ring.get_mut(), &mut state);
                 state.report_loss();
                 state.procs.prune_dead();
-                if ticks % GC_EVERY_TICKS == 0 {
+                if ticks.is_multiple_of(GC_EVERY_TICKS) {
                     state.gc_watched();
                 }
                 state.writer.flush();
@@ -236,21 +242,18 @@ impl State {
             }
         };
         self.events += 1;
-        match event {
-            Event::Exec(mut e) => {
-                if e.header.unwatched {
-                    let exe = exec_exe(&e);
-                    let Some(server) = self.rules.matches(&exe, &e.argv).map(str::to_owned) else {
-                        return;
-                    };
-                    if self.is_agent(e.header.pid) {
-                        return;
-                    }
-                    e.header.server = self.watch_tree(e.header.pid, &server, "rule");
-                    e.header.unwatched = false;
-                }
-                self.on_exec(e);
+        // Events the kernel marked unwatched come from pending processes:
+        // resolve them first (a decision, or a server learnt since).
+        let event = if event.header().unwatched {
+            match self.resolve_pending(event) {
+                Some(e) => e,
+                None => return,
             }
+        } else {
+            event
+        };
+        match event {
+            Event::Exec(e) => self.on_exec(e),
             Event::Fork(f) => {
                 let h = &f.header;
                 let parent = self.procs.get_or_load(h.pid).cloned().unwrap_or_default();
@@ -273,6 +276,90 @@ impl State {
                 r.exit_code = x.exit_code;
                 r.signal = x.signal;
                 self.writer.write(&r);
+            }
+        }
+    }
+
+    /// An event of a process the kernel holds as pending. Returns it as a
+    /// watched event when its server is known (decided now by the rules, or
+    /// inherited from a parent decided earlier), None when it stays unwatched.
+    fn resolve_pending(&mut self, mut event: Event) -> Option<Event> {
+        let pid = event.header().pid;
+        let known = self.procs.get(pid).and_then(|p| p.server);
+        let server = match (&event, known) {
+            (_, Some(id)) => {
+                // Decided through an ancestor after the kernel marked it.
+                self.confirm_watched(pid, id);
+                Some(id)
+            }
+            (Event::Exec(e), None) => {
+                let exe = exec_exe(e);
+                match self.rules.matches(&exe, &e.argv).map(str::to_owned) {
+                    Some(server) if !self.is_agent(pid) => Some(self.watch_tree(pid, &server, "rule")),
+                    _ => {
+                        self.release_pending(pid);
+                        None
+                    }
+                }
+            }
+            (Event::Fork(f), None) => {
+                // The parent is undecided: the child shares its fate.
+                self.pending.entry(pid).or_default().push(f.child_pid);
+                self.procs.insert(Proc {
+                    pid: f.child_pid,
+                    ppid: pid,
+                    ..Default::default()
+                });
+                None
+            }
+            (Event::Exit(_), None) => {
+                self.pending.remove(&pid);
+                self.procs.remove(pid);
+                None
+            }
+        }?;
+        let h = match &mut event {
+            Event::Exec(e) => &mut e.header,
+            Event::Fork(f) => {
+                self.confirm_watched(f.child_pid, server);
+                &mut f.header
+            }
+            Event::Exit(x) => &mut x.header,
+        };
+        h.server = server;
+        h.unwatched = false;
+        Some(event)
+    }
+
+    /// Turns a pending kernel entry into a watched one (unless the process is
+    /// gone: its exit hook already removed the entry).
+    fn confirm_watched(&mut self, pid: u32, server: u32) {
+        if let Some(p) = self.procs.get_mut(pid) {
+            p.server = Some(server);
+        }
+        match self.watched.get(&pid, 0) {
+            Ok(w) if w.flags & WATCH_PENDING != 0 => {
+                let _ = self.watched.insert(pid, WatchedProc { server, flags: 0 }, 0);
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = self.watched.remove(&pid);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// No rule matched: the process and the pending children it forked go
+    /// back to unwatched (one hash lookup per hooked event).
+    fn release_pending(&mut self, root: u32) {
+        let mut todo = vec![root];
+        while let Some(pid) = todo.pop() {
+            if let Some(children) = self.pending.remove(&pid) {
+                todo.extend(children);
+            }
+            if let Ok(w) = self.watched.get(&pid, 0)
+                && w.flags & WATCH_PENDING != 0
+            {
+                let _ = self.watched.remove(&pid);
             }
         }
     }
@@ -308,6 +395,7 @@ impl State {
     fn watch_tree(&mut self, root: u32, server: &str, reason: &str) -> u32 {
         let id = self.names.servers.id(server);
         for pid in ProcTable::descendants_from_proc(root) {
+            self.pending.remove(&pid);
             let flags = if pid == root { WATCH_ROOT } else { 0 };
             if let Err(e) = self.watched.insert(pid, WatchedProc { server: id, flags }, 0) {
                 log::error!("cannot watch pid {pid} as {server}: {e}");
@@ -372,6 +460,14 @@ impl State {
             ControlMsg::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            ControlMsg::TestAlert { pid, reply } => {
+                let ktime = Clock::now_ktime();
+                self.alerts += 1;
+                let id = format!("{ktime}-{}", self.alerts);
+                let alert = alert::test_alert(id.clone(), self.names.clock.rfc3339(ktime), ktime, pid);
+                self.emit_alert(&alert);
+                let _ = reply.send(id);
+            }
         }
     }
 
@@ -397,25 +493,33 @@ impl State {
     }
 
     fn status(&self) -> Status {
-        let mut watched: Vec<u32> = self.watched.keys().flatten().collect();
-        watched.sort_unstable();
-        let mut servers: Vec<ServerStatus> = Vec::new();
-        for pid in &watched {
-            if let Ok(w) = self.watched.get(pid, 0) {
-                let name = self.names.server_name(w.server).unwrap_or("?").to_owned();
-                match servers.iter_mut().find(|s| s.name == name) {
-                    Some(s) => s.pids.push(*pid),
-                    None => servers.push(ServerStatus { name, pids: vec![*pid] }),
-                }
-            }
-        }
-        Status {
-            watched,
-            servers,
+        let mut entries: Vec<(u32, WatchedProc)> = self.watched.iter().flatten().collect();
+        entries.sort_unstable_by_key(|(pid, _)| *pid);
+        let mut st = Status {
             events: self.events,
             lost: self.lost,
             gc_removed: self.gc_removed,
+            ..Default::default()
+        };
+        for (pid, w) in entries {
+            if w.flags & WATCH_PENDING != 0 {
+                st.pending.push(pid);
+                continue;
+            }
+            st.watched.push(pid);
+            let name = self.names.server_name(w.server).unwrap_or("?").to_owned();
+            match st.servers.iter_mut().find(|s| s.name == name) {
+                Some(s) => s.pids.push(pid),
+                None => st.servers.push(ServerStatus { name, pids: vec![pid] }),
+            }
         }
+        st
+    }
+
+    /// Delivers an alert: a `kind: "alert"` line in the event stream.
+    fn emit_alert(&mut self, alert: &Alert) {
+        log::warn!("alert {} [{}] {}", alert.rule, alert.severity.as_str(), alert.summary);
+        self.writer.write_alert(alert);
     }
 
     /// Reports ring-buffer loss counted by the kernel since the last check.

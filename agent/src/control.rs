@@ -33,6 +33,8 @@ pub enum Request {
     Ping,
     /// What the agent watches (root only).
     Status,
+    /// Send a test alert through every output (root only).
+    TestAlert,
 }
 
 /// The agent's answer to `status`.
@@ -40,6 +42,9 @@ pub enum Request {
 pub struct Status {
     /// Process ids in the kernel's watched map.
     pub watched: Vec<u32>,
+    /// Process ids the kernel holds as pending (exec'd while discovery rules
+    /// exist, not matched by userspace yet).
+    pub pending: Vec<u32>,
     /// Servers with the processes the agent attributes to them.
     pub servers: Vec<ServerStatus>,
     /// Events decoded since start.
@@ -68,6 +73,8 @@ pub struct Reply {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<String>,
 }
 
 impl Reply {
@@ -85,6 +92,11 @@ impl Reply {
 pub enum ControlMsg {
     Watch(WatchRequest),
     Status(oneshot::Sender<Status>),
+    /// Emit a test alert on behalf of `pid`; the reply is the alert id.
+    TestAlert {
+        pid: u32,
+        reply: oneshot::Sender<String>,
+    },
 }
 
 /// A registration: watch `pid` under `server`. The reply names the server the
@@ -185,7 +197,24 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
                 pid: cred.pid().map(|p| p as u32),
                 ..Default::default()
             },
-            Ok(Request::Status) if cred.uid() != 0 => Reply::error("status is for root only"),
+            Ok(Request::Status | Request::TestAlert) if cred.uid() != 0 => {
+                Reply::error("this request is for root only")
+            }
+            Ok(Request::TestAlert) => {
+                let (rtx, rrx) = oneshot::channel();
+                let pid = cred.pid().unwrap_or(0) as u32;
+                match tx.send(ControlMsg::TestAlert { pid, reply: rtx }).await {
+                    Ok(()) => match rrx.await {
+                        Ok(id) => Reply {
+                            ok: true,
+                            alert_id: Some(id),
+                            ..Default::default()
+                        },
+                        Err(_) => Reply::error("agent is shutting down"),
+                    },
+                    Err(_) => Reply::error("agent is shutting down"),
+                }
+            }
             Ok(Request::Status) => {
                 let (rtx, rrx) = oneshot::channel();
                 match tx.send(ControlMsg::Status(rtx)).await {

@@ -7,6 +7,7 @@
 //! them together.
 
 pub mod agent;
+pub mod alert;
 pub mod btf;
 pub mod control;
 pub mod decode;

@@ -72,6 +72,11 @@ enum Command {
         #[arg(long, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Ask the running agent to emit a test alert through every output (root).
+    TestAlert {
+        #[arg(long, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Print the kernel structure offsets the probes would use, resolved from BTF.
     Offsets {
         /// BTF file to resolve against (default: the running kernel's).
@@ -116,6 +121,11 @@ fn main() -> anyhow::Result<()> {
         Command::Status { socket } => {
             let reply = control::call(&socket, &Request::Status, std::time::Duration::from_secs(5))?;
             println!("{}", serde_json::to_string_pretty(&reply.status)?);
+            Ok(())
+        }
+        Command::TestAlert { socket } => {
+            let reply = control::call(&socket, &Request::TestAlert, std::time::Duration::from_secs(5))?;
+            println!("{}", reply.alert_id.unwrap_or_default());
             Ok(())
         }
         Command::Offsets { btf: path } => {

@@ -131,6 +131,10 @@ impl EventWriter {
     /// Writes one line. A failed write (full disk, closed pipe) is logged and
     /// counted; the agent keeps watching.
     pub fn write(&mut self, r: &Record<'_>) {
+        self.write_line(r);
+    }
+
+    fn write_line<T: Serialize>(&mut self, r: &T) {
         let res = serde_json::to_writer(&mut self.out, r)
             .map_err(io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"));
@@ -140,6 +144,17 @@ impl EventWriter {
                 log::error!("writing events failed ({} so far): {e}", self.failed);
             }
         }
+    }
+
+    /// Writes an alert as a line of its own: `{"kind":"alert", ...alert fields}`.
+    pub fn write_alert(&mut self, alert: &crate::alert::Alert) {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            kind: &'static str,
+            #[serde(flatten)]
+            alert: &'a crate::alert::Alert,
+        }
+        self.write_line(&Line { kind: "alert", alert });
     }
 
     pub fn flush(&mut self) {

@@ -81,11 +81,10 @@ impl ProcTable {
 
     /// The entry for `pid`, read from /proc when the table lacks it.
     pub fn get_or_load(&mut self, pid: u32) -> Option<&mut Proc> {
-        if !self.procs.contains_key(&pid) {
-            let p = read_proc(pid)?;
-            self.procs.insert(pid, p);
+        match self.procs.entry(pid) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => Some(e.insert(read_proc(pid)?)),
         }
-        self.procs.get_mut(&pid)
     }
 
     /// Parent chain of `pid`, nearest first, at most [`MAX_ANCESTRY`] entries.

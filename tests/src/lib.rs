@@ -1,1 +1,259 @@
+//! Harness for the integration tests: starts the real `mcpwatch agent` (root:
+//! it loads the kernel programs), runs real processes, reads the JSON lines it
+//! writes.
+//!
+//! The agent binary comes from `MCPWATCH_BIN` (set by `cargo xtask test`), or
+//! from the target directory next to the test executable.
 
+use std::{
+    io::Read as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// How long a test waits for something the agent should do promptly.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The `mcpwatch` binary under test.
+pub fn bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MCPWATCH_BIN") {
+        let p = PathBuf::from(p);
+        // Relative to the workspace root, where `cargo xtask` runs.
+        return if p.is_absolute() {
+            p
+        } else {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
+        };
+    }
+    // target/<profile>/deps/<test> -> target/<profile>/mcpwatch
+    let exe = std::env::current_exe().expect("test executable path");
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("mcpwatch");
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo xtask test` (or build the mcpwatch package first)",
+        p.display()
+    );
+    p
+}
+
+/// Panics unless root: these tests load BPF programs and would prove nothing otherwise.
+pub fn require_root() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "integration tests load BPF programs: run them as root"
+    );
+}
+
+/// A fresh directory for one test.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mcpwatch-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+/// A running agent with its own control socket and event file.
+pub struct Agent {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub events_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl Agent {
+    /// Starts an agent with extra arguments and waits until it answers.
+    pub fn start(name: &str, args: &[&str]) -> Agent {
+        require_root();
+        let dir = scratch_dir(name);
+        let socket = dir.join("control.sock");
+        let events_path = dir.join("events.jsonl");
+        let log_path = dir.join("agent.log");
+        let log = std::fs::File::create(&log_path).expect("agent log");
+        let child = Command::new(bin())
+            .arg("agent")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--events-out")
+            .arg(&events_path)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn agent");
+        let mut agent = Agent {
+            child: Some(child),
+            dir,
+            socket,
+            events_path,
+            log_path,
+        };
+        agent.wait_ready();
+        agent
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("agent exited during start-up ({status}):\n{}", self.log());
+            }
+            let ping = Command::new(bin())
+                .arg("status")
+                .arg("--socket")
+                .arg(&self.socket)
+                .output();
+            if ping.is_ok_and(|o| o.status.success()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "agent not ready after 60 s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The agent's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Every event line written so far (a partly written last line is left out).
+    pub fn events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.events_path).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Waits until `done` holds for the events, returning them.
+    pub fn wait_events(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let ev = self.events();
+            if done(&ev) {
+                return ev;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; events:\n{}\nagent log:\n{}",
+                    dump(&ev),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `mcpwatch status` as JSON.
+    pub fn status(&self) -> Value {
+        let out = Command::new(bin())
+            .arg("status")
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .expect("status");
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    /// A command that runs `cmd` wrapped as server `server` under this agent.
+    pub fn wrap(&self, server: &str, cmd: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("exec")
+            .arg("--server")
+            .arg(server)
+            .arg("--require-agent")
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--");
+        c.args(cmd);
+        c
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = child.try_wait().expect("wait agent") {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not stop on SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs a command to completion, capturing its output.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run command")
+}
+
+/// Reads a child's whole stdout.
+pub fn read_stdout(child: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut s);
+    }
+    s
+}
+
+/// Events of one kind.
+pub fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["kind"] == kind).collect()
+}
+
+/// Events of one process.
+pub fn of_pid(events: &[Value], pid: u32) -> Vec<&Value> {
+    events.iter().filter(|e| e["pid"] == pid).collect()
+}
+
+/// Events lines, one per line, for failure messages.
+pub fn dump(events: &[Value]) -> String {
+    events.iter().map(Value::to_string).collect::<Vec<_>>().join("\n")
+}
+
+/// Ids of the loaded BPF maps called `name` (the kernel keeps 15 bytes of a name).
+pub fn loaded_map_ids(name: &str) -> Vec<u32> {
+    aya::maps::loaded_maps()
+        .flatten()
+        .filter(|m| m.name_as_str() == Some(name))
+        .map(|m| m.id())
+        .collect()
+}
+
+/// Makes an executable shell script at `path`.
+pub fn script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod script");
+}

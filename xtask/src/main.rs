@@ -1,1 +1,146 @@
-fn main() {}
+//! `cargo xtask`: set-up, build, run and test mcpwatch with one command each.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the eBPF build needs (idempotent): nightly rust-src, llvm-22-dev, bpf-linker.
+    Setup,
+    /// Build the agent (and its eBPF object).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up if needed, build in release mode and run `mcpwatch agent` with ARGS.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up if needed, then: rustfmt check, clippy (-D warnings) on userspace and
+    /// eBPF, unit tests, and the integration tests (root: they load the programs).
+    Test {
+        /// Only run tests whose name contains this.
+        filter: Option<String>,
+    },
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+/// Runs a command in the workspace root, failing on a non-zero exit.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    cmd.current_dir(root());
+    eprintln!("xtask: {}", describe(cmd));
+    let status = cmd.status().with_context(|| format!("spawning {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("{} failed: {status}", describe(cmd));
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn build(release: bool) -> anyhow::Result<PathBuf> {
+    let mut c = cargo();
+    c.args(["build", "--package", "mcpwatch"]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)?;
+    Ok(root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("mcpwatch"))
+}
+
+fn test(filter: Option<String>) -> anyhow::Result<()> {
+    setup::ensure()?;
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    // agent-ebpf is left out here: built for the host its bin would link std (features
+    // unify across the workspace); it gets its own clippy run for the BPF target below.
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "agent-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The eBPF crate, for its own target, with the flags aya-build uses.
+    run(Command::new("rustup")
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "--package",
+            "agent-ebpf",
+            "--bins",
+            "--release",
+        ])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .args(["--target-dir", "target/ebpf-clippy", "--", "-D", "warnings"])
+        .env("RUSTFLAGS", "--cfg=bpf_target_arch=\"x86_64\""))?;
+    let bin = build(false)?;
+    let filter: Vec<String> = filter.into_iter().collect();
+    // Unit tests (the agent's own, and every crate but the integration tests).
+    run(cargo()
+        .args(["test", "--workspace", "--exclude", "mcpwatch-tests", "--"])
+        .args(&filter))?;
+    // Integration tests load the real programs; one at a time so each sees only
+    // its own agent's programs.
+    run(cargo()
+        .args(["test", "--package", "mcpwatch-tests", "--", "--test-threads=1"])
+        .args(&filter)
+        .env("MCPWATCH_BIN", &bin))?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup => setup::install(),
+        Cmd::Build { release } => {
+            setup::ensure()?;
+            build(release).map(drop)
+        }
+        Cmd::Run { args } => {
+            setup::ensure()?;
+            let bin = build(true)?;
+            let mut c = Command::new(bin);
+            c.arg("agent").args(args);
+            run(&mut c)
+        }
+        Cmd::Test { filter } => test(filter),
+    }
+}

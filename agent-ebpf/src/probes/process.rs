@@ -13,7 +13,7 @@
 
 use agent_common::{
     EventKind, ExitEvent, ForkEvent, WatchedProc,
-    config::CONFIG_DISCOVER_EXEC,
+    config::{CONFIG_DISCOVER_EXEC, WATCH_PENDING},
     event::{
         EVENT_UNWATCHED, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_MAX, EXEC_FILENAME_TRUNCATED,
         EXEC_INTERP_TRUNCATED, ExecEvent, ExecRecord,
@@ -30,6 +30,16 @@ use crate::{
     kernel::{current_task, fill_header, read},
     maps::{EXEC_SCRATCH, WATCHED, config_flags, offsets, watched},
 };
+
+/// Events of a pending process are for discovery, not for the stream.
+#[inline(always)]
+fn unwatched_flag(w: &WatchedProc) -> u32 {
+    if w.flags & WATCH_PENDING != 0 {
+        EVENT_UNWATCHED
+    } else {
+        0
+    }
+}
 
 #[inline(always)]
 fn current_tgid() -> u32 {
@@ -56,12 +66,13 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let kind = EventKind::Fork as u32;
+    let pending = parent.flags & WATCH_PENDING;
     if WATCHED
         .insert(
-            &child_tgid,
-            &WatchedProc {
+            child_tgid,
+            WatchedProc {
                 server: parent.server,
-                flags: 0,
+                flags: pending,
             },
             0,
         )
@@ -75,7 +86,7 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
         child_tgid,
         _pad: 0,
     };
-    fill_header(&mut ev.header, kind, parent.server, 0);
+    fill_header(&mut ev.header, kind, parent.server, unwatched_flag(&parent));
     send(&ev, parent.server, kind, 0);
     Ok(())
 }
@@ -99,14 +110,14 @@ fn try_exit() -> Result<(), i64> {
         // Other threads of the process are still running.
         return Ok(());
     }
-    let _ = WATCHED.remove(&tgid);
+    let _ = WATCHED.remove(tgid);
     let kind = EventKind::Exit as u32;
     let mut ev = ExitEvent {
         header: unsafe { core::mem::zeroed() },
         exit_code: read::<u32>(task, &o.task_exit_code).unwrap_or(0),
         _pad: 0,
     };
-    fill_header(&mut ev.header, kind, w.server, 0);
+    fill_header(&mut ev.header, kind, w.server, unwatched_flag(&w));
     send(&ev, w.server, kind, 0);
     Ok(())
 }
@@ -118,10 +129,22 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
 }
 
 fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
-    let (server, flags) = match watched(current_tgid()) {
-        Some(w) => (w.server, 0),
+    let tgid = current_tgid();
+    let (server, flags) = match watched(tgid) {
+        Some(w) => (w.server, unwatched_flag(&w)),
         // Unwatched: only when discovery rules exist (exec is rare enough).
-        None if config_flags() & CONFIG_DISCOVER_EXEC != 0 => (0, EVENT_UNWATCHED),
+        // Mark it pending so what it forks before userspace has matched it
+        // is followed too.
+        None if config_flags() & CONFIG_DISCOVER_EXEC != 0 => {
+            let pending = WatchedProc {
+                server: 0,
+                flags: WATCH_PENDING,
+            };
+            if WATCHED.insert(tgid, pending, 0).is_err() {
+                count_loss(0, EventKind::Exec as u32);
+            }
+            (0, EVENT_UNWATCHED)
+        }
         None => return Ok(()),
     };
     let kind = EventKind::Exec as u32;
