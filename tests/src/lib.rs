@@ -257,3 +257,10 @@ pub fn script(path: &Path, body: &str) {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).expect("write script");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod script");
 }
+
+/// Where `cargo xtask` installed the real MCP SDK and servers (`target/testenv`).
+pub fn testenv() -> PathBuf {
+    std::env::var_os("MCPWATCH_TESTENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/testenv"))
+}

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, run and test mcpwatch with one command each.
 
 mod setup;
+mod testenv;
 
 use std::{
     path::{Path, PathBuf},
@@ -20,7 +21,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Install what the eBPF build needs (idempotent): nightly rust-src, llvm-22-dev, bpf-linker.
-    Setup,
+    Setup {
+        /// Also install what the integration tests drive (MCP SDK and servers, Debian packages).
+        #[arg(long)]
+        test_deps: bool,
+    },
     /// Build the agent (and its eBPF object).
     Build {
         #[arg(long)]
@@ -84,6 +89,7 @@ fn build(release: bool) -> anyhow::Result<PathBuf> {
 
 fn test(filter: Option<String>) -> anyhow::Result<()> {
     setup::ensure()?;
+    testenv::ensure()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
     // agent-ebpf is left out here: built for the host its bin would link std (features
     // unify across the workspace); it gets its own clippy run for the BPF target below.
@@ -123,13 +129,17 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
     run(cargo()
         .args(["test", "--package", "mcpwatch-tests", "--", "--test-threads=1"])
         .args(&filter)
-        .env("MCPWATCH_BIN", &bin))?;
+        .env("MCPWATCH_BIN", &bin)
+        .env("MCPWATCH_TESTENV", testenv::dir()))?;
     Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Cmd::Setup => setup::install(),
+        Cmd::Setup { test_deps } => {
+            setup::install()?;
+            if test_deps { testenv::ensure() } else { Ok(()) }
+        }
         Cmd::Build { release } => {
             setup::ensure()?;
             build(release).map(drop)

@@ -1,0 +1,93 @@
+//! The real components the integration tests drive, installed idempotently
+//! under `target/testenv/` (nothing global but Debian packages):
+//!
+//! - a Python venv with the official MCP SDK (`mcp`, the tests' MCP client) and
+//!   the reference servers from PyPI (`mcp-server-fetch`, `-git`, `-time`);
+//! - the reference servers from npm (`@modelcontextprotocol/server-filesystem`,
+//!   `-everything`, `-memory`);
+//! - Debian packages the tests start (see `APT_PACKAGES`).
+//!
+//! Versions are pinned: a test suite that changes under its own feet proves
+//! nothing.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::Context as _;
+
+use crate::{root, run};
+
+pub const PYPI: &[&str] = &[
+    "mcp==2.3.0",
+    "mcp-server-fetch==2026.10.24",
+    "mcp-server-git==2026.10.19",
+    "mcp-server-time==2026.10.19",
+];
+
+pub const NPM: &[&str] = &[
+    "@modelcontextprotocol/server-filesystem@2026.8.31",
+    "@modelcontextprotocol/server-everything@2026.8.31",
+    "@modelcontextprotocol/server-memory@2026.8.31",
+];
+
+/// Debian packages the integration tests need.
+pub const APT_PACKAGES: &[&str] = &[];
+
+pub fn dir() -> PathBuf {
+    root().join("target").join("testenv")
+}
+
+/// What the current set-up was made from; a change reinstalls.
+fn recipe() -> String {
+    format!("{PYPI:?}\n{NPM:?}\n{APT_PACKAGES:?}\n")
+}
+
+fn apt_missing() -> Vec<&'static str> {
+    APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect()
+}
+
+/// Installs what is missing; quiet when nothing is.
+pub fn ensure() -> anyhow::Result<()> {
+    let dir = dir();
+    let stamp = dir.join("recipe");
+    let missing = apt_missing();
+    if !missing.is_empty() {
+        eprintln!("xtask: installing Debian packages for the tests: {}", missing.join(" "));
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == recipe()) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing the MCP SDK and reference servers under {}",
+        dir.display()
+    );
+    std::fs::create_dir_all(&dir)?;
+    let venv = dir.join("venv");
+    if !venv.join("bin/python").exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "--disable-pip-version-check"])
+        .args(PYPI))
+    .context("installing the MCP SDK and servers from PyPI")?;
+    run(Command::new("npm")
+        .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+        .arg(dir.join("node"))
+        .args(NPM))
+    .context("installing the MCP servers from npm")?;
+    std::fs::write(&stamp, recipe())?;
+    Ok(())
+}
