@@ -22,7 +22,12 @@ fn main() -> anyhow::Result<()> {
             println!("cargo:rerun-if-changed={}", entry?.path().display());
         }
     }
-    println!("cargo:rerun-if-changed={}", std::path::Path::new(&manifest_dir).join("../agent-ebpf/Cargo.toml").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        std::path::Path::new(&manifest_dir)
+            .join("../agent-ebpf/Cargo.toml")
+            .display()
+    );
     let ebpf_dir = std::path::Path::new(&manifest_dir).join("../agent-ebpf");
     let ebpf_dir = ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
     aya_build::build_ebpf(

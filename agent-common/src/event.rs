@@ -62,8 +62,16 @@ impl EventKind {
     }
 
     /// Every kind, for userspace tables indexed by kind.
-    pub const ALL: [EventKind; 8] =
-        [Self::Exec, Self::Fork, Self::Exit, Self::File, Self::Net, Self::Dns, Self::Risky, Self::Stdio];
+    pub const ALL: [EventKind; 8] = [
+        Self::Exec,
+        Self::Fork,
+        Self::Exit,
+        Self::File,
+        Self::Net,
+        Self::Dns,
+        Self::Risky,
+        Self::Stdio,
+    ];
 }
 
 /// Header common to every event.

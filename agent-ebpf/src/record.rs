@@ -131,8 +131,7 @@ impl Rec {
             let h = &self.ev().header;
             (h.server, h.kind)
         };
-        let bytes =
-            unsafe { core::slice::from_raw_parts(self.rec as *const u8, core::mem::size_of::<SysRecord>()) };
+        let bytes = unsafe { core::slice::from_raw_parts(self.rec as *const u8, core::mem::size_of::<SysRecord>()) };
         if len <= bytes.len() {
             send_bytes(&bytes[..len], server, kind, 0);
         }

@@ -24,8 +24,8 @@ use crate::{
     alert::{self, Alert},
     control::{ControlMsg, ControlSocket, ServerStatus, Status, WatchRequest},
     decode::{self, Addr, Event, Exec, FdKind, Header, Sys},
-    dns,
     discover::Rules,
+    dns,
     loader::{self, LoadOptions},
     output::{Ancestor, Clock, DnsRecord, EventWriter, Record},
     procs::{Proc, ProcTable, read_proc},
@@ -356,7 +356,11 @@ impl State {
                 r.path_resolved = Some(s.resolved);
                 r.path_truncated = Some(s.path_truncated);
                 if sysview::op(&s) == "open" {
-                    r.path_as_given = if s.resolved { s.path2.as_deref() } else { s.path.as_deref() };
+                    r.path_as_given = if s.resolved {
+                        s.path2.as_deref()
+                    } else {
+                        s.path.as_deref()
+                    };
                 } else {
                     r.path_as_given = s.path.as_deref();
                     r.path2 = s.path2.as_deref();
@@ -534,7 +538,8 @@ impl State {
             (Some(cwd), false) => sysview::normalize(&format!("{cwd}/{}", e.filename)),
             _ => sysview::normalize(&e.filename),
         };
-        let written = self.written.recent(h.server, &given, h.ktime_ns) || self.written.recent(h.server, &exe, h.ktime_ns);
+        let written =
+            self.written.recent(h.server, &given, h.ktime_ns) || self.written.recent(h.server, &exe, h.ktime_ns);
         let proc = Proc {
             pid: h.pid,
             ppid: h.ppid,
@@ -671,6 +676,7 @@ impl State {
             events: self.events,
             lost: self.lost,
             gc_removed: self.gc_removed,
+            stdio_bytes: self.stdio_bytes,
             ..Default::default()
         };
         for (pid, w) in entries {

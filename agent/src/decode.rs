@@ -7,8 +7,7 @@ use agent_common::{
     event::{
         EVENT_UNWATCHED, EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_EXE_TRUNCATED, EXEC_FILENAME_MAX,
         EXEC_FILENAME_TRUNCATED, EXEC_INTERP_TRUNCATED, ExecEvent, FD_CHAR, FD_FILE, FD_NONE, FD_PIPE, FD_SOCKET,
-        SYS_DATA_IN, SYS_DATA_TRUNCATED, SYS_PATH_RELATIVE, SYS_PATH_RESOLVED, SYS_PATH_TRUNCATED,
-        SYS_PATH2_TRUNCATED,
+        SYS_DATA_IN, SYS_DATA_TRUNCATED, SYS_PATH_RELATIVE, SYS_PATH_RESOLVED, SYS_PATH_TRUNCATED, SYS_PATH2_TRUNCATED,
     },
     syscalls,
 };
@@ -304,7 +303,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 exe_nlink: (e.exe_nlink != u32::MAX).then_some(e.exe_nlink),
                 cwd: (cwd_len > 0).then(|| text(cwd)),
                 cwd_truncated: e.flags & EXEC_CWD_TRUNCATED != 0,
-                stdio: [FdKind::from_raw(e.stdio[0]), FdKind::from_raw(e.stdio[1]), FdKind::from_raw(e.stdio[2])],
+                stdio: [
+                    FdKind::from_raw(e.stdio[0]),
+                    FdKind::from_raw(e.stdio[1]),
+                    FdKind::from_raw(e.stdio[2]),
+                ],
             })
         }
         EventKind::Fork => {
@@ -368,11 +371,22 @@ fn decode_sys(bytes: &[u8], kind: EventKind) -> Result<Event, DecodeError> {
         AF_INET6 => {
             let v6 = Ipv6Addr::from(a.addr);
             Some(match v6.to_ipv4_mapped() {
-                Some(v4) => Addr::Ip { ip: IpAddr::V4(v4), port: a.port, mapped: true },
-                None => Addr::Ip { ip: IpAddr::V6(v6), port: a.port, mapped: false },
+                Some(v4) => Addr::Ip {
+                    ip: IpAddr::V4(v4),
+                    port: a.port,
+                    mapped: true,
+                },
+                None => Addr::Ip {
+                    ip: IpAddr::V6(v6),
+                    port: a.port,
+                    mapped: false,
+                },
             })
         }
-        AF_UNIX => Some(Addr::Unix { path: text_exact(p1), abstract_name: a.port == 1 }),
+        AF_UNIX => Some(Addr::Unix {
+            path: text_exact(p1),
+            abstract_name: a.port == 1,
+        }),
         _ => None,
     };
     let unix = a.family == AF_UNIX;
@@ -488,14 +502,29 @@ mod tests {
         assert_eq!(e.exe_nlink, Some(1));
     }
 
-    fn sys_record(kind: EventKind, nr: u32, family: u16, addr: [u8; 16], p1: &[u8], p2: &[u8], data: &[u8], flags: u32) -> Vec<u8> {
+    fn sys_record(
+        kind: EventKind,
+        nr: u32,
+        family: u16,
+        addr: [u8; 16],
+        p1: &[u8],
+        p2: &[u8],
+        data: &[u8],
+        flags: u32,
+    ) -> Vec<u8> {
         let ev = SysEvent {
             header: raw_header(kind),
             nr,
             flags,
             ret: -2,
             args: [3, 0, 0, 0, 0, 0],
-            addr: agent_common::SockAddr { family, port: 443, sock_type: 1, _pad: 0, addr },
+            addr: agent_common::SockAddr {
+                family,
+                port: 443,
+                sock_type: 1,
+                _pad: 0,
+                addr,
+            },
             offset: 0,
             mode: 0,
             len1: p1.len() as u16,
@@ -512,7 +541,16 @@ mod tests {
 
     #[test]
     fn failed_relative_open_carries_its_base_directory() {
-        let rec = sys_record(EventKind::File, syscalls::OPENAT, 0, [0; 16], b"../.ssh/id_rsa", b"", b"/home/u/work", SYS_PATH_RELATIVE);
+        let rec = sys_record(
+            EventKind::File,
+            syscalls::OPENAT,
+            0,
+            [0; 16],
+            b"../.ssh/id_rsa",
+            b"",
+            b"/home/u/work",
+            SYS_PATH_RELATIVE,
+        );
         let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
         assert_eq!(s.name, "openat");
         assert_eq!(s.path.as_deref(), Some("../.ssh/id_rsa"));
@@ -530,7 +568,14 @@ mod tests {
         a[12..].copy_from_slice(&[127, 0, 0, 1]);
         let rec = sys_record(EventKind::Net, syscalls::CONNECT, 10, a, b"", b"", b"", 0);
         let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
-        assert_eq!(s.addr, Some(Addr::Ip { ip: "127.0.0.1".parse().unwrap(), port: 443, mapped: true }));
+        assert_eq!(
+            s.addr,
+            Some(Addr::Ip {
+                ip: "127.0.0.1".parse().unwrap(),
+                port: 443,
+                mapped: true
+            })
+        );
         let mut v6 = [0u8; 16];
         v6[15] = 1;
         let rec = sys_record(EventKind::Net, syscalls::CONNECT, 10, v6, b"", b"", b"", 0);
@@ -540,10 +585,21 @@ mod tests {
 
     #[test]
     fn stdio_chunks_keep_offsets_and_gaps() {
-        let mut rec = sys_record(EventKind::Stdio, syscalls::WRITE, 0, [0; 16], b"", b"", b"{\"jsonrpc\"", SYS_DATA_TRUNCATED);
+        let mut rec = sys_record(
+            EventKind::Stdio,
+            syscalls::WRITE,
+            0,
+            [0; 16],
+            b"",
+            b"",
+            b"{\"jsonrpc\"",
+            SYS_DATA_TRUNCATED,
+        );
         // ret is the syscall's byte count.
         rec[size_of::<EventHeader>() + 8..size_of::<EventHeader>() + 16].copy_from_slice(&100i64.to_ne_bytes());
-        let Event::Stdio(c) = decode(&rec).unwrap() else { panic!() };
+        let Event::Stdio(c) = decode(&rec).unwrap() else {
+            panic!()
+        };
         assert_eq!(c.fd, 3);
         assert_eq!(c.len, 100);
         assert_eq!(c.data, b"{\"jsonrpc\"");

@@ -97,7 +97,13 @@ pub fn parse(msg: &[u8]) -> Option<DnsMessage> {
         }
         pos = p + 10 + rdlen;
     }
-    Some(DnsMessage { id, response: flags & 0x8000 != 0, name: qname, qtype, answers })
+    Some(DnsMessage {
+        id,
+        response: flags & 0x8000 != 0,
+        name: qname,
+        qtype,
+        answers,
+    })
 }
 
 /// Address -> hostname, per server, bounded (oldest forgotten first).
@@ -154,7 +160,10 @@ mod tests {
         assert!(d.response);
         assert_eq!(d.name, "exfil.example.com");
         assert_eq!(qtype_name(d.qtype), "A");
-        assert_eq!(d.answers, vec![IpAddr::from([127, 0, 0, 9]), IpAddr::V6(Ipv6Addr::LOCALHOST)]);
+        assert_eq!(
+            d.answers,
+            vec![IpAddr::from([127, 0, 0, 9]), IpAddr::V6(Ipv6Addr::LOCALHOST)]
+        );
     }
 
     #[test]

@@ -47,6 +47,9 @@ enum Command {
         /// Capacity of the watched-process map.
         #[arg(long, value_name = "N")]
         watched_max: Option<u32>,
+        /// Size of the kernel event ring buffer (bytes; a power of two, at least 4096).
+        #[arg(long, value_name = "BYTES", value_parser = parse_ring_bytes)]
+        ring_bytes: Option<u32>,
     },
     /// Register with the running agent as server NAME, then exec CMD.
     /// Use it as the server's command in an MCP host configuration.
@@ -85,6 +88,14 @@ enum Command {
     },
 }
 
+fn parse_ring_bytes(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two of at least 4096"));
+    }
+    Ok(n)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -103,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             pin,
             keep_pins,
             watched_max,
+            ring_bytes,
         } => {
             env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
             let opts = AgentOptions {
@@ -112,6 +124,7 @@ fn main() -> anyhow::Result<()> {
                 load: LoadOptions {
                     pin_dir: pin,
                     watched_max,
+                    ring_bytes,
                 },
                 keep_pins,
             };

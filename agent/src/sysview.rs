@@ -89,7 +89,9 @@ pub fn access(s: &Sys) -> Vec<&'static str> {
 
 /// Whether the access modifies the file system.
 pub fn writes(access: &[&str]) -> bool {
-    access.iter().any(|a| matches!(*a, "write" | "create" | "truncate" | "append"))
+    access
+        .iter()
+        .any(|a| matches!(*a, "write" | "create" | "truncate" | "append"))
 }
 
 /// `..` and `.` removed lexically from an absolute path.
@@ -169,7 +171,9 @@ pub fn risk(s: &Sys) -> (&'static str, Option<u32>, Option<&'static str>) {
         IO_URING_SETUP => (
             "io_uring",
             None,
-            Some("io_uring submits I/O without syscalls: file and network operations through it bypass syscall tracing"),
+            Some(
+                "io_uring submits I/O without syscalls: file and network operations through it bypass syscall tracing",
+            ),
         ),
         _ => ("other", None, None),
     }

@@ -86,20 +86,48 @@ pub fn on_exit(st: &Stash, ret: i64) {
         // A successful open has a file to resolve; the path as given comes second.
         OPEN | CREAT if ret >= 0 => Target::Fd(ret as u64),
         OPENAT | OPENAT2 if ret >= 0 => Target::Fd(ret as u64),
-        OPEN | CREAT => Target::Given { dirfd: cwd, path: a[0], second: 0 },
-        OPENAT | OPENAT2 => Target::Given { dirfd: a[0] as i32 as i64, path: a[1], second: 0 },
+        OPEN | CREAT => Target::Given {
+            dirfd: cwd,
+            path: a[0],
+            second: 0,
+        },
+        OPENAT | OPENAT2 => Target::Given {
+            dirfd: a[0] as i32 as i64,
+            path: a[1],
+            second: 0,
+        },
         FTRUNCATE | FCHMOD | FCHOWN => Target::Fd(a[0]),
-        TRUNCATE | MKDIR | RMDIR | UNLINK | CHMOD | CHOWN | LCHOWN => {
-            Target::Given { dirfd: cwd, path: a[0], second: 0 }
-        }
-        MKDIRAT | UNLINKAT | FCHMODAT | FCHMODAT2 | FCHOWNAT => {
-            Target::Given { dirfd: a[0] as i32 as i64, path: a[1], second: 0 }
-        }
-        RENAME | LINK => Target::Given { dirfd: cwd, path: a[0], second: a[1] },
-        RENAMEAT | RENAMEAT2 | LINKAT => Target::Given { dirfd: a[0] as i32 as i64, path: a[1], second: a[3] },
+        TRUNCATE | MKDIR | RMDIR | UNLINK | CHMOD | CHOWN | LCHOWN => Target::Given {
+            dirfd: cwd,
+            path: a[0],
+            second: 0,
+        },
+        MKDIRAT | UNLINKAT | FCHMODAT | FCHMODAT2 | FCHOWNAT => Target::Given {
+            dirfd: a[0] as i32 as i64,
+            path: a[1],
+            second: 0,
+        },
+        RENAME | LINK => Target::Given {
+            dirfd: cwd,
+            path: a[0],
+            second: a[1],
+        },
+        RENAMEAT | RENAMEAT2 | LINKAT => Target::Given {
+            dirfd: a[0] as i32 as i64,
+            path: a[1],
+            second: a[3],
+        },
         // The link created comes first; its target text second.
-        SYMLINK => Target::Given { dirfd: cwd, path: a[1], second: a[0] },
-        SYMLINKAT => Target::Given { dirfd: a[1] as i32 as i64, path: a[2], second: a[0] },
+        SYMLINK => Target::Given {
+            dirfd: cwd,
+            path: a[1],
+            second: a[0],
+        },
+        SYMLINKAT => Target::Given {
+            dirfd: a[1] as i32 as i64,
+            path: a[2],
+            second: a[0],
+        },
         _ => return,
     };
     let Some(mut rec) = record(EventKind::File, st, ret) else {

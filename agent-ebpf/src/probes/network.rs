@@ -45,7 +45,10 @@ fn user_sockaddr(rec: &mut Rec, ptr: u64, len: u64) -> Option<SockAddr> {
     }
     let p = ptr as *const u8;
     let family: u16 = unsafe { bpf_probe_read_user(p as *const u16) }.ok()?;
-    let mut a = SockAddr { family, ..Default::default() };
+    let mut a = SockAddr {
+        family,
+        ..Default::default()
+    };
     match family {
         AF_INET => {
             a.port = u16::from_be(unsafe { bpf_probe_read_user(p.add(2) as *const u16) }.ok()?);
@@ -76,7 +79,10 @@ fn user_sockaddr(rec: &mut Rec, ptr: u64, len: u64) -> Option<SockAddr> {
 fn sock_addr(sk: *const u8, remote: bool) -> SockAddr {
     let o = offsets();
     let family: u16 = read(sk, &o.skc_family).unwrap_or(0);
-    let mut a = SockAddr { family, ..Default::default() };
+    let mut a = SockAddr {
+        family,
+        ..Default::default()
+    };
     if remote {
         a.port = u16::from_be(read(sk, &o.skc_dport).unwrap_or(0));
     } else {
@@ -107,7 +113,11 @@ fn dns(st: &Stash, ret: i64, server: SockAddr, buf: u64, len: u64, incoming: boo
     if incoming {
         rec.ev().flags |= SYS_DATA_IN;
     }
-    let n = if (len as usize) < DNS_MAX { len as usize } else { DNS_MAX };
+    let n = if (len as usize) < DNS_MAX {
+        len as usize
+    } else {
+        DNS_MAX
+    };
     if rec.push_user_data(buf, n) > 0 {
         rec.send();
     }
@@ -222,8 +232,11 @@ pub fn on_exit(st: &Stash, ret: i64) {
                 return;
             }
             let (name, namelen, buf) = if st.nr == RECVFROM {
-                let addrlen: u32 =
-                    if a[5] != 0 { unsafe { bpf_probe_read_user(a[5] as *const u32) }.unwrap_or(0) } else { 0 };
+                let addrlen: u32 = if a[5] != 0 {
+                    unsafe { bpf_probe_read_user(a[5] as *const u32) }.unwrap_or(0)
+                } else {
+                    0
+                };
                 (a[4], addrlen as u64, a[1])
             } else {
                 match msghdr(a[1]) {

@@ -8,11 +8,7 @@
 //! fds 0 and 1 before any lookup. A followed syscall of an unwatched process
 //! costs one lookup on each side (`WATCHED` at enter, `STASH` at exit).
 
-use agent_common::{
-    EventKind,
-    config::WATCH_PENDING,
-    syscalls::family,
-};
+use agent_common::{EventKind, config::WATCH_PENDING, syscalls::family};
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
