@@ -384,7 +384,7 @@ impl State {
             }
             EventKind::Net => {
                 r.op = Some(sysview::op(&s));
-                r.proto = sysview::proto(s.sock_type);
+                r.proto = sysview::proto(s.sock_type, s.addr.as_ref());
                 r.local_port = s.local_port;
                 if let Some(a) = &s.addr {
                     r.family = Some(sysview::family(a, sysview::is_v6(a)));

@@ -132,6 +132,7 @@ a = socket.socket(); a.connect(lo.getsockname()); conn, _ = lo.accept()
     );
     let unix = find(&ev, "net", |e| e["op"] == "connect" && e["family"] == "unix");
     assert_eq!(unix["unix_path"], sp.to_string());
+    assert_eq!(unix["proto"], "stream");
     let exposed = find(&ev, "exposed", |_| true);
     assert_eq!(exposed["addr"], "0.0.0.0");
     let lo_listen = find(&ev, "net", |e| e["op"] == "listen" && e["addr"] == "127.0.0.1");
