@@ -1,0 +1,578 @@
+//! MCP protocol awareness: what watched stdio servers say.
+//!
+//! Captured stdio chunks go through one pass: `reassembly` (lines per process
+//! and direction) -> `jsonrpc` (messages, garbage counted) -> `calls` (requests
+//! in flight, `tools/call` attribution) -> `pins` (rug pulls) and `poison`
+//! (indicators in descriptions and results) -> alerts and lines for the agent
+//! to emit. The agent asks [`Mcp::current_call`] which tool call a server's
+//! kernel event belongs to.
+
+pub mod audit;
+pub mod calls;
+pub mod chunk;
+pub mod jsonrpc;
+pub mod pins;
+pub mod poison;
+pub mod reassembly;
+pub mod redact;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::PathBuf,
+};
+
+use serde_json::{Map, Value, json};
+
+use crate::alert::Severity;
+
+pub use self::calls::{ActivityKind, CallTag, ToolCounters};
+use self::{
+    calls::Calls,
+    chunk::{Direction, StdioChunk},
+    jsonrpc::{Id, Message, Outcome},
+    pins::{Change, ExpectedPins, PinStore, Tool},
+    reassembly::{Frame, Reassembler},
+};
+
+/// A call (or request) with no response after this long is given up.
+pub const CALL_TIMEOUT_NS: u64 = 15 * 60 * 1_000_000_000;
+/// Bytes of a garbage line shown in reports.
+const GARBAGE_EXCERPT: usize = 64;
+
+#[derive(Clone, Debug)]
+pub struct McpOptions {
+    /// Pins go under `<state_dir>/pins/`.
+    pub state_dir: PathBuf,
+    /// Emit a `tool_call` line per completed call.
+    pub audit_tool_calls: bool,
+    /// Pins shipped by manifests, by server name.
+    pub expected_pins: Vec<(String, ExpectedPins)>,
+}
+
+impl Default for McpOptions {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from(pins::DEFAULT_STATE_DIR),
+            audit_tool_calls: false,
+            expected_pins: Vec::new(),
+        }
+    }
+}
+
+/// An alert for the agent to complete (process fields, id, time) and deliver.
+#[derive(Clone, Debug, PartialEq)]
+pub struct McpAlert {
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub summary: String,
+    pub evidence: Value,
+    pub tool: Option<String>,
+    pub call_id: Option<String>,
+    pub pid: u32,
+    pub ktime_ns: u64,
+}
+
+/// A JSON line for the agent to write (common fields from the process).
+#[derive(Clone, Debug, PartialEq)]
+pub struct McpLine {
+    pub kind: &'static str,
+    pub pid: u32,
+    pub ktime_ns: u64,
+    pub tool: Option<String>,
+    pub call_id: Option<String>,
+    pub fields: Map<String, Value>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    Alert(McpAlert),
+    Line(McpLine),
+}
+
+/// Counts for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct McpStats {
+    pub chunks: u64,
+    pub bytes: u64,
+    pub messages: u64,
+    pub garbage: u64,
+    pub cut: u64,
+    /// Bytes the capture lost inside messages (gaps).
+    pub lost_bytes: u64,
+    pub alerts: u64,
+    pub calls_in_flight: u64,
+    pub buffered_bytes: u64,
+}
+
+/// Garbage and cut lines of one stream since the last report.
+#[derive(Debug, Default)]
+struct StreamTrouble {
+    garbage: u64,
+    garbage_reason: String,
+    garbage_excerpt: String,
+    cut: u64,
+    cut_reason: &'static str,
+    cut_bytes: u64,
+    lost_bytes: u64,
+    ktime_ns: u64,
+}
+
+/// A `tools/list` answer being collected over pages.
+#[derive(Debug, Default)]
+struct Listing {
+    tools: Vec<Tool>,
+}
+
+pub struct Mcp {
+    reassembler: Reassembler,
+    calls: Calls,
+    pins: PinStore,
+    audit: bool,
+    listings: HashMap<u32, Listing>,
+    /// Tool names of each server's last complete listing (for shadowing).
+    known_tools: HashMap<u32, (String, Vec<String>)>,
+    /// (server, tool hash) already scanned for poisoning.
+    scanned: HashSet<(u32, String)>,
+    /// When each server last sent `notifications/tools/list_changed`.
+    list_changed: HashMap<u32, u64>,
+    trouble: BTreeMap<(u32, u32, Direction), StreamTrouble>,
+    stats: McpStats,
+}
+
+impl Mcp {
+    pub fn new(opts: &McpOptions) -> Self {
+        let mut pins = PinStore::new(&opts.state_dir);
+        for (server, p) in &opts.expected_pins {
+            pins.expect(server, p.clone());
+        }
+        Self {
+            reassembler: Reassembler::default(),
+            calls: Calls::default(),
+            pins,
+            audit: opts.audit_tool_calls,
+            listings: HashMap::new(),
+            known_tools: HashMap::new(),
+            scanned: HashSet::new(),
+            list_changed: HashMap::new(),
+            trouble: BTreeMap::new(),
+            stats: McpStats::default(),
+        }
+    }
+
+    /// The tool call a server's events are attributed to now.
+    pub fn current_call(&self, server: u32) -> Option<CallTag> {
+        self.calls.current(server)
+    }
+
+    /// Counts a kernel event of `server` against its current call; returns the call.
+    pub fn note_activity(&mut self, server: u32, kind: ActivityKind) -> Option<CallTag> {
+        self.calls.note_activity(server, kind)
+    }
+
+    /// Per (server id, tool) counters of completed calls.
+    pub fn tool_counters(&self) -> impl Iterator<Item = (u32, &str, &ToolCounters)> {
+        self.calls.tool_counters()
+    }
+
+    pub fn stats(&self) -> McpStats {
+        McpStats {
+            calls_in_flight: self.calls.in_flight() as u64,
+            buffered_bytes: self.reassembler.buffered() as u64,
+            ..self.stats
+        }
+    }
+
+    /// A process exited: its unfinished lines go.
+    pub fn on_exit(&mut self, pid: u32) {
+        self.reassembler.forget_pid(pid);
+    }
+
+    /// One captured chunk of `server` (named `server_name`).
+    pub fn on_chunk(&mut self, server_name: &str, chunk: &StdioChunk) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(dir) = Direction::from_fd(chunk.fd) else {
+            return out;
+        };
+        self.stats.chunks += 1;
+        self.stats.bytes += chunk.data.len() as u64;
+        let h = &chunk.header;
+        for frame in self.reassembler.push(chunk) {
+            match frame {
+                Frame::Cut { reason, seen, lost } => {
+                    self.stats.cut += 1;
+                    self.stats.lost_bytes += lost;
+                    let t = self.trouble.entry((h.server, h.pid, dir)).or_default();
+                    t.cut += 1;
+                    t.cut_reason = reason.as_str();
+                    t.cut_bytes += seen;
+                    t.lost_bytes += lost;
+                    t.ktime_ns = h.ktime_ns;
+                }
+                Frame::Whole(line) => {
+                    let parsed = jsonrpc::parse(&line);
+                    if let Some(g) = parsed.garbage.last() {
+                        self.stats.garbage += parsed.garbage.len() as u64;
+                        let t = self.trouble.entry((h.server, h.pid, dir)).or_default();
+                        t.garbage += parsed.garbage.len() as u64;
+                        t.garbage_reason = g.to_string();
+                        t.garbage_excerpt = jsonrpc::excerpt(&line, GARBAGE_EXCERPT);
+                        t.ktime_ns = h.ktime_ns;
+                    }
+                    for m in parsed.messages {
+                        self.stats.messages += 1;
+                        match dir {
+                            Direction::In => self.from_host(h.server, h.pid, h.ktime_ns, m, &mut out),
+                            Direction::Out => self.from_server(server_name, h.server, h.pid, h.ktime_ns, m, &mut out),
+                        }
+                    }
+                }
+            }
+        }
+        self.stats.alerts += out.iter().filter(|o| matches!(o, Output::Alert(_))).count() as u64;
+        out
+    }
+
+    /// Periodic work: garbage and cut reports per stream (one line each, not one
+    /// per bad line: a server spewing noise must not flood the event stream),
+    /// and calls given up.
+    pub fn tick(&mut self, now_ns: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        for ((_, pid, dir), t) in std::mem::take(&mut self.trouble) {
+            if t.garbage > 0 {
+                let mut f = Map::new();
+                f.insert("fd".into(), json!(dir.fd()));
+                f.insert("garbage".into(), json!(t.garbage));
+                f.insert("reason".into(), json!(t.garbage_reason));
+                f.insert("excerpt".into(), json!(t.garbage_excerpt));
+                out.push(line("mcp_garbage", pid, t.ktime_ns, None, f));
+            }
+            if t.cut > 0 {
+                let mut f = Map::new();
+                f.insert("fd".into(), json!(dir.fd()));
+                f.insert("cut".into(), json!(t.cut));
+                f.insert("reason".into(), json!(t.cut_reason));
+                f.insert("cut_bytes".into(), json!(t.cut_bytes));
+                f.insert("lost_bytes".into(), json!(t.lost_bytes));
+                out.push(line("mcp_cut", pid, t.ktime_ns, None, f));
+            }
+        }
+        for call in self.calls.expire(now_ns, CALL_TIMEOUT_NS) {
+            if self.audit {
+                let tag = (call.tool.clone(), call.id.display());
+                let f = audit::abandoned_fields(&call);
+                out.push(line("tool_call", call.pid, now_ns, Some(tag), f));
+            }
+        }
+        out
+    }
+
+    /// A message the server read (from the host).
+    fn from_host(&mut self, server: u32, pid: u32, ktime_ns: u64, m: Message, out: &mut Vec<Output>) {
+        match m {
+            Message::Request { id, method, params } => {
+                if method == "tools/list" && params.get("cursor").is_none_or(Value::is_null) {
+                    self.listings.insert(server, Listing::default());
+                }
+                self.calls.request(server, pid, id, &method, &params, ktime_ns);
+            }
+            Message::Notification { method, params } if method == "notifications/cancelled" => {
+                let Some(id) = params.get("requestId").map(Value::to_string) else {
+                    return;
+                };
+                if let Some(done) =
+                    self.calls
+                        .response_to_call(server, &Id::from(id.as_str()), Some("cancelled".into()), ktime_ns)
+                {
+                    self.audit_line(&done, ktime_ns, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A message the server wrote (to the host).
+    fn from_server(
+        &mut self,
+        server_name: &str,
+        server: u32,
+        pid: u32,
+        ktime_ns: u64,
+        m: Message,
+        out: &mut Vec<Output>,
+    ) {
+        match m {
+            Message::Response { id, outcome } => {
+                let error = match &outcome {
+                    Outcome::Error { code, message } => Some(format!("{code}: {message}")),
+                    Outcome::Result(r) if r.get("isError").and_then(Value::as_bool) == Some(true) => {
+                        Some("tool result isError".into())
+                    }
+                    Outcome::Result(_) => None,
+                };
+                if let Some(done) = self.calls.response_to_call(server, &id, error, ktime_ns) {
+                    if let Outcome::Result(r) = &outcome {
+                        self.scan_result(server_name, pid, ktime_ns, &done, r, out);
+                    }
+                    self.audit_line(&done, ktime_ns, out);
+                    return;
+                }
+                let Outcome::Result(result) = outcome else { return };
+                let pending = self.calls.response_to_request(server, &id);
+                let is_listing = match &pending {
+                    Some(p) => p.method == "tools/list",
+                    // The request was not seen (capture started late): recognise the shape.
+                    None => result.get("tools").and_then(Value::as_array).is_some_and(|t| {
+                        t.iter()
+                            .all(|t| t.get("name").is_some() && t.get("inputSchema").is_some())
+                    }),
+                };
+                if is_listing {
+                    self.listing_page(server_name, server, pid, ktime_ns, &result, out);
+                }
+            }
+            Message::Notification { method, .. } if method == "notifications/tools/list_changed" => {
+                self.list_changed.insert(server, ktime_ns);
+                out.push(line("mcp_list_changed", pid, ktime_ns, None, Map::new()));
+            }
+            _ => {}
+        }
+    }
+
+    fn audit_line(&self, done: &calls::Completed, ktime_ns: u64, out: &mut Vec<Output>) {
+        if self.audit {
+            let tag = (done.call.tool.clone(), done.call.id.display());
+            out.push(line(
+                "tool_call",
+                done.call.pid,
+                ktime_ns,
+                Some(tag),
+                audit::fields(done),
+            ));
+        }
+    }
+
+    fn scan_result(
+        &self,
+        server_name: &str,
+        pid: u32,
+        ktime_ns: u64,
+        done: &calls::Completed,
+        result: &Value,
+        out: &mut Vec<Output>,
+    ) {
+        for f in poison::scan_result(result) {
+            out.push(Output::Alert(McpAlert {
+                rule: f.rule,
+                severity: f.severity,
+                summary: format!(
+                    "result of tool {} of server {server_name}: {} in {}: {}",
+                    done.call.tool,
+                    rule_words(f.rule),
+                    f.field,
+                    f.excerpt
+                ),
+                evidence: json!({ "finding": f }),
+                tool: Some(done.call.tool.clone()),
+                call_id: Some(done.call.id.display()),
+                pid,
+                ktime_ns,
+            }));
+        }
+    }
+
+    /// One page of a `tools/list` answer; the last one (no `nextCursor`) is checked.
+    fn listing_page(
+        &mut self,
+        server_name: &str,
+        server: u32,
+        pid: u32,
+        ktime_ns: u64,
+        result: &Value,
+        out: &mut Vec<Output>,
+    ) {
+        let listing = self.listings.entry(server).or_default();
+        listing.tools.extend(Tool::list(result));
+        if result.get("nextCursor").is_some_and(|c| !c.is_null()) {
+            return;
+        }
+        let tools = self.listings.remove(&server).map(|l| l.tools).unwrap_or_default();
+        self.check_listing(server_name, server, pid, ktime_ns, &tools, out);
+    }
+
+    fn check_listing(
+        &mut self,
+        server_name: &str,
+        server: u32,
+        pid: u32,
+        ktime_ns: u64,
+        tools: &[Tool],
+        out: &mut Vec<Output>,
+    ) {
+        let others: Vec<(String, String)> = self
+            .known_tools
+            .iter()
+            .filter(|(id, _)| **id != server)
+            .flat_map(|(_, (name, tools))| tools.iter().map(|t| (name.clone(), t.clone())))
+            .collect();
+        let mut listed = Vec::new();
+        for t in tools {
+            let pin = t.pin();
+            listed.push(json!({"name": t.name, "hash": pin.hash}));
+            if !self.scanned.insert((server, pin.hash.clone())) {
+                continue;
+            }
+            for f in poison::scan_tool(t, &others) {
+                out.push(Output::Alert(McpAlert {
+                    rule: f.rule,
+                    severity: f.severity,
+                    summary: format!(
+                        "tool {} of server {server_name}: {} in {}: {}",
+                        t.name,
+                        rule_words(f.rule),
+                        f.field,
+                        f.excerpt
+                    ),
+                    evidence: json!({ "finding": f, "tool_hash": pin.hash }),
+                    tool: Some(t.name.clone()),
+                    call_id: None,
+                    pid,
+                    ktime_ns,
+                }));
+            }
+        }
+        self.known_tools.insert(
+            server,
+            (server_name.to_owned(), tools.iter().map(|t| t.name.clone()).collect()),
+        );
+        let mut f = Map::new();
+        f.insert("tools".into(), Value::Array(listed));
+        out.push(line("mcp_tools", pid, ktime_ns, None, f));
+
+        let checked = match self.pins.check(server_name, tools) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("tool pins of server {server_name}: {e}");
+                return;
+            }
+        };
+        if checked.pinned {
+            let mut f = Map::new();
+            f.insert("pins".into(), json!(self.pins.path(server_name)));
+            f.insert("tool_count".into(), json!(tools.len()));
+            out.push(line("mcp_pinned", pid, ktime_ns, None, f));
+        }
+        let after_list_changed = self.list_changed.remove(&server).is_some();
+        for c in checked.changes {
+            out.push(Output::Alert(rug_pull_alert(
+                server_name,
+                &c,
+                checked.baseline,
+                after_list_changed,
+                pid,
+                ktime_ns,
+            )));
+        }
+    }
+}
+
+fn line(
+    kind: &'static str,
+    pid: u32,
+    ktime_ns: u64,
+    tag: Option<(String, String)>,
+    fields: Map<String, Value>,
+) -> Output {
+    let (tool, call_id) = tag.unzip();
+    Output::Line(McpLine {
+        kind,
+        pid,
+        ktime_ns,
+        tool,
+        call_id,
+        fields,
+    })
+}
+
+/// What a poisoning rule found, in words.
+fn rule_words(rule: &str) -> &'static str {
+    match rule {
+        poison::HIDDEN_INSTRUCTION => "hidden instruction",
+        poison::MODEL_DIRECTIVE => "instruction addressed to the model",
+        poison::INVISIBLE_UNICODE => "invisible Unicode",
+        poison::LONG_DESCRIPTION_RULE => "unusually long text",
+        poison::CREDENTIAL_REFERENCE => "reference to a credential file",
+        poison::TOOL_SHADOWING => "reference to another server's tool",
+        _ => "poisoning indicator",
+    }
+}
+
+fn rug_pull_alert(
+    server: &str,
+    c: &Change,
+    baseline: &str,
+    after_list_changed: bool,
+    pid: u32,
+    ktime_ns: u64,
+) -> McpAlert {
+    let when = if after_list_changed {
+        " (after notifications/tools/list_changed)"
+    } else {
+        ""
+    };
+    let (severity, summary, evidence) = match c {
+        Change::Changed { tool, old, new, fields } => {
+            let diff = old.as_ref().map(|o| pins::word_diff(&o.description, &new.description));
+            let what = if fields.is_empty() {
+                "definition".to_owned()
+            } else {
+                fields.join(" and ")
+            };
+            (
+                Severity::High,
+                format!("tool {tool} of server {server} changed its {what} since it was pinned{when}"),
+                json!({
+                    "changed": fields,
+                    "old_hash": old.as_ref().map(|o| &o.hash),
+                    "new_hash": new.hash,
+                    "old_description": old.as_ref().map(|o| &o.description),
+                    "new_description": new.description,
+                    "diff": diff,
+                }),
+            )
+        }
+        Change::Added { tool, new } => (
+            Severity::Medium,
+            format!("server {server} added tool {tool}, which was not pinned{when}"),
+            json!({"new_hash": new.hash, "new_description": new.description}),
+        ),
+        Change::Removed { tool, old } => (
+            Severity::Low,
+            format!("server {server} no longer lists pinned tool {tool}{when}"),
+            json!({
+                "old_hash": old.as_ref().map(|o| &o.hash),
+                "old_description": old.as_ref().map(|o| &o.description),
+            }),
+        ),
+        Change::Renamed { from, to, new } => (
+            Severity::High,
+            format!("server {server} renamed pinned tool {from} to {to}{when}"),
+            json!({"old_name": from, "new_hash": new.hash, "new_description": new.description}),
+        ),
+    };
+    let mut evidence = evidence;
+    evidence["baseline"] = json!(baseline);
+    evidence["after_list_changed"] = json!(after_list_changed);
+    McpAlert {
+        rule: c.rule(),
+        severity,
+        summary,
+        evidence,
+        tool: Some(c.tool().to_owned()),
+        call_id: None,
+        pid,
+        ktime_ns,
+    }
+}
+
+#[cfg(test)]
+mod tests;
