@@ -26,6 +26,7 @@ use crate::{
     decode::{self, Event, Exec, Header},
     discover::Rules,
     loader::{self, LoadOptions},
+    mcp::{ActivityKind, CallTag, Mcp, McpAlert, McpLine, McpOptions, Output, chunk::StdioChunk},
     output::{Ancestor, Clock, EventWriter, Record},
     procs::{Proc, ProcTable, read_proc},
     servers::{Servers, validate_name},
@@ -43,6 +44,7 @@ pub struct AgentOptions {
     pub socket: PathBuf,
     pub load: LoadOptions,
     pub keep_pins: bool,
+    pub mcp: McpOptions,
 }
 
 /// Everything the event loop owns besides the ring buffer.
@@ -63,6 +65,8 @@ struct State {
     agent_pid: u32,
     /// Pending (undecided) processes and the pending children they forked.
     pending: StdHashMap<u32, Vec<u32>>,
+    /// What watched stdio servers say: tool calls, pins, poisoning.
+    mcp: Mcp,
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -97,6 +101,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         alerts: 0,
         agent_pid: std::process::id(),
         pending: StdHashMap::new(),
+        mcp: Mcp::new(&opts.mcp),
     };
     state.startup_scan();
     state.writer.flush();
@@ -138,6 +143,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 drain(ring.get_mut(), &mut state);
                 state.report_loss();
                 state.procs.prune_dead();
+                state.mcp_tick();
                 if ticks.is_multiple_of(GC_EVERY_TICKS) {
                     state.gc_watched();
                 }
@@ -152,6 +158,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let _ = ctl.await;
     drain(ring.get_mut(), &mut state);
     state.report_loss();
+    state.mcp_tick();
     state.writer.flush();
     if opts.keep_pins {
         for p in probes.pinned() {
@@ -252,8 +259,15 @@ impl State {
         } else {
             event
         };
+        let activity = match &event {
+            Event::Exec(_) => Some(ActivityKind::Exec),
+            Event::Fork(_) | Event::Exit(_) => Some(ActivityKind::Other),
+            Event::Stdio(_) => None,
+        };
+        let tag = activity.and_then(|k| self.mcp.note_activity(event.header().server, k));
         match event {
-            Event::Exec(e) => self.on_exec(e),
+            Event::Exec(e) => self.on_exec(e, tag.as_ref()),
+            Event::Stdio(c) => self.on_stdio(c),
             Event::Fork(f) => {
                 let h = &f.header;
                 let parent = self.procs.get_or_load(h.pid).cloned().unwrap_or_default();
@@ -267,14 +281,17 @@ impl State {
                 });
                 let mut r = self.names.base_record(h, EventKind::Fork.name(), Some(&parent));
                 r.child_pid = Some(f.child_pid);
+                tag_record(&mut r, tag.as_ref());
                 self.writer.write(&r);
             }
             Event::Exit(x) => {
                 let h = &x.header;
                 let gone = self.procs.remove(h.pid);
+                self.mcp.on_exit(h.pid);
                 let mut r = self.names.base_record(h, EventKind::Exit.name(), gone.as_ref());
                 r.exit_code = x.exit_code;
                 r.signal = x.signal;
+                tag_record(&mut r, tag.as_ref());
                 self.writer.write(&r);
             }
         }
@@ -317,6 +334,8 @@ impl State {
                 self.procs.remove(pid);
                 None
             }
+            // An undecided process's stdio is not a watched server's conversation.
+            (Event::Stdio(_), None) => None,
         }?;
         let h = match &mut event {
             Event::Exec(e) => &mut e.header,
@@ -325,6 +344,7 @@ impl State {
                 &mut f.header
             }
             Event::Exit(x) => &mut x.header,
+            Event::Stdio(c) => &mut c.header,
         };
         h.server = server;
         h.unwatched = false;
@@ -364,7 +384,7 @@ impl State {
         }
     }
 
-    fn on_exec(&mut self, e: Exec) {
+    fn on_exec(&mut self, e: Exec, tag: Option<&CallTag>) {
         let h = &e.header;
         let exe = exec_exe(&e);
         let proc = Proc {
@@ -383,6 +403,7 @@ impl State {
         r.interp = e.interp.as_deref();
         r.argv_truncated = Some(e.argv_truncated);
         r.ancestry = Some(ancestry.iter().map(|(pid, exe)| Ancestor { pid: *pid, exe }).collect());
+        tag_record(&mut r, tag);
         self.writer.write(&r);
     }
 
@@ -516,6 +537,77 @@ impl State {
         st
     }
 
+    /// A captured stdio chunk of a watched server: the MCP conversation.
+    fn on_stdio(&mut self, chunk: StdioChunk) {
+        let server = chunk.header.server;
+        let name = self.names.server_name(server).unwrap_or("?").to_owned();
+        let out = self.mcp.on_chunk(&name, &chunk);
+        self.mcp_outputs(out);
+    }
+
+    /// Periodic MCP reports (garbage, cut messages, abandoned calls).
+    fn mcp_tick(&mut self) {
+        let out = self.mcp.tick(Clock::now_ktime());
+        self.mcp_outputs(out);
+    }
+
+    fn mcp_outputs(&mut self, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::Line(l) => self.mcp_line(l),
+                Output::Alert(a) => self.mcp_alert(a),
+            }
+        }
+    }
+
+    fn mcp_line(&mut self, l: McpLine) {
+        let p = self.procs.get_or_load(l.pid).cloned().unwrap_or(Proc {
+            pid: l.pid,
+            ..Default::default()
+        });
+        let mut r = self.names.proc_record(l.kind, l.server, l.ktime_ns, &p);
+        r.tool = l.tool.as_deref();
+        r.call_id = l.call_id.as_deref();
+        r.detail = Some(l.fields);
+        self.writer.write(&r);
+    }
+
+    fn mcp_alert(&mut self, a: McpAlert) {
+        let p = self.procs.get_or_load(a.pid).cloned().unwrap_or(Proc {
+            pid: a.pid,
+            ..Default::default()
+        });
+        let ancestry = self.procs.ancestry(a.pid);
+        self.alerts += 1;
+        let alert = Alert {
+            id: format!("{}-{}", a.ktime_ns, self.alerts),
+            ts: self.names.clock.rfc3339(a.ktime_ns),
+            ktime_ns: a.ktime_ns,
+            rule: a.rule.to_owned(),
+            severity: a.severity,
+            summary: a.summary,
+            host: alert::hostname(),
+            server: self.names.server_name(a.server).map(str::to_owned),
+            manifest: None,
+            pid: a.pid,
+            ppid: p.ppid,
+            uid: p.uid,
+            exe: p.exe,
+            argv: p.argv,
+            ancestry: ancestry
+                .into_iter()
+                .map(|(pid, exe)| alert::AlertAncestor { pid, exe })
+                .collect(),
+            evidence: a.evidence,
+            declared: None,
+            mitre: None,
+            tool: a.tool,
+            call_id: a.call_id,
+            count: 1,
+        };
+        self.emit_alert(&alert);
+    }
+
     /// Delivers an alert: a `kind: "alert"` line in the event stream.
     fn emit_alert(&mut self, alert: &Alert) {
         log::warn!("alert {} [{}] {}", alert.rule, alert.severity.as_str(), alert.summary);
@@ -571,5 +663,14 @@ impl State {
                 log::warn!("removed stale watched pid {pid} (its exit was not seen)");
             }
         }
+    }
+}
+
+/// Marks a kernel event's line with the tool call it happened during.
+fn tag_record<'a>(r: &mut Record<'a>, tag: Option<&'a CallTag>) {
+    if let Some(t) = tag {
+        r.tool = Some(&t.tool);
+        r.call_id = Some(&t.call_id);
+        r.calls_in_flight = (t.in_flight > 1).then_some(t.in_flight);
     }
 }

@@ -69,6 +69,8 @@ pub enum Event {
     Exec(Exec),
     Fork(Fork),
     Exit(Exit),
+    /// Bytes a watched server read on stdin or wrote on stdout (MCP).
+    Stdio(crate::mcp::chunk::StdioChunk),
 }
 
 impl Event {
@@ -77,6 +79,7 @@ impl Event {
             Event::Exec(e) => &e.header,
             Event::Fork(e) => &e.header,
             Event::Exit(e) => &e.header,
+            Event::Stdio(e) => &e.header,
         }
     }
 }

@@ -201,15 +201,15 @@ impl Calls {
     }
 
     /// Drops calls and requests older than `max_age_ns` (their response was cut
-    /// or never came). Returns the calls dropped.
-    pub fn expire(&mut self, now_ns: u64, max_age_ns: u64) -> Vec<Call> {
+    /// or never came). Returns the calls dropped, with their server.
+    pub fn expire(&mut self, now_ns: u64, max_age_ns: u64) -> Vec<(u32, Call)> {
         let mut gone = Vec::new();
-        for s in self.servers.values_mut() {
+        for (&server, s) in self.servers.iter_mut() {
             let (old, keep): (Vec<Call>, Vec<Call>) = std::mem::take(&mut s.in_flight)
                 .into_iter()
                 .partition(|c| now_ns.saturating_sub(c.started_ns) > max_age_ns);
             s.in_flight = keep;
-            gone.extend(old);
+            gone.extend(old.into_iter().map(|c| (server, c)));
             s.pending
                 .retain(|_, p| now_ns.saturating_sub(p.started_ns) <= max_age_ns);
         }

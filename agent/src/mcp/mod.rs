@@ -63,6 +63,7 @@ impl Default for McpOptions {
 #[derive(Clone, Debug, PartialEq)]
 pub struct McpAlert {
     pub rule: &'static str,
+    pub server: u32,
     pub severity: Severity,
     pub summary: String,
     pub evidence: Value,
@@ -76,6 +77,7 @@ pub struct McpAlert {
 #[derive(Clone, Debug, PartialEq)]
 pub struct McpLine {
     pub kind: &'static str,
+    pub server: u32,
     pub pid: u32,
     pub ktime_ns: u64,
     pub tool: Option<String>,
@@ -114,6 +116,15 @@ struct StreamTrouble {
     cut_reason: &'static str,
     cut_bytes: u64,
     lost_bytes: u64,
+    ktime_ns: u64,
+}
+
+/// Where and when a message was seen.
+#[derive(Clone, Copy, Debug)]
+struct At<'a> {
+    name: &'a str,
+    server: u32,
+    pid: u32,
     ktime_ns: u64,
 }
 
@@ -196,6 +207,12 @@ impl Mcp {
         self.stats.chunks += 1;
         self.stats.bytes += chunk.data.len() as u64;
         let h = &chunk.header;
+        let at = At {
+            name: server_name,
+            server: h.server,
+            pid: h.pid,
+            ktime_ns: h.ktime_ns,
+        };
         for frame in self.reassembler.push(chunk) {
             match frame {
                 Frame::Cut { reason, seen, lost } => {
@@ -221,8 +238,8 @@ impl Mcp {
                     for m in parsed.messages {
                         self.stats.messages += 1;
                         match dir {
-                            Direction::In => self.from_host(h.server, h.pid, h.ktime_ns, m, &mut out),
-                            Direction::Out => self.from_server(server_name, h.server, h.pid, h.ktime_ns, m, &mut out),
+                            Direction::In => self.host_message(h.server, h.pid, h.ktime_ns, m, &mut out),
+                            Direction::Out => self.server_message(at, m, &mut out),
                         }
                     }
                 }
@@ -237,14 +254,14 @@ impl Mcp {
     /// and calls given up.
     pub fn tick(&mut self, now_ns: u64) -> Vec<Output> {
         let mut out = Vec::new();
-        for ((_, pid, dir), t) in std::mem::take(&mut self.trouble) {
+        for ((server, pid, dir), t) in std::mem::take(&mut self.trouble) {
             if t.garbage > 0 {
                 let mut f = Map::new();
                 f.insert("fd".into(), json!(dir.fd()));
                 f.insert("garbage".into(), json!(t.garbage));
                 f.insert("reason".into(), json!(t.garbage_reason));
                 f.insert("excerpt".into(), json!(t.garbage_excerpt));
-                out.push(line("mcp_garbage", pid, t.ktime_ns, None, f));
+                out.push(line("mcp_garbage", server, pid, t.ktime_ns, None, f));
             }
             if t.cut > 0 {
                 let mut f = Map::new();
@@ -253,21 +270,21 @@ impl Mcp {
                 f.insert("reason".into(), json!(t.cut_reason));
                 f.insert("cut_bytes".into(), json!(t.cut_bytes));
                 f.insert("lost_bytes".into(), json!(t.lost_bytes));
-                out.push(line("mcp_cut", pid, t.ktime_ns, None, f));
+                out.push(line("mcp_cut", server, pid, t.ktime_ns, None, f));
             }
         }
-        for call in self.calls.expire(now_ns, CALL_TIMEOUT_NS) {
+        for (server, call) in self.calls.expire(now_ns, CALL_TIMEOUT_NS) {
             if self.audit {
                 let tag = (call.tool.clone(), call.id.display());
                 let f = audit::abandoned_fields(&call);
-                out.push(line("tool_call", call.pid, now_ns, Some(tag), f));
+                out.push(line("tool_call", server, call.pid, now_ns, Some(tag), f));
             }
         }
         out
     }
 
     /// A message the server read (from the host).
-    fn from_host(&mut self, server: u32, pid: u32, ktime_ns: u64, m: Message, out: &mut Vec<Output>) {
+    fn host_message(&mut self, server: u32, pid: u32, ktime_ns: u64, m: Message, out: &mut Vec<Output>) {
         match m {
             Message::Request { id, method, params } => {
                 if method == "tools/list" && params.get("cursor").is_none_or(Value::is_null) {
@@ -283,7 +300,7 @@ impl Mcp {
                     self.calls
                         .response_to_call(server, &Id::from(id.as_str()), Some("cancelled".into()), ktime_ns)
                 {
-                    self.audit_line(&done, ktime_ns, out);
+                    self.audit_line(server, &done, ktime_ns, out);
                 }
             }
             _ => {}
@@ -291,15 +308,10 @@ impl Mcp {
     }
 
     /// A message the server wrote (to the host).
-    fn from_server(
-        &mut self,
-        server_name: &str,
-        server: u32,
-        pid: u32,
-        ktime_ns: u64,
-        m: Message,
-        out: &mut Vec<Output>,
-    ) {
+    fn server_message(&mut self, at: At<'_>, m: Message, out: &mut Vec<Output>) {
+        let At {
+            server, pid, ktime_ns, ..
+        } = at;
         match m {
             Message::Response { id, outcome } => {
                 let error = match &outcome {
@@ -311,9 +323,9 @@ impl Mcp {
                 };
                 if let Some(done) = self.calls.response_to_call(server, &id, error, ktime_ns) {
                     if let Outcome::Result(r) = &outcome {
-                        self.scan_result(server_name, pid, ktime_ns, &done, r, out);
+                        self.scan_result(at, &done, r, out);
                     }
-                    self.audit_line(&done, ktime_ns, out);
+                    self.audit_line(server, &done, ktime_ns, out);
                     return;
                 }
                 let Outcome::Result(result) = outcome else { return };
@@ -327,22 +339,23 @@ impl Mcp {
                     }),
                 };
                 if is_listing {
-                    self.listing_page(server_name, server, pid, ktime_ns, &result, out);
+                    self.listing_page(at, &result, out);
                 }
             }
             Message::Notification { method, .. } if method == "notifications/tools/list_changed" => {
                 self.list_changed.insert(server, ktime_ns);
-                out.push(line("mcp_list_changed", pid, ktime_ns, None, Map::new()));
+                out.push(line("mcp_list_changed", server, pid, ktime_ns, None, Map::new()));
             }
             _ => {}
         }
     }
 
-    fn audit_line(&self, done: &calls::Completed, ktime_ns: u64, out: &mut Vec<Output>) {
+    fn audit_line(&self, server: u32, done: &calls::Completed, ktime_ns: u64, out: &mut Vec<Output>) {
         if self.audit {
             let tag = (done.call.tool.clone(), done.call.id.display());
             out.push(line(
                 "tool_call",
+                server,
                 done.call.pid,
                 ktime_ns,
                 Some(tag),
@@ -351,18 +364,17 @@ impl Mcp {
         }
     }
 
-    fn scan_result(
-        &self,
-        server_name: &str,
-        pid: u32,
-        ktime_ns: u64,
-        done: &calls::Completed,
-        result: &Value,
-        out: &mut Vec<Output>,
-    ) {
+    fn scan_result(&self, at: At<'_>, done: &calls::Completed, result: &Value, out: &mut Vec<Output>) {
+        let At {
+            name: server_name,
+            server,
+            pid,
+            ktime_ns,
+        } = at;
         for f in poison::scan_result(result) {
             out.push(Output::Alert(McpAlert {
                 rule: f.rule,
+                server,
                 severity: f.severity,
                 summary: format!(
                     "result of tool {} of server {server_name}: {} in {}: {}",
@@ -381,33 +393,24 @@ impl Mcp {
     }
 
     /// One page of a `tools/list` answer; the last one (no `nextCursor`) is checked.
-    fn listing_page(
-        &mut self,
-        server_name: &str,
-        server: u32,
-        pid: u32,
-        ktime_ns: u64,
-        result: &Value,
-        out: &mut Vec<Output>,
-    ) {
+    fn listing_page(&mut self, at: At<'_>, result: &Value, out: &mut Vec<Output>) {
+        let server = at.server;
         let listing = self.listings.entry(server).or_default();
         listing.tools.extend(Tool::list(result));
         if result.get("nextCursor").is_some_and(|c| !c.is_null()) {
             return;
         }
         let tools = self.listings.remove(&server).map(|l| l.tools).unwrap_or_default();
-        self.check_listing(server_name, server, pid, ktime_ns, &tools, out);
+        self.check_listing(at, &tools, out);
     }
 
-    fn check_listing(
-        &mut self,
-        server_name: &str,
-        server: u32,
-        pid: u32,
-        ktime_ns: u64,
-        tools: &[Tool],
-        out: &mut Vec<Output>,
-    ) {
+    fn check_listing(&mut self, at: At<'_>, tools: &[Tool], out: &mut Vec<Output>) {
+        let At {
+            name: server_name,
+            server,
+            pid,
+            ktime_ns,
+        } = at;
         let others: Vec<(String, String)> = self
             .known_tools
             .iter()
@@ -424,6 +427,7 @@ impl Mcp {
             for f in poison::scan_tool(t, &others) {
                 out.push(Output::Alert(McpAlert {
                     rule: f.rule,
+                    server,
                     severity: f.severity,
                     summary: format!(
                         "tool {} of server {server_name}: {} in {}: {}",
@@ -446,7 +450,7 @@ impl Mcp {
         );
         let mut f = Map::new();
         f.insert("tools".into(), Value::Array(listed));
-        out.push(line("mcp_tools", pid, ktime_ns, None, f));
+        out.push(line("mcp_tools", server, pid, ktime_ns, None, f));
 
         let checked = match self.pins.check(server_name, tools) {
             Ok(c) => c,
@@ -459,12 +463,12 @@ impl Mcp {
             let mut f = Map::new();
             f.insert("pins".into(), json!(self.pins.path(server_name)));
             f.insert("tool_count".into(), json!(tools.len()));
-            out.push(line("mcp_pinned", pid, ktime_ns, None, f));
+            out.push(line("mcp_pinned", server, pid, ktime_ns, None, f));
         }
         let after_list_changed = self.list_changed.remove(&server).is_some();
         for c in checked.changes {
             out.push(Output::Alert(rug_pull_alert(
-                server_name,
+                (server_name, server),
                 &c,
                 checked.baseline,
                 after_list_changed,
@@ -477,6 +481,7 @@ impl Mcp {
 
 fn line(
     kind: &'static str,
+    server: u32,
     pid: u32,
     ktime_ns: u64,
     tag: Option<(String, String)>,
@@ -485,6 +490,7 @@ fn line(
     let (tool, call_id) = tag.unzip();
     Output::Line(McpLine {
         kind,
+        server,
         pid,
         ktime_ns,
         tool,
@@ -507,7 +513,7 @@ fn rule_words(rule: &str) -> &'static str {
 }
 
 fn rug_pull_alert(
-    server: &str,
+    (server, server_id): (&str, u32),
     c: &Change,
     baseline: &str,
     after_list_changed: bool,
@@ -564,6 +570,7 @@ fn rug_pull_alert(
     evidence["after_list_changed"] = json!(after_list_changed);
     McpAlert {
         rule: c.rule(),
+        server: server_id,
         severity,
         summary,
         evidence,
