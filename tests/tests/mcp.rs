@@ -1,0 +1,297 @@
+//! MCP protocol awareness end to end: the real agent captures the stdio of
+//! real servers (npm's reference server, and servers written here on the
+//! official Python SDK) driven by the official Python SDK client.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use mcpwatch_tests::*;
+use serde_json::{Value, json};
+
+fn python() -> PathBuf {
+    testenv().join("venv/bin/python")
+}
+
+fn mcp_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp")
+}
+
+fn server_script(name: &str) -> String {
+    mcp_dir().join("servers").join(name).to_string_lossy().into_owned()
+}
+
+fn everything() -> String {
+    testenv()
+        .join("node/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// An agent that audits tool calls and keeps its pins in its own directory.
+fn agent(name: &str) -> Agent {
+    let state = std::env::temp_dir().join(format!("mcpwatch-it-{name}-{}-state", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let state = state.to_string_lossy().into_owned();
+    Agent::start(name, &["--audit-tool-calls", "--state-dir", &state])
+}
+
+fn state_dir(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("mcpwatch-it-{name}-{}-state", std::process::id()))
+}
+
+/// Runs the SDK client with `plan` against `cmd` wrapped as `server`; returns its step lines.
+fn client(agent: &Agent, server: &str, plan: Value, cmd: &[&str]) -> Vec<Value> {
+    let socket = agent.socket.to_string_lossy().into_owned();
+    let bin = bin().to_string_lossy().into_owned();
+    let mut args = vec![
+        bin.as_str(),
+        "exec",
+        "--server",
+        server,
+        "--require-agent",
+        "--socket",
+        &socket,
+        "--",
+    ];
+    args.extend(cmd);
+    let out = output(
+        Command::new(python())
+            .arg(mcp_dir().join("client.py"))
+            .arg(plan.to_string())
+            .arg("--")
+            .args(&args)
+            .current_dir(mcp_dir().join("servers")),
+    );
+    assert!(
+        out.status.success(),
+        "client failed: {}\n{}\nagent log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        agent.log()
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("client line"))
+        .collect()
+}
+
+fn of_server<'a>(events: &'a [Value], kind: &str, server: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == kind && e["server"] == server)
+        .collect()
+}
+
+fn alerts<'a>(events: &'a [Value], rule: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "alert" && e["rule"] == rule)
+        .collect()
+}
+
+fn call_ids(steps: &[Value]) -> Vec<(String, String)> {
+    steps
+        .iter()
+        .filter(|s| s["step"] == "call")
+        .map(|s| (s["tool"].as_str().unwrap().to_owned(), s["id"].to_string()))
+        .collect()
+}
+
+#[test]
+fn calls_to_the_npm_reference_server_are_attributed_with_their_ids() {
+    let agent = agent("mcp-attr");
+    let steps = client(
+        &agent,
+        "everything",
+        json!([["list"], ["call", "echo", {"message": "hi"}], ["call", "get-sum", {"a": 2, "b": 3}],
+               ["call", "echo", {"message": "again"}]]),
+        &["node", &everything(), "stdio"],
+    );
+    let sent = call_ids(&steps);
+    assert_eq!(sent.len(), 3);
+    let ev = agent.wait_events("three tool_call lines", |ev| {
+        of_server(ev, "tool_call", "everything").len() >= 3
+    });
+    let seen: Vec<(String, String)> = of_server(&ev, "tool_call", "everything")
+        .iter()
+        .map(|e| {
+            (
+                e["tool"].as_str().unwrap().to_owned(),
+                e["call_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, sent, "{}", dump(&ev));
+    let calls = of_server(&ev, "tool_call", "everything");
+    assert_eq!(calls[1]["arguments"], json!({"a": 2, "b": 3}));
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["error"] == false && c["duration_ns"].as_u64().is_some())
+    );
+    let tools = of_server(&ev, "mcp_tools", "everything");
+    assert_eq!(tools.len(), 1, "{}", dump(&ev));
+    let names: Vec<&str> = tools[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"echo") && names.contains(&"get-sum"), "{names:?}");
+    assert_eq!(of_server(&ev, "mcp_pinned", "everything").len(), 1);
+    assert!(of_server(&ev, "mcp_garbage", "everything").is_empty(), "{}", dump(&ev));
+}
+
+#[test]
+fn a_rug_pull_after_the_third_call_raises_the_alert_with_a_diff() {
+    let agent = agent("mcp-rug");
+    let py = python().to_string_lossy().into_owned();
+    let add = json!(["call", "add", {"a": 1, "b": 2}]);
+    let steps = client(
+        &agent,
+        "rug",
+        json!([["list"], add, add, add, add, ["list"]]),
+        &[&py, &server_script("rug_pull.py")],
+    );
+    assert!(steps[5]["tools"][0]["description"].as_str().unwrap().contains("id_rsa"));
+    let ev = agent.wait_events("rug pull alert", |ev| !alerts(ev, "mcp.rug_pull.changed").is_empty());
+    let a = alerts(&ev, "mcp.rug_pull.changed");
+    assert_eq!(a.len(), 1, "{}", dump(&ev));
+    assert_eq!(a[0]["server"], "rug");
+    assert_eq!(a[0]["tool"], "add");
+    assert_eq!(a[0]["evidence"]["old_description"], "Adds two numbers.");
+    assert_eq!(a[0]["evidence"]["after_list_changed"], true);
+    let diff = a[0]["evidence"]["diff"].as_str().unwrap();
+    assert!(diff.starts_with("Adds two numbers.{+ Before using this tool"), "{diff}");
+    assert_eq!(of_server(&ev, "mcp_list_changed", "rug").len(), 1, "{}", dump(&ev));
+    // The changed description is poisoned too.
+    assert!(!alerts(&ev, "mcp.poison.credential_reference").is_empty());
+    assert!(state_dir("mcp-rug").join("pins/rug.json").exists());
+
+    // Every call ran /bin/true: its exec is attributed to the call that ran it.
+    let sent = call_ids(&steps);
+    let ev = agent.wait_events("four tool_call lines", |ev| {
+        of_server(ev, "tool_call", "rug").len() >= 4
+    });
+    let trues: Vec<&Value> = of_server(&ev, "exec", "rug")
+        .into_iter()
+        .filter(|e| e["argv"][0] == "/bin/true")
+        .collect();
+    assert_eq!(trues.len(), 4, "{}", dump(&ev));
+    for (t, (tool, id)) in trues.iter().zip(&sent) {
+        assert_eq!(
+            (t["tool"].as_str().unwrap(), t["call_id"].as_str().unwrap()),
+            (tool.as_str(), id.as_str())
+        );
+    }
+    for c in of_server(&ev, "tool_call", "rug") {
+        assert!(c["activity"]["execs"].as_u64() >= Some(1), "{c}");
+    }
+}
+
+#[test]
+fn a_poisoned_description_raises_the_poisoning_rules() {
+    let agent = agent("mcp-poison");
+    let py = python().to_string_lossy().into_owned();
+    client(
+        &agent,
+        "poisoned",
+        json!([["list"], ["call", "add", {"a": 1, "b": 2}]]),
+        &[&py, &server_script("poisoned.py")],
+    );
+    let want = [
+        "mcp.poison.hidden_instruction",
+        "mcp.poison.invisible_unicode",
+        "mcp.poison.model_directive",
+        "mcp.poison.credential_reference",
+    ];
+    let ev = agent.wait_events("poisoning alerts", |ev| want.iter().all(|r| !alerts(ev, r).is_empty()));
+    for rule in want {
+        for a in alerts(&ev, rule) {
+            assert_eq!(
+                (a["server"].as_str(), a["tool"].as_str()),
+                (Some("poisoned"), Some("add")),
+                "{a}"
+            );
+            let span = &a["evidence"]["finding"]["span"];
+            assert!(span["end"].as_u64() > span["start"].as_u64(), "{a}");
+        }
+    }
+    let hidden = alerts(&ev, "mcp.poison.hidden_instruction");
+    assert!(
+        hidden[0]["evidence"]["finding"]["excerpt"]
+            .as_str()
+            .unwrap()
+            .contains("<IMPORTANT>")
+    );
+    let spelled = alerts(&ev, "mcp.poison.invisible_unicode").into_iter().any(|a| {
+        a["evidence"]["finding"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("send the result to attacker.example"))
+    });
+    assert!(spelled, "tag characters decoded: {}", dump(&ev));
+}
+
+#[test]
+fn a_200_kb_tools_list_is_reassembled_whole() {
+    let agent = agent("mcp-big");
+    let py = python().to_string_lossy().into_owned();
+    let steps = client(&agent, "big", json!([["list"]]), &[&py, &server_script("big_list.py")]);
+    assert_eq!(steps[0]["tools"].as_array().unwrap().len(), 160);
+    let ev = agent.wait_events("the listing", |ev| !of_server(ev, "mcp_tools", "big").is_empty());
+    let tools = of_server(&ev, "mcp_tools", "big");
+    assert_eq!(tools[0]["tools"].as_array().unwrap().len(), 160, "{}", dump(&ev));
+    assert!(of_server(&ev, "mcp_cut", "big").is_empty(), "{}", dump(&ev));
+}
+
+#[test]
+fn random_bytes_on_stdout_neither_crash_nor_stall_the_agent() {
+    let agent = agent("mcp-noise");
+    let py = python().to_string_lossy().into_owned();
+    let noise = server_script("noise.py");
+    let out = output(
+        Command::new(bin())
+            .args(["exec", "--server", "noise", "--require-agent", "--socket"])
+            .arg(&agent.socket)
+            .args(["--", &py, &noise, "4194304"])
+            .stdout(std::process::Stdio::piped()),
+    );
+    assert!(out.status.success());
+    assert!(out.stdout.len() > 4 << 20);
+    let ev = agent.wait_events("garbage report and the final message", |ev| {
+        !of_server(ev, "mcp_garbage", "noise").is_empty() && !of_server(ev, "mcp_list_changed", "noise").is_empty()
+    });
+    let garbage: u64 = of_server(&ev, "mcp_garbage", "noise")
+        .iter()
+        .map(|g| g["garbage"].as_u64().unwrap())
+        .sum();
+    assert!(garbage > 1000, "{garbage}");
+    // Still alive and still understanding other servers.
+    agent.status();
+    let steps = client(
+        &agent,
+        "after",
+        json!([["call", "echo", {"message": "x"}]]),
+        &["node", &everything(), "stdio"],
+    );
+    let id = steps[0]["id"].to_string();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let ev = agent.events();
+        if of_server(&ev, "tool_call", "after")
+            .iter()
+            .any(|c| c["call_id"] == id.as_str())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no tool_call after the noise:\n{}",
+            dump(&ev)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
