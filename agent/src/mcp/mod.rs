@@ -256,20 +256,16 @@ impl Mcp {
         let mut out = Vec::new();
         for ((server, pid, dir), t) in std::mem::take(&mut self.trouble) {
             if t.garbage > 0 {
-                let mut f = Map::new();
-                f.insert("fd".into(), json!(dir.fd()));
-                f.insert("garbage".into(), json!(t.garbage));
-                f.insert("reason".into(), json!(t.garbage_reason));
-                f.insert("excerpt".into(), json!(t.garbage_excerpt));
+                let f = object(json!({
+                    "fd": dir.fd(), "garbage": t.garbage, "reason": t.garbage_reason, "excerpt": t.garbage_excerpt,
+                }));
                 out.push(line("mcp_garbage", server, pid, t.ktime_ns, None, f));
             }
             if t.cut > 0 {
-                let mut f = Map::new();
-                f.insert("fd".into(), json!(dir.fd()));
-                f.insert("cut".into(), json!(t.cut));
-                f.insert("reason".into(), json!(t.cut_reason));
-                f.insert("cut_bytes".into(), json!(t.cut_bytes));
-                f.insert("lost_bytes".into(), json!(t.lost_bytes));
+                let f = object(json!({
+                    "fd": dir.fd(), "cut": t.cut, "reason": t.cut_reason,
+                    "cut_bytes": t.cut_bytes, "lost_bytes": t.lost_bytes,
+                }));
                 out.push(line("mcp_cut", server, pid, t.ktime_ns, None, f));
             }
         }
@@ -448,8 +444,7 @@ impl Mcp {
             server,
             (server_name.to_owned(), tools.iter().map(|t| t.name.clone()).collect()),
         );
-        let mut f = Map::new();
-        f.insert("tools".into(), Value::Array(listed));
+        let f = object(json!({ "tools": listed }));
         out.push(line("mcp_tools", server, pid, ktime_ns, None, f));
 
         let checked = match self.pins.check(server_name, tools) {
@@ -460,9 +455,7 @@ impl Mcp {
             }
         };
         if checked.pinned {
-            let mut f = Map::new();
-            f.insert("pins".into(), json!(self.pins.path(server_name)));
-            f.insert("tool_count".into(), json!(tools.len()));
+            let f = object(json!({ "pins": self.pins.path(server_name), "tool_count": tools.len() }));
             out.push(line("mcp_pinned", server, pid, ktime_ns, None, f));
         }
         let after_list_changed = self.list_changed.remove(&server).is_some();
@@ -497,6 +490,14 @@ fn line(
         call_id,
         fields,
     })
+}
+
+/// The map of a JSON object (`json!({..})` is always one).
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
 }
 
 /// What a poisoning rule found, in words.
