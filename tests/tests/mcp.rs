@@ -295,3 +295,52 @@ fn random_bytes_on_stdout_neither_crash_nor_stall_the_agent() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// What the stdio capture sustains on this machine: a watched process writes
+/// 1 KiB JSON-RPC lines at increasing rates; every line that reaches the agent
+/// whole is one `mcp_list_changed` event. Prints a table; run it explicitly:
+/// `cargo test -p mcpwatch-tests --test mcp capture_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check: run explicitly"]
+fn capture_cost() {
+    let agent = agent("mcp-cost");
+    let py = python().to_string_lossy().into_owned();
+    let flood = server_script("flood.py");
+    println!("rate (MB/s asked) | lines written | lines seen whole | achieved MB/s | loss");
+    for (i, rate_mb) in [1u64, 4, 16, 64, 0].into_iter().enumerate() {
+        let server = format!("flood{i}");
+        let total: u64 = if rate_mb == 0 { 128 << 20 } else { rate_mb << 21 }; // 2 s at the rate
+        let rate = (rate_mb << 20).to_string();
+        let out = output(
+            Command::new(bin())
+                .args(["exec", "--server", &server, "--require-agent", "--socket"])
+                .arg(&agent.socket)
+                .args(["--", &py, &flood, &rate, &total.to_string()])
+                .stdout(std::process::Stdio::piped()),
+        );
+        assert!(out.status.success());
+        let stats = String::from_utf8_lossy(&out.stderr);
+        let mut it = stats.split_whitespace();
+        let written: u64 = it.next().and_then(|s| s.parse().ok()).expect("lines written");
+        let secs: f64 = it.next().and_then(|s| s.parse().ok()).expect("elapsed");
+        // Let the agent drain.
+        std::thread::sleep(Duration::from_secs(3));
+        let ev = agent.events();
+        let seen = of_server(&ev, "mcp_list_changed", &server).len() as u64;
+        let lost_lines: u64 = ev
+            .iter()
+            .filter(|e| e["kind"] == "loss" && e["server"] == server.as_str())
+            .map(|e| e["lost"].as_u64().unwrap_or(0))
+            .sum();
+        println!(
+            "{:>6} | {written} | {seen} | {:.1} | {} records lost in the kernel",
+            if rate_mb == 0 {
+                "max".to_string()
+            } else {
+                rate_mb.to_string()
+            },
+            (written as f64 * 1024.0) / secs / (1 << 20) as f64,
+            lost_lines
+        );
+    }
+}
