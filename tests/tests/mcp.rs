@@ -145,6 +145,40 @@ fn calls_to_the_npm_reference_server_are_attributed_with_their_ids() {
     assert!(of_server(&ev, "mcp_garbage", "everything").is_empty(), "{}", dump(&ev));
 }
 
+/// A PyPI reference server on the SDK's own stdio transport (which moves the
+/// wire off fds 0 and 1 onto private duplicates).
+#[test]
+fn calls_to_a_pypi_reference_server_are_attributed_with_their_ids() {
+    let agent = agent("mcp-pypi");
+    let server = testenv()
+        .join("venv/bin/mcp-server-time")
+        .to_string_lossy()
+        .into_owned();
+    let py = python().to_string_lossy().into_owned();
+    let steps = client(
+        &agent,
+        "time",
+        json!([["list"], ["call", "get_current_time", {"timezone": "UTC"}],
+               ["call", "convert_time", {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Europe/Paris"}]]),
+        &[&py, &server, "--local-timezone", "UTC"],
+    );
+    let sent = call_ids(&steps);
+    let ev = agent.wait_events("two tool_call lines", |ev| {
+        of_server(ev, "tool_call", "time").len() >= 2
+    });
+    let seen: Vec<(String, String)> = of_server(&ev, "tool_call", "time")
+        .iter()
+        .map(|e| {
+            (
+                e["tool"].as_str().unwrap().to_owned(),
+                e["call_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, sent, "{}", dump(&ev));
+    assert_eq!(of_server(&ev, "mcp_tools", "time").len(), 1);
+}
+
 #[test]
 fn a_rug_pull_after_the_third_call_raises_the_alert_with_a_diff() {
     let agent = agent("mcp-rug");
