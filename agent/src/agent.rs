@@ -287,7 +287,7 @@ impl State {
             Event::Exit(x) => {
                 let h = &x.header;
                 let gone = self.procs.remove(h.pid);
-                self.mcp.on_exit(h.pid);
+                self.mcp.on_exit(h.pid, h.ktime_ns);
                 let mut r = self.names.base_record(h, EventKind::Exit.name(), gone.as_ref());
                 r.exit_code = x.exit_code;
                 r.signal = x.signal;

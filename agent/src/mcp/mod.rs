@@ -31,7 +31,7 @@ use self::{
     chunk::{Direction, StdioChunk},
     jsonrpc::{Id, Message, Outcome},
     pins::{Change, ExpectedPins, PinStore, Tool},
-    reassembly::{Frame, Reassembler},
+    reassembly::{CutReason, Frame, Reassembler},
 };
 
 /// A call (or request) with no response after this long is given up.
@@ -193,9 +193,16 @@ impl Mcp {
         }
     }
 
-    /// A process exited: its unfinished lines go.
-    pub fn on_exit(&mut self, pid: u32) {
-        self.reassembler.forget_pid(pid);
+    /// A process exited: its unfinished lines go, reported as cut.
+    pub fn on_exit(&mut self, pid: u32, ktime_ns: u64) {
+        for (server, dir, bytes) in self.reassembler.forget_pid(pid) {
+            self.stats.cut += 1;
+            let t = self.trouble.entry((server, pid, dir)).or_default();
+            t.cut += 1;
+            t.cut_reason = CutReason::Unterminated.as_str();
+            t.cut_bytes += bytes as u64;
+            t.ktime_ns = ktime_ns;
+        }
     }
 
     /// One captured chunk of `server` (named `server_name`).

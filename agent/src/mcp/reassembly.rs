@@ -23,6 +23,8 @@ pub enum CutReason {
     TooLong,
     /// The stream was first seen mid-way (offset > 0), so its first line has no head.
     MidStream,
+    /// The process exited with a line unfinished (no newline).
+    Unterminated,
 }
 
 impl CutReason {
@@ -31,6 +33,7 @@ impl CutReason {
             Self::Gap => "gap",
             Self::TooLong => "too_long",
             Self::MidStream => "mid_stream",
+            Self::Unterminated => "unterminated",
         }
     }
 }
@@ -150,16 +153,19 @@ impl Reassembler {
         out
     }
 
-    /// Forgets a process's streams (it exited); returns the bytes of unfinished lines dropped.
-    pub fn forget_pid(&mut self, pid: u32) -> usize {
-        let mut dropped = 0;
-        self.streams.retain(|(_, p, _), s| {
-            if *p == pid {
-                dropped += s.buffered();
-                false
-            } else {
-                true
+    /// Forgets a process's streams (it exited); returns the unfinished lines
+    /// dropped: (server, direction, bytes).
+    pub fn forget_pid(&mut self, pid: u32) -> Vec<(u32, Direction, usize)> {
+        let mut dropped = Vec::new();
+        self.streams.retain(|&(server, p, dir), s| {
+            if p != pid {
+                return true;
             }
+            let bytes = s.buffered() + s.dropped as usize;
+            if bytes > 0 || s.cut.is_some() {
+                dropped.push((server, dir, bytes));
+            }
+            false
         });
         dropped
     }
@@ -235,7 +241,7 @@ pub(crate) mod tests {
         }
         assert_eq!(whole(&frames), [&b"{\"a\":1}"[..], b"{\"b\":2}"]);
         assert_eq!(r.buffered(), 4);
-        assert_eq!(r.forget_pid(100), 4);
+        assert_eq!(r.forget_pid(100), [(1, Direction::Out, 4)]);
         assert_eq!(r.streams(), 0);
     }
 

@@ -404,3 +404,20 @@ fn expected_pins_from_a_manifest_are_the_baseline() {
     );
     assert!(!dir.exists(), "nothing written when the manifest pins");
 }
+
+#[test]
+fn an_unfinished_line_at_exit_is_reported_cut() {
+    let mut h = Harness::new("exit", false);
+    h.bytes(
+        1,
+        br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
+        4096,
+    );
+    h.mcp.on_exit(100, 5);
+    let out = h.take();
+    let cut = lines(&out, "mcp_cut");
+    assert_eq!(cut.len(), 1, "{out:?}");
+    assert_eq!(cut[0].fields["reason"], "unterminated");
+    assert_eq!(cut[0].fields["cut_bytes"], 61);
+    assert_eq!(h.mcp.stats().buffered_bytes, 0);
+}
