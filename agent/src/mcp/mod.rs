@@ -170,6 +170,12 @@ impl Mcp {
         }
     }
 
+    /// Pins a manifest ships for `server` (its `pins` field): they replace the
+    /// pin file as the baseline of that server's tools.
+    pub fn expect_pins(&mut self, server: &str, pins: ExpectedPins) {
+        self.pins.expect(server, pins);
+    }
+
     /// The tool call a server's events are attributed to now.
     pub fn current_call(&self, server: u32) -> Option<CallTag> {
         self.calls.current(server)

@@ -389,8 +389,9 @@ fn expected_pins_from_a_manifest_are_the_baseline() {
     let mut mcp = Mcp::new(&McpOptions {
         state_dir: dir.clone(),
         audit_tool_calls: false,
-        expected_pins: vec![("srv".into(), ExpectedPins::from([("add".into(), good[0].pin().hash)]))],
+        expected_pins: Vec::new(),
     });
+    mcp.expect_pins("srv", ExpectedPins::from([("add".into(), good[0].pin().hash)]));
     let mut line = list_result(1, json!([add_tool("Adds, and more.")]))
         .to_string()
         .into_bytes();
