@@ -7,7 +7,7 @@ use agent_common::{AgentConfig, LossKey, WatchedProc};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuHashMap, RingBuf},
-    programs::BtfTracePoint,
+    programs::{BtfTracePoint, RawTracePoint},
 };
 
 use crate::{btf, mounts};
@@ -21,6 +21,9 @@ const TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_exec", "sched_process_exec"),
     ("sched_process_exit", "sched_process_exit"),
 ];
+
+/// Raw tracepoints: (program name, tracepoint).
+const RAW_TRACEPOINTS: &[(&str, &str)] = &[("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
 
 /// Maps pinned with `--pin`.
 const PINNABLE: &[&str] = &["WATCHED", "CONFIG", "LOSS"];
@@ -172,6 +175,21 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
             .load(tracepoint, &aya_btf)
             .map_err(|source| LoadError::Program { name, source })?;
         program.attach().map_err(|source| LoadError::Program { name, source })?;
+    }
+
+    for &(name, tracepoint) in RAW_TRACEPOINTS {
+        let program: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::Program {
+                name,
+                source: aya::programs::ProgramError::NotLoaded,
+            })?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })?;
+        program.load().map_err(|source| LoadError::Program { name, source })?;
+        program
+            .attach(tracepoint)
+            .map_err(|source| LoadError::Program { name, source })?;
     }
 
     let mut pinned = Vec::new();

@@ -1,8 +1,8 @@
 //! What the kernel's stdio capture delivers: bytes a watched server read from
 //! its stdin or wrote to its stdout, in bounded chunks with stream offsets.
 //!
-//! This is the contract with the kernel side (`decode::Event::Stdio`). Chunks
-//! of one (pid, fd) arrive in order; a gap in offsets means bytes were lost.
+//! The chunk type is `decode::StdioChunk` (`decode::Event::Stdio`). Chunks of
+//! one (pid, fd) arrive in order; a gap in offsets means bytes were lost.
 //!
 //! Note for the capture: the official Python SDK (mcp 2.x) no longer speaks on
 //! fds 0 and 1. `mcp.server.stdio.stdio_server()` duplicates them onto private
@@ -11,28 +11,12 @@
 //! numbers sees nothing of such a server; keying on the pipe (the `struct file`
 //! fds 0/1 held when the process was watched) does.
 
-use crate::decode::Header;
-
 /// File descriptor of the bytes a server reads (requests from the host).
 pub const FD_STDIN: u32 = 0;
 /// File descriptor of the bytes a server writes (responses, notifications).
 pub const FD_STDOUT: u32 = 1;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StdioChunk {
-    /// Server id, pid, tid, ktime_ns... as every event.
-    pub header: Header,
-    /// 0: bytes the server read (stdin); 1: bytes it wrote (stdout).
-    pub fd: u32,
-    /// Byte offset of `data` in this process's stream for `fd` (monotonic per (pid, fd)).
-    pub offset: u64,
-    /// Bytes the syscall transferred (>= `data.len()`).
-    pub len: u64,
-    /// The captured bytes (at most one chunk).
-    pub data: Vec<u8>,
-    /// Some bytes of this syscall were not captured.
-    pub truncated: bool,
-}
+pub use crate::decode::StdioChunk;
 
 /// Which way the bytes went, from the server's point of view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
