@@ -158,12 +158,10 @@ fn walk_path_inner(path: *const u8, dst: &mut [u8]) -> Option<(usize, bool)> {
         let vfsmnt = unsafe { mnt.add(mount_mnt) };
         let mnt_root: *const u8 = read(vfsmnt, &o.vfsmount_root).ok()?;
         let parent: *const u8 = read(dentry, &o.dentry_parent).ok()?;
-        if dentry == mnt_root || dentry == parent {
-            if dentry != mnt_root {
-                // Not below its mount's root (detached): stop here.
-                truncated = false;
-                break;
-            }
+        // A self-parented dentry that is not its mount's root is a pseudo
+        // file (memfd, anonymous inode) or detached: its own name ends the path.
+        let pseudo = dentry == parent && dentry != mnt_root;
+        if dentry == mnt_root {
             let mnt_parent: *const u8 = read(mnt, &o.mount_parent).ok()?;
             if mnt_parent == mnt {
                 truncated = false;
@@ -190,6 +188,10 @@ fn walk_path_inner(path: *const u8, dst: &mut [u8]) -> Option<(usize, bool)> {
         // path instead of a range narrowed differently by each history.
         scratch.pos = start as u64;
         pos = (unsafe { core::ptr::read_volatile(&scratch.pos) } as usize) & MASK;
+        if pseudo {
+            truncated = false;
+            break;
+        }
         dentry = parent;
     }
     let buf = &mut scratch.buf;

@@ -404,7 +404,7 @@ impl State {
             }
             EventKind::Net => {
                 r.op = Some(sysview::op(&s));
-                r.proto = sysview::proto(s.sock_type);
+                r.proto = sysview::proto(s.sock_type, s.addr.as_ref());
                 r.local_port = s.local_port;
                 if let Some(a) = &s.addr {
                     r.family = Some(sysview::family(a, sysview::is_v6(a)));
@@ -699,6 +699,7 @@ impl State {
             events: self.events,
             lost: self.lost,
             gc_removed: self.gc_removed,
+            stdio_bytes: self.stdio_bytes,
             ..Default::default()
         };
         for (pid, w) in entries {

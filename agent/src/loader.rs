@@ -71,6 +71,8 @@ pub struct LoadOptions {
     pub pin_dir: Option<PathBuf>,
     /// Size of the watched-process map.
     pub watched_max: Option<u32>,
+    /// Size of the event ring buffer in bytes (a power of two, page multiple).
+    pub ring_bytes: Option<u32>,
 }
 
 /// The loaded, attached programs and their maps. Dropping it detaches
@@ -159,6 +161,9 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
         .override_global("OFFSETS", &resolved.offsets, true);
     if let Some(n) = opts.watched_max {
         loader.map_max_entries("WATCHED", n);
+    }
+    if let Some(n) = opts.ring_bytes {
+        loader.map_max_entries("EVENTS", n);
     }
     let mut ebpf = loader.load(OBJECT)?;
 

@@ -48,6 +48,9 @@ enum Command {
         /// Capacity of the watched-process map.
         #[arg(long, value_name = "N")]
         watched_max: Option<u32>,
+        /// Size of the kernel event ring buffer (bytes; a power of two, at least 4096).
+        #[arg(long, value_name = "BYTES", value_parser = parse_ring_bytes)]
+        ring_bytes: Option<u32>,
         /// Where the agent keeps state: tool pins go under DIR/pins/.
         #[arg(long, value_name = "DIR", default_value = mcp::pins::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
@@ -92,6 +95,14 @@ enum Command {
     },
 }
 
+fn parse_ring_bytes(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two of at least 4096"));
+    }
+    Ok(n)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -110,6 +121,7 @@ fn main() -> anyhow::Result<()> {
             pin,
             keep_pins,
             watched_max,
+            ring_bytes,
             state_dir,
             audit_tool_calls,
         } => {
@@ -121,6 +133,7 @@ fn main() -> anyhow::Result<()> {
                 load: LoadOptions {
                     pin_dir: pin,
                     watched_max,
+                    ring_bytes,
                 },
                 keep_pins,
                 mcp: McpOptions {

@@ -135,12 +135,17 @@ pub fn family(a: &Addr, v6: bool) -> &'static str {
     }
 }
 
-pub fn proto(sock_type: u16) -> Option<&'static str> {
-    match sock_type & 0xf {
-        1 => Some("tcp"),
-        2 => Some("udp"),
-        3 => Some("raw"),
-        5 => Some("seqpacket"),
+/// The protocol of a socket of this type and address: tcp/udp for IP,
+/// stream/dgram for Unix sockets.
+pub fn proto(sock_type: u16, addr: Option<&Addr>) -> Option<&'static str> {
+    let unix = matches!(addr, Some(Addr::Unix { .. }));
+    match (sock_type & 0xf, unix) {
+        (1, false) => Some("tcp"),
+        (2, false) => Some("udp"),
+        (1, true) => Some("stream"),
+        (2, true) => Some("dgram"),
+        (3, _) => Some("raw"),
+        (5, _) => Some("seqpacket"),
         _ => None,
     }
 }
