@@ -234,10 +234,13 @@ fn a_rug_pull_after_the_third_call_raises_the_alert_with_a_diff() {
 fn a_poisoned_description_raises_the_poisoning_rules() {
     let agent = agent("mcp-poison");
     let py = python().to_string_lossy().into_owned();
-    client(
+    let note = agent.dir.join("note.txt");
+    std::fs::write(&note, "remember the milk\n").unwrap();
+    let note = note.to_string_lossy().into_owned();
+    let steps = client(
         &agent,
         "poisoned",
-        json!([["list"], ["call", "add", {"a": 1, "b": 2}]]),
+        json!([["list"], ["call", "add", {"a": 1, "b": 2}], ["call", "read_note", {"path": note}]]),
         &[&py, &server_script("poisoned.py")],
     );
     let want = [
@@ -248,7 +251,8 @@ fn a_poisoned_description_raises_the_poisoning_rules() {
     ];
     let ev = agent.wait_events("poisoning alerts", |ev| want.iter().all(|r| !alerts(ev, r).is_empty()));
     for rule in want {
-        for a in alerts(&ev, rule) {
+        // Those about the description (the result's carry a call_id).
+        for a in alerts(&ev, rule).into_iter().filter(|a| a.get("call_id").is_none()) {
             assert_eq!(
                 (a["server"].as_str(), a["tool"].as_str()),
                 (Some("poisoned"), Some("add")),
@@ -271,6 +275,29 @@ fn a_poisoned_description_raises_the_poisoning_rules() {
             .is_some_and(|d| d.contains("send the result to attacker.example"))
     });
     assert!(spelled, "tag characters decoded: {}", dump(&ev));
+
+    // The note's open is attributed to the call that read it, and the
+    // injection in its result names the call.
+    let id = steps[2]["id"].to_string();
+    let ev = agent.wait_events("the result alert", |ev| {
+        alerts(ev, "mcp.poison.hidden_instruction")
+            .iter()
+            .any(|a| a["call_id"] == id.as_str())
+    });
+    let open = of_server(&ev, "file", "poisoned")
+        .into_iter()
+        .find(|e| e["path"] == note.as_str())
+        .unwrap_or_else(|| panic!("open of the note: {}", dump(&ev)));
+    assert_eq!(
+        (open["tool"].as_str(), open["call_id"].as_str()),
+        (Some("read_note"), Some(id.as_str()))
+    );
+    let injected = alerts(&ev, "mcp.poison.hidden_instruction")
+        .into_iter()
+        .find(|a| a["call_id"] == id.as_str())
+        .unwrap();
+    assert_eq!(injected["tool"], "read_note");
+    assert_eq!(injected["evidence"]["finding"]["field"], "result.content[0].text");
 }
 
 #[test]
