@@ -10,14 +10,16 @@ use serde_json::Value;
 
 use crate::alert::Severity;
 
-use super::pins::Tool;
+use super::{pins::Tool, redact};
 
 /// Descriptions longer than this (in chars) are flagged: room to hide instructions.
 pub const LONG_DESCRIPTION: usize = 2000;
 /// Findings per rule and field at most (a description full of zero-width spaces is one problem).
 const MAX_PER_RULE: usize = 4;
-/// Context shown either side of a span.
+/// Context shown either side of a span (descriptions: public metadata).
 const CONTEXT: usize = 40;
+/// Bytes of a span in a tool result shown at most (no context: results are data).
+const RESULT_EXCERPT: usize = 256;
 
 pub const HIDDEN_INSTRUCTION: &str = "mcp.poison.hidden_instruction";
 pub const MODEL_DIRECTIVE: &str = "mcp.poison.model_directive";
@@ -103,12 +105,12 @@ fn tag_text(s: &str) -> Option<String> {
 }
 
 /// `text[start..end]` with context, invisible characters escaped.
-fn excerpt(text: &str, start: usize, end: usize) -> String {
-    let mut a = start.saturating_sub(CONTEXT);
+fn excerpt(text: &str, start: usize, end: usize, context: usize) -> String {
+    let mut a = start.saturating_sub(context);
     while !text.is_char_boundary(a) {
         a -= 1;
     }
-    let mut b = (end + CONTEXT).min(text.len());
+    let mut b = (end + context).min(text.len());
     while !text.is_char_boundary(b) {
         b += 1;
     }
@@ -137,7 +139,7 @@ fn finding(rule: &'static str, severity: Severity, field: &str, text: &str, star
         severity,
         field: field.to_owned(),
         span: Span { start, end },
-        excerpt: excerpt(text, start, end),
+        excerpt: excerpt(text, start, end, CONTEXT),
         detail: None,
     }
 }
@@ -256,7 +258,7 @@ fn scan_text(field: &str, text: &str, own: &str, others: &[(String, String)], de
         if chars > LONG_DESCRIPTION {
             let start = text.char_indices().nth(LONG_DESCRIPTION).map_or(text.len(), |(i, _)| i);
             let mut f = finding(LONG_DESCRIPTION_RULE, Severity::Low, field, text, start, text.len());
-            f.excerpt = excerpt(text, start, start);
+            f.excerpt = excerpt(text, start, start, CONTEXT);
             f.detail = Some(format!("{chars} characters (threshold {LONG_DESCRIPTION})"));
             out.push(f);
         }
@@ -305,7 +307,20 @@ pub fn scan_result(result: &Value) -> Vec<Finding> {
     };
     for (i, c) in content.iter().enumerate() {
         if let Some(text) = c.get("text").and_then(Value::as_str) {
-            out.extend(scan_text(&format!("result.content[{i}].text"), text, "", &[], false));
+            // Results are data, maybe secret: the span alone, capped and redacted.
+            out.extend(
+                scan_text(&format!("result.content[{i}].text"), text, "", &[], false)
+                    .into_iter()
+                    .map(|mut f| {
+                        let end = f.span.end.min(f.span.start + RESULT_EXCERPT);
+                        let mut end = end;
+                        while !text.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        f.excerpt = redact::redact_str(&excerpt(text, f.span.start, end, 0));
+                        f
+                    }),
+            );
         }
     }
     out
@@ -414,5 +429,9 @@ mod tests {
         let f = scan_result(&r);
         assert_eq!(rules(&f), [MODEL_DIRECTIVE], "credential names in data are not flagged");
         assert_eq!(f[0].field, "result.content[0].text");
+        assert_eq!(
+            f[0].excerpt, "Ignore previous instructions",
+            "no context around a result's span"
+        );
     }
 }
