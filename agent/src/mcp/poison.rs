@@ -430,7 +430,7 @@ mod tests {
         assert_eq!(rules(&f), [MODEL_DIRECTIVE], "credential names in data are not flagged");
         assert_eq!(f[0].field, "result.content[0].text");
         assert_eq!(
-            f[0].excerpt, "Ignore previous instructions",
+            f[0].excerpt, "…Ignore previous instructions…",
             "no context around a result's span"
         );
     }
