@@ -92,6 +92,20 @@ fn alerts<'a>(events: &'a [Value], rule: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// (tool, call_id) of the server's `tool_call` lines, in order.
+fn audited_calls(events: &[Value], server: &str) -> Vec<(String, String)> {
+    of_server(events, "tool_call", server)
+        .iter()
+        .map(|e| {
+            (
+                e["tool"].as_str().unwrap().to_owned(),
+                e["call_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// (tool, JSON-RPC id) of the client's calls, in order.
 fn call_ids(steps: &[Value]) -> Vec<(String, String)> {
     steps
         .iter()
@@ -115,16 +129,7 @@ fn calls_to_the_npm_reference_server_are_attributed_with_their_ids() {
     let ev = agent.wait_events("three tool_call lines", |ev| {
         of_server(ev, "tool_call", "everything").len() >= 3
     });
-    let seen: Vec<(String, String)> = of_server(&ev, "tool_call", "everything")
-        .iter()
-        .map(|e| {
-            (
-                e["tool"].as_str().unwrap().to_owned(),
-                e["call_id"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(seen, sent, "{}", dump(&ev));
+    assert_eq!(audited_calls(&ev, "everything"), sent, "{}", dump(&ev));
     let calls = of_server(&ev, "tool_call", "everything");
     assert_eq!(calls[1]["arguments"], json!({"a": 2, "b": 3}));
     assert!(
@@ -170,16 +175,7 @@ fn calls_to_a_pypi_reference_server_are_attributed_with_their_ids() {
     let ev = agent.wait_events("two tool_call lines", |ev| {
         of_server(ev, "tool_call", "time").len() >= 2
     });
-    let seen: Vec<(String, String)> = of_server(&ev, "tool_call", "time")
-        .iter()
-        .map(|e| {
-            (
-                e["tool"].as_str().unwrap().to_owned(),
-                e["call_id"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(seen, sent, "{}", dump(&ev));
+    assert_eq!(audited_calls(&ev, "time"), sent, "{}", dump(&ev));
     assert_eq!(of_server(&ev, "mcp_tools", "time").len(), 1);
 }
 

@@ -374,30 +374,16 @@ impl Mcp {
     }
 
     fn scan_result(&self, at: At<'_>, done: &calls::Completed, result: &Value, out: &mut Vec<Output>) {
-        let At {
-            name: server_name,
-            server,
-            pid,
-            ktime_ns,
-        } = at;
+        let call = (done.call.tool.as_str(), Some(done.call.id.display()));
         for f in poison::scan_result(result) {
-            out.push(Output::Alert(McpAlert {
-                rule: f.rule,
-                server,
-                severity: f.severity,
-                summary: format!(
-                    "result of tool {} of server {server_name}: {} in {}: {}",
-                    done.call.tool,
-                    rule_words(f.rule),
-                    f.field,
-                    f.excerpt
-                ),
-                evidence: json!({ "finding": f }),
-                tool: Some(done.call.tool.clone()),
-                call_id: Some(done.call.id.display()),
-                pid,
-                ktime_ns,
-            }));
+            let evidence = json!({ "finding": f });
+            out.push(Output::Alert(poison_alert(
+                at,
+                "result of tool",
+                call.clone(),
+                f,
+                evidence,
+            )));
         }
     }
 
@@ -434,23 +420,8 @@ impl Mcp {
                 continue;
             }
             for f in poison::scan_tool(t, &others) {
-                out.push(Output::Alert(McpAlert {
-                    rule: f.rule,
-                    server,
-                    severity: f.severity,
-                    summary: format!(
-                        "tool {} of server {server_name}: {} in {}: {}",
-                        t.name,
-                        rule_words(f.rule),
-                        f.field,
-                        f.excerpt
-                    ),
-                    evidence: json!({ "finding": f, "tool_hash": pin.hash }),
-                    tool: Some(t.name.clone()),
-                    call_id: None,
-                    pid,
-                    ktime_ns,
-                }));
+                let evidence = json!({ "finding": f, "tool_hash": pin.hash });
+                out.push(Output::Alert(poison_alert(at, "tool", (&t.name, None), f, evidence)));
             }
         }
         self.known_tools.insert(
@@ -510,6 +481,33 @@ fn object(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
+    }
+}
+
+/// A poisoning finding about `subject` (`tool`, `result of tool`) of a tool, as an alert.
+fn poison_alert(
+    at: At<'_>,
+    subject: &str,
+    (tool, call_id): (&str, Option<String>),
+    f: poison::Finding,
+    evidence: Value,
+) -> McpAlert {
+    McpAlert {
+        rule: f.rule,
+        server: at.server,
+        severity: f.severity,
+        summary: format!(
+            "{subject} {tool} of server {}: {} in {}: {}",
+            at.name,
+            rule_words(f.rule),
+            f.field,
+            f.excerpt
+        ),
+        evidence,
+        tool: Some(tool.to_owned()),
+        call_id,
+        pid: at.pid,
+        ktime_ns: at.ktime_ns,
     }
 }
 
