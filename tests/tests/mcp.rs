@@ -368,7 +368,7 @@ fn capture_cost() {
     let py = python().to_string_lossy().into_owned();
     let flood = server_script("flood.py");
     println!("rate (MB/s asked) | lines written | lines seen whole | achieved MB/s | loss");
-    for (i, rate_mb) in [4u64, 16, 24, 32, 48, 0].into_iter().enumerate() {
+    for (i, rate_mb) in [16u64, 48, 64, 96, 128, 0].into_iter().enumerate() {
         let server = format!("flood{i}");
         let total: u64 = if rate_mb == 0 { 128 << 20 } else { rate_mb << 21 }; // 2 s at the rate
         let rate = (rate_mb << 20).to_string();
