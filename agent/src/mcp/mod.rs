@@ -38,6 +38,10 @@ use self::{
 pub const CALL_TIMEOUT_NS: u64 = 15 * 60 * 1_000_000_000;
 /// Bytes of a garbage line shown in reports.
 const GARBAGE_EXCERPT: usize = 64;
+/// Tools of one listing kept at most (a server paging forever cannot grow the agent).
+pub const MAX_LISTED_TOOLS: usize = 10_000;
+/// Tool versions remembered as scanned at most (then forgotten, and rescanned if seen again).
+const MAX_SCANNED: usize = 100_000;
 
 #[derive(Clone, Debug)]
 pub struct McpOptions {
@@ -392,6 +396,14 @@ impl Mcp {
         let server = at.server;
         let listing = self.listings.entry(server).or_default();
         listing.tools.extend(Tool::list(result));
+        if listing.tools.len() > MAX_LISTED_TOOLS {
+            log::warn!(
+                "server {} lists more than {MAX_LISTED_TOOLS} tools: listing not checked",
+                at.name
+            );
+            self.listings.remove(&server);
+            return;
+        }
         if result.get("nextCursor").is_some_and(|c| !c.is_null()) {
             return;
         }
@@ -416,6 +428,9 @@ impl Mcp {
         for t in tools {
             let pin = t.pin();
             listed.push(json!({"name": t.name, "hash": pin.hash}));
+            if self.scanned.len() >= MAX_SCANNED {
+                self.scanned.clear();
+            }
             if !self.scanned.insert((server, pin.hash.clone())) {
                 continue;
             }

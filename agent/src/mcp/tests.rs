@@ -422,3 +422,20 @@ fn an_unfinished_line_at_exit_is_reported_cut() {
     assert_eq!(cut[0].fields["cut_bytes"], 61);
     assert_eq!(h.mcp.stats().buffered_bytes, 0);
 }
+
+#[test]
+fn endless_paging_is_bounded() {
+    let mut h = Harness::new("paging", false);
+    let page: Vec<Value> = (0..1000)
+        .map(|i| json!({"name": format!("t{i}"), "inputSchema": {}}))
+        .collect();
+    h.send(0, json!({"jsonrpc": "2.0", "id": 0, "method": "tools/list"}));
+    for i in 0..=(MAX_LISTED_TOOLS / 1000) as u64 {
+        h.send(
+            1,
+            json!({"jsonrpc": "2.0", "id": i, "result": {"tools": page, "nextCursor": "more"}}),
+        );
+    }
+    assert!(h.mcp.listings.is_empty(), "the listing was given up");
+    assert!(lines(&h.take(), "mcp_tools").is_empty());
+}
