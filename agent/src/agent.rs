@@ -333,8 +333,10 @@ impl State {
             }
             Event::Exit(x) => {
                 let h = &x.header;
+                // Calls it leaves unanswered are closed while the table still knows it.
+                let closed = self.mcp.on_exit(h.pid, h.ktime_ns);
+                self.mcp_outputs(closed);
                 let gone = self.procs.remove(h.pid);
-                self.mcp.on_exit(h.pid, h.ktime_ns);
                 let mut r = self.names.base_record(h, EventKind::Exit.name(), gone.as_ref());
                 r.exit_code = x.exit_code;
                 r.signal = x.signal;

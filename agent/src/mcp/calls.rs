@@ -200,6 +200,19 @@ impl Calls {
         Some(tag)
     }
 
+    /// Drops the calls a process read and will never answer (it exited), so
+    /// they cannot claim the events of a server restarted under the same name.
+    pub fn abandon_pid(&mut self, pid: u32) -> Vec<(u32, Call)> {
+        let mut gone = Vec::new();
+        for (&server, s) in self.servers.iter_mut() {
+            let (old, keep): (Vec<Call>, Vec<Call>) =
+                std::mem::take(&mut s.in_flight).into_iter().partition(|c| c.pid == pid);
+            s.in_flight = keep;
+            gone.extend(old.into_iter().map(|c| (server, c)));
+        }
+        gone
+    }
+
     /// Drops calls and requests older than `max_age_ns` (their response was cut
     /// or never came). Returns the calls dropped, with their server.
     pub fn expire(&mut self, now_ns: u64, max_age_ns: u64) -> Vec<(u32, Call)> {

@@ -203,8 +203,9 @@ impl Mcp {
         }
     }
 
-    /// A process exited: its unfinished lines go, reported as cut.
-    pub fn on_exit(&mut self, pid: u32, ktime_ns: u64) {
+    /// A process exited: its unfinished lines go, reported as cut, and the
+    /// calls it had not answered are closed (audited as unanswered).
+    pub fn on_exit(&mut self, pid: u32, ktime_ns: u64) -> Vec<Output> {
         for (server, dir, bytes) in self.reassembler.forget_pid(pid) {
             self.stats.cut += 1;
             let t = self.trouble.entry((server, pid, dir)).or_default();
@@ -213,6 +214,29 @@ impl Mcp {
             t.cut_bytes += bytes as u64;
             t.ktime_ns = ktime_ns;
         }
+        let gone = self.calls.abandon_pid(pid);
+        self.abandoned(gone, ktime_ns)
+    }
+
+    /// Audit lines for calls given up.
+    fn abandoned(&self, calls: Vec<(u32, calls::Call)>, ktime_ns: u64) -> Vec<Output> {
+        if !self.audit {
+            return Vec::new();
+        }
+        calls
+            .into_iter()
+            .map(|(server, call)| {
+                let tag = (call.tool.clone(), call.id.display());
+                line(
+                    "tool_call",
+                    server,
+                    call.pid,
+                    ktime_ns,
+                    Some(tag),
+                    audit::abandoned_fields(&call),
+                )
+            })
+            .collect()
     }
 
     /// One captured chunk of `server` (named `server_name`).
@@ -286,13 +310,8 @@ impl Mcp {
                 out.push(line("mcp_cut", server, pid, t.ktime_ns, None, f));
             }
         }
-        for (server, call) in self.calls.expire(now_ns, CALL_TIMEOUT_NS) {
-            if self.audit {
-                let tag = (call.tool.clone(), call.id.display());
-                let f = audit::abandoned_fields(&call);
-                out.push(line("tool_call", server, call.pid, now_ns, Some(tag), f));
-            }
-        }
+        let expired = self.calls.expire(now_ns, CALL_TIMEOUT_NS);
+        out.extend(self.abandoned(expired, now_ns));
         out
     }
 

@@ -414,7 +414,17 @@ fn an_unfinished_line_at_exit_is_reported_cut() {
         br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
         4096,
     );
-    h.mcp.on_exit(100, 5);
+    h.send(
+        0,
+        json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "hang"}}),
+    );
+    let closed = h.mcp.on_exit(100, 5);
+    assert_eq!(
+        h.mcp.current_call(SERVER),
+        None,
+        "a dead process's call claims no more events"
+    );
+    assert!(closed.is_empty(), "audit is off");
     let out = h.take();
     let cut = lines(&out, "mcp_cut");
     assert_eq!(cut.len(), 1, "{out:?}");
@@ -438,4 +448,20 @@ fn endless_paging_is_bounded() {
     }
     assert!(h.mcp.listings.is_empty(), "the listing was given up");
     assert!(lines(&h.take(), "mcp_tools").is_empty());
+}
+
+#[test]
+fn calls_of_an_exited_process_are_audited_as_unanswered() {
+    let mut h = Harness::new("exitcall", true);
+    h.send(
+        0,
+        json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "hang"}}),
+    );
+    let closed = h.mcp.on_exit(100, 5);
+    let audit = lines(&closed, "tool_call");
+    assert_eq!(
+        (audit[0].tool.as_deref(), audit[0].call_id.as_deref()),
+        (Some("hang"), Some("8"))
+    );
+    assert_eq!(audit[0].fields["error_message"], "no response seen");
 }
