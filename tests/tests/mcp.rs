@@ -59,6 +59,7 @@ fn client(agent: &Agent, server: &str, plan: Value, cmd: &[&str]) -> Vec<Value> 
     args.extend(cmd);
     let out = output(
         Command::new(python())
+            .env_remove("LD_LIBRARY_PATH")
             .arg(mcp_dir().join("client.py"))
             .arg(plan.to_string())
             .arg("--")
@@ -318,7 +319,8 @@ fn random_bytes_on_stdout_neither_crash_nor_stall_the_agent() {
             .args(["exec", "--server", "noise", "--require-agent", "--socket"])
             .arg(&agent.socket)
             .args(["--", &py, &noise, "4194304"])
-            .stdout(std::process::Stdio::piped()),
+            .stdout(std::process::Stdio::piped())
+            .env_remove("LD_LIBRARY_PATH"),
     );
     assert!(out.status.success());
     assert!(out.stdout.len() > 4 << 20);
@@ -377,7 +379,8 @@ fn capture_cost() {
                 .args(["exec", "--server", &server, "--require-agent", "--socket"])
                 .arg(&agent.socket)
                 .args(["--", &py, &flood, &rate, &total.to_string()])
-                .stdout(std::process::Stdio::piped()),
+                .stdout(std::process::Stdio::piped())
+                .env_remove("LD_LIBRARY_PATH"),
         );
         assert!(out.status.success());
         let stats = String::from_utf8_lossy(&out.stderr);
