@@ -23,10 +23,11 @@ use tokio::{
 use crate::{
     alert::{self, Alert},
     control::{ControlMsg, ControlSocket, ServerStatus, Status, WatchRequest},
-    decode::{self, Addr, Event, Exec, FdKind, Header, Sys},
+    decode::{self, Addr, Event, Exec, FdKind, Header, StdioChunk, Sys},
     discover::Rules,
     dns,
     loader::{self, LoadOptions},
+    mcp::{ActivityKind, CallTag, Mcp, McpAlert, McpLine, McpOptions, Output},
     output::{Ancestor, Clock, DnsRecord, EventWriter, Record},
     procs::{Proc, ProcTable, read_proc},
     servers::{Servers, validate_name},
@@ -45,6 +46,7 @@ pub struct AgentOptions {
     pub socket: PathBuf,
     pub load: LoadOptions,
     pub keep_pins: bool,
+    pub mcp: McpOptions,
 }
 
 /// Everything the event loop owns besides the ring buffer.
@@ -65,6 +67,8 @@ struct State {
     agent_pid: u32,
     /// Pending (undecided) processes and the pending children they forked.
     pending: StdHashMap<u32, Vec<u32>>,
+    /// What watched stdio servers say: tool calls, pins, poisoning.
+    mcp: Mcp,
     /// Addresses learnt from DNS answers, per server.
     hosts: dns::HostCache,
     /// Files each server wrote recently (for write-then-exec).
@@ -137,6 +141,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         alerts: 0,
         agent_pid: std::process::id(),
         pending: StdHashMap::new(),
+        mcp: Mcp::new(&opts.mcp),
         hosts: dns::HostCache::default(),
         written: Written::default(),
         stdio_bytes: 0,
@@ -181,6 +186,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 drain(ring.get_mut(), &mut state);
                 state.report_loss();
                 state.procs.prune_dead();
+                state.mcp_tick();
                 if ticks.is_multiple_of(GC_EVERY_TICKS) {
                     state.gc_watched();
                 }
@@ -195,6 +201,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let _ = ctl.await;
     drain(ring.get_mut(), &mut state);
     state.report_loss();
+    state.mcp_tick();
     state.writer.flush();
     if opts.keep_pins {
         for p in probes.pinned() {
@@ -295,8 +302,19 @@ impl State {
         } else {
             event
         };
+        let activity = match &event {
+            Event::Exec(_) => Some(ActivityKind::Exec),
+            Event::Sys(s) if s.header.kind == EventKind::File => Some(ActivityKind::File),
+            Event::Sys(s) if s.header.kind == EventKind::Net && sysview::op(s) == "connect" => {
+                Some(ActivityKind::Connect)
+            }
+            Event::Fork(_) | Event::Exit(_) | Event::Sys(_) => Some(ActivityKind::Other),
+            Event::Stdio(_) => None,
+        };
+        let tag = activity.and_then(|k| self.mcp.note_activity(event.header().server, k));
         match event {
-            Event::Exec(e) => self.on_exec(e),
+            Event::Exec(e) => self.on_exec(e, tag.as_ref()),
+            Event::Stdio(c) => self.on_stdio(c),
             Event::Fork(f) => {
                 let h = &f.header;
                 let parent = self.procs.get_or_load(h.pid).cloned().unwrap_or_default();
@@ -310,23 +328,27 @@ impl State {
                 });
                 let mut r = self.names.base_record(h, EventKind::Fork.name(), Some(&parent));
                 r.child_pid = Some(f.child_pid);
+                tag_record(&mut r, tag.as_ref());
                 self.writer.write(&r);
             }
             Event::Exit(x) => {
                 let h = &x.header;
+                // Calls it leaves unanswered are closed while the table still knows it.
+                let closed = self.mcp.on_exit(h.pid, h.ktime_ns);
+                self.mcp_outputs(closed);
                 let gone = self.procs.remove(h.pid);
                 let mut r = self.names.base_record(h, EventKind::Exit.name(), gone.as_ref());
                 r.exit_code = x.exit_code;
                 r.signal = x.signal;
+                tag_record(&mut r, tag.as_ref());
                 self.writer.write(&r);
             }
-            Event::Sys(s) => self.on_sys(s),
-            Event::Stdio(c) => self.stdio_bytes += c.data.len() as u64,
+            Event::Sys(s) => self.on_sys(s, tag.as_ref()),
         }
     }
 
     /// A file, net, dns or risky syscall of a watched process.
-    fn on_sys(&mut self, s: Sys) {
+    fn on_sys(&mut self, s: Sys, tag: Option<&CallTag>) {
         let h = &s.header;
         let proc = self.procs.get_or_load(h.pid).cloned();
         let kind = h.kind;
@@ -442,8 +464,10 @@ impl State {
             }
             _ => {}
         }
+        tag_record(&mut r, tag);
         self.writer.write(&r);
-        if let Some(x) = extra {
+        if let Some(mut x) = extra {
+            tag_record(&mut x, tag);
             self.writer.write(&x);
         }
     }
@@ -530,7 +554,7 @@ impl State {
         }
     }
 
-    fn on_exec(&mut self, e: Exec) {
+    fn on_exec(&mut self, e: Exec, tag: Option<&CallTag>) {
         let h = &e.header;
         let exe = e.exe.clone().unwrap_or_else(|| exec_exe(&e));
         let fileless = e.exe_nlink == Some(0) || exe.starts_with("/memfd:");
@@ -560,6 +584,7 @@ impl State {
         r.fileless = Some(fileless);
         r.written_then_exec = Some(written);
         r.ancestry = Some(ancestry.iter().map(|(pid, exe)| Ancestor { pid: *pid, exe }).collect());
+        tag_record(&mut r, tag);
         self.writer.write(&r);
     }
 
@@ -694,6 +719,78 @@ impl State {
         st
     }
 
+    /// A captured stdio chunk of a watched server: the MCP conversation.
+    fn on_stdio(&mut self, chunk: StdioChunk) {
+        self.stdio_bytes += chunk.data.len() as u64;
+        let server = chunk.header.server;
+        let name = self.names.server_name(server).unwrap_or("?").to_owned();
+        let out = self.mcp.on_chunk(&name, &chunk);
+        self.mcp_outputs(out);
+    }
+
+    /// Periodic MCP reports (garbage, cut messages, abandoned calls).
+    fn mcp_tick(&mut self) {
+        let out = self.mcp.tick(Clock::now_ktime());
+        self.mcp_outputs(out);
+    }
+
+    fn mcp_outputs(&mut self, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::Line(l) => self.mcp_line(l),
+                Output::Alert(a) => self.mcp_alert(a),
+            }
+        }
+    }
+
+    fn mcp_line(&mut self, l: McpLine) {
+        let p = self.procs.get_or_load(l.pid).cloned().unwrap_or(Proc {
+            pid: l.pid,
+            ..Default::default()
+        });
+        let mut r = self.names.proc_record(l.kind, l.server, l.ktime_ns, &p);
+        r.tool = l.tool.as_deref();
+        r.call_id = l.call_id.as_deref();
+        r.detail = Some(l.fields);
+        self.writer.write(&r);
+    }
+
+    fn mcp_alert(&mut self, a: McpAlert) {
+        let p = self.procs.get_or_load(a.pid).cloned().unwrap_or(Proc {
+            pid: a.pid,
+            ..Default::default()
+        });
+        let ancestry = self.procs.ancestry(a.pid);
+        self.alerts += 1;
+        let alert = Alert {
+            id: format!("{}-{}", a.ktime_ns, self.alerts),
+            ts: self.names.clock.rfc3339(a.ktime_ns),
+            ktime_ns: a.ktime_ns,
+            rule: a.rule.to_owned(),
+            severity: a.severity,
+            summary: a.summary,
+            host: alert::hostname(),
+            server: self.names.server_name(a.server).map(str::to_owned),
+            manifest: None,
+            pid: a.pid,
+            ppid: p.ppid,
+            uid: p.uid,
+            exe: p.exe,
+            argv: p.argv,
+            ancestry: ancestry
+                .into_iter()
+                .map(|(pid, exe)| alert::AlertAncestor { pid, exe })
+                .collect(),
+            evidence: a.evidence,
+            declared: None,
+            mitre: None,
+            tool: a.tool,
+            call_id: a.call_id,
+            count: 1,
+        };
+        self.emit_alert(&alert);
+    }
+
     /// Delivers an alert: a `kind: "alert"` line in the event stream.
     fn emit_alert(&mut self, alert: &Alert) {
         log::warn!("alert {} [{}] {}", alert.rule, alert.severity.as_str(), alert.summary);
@@ -749,5 +846,14 @@ impl State {
                 log::warn!("removed stale watched pid {pid} (its exit was not seen)");
             }
         }
+    }
+}
+
+/// Marks a kernel event's line with the tool call it happened during.
+fn tag_record<'a>(r: &mut Record<'a>, tag: Option<&'a CallTag>) {
+    if let Some(t) = tag {
+        r.tool = Some(&t.tool);
+        r.call_id = Some(&t.call_id);
+        r.calls_in_flight = (t.in_flight > 1).then_some(t.in_flight);
     }
 }

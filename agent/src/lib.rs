@@ -2,7 +2,8 @@
 //!
 //! One module per stage of the pipeline:
 //! `loader` (mounts, BTF offsets, load/attach) -> `decode` (records to events)
-//! -> `procs`/`servers` (enrichment) -> `discover` (rules) -> `output` (JSON lines);
+//! -> `procs`/`servers` (enrichment) -> `discover` (rules) -> `mcp` (stdio
+//! conversation: tool calls, pins, poisoning) -> `output` (JSON lines);
 //! `control` is the wrapper's registration socket, `agent` the loop that ties
 //! them together.
 
@@ -14,6 +15,7 @@ pub mod decode;
 pub mod discover;
 pub mod dns;
 pub mod loader;
+pub mod mcp;
 pub mod mounts;
 pub mod output;
 pub mod procs;

@@ -10,6 +10,7 @@ use mcpwatch::{
     control::{self, DEFAULT_SOCKET, Request, SOCKET_ENV},
     discover::{Rules, WatchRule},
     loader::LoadOptions,
+    mcp::{self, McpOptions},
     wrapper,
 };
 
@@ -50,6 +51,12 @@ enum Command {
         /// Size of the kernel event ring buffer (bytes; a power of two, at least 4096).
         #[arg(long, value_name = "BYTES", value_parser = parse_ring_bytes)]
         ring_bytes: Option<u32>,
+        /// Where the agent keeps state: tool pins go under DIR/pins/.
+        #[arg(long, value_name = "DIR", default_value = mcp::pins::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Write a `tool_call` line per MCP tool call (arguments redacted, duration, outcome, OS activity).
+        #[arg(long)]
+        audit_tool_calls: bool,
     },
     /// Register with the running agent as server NAME, then exec CMD.
     /// Use it as the server's command in an MCP host configuration.
@@ -115,6 +122,8 @@ fn main() -> anyhow::Result<()> {
             keep_pins,
             watched_max,
             ring_bytes,
+            state_dir,
+            audit_tool_calls,
         } => {
             env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
             let opts = AgentOptions {
@@ -127,6 +136,11 @@ fn main() -> anyhow::Result<()> {
                     ring_bytes,
                 },
                 keep_pins,
+                mcp: McpOptions {
+                    state_dir,
+                    audit_tool_calls,
+                    expected_pins: Vec::new(),
+                },
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(agent::run(opts))

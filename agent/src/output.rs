@@ -120,6 +120,17 @@ pub struct Record<'a> {
     pub target_pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,
+    /// The MCP tool call in flight when it happened (`mcp::Mcp::current_call`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<&'a str>,
+    /// Calls of the server in flight, when more than one (the attribution was a choice).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls_in_flight: Option<usize>,
+    /// Fields of MCP lines (`tool_call`, `mcp_garbage`...), flattened into the line.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A DNS message in an event line.
@@ -274,5 +285,26 @@ mod tests {
         assert_eq!(v["server"], "s");
         assert!(v.get("exit_code").is_none());
         assert!(v.get("ppid").is_some() && v.get("argv").is_some());
+        assert!(v.get("tool").is_none() && v.get("detail").is_none());
+    }
+
+    #[test]
+    fn mcp_fields_are_flattened_into_the_line() {
+        let mut detail = serde_json::Map::new();
+        detail.insert("duration_ns".into(), 5.into());
+        let r = Record {
+            kind: "tool_call",
+            tool: Some("read_file"),
+            call_id: Some("3"),
+            detail: Some(detail),
+            ..Default::default()
+        };
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            (v["tool"].as_str(), v["call_id"].as_str()),
+            (Some("read_file"), Some("3"))
+        );
+        assert_eq!(v["duration_ns"], 5);
+        assert!(v.get("detail").is_none());
     }
 }

@@ -1,0 +1,631 @@
+//! MCP protocol awareness: what watched stdio servers say.
+//!
+//! Captured stdio chunks go through one pass: `reassembly` (lines per process
+//! and direction) -> `jsonrpc` (messages, garbage counted) -> `calls` (requests
+//! in flight, `tools/call` attribution) -> `pins` (rug pulls) and `poison`
+//! (indicators in descriptions and results) -> alerts and lines for the agent
+//! to emit. The agent asks [`Mcp::current_call`] which tool call a server's
+//! kernel event belongs to.
+
+pub mod audit;
+pub mod calls;
+pub mod chunk;
+pub mod jsonrpc;
+pub mod pins;
+pub mod poison;
+pub mod reassembly;
+pub mod redact;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::PathBuf,
+};
+
+use serde_json::{Map, Value, json};
+
+use crate::alert::Severity;
+
+pub use self::calls::{ActivityKind, CallTag, ToolCounters};
+use self::{
+    calls::Calls,
+    chunk::{Direction, StdioChunk},
+    jsonrpc::{Id, Message, Outcome},
+    pins::{Change, ExpectedPins, PinStore, Tool},
+    reassembly::{CutReason, Frame, Reassembler},
+};
+
+/// A call (or request) with no response after this long is given up.
+pub const CALL_TIMEOUT_NS: u64 = 15 * 60 * 1_000_000_000;
+/// Bytes of a garbage line shown in reports.
+const GARBAGE_EXCERPT: usize = 64;
+/// Tools of one listing kept at most (a server paging forever cannot grow the agent).
+pub const MAX_LISTED_TOOLS: usize = 10_000;
+/// Tool versions remembered as scanned at most (then forgotten, and rescanned if seen again).
+const MAX_SCANNED: usize = 100_000;
+
+#[derive(Clone, Debug)]
+pub struct McpOptions {
+    /// Pins go under `<state_dir>/pins/`.
+    pub state_dir: PathBuf,
+    /// Emit a `tool_call` line per completed call.
+    pub audit_tool_calls: bool,
+    /// Pins shipped by manifests, by server name.
+    pub expected_pins: Vec<(String, ExpectedPins)>,
+}
+
+impl Default for McpOptions {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from(pins::DEFAULT_STATE_DIR),
+            audit_tool_calls: false,
+            expected_pins: Vec::new(),
+        }
+    }
+}
+
+/// An alert for the agent to complete (process fields, id, time) and deliver.
+#[derive(Clone, Debug, PartialEq)]
+pub struct McpAlert {
+    pub rule: &'static str,
+    pub server: u32,
+    pub severity: Severity,
+    pub summary: String,
+    pub evidence: Value,
+    pub tool: Option<String>,
+    pub call_id: Option<String>,
+    pub pid: u32,
+    pub ktime_ns: u64,
+}
+
+/// A JSON line for the agent to write (common fields from the process).
+#[derive(Clone, Debug, PartialEq)]
+pub struct McpLine {
+    pub kind: &'static str,
+    pub server: u32,
+    pub pid: u32,
+    pub ktime_ns: u64,
+    pub tool: Option<String>,
+    pub call_id: Option<String>,
+    pub fields: Map<String, Value>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    Alert(McpAlert),
+    Line(McpLine),
+}
+
+/// Counts for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct McpStats {
+    pub chunks: u64,
+    pub bytes: u64,
+    pub messages: u64,
+    pub garbage: u64,
+    pub cut: u64,
+    /// Bytes the capture lost inside messages (gaps).
+    pub lost_bytes: u64,
+    pub alerts: u64,
+    pub calls_in_flight: u64,
+    pub buffered_bytes: u64,
+}
+
+/// Garbage and cut lines of one stream since the last report.
+#[derive(Debug, Default)]
+struct StreamTrouble {
+    garbage: u64,
+    garbage_reason: String,
+    garbage_excerpt: String,
+    cut: u64,
+    cut_reason: &'static str,
+    cut_bytes: u64,
+    lost_bytes: u64,
+    ktime_ns: u64,
+}
+
+/// Where and when a message was seen.
+#[derive(Clone, Copy, Debug)]
+struct At<'a> {
+    name: &'a str,
+    server: u32,
+    pid: u32,
+    ktime_ns: u64,
+}
+
+/// A `tools/list` answer being collected over pages.
+#[derive(Debug, Default)]
+struct Listing {
+    tools: Vec<Tool>,
+}
+
+pub struct Mcp {
+    reassembler: Reassembler,
+    calls: Calls,
+    pins: PinStore,
+    audit: bool,
+    listings: HashMap<u32, Listing>,
+    /// Tool names of each server's last complete listing (for shadowing).
+    known_tools: HashMap<u32, (String, Vec<String>)>,
+    /// (server, tool hash) already scanned for poisoning.
+    scanned: HashSet<(u32, String)>,
+    /// When each server last sent `notifications/tools/list_changed`.
+    list_changed: HashMap<u32, u64>,
+    trouble: BTreeMap<(u32, u32, Direction), StreamTrouble>,
+    stats: McpStats,
+}
+
+impl Mcp {
+    pub fn new(opts: &McpOptions) -> Self {
+        let mut pins = PinStore::new(&opts.state_dir);
+        for (server, p) in &opts.expected_pins {
+            pins.expect(server, p.clone());
+        }
+        Self {
+            reassembler: Reassembler::default(),
+            calls: Calls::default(),
+            pins,
+            audit: opts.audit_tool_calls,
+            listings: HashMap::new(),
+            known_tools: HashMap::new(),
+            scanned: HashSet::new(),
+            list_changed: HashMap::new(),
+            trouble: BTreeMap::new(),
+            stats: McpStats::default(),
+        }
+    }
+
+    /// Pins a manifest ships for `server` (its `pins` field): they replace the
+    /// pin file as the baseline of that server's tools.
+    pub fn expect_pins(&mut self, server: &str, pins: ExpectedPins) {
+        self.pins.expect(server, pins);
+    }
+
+    /// The tool call a server's events are attributed to now.
+    pub fn current_call(&self, server: u32) -> Option<CallTag> {
+        self.calls.current(server)
+    }
+
+    /// Counts a kernel event of `server` against its current call; returns the call.
+    pub fn note_activity(&mut self, server: u32, kind: ActivityKind) -> Option<CallTag> {
+        self.calls.note_activity(server, kind)
+    }
+
+    /// Per (server id, tool) counters of completed calls.
+    pub fn tool_counters(&self) -> impl Iterator<Item = (u32, &str, &ToolCounters)> {
+        self.calls.tool_counters()
+    }
+
+    pub fn stats(&self) -> McpStats {
+        McpStats {
+            calls_in_flight: self.calls.in_flight() as u64,
+            buffered_bytes: self.reassembler.buffered() as u64,
+            ..self.stats
+        }
+    }
+
+    /// A process exited: its unfinished lines go, reported as cut, and the
+    /// calls it had not answered are closed (audited as unanswered).
+    pub fn on_exit(&mut self, pid: u32, ktime_ns: u64) -> Vec<Output> {
+        for (server, dir, bytes) in self.reassembler.forget_pid(pid) {
+            self.stats.cut += 1;
+            let t = self.trouble.entry((server, pid, dir)).or_default();
+            t.cut += 1;
+            t.cut_reason = CutReason::Unterminated.as_str();
+            t.cut_bytes += bytes as u64;
+            t.ktime_ns = ktime_ns;
+        }
+        let gone = self.calls.abandon_pid(pid);
+        self.abandoned(gone, ktime_ns)
+    }
+
+    /// Audit lines for calls given up.
+    fn abandoned(&self, calls: Vec<(u32, calls::Call)>, ktime_ns: u64) -> Vec<Output> {
+        if !self.audit {
+            return Vec::new();
+        }
+        calls
+            .into_iter()
+            .map(|(server, call)| {
+                let tag = (call.tool.clone(), call.id.display());
+                line(
+                    "tool_call",
+                    server,
+                    call.pid,
+                    ktime_ns,
+                    Some(tag),
+                    audit::abandoned_fields(&call),
+                )
+            })
+            .collect()
+    }
+
+    /// One captured chunk of `server` (named `server_name`).
+    pub fn on_chunk(&mut self, server_name: &str, chunk: &StdioChunk) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(dir) = Direction::from_fd(chunk.fd) else {
+            return out;
+        };
+        self.stats.chunks += 1;
+        self.stats.bytes += chunk.data.len() as u64;
+        let h = &chunk.header;
+        let at = At {
+            name: server_name,
+            server: h.server,
+            pid: h.pid,
+            ktime_ns: h.ktime_ns,
+        };
+        for frame in self.reassembler.push(chunk) {
+            match frame {
+                Frame::Cut { reason, seen, lost } => {
+                    self.stats.cut += 1;
+                    self.stats.lost_bytes += lost;
+                    let t = self.trouble.entry((h.server, h.pid, dir)).or_default();
+                    t.cut += 1;
+                    t.cut_reason = reason.as_str();
+                    t.cut_bytes += seen;
+                    t.lost_bytes += lost;
+                    t.ktime_ns = h.ktime_ns;
+                }
+                Frame::Whole(line) => {
+                    let parsed = jsonrpc::parse(&line);
+                    if let Some(g) = parsed.garbage.last() {
+                        self.stats.garbage += parsed.garbage.len() as u64;
+                        let t = self.trouble.entry((h.server, h.pid, dir)).or_default();
+                        t.garbage += parsed.garbage.len() as u64;
+                        t.garbage_reason = g.to_string();
+                        t.garbage_excerpt = jsonrpc::excerpt(&line, GARBAGE_EXCERPT);
+                        t.ktime_ns = h.ktime_ns;
+                    }
+                    for m in parsed.messages {
+                        self.stats.messages += 1;
+                        match dir {
+                            Direction::In => self.host_message(h.server, h.pid, h.ktime_ns, m, &mut out),
+                            Direction::Out => self.server_message(at, m, &mut out),
+                        }
+                    }
+                }
+            }
+        }
+        self.stats.alerts += out.iter().filter(|o| matches!(o, Output::Alert(_))).count() as u64;
+        out
+    }
+
+    /// Periodic work: garbage and cut reports per stream (one line each, not one
+    /// per bad line: a server spewing noise must not flood the event stream),
+    /// and calls given up.
+    pub fn tick(&mut self, now_ns: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        for ((server, pid, dir), t) in std::mem::take(&mut self.trouble) {
+            if t.garbage > 0 {
+                let f = object(json!({
+                    "fd": dir.fd(), "garbage": t.garbage, "reason": t.garbage_reason, "excerpt": t.garbage_excerpt,
+                }));
+                out.push(line("mcp_garbage", server, pid, t.ktime_ns, None, f));
+            }
+            if t.cut > 0 {
+                let f = object(json!({
+                    "fd": dir.fd(), "cut": t.cut, "reason": t.cut_reason,
+                    "cut_bytes": t.cut_bytes, "lost_bytes": t.lost_bytes,
+                }));
+                out.push(line("mcp_cut", server, pid, t.ktime_ns, None, f));
+            }
+        }
+        let expired = self.calls.expire(now_ns, CALL_TIMEOUT_NS);
+        out.extend(self.abandoned(expired, now_ns));
+        out
+    }
+
+    /// A message the server read (from the host).
+    fn host_message(&mut self, server: u32, pid: u32, ktime_ns: u64, m: Message, out: &mut Vec<Output>) {
+        match m {
+            Message::Request { id, method, params } => {
+                if method == "tools/list" && params.get("cursor").is_none_or(Value::is_null) {
+                    self.listings.insert(server, Listing::default());
+                }
+                self.calls.request(server, pid, id, &method, &params, ktime_ns);
+            }
+            Message::Notification { method, params } if method == "notifications/cancelled" => {
+                let Some(id) = params.get("requestId").map(Value::to_string) else {
+                    return;
+                };
+                if let Some(done) =
+                    self.calls
+                        .response_to_call(server, &Id::from(id.as_str()), Some("cancelled".into()), ktime_ns)
+                {
+                    self.audit_line(server, &done, ktime_ns, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A message the server wrote (to the host).
+    fn server_message(&mut self, at: At<'_>, m: Message, out: &mut Vec<Output>) {
+        let At {
+            server, pid, ktime_ns, ..
+        } = at;
+        match m {
+            Message::Response { id, outcome } => {
+                let error = match &outcome {
+                    Outcome::Error { code, message } => Some(format!("{code}: {message}")),
+                    Outcome::Result(r) if r.get("isError").and_then(Value::as_bool) == Some(true) => {
+                        Some("tool result isError".into())
+                    }
+                    Outcome::Result(_) => None,
+                };
+                if let Some(done) = self.calls.response_to_call(server, &id, error, ktime_ns) {
+                    if let Outcome::Result(r) = &outcome {
+                        self.scan_result(at, &done, r, out);
+                    }
+                    self.audit_line(server, &done, ktime_ns, out);
+                    return;
+                }
+                let Outcome::Result(result) = outcome else { return };
+                let pending = self.calls.response_to_request(server, &id);
+                let is_listing = match &pending {
+                    Some(p) => p.method == "tools/list",
+                    // The request was not seen (capture started late): recognise the shape.
+                    None => result.get("tools").and_then(Value::as_array).is_some_and(|t| {
+                        t.iter()
+                            .all(|t| t.get("name").is_some() && t.get("inputSchema").is_some())
+                    }),
+                };
+                if is_listing {
+                    self.listing_page(at, &result, out);
+                }
+            }
+            Message::Notification { method, .. } if method == "notifications/tools/list_changed" => {
+                self.list_changed.insert(server, ktime_ns);
+                out.push(line("mcp_list_changed", server, pid, ktime_ns, None, Map::new()));
+            }
+            _ => {}
+        }
+    }
+
+    fn audit_line(&self, server: u32, done: &calls::Completed, ktime_ns: u64, out: &mut Vec<Output>) {
+        if self.audit {
+            let tag = (done.call.tool.clone(), done.call.id.display());
+            out.push(line(
+                "tool_call",
+                server,
+                done.call.pid,
+                ktime_ns,
+                Some(tag),
+                audit::fields(done),
+            ));
+        }
+    }
+
+    fn scan_result(&self, at: At<'_>, done: &calls::Completed, result: &Value, out: &mut Vec<Output>) {
+        let call = (done.call.tool.as_str(), Some(done.call.id.display()));
+        for f in poison::scan_result(result) {
+            let evidence = json!({ "finding": f });
+            out.push(Output::Alert(poison_alert(
+                at,
+                "result of tool",
+                call.clone(),
+                f,
+                evidence,
+            )));
+        }
+    }
+
+    /// One page of a `tools/list` answer; the last one (no `nextCursor`) is checked.
+    fn listing_page(&mut self, at: At<'_>, result: &Value, out: &mut Vec<Output>) {
+        let server = at.server;
+        let listing = self.listings.entry(server).or_default();
+        listing.tools.extend(Tool::list(result));
+        if listing.tools.len() > MAX_LISTED_TOOLS {
+            log::warn!(
+                "server {} lists more than {MAX_LISTED_TOOLS} tools: listing not checked",
+                at.name
+            );
+            self.listings.remove(&server);
+            return;
+        }
+        if result.get("nextCursor").is_some_and(|c| !c.is_null()) {
+            return;
+        }
+        let tools = self.listings.remove(&server).map(|l| l.tools).unwrap_or_default();
+        self.check_listing(at, &tools, out);
+    }
+
+    fn check_listing(&mut self, at: At<'_>, tools: &[Tool], out: &mut Vec<Output>) {
+        let At {
+            name: server_name,
+            server,
+            pid,
+            ktime_ns,
+        } = at;
+        let others: Vec<(String, String)> = self
+            .known_tools
+            .iter()
+            .filter(|(id, _)| **id != server)
+            .flat_map(|(_, (name, tools))| tools.iter().map(|t| (name.clone(), t.clone())))
+            .collect();
+        let mut listed = Vec::new();
+        for t in tools {
+            let pin = t.pin();
+            listed.push(json!({"name": t.name, "hash": pin.hash}));
+            if self.scanned.len() >= MAX_SCANNED {
+                self.scanned.clear();
+            }
+            if !self.scanned.insert((server, pin.hash.clone())) {
+                continue;
+            }
+            for f in poison::scan_tool(t, &others) {
+                let evidence = json!({ "finding": f, "tool_hash": pin.hash });
+                out.push(Output::Alert(poison_alert(at, "tool", (&t.name, None), f, evidence)));
+            }
+        }
+        self.known_tools.insert(
+            server,
+            (server_name.to_owned(), tools.iter().map(|t| t.name.clone()).collect()),
+        );
+        let f = object(json!({ "tools": listed }));
+        out.push(line("mcp_tools", server, pid, ktime_ns, None, f));
+
+        let checked = match self.pins.check(server_name, tools) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("tool pins of server {server_name}: {e}");
+                return;
+            }
+        };
+        if checked.pinned {
+            let f = object(json!({ "pins": self.pins.path(server_name), "tool_count": tools.len() }));
+            out.push(line("mcp_pinned", server, pid, ktime_ns, None, f));
+        }
+        let after_list_changed = self.list_changed.remove(&server).is_some();
+        for c in checked.changes {
+            out.push(Output::Alert(rug_pull_alert(
+                (server_name, server),
+                &c,
+                checked.baseline,
+                after_list_changed,
+                pid,
+                ktime_ns,
+            )));
+        }
+    }
+}
+
+fn line(
+    kind: &'static str,
+    server: u32,
+    pid: u32,
+    ktime_ns: u64,
+    tag: Option<(String, String)>,
+    fields: Map<String, Value>,
+) -> Output {
+    let (tool, call_id) = tag.unzip();
+    Output::Line(McpLine {
+        kind,
+        server,
+        pid,
+        ktime_ns,
+        tool,
+        call_id,
+        fields,
+    })
+}
+
+/// The map of a JSON object (`json!({..})` is always one).
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// A poisoning finding about `subject` (`tool`, `result of tool`) of a tool, as an alert.
+fn poison_alert(
+    at: At<'_>,
+    subject: &str,
+    (tool, call_id): (&str, Option<String>),
+    f: poison::Finding,
+    evidence: Value,
+) -> McpAlert {
+    McpAlert {
+        rule: f.rule,
+        server: at.server,
+        severity: f.severity,
+        summary: format!(
+            "{subject} {tool} of server {}: {} in {}: {}",
+            at.name,
+            rule_words(f.rule),
+            f.field,
+            f.excerpt
+        ),
+        evidence,
+        tool: Some(tool.to_owned()),
+        call_id,
+        pid: at.pid,
+        ktime_ns: at.ktime_ns,
+    }
+}
+
+/// What a poisoning rule found, in words.
+fn rule_words(rule: &str) -> &'static str {
+    match rule {
+        poison::HIDDEN_INSTRUCTION => "hidden instruction",
+        poison::MODEL_DIRECTIVE => "instruction addressed to the model",
+        poison::INVISIBLE_UNICODE => "invisible Unicode",
+        poison::LONG_DESCRIPTION_RULE => "unusually long text",
+        poison::CREDENTIAL_REFERENCE => "reference to a credential file",
+        poison::TOOL_SHADOWING => "reference to another server's tool",
+        _ => "poisoning indicator",
+    }
+}
+
+fn rug_pull_alert(
+    (server, server_id): (&str, u32),
+    c: &Change,
+    baseline: &str,
+    after_list_changed: bool,
+    pid: u32,
+    ktime_ns: u64,
+) -> McpAlert {
+    let when = if after_list_changed {
+        " (after notifications/tools/list_changed)"
+    } else {
+        ""
+    };
+    let (severity, summary, evidence) = match c {
+        Change::Changed { tool, old, new, fields } => {
+            let diff = old.as_ref().map(|o| pins::word_diff(&o.description, &new.description));
+            let what = if fields.is_empty() {
+                "definition".to_owned()
+            } else {
+                fields.join(" and ")
+            };
+            (
+                Severity::High,
+                format!("tool {tool} of server {server} changed its {what} since it was pinned{when}"),
+                json!({
+                    "changed": fields,
+                    "old_hash": old.as_ref().map(|o| &o.hash),
+                    "new_hash": new.hash,
+                    "old_description": old.as_ref().map(|o| &o.description),
+                    "new_description": new.description,
+                    "diff": diff,
+                }),
+            )
+        }
+        Change::Added { tool, new } => (
+            Severity::Medium,
+            format!("server {server} added tool {tool}, which was not pinned{when}"),
+            json!({"new_hash": new.hash, "new_description": new.description}),
+        ),
+        Change::Removed { tool, old } => (
+            Severity::Low,
+            format!("server {server} no longer lists pinned tool {tool}{when}"),
+            json!({
+                "old_hash": old.as_ref().map(|o| &o.hash),
+                "old_description": old.as_ref().map(|o| &o.description),
+            }),
+        ),
+        Change::Renamed { from, to, new } => (
+            Severity::High,
+            format!("server {server} renamed pinned tool {from} to {to}{when}"),
+            json!({"old_name": from, "new_hash": new.hash, "new_description": new.description}),
+        ),
+    };
+    let mut evidence = evidence;
+    evidence["baseline"] = json!(baseline);
+    evidence["after_list_changed"] = json!(after_list_changed);
+    McpAlert {
+        rule: c.rule(),
+        server: server_id,
+        severity,
+        summary,
+        evidence,
+        tool: Some(c.tool().to_owned()),
+        call_id: None,
+        pid,
+        ktime_ns,
+    }
+}
+
+#[cfg(test)]
+mod tests;
