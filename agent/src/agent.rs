@@ -27,6 +27,7 @@ use crate::{
     discover::Rules,
     loader::{self, LoadOptions},
     output::{Ancestor, Clock, EventWriter, Record},
+    policy::{self, Policy, activity::ProcContext, reload::Sources},
     procs::{Proc, ProcTable, read_proc},
     servers::{Servers, validate_name},
 };
@@ -43,11 +44,15 @@ pub struct AgentOptions {
     pub socket: PathBuf,
     pub load: LoadOptions,
     pub keep_pins: bool,
+    /// Manifests and host configurations.
+    pub policy: Sources,
 }
 
 /// Everything the event loop owns besides the ring buffer.
 struct State {
     watched: HashMap<MapData, u32, WatchedProc>,
+    config: Array<MapData, AgentConfig>,
+    policy: Policy,
     loss: PerCpuHashMap<MapData, LossKey, u64>,
     names: Names,
     procs: ProcTable,
@@ -73,18 +78,18 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         Some(p) => EventWriter::file(p).with_context(|| format!("opening {}", p.display()))?,
         None => EventWriter::stdout(),
     };
-    let mut config: Array<MapData, AgentConfig> = probes.take_config();
-    let flags = if opts.rules.is_empty() { 0 } else { CONFIG_DISCOVER_EXEC };
-    config
-        .set(0, AgentConfig { flags, _pad: 0 }, 0)
-        .context("writing the CONFIG map")?;
+    let config: Array<MapData, AgentConfig> = probes.take_config();
+    let clock = Clock::new();
+    let (policy, policy_alerts) = Policy::new(opts.policy.clone(), clock);
 
     let mut state = State {
         watched: probes.take_watched(),
+        config,
+        policy,
         loss: probes.take_loss(),
         names: Names {
             servers: Servers::default(),
-            clock: Clock::new(),
+            clock,
         },
         procs: ProcTable::seed_from_proc(),
         rules: opts.rules.clone(),
@@ -98,6 +103,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         agent_pid: std::process::id(),
         pending: StdHashMap::new(),
     };
+    state.set_discovery().context("writing the CONFIG map")?;
+    for a in &policy_alerts {
+        state.emit_alert(a);
+    }
     state.startup_scan();
     state.writer.flush();
 
@@ -110,6 +119,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         .context("polling the ring buffer")?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(TICK);
     let mut ticks = 0u64;
     log::info!(
@@ -137,10 +147,18 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 ticks += 1;
                 drain(ring.get_mut(), &mut state);
                 state.report_loss();
+                state.policy_tick();
                 state.procs.prune_dead();
                 if ticks.is_multiple_of(GC_EVERY_TICKS) {
                     state.gc_watched();
                 }
+                state.writer.flush();
+            }
+            _ = sighup.recv() => {
+                log::info!("SIGHUP: reloading manifests and host configurations");
+                drain(ring.get_mut(), &mut state);
+                let alerts = state.policy.reload();
+                state.after_reload(alerts);
                 state.writer.flush();
             }
             _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break; }
@@ -294,7 +312,7 @@ impl State {
             }
             (Event::Exec(e), None) => {
                 let exe = exec_exe(e);
-                match self.rules.matches(&exe, &e.argv).map(str::to_owned) {
+                match self.discover(&exe, &e.argv) {
                     Some(server) if !self.is_agent(pid) => Some(self.watch_tree(pid, &server, "rule")),
                     _ => {
                         self.release_pending(pid);
@@ -384,6 +402,17 @@ impl State {
         r.argv_truncated = Some(e.argv_truncated);
         r.ancestry = Some(ancestry.iter().map(|(pid, exe)| Ancestor { pid: *pid, exe }).collect());
         self.writer.write(&r);
+        let activity = policy::adapt::activity(&Event::Exec(e.clone()));
+        self.evaluate(h.server, h.ktime_ns, h.pid, activity);
+    }
+
+    /// Hands one activity to the policy and delivers its alerts.
+    fn evaluate(&mut self, server: u32, ktime_ns: u64, pid: u32, activity: Option<policy::activity::Activity>) {
+        let Some(activity) = activity else { return };
+        let ctx = self.context(server, ktime_ns, pid);
+        for a in self.policy.evaluate(&ctx, &activity) {
+            self.emit_alert(&a);
+        }
     }
 
     fn is_agent(&self, pid: u32) -> bool {
@@ -407,17 +436,83 @@ impl State {
                 continue;
             };
             p.server = Some(id);
-            let mut r = self.names.proc_record("watch", id, Clock::now_ktime(), &p);
+            let now = Clock::now_ktime();
+            let mut r = self.names.proc_record("watch", id, now, &p);
             r.reason = Some(reason);
             self.writer.write(&r);
             log::info!("watching pid {pid} ({}) as {server} ({reason})", p.exe);
             self.procs.insert(p);
+            if pid == root {
+                let ctx = self.context(id, now, pid);
+                for a in self.policy.on_watch(&ctx) {
+                    self.emit_alert(&a);
+                }
+            }
         }
         id
     }
 
+    /// The server a process starts: `--watch` rules, then host configurations
+    /// and manifests' `match` rules.
+    fn discover(&self, exe: &str, argv: &[String]) -> Option<String> {
+        self.rules
+            .matches(exe, argv)
+            .map(str::to_owned)
+            .or_else(|| self.policy.discover(exe, argv))
+    }
+
+    /// Tells the kernel whether exec events of unwatched processes are wanted.
+    fn set_discovery(&mut self) -> Result<(), aya::maps::MapError> {
+        let on = !self.rules.is_empty() || self.policy.discovers();
+        let flags = if on { CONFIG_DISCOVER_EXEC } else { 0 };
+        self.config.set(0, AgentConfig { flags, _pad: 0 }, 0)
+    }
+
+    /// Reloads on change; delivers repeat summaries.
+    fn policy_tick(&mut self) {
+        if let Some(alerts) = self.policy.poll() {
+            log::info!("manifests or host configurations changed: reloaded");
+            self.after_reload(alerts);
+        }
+        for a in self.policy.tick(Clock::now_ktime()) {
+            self.emit_alert(&a);
+        }
+    }
+
+    fn after_reload(&mut self, alerts: Vec<alert::Alert>) {
+        for a in &alerts {
+            self.emit_alert(a);
+        }
+        if let Err(e) = self.set_discovery() {
+            log::error!("cannot update discovery in the CONFIG map: {e}");
+        }
+        // Servers started before their rule existed are found now.
+        self.startup_scan();
+    }
+
+    /// What the policy needs to know of the process that acted.
+    fn context(&mut self, server: u32, ktime_ns: u64, pid: u32) -> ProcContext {
+        let ancestry = self.procs.ancestry(pid);
+        let p = self.procs.get(pid).cloned().unwrap_or_default();
+        let parent_argv = self.procs.get(p.ppid).map(|pp| pp.argv.clone()).unwrap_or_default();
+        ProcContext {
+            server: self.names.server_name(server).unwrap_or("?").to_owned(),
+            ktime_ns,
+            pid,
+            ppid: p.ppid,
+            uid: p.uid,
+            exe: p.exe,
+            argv: p.argv,
+            ancestry,
+            parent_argv,
+            cwd: policy::adapt::cwd(pid),
+            tool: None,
+            call_id: None,
+        }
+    }
+
     fn startup_scan(&mut self) {
-        if self.rules.is_empty() {
+        if self.rules.is_empty() && !self.policy.discovers() {
             return;
         }
         let mut matched: Vec<(u32, String)> = Vec::new();
@@ -430,8 +525,8 @@ impl State {
             if matched.iter().any(|(root, _)| self.is_below(pid, *root)) {
                 continue;
             }
-            if let Some(server) = self.rules.matches(&p.exe, &p.argv) {
-                matched.push((pid, server.to_owned()));
+            if let Some(server) = self.discover(&p.exe, &p.argv) {
+                matched.push((pid, server));
             }
         }
         for (pid, server) in matched {
@@ -462,8 +557,7 @@ impl State {
             }
             ControlMsg::TestAlert { pid, reply } => {
                 let ktime = Clock::now_ktime();
-                self.alerts += 1;
-                let id = format!("{ktime}-{}", self.alerts);
+                let id = format!("{ktime}-{}", self.alerts + 1);
                 let alert = alert::test_alert(id.clone(), self.names.clock.rfc3339(ktime), ktime, pid);
                 self.emit_alert(&alert);
                 let _ = reply.send(id);
@@ -518,6 +612,7 @@ impl State {
 
     /// Delivers an alert: a `kind: "alert"` line in the event stream.
     fn emit_alert(&mut self, alert: &Alert) {
+        self.alerts += 1;
         log::warn!("alert {} [{}] {}", alert.rule, alert.severity.as_str(), alert.summary);
         self.writer.write_alert(alert);
     }

@@ -2,7 +2,8 @@
 //!
 //! One module per stage of the pipeline:
 //! `loader` (mounts, BTF offsets, load/attach) -> `decode` (records to events)
-//! -> `procs`/`servers` (enrichment) -> `discover` (rules) -> `output` (JSON lines);
+//! -> `procs`/`servers` (enrichment) -> `discover` (rules) -> `policy` (manifests,
+//! baselines, built-in rules -> alerts) -> `output` (JSON lines);
 //! `control` is the wrapper's registration socket, `agent` the loop that ties
 //! them together.
 
@@ -15,6 +16,7 @@ pub mod discover;
 pub mod loader;
 pub mod mounts;
 pub mod output;
+pub mod policy;
 pub mod procs;
 pub mod servers;
 pub mod wrapper;

@@ -1,0 +1,602 @@
+//! The engine: judges each activity of a watched process against its server's
+//! manifest, the runtime baselines and the built-in rules. Pure: no I/O
+//! besides what it is given; one state per server.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
+    sync::Arc,
+};
+
+use serde_json::{Value, json};
+
+use super::{
+    activity::{Activity, ExecActivity, FileActivity, NetActivity, NetOp, ProcContext, Proto, RiskyActivity, RiskyOp, StdioKind},
+    baseline::{self, BaselinePaths, Runtime},
+    catalog,
+    glob::{PathGlob, name_matches},
+    manifest::{Manifest, basename, expand, is_loopback},
+    rules::{self, RuleId},
+};
+
+/// What one rule found in one activity.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub rule: RuleId,
+    pub summary: String,
+    pub evidence: Value,
+    pub declared: Option<Value>,
+    /// What makes a repeat the same alert (rule and server are added).
+    pub dedup_key: String,
+}
+
+/// How many written paths a server remembers for write-then-exec.
+const WRITTEN_MAX: usize = 4096;
+
+/// What the engine knows of one server.
+pub struct ServerPolicy {
+    pub manifest: Arc<Manifest>,
+    /// No manifest was found: judged against the least-privilege default.
+    pub undeclared: bool,
+    runtimes: BTreeSet<Runtime>,
+    bindings: BTreeMap<String, BTreeSet<String>>,
+    home: String,
+    paths: Option<Resolved>,
+    /// Pids whose next exec is the server's own launch (wrapper, rule match).
+    launching: HashSet<u32>,
+    /// Files the server wrote, oldest first.
+    written: VecDeque<String>,
+    written_set: HashSet<String>,
+    /// Command line of the process that identified the server (re-binds on reload).
+    pub root_exe: String,
+    pub root_argv: Vec<String>,
+}
+
+/// Manifest and baseline paths, `~` and `${arg}` expanded.
+struct Resolved {
+    read: Vec<PathGlob>,
+    write: Vec<PathGlob>,
+    base: BaselinePaths,
+}
+
+impl ServerPolicy {
+    pub fn new(manifest: Arc<Manifest>, undeclared: bool, home: String) -> Self {
+        Self {
+            manifest,
+            undeclared,
+            runtimes: BTreeSet::new(),
+            bindings: BTreeMap::new(),
+            home,
+            paths: None,
+            launching: HashSet::new(),
+            written: VecDeque::new(),
+            written_set: HashSet::new(),
+            root_exe: String::new(),
+            root_argv: Vec::new(),
+        }
+    }
+
+    /// A new manifest (reload): runtimes and launches stay, bindings are redone
+    /// from the root command line.
+    pub fn set_manifest(&mut self, manifest: Arc<Manifest>, undeclared: bool) {
+        self.manifest = manifest;
+        self.undeclared = undeclared;
+        self.bindings.clear();
+        let (exe, argv) = (self.root_exe.clone(), self.root_argv.clone());
+        self.learn(&exe, &argv, None);
+        self.paths = None;
+    }
+
+    /// `pid` was put under watch: its next exec launches the server.
+    pub fn launching(&mut self, pid: u32, exe: &str, argv: &[String], cwd: Option<&str>) {
+        self.launching.insert(pid);
+        if self.root_exe.is_empty() {
+            self.root_exe = exe.to_owned();
+            self.root_argv = argv.to_vec();
+        }
+        self.learn(exe, argv, cwd);
+    }
+
+    /// Runtimes and argument values a command line shows.
+    fn learn(&mut self, exe: &str, argv: &[String], cwd: Option<&str>) {
+        for r in Runtime::detect(exe, argv) {
+            if self.runtimes.insert(r) {
+                self.paths = None;
+            }
+        }
+        for (k, v) in self.manifest.bind_args(argv, cwd.map(std::path::Path::new)) {
+            if self.bindings.entry(k).or_default().insert(v) {
+                self.paths = None;
+            }
+        }
+    }
+
+    fn resolved(&mut self) -> &Resolved {
+        if self.paths.is_none() {
+            let home = self.home.clone();
+            let bindings = &self.bindings;
+            let values = |n: &str| bindings.get(n).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+            let globs = |list: &[String]| -> Vec<PathGlob> {
+                list.iter()
+                    .flat_map(|p| expand(p, &home, &values))
+                    .filter_map(|p| PathGlob::new(&p).ok())
+                    .collect()
+            };
+            let runtimes: Vec<Runtime> = self.runtimes.iter().copied().collect();
+            self.paths = Some(Resolved {
+                read: globs(&self.manifest.read),
+                write: globs(&self.manifest.write),
+                base: BaselinePaths::build(&runtimes, &self.home),
+            });
+        }
+        self.paths.as_ref().expect("just built")
+    }
+
+    pub fn evaluate(&mut self, ctx: &ProcContext, act: &Activity) -> Vec<Finding> {
+        match act {
+            Activity::Exec(e) => self.exec(ctx, e).into_iter().collect(),
+            Activity::File(f) => self.file(ctx, f),
+            Activity::Net(n) => self.net(ctx, n).into_iter().collect(),
+            Activity::Risky(r) => risky(ctx, r).into_iter().collect(),
+        }
+    }
+
+    fn declared_exec(&self) -> Value {
+        let runtimes: Vec<Runtime> = self.runtimes.iter().copied().collect();
+        json!({ "exec": baseline::describe_exec(&self.manifest.exec, &runtimes) })
+    }
+
+    fn exec(&mut self, ctx: &ProcContext, e: &ExecActivity) -> Option<Finding> {
+        let program = e.interp.clone().unwrap_or_else(|| e.filename.clone());
+        let launch = self.launching.remove(&ctx.pid);
+        let runtimes_before: Vec<Runtime> = self.runtimes.iter().copied().collect();
+        self.learn(&program, &e.argv, ctx.cwd.as_deref());
+        let evidence = json!({
+            "program": program,
+            "filename": e.filename,
+            "interp": e.interp,
+            "argv": e.argv,
+        });
+        let finding = |rule: RuleId, summary: String, declared: Option<Value>| Finding {
+            rule,
+            summary,
+            evidence: evidence.clone(),
+            declared,
+            dedup_key: program.clone(),
+        };
+        if e.fileless {
+            return Some(finding(
+                &rules::EXEC_FILELESS,
+                format!("{} ran a program from memory ({})", ctx.server, e.filename),
+                None,
+            ));
+        }
+        let shellish = is_shell(&program) || is_interpreter(&program);
+        if shellish && (e.stdio.iter().flatten().any(|s| *s == StdioKind::Socket) || reverse_shell_argv(&e.argv)) {
+            let mut f = finding(
+                &rules::EXEC_REVERSE_SHELL,
+                format!("{} started a shell wired to the network: {}", ctx.server, e.argv.join(" ")),
+                None,
+            );
+            f.evidence["stdio"] = json!(e.stdio.iter().map(stdio_name).collect::<Vec<_>>());
+            return Some(f);
+        }
+        // The host's own command (wrapper, rule match) is what was configured.
+        if launch {
+            return None;
+        }
+        let written = e.written_by_server
+            || e.recently_modified
+            || self.written_set.contains(&e.filename)
+            || (shellish && e.argv.iter().skip(1).any(|a| self.written_set.contains(a)));
+        if written {
+            return Some(finding(
+                &rules::EXEC_WRITE_THEN_EXEC,
+                format!("{} ran a file it had just written: {}", ctx.server, e.filename),
+                None,
+            ));
+        }
+        let declared = self
+            .manifest
+            .exec
+            .iter()
+            .any(|p| p.matches(&e.filename) || p.matches(&program));
+        if declared || baseline::exec_allowed_after_launch(&runtimes_before, &program) {
+            return None;
+        }
+        if is_shell(&program) {
+            let parent_exe = ctx.ancestry.first().map(|(_, x)| x.as_str()).unwrap_or("");
+            if baseline::npx_shell(&e.argv, parent_exe, &ctx.parent_argv) {
+                return None;
+            }
+            return Some(finding(
+                &rules::EXEC_SHELL,
+                format!("{} started a shell: {}", ctx.server, e.argv.join(" ")),
+                Some(self.declared_exec()),
+            ));
+        }
+        Some(finding(
+            &rules::EXEC_UNDECLARED,
+            format!("{} ran an undeclared program: {}", ctx.server, program),
+            Some(self.declared_exec()),
+        ))
+    }
+
+    fn remember_write(&mut self, path: &str) {
+        if self.written_set.insert(path.to_owned()) {
+            self.written.push_back(path.to_owned());
+            if self.written.len() > WRITTEN_MAX
+                && let Some(old) = self.written.pop_front()
+            {
+                self.written_set.remove(&old);
+            }
+        }
+    }
+
+    fn file(&mut self, ctx: &ProcContext, f: &FileActivity) -> Vec<Finding> {
+        let mut paths = vec![own_proc(&f.path, ctx.pid)];
+        if let Some(p2) = &f.path2 {
+            paths.push(own_proc(p2, ctx.pid));
+        }
+        // Another process's memory, environment or maps come as risky events.
+        if paths.iter().any(|p| other_proc_sensitive(p)) {
+            return Vec::new();
+        }
+        let writes = f.writes();
+        if writes && f.succeeded() {
+            for p in &paths {
+                self.remember_write(p);
+            }
+        }
+        let declared = json!({ "read": self.manifest.read, "write": self.manifest.write });
+        let evidence = |path: &str| {
+            json!({
+                "op": f.op.name(),
+                "path": path,
+                "path2": f.path2,
+                "access": if writes { "write" } else { "read" },
+                "result": f.result,
+            })
+        };
+        let mut out = Vec::new();
+        for path in &paths {
+            if let Some(kind) = catalog::classify(path) {
+                let explicit = {
+                    let r = self.resolved();
+                    r.read
+                        .iter()
+                        .chain(r.write.iter())
+                        .any(|g| g.matches(path) && kind.markers.iter().any(|m| g.text.contains(m)))
+                };
+                if !explicit && !baseline::runtime_reads_credential(kind.rule, &ctx.exe, &ctx.argv) {
+                    out.push(Finding {
+                        rule: rules::credential(kind.rule),
+                        summary: format!("{} accessed {}: {path}", ctx.server, kind.what),
+                        evidence: {
+                            let mut e = evidence(path);
+                            e["credential"] = json!(kind.what);
+                            e
+                        },
+                        declared: Some(declared.clone()),
+                        dedup_key: path.clone(),
+                    });
+                }
+                continue;
+            }
+            // A failed access touched nothing (probing credentials is the exception, above).
+            if !f.succeeded() {
+                continue;
+            }
+            let r = self.resolved();
+            let ok = if writes {
+                r.write.iter().chain(r.base.write.iter()).any(|g| g.matches(path))
+            } else {
+                r.read
+                    .iter()
+                    .chain(r.write.iter())
+                    .chain(r.base.read.iter())
+                    .chain(r.base.write.iter())
+                    .any(|g| g.matches(path))
+                    || (f.directory && is_ancestor_of_declared(path, r))
+            };
+            if !ok {
+                let (rule, verb) = if writes {
+                    (&rules::FILE_WRITE_UNDECLARED, "wrote")
+                } else {
+                    (&rules::FILE_READ_UNDECLARED, "read")
+                };
+                out.push(Finding {
+                    rule,
+                    summary: format!("{} {verb} an undeclared path: {path}", ctx.server),
+                    evidence: evidence(path),
+                    declared: Some(declared.clone()),
+                    dedup_key: path.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    fn net(&mut self, ctx: &ProcContext, n: &NetActivity) -> Option<Finding> {
+        let m = &self.manifest;
+        let declared = json!({ "network": m.raw.network, "listen": m.raw.listen });
+        let addr = n.addr.map(|a| super::net::normalise(&a));
+        let evidence = json!({
+            "op": n.op.name(),
+            "proto": match n.proto { Proto::Tcp => "tcp", Proto::Udp => "udp", Proto::Other => "other" },
+            "address": addr.map(|a| a.to_string()),
+            "port": n.port,
+            "hostname": n.hostname,
+            "unix_path": n.unix_path,
+            "result": n.result,
+        });
+        let target = match (&n.unix_path, addr) {
+            (Some(u), _) => u.clone(),
+            (None, Some(a)) => format!("{a}:{}", n.port),
+            (None, None) => String::new(),
+        };
+        let finding = |rule: RuleId, summary: String| Finding {
+            rule,
+            summary,
+            evidence: evidence.clone(),
+            declared: Some(declared.clone()),
+            dedup_key: target.clone(),
+        };
+        match n.op {
+            NetOp::Connect | NetOp::SendTo => {
+                if let Some(u) = &n.unix_path {
+                    let r = self.resolved();
+                    let ok = baseline::unix_allowed(u)
+                        || r.read.iter().chain(r.write.iter()).any(|g| g.matches(u));
+                    return (!ok).then(|| {
+                        finding(
+                            &rules::NET_CONNECT_UNDECLARED,
+                            format!("{} connected to an undeclared unix socket: {u}", ctx.server),
+                        )
+                    });
+                }
+                let addr = addr?;
+                let transport_ok = m.transports.is_empty()
+                    || m.transports.iter().any(|t| match n.proto {
+                        Proto::Tcp => t == "tcp",
+                        Proto::Udp => t == "udp",
+                        Proto::Other => false,
+                    });
+                let declared_ok = m.outbound_all
+                    || (transport_ok
+                        && m.outbound.iter().any(|h| {
+                            h.matches_host(Some(&addr), n.hostname.as_deref())
+                                && match h.port {
+                                    Some(p) => p == n.port,
+                                    None => m.outbound_ports.is_empty() || m.outbound_ports.contains(&n.port),
+                                }
+                        }));
+                let runtimes: Vec<Runtime> = self.runtimes.iter().copied().collect();
+                if declared_ok || baseline::outbound_allowed(&runtimes, Some(&addr), n.hostname.as_deref(), n.port) {
+                    return None;
+                }
+                let to = n.hostname.clone().map(|h| format!("{h} ({target})")).unwrap_or(target.clone());
+                Some(finding(
+                    &rules::NET_CONNECT_UNDECLARED,
+                    format!("{} connected to an undeclared destination: {to}", ctx.server),
+                ))
+            }
+            NetOp::Listen => {
+                let addr_ok = |a: Option<&std::net::IpAddr>| m.listen.iter().any(|l| l.matches(a, n.port));
+                if addr_ok(addr.as_ref()) {
+                    return None;
+                }
+                let exposed = n.exposed || addr.is_some_and(|a| !is_loopback(&a));
+                if exposed {
+                    Some(finding(
+                        &rules::NET_LISTEN_EXPOSED,
+                        format!("{} listens on a non-loopback address: {target}", ctx.server),
+                    ))
+                } else {
+                    Some(finding(
+                        &rules::NET_LISTEN_UNDECLARED,
+                        format!("{} listens on an undeclared address: {target}", ctx.server),
+                    ))
+                }
+            }
+            NetOp::Accept => {
+                if m.inbound.is_empty() || addr.is_some_and(|a| m.inbound.iter().any(|h| h.matches_host(Some(&a), None))) {
+                    return None;
+                }
+                Some(finding(
+                    &rules::NET_ACCEPT_UNDECLARED,
+                    format!("{} accepted a connection from an undeclared peer: {target}", ctx.server),
+                ))
+            }
+            NetOp::Bind => None,
+        }
+    }
+}
+
+/// Risky operations: no manifest field declares them.
+fn risky(ctx: &ProcContext, r: &RiskyActivity) -> Option<Finding> {
+    let rule = match r.op {
+        // A process reading its own memory or maps is ordinary.
+        RiskyOp::ProcMem | RiskyOp::ProcEnviron | RiskyOp::ProcMaps | RiskyOp::ProcessVmReadv
+            if r.target_pid == Some(ctx.pid) =>
+        {
+            return None;
+        }
+        RiskyOp::Ptrace => &rules::PROC_PTRACE,
+        RiskyOp::ProcessVmReadv | RiskyOp::ProcessVmWritev | RiskyOp::ProcMem => &rules::PROC_MEMORY,
+        RiskyOp::ProcEnviron => &rules::PROC_ENVIRON,
+        RiskyOp::ProcMaps => &rules::PROC_MAPS,
+        RiskyOp::SetUid | RiskyOp::SetGid | RiskyOp::Capset => &rules::PRIV_SETID,
+        RiskyOp::InitModule => &rules::PRIV_KERNEL_MODULE,
+        RiskyOp::Bpf => &rules::PRIV_BPF,
+        RiskyOp::Mount => &rules::PRIV_MOUNT,
+        RiskyOp::IoUringSetup => &rules::EVASION_IO_URING,
+    };
+    let target = r.target_pid.map(|p| format!(" on pid {p}")).unwrap_or_default();
+    Some(Finding {
+        rule,
+        summary: format!("{} called {}{target}", ctx.server, r.op.name()),
+        evidence: json!({ "op": r.op.name(), "target_pid": r.target_pid }),
+        declared: None,
+        dedup_key: format!("{}:{:?}", r.op.name(), r.target_pid),
+    })
+}
+
+/// `/proc/PID/...` of the acting process is its own (`/proc/self`).
+fn own_proc(path: &str, pid: u32) -> String {
+    if let Some(rest) = path.strip_prefix("/proc/") {
+        let (n, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        if n == pid.to_string() {
+            return if tail.is_empty() {
+                "/proc/self".into()
+            } else {
+                format!("/proc/self/{tail}")
+            };
+        }
+        // Threads of the process: /proc/PID/task/TID/... is still its own.
+    }
+    path.to_owned()
+}
+
+fn other_proc_sensitive(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/proc/") else {
+        return false;
+    };
+    let mut parts = rest.split('/');
+    let pid = parts.next().unwrap_or("");
+    pid.chars().all(|c| c.is_ascii_digit())
+        && !pid.is_empty()
+        && matches!(parts.next(), Some("mem" | "environ" | "maps"))
+}
+
+/// A directory above a declared path (listing on the way to it).
+fn is_ancestor_of_declared(dir: &str, r: &Resolved) -> bool {
+    let dir = dir.trim_end_matches('/');
+    let prefix = format!("{dir}/");
+    r.read
+        .iter()
+        .chain(r.write.iter())
+        .any(|g| dir.is_empty() || g.text.starts_with(&prefix) || g.text == dir)
+}
+
+pub fn is_shell(program: &str) -> bool {
+    name_matches("{sh,bash,dash,zsh,ksh,mksh,ash,fish,csh,tcsh,busybox}", basename(program))
+}
+
+fn is_interpreter(program: &str) -> bool {
+    name_matches(
+        "{python,python2,python3,python3.*,perl,ruby,php,node,nodejs,nc,ncat,netcat,socat,telnet,awk,gawk,lua}",
+        basename(program),
+    )
+}
+
+/// Command lines that are reverse shells whatever their fds.
+fn reverse_shell_argv(argv: &[String]) -> bool {
+    let joined = argv.join(" ");
+    let lower = joined.to_ascii_lowercase();
+    let prog = argv.first().map(|a| basename(a)).unwrap_or("");
+    lower.contains("/dev/tcp/")
+        || lower.contains("/dev/udp/")
+        || (name_matches("{nc,ncat,netcat}", prog) && argv.iter().any(|a| a == "-e" || a == "-c"))
+        || (prog == "socat" && (lower.contains("exec:") || lower.contains("system:")))
+        || lower.contains("pty.spawn")
+        || (lower.contains("socket") && lower.contains("dup2"))
+}
+
+fn stdio_name(s: &Option<StdioKind>) -> Value {
+    match s {
+        None => Value::Null,
+        Some(StdioKind::File(p)) => json!(p),
+        Some(StdioKind::Pipe) => json!("pipe"),
+        Some(StdioKind::Socket) => json!("socket"),
+        Some(StdioKind::Tty) => json!("tty"),
+        Some(StdioKind::Other) => json!("other"),
+    }
+}
+
+/// Every server's state, and the manifests they are judged against.
+#[derive(Default)]
+pub struct Engine {
+    manifests: Vec<Arc<Manifest>>,
+    servers: HashMap<String, ServerPolicy>,
+}
+
+impl Engine {
+    /// The manifest for a server: by name (or `match.server`), else by the
+    /// command line that identified it.
+    pub fn find(&self, server: &str, exe: &str, argv: &[String]) -> Option<Arc<Manifest>> {
+        self.manifests
+            .iter()
+            .find(|m| m.is_for_server(server))
+            .or_else(|| self.manifests.iter().find(|m| m.matches_process(exe, argv)))
+            .cloned()
+    }
+
+    pub fn manifests(&self) -> &[Arc<Manifest>] {
+        &self.manifests
+    }
+
+    /// Swaps the manifest set in one step (reload): servers are re-bound.
+    pub fn set_manifests(&mut self, manifests: Vec<Arc<Manifest>>) {
+        self.manifests = manifests;
+        let names: Vec<String> = self.servers.keys().cloned().collect();
+        for name in names {
+            let (exe, argv) = {
+                let s = &self.servers[&name];
+                (s.root_exe.clone(), s.root_argv.clone())
+            };
+            let found = self.find(&name, &exe, &argv);
+            let s = self.servers.get_mut(&name).expect("listed");
+            match found {
+                Some(m) => s.set_manifest(m, false),
+                None => s.set_manifest(Arc::new(Manifest::least_privilege(&name)), true),
+            }
+        }
+    }
+
+    /// A process was put under watch as `server` (wrapper, rule, scan).
+    /// Returns true when the server is new and has no manifest.
+    pub fn on_watch(&mut self, server: &str, pid: u32, uid: u32, exe: &str, argv: &[String], cwd: Option<&str>) -> bool {
+        let mut fresh = false;
+        if !self.servers.contains_key(server) {
+            let (m, undeclared) = match self.find(server, exe, argv) {
+                Some(m) => (m, false),
+                None => (Arc::new(Manifest::least_privilege(server)), true),
+            };
+            self.servers
+                .insert(server.to_owned(), ServerPolicy::new(m, undeclared, home_of(uid)));
+            fresh = undeclared;
+        }
+        let s = self.servers.get_mut(server).expect("inserted");
+        s.launching(pid, exe, argv, cwd);
+        fresh
+    }
+
+    pub fn server(&self, name: &str) -> Option<&ServerPolicy> {
+        self.servers.get(name)
+    }
+
+    /// Judges one activity; a server never announced is set up on the fly.
+    pub fn evaluate(&mut self, ctx: &ProcContext, act: &Activity) -> (Vec<Finding>, Option<Arc<Manifest>>, bool) {
+        let mut fresh = false;
+        if !self.servers.contains_key(&ctx.server) {
+            fresh = self.on_watch(&ctx.server, 0, ctx.uid, &ctx.exe, &ctx.argv, ctx.cwd.as_deref());
+        }
+        let s = self.servers.get_mut(&ctx.server).expect("present");
+        let findings = s.evaluate(ctx, act);
+        (findings, Some(s.manifest.clone()), fresh)
+    }
+
+    /// Forgets a server (its last process exited).
+    pub fn forget(&mut self, server: &str) {
+        self.servers.remove(server);
+    }
+}
+
+/// The home directory `~` stands for: the process owner's.
+fn home_of(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.dir.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/nonexistent".into())
+}

@@ -1,0 +1,152 @@
+//! Path patterns: `*` (within one component), `**` (any depth), `?`, `{a,b}`.
+//! A pattern with no wildcard names a file or a directory: it matches the path
+//! itself and everything below it (ToolHive's mount semantics).
+
+use regex::Regex;
+
+#[derive(Clone, Debug)]
+pub struct PathGlob {
+    /// The pattern as written after `~` and argument expansion.
+    pub text: String,
+    re: Regex,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GlobError {
+    #[error("pattern is empty")]
+    Empty,
+    #[error("pattern {0:?} is not absolute (start it with / or ~)")]
+    NotAbsolute(String),
+    #[error("pattern {0:?} has an unclosed {{")]
+    UnclosedBrace(String),
+}
+
+impl PathGlob {
+    pub fn new(pattern: &str) -> Result<Self, GlobError> {
+        if pattern.is_empty() {
+            return Err(GlobError::Empty);
+        }
+        if !pattern.starts_with('/') && !pattern.starts_with("**") {
+            return Err(GlobError::NotAbsolute(pattern.to_owned()));
+        }
+        let trimmed = if pattern.len() > 1 {
+            pattern.trim_end_matches('/')
+        } else {
+            pattern
+        };
+        let wild = trimmed.contains(['*', '?', '{']);
+        let mut re = String::from("^");
+        re.push_str(&translate(trimmed)?);
+        if !wild {
+            // A plain path: the file, or the directory and what is below it.
+            if trimmed == "/" {
+                re = "^/.*".into();
+            } else {
+                re.push_str("(?:/.*)?");
+            }
+        }
+        re.push('$');
+        let re = Regex::new(&re).map_err(|_| GlobError::UnclosedBrace(pattern.to_owned()))?;
+        Ok(Self {
+            text: pattern.to_owned(),
+            re,
+        })
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        self.re.is_match(path)
+    }
+}
+
+fn translate(p: &str) -> Result<String, GlobError> {
+    let chars: Vec<char> = p.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    let mut depth = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '*' if chars.get(i + 1) == Some(&'*') => {
+                // `**/` also matches zero directories.
+                if chars.get(i + 2) == Some(&'/') {
+                    out.push_str("(?:.*/)?");
+                    i += 3;
+                } else {
+                    out.push_str(".*");
+                    i += 2;
+                }
+                continue;
+            }
+            '*' => out.push_str("[^/]*"),
+            '?' => out.push_str("[^/]"),
+            '{' => {
+                depth += 1;
+                out.push_str("(?:");
+            }
+            '}' if depth > 0 => {
+                depth -= 1;
+                out.push(')');
+            }
+            ',' if depth > 0 => out.push('|'),
+            _ => out.push_str(&regex::escape(&c.to_string())),
+        }
+        i += 1;
+    }
+    if depth > 0 {
+        return Err(GlobError::UnclosedBrace(p.to_owned()));
+    }
+    Ok(out)
+}
+
+/// Shell-style match of a single name (no `/` semantics): `*`, `?`, `{a,b}`.
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    let Ok(t) = translate(pattern) else { return false };
+    let t = t.replace("[^/]", ".");
+    Regex::new(&format!("^{t}$")).is_ok_and(|r| r.is_match(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &str, path: &str) -> bool {
+        PathGlob::new(p).unwrap().matches(path)
+    }
+
+    #[test]
+    fn plain_paths_cover_their_subtree() {
+        assert!(m("/home/me/projects", "/home/me/projects"));
+        assert!(m("/home/me/projects", "/home/me/projects/a/b.txt"));
+        assert!(m("/home/me/projects/", "/home/me/projects/a"));
+        assert!(!m("/home/me/projects", "/home/me/projects2"));
+        assert!(m("/", "/etc/passwd"));
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(m("/usr/lib/python3*/**", "/usr/lib/python3.11/os.py"));
+        assert!(!m("/usr/lib/python3*/*", "/usr/lib/python3.11/a/os.py"));
+        assert!(m("**/node_modules/**", "/x/y/node_modules/a/index.js"));
+        assert!(m("**/.ssh/id_*", "/.ssh/id_rsa"));
+        assert!(m("**/.ssh/id_*", "/home/u/.ssh/id_ed25519"));
+        assert!(!m("**/.ssh/id_*", "/home/u/.ssh/known_hosts"));
+        assert!(m("/etc/{passwd,group}", "/etc/group"));
+        assert!(!m("/etc/{passwd,group}", "/etc/shadow"));
+        assert!(m("/dev/tty?", "/dev/tty1"));
+        assert!(m("/a/b.c", "/a/b.c") && !m("/a/b.c", "/a/bxc"));
+    }
+
+    #[test]
+    fn bad_patterns() {
+        assert_eq!(PathGlob::new("").unwrap_err(), GlobError::Empty);
+        assert!(matches!(PathGlob::new("etc/x"), Err(GlobError::NotAbsolute(_))));
+        assert!(matches!(PathGlob::new("/a/{b,c"), Err(GlobError::UnclosedBrace(_))));
+    }
+
+    #[test]
+    fn names() {
+        assert!(name_matches("python3*", "python3.11"));
+        assert!(name_matches("{sh,bash}", "bash"));
+        assert!(!name_matches("git", "gitk"));
+    }
+}
