@@ -66,6 +66,8 @@ struct State {
     gc_removed: u64,
     alerts: u64,
     agent_pid: u32,
+    /// This binary (the wrapper is never discovered by rules).
+    self_exe: String,
     /// Pending (undecided) processes and the pending children they forked.
     pending: StdHashMap<u32, Vec<u32>>,
 }
@@ -101,6 +103,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         gc_removed: 0,
         alerts: 0,
         agent_pid: std::process::id(),
+        self_exe: std::fs::read_link("/proc/self/exe")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         pending: StdHashMap::new(),
     };
     state.set_discovery().context("writing the CONFIG map")?;
@@ -455,6 +460,10 @@ impl State {
     /// The server a process starts: `--watch` rules, then host configurations
     /// and manifests' `match` rules.
     fn discover(&self, exe: &str, argv: &[String]) -> Option<String> {
+        // The wrapper registers itself under the name it was given.
+        if !self.self_exe.is_empty() && exe == self.self_exe {
+            return None;
+        }
         self.rules
             .matches(exe, argv)
             .map(str::to_owned)
