@@ -162,7 +162,9 @@ fn web_server() -> (String, std::thread::JoinHandle<()>) {
 fn fetch_session_with_its_manifest_raises_no_alert() {
     let agent = agent_with("pol-fetch", &shipped_manifests(), &[]);
     let (addr, web) = web_server();
-    let s = McpSession::new(&[&py(), "-m", "mcp_server_fetch"])
+    // The server refuses loopback URLs unless told otherwise; the test web
+    // server is on loopback (tests reach no other network).
+    let s = McpSession::new(&[&py(), "-m", "mcp_server_fetch", "--allow-private-ips"])
         .call("fetch", json!({"url": format!("http://{addr}/page")}))
         .call("fetch", json!({"url": format!("http://{addr}/stop"), "raw": true}));
     let (report, ev) = session(&agent, "fetch", s);

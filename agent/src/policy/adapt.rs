@@ -38,7 +38,7 @@ pub fn exec(e: &Exec) -> ExecActivity {
     let cwd = cwd(pid).map(PathBuf::from);
     let mut candidates = vec![e.filename.clone()];
     if is_shell(program) || is_script_runner(program) {
-        candidates.extend(e.argv.iter().skip(1).filter(|a| !a.starts_with('-')).cloned());
+        candidates.extend(script_arg(&e.argv).map(str::to_owned));
     }
     // Package managers write what they then run (npx's cache, uv's venvs).
     let recently_modified = candidates
@@ -61,6 +61,12 @@ pub fn cwd(pid: u32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/cwd"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// The script an interpreter runs: its first argument that is not an option
+/// (later arguments are the script's data, not code).
+pub fn script_arg(argv: &[String]) -> Option<&str> {
+    argv.iter().skip(1).find(|a| !a.starts_with('-')).map(String::as_str)
 }
 
 fn is_fd_path(p: &str) -> bool {

@@ -49,6 +49,19 @@ impl Runtime {
     }
 }
 
+/// `#!/usr/bin/env node` scripts run env, which runs the program named in its
+/// arguments: the program that matters is that one. Returns it (as given)
+/// and its argv.
+pub fn unwrap_env<'a>(program: &'a str, argv: &'a [String]) -> (&'a str, &'a [String]) {
+    if basename(program) != "env" {
+        return (program, argv);
+    }
+    match argv.iter().skip(1).position(|a| !a.starts_with('-') && !a.contains('=')) {
+        Some(i) => (argv[i + 1].as_str(), &argv[i + 1..]),
+        None => (program, argv),
+    }
+}
+
 /// npm or npx itself (a node process running npm-cli.js / npx-cli.js).
 pub fn is_npm_process(exe: &str, argv: &[String]) -> bool {
     let name = basename(exe);
@@ -318,6 +331,17 @@ mod tests {
 
     fn argv(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn env_shebangs_are_unwrapped() {
+        let a = argv(&["/usr/bin/env", "-S", "NODE_OPTIONS=x", "node", "/usr/bin/npx", "-y"]);
+        let (p, rest) = unwrap_env("/usr/bin/env", &a);
+        assert_eq!(p, "node");
+        assert_eq!(rest[1], "/usr/bin/npx");
+        assert_eq!(Runtime::detect(p, rest), [Runtime::Npx, Runtime::Node]);
+        let a = argv(&["sh", "-c", "x"]);
+        assert_eq!(unwrap_env("/usr/bin/sh", &a).0, "/usr/bin/sh");
     }
 
     #[test]

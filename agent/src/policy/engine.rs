@@ -146,10 +146,12 @@ impl ServerPolicy {
     }
 
     fn exec(&mut self, ctx: &ProcContext, e: &ExecActivity) -> Option<Finding> {
-        let program = e.interp.clone().unwrap_or_else(|| e.filename.clone());
+        let exec_path = e.interp.clone().unwrap_or_else(|| e.filename.clone());
+        let (program, argv) = baseline::unwrap_env(&exec_path, &e.argv);
+        let (program, argv) = (program.to_owned(), argv.to_vec());
         let launch = self.launching.remove(&ctx.pid);
         let runtimes_before: Vec<Runtime> = self.runtimes.iter().copied().collect();
-        self.learn(&program, &e.argv, ctx.cwd.as_deref());
+        self.learn(&program, &argv, ctx.cwd.as_deref());
         let evidence = json!({
             "program": program,
             "filename": e.filename,
@@ -187,7 +189,7 @@ impl ServerPolicy {
         let written = e.written_by_server
             || e.recently_modified
             || self.written_set.contains(&e.filename)
-            || (shellish && e.argv.iter().skip(1).any(|a| self.written_set.contains(a)));
+            || (shellish && super::adapt::script_arg(&argv).is_some_and(|a| self.written_set.contains(a)));
         if written {
             return Some(finding(
                 &rules::EXEC_WRITE_THEN_EXEC,
@@ -199,7 +201,7 @@ impl ServerPolicy {
             .manifest
             .exec
             .iter()
-            .any(|p| p.matches(&e.filename) || p.matches(&program));
+            .any(|p| p.matches(&e.filename) || p.matches(&exec_path) || p.matches(&program));
         if declared || baseline::exec_allowed_after_launch(&runtimes_before, &program) {
             return None;
         }
