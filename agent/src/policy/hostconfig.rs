@@ -273,10 +273,10 @@ mod tests {
             "/usr/bin/env",
             &argv(&["npx", "-y", "@modelcontextprotocol/server-filesystem", "/other"])
         ));
-        assert!(s[2].matches("/x/uvx", &argv(&["uvx", "mcp-server-time"])));
-        assert_eq!(s[1].name, "git");
-        assert!(s[1].wrapped);
-        assert!(!s[1].matches("/usr/bin/uvx", &argv(&["uvx", "mcp-server-git"])));
+        assert!(s[1].matches("/x/uvx", &argv(&["uvx", "mcp-server-time"])));
+        assert_eq!(s[2].name, "git");
+        assert!(s[2].wrapped);
+        assert!(!s[2].matches("/usr/bin/uvx", &argv(&["uvx", "mcp-server-git"])));
     }
 
     #[test]
