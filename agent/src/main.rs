@@ -178,8 +178,7 @@ fn check_manifests(paths: &[PathBuf]) -> i32 {
                     .flatten()
                     .map(|e| e.path())
                     .filter(|f| {
-                        f.extension().is_some_and(|e| e == "json")
-                            && !f.to_string_lossy().ends_with(".schema.json")
+                        f.extension().is_some_and(|e| e == "json") && !f.to_string_lossy().ends_with(".schema.json")
                     })
                     .collect();
                 v.sort();

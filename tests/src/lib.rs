@@ -357,7 +357,10 @@ impl McpSession {
         if self.allow_errors {
             c.arg("--allow-errors");
         }
-        c.env("SESSION_SERVER_CMD", serde_json::to_string(&self.server_cmd).expect("json"));
+        c.env(
+            "SESSION_SERVER_CMD",
+            serde_json::to_string(&self.server_cmd).expect("json"),
+        );
         let out = output(&mut c);
         assert!(
             out.status.success(),

@@ -36,13 +36,20 @@ fn session(agent: &Agent, server: &str, s: McpSession) -> (Value, Vec<Value>) {
 fn manifests_copy(test: &str, names: &[&str]) -> PathBuf {
     let d = scratch_dir(&format!("{test}-manifests"));
     for n in names {
-        std::fs::copy(shipped_manifests().join(format!("{n}.json")), d.join(format!("{n}.json"))).unwrap();
+        std::fs::copy(
+            shipped_manifests().join(format!("{n}.json")),
+            d.join(format!("{n}.json")),
+        )
+        .unwrap();
     }
     d
 }
 
 fn rules_of(alerts: &[&Value]) -> Vec<String> {
-    alerts.iter().map(|a| a["rule"].as_str().unwrap_or("").to_owned()).collect()
+    alerts
+        .iter()
+        .map(|a| a["rule"].as_str().unwrap_or("").to_owned())
+        .collect()
 }
 
 fn py() -> String {
@@ -54,7 +61,11 @@ fn py() -> String {
 fn assert_no_alerts(server: &str, ev: &[Value]) {
     let a = alerts(ev, Some(server));
     eprintln!("false alerts for shipped manifest {server}: {}", a.len());
-    assert!(a.is_empty(), "{server}: unexpected alerts:\n{}", dump(&a.into_iter().cloned().collect::<Vec<_>>()));
+    assert!(
+        a.is_empty(),
+        "{server}: unexpected alerts:\n{}",
+        dump(&a.into_iter().cloned().collect::<Vec<_>>())
+    );
     assert!(
         ev.iter().any(|e| e["kind"] == "exec" && e["server"] == server),
         "the server ran under watch"
@@ -71,7 +82,10 @@ fn filesystem_session_with_its_manifest_raises_no_alert() {
     let s = McpSession::new(&["node", node.to_str().unwrap(), &r])
         .call("list_allowed_directories", json!({}))
         .call("read_text_file", json!({"path": format!("{r}/notes.txt")}))
-        .call("write_file", json!({"path": format!("{r}/out.txt"), "content": "written"}))
+        .call(
+            "write_file",
+            json!({"path": format!("{r}/out.txt"), "content": "written"}),
+        )
         .call("create_directory", json!({"path": format!("{r}/sub")}))
         .call("list_directory", json!({"path": r}))
         .call("search_files", json!({"path": r, "pattern": "*.txt"}))
@@ -93,7 +107,10 @@ fn everything_session_with_its_manifest_raises_no_alert() {
         .call("get-tiny-image", json!({}))
         .call("get-structured-content", json!({"location": "New York"}));
     let (report, ev) = session(&agent, "everything", s);
-    assert!(report["calls"][1]["text"].as_str().unwrap_or("").contains('5'), "{report}");
+    assert!(
+        report["calls"][1]["text"].as_str().unwrap_or("").contains('5'),
+        "{report}"
+    );
     assert_no_alerts("everything", &ev);
     assert!(agent.stop().success());
 }
@@ -111,9 +128,13 @@ fn memory_session_through_npx_with_its_manifest_raises_no_alert() {
         .call("search_nodes", json!({"query": "mcpwatch"}))
         .call("read_graph", json!({}));
     let (report, ev) = session(&agent, "memory", s);
-    assert!(report["calls"][1]["text"].as_str().unwrap_or("").contains("mcpwatch"), "{report}");
     assert!(
-        ev.iter().any(|e| e["kind"] == "exec" && e["server"] == "memory" && e["argv"][0] == "sh"),
+        report["calls"][1]["text"].as_str().unwrap_or("").contains("mcpwatch"),
+        "{report}"
+    );
+    assert!(
+        ev.iter()
+            .any(|e| e["kind"] == "exec" && e["server"] == "memory" && e["argv"][0] == "sh"),
         "npx ran the bin through sh -c (the npx baseline covers it)"
     );
     assert_no_alerts("memory", &ev);
@@ -143,7 +164,10 @@ fn web_server() -> (String, std::thread::JoinHandle<()>) {
             let (status, body) = if line.contains("robots.txt") {
                 ("404 Not Found", "")
             } else {
-                ("200 OK", "<html><body><h1>mcpwatch test page</h1><p>hello from loopback</p></body></html>")
+                (
+                    "200 OK",
+                    "<html><body><h1>mcpwatch test page</h1><p>hello from loopback</p></body></html>",
+                )
             };
             let _ = write!(
                 s,
@@ -169,7 +193,10 @@ fn fetch_session_with_its_manifest_raises_no_alert() {
         .call("fetch", json!({"url": format!("http://{addr}/stop"), "raw": true}));
     let (report, ev) = session(&agent, "fetch", s);
     assert!(
-        report["calls"][0]["text"].as_str().unwrap_or("").contains("hello from loopback"),
+        report["calls"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hello from loopback"),
         "{report}"
     );
     web.join().unwrap();
@@ -216,9 +243,13 @@ fn git_session_with_its_manifest_raises_no_alert() {
     let agent = agent_with("pol-git", &shipped_manifests(), &[]);
     let repo = git_repo("pol-git-repo");
     let (report, ev) = session(&agent, "git", git_session(&repo));
-    assert!(report["calls"][4]["text"].as_str().unwrap_or("").contains("second"), "{report}");
     assert!(
-        ev.iter().any(|e| e["kind"] == "exec" && e["server"] == "git" && e["exe"].as_str().unwrap_or("").ends_with("/git")),
+        report["calls"][4]["text"].as_str().unwrap_or("").contains("second"),
+        "{report}"
+    );
+    assert!(
+        ev.iter()
+            .any(|e| e["kind"] == "exec" && e["server"] == "git" && e["exe"].as_str().unwrap_or("").ends_with("/git")),
         "the server ran git"
     );
     assert_no_alerts("git", &ev);
@@ -263,7 +294,10 @@ fn time_session_with_its_manifest_raises_no_alert() {
             json!({"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"}),
         );
     let (report, ev) = session(&agent, "time", s);
-    assert!(report["calls"][1]["text"].as_str().unwrap_or("").contains("21:00"), "{report}");
+    assert!(
+        report["calls"][1]["text"].as_str().unwrap_or("").contains("21:00"),
+        "{report}"
+    );
     assert_no_alerts("time", &ev);
     assert!(agent.stop().success());
 }
@@ -291,7 +325,11 @@ fn evil(calls: &[(&str, Value)]) -> McpSession {
 #[test]
 fn a_tool_running_sh_c_raises_exec_shell() {
     let (agent, _) = evil_agent("pol-shell");
-    let (_, ev) = session(&agent, "evil", evil(&[("hello", json!({"name": "x"})), ("run_shell", json!({"command": "id"}))]));
+    let (_, ev) = session(
+        &agent,
+        "evil",
+        evil(&[("hello", json!({"name": "x"})), ("run_shell", json!({"command": "id"}))]),
+    );
     let a = alerts(&ev, Some("evil"));
     // The shell, then what it ran.
     assert_eq!(rules_of(&a), ["exec.shell", "exec.undeclared"], "{}", dump(&ev));
@@ -299,7 +337,11 @@ fn a_tool_running_sh_c_raises_exec_shell() {
     assert_eq!(a[0]["severity"], "high");
     assert_eq!(a[0]["mitre"]["id"], "T1059.004");
     assert_eq!(a[0]["evidence"]["argv"], json!(["sh", "-c", "id"]));
-    assert!(a[0]["ancestry"][0]["exe"].as_str().unwrap_or("").contains("python"), "{}", a[0]);
+    assert!(
+        a[0]["ancestry"][0]["exe"].as_str().unwrap_or("").contains("python"),
+        "{}",
+        a[0]
+    );
     assert!(agent.stop().success());
 }
 
@@ -314,7 +356,9 @@ fn a_reverse_shell_to_a_loopback_listener_raises_exec_reverse_shell() {
             let (mut s, _) = l.accept().expect("the shell connects back");
             // Keep the shell alive until the agent has judged its exec.
             events_agent.wait_events("reverse shell alert", |ev| {
-                alerts(ev, Some("evil")).iter().any(|a| a["rule"] == "exec.reverse_shell")
+                alerts(ev, Some("evil"))
+                    .iter()
+                    .any(|a| a["rule"] == "exec.reverse_shell")
             });
             s.write_all(b"echo pwned; exit\n").unwrap();
             let mut out = String::new();
@@ -325,7 +369,10 @@ fn a_reverse_shell_to_a_loopback_listener_raises_exec_reverse_shell() {
         (h.join().unwrap(), report, ev)
     });
     let (out, report, ev) = attacker;
-    assert!(out.contains("pwned"), "the shell really served the listener: {out:?} {report}");
+    assert!(
+        out.contains("pwned"),
+        "the shell really served the listener: {out:?} {report}"
+    );
     let a = alerts(&ev, Some("evil"));
     assert_eq!(rules_of(&a), ["exec.reverse_shell"], "{}", dump(&ev));
     assert_eq!(a[0]["severity"], "critical");
@@ -342,10 +389,16 @@ fn a_tool_writing_then_running_a_script_raises_write_then_exec() {
         "evil",
         evil(&[("drop_and_run", json!({"directory": dir.to_string_lossy()}))]),
     );
-    assert!(report["calls"][0]["text"].as_str().unwrap_or("").contains("dropped"), "{report}");
+    assert!(
+        report["calls"][0]["text"].as_str().unwrap_or("").contains("dropped"),
+        "{report}"
+    );
     let a = alerts(&ev, Some("evil"));
     assert_eq!(rules_of(&a), ["exec.write_then_exec"], "{}", dump(&ev));
-    assert_eq!(a[0]["evidence"]["filename"], dir.join("payload.sh").to_string_lossy().as_ref());
+    assert_eq!(
+        a[0]["evidence"]["filename"],
+        dir.join("payload.sh").to_string_lossy().as_ref()
+    );
     assert_eq!(a[0]["mitre"]["id"], "T1105");
     assert!(agent.stop().success());
 }
@@ -375,14 +428,23 @@ fn a_server_from_a_host_config_is_discovered_without_the_wrapper() {
     let mut cmd = vec![py()];
     cmd.extend(args.iter().map(|s| s.to_string()));
     let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
-    McpSession::new(&cmd).call("get_current_time", json!({"timezone": "UTC"})).run();
+    McpSession::new(&cmd)
+        .call("get_current_time", json!({"timezone": "UTC"}))
+        .run();
     let ev = agent.wait_events("my-clock to exit", |ev| server_done(ev, "my-clock"));
-    let watch: Vec<&Value> = of_kind(&ev, "watch").into_iter().filter(|e| e["server"] == "my-clock").collect();
+    let watch: Vec<&Value> = of_kind(&ev, "watch")
+        .into_iter()
+        .filter(|e| e["server"] == "my-clock")
+        .collect();
     assert_eq!(watch.len(), 1, "{}", dump(&ev));
     assert_eq!(watch[0]["reason"], "rule");
     // Judged against the time manifest (found by its match rule): no alert, not undeclared.
     assert!(alerts(&ev, Some("my-clock")).is_empty(), "{}", dump(&ev));
-    assert!(agent.log().contains("1 servers from host configurations"), "{}", agent.log());
+    assert!(
+        agent.log().contains("1 servers from host configurations"),
+        "{}",
+        agent.log()
+    );
     assert!(agent.stop().success());
 }
 
@@ -418,12 +480,19 @@ fn manifests_reload_on_change_and_sighup_and_bad_ones_keep_the_last_good() {
     assert_eq!(bad["evidence"]["file"], f.to_string_lossy().as_ref());
     assert_eq!(bad["evidence"]["line"], 3);
     assert_eq!(bad["evidence"]["field"], "exec");
-    assert!(bad["evidence"]["error"].as_str().unwrap().contains("invalid type"), "{bad}");
+    assert!(
+        bad["evidence"]["error"].as_str().unwrap().contains("invalid type"),
+        "{bad}"
+    );
     assert_eq!(bad["evidence"]["kept_last_good_version"], true);
     assert!(agent.log().contains(&format!("{}:3:", f.display())), "{}", agent.log());
     let before = alerts(&agent.events(), Some("evil")).len();
     let (_, ev) = session(&agent, "evil", shell());
-    assert_eq!(alerts(&ev, Some("evil")).len(), before, "still judged by the last good version");
+    assert_eq!(
+        alerts(&ev, Some("evil")).len(),
+        before,
+        "still judged by the last good version"
+    );
 
     // SIGHUP reloads at once, even with nothing changed.
     unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
@@ -435,14 +504,56 @@ fn manifests_reload_on_change_and_sighup_and_bad_ones_keep_the_last_good() {
 fn check_manifests_reports_file_line_field_and_what_is_wrong() {
     let d = scratch_dir("pol-check");
     let good = d.join("good.json");
-    std::fs::write(&good, r#"{"read": ["~/x"], "network": {"outbound": {"allow_host": [".example.com"]}}}"#).unwrap();
+    std::fs::write(
+        &good,
+        r#"{"read": ["~/x"], "network": {"outbound": {"allow_host": [".example.com"]}}}"#,
+    )
+    .unwrap();
     let bad = d.join("bad.json");
     std::fs::write(&bad, "{\n  \"read\": [\"/ok\",\n    \"relative/x\"]\n}\n").unwrap();
     let out = output(std::process::Command::new(bin()).arg("check-manifests").arg(&d));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("{}:3:5: read[1]: pattern \"relative/x\" is not absolute", bad.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:3:5: read[1]: pattern \"relative/x\" is not absolute",
+            bad.display()
+        )),
+        "{err}"
+    );
     assert!(err.contains(&format!("{}: ok (server good)", good.display())), "{err}");
-    let out = output(std::process::Command::new(bin()).arg("check-manifests").arg(shipped_manifests()));
+    let out = output(
+        std::process::Command::new(bin())
+            .arg("check-manifests")
+            .arg(shipped_manifests()),
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn shipped_manifests_validate_against_the_schema() {
+    let check = r#"
+import glob, json, sys
+import jsonschema
+schema = json.load(open(sys.argv[1] + "/manifest.schema.json"))
+jsonschema.Draft202012Validator.check_schema(schema)
+files = [f for f in sorted(glob.glob(sys.argv[1] + "/*.json")) if not f.endswith(".schema.json")]
+for f in files:
+    jsonschema.validate(json.load(open(f)), schema)
+bad = {"read": ["relative"], "mode": "strict"}
+try:
+    jsonschema.validate(bad, schema)
+    sys.exit("a bad manifest validated")
+except jsonschema.ValidationError:
+    pass
+print(len(files))
+"#;
+    let out = output(
+        std::process::Command::new(python())
+            .arg("-c")
+            .arg(check)
+            .arg(shipped_manifests()),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
 }

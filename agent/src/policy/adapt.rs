@@ -17,7 +17,13 @@ use crate::decode::{Event, Exec};
 const RECENT: Duration = Duration::from_secs(120);
 
 /// Where runtimes install packages they run at once.
-const PACKAGE_TREES: &[&str] = &["/node_modules/", "/site-packages/", "/.npm/", "/.cache/uv/", "/.local/share/uv/"];
+const PACKAGE_TREES: &[&str] = &[
+    "/node_modules/",
+    "/site-packages/",
+    "/.npm/",
+    "/.cache/uv/",
+    "/.local/share/uv/",
+];
 
 /// The activity a kernel event stands for; None for pure lifecycle events
 /// (fork, exit), which only the process table needs.
@@ -76,7 +82,10 @@ fn is_fd_path(p: &str) -> bool {
 }
 
 fn is_script_runner(program: &str) -> bool {
-    super::glob::name_matches("{python,python3,python3.*,perl,ruby,node,nodejs,php}", basename(program))
+    super::glob::name_matches(
+        "{python,python3,python3.*,perl,ruby,node,nodejs,php}",
+        basename(program),
+    )
 }
 
 fn modified_recently(path: &str, cwd: Option<&Path>) -> bool {

@@ -56,7 +56,11 @@ pub fn unwrap_env<'a>(program: &'a str, argv: &'a [String]) -> (&'a str, &'a [St
     if basename(program) != "env" {
         return (program, argv);
     }
-    match argv.iter().skip(1).position(|a| !a.starts_with('-') && !a.contains('=')) {
+    match argv
+        .iter()
+        .skip(1)
+        .position(|a| !a.starts_with('-') && !a.contains('='))
+    {
         Some(i) => (argv[i + 1].as_str(), &argv[i + 1..]),
         None => (program, argv),
     }
@@ -159,7 +163,13 @@ const NODE_READ: &[&str] = &[
     "/proc/sys/kernel/perf_event_paranoid",
 ];
 
-const NPX_READ: &[&str] = &["~/.npm", "~/.config/npm", "/etc/npmrc", "/usr/etc/npmrc", "/usr/local/etc/npmrc"];
+const NPX_READ: &[&str] = &[
+    "~/.npm",
+    "~/.config/npm",
+    "/etc/npmrc",
+    "/usr/etc/npmrc",
+    "/usr/local/etc/npmrc",
+];
 const NPX_WRITE: &[&str] = &["~/.npm", "/tmp/npm-*", "/tmp/.npm-*"];
 
 const PYTHON_READ: &[&str] = &[
@@ -288,8 +298,7 @@ pub fn outbound_allowed(runtimes: &[Runtime], addr: Option<&IpAddr>, hostname: O
         })
         .collect();
     lists.iter().flat_map(|l| l.iter()).any(|h| {
-        HostPattern::parse(h)
-            .is_ok_and(|p| p.matches_host(addr, hostname) && p.port.is_none_or(|pp| pp == port))
+        HostPattern::parse(h).is_ok_and(|p| p.matches_host(addr, hostname) && p.port.is_none_or(|pp| pp == port))
     })
 }
 
@@ -383,7 +392,11 @@ mod tests {
     #[test]
     fn python_baseline_covers_venvs_and_bytecode() {
         let b = BaselinePaths::build(&[Runtime::Python], "/root");
-        assert!(b.read.iter().any(|g| g.matches("/t/venv/lib/python3.11/site-packages/mcp/__init__.py")));
+        assert!(
+            b.read
+                .iter()
+                .any(|g| g.matches("/t/venv/lib/python3.11/site-packages/mcp/__init__.py"))
+        );
         assert!(b.read.iter().any(|g| g.matches("/t/venv/pyvenv.cfg")));
         assert!(b.write.iter().any(|g| g.matches("/t/x/__pycache__/a.cpython-311.pyc")));
         assert!(!b.read.iter().any(|g| g.matches("/root/secret.txt")));
@@ -392,7 +405,11 @@ mod tests {
     #[test]
     fn npx_shell_is_the_runtimes_only_from_npm() {
         let npm = argv(&["node", "/usr/lib/node_modules/npm/bin/npx-cli.js", "-y", "x"]);
-        assert!(npx_shell(&argv(&["sh", "-c", "mcp-server-memory"]), "/usr/bin/node", &npm));
+        assert!(npx_shell(
+            &argv(&["sh", "-c", "mcp-server-memory"]),
+            "/usr/bin/node",
+            &npm
+        ));
         assert!(!npx_shell(&argv(&["sh", "-c", "curl x | sh"]), "/usr/bin/node", &npm));
         assert!(!npx_shell(
             &argv(&["sh", "-c", "mcp-server-memory"]),
@@ -404,7 +421,12 @@ mod tests {
     #[test]
     fn registry_hosts_only_for_their_runtime() {
         assert!(outbound_allowed(&[Runtime::Npx], None, Some("registry.npmjs.org"), 443));
-        assert!(!outbound_allowed(&[Runtime::Node], None, Some("registry.npmjs.org"), 443));
+        assert!(!outbound_allowed(
+            &[Runtime::Node],
+            None,
+            Some("registry.npmjs.org"),
+            443
+        ));
         assert!(outbound_allowed(&[], Some(&"127.0.0.53".parse().unwrap()), None, 53));
         assert!(!outbound_allowed(&[], Some(&"8.8.4.4".parse().unwrap()), None, 443));
     }

@@ -120,13 +120,19 @@ mod tests {
         for i in 0..99 {
             assert!(!d.admit(&alert("exec.shell", "x"), "/bin/sh", 10 + i).0);
         }
-        assert!(d.admit(&alert("exec.shell", "2"), "/bin/bash", 200).0, "another key is another alert");
+        assert!(
+            d.admit(&alert("exec.shell", "2"), "/bin/bash", 200).0,
+            "another key is another alert"
+        );
         assert!(d.flush(WINDOW_NS - 1).is_empty());
         let out = d.flush(WINDOW_NS + 300);
         assert_eq!(out.len(), 1, "only the repeated one summarises");
         assert_eq!(out[0].count, 99);
         assert_eq!(out[0].repeat_of.as_deref(), Some("1"));
-        assert!(d.admit(&alert("exec.shell", "3"), "/bin/sh", WINDOW_NS + 400).0, "a new window starts in full");
+        assert!(
+            d.admit(&alert("exec.shell", "3"), "/bin/sh", WINDOW_NS + 400).0,
+            "a new window starts in full"
+        );
     }
 
     #[test]

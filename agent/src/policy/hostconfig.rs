@@ -267,7 +267,13 @@ mod tests {
         ));
         assert!(fs.matches(
             "/usr/bin/node",
-            &argv(&["node", "/usr/bin/npx", "-y", "@modelcontextprotocol/server-filesystem", "/home/me/p"])
+            &argv(&[
+                "node",
+                "/usr/bin/npx",
+                "-y",
+                "@modelcontextprotocol/server-filesystem",
+                "/home/me/p"
+            ])
         ));
         assert!(!fs.matches(
             "/usr/bin/env",

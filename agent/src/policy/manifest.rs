@@ -595,14 +595,26 @@ mod tests {
         .unwrap();
         let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let b = m.bind_args(
-            &argv(&["npx", "-y", "@modelcontextprotocol/server-filesystem", "/nonexistent/a", "/nonexistent/b"]),
+            &argv(&[
+                "npx",
+                "-y",
+                "@modelcontextprotocol/server-filesystem",
+                "/nonexistent/a",
+                "/nonexistent/b",
+            ]),
             None,
         );
         assert_eq!(
             b,
-            [("roots".into(), "/nonexistent/a".into()), ("roots".into(), "/nonexistent/b".into())]
+            [
+                ("roots".into(), "/nonexistent/a".into()),
+                ("roots".into(), "/nonexistent/b".into())
+            ]
         );
-        let b = m.bind_args(&argv(&["python", "-m", "mcp_server_git", "--repository=/nonexistent/r"]), None);
+        let b = m.bind_args(
+            &argv(&["python", "-m", "mcp_server_git", "--repository=/nonexistent/r"]),
+            None,
+        );
         assert_eq!(b, [("repo".into(), "/nonexistent/r".into())]);
         let b = m.bind_args(&argv(&["git", "--repository", "/"]), None);
         assert!(b.is_empty(), "a command line without the anchor binds nothing");

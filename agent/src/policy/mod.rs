@@ -95,7 +95,11 @@ impl Policy {
         log::info!(
             "policy: {} manifests ({}), {} servers from host configurations",
             self.loaded.len(),
-            self.loaded.values().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "),
+            self.loaded
+                .values()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             self.hosts.len()
         );
         alerts
@@ -128,14 +132,9 @@ impl Policy {
 
     /// A process was put under watch; its next exec is the server's launch.
     pub fn on_watch(&mut self, ctx: &ProcContext) -> Vec<Alert> {
-        let fresh = self.engine.on_watch(
-            &ctx.server,
-            ctx.pid,
-            ctx.uid,
-            &ctx.exe,
-            &ctx.argv,
-            ctx.cwd.as_deref(),
-        );
+        let fresh = self
+            .engine
+            .on_watch(&ctx.server, ctx.pid, ctx.uid, &ctx.exe, &ctx.argv, ctx.cwd.as_deref());
         if fresh {
             self.undeclared_alert(ctx).into_iter().collect()
         } else {

@@ -55,7 +55,9 @@ impl Sources {
                 .map(|e| e.path())
                 .filter(|p| {
                     p.extension().is_some_and(|e| e == "json")
-                        && !p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".schema.json"))
+                        && !p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().ends_with(".schema.json"))
                 })
                 .collect();
             files.sort();
@@ -65,7 +67,11 @@ impl Sources {
     }
 
     fn host_files(&self) -> Vec<PathBuf> {
-        let mut out: Vec<PathBuf> = self.host_configs.iter().flat_map(|p| hostconfig::expand_arg(p)).collect();
+        let mut out: Vec<PathBuf> = self
+            .host_configs
+            .iter()
+            .flat_map(|p| hostconfig::expand_arg(p))
+            .collect();
         if self.user_host_configs {
             for h in hostconfig::homes() {
                 out.extend(hostconfig::user_files(&h));
@@ -77,9 +83,13 @@ impl Sources {
     /// The state of every file and directory this would read.
     pub fn snapshot(&self) -> Snapshot {
         let stat = |p: &Path| {
-            std::fs::metadata(p)
-                .ok()
-                .map(|m| (m.len(), m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128, m.ino()))
+            std::fs::metadata(p).ok().map(|m| {
+                (
+                    m.len(),
+                    m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+                    m.ino(),
+                )
+            })
         };
         let mut s = Snapshot::new();
         for d in &self.manifest_dirs {

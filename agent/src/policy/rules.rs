@@ -24,40 +24,176 @@ macro_rules! rule {
 
 rule!(SERVER_UNDECLARED, "server.undeclared", Low, None);
 rule!(MANIFEST_INVALID, "policy.manifest_invalid", Medium, None);
-rule!(EXEC_UNDECLARED, "exec.undeclared", Medium, Some(("T1059", "Command and Scripting Interpreter")));
-rule!(EXEC_SHELL, "exec.shell", High, Some(("T1059.004", "Command and Scripting Interpreter: Unix Shell")));
-rule!(EXEC_REVERSE_SHELL, "exec.reverse_shell", Critical, Some(("T1059.004", "Command and Scripting Interpreter: Unix Shell")));
-rule!(EXEC_WRITE_THEN_EXEC, "exec.write_then_exec", High, Some(("T1105", "Ingress Tool Transfer")));
-rule!(EXEC_FILELESS, "exec.fileless", Critical, Some(("T1620", "Reflective Code Loading")));
-rule!(FILE_READ_UNDECLARED, "file.read_undeclared", Medium, Some(("T1005", "Data from Local System")));
+rule!(
+    EXEC_UNDECLARED,
+    "exec.undeclared",
+    Medium,
+    Some(("T1059", "Command and Scripting Interpreter"))
+);
+rule!(
+    EXEC_SHELL,
+    "exec.shell",
+    High,
+    Some(("T1059.004", "Command and Scripting Interpreter: Unix Shell"))
+);
+rule!(
+    EXEC_REVERSE_SHELL,
+    "exec.reverse_shell",
+    Critical,
+    Some(("T1059.004", "Command and Scripting Interpreter: Unix Shell"))
+);
+rule!(
+    EXEC_WRITE_THEN_EXEC,
+    "exec.write_then_exec",
+    High,
+    Some(("T1105", "Ingress Tool Transfer"))
+);
+rule!(
+    EXEC_FILELESS,
+    "exec.fileless",
+    Critical,
+    Some(("T1620", "Reflective Code Loading"))
+);
+rule!(
+    FILE_READ_UNDECLARED,
+    "file.read_undeclared",
+    Medium,
+    Some(("T1005", "Data from Local System"))
+);
 rule!(FILE_WRITE_UNDECLARED, "file.write_undeclared", Medium, None);
-rule!(NET_CONNECT_UNDECLARED, "net.connect_undeclared", Medium, Some(("T1071", "Application Layer Protocol")));
+rule!(
+    NET_CONNECT_UNDECLARED,
+    "net.connect_undeclared",
+    Medium,
+    Some(("T1071", "Application Layer Protocol"))
+);
 rule!(NET_LISTEN_UNDECLARED, "net.listen_undeclared", Medium, None);
 rule!(NET_LISTEN_EXPOSED, "net.listen_exposed", High, None);
 rule!(NET_ACCEPT_UNDECLARED, "net.accept_undeclared", Medium, None);
-rule!(PROC_PTRACE, "proc.ptrace", Critical, Some(("T1055.008", "Process Injection: Ptrace System Calls")));
-rule!(PROC_MEMORY, "proc.memory", Critical, Some(("T1003.007", "OS Credential Dumping: Proc Filesystem")));
-rule!(PROC_ENVIRON, "proc.environ", High, Some(("T1552", "Unsecured Credentials")));
+rule!(
+    PROC_PTRACE,
+    "proc.ptrace",
+    Critical,
+    Some(("T1055.008", "Process Injection: Ptrace System Calls"))
+);
+rule!(
+    PROC_MEMORY,
+    "proc.memory",
+    Critical,
+    Some(("T1003.007", "OS Credential Dumping: Proc Filesystem"))
+);
+rule!(
+    PROC_ENVIRON,
+    "proc.environ",
+    High,
+    Some(("T1552", "Unsecured Credentials"))
+);
 rule!(PROC_MAPS, "proc.maps", Medium, Some(("T1057", "Process Discovery")));
-rule!(PRIV_SETID, "priv.setid", High, Some(("T1548", "Abuse Elevation Control Mechanism")));
-rule!(PRIV_KERNEL_MODULE, "priv.kernel_module", Critical, Some(("T1547.006", "Boot or Logon Autostart Execution: Kernel Modules and Extensions")));
+rule!(
+    PRIV_SETID,
+    "priv.setid",
+    High,
+    Some(("T1548", "Abuse Elevation Control Mechanism"))
+);
+rule!(
+    PRIV_KERNEL_MODULE,
+    "priv.kernel_module",
+    Critical,
+    Some((
+        "T1547.006",
+        "Boot or Logon Autostart Execution: Kernel Modules and Extensions"
+    ))
+);
 rule!(PRIV_BPF, "priv.bpf", High, Some(("T1014", "Rootkit")));
 rule!(PRIV_MOUNT, "priv.mount", High, Some(("T1611", "Escape to Host")));
-rule!(EVASION_IO_URING, "evasion.io_uring", Medium, Some(("T1562", "Impair Defenses")));
+rule!(
+    EVASION_IO_URING,
+    "evasion.io_uring",
+    Medium,
+    Some(("T1562", "Impair Defenses"))
+);
 
-rule!(CRED_SSH, "cred.ssh", High, Some(("T1552.004", "Unsecured Credentials: Private Keys")));
-rule!(CRED_CLOUD, "cred.cloud", High, Some(("T1552.001", "Unsecured Credentials: Credentials In Files")));
-rule!(CRED_KUBE, "cred.kube", High, Some(("T1552.001", "Unsecured Credentials: Credentials In Files")));
-rule!(CRED_DOTENV, "cred.dotenv", High, Some(("T1552.001", "Unsecured Credentials: Credentials In Files")));
-rule!(CRED_NETRC, "cred.netrc", High, Some(("T1552.001", "Unsecured Credentials: Credentials In Files")));
-rule!(CRED_NPMRC, "cred.npmrc", High, Some(("T1552.001", "Unsecured Credentials: Credentials In Files")));
-rule!(CRED_PYPIRC, "cred.pypirc", High, Some(("T1552.001", "Unsecured Credentials: Credentials In Files")));
-rule!(CRED_DOCKER, "cred.docker", High, Some(("T1552.001", "Unsecured Credentials: Credentials In Files")));
-rule!(CRED_GIT, "cred.git", High, Some(("T1552.001", "Unsecured Credentials: Credentials In Files")));
-rule!(CRED_BROWSER, "cred.browser", High, Some(("T1555.003", "Credentials from Password Stores: Credentials from Web Browsers")));
-rule!(CRED_KEYRING, "cred.keyring", High, Some(("T1555", "Credentials from Password Stores")));
-rule!(CRED_SHELL_HISTORY, "cred.shell_history", High, Some(("T1552.003", "Unsecured Credentials: Bash History")));
-rule!(CRED_SHADOW, "cred.shadow", High, Some(("T1003.008", "OS Credential Dumping: /etc/passwd and /etc/shadow")));
+rule!(
+    CRED_SSH,
+    "cred.ssh",
+    High,
+    Some(("T1552.004", "Unsecured Credentials: Private Keys"))
+);
+rule!(
+    CRED_CLOUD,
+    "cred.cloud",
+    High,
+    Some(("T1552.001", "Unsecured Credentials: Credentials In Files"))
+);
+rule!(
+    CRED_KUBE,
+    "cred.kube",
+    High,
+    Some(("T1552.001", "Unsecured Credentials: Credentials In Files"))
+);
+rule!(
+    CRED_DOTENV,
+    "cred.dotenv",
+    High,
+    Some(("T1552.001", "Unsecured Credentials: Credentials In Files"))
+);
+rule!(
+    CRED_NETRC,
+    "cred.netrc",
+    High,
+    Some(("T1552.001", "Unsecured Credentials: Credentials In Files"))
+);
+rule!(
+    CRED_NPMRC,
+    "cred.npmrc",
+    High,
+    Some(("T1552.001", "Unsecured Credentials: Credentials In Files"))
+);
+rule!(
+    CRED_PYPIRC,
+    "cred.pypirc",
+    High,
+    Some(("T1552.001", "Unsecured Credentials: Credentials In Files"))
+);
+rule!(
+    CRED_DOCKER,
+    "cred.docker",
+    High,
+    Some(("T1552.001", "Unsecured Credentials: Credentials In Files"))
+);
+rule!(
+    CRED_GIT,
+    "cred.git",
+    High,
+    Some(("T1552.001", "Unsecured Credentials: Credentials In Files"))
+);
+rule!(
+    CRED_BROWSER,
+    "cred.browser",
+    High,
+    Some((
+        "T1555.003",
+        "Credentials from Password Stores: Credentials from Web Browsers"
+    ))
+);
+rule!(
+    CRED_KEYRING,
+    "cred.keyring",
+    High,
+    Some(("T1555", "Credentials from Password Stores"))
+);
+rule!(
+    CRED_SHELL_HISTORY,
+    "cred.shell_history",
+    High,
+    Some(("T1552.003", "Unsecured Credentials: Bash History"))
+);
+rule!(
+    CRED_SHADOW,
+    "cred.shadow",
+    High,
+    Some(("T1003.008", "OS Credential Dumping: /etc/passwd and /etc/shadow"))
+);
 
 /// Every rule, in catalogue order.
 pub static ALL: &[&Rule] = &[
