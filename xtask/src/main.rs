@@ -122,7 +122,16 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
     let filter: Vec<String> = filter.into_iter().collect();
     // Unit tests (the agent's own, and every crate but the integration tests).
     run(cargo()
-        .args(["test", "--workspace", "--exclude", "mcpwatch-tests", "--"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "mcpwatch-tests",
+            // Its bin is a BPF program (no_main): built for the host it cannot link.
+            "--exclude",
+            "agent-ebpf",
+            "--",
+        ])
         .args(&filter))?;
     // Integration tests load the real programs; one at a time so each sees only
     // its own agent's programs.

@@ -37,7 +37,10 @@ pub enum Activity {
 pub enum StdioKind {
     File(String),
     Pipe,
+    /// A TCP or UDP socket.
     Socket,
+    /// A unix socket (socketpair): what Node-based hosts use for stdio.
+    LocalSocket,
     Tty,
     Other,
 }

@@ -103,16 +103,31 @@ fn modified_recently(path: &str, cwd: Option<&Path>) -> bool {
 fn stdio(pid: u32, fd: u32) -> Option<StdioKind> {
     let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
     let s = link.to_string_lossy();
-    Some(if s.starts_with("socket:") {
-        StdioKind::Socket
-    } else if s.starts_with("pipe:") {
-        StdioKind::Pipe
-    } else if s.starts_with("/dev/pts/") || s.starts_with("/dev/tty") {
-        StdioKind::Tty
-    } else if s.starts_with('/') {
-        StdioKind::File(s.into_owned())
-    } else {
-        StdioKind::Other
+    Some(
+        if let Some(inode) = s.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+            if is_inet_socket(pid, inode) {
+                StdioKind::Socket
+            } else {
+                StdioKind::LocalSocket
+            }
+        } else if s.starts_with("pipe:") {
+            StdioKind::Pipe
+        } else if s.starts_with("/dev/pts/") || s.starts_with("/dev/tty") {
+            StdioKind::Tty
+        } else if s.starts_with('/') {
+            StdioKind::File(s.into_owned())
+        } else {
+            StdioKind::Other
+        },
+    )
+}
+
+/// Whether a socket is a TCP or UDP one. Unix socketpairs are ordinary stdio:
+/// libuv (so every Node-based MCP host) gives children socketpairs, not pipes.
+fn is_inet_socket(pid: u32, inode: &str) -> bool {
+    ["tcp", "tcp6", "udp", "udp6"].iter().any(|t| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{t}"))
+            .is_ok_and(|text| text.lines().skip(1).any(|l| l.split_whitespace().nth(9) == Some(inode)))
     })
 }
 
@@ -127,6 +142,17 @@ mod tests {
         assert!(is_fd_path("/proc/123/fd/7"));
         assert!(!is_fd_path("/proc/123/exe"));
         assert!(!is_fd_path("/usr/bin/fd"));
+    }
+
+    #[test]
+    fn tcp_sockets_are_told_from_socketpairs() {
+        use std::os::{fd::AsRawFd, unix::net::UnixStream};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (a, _b) = UnixStream::pair().unwrap();
+        let me = std::process::id();
+        assert_eq!(stdio(me, c.as_raw_fd() as u32), Some(StdioKind::Socket));
+        assert_eq!(stdio(me, a.as_raw_fd() as u32), Some(StdioKind::LocalSocket));
     }
 
     #[test]

@@ -524,6 +524,7 @@ fn stdio_name(s: &Option<StdioKind>) -> Value {
         Some(StdioKind::File(p)) => json!(p),
         Some(StdioKind::Pipe) => json!("pipe"),
         Some(StdioKind::Socket) => json!("socket"),
+        Some(StdioKind::LocalSocket) => json!("unix_socket"),
         Some(StdioKind::Tty) => json!("tty"),
         Some(StdioKind::Other) => json!("other"),
     }
