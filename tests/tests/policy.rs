@@ -557,3 +557,68 @@ print(len(files))
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
 }
+
+/// Whether the agent reports more than process lifecycle (file and network
+/// events come with issue 3's probes). Tests of file and network rules need them.
+fn reports_file_and_network(ev: &[Value]) -> bool {
+    ev.iter().any(|e| {
+        !matches!(
+            e["kind"].as_str(),
+            Some("exec" | "fork" | "exit" | "watch" | "alert" | "loss")
+        )
+    })
+}
+
+#[test]
+fn a_tool_reading_an_ssh_key_of_a_fake_home_raises_cred_ssh() {
+    let (agent, _) = evil_agent("pol-ssh");
+    let home = scratch_dir("pol-ssh-home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::write(home.join(".ssh/id_rsa"), "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n").unwrap();
+    let (report, ev) = session(
+        &agent,
+        "evil",
+        evil(&[("read_ssh_key", json!({"home": home.to_string_lossy()}))]).env("HOME", home.to_str().unwrap()),
+    );
+    assert!(
+        report["calls"][0]["text"].as_str().unwrap_or("").starts_with("read "),
+        "{report}"
+    );
+    if !reports_file_and_network(&ev) {
+        eprintln!("skipped: this agent reports no file events (kernel file probes not built in)");
+        return;
+    }
+    let a = alerts(&ev, Some("evil"));
+    let key = home.join(".ssh/id_rsa");
+    let cred: Vec<&&Value> = a.iter().filter(|a| a["rule"] == "cred.ssh").collect();
+    assert_eq!(cred.len(), 1, "{}", dump(&ev));
+    assert_eq!(cred[0]["evidence"]["path"], key.to_string_lossy().as_ref());
+    assert_eq!(cred[0]["severity"], "high");
+    assert_eq!(cred[0]["mitre"]["id"], "T1552.004");
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn a_tool_connecting_to_an_undeclared_loopback_port_raises_net_connect_undeclared() {
+    let (agent, _) = evil_agent("pol-connect");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let sink = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut line = String::new();
+        let _ = BufReader::new(&mut s).read_line(&mut line);
+        line
+    });
+    let (_, ev) = session(&agent, "evil", evil(&[("connect_port", json!({"port": port}))]));
+    assert_eq!(sink.join().unwrap(), "exfiltrated\n");
+    if !reports_file_and_network(&ev) {
+        eprintln!("skipped: this agent reports no network events (kernel network probes not built in)");
+        return;
+    }
+    let a = alerts(&ev, Some("evil"));
+    let net: Vec<&&Value> = a.iter().filter(|a| a["rule"] == "net.connect_undeclared").collect();
+    assert_eq!(net.len(), 1, "{}", dump(&ev));
+    assert_eq!(net[0]["evidence"]["address"], "127.0.0.1");
+    assert_eq!(net[0]["evidence"]["port"], port);
+    assert!(agent.stop().success());
+}

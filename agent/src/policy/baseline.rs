@@ -163,12 +163,14 @@ const NODE_READ: &[&str] = &[
     "/proc/sys/kernel/perf_event_paranoid",
 ];
 
+/// npm reads the user's git configuration (git dependencies).
 const NPX_READ: &[&str] = &[
     "~/.npm",
     "~/.config/npm",
     "/etc/npmrc",
     "/usr/etc/npmrc",
     "/usr/local/etc/npmrc",
+    "~/.gitconfig",
 ];
 const NPX_WRITE: &[&str] = &["~/.npm", "/tmp/npm-*", "/tmp/.npm-*"];
 
@@ -188,7 +190,9 @@ const PYTHON_READ: &[&str] = &[
     "/etc/python3*",
     "**/__pycache__/**",
 ];
-const PYTHON_WRITE: &[&str] = &["**/__pycache__/**"];
+/// `tempfile.gettempdir()` probes each candidate directory by writing (and
+/// removing) a file with a random 8-character name.
+const PYTHON_WRITE: &[&str] = &["**/__pycache__/**", "/tmp/????????", "/var/tmp/????????"];
 
 const UV_READ: &[&str] = &[
     "~/.cache/uv",

@@ -305,6 +305,8 @@ impl ServerPolicy {
                     .chain(r.base.write.iter())
                     .any(|g| g.matches(path))
                     || (f.directory && is_ancestor_of_declared(path, r))
+                    // Interpreters list their working directory (Python's sys.path[0]).
+                    || (f.directory && ctx.cwd.as_deref() == Some(path.as_str()))
             };
             if !ok {
                 let (rule, verb) = if writes {
