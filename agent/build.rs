@@ -14,6 +14,20 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(&object, b"").context("writing placeholder eBPF object")?;
     }
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
+    // Every source the object is built from: a directory in rerun-if-changed
+    // does not catch edits to the files inside it here.
+    for dir in ["../agent-ebpf/src", "../agent-ebpf/src/probes", "../agent-common/src"] {
+        let dir = std::path::Path::new(&manifest_dir).join(dir);
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+            println!("cargo:rerun-if-changed={}", entry?.path().display());
+        }
+    }
+    println!(
+        "cargo:rerun-if-changed={}",
+        std::path::Path::new(&manifest_dir)
+            .join("../agent-ebpf/Cargo.toml")
+            .display()
+    );
     let ebpf_dir = std::path::Path::new(&manifest_dir).join("../agent-ebpf");
     let ebpf_dir = ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
     aya_build::build_ebpf(

@@ -13,11 +13,22 @@ pub const EXEC_ARGV_MAX: usize = 4096;
 
 /// Event type numbers.
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
     Exec = 1,
     Fork = 2,
     Exit = 3,
+    /// A file syscall ([`SysEvent`]).
+    File = 100,
+    /// A socket syscall ([`SysEvent`]).
+    Net = 200,
+    /// A DNS message sent to or received from port 53 ([`SysEvent`] + payload).
+    Dns = 201,
+    /// A risky operation: ptrace, other-process memory, credentials, modules,
+    /// bpf, mount, io_uring ([`SysEvent`]).
+    Risky = 300,
+    /// Bytes read from stdin or written to stdout ([`SysEvent`] + data).
+    Stdio = 400,
 }
 
 impl EventKind {
@@ -27,6 +38,11 @@ impl EventKind {
             1 => Some(Self::Exec),
             2 => Some(Self::Fork),
             3 => Some(Self::Exit),
+            100 => Some(Self::File),
+            200 => Some(Self::Net),
+            201 => Some(Self::Dns),
+            300 => Some(Self::Risky),
+            400 => Some(Self::Stdio),
             _ => None,
         }
     }
@@ -37,11 +53,25 @@ impl EventKind {
             Self::Exec => "exec",
             Self::Fork => "fork",
             Self::Exit => "exit",
+            Self::File => "file",
+            Self::Net => "net",
+            Self::Dns => "dns",
+            Self::Risky => "risky",
+            Self::Stdio => "stdio",
         }
     }
 
     /// Every kind, for userspace tables indexed by kind.
-    pub const ALL: [EventKind; 3] = [Self::Exec, Self::Fork, Self::Exit];
+    pub const ALL: [EventKind; 8] = [
+        Self::Exec,
+        Self::Fork,
+        Self::Exit,
+        Self::File,
+        Self::Net,
+        Self::Dns,
+        Self::Risky,
+        Self::Stdio,
+    ];
 }
 
 /// Header common to every event.
@@ -70,11 +100,22 @@ pub struct EventHeader {
 /// The header's `flags`: the process is not watched; the event is for discovery.
 pub const EVENT_UNWATCHED: u32 = 1;
 
+/// What a file descriptor is (from the inode mode), for fds 0-2 at exec and
+/// for stdio capture.
+pub const FD_NONE: u8 = 0;
+pub const FD_FILE: u8 = 1;
+pub const FD_PIPE: u8 = 2;
+pub const FD_SOCKET: u8 = 3;
+pub const FD_CHAR: u8 = 4;
+pub const FD_OTHER: u8 = 5;
+
 /// `sched_process_exec`: a process replaced its image.
 ///
-/// Followed in the record by `filename_len` bytes of the path given to exec,
-/// `interp_len` bytes of the interpreter path (when different from filename: a
-/// script) and `argv_len` bytes of NUL-separated arguments.
+/// Followed in the record by two fixed slots of `EXEC_FILENAME_MAX` bytes (the
+/// path given to exec, `filename_len` used; the interpreter path when
+/// different from it, for scripts, `interp_len` used), then contiguously
+/// `exe_len` bytes of the resolved path of the file executed, `cwd_len` bytes
+/// of the working directory and `argv_len` bytes of NUL-separated arguments.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ExecEvent {
@@ -88,7 +129,21 @@ pub struct ExecEvent {
     pub argv_len: u32,
     /// Full length of the argument area in the new image, truncated or not.
     pub argv_full_len: u32,
+    /// Length of the resolved path of the file actually executed (`bprm->file`:
+    /// the interpreter for a script), stored after argv.
+    pub exe_len: u32,
+    /// Length of the working directory path, stored after the exe path.
+    pub cwd_len: u32,
+    /// `FD_*` of fds 0, 1, 2 (index 3 unused).
+    pub stdio: [u8; 4],
+    /// Hard links of the executed file (0: deleted or memfd: fileless).
+    pub exe_nlink: u32,
 }
+
+/// The resolved exe path was cut.
+pub const EXEC_EXE_TRUNCATED: u32 = 8;
+/// The cwd path was cut.
+pub const EXEC_CWD_TRUNCATED: u32 = 16;
 
 /// argv was longer than `EXEC_ARGV_MAX` and was cut.
 pub const EXEC_ARGV_TRUNCATED: u32 = 1;
@@ -97,8 +152,9 @@ pub const EXEC_FILENAME_TRUNCATED: u32 = 2;
 /// The interpreter path was longer than `EXEC_FILENAME_MAX` and was cut.
 pub const EXEC_INTERP_TRUNCATED: u32 = 4;
 
-/// Size of the variable part following an [`ExecEvent`] at most.
-pub const EXEC_DATA_MAX: usize = 2 * EXEC_FILENAME_MAX + EXEC_ARGV_MAX;
+/// Size of the variable part following an [`ExecEvent`] at most: filename,
+/// interp, argv, then the resolved exe path and cwd (each at most `PATH_MAX`).
+pub const EXEC_DATA_MAX: usize = 2 * EXEC_FILENAME_MAX + EXEC_ARGV_MAX + 2 * PATH_MAX;
 
 /// Scratch record an exec event is assembled in (per-CPU map value).
 #[repr(C)]
@@ -129,6 +185,78 @@ pub struct ExitEvent {
     pub _pad: u32,
 }
 
+/// Longest path a probe reports; longer ones carry a truncation flag.
+pub const PATH_MAX: usize = 4096;
+/// Bytes of data (stdio chunk, DNS message) one [`SysEvent`] carries at most.
+pub const DATA_MAX: usize = 8192;
+
+/// A socket address, normalised: IPv4 in the first 4 bytes of `addr`,
+/// IPv6 in all 16, a Unix path or abstract name in the record's path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockAddr {
+    /// `AF_INET` (2), `AF_INET6` (10), `AF_UNIX` (1), 0: none.
+    pub family: u16,
+    /// Host byte order.
+    pub port: u16,
+    /// `SOCK_STREAM` (1), `SOCK_DGRAM` (2)... 0: unknown.
+    pub sock_type: u16,
+    pub _pad: u16,
+    pub addr: [u8; 16],
+}
+
+/// One syscall of a watched process: file, socket, risky or stdio.
+///
+/// Followed in the record by `len1` bytes of the first path (or Unix socket
+/// path), `len2` bytes of the second path (rename/link target), and
+/// `data_len` bytes of data (stdio chunk, DNS message).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SysEvent {
+    pub header: EventHeader,
+    /// Syscall number (x86_64).
+    pub nr: u32,
+    /// `SYS_*` flags.
+    pub flags: u32,
+    /// Return value: fd, byte count, 0, or -errno.
+    pub ret: i64,
+    /// Raw arguments.
+    pub args: [u64; 6],
+    /// Remote (connect, sendto, accept) or local (bind, listen) address.
+    pub addr: SockAddr,
+    /// Stream offset of the data (stdio), per (process, fd).
+    pub offset: u64,
+    /// File mode bits (`i_mode`) of the file, when known.
+    pub mode: u32,
+    pub len1: u16,
+    pub len2: u16,
+    pub data_len: u32,
+    /// Bytes the syscall transferred that this record does not carry (stdio).
+    pub data_missing: u32,
+}
+
+/// `len1` is a path resolved in the kernel from the opened `struct file`.
+pub const SYS_PATH_RESOLVED: u32 = 1;
+/// The first path was cut at `PATH_MAX`.
+pub const SYS_PATH_TRUNCATED: u32 = 2;
+/// The second path was cut.
+pub const SYS_PATH2_TRUNCATED: u32 = 4;
+/// The first path is relative as the process gave it; the data holds the
+/// directory it is relative to (cwd or dirfd), resolved in the kernel.
+pub const SYS_PATH_RELATIVE: u32 = 8;
+/// Data was cut (more bytes than one record; later records continue).
+pub const SYS_DATA_TRUNCATED: u32 = 16;
+/// The data was received (stdin, DNS answer) rather than sent.
+pub const SYS_DATA_IN: u32 = 32;
+
+/// Scratch record a [`SysEvent`] is assembled in (per-CPU map value).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SysRecord {
+    pub event: SysEvent,
+    pub data: [u8; 2 * PATH_MAX + DATA_MAX],
+}
+
 /// Key of the `LOSS` per-CPU map: ring-buffer reserve failures by server and kind.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -141,4 +269,5 @@ pub struct LossKey {
 mod pod {
     // SAFETY: repr(C) structs of integers and byte arrays without padding.
     unsafe impl aya::Pod for super::LossKey {}
+    unsafe impl aya::Pod for super::SockAddr {}
 }

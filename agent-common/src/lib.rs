@@ -9,7 +9,8 @@
 pub mod config;
 pub mod event;
 pub mod offsets;
+pub mod syscalls;
 
 pub use config::{AgentConfig, WatchedProc};
-pub use event::{EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, LossKey};
+pub use event::{EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, LossKey, SockAddr, SysEvent};
 pub use offsets::KernelOffsets;

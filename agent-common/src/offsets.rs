@@ -35,7 +35,85 @@ pub struct KernelOffsets {
     pub binprm_filename: u32,
     /// `linux_binprm.interp`
     pub binprm_interp: u32,
-    /// Unused, keeps the struct a multiple of 8 bytes.
+    /// `task_struct.files`
+    pub task_files: u32,
+    /// `task_struct.fs`
+    pub task_fs: u32,
+    /// `files_struct.fdt`
+    pub files_fdt: u32,
+    /// `fdtable.fd`
+    pub fdt_fd: u32,
+    /// `fdtable.max_fds`
+    pub fdt_max_fds: u32,
+    /// `file.f_path`
+    pub file_path: u32,
+    /// `file.f_inode`
+    pub file_inode: u32,
+    /// `file.private_data`
+    pub file_private: u32,
+    /// `path.mnt`
+    pub path_mnt: u32,
+    /// `path.dentry`
+    pub path_dentry: u32,
+    /// `dentry.d_parent`
+    pub dentry_parent: u32,
+    /// `dentry.d_name`
+    pub dentry_name: u32,
+    /// `qstr.name`
+    pub qstr_name: u32,
+    /// `qstr.len`
+    pub qstr_len: u32,
+    /// `dentry.d_inode`
+    pub dentry_inode: u32,
+    /// `vfsmount.mnt_root`
+    pub vfsmount_root: u32,
+    /// `mount.mnt`
+    pub mount_mnt: u32,
+    /// `mount.mnt_parent`
+    pub mount_parent: u32,
+    /// `mount.mnt_mountpoint`
+    pub mount_mountpoint: u32,
+    /// `inode.i_mode`
+    pub inode_mode: u32,
+    /// `inode.i_nlink`
+    pub inode_nlink: u32,
+    /// `fs_struct.pwd`
+    pub fs_pwd: u32,
+    /// `linux_binprm.file`
+    pub binprm_file: u32,
+    /// `socket.type`
+    pub socket_type: u32,
+    /// `socket.sk`
+    pub socket_sk: u32,
+    /// `sock_common.skc_family`
+    pub skc_family: u32,
+    /// `sock_common.skc_num`
+    pub skc_num: u32,
+    /// `sock_common.skc_dport`
+    pub skc_dport: u32,
+    /// `sock_common.skc_rcv_saddr`
+    pub skc_rcv_saddr: u32,
+    /// `sock_common.skc_daddr`
+    pub skc_daddr: u32,
+    /// `sock_common.skc_v6_rcv_saddr`
+    pub skc_v6_rcv_saddr: u32,
+    /// `sock_common.skc_v6_daddr`
+    pub skc_v6_daddr: u32,
+    /// `pt_regs.di`
+    pub regs_di: u32,
+    /// `pt_regs.si`
+    pub regs_si: u32,
+    /// `pt_regs.dx`
+    pub regs_dx: u32,
+    /// `pt_regs.r10`
+    pub regs_r10: u32,
+    /// `pt_regs.r8`
+    pub regs_r8: u32,
+    /// `pt_regs.r9`
+    pub regs_r9: u32,
+    /// `pt_regs.orig_ax`
+    pub regs_orig_ax: u32,
+    /// Unused.
     pub _pad: u32,
 }
 
@@ -54,6 +132,45 @@ impl KernelOffsets {
             mm_arg_end: OFFSET_MISSING,
             binprm_filename: OFFSET_MISSING,
             binprm_interp: OFFSET_MISSING,
+            task_files: OFFSET_MISSING,
+            task_fs: OFFSET_MISSING,
+            files_fdt: OFFSET_MISSING,
+            fdt_fd: OFFSET_MISSING,
+            fdt_max_fds: OFFSET_MISSING,
+            file_path: OFFSET_MISSING,
+            file_inode: OFFSET_MISSING,
+            file_private: OFFSET_MISSING,
+            path_mnt: OFFSET_MISSING,
+            path_dentry: OFFSET_MISSING,
+            dentry_parent: OFFSET_MISSING,
+            dentry_name: OFFSET_MISSING,
+            qstr_name: OFFSET_MISSING,
+            qstr_len: OFFSET_MISSING,
+            dentry_inode: OFFSET_MISSING,
+            vfsmount_root: OFFSET_MISSING,
+            mount_mnt: OFFSET_MISSING,
+            mount_parent: OFFSET_MISSING,
+            mount_mountpoint: OFFSET_MISSING,
+            inode_mode: OFFSET_MISSING,
+            inode_nlink: OFFSET_MISSING,
+            fs_pwd: OFFSET_MISSING,
+            binprm_file: OFFSET_MISSING,
+            socket_type: OFFSET_MISSING,
+            socket_sk: OFFSET_MISSING,
+            skc_family: OFFSET_MISSING,
+            skc_num: OFFSET_MISSING,
+            skc_dport: OFFSET_MISSING,
+            skc_rcv_saddr: OFFSET_MISSING,
+            skc_daddr: OFFSET_MISSING,
+            skc_v6_rcv_saddr: OFFSET_MISSING,
+            skc_v6_daddr: OFFSET_MISSING,
+            regs_di: OFFSET_MISSING,
+            regs_si: OFFSET_MISSING,
+            regs_dx: OFFSET_MISSING,
+            regs_r10: OFFSET_MISSING,
+            regs_r8: OFFSET_MISSING,
+            regs_r9: OFFSET_MISSING,
+            regs_orig_ax: OFFSET_MISSING,
             _pad: 0,
         }
     }

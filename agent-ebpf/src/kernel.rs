@@ -1,17 +1,26 @@
 //! Reads of kernel structures through BTF-resolved offsets.
 
-use agent_common::{EventHeader, event::COMM_LEN, offsets::OFFSET_MISSING};
+use agent_common::{
+    EventHeader,
+    event::{COMM_LEN, FD_CHAR, FD_FILE, FD_NONE, FD_OTHER, FD_PIPE, FD_SOCKET, PATH_MAX},
+    offsets::OFFSET_MISSING,
+};
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
-    bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+    bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+    bpf_probe_read_kernel, bpf_probe_read_kernel_buf, generated as raw,
 };
 
-use crate::maps::{offset, offsets};
+use crate::maps::{PATH_SCRATCH, offset, offsets};
 
 /// Reads a `T` at `base + off`; fails on a missing offset or a bad pointer.
 #[inline(always)]
 pub fn read<T: Copy>(base: *const u8, off: &u32) -> Result<T, i64> {
-    let off = offset(off);
+    read_at(base, offset(off))
+}
+
+/// Reads a `T` at `base + off` for an offset already loaded (or summed).
+#[inline(always)]
+pub fn read_at<T: Copy>(base: *const u8, off: u32) -> Result<T, i64> {
     if off == OFFSET_MISSING || base.is_null() {
         return Err(-1);
     }
@@ -46,5 +55,155 @@ pub fn fill_header(h: &mut EventHeader, kind: u32, server: u32, flags: u32) {
     h.uid = uid_gid as u32;
     h.gid = (uid_gid >> 32) as u32;
     h.flags = flags;
-    h.comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
+    // Straight into the header: the safe wrapper zeroes a copy first (a
+    // memset subprogram the verifier walks at every call site).
+    unsafe { raw::bpf_get_current_comm(h.comm.as_mut_ptr() as *mut core::ffi::c_void, COMM_LEN as u32) };
+}
+
+/// The `struct file *` behind fd `fd` of the current task.
+#[inline(always)]
+pub fn fd_file(fd: u64) -> Option<*const u8> {
+    // An fd is a C int: only the low 32 bits of the register are meaningful.
+    let fd = fd as u32 as u64;
+    let o = offsets();
+    let files: *const u8 = read(current_task(), &o.task_files).ok()?;
+    let fdt: *const u8 = read(files, &o.files_fdt).ok()?;
+    let max: u32 = read(fdt, &o.fdt_max_fds).ok()?;
+    if fd >= max as u64 {
+        return None;
+    }
+    let array: *const u8 = read(fdt, &o.fdt_fd).ok()?;
+    let file: *const u8 = read_at(array, (fd as u32) * 8).ok()?;
+    (!file.is_null()).then_some(file)
+}
+
+/// `file->f_inode->i_mode`.
+#[inline(always)]
+pub fn file_mode(file: *const u8) -> u32 {
+    let o = offsets();
+    read::<*const u8>(file, &o.file_inode)
+        .and_then(|inode| read::<u16>(inode, &o.inode_mode))
+        .map(|m| m as u32)
+        .unwrap_or(0)
+}
+
+/// What an inode mode is, as an `FD_*` value.
+#[inline(always)]
+pub fn fd_kind(mode: u32) -> u8 {
+    match mode & 0o170000 {
+        0 => FD_NONE,
+        0o140000 => FD_SOCKET,
+        0o010000 => FD_PIPE,
+        0o020000 => FD_CHAR,
+        0o100000 => FD_FILE,
+        _ => FD_OTHER,
+    }
+}
+
+/// `&file->f_path`.
+#[inline(always)]
+pub fn file_path(file: *const u8) -> *const u8 {
+    unsafe { file.add(offset(&offsets().file_path) as usize) }
+}
+
+/// Deepest path walked (components plus mount crossings).
+const MAX_DEPTH: usize = 64;
+/// The scratch buffer is written backwards from `END`. Every position is kept
+/// masked with `MASK`, so all paths through the loop reach its head with the
+/// same abstract position range and the verifier can prune them: without
+/// that, each iteration multiplies the states and a walk costs the whole
+/// instruction budget.
+const MASK: usize = 2 * PATH_MAX - 1;
+const END: usize = MASK;
+
+/// Writes the absolute path of `path` (a `struct path *`: mount + dentry) in
+/// `dst`, crossing mount points up to the global root like `d_path()`.
+/// Returns the length and whether the path was cut (longer than `PATH_MAX - 1`
+/// or deeper than `MAX_DEPTH`).
+#[inline(always)]
+pub fn resolve_path(path: *const u8, dst: &mut [u8]) -> Option<(usize, bool)> {
+    let r = walk_path(path, dst.as_mut_ptr(), dst.len());
+    (r != 0).then_some(((r & 0xffff) as usize, r >> 32 != 0))
+}
+
+/// The walk, as a BPF subprogram: the verifier then sees one return value per
+/// exit instead of carrying each early exit's state through the caller.
+/// Returns `len | truncated << 32`, 0 on failure.
+#[inline(never)]
+fn walk_path(path: *const u8, dst: *mut u8, dst_len: usize) -> u64 {
+    let dst = unsafe { core::slice::from_raw_parts_mut(dst, dst_len) };
+    match walk_path_inner(path, dst) {
+        Some((len, cut)) => len as u64 | ((cut as u64) << 32),
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn walk_path_inner(path: *const u8, dst: &mut [u8]) -> Option<(usize, bool)> {
+    let o = offsets();
+    let name_ptr_off = offset(&o.dentry_name).wrapping_add(offset(&o.qstr_name));
+    let name_len_off = offset(&o.dentry_name).wrapping_add(offset(&o.qstr_len));
+    let mount_mnt = offset(&o.mount_mnt) as usize;
+    let vfsmnt: *const u8 = read(path, &o.path_mnt).ok()?;
+    // Only fresh values cross iterations (mnt, dentry from reads; pos only
+    // known as masked), so the two ways through an iteration reach the next
+    // one in equivalent states and the verifier prunes instead of doubling.
+    let mut dentry: *const u8 = read(path, &o.path_dentry).ok()?;
+    let mut mnt: *const u8 = (vfsmnt as usize).wrapping_sub(mount_mnt) as *const u8;
+    let scratch = unsafe { &mut *PATH_SCRATCH.get_ptr_mut(0)? };
+    scratch.pos = END as u64;
+    let mut pos = (unsafe { core::ptr::read_volatile(&scratch.pos) } as usize) & MASK;
+    let mut truncated = true;
+    for _ in 0..MAX_DEPTH {
+        let vfsmnt = unsafe { mnt.add(mount_mnt) };
+        let mnt_root: *const u8 = read(vfsmnt, &o.vfsmount_root).ok()?;
+        let parent: *const u8 = read(dentry, &o.dentry_parent).ok()?;
+        // A self-parented dentry that is not its mount's root is a pseudo
+        // file (memfd, anonymous inode) or detached: its own name ends the path.
+        let pseudo = dentry == parent && dentry != mnt_root;
+        if dentry == mnt_root {
+            let mnt_parent: *const u8 = read(mnt, &o.mount_parent).ok()?;
+            if mnt_parent == mnt {
+                truncated = false;
+                break;
+            }
+            dentry = read(mnt, &o.mount_mountpoint).ok()?;
+            mnt = mnt_parent;
+            continue;
+        }
+        let name: *const u8 = read_at(dentry, name_ptr_off).ok()?;
+        let len: u32 = read_at(dentry, name_len_off).ok()?;
+        let n = (len & 0xff) as usize;
+        if pos < PATH_MAX + n + 1 {
+            break;
+        }
+        let start = (pos - n - 1) & MASK;
+        scratch.buf[start] = b'/';
+        let from = start + 1;
+        if unsafe { bpf_probe_read_kernel_buf(name, &mut scratch.buf[from..from + n]) }.is_err() {
+            return None;
+        }
+        // Through map memory: the verifier tracks no map contents, so pos
+        // reaches the next iteration as "some value in [0, MASK]" on every
+        // path instead of a range narrowed differently by each history.
+        scratch.pos = start as u64;
+        pos = (unsafe { core::ptr::read_volatile(&scratch.pos) } as usize) & MASK;
+        if pseudo {
+            truncated = false;
+            break;
+        }
+        dentry = parent;
+    }
+    let buf = &mut scratch.buf;
+    if pos == END {
+        pos = END - 1;
+        buf[pos] = b'/';
+    }
+    let len = (END - pos) & MASK;
+    if len >= PATH_MAX || len > dst.len() {
+        return None;
+    }
+    let src = unsafe { buf.as_ptr().add(pos & MASK) };
+    unsafe { bpf_probe_read_kernel_buf(src, &mut dst[..len]) }.ok()?;
+    Some((len, truncated))
 }

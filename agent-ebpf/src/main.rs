@@ -11,6 +11,7 @@ mod emit;
 mod kernel;
 mod maps;
 mod probes;
+mod record;
 
 #[cfg(not(test))]
 #[panic_handler]

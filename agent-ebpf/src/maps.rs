@@ -3,11 +3,11 @@
 use agent_common::{
     AgentConfig, KernelOffsets, LossKey, WatchedProc,
     config::{EVENTS_RING_BYTES, WATCHED_MAX_ENTRIES},
-    event::ExecRecord,
+    event::{ExecRecord, PATH_MAX, SysRecord},
 };
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 
 /// Kernel structure offsets resolved from the running kernel's BTF by userspace.
@@ -33,6 +33,50 @@ pub static LOSS: PerCpuHashMap<LossKey, u64> = PerCpuHashMap::with_max_entries(4
 /// Per-CPU scratch space for exec records, too large for the BPF stack.
 #[map]
 pub static EXEC_SCRATCH: PerCpuArray<ExecRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// A followed syscall of a watched thread, between sys_enter and sys_exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Stash {
+    pub nr: u32,
+    pub server: u32,
+    pub args: [u64; 6],
+}
+
+/// pid_tgid -> syscall in flight (watched threads only). LRU: a thread that
+/// dies inside a syscall must not leak an entry.
+#[map]
+pub static STASH: LruHashMap<u64, Stash> = LruHashMap::with_max_entries(8192, 0);
+
+/// Per-CPU scratch for syscall records.
+#[map]
+pub static SYS_SCRATCH: PerCpuArray<SysRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU scratch a path is built in, backwards (see `kernel::resolve_path`).
+#[repr(C)]
+pub struct PathScratch {
+    /// Start position, stored and read back so the verifier cannot fold it.
+    pub pos: u64,
+    pub buf: [u8; 2 * PATH_MAX + 256],
+}
+
+#[map]
+pub static PATH_SCRATCH: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// (tgid << 32 | fd) -> bytes of stdin/stdout captured so far (stream offset).
+#[map]
+pub static STDIO_OFFSETS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(8192, 0);
+
+/// Per-CPU cursor of the stdio chunk loop (see `probes::stdio`).
+#[repr(C)]
+pub struct StdioCursor {
+    pub iov: u64,
+    pub iov_off: u64,
+    pub done: u64,
+}
+
+#[map]
+pub static STDIO_CURSOR: PerCpuArray<StdioCursor> = PerCpuArray::with_max_entries(1, 0);
 
 /// Reads one offset; `read_volatile` keeps the compiler from folding the
 /// build-time placeholder, the loader's value is what the verifier sees.

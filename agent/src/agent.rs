@@ -23,13 +23,19 @@ use tokio::{
 use crate::{
     alert::{self, Alert},
     control::{ControlMsg, ControlSocket, ServerStatus, Status, WatchRequest},
-    decode::{self, Event, Exec, Header},
+    decode::{self, Addr, Event, Exec, FdKind, Header, Sys},
     discover::Rules,
+    dns,
     loader::{self, LoadOptions},
-    output::{Ancestor, Clock, EventWriter, Record},
-    policy::{self, Policy, activity::ProcContext, reload::Sources},
+    output::{Ancestor, Clock, DnsRecord, EventWriter, Record},
+    policy::{
+        self, Policy,
+        activity::{Activity, ProcContext},
+        reload::Sources,
+    },
     procs::{Proc, ProcTable, read_proc},
     servers::{Servers, validate_name},
+    sysview,
 };
 
 /// How often loss is checked and dead entries pruned.
@@ -70,6 +76,44 @@ struct State {
     self_exe: String,
     /// Pending (undecided) processes and the pending children they forked.
     pending: StdHashMap<u32, Vec<u32>>,
+    /// Addresses learnt from DNS answers, per server.
+    hosts: dns::HostCache,
+    /// Files each server wrote recently (for write-then-exec).
+    written: Written,
+    /// stdin/stdout bytes captured.
+    stdio_bytes: u64,
+}
+
+/// Files each server wrote, with when: an exec of one of them soon after is
+/// a dropper's signature.
+#[derive(Default)]
+struct Written {
+    at: StdHashMap<(u32, String), u64>,
+    order: std::collections::VecDeque<(u32, String)>,
+}
+
+impl Written {
+    /// How long a write makes a later exec suspicious.
+    const WINDOW_NS: u64 = 600 * 1_000_000_000;
+    const MAX: usize = 16384;
+
+    fn record(&mut self, server: u32, path: String, ktime: u64) {
+        let key = (server, path);
+        if self.at.insert(key.clone(), ktime).is_none() {
+            self.order.push_back(key);
+            if self.order.len() > Self::MAX
+                && let Some(old) = self.order.pop_front()
+            {
+                self.at.remove(&old);
+            }
+        }
+    }
+
+    fn recent(&self, server: u32, path: &str, now: u64) -> bool {
+        self.at
+            .get(&(server, path.to_owned()))
+            .is_some_and(|&t| now.saturating_sub(t) <= Self::WINDOW_NS)
+    }
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -107,6 +151,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default(),
         pending: StdHashMap::new(),
+        hosts: dns::HostCache::default(),
+        written: Written::default(),
+        stdio_bytes: 0,
     };
     state.set_discovery().context("writing the CONFIG map")?;
     for a in &policy_alerts {
@@ -300,7 +347,135 @@ impl State {
                 r.signal = x.signal;
                 self.writer.write(&r);
             }
+            Event::Sys(s) => self.on_sys(s),
+            Event::Stdio(c) => self.stdio_bytes += c.data.len() as u64,
         }
+    }
+
+    /// A file, net, dns or risky syscall of a watched process.
+    fn on_sys(&mut self, s: Sys) {
+        let h = &s.header;
+        let proc = self.procs.get_or_load(h.pid).cloned();
+        let kind = h.kind;
+        let mut r = self.names.base_record(h, kind.name(), proc.as_ref());
+        r.syscall = Some(s.name);
+        r.result = Some(s.ret);
+        r.error = sysview::errno_name(s.ret);
+        let mut extra: Option<Record> = None;
+        match kind {
+            EventKind::File => {
+                let access = sysview::access(&s);
+                let path = sysview::absolute_path(&s);
+                if sysview::writes(&access) && s.ret >= 0 {
+                    let target = if matches!(sysview::op(&s), "rename" | "link") {
+                        s.path2.as_deref().map(|p2| match &s.base {
+                            Some(b) if !p2.starts_with('/') => sysview::normalize(&format!("{b}/{p2}")),
+                            _ => sysview::normalize(p2),
+                        })
+                    } else {
+                        path.clone()
+                    };
+                    if let Some(t) = target {
+                        self.written.record(h.server, t, h.ktime_ns);
+                    }
+                }
+                r.op = Some(sysview::op(&s));
+                r.path_resolved = Some(s.resolved);
+                r.path_truncated = Some(s.path_truncated);
+                if sysview::op(&s) == "open" {
+                    r.path_as_given = if s.resolved {
+                        s.path2.as_deref()
+                    } else {
+                        s.path.as_deref()
+                    };
+                } else {
+                    r.path_as_given = s.path.as_deref();
+                    r.path2 = s.path2.as_deref();
+                }
+                if let Some((target, file)) = path.as_deref().and_then(|p| sysview::other_proc_access(p, h.pid)) {
+                    let mut x = self.names.base_record(h, EventKind::Risky.name(), proc.as_ref());
+                    x.op = Some("proc_access");
+                    x.risk = Some(match file {
+                        "mem" => "process_memory",
+                        "environ" => "process_environment",
+                        _ => "process_maps",
+                    });
+                    x.target_pid = Some(target);
+                    x.path = path.clone();
+                    x.result = Some(s.ret);
+                    x.error = sysview::errno_name(s.ret);
+                    extra = Some(x);
+                }
+                r.path = path;
+                r.access = Some(access);
+            }
+            EventKind::Net => {
+                r.op = Some(sysview::op(&s));
+                r.proto = sysview::proto(s.sock_type, s.addr.as_ref());
+                r.local_port = s.local_port;
+                if let Some(a) = &s.addr {
+                    r.family = Some(sysview::family(a, sysview::is_v6(a)));
+                    match a {
+                        Addr::Ip { ip, port, .. } => {
+                            r.addr = Some(ip.to_string());
+                            r.port = Some(*port);
+                            r.hostname = self.hosts.lookup(h.server, ip).map(str::to_owned);
+                        }
+                        Addr::Unix { path, .. } => r.unix_path = Some(path),
+                    }
+                    if sysview::op(&s) == "listen" && s.ret == 0 {
+                        let exposed = sysview::exposed(a);
+                        r.exposed = Some(exposed);
+                        if exposed {
+                            let mut x = self.names.base_record(h, "exposed", proc.as_ref());
+                            x.op = Some("listen");
+                            x.family = r.family;
+                            x.proto = r.proto;
+                            x.addr = r.addr.clone();
+                            x.port = r.port;
+                            extra = Some(x);
+                        }
+                    }
+                }
+            }
+            EventKind::Dns => {
+                let Some(msg) = dns::parse(&s.data) else {
+                    log::debug!("pid {}: unparsable DNS message of {} bytes", h.pid, s.data.len());
+                    return;
+                };
+                if msg.response && !msg.answers.is_empty() {
+                    self.hosts.learn(h.server, &msg.name, &msg.answers);
+                }
+                if let Some(a) = &s.addr {
+                    r.addr = a.ip().map(|ip| ip.to_string());
+                    r.port = a.port();
+                }
+                r.dns = Some(DnsRecord {
+                    direction: if s.incoming { "answer" } else { "query" },
+                    id: msg.id,
+                    name: msg.name,
+                    qtype: dns::qtype_name(msg.qtype),
+                    answers: msg.answers.iter().map(|a| a.to_string()).collect(),
+                });
+            }
+            EventKind::Risky => {
+                let (risk, target, note) = sysview::risk(&s);
+                r.op = Some(sysview::op(&s));
+                r.risk = Some(risk);
+                r.target_pid = target;
+                r.note = note;
+                r.path = s.path.clone();
+                r.path2 = s.path2.as_deref();
+            }
+            _ => {}
+        }
+        let hostname = r.hostname.clone();
+        self.writer.write(&r);
+        if let Some(x) = extra {
+            self.writer.write(&x);
+        }
+        let activities = policy::adapt::sys(&s, hostname.as_deref());
+        self.evaluate(h.server, h.ktime_ns, h.pid, &activities);
     }
 
     /// An event of a process the kernel holds as pending. Returns it as a
@@ -340,15 +515,13 @@ impl State {
                 self.procs.remove(pid);
                 None
             }
+            // The kernel follows no syscall of a pending process.
+            (Event::Sys(_) | Event::Stdio(_), None) => None,
         }?;
-        let h = match &mut event {
-            Event::Exec(e) => &mut e.header,
-            Event::Fork(f) => {
-                self.confirm_watched(f.child_pid, server);
-                &mut f.header
-            }
-            Event::Exit(x) => &mut x.header,
-        };
+        if let Event::Fork(f) = &event {
+            self.confirm_watched(f.child_pid, server);
+        }
+        let h = event.header_mut();
         h.server = server;
         h.unwatched = false;
         Some(event)
@@ -389,7 +562,14 @@ impl State {
 
     fn on_exec(&mut self, e: Exec) {
         let h = &e.header;
-        let exe = exec_exe(&e);
+        let exe = e.exe.clone().unwrap_or_else(|| exec_exe(&e));
+        let fileless = e.exe_nlink == Some(0) || exe.starts_with("/memfd:");
+        let given = match (&e.cwd, e.filename.starts_with('/')) {
+            (Some(cwd), false) => sysview::normalize(&format!("{cwd}/{}", e.filename)),
+            _ => sysview::normalize(&e.filename),
+        };
+        let written =
+            self.written.recent(h.server, &given, h.ktime_ns) || self.written.recent(h.server, &exe, h.ktime_ns);
         let proc = Proc {
             pid: h.pid,
             ppid: h.ppid,
@@ -405,18 +585,26 @@ impl State {
         r.filename = Some(&e.filename);
         r.interp = e.interp.as_deref();
         r.argv_truncated = Some(e.argv_truncated);
+        r.cwd = e.cwd.as_deref();
+        r.stdio = Some(e.stdio.map(FdKind::name));
+        r.fileless = Some(fileless);
+        r.written_then_exec = Some(written);
         r.ancestry = Some(ancestry.iter().map(|(pid, exe)| Ancestor { pid: *pid, exe }).collect());
         self.writer.write(&r);
-        let activity = policy::adapt::activity(&Event::Exec(e.clone()));
-        self.evaluate(h.server, h.ktime_ns, h.pid, activity);
+        let activity = Activity::Exec(policy::adapt::exec(&e, fileless, written));
+        self.evaluate(h.server, h.ktime_ns, h.pid, &[activity]);
     }
 
-    /// Hands one activity to the policy and delivers its alerts.
-    fn evaluate(&mut self, server: u32, ktime_ns: u64, pid: u32, activity: Option<policy::activity::Activity>) {
-        let Some(activity) = activity else { return };
+    /// Hands activities to the policy and delivers its alerts.
+    fn evaluate(&mut self, server: u32, ktime_ns: u64, pid: u32, activities: &[Activity]) {
+        if activities.is_empty() {
+            return;
+        }
         let ctx = self.context(server, ktime_ns, pid);
-        for a in self.policy.evaluate(&ctx, &activity) {
-            self.emit_alert(&a);
+        for act in activities {
+            for a in self.policy.evaluate(&ctx, act) {
+                self.emit_alert(&a);
+            }
         }
     }
 
@@ -602,6 +790,7 @@ impl State {
             events: self.events,
             lost: self.lost,
             gc_removed: self.gc_removed,
+            stdio_bytes: self.stdio_bytes,
             ..Default::default()
         };
         for (pid, w) in entries {

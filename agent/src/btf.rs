@@ -53,43 +53,58 @@ type Slot = fn(&mut KernelOffsets) -> &mut u32;
 
 /// Every field the probes read: struct, member, where it goes, and whether the
 /// agent can do without it.
+#[rustfmt::skip]
 pub const FIELDS: &[(&str, &str, Slot, Need)] = &[
     ("task_struct", "pid", |o| &mut o.task_pid, Need::Required),
     ("task_struct", "tgid", |o| &mut o.task_tgid, Need::Required),
-    (
-        "task_struct",
-        "real_parent",
-        |o| &mut o.task_real_parent,
-        Need::Required,
-    ),
+    ("task_struct", "real_parent", |o| &mut o.task_real_parent, Need::Required),
     ("task_struct", "signal", |o| &mut o.task_signal, Need::Required),
     ("task_struct", "mm", |o| &mut o.task_mm, Need::Optional("exec argv")),
-    (
-        "task_struct",
-        "exit_code",
-        |o| &mut o.task_exit_code,
-        Need::Optional("exit codes"),
-    ),
+    ("task_struct", "exit_code", |o| &mut o.task_exit_code, Need::Optional("exit codes")),
     ("signal_struct", "live", |o| &mut o.signal_live, Need::Required),
-    (
-        "mm_struct",
-        "arg_start",
-        |o| &mut o.mm_arg_start,
-        Need::Optional("exec argv"),
-    ),
-    (
-        "mm_struct",
-        "arg_end",
-        |o| &mut o.mm_arg_end,
-        Need::Optional("exec argv"),
-    ),
+    ("mm_struct", "arg_start", |o| &mut o.mm_arg_start, Need::Optional("exec argv")),
+    ("mm_struct", "arg_end", |o| &mut o.mm_arg_end, Need::Optional("exec argv")),
     ("linux_binprm", "filename", |o| &mut o.binprm_filename, Need::Required),
-    (
-        "linux_binprm",
-        "interp",
-        |o| &mut o.binprm_interp,
-        Need::Optional("script interpreters"),
-    ),
+    ("linux_binprm", "interp", |o| &mut o.binprm_interp, Need::Optional("script interpreters")),
+    ("task_struct", "files", |o| &mut o.task_files, Need::Required),
+    ("task_struct", "fs", |o| &mut o.task_fs, Need::Optional("working directories")),
+    ("files_struct", "fdt", |o| &mut o.files_fdt, Need::Required),
+    ("fdtable", "fd", |o| &mut o.fdt_fd, Need::Required),
+    ("fdtable", "max_fds", |o| &mut o.fdt_max_fds, Need::Required),
+    ("file", "f_path", |o| &mut o.file_path, Need::Required),
+    ("file", "f_inode", |o| &mut o.file_inode, Need::Required),
+    ("file", "private_data", |o| &mut o.file_private, Need::Optional("socket details")),
+    ("path", "mnt", |o| &mut o.path_mnt, Need::Required),
+    ("path", "dentry", |o| &mut o.path_dentry, Need::Required),
+    ("dentry", "d_parent", |o| &mut o.dentry_parent, Need::Required),
+    ("dentry", "d_name", |o| &mut o.dentry_name, Need::Required),
+    ("qstr", "name", |o| &mut o.qstr_name, Need::Required),
+    ("qstr", "len", |o| &mut o.qstr_len, Need::Required),
+    ("dentry", "d_inode", |o| &mut o.dentry_inode, Need::Required),
+    ("vfsmount", "mnt_root", |o| &mut o.vfsmount_root, Need::Required),
+    ("mount", "mnt", |o| &mut o.mount_mnt, Need::Required),
+    ("mount", "mnt_parent", |o| &mut o.mount_parent, Need::Required),
+    ("mount", "mnt_mountpoint", |o| &mut o.mount_mountpoint, Need::Required),
+    ("inode", "i_mode", |o| &mut o.inode_mode, Need::Required),
+    ("inode", "i_nlink", |o| &mut o.inode_nlink, Need::Optional("fileless exec detection")),
+    ("fs_struct", "pwd", |o| &mut o.fs_pwd, Need::Optional("working directories")),
+    ("linux_binprm", "file", |o| &mut o.binprm_file, Need::Optional("resolved exe paths")),
+    ("socket", "type", |o| &mut o.socket_type, Need::Optional("socket details")),
+    ("socket", "sk", |o| &mut o.socket_sk, Need::Optional("socket details")),
+    ("sock_common", "skc_family", |o| &mut o.skc_family, Need::Optional("socket details")),
+    ("sock_common", "skc_num", |o| &mut o.skc_num, Need::Optional("socket details")),
+    ("sock_common", "skc_dport", |o| &mut o.skc_dport, Need::Optional("socket details")),
+    ("sock_common", "skc_rcv_saddr", |o| &mut o.skc_rcv_saddr, Need::Optional("socket details")),
+    ("sock_common", "skc_daddr", |o| &mut o.skc_daddr, Need::Optional("socket details")),
+    ("sock_common", "skc_v6_rcv_saddr", |o| &mut o.skc_v6_rcv_saddr, Need::Optional("socket details")),
+    ("sock_common", "skc_v6_daddr", |o| &mut o.skc_v6_daddr, Need::Optional("socket details")),
+    ("pt_regs", "di", |o| &mut o.regs_di, Need::Required),
+    ("pt_regs", "si", |o| &mut o.regs_si, Need::Required),
+    ("pt_regs", "dx", |o| &mut o.regs_dx, Need::Required),
+    ("pt_regs", "r10", |o| &mut o.regs_r10, Need::Required),
+    ("pt_regs", "r8", |o| &mut o.regs_r8, Need::Required),
+    ("pt_regs", "r9", |o| &mut o.regs_r9, Need::Required),
+    ("pt_regs", "orig_ax", |o| &mut o.regs_orig_ax, Need::Required),
 ];
 
 /// A parsed BTF blob.
@@ -207,6 +222,178 @@ pub fn resolve(btf: &KernelBtf) -> Result<Resolved, OffsetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A minimal BTF blob writer: enough to describe structs of ints and
+    /// pointers, nested anonymous members included.
+    #[derive(Default)]
+    struct BtfWriter {
+        types: Vec<u8>,
+        strings: Vec<u8>,
+        next_id: u32,
+    }
+
+    const KIND_INT: u32 = 1;
+    const KIND_PTR: u32 = 2;
+    const KIND_STRUCT: u32 = 4;
+    const KIND_UNION: u32 = 5;
+
+    impl BtfWriter {
+        fn new() -> Self {
+            Self {
+                strings: vec![0],
+                next_id: 1,
+                ..Default::default()
+            }
+        }
+
+        fn str(&mut self, s: &str) -> u32 {
+            if s.is_empty() {
+                return 0;
+            }
+            let off = self.strings.len() as u32;
+            self.strings.extend(s.as_bytes());
+            self.strings.push(0);
+            off
+        }
+
+        fn head(&mut self, name: &str, kind: u32, vlen: u32, size_or_type: u32) -> u32 {
+            let name = self.str(name);
+            for v in [name, (kind << 24) | vlen, size_or_type] {
+                self.types.extend(v.to_le_bytes());
+            }
+            self.next_id += 1;
+            self.next_id - 1
+        }
+
+        fn int(&mut self, name: &str, size: u32) -> u32 {
+            let id = self.head(name, KIND_INT, 0, size);
+            self.types.extend((size * 8).to_le_bytes());
+            id
+        }
+
+        fn ptr(&mut self, to: u32) -> u32 {
+            self.head("", KIND_PTR, 0, to)
+        }
+
+        /// Members: (name, type id, byte offset).
+        fn aggregate(&mut self, kind: u32, name: &str, size: u32, members: &[(&str, u32, u32)]) -> u32 {
+            let names: Vec<u32> = members.iter().map(|(n, _, _)| self.str(n)).collect();
+            let id = self.head(name, kind, members.len() as u32, size);
+            for ((_, ty, off), n) in members.iter().zip(names) {
+                for v in [n, *ty, off * 8] {
+                    self.types.extend(v.to_le_bytes());
+                }
+            }
+            id
+        }
+
+        fn finish(self) -> Vec<u8> {
+            let mut b = Vec::new();
+            b.extend(0xeb9fu16.to_le_bytes());
+            b.extend([1u8, 0]);
+            for v in [
+                24u32,
+                0,
+                self.types.len() as u32,
+                self.types.len() as u32,
+                self.strings.len() as u32,
+            ] {
+                b.extend(v.to_le_bytes());
+            }
+            b.extend(self.types);
+            b.extend(self.strings);
+            b
+        }
+    }
+
+    /// Another kernel's BTF: every probe struct, laid out differently from the
+    /// running kernel, `mm_struct` fields inside an anonymous struct, and
+    /// optionally without `linux_binprm.interp`.
+    fn other_kernel(with_interp: bool) -> Vec<u8> {
+        let mut w = BtfWriter::new();
+        let u32_ = w.int("unsigned int", 4);
+        let u64_ = w.int("long unsigned int", 8);
+        let vp = w.ptr(0);
+        let mut structs: Vec<(&str, Vec<(&str, u32)>)> = Vec::new();
+        for (strukt, field, _, _) in FIELDS {
+            if *strukt == "mm_struct" || (*strukt == "linux_binprm" && *field == "interp" && !with_interp) {
+                continue;
+            }
+            let ty = if [
+                "pid",
+                "tgid",
+                "exit_code",
+                "live",
+                "max_fds",
+                "len",
+                "i_nlink",
+                "skc_num",
+            ]
+            .contains(field)
+            {
+                u32_
+            } else if field.starts_with("skc_") || *field == "i_mode" || *field == "type" || *field == "d_name" {
+                u64_
+            } else {
+                vp
+            };
+            match structs.iter_mut().find(|(s, _)| s == strukt) {
+                Some((_, m)) => m.push((field, ty)),
+                None => structs.push((strukt, vec![(field, ty)])),
+            }
+        }
+        for (strukt, members) in &structs {
+            // 3000 bytes of padding first: no real kernel has these offsets.
+            let m: Vec<(&str, u32, u32)> = members
+                .iter()
+                .enumerate()
+                .map(|(i, (n, t))| (*n, *t, 3000 + 16 * i as u32))
+                .collect();
+            w.aggregate(KIND_STRUCT, strukt, 4096, &m);
+        }
+        let anon = w.aggregate(KIND_STRUCT, "", 64, &[("arg_start", u64_, 8), ("arg_end", u64_, 16)]);
+        let un = w.aggregate(KIND_UNION, "", 64, &[("", anon, 0)]);
+        w.aggregate(KIND_STRUCT, "mm_struct", 256, &[("mm_count", u32_, 0), ("", un, 100)]);
+        w.finish()
+    }
+
+    #[test]
+    fn offsets_come_from_the_btf_given_not_the_build_machine() {
+        let other = KernelBtf::from_bytes(&other_kernel(true)).expect("synthetic BTF parses");
+        let r = resolve(&other).expect("every field present");
+        assert_eq!(r.offsets.task_pid, 3000);
+        assert_eq!(r.offsets.task_tgid, 3016);
+        assert!(r.disabled.is_empty(), "{:?}", r.disabled);
+        // Nested anonymous union > struct: 100 + 8.
+        assert_eq!(r.offsets.mm_arg_start, 108);
+        assert_eq!(r.offsets.mm_arg_end, 116);
+        if let Ok(running) = KernelBtf::running() {
+            let mine = resolve(&running).unwrap().offsets;
+            assert_ne!(mine, r.offsets, "a second BTF blob gives other offsets");
+            assert_ne!(mine.task_pid, r.offsets.task_pid);
+        }
+    }
+
+    #[test]
+    fn a_missing_optional_field_switches_its_feature_off() {
+        let other = KernelBtf::from_bytes(&other_kernel(false)).unwrap();
+        let r = resolve(&other).expect("interp is optional");
+        assert_eq!(r.offsets.binprm_interp, OFFSET_MISSING);
+        assert_eq!(r.disabled.len(), 1);
+        assert_eq!(r.disabled[0].0, "script interpreters");
+        assert!(r.disabled[0].1.to_string().contains("linux_binprm.interp"));
+    }
+
+    #[test]
+    fn a_missing_required_field_is_a_clear_error() {
+        let mut w = BtfWriter::new();
+        let u32_ = w.int("unsigned int", 4);
+        w.aggregate(KIND_STRUCT, "task_struct", 64, &[("tgid", u32_, 4)]);
+        let btf = KernelBtf::from_bytes(&w.finish()).unwrap();
+        let err = resolve(&btf).unwrap_err();
+        assert_eq!(err.to_string(), "kernel BTF has no field task_struct.pid");
+        assert_eq!(btf.member_offset("task_struct", "tgid").unwrap(), 4);
+    }
 
     #[test]
     fn running_kernel_offsets_resolve() {

@@ -51,6 +51,9 @@ pub struct Status {
     pub events: u64,
     /// Events lost in the kernel since start.
     pub lost: u64,
+    /// Bytes of stdin/stdout captured from watched servers.
+    #[serde(default)]
+    pub stdio_bytes: u64,
     /// Stale watched-map entries removed by the periodic check (a dead process
     /// the exit hook did not see).
     pub gc_removed: u64,

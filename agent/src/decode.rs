@@ -1,11 +1,15 @@
 //! Ring-buffer records to typed events.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use agent_common::{
-    EventHeader, EventKind, ExitEvent, ForkEvent,
+    EventHeader, EventKind, ExitEvent, ForkEvent, SysEvent,
     event::{
-        EVENT_UNWATCHED, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_MAX, EXEC_FILENAME_TRUNCATED, EXEC_INTERP_TRUNCATED,
-        ExecEvent,
+        EVENT_UNWATCHED, EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_EXE_TRUNCATED, EXEC_FILENAME_MAX,
+        EXEC_FILENAME_TRUNCATED, EXEC_INTERP_TRUNCATED, ExecEvent, FD_CHAR, FD_FILE, FD_NONE, FD_PIPE, FD_SOCKET,
+        SYS_DATA_IN, SYS_DATA_TRUNCATED, SYS_PATH_RELATIVE, SYS_PATH_RESOLVED, SYS_PATH_TRUNCATED, SYS_PATH2_TRUNCATED,
     },
+    syscalls,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -47,6 +51,121 @@ pub struct Exec {
     pub interp_truncated: bool,
     pub argv: Vec<String>,
     pub argv_truncated: bool,
+    /// Resolved path of the file the kernel executed (the interpreter for a script).
+    pub exe: Option<String>,
+    pub exe_truncated: bool,
+    /// Hard links of that file: 0 for a memfd or a deleted file (fileless).
+    pub exe_nlink: Option<u32>,
+    pub cwd: Option<String>,
+    pub cwd_truncated: bool,
+    /// What fds 0, 1 and 2 were at exec.
+    pub stdio: [FdKind; 3],
+}
+
+/// What a file descriptor is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdKind {
+    None,
+    File,
+    Pipe,
+    Socket,
+    Tty,
+    Other,
+}
+
+impl FdKind {
+    fn from_raw(v: u8) -> Self {
+        match v {
+            FD_NONE => Self::None,
+            FD_FILE => Self::File,
+            FD_PIPE => Self::Pipe,
+            FD_SOCKET => Self::Socket,
+            FD_CHAR => Self::Tty,
+            _ => Self::Other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::File => "file",
+            Self::Pipe => "pipe",
+            Self::Socket => "socket",
+            Self::Tty => "tty",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// A socket address from the kernel, IPv4-mapped IPv6 normalised to IPv4.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Addr {
+    Ip { ip: IpAddr, port: u16, mapped: bool },
+    Unix { path: String, abstract_name: bool },
+}
+
+impl Addr {
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Addr::Ip { ip, .. } => Some(*ip),
+            Addr::Unix { .. } => None,
+        }
+    }
+
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Addr::Ip { port, .. } => Some(*port),
+            Addr::Unix { .. } => None,
+        }
+    }
+}
+
+/// One syscall of a watched process (file, net, dns, risky).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sys {
+    pub header: Header,
+    pub nr: u32,
+    /// Syscall name.
+    pub name: &'static str,
+    /// Return value: fd, bytes, 0 or -errno.
+    pub ret: i64,
+    pub args: [u64; 6],
+    /// The first path: resolved from the opened file when `resolved`, else as given.
+    pub path: Option<String>,
+    pub resolved: bool,
+    pub path_truncated: bool,
+    /// The second path (as given: the requested path of an open, a rename or
+    /// link destination, a symlink's target text, a mount source).
+    pub path2: Option<String>,
+    pub path2_truncated: bool,
+    /// The directory a relative first path is relative to, resolved in the kernel.
+    pub base: Option<String>,
+    pub addr: Option<Addr>,
+    /// SOCK_STREAM (1), SOCK_DGRAM (2)...
+    pub sock_type: u16,
+    /// Local port (accept).
+    pub local_port: Option<u16>,
+    /// File mode bits of the file, when known.
+    pub mode: u32,
+    /// DNS message (kind dns).
+    pub data: Vec<u8>,
+    /// The data was received.
+    pub incoming: bool,
+}
+
+/// Bytes a watched server read from stdin (fd 0) or wrote to stdout (fd 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StdioChunk {
+    pub header: Header,
+    /// 0: stdin (read by the server), 1: stdout (written by it).
+    pub fd: u32,
+    /// Offset of `data` in that process's stream for that fd.
+    pub offset: u64,
+    /// Bytes the syscall transferred (>= data.len()).
+    pub len: u64,
+    pub data: Vec<u8>,
+    /// Bytes of this syscall were not captured: a gap follows `data`.
+    pub truncated: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +188,9 @@ pub enum Event {
     Exec(Exec),
     Fork(Fork),
     Exit(Exit),
+    /// File, net, dns and risky syscalls (`header.kind` tells which).
+    Sys(Sys),
+    Stdio(StdioChunk),
 }
 
 impl Event {
@@ -77,6 +199,18 @@ impl Event {
             Event::Exec(e) => &e.header,
             Event::Fork(e) => &e.header,
             Event::Exit(e) => &e.header,
+            Event::Sys(e) => &e.header,
+            Event::Stdio(e) => &e.header,
+        }
+    }
+
+    pub fn header_mut(&mut self) -> &mut Header {
+        match self {
+            Event::Exec(e) => &mut e.header,
+            Event::Fork(e) => &mut e.header,
+            Event::Exit(e) => &mut e.header,
+            Event::Sys(e) => &mut e.header,
+            Event::Stdio(e) => &mut e.header,
         }
     }
 }
@@ -137,7 +271,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Exec => {
             let e: ExecEvent = read(bytes, "exec event")?;
             let data = &bytes[size_of::<ExecEvent>()..];
-            let need = 2 * EXEC_FILENAME_MAX + e.argv_len as usize;
+            let (exe_len, cwd_len) = (e.exe_len as usize, e.cwd_len as usize);
+            let need = 2 * EXEC_FILENAME_MAX + exe_len + cwd_len + e.argv_len as usize;
             if data.len() < need
                 || e.filename_len as usize > EXEC_FILENAME_MAX
                 || e.interp_len as usize > EXEC_FILENAME_MAX
@@ -151,7 +286,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let filename = text(&data[..e.filename_len as usize]);
             let interp =
                 (e.interp_len > 0).then(|| text(&data[EXEC_FILENAME_MAX..EXEC_FILENAME_MAX + e.interp_len as usize]));
-            let argv_area = &data[2 * EXEC_FILENAME_MAX..need];
+            let rest = &data[2 * EXEC_FILENAME_MAX..need];
+            let (exe, rest) = rest.split_at(exe_len);
+            let (cwd, argv_area) = rest.split_at(cwd_len);
             Event::Exec(Exec {
                 header: header(&e.header, kind),
                 old_tid: e.old_pid,
@@ -161,6 +298,16 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 interp_truncated: e.flags & EXEC_INTERP_TRUNCATED != 0,
                 argv: split_argv(argv_area),
                 argv_truncated: e.flags & EXEC_ARGV_TRUNCATED != 0,
+                exe: (exe_len > 0).then(|| text(exe)),
+                exe_truncated: e.flags & EXEC_EXE_TRUNCATED != 0,
+                exe_nlink: (e.exe_nlink != u32::MAX).then_some(e.exe_nlink),
+                cwd: (cwd_len > 0).then(|| text(cwd)),
+                cwd_truncated: e.flags & EXEC_CWD_TRUNCATED != 0,
+                stdio: [
+                    FdKind::from_raw(e.stdio[0]),
+                    FdKind::from_raw(e.stdio[1]),
+                    FdKind::from_raw(e.stdio[2]),
+                ],
             })
         }
         EventKind::Fork => {
@@ -179,7 +326,96 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 signal,
             })
         }
+        EventKind::File | EventKind::Net | EventKind::Dns | EventKind::Risky | EventKind::Stdio => {
+            decode_sys(bytes, kind)?
+        }
     })
+}
+
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+fn decode_sys(bytes: &[u8], kind: EventKind) -> Result<Event, DecodeError> {
+    let e: SysEvent = read(bytes, "syscall event")?;
+    let var = &bytes[size_of::<SysEvent>()..];
+    let (l1, l2, ld) = (e.len1 as usize, e.len2 as usize, e.data_len as usize);
+    if var.len() < l1 + l2 + ld {
+        return Err(DecodeError::TooShort {
+            what: "syscall payload",
+            len: bytes.len(),
+            need: size_of::<SysEvent>() + l1 + l2 + ld,
+        });
+    }
+    let (p1, rest) = var.split_at(l1);
+    let (p2, rest) = rest.split_at(l2);
+    let data = &rest[..ld];
+    let h = header(&e.header, kind);
+    if kind == EventKind::Stdio {
+        return Ok(Event::Stdio(StdioChunk {
+            header: h,
+            fd: e.args[0] as u32,
+            offset: e.offset,
+            len: e.ret.max(0) as u64,
+            data: data.to_vec(),
+            truncated: e.flags & SYS_DATA_TRUNCATED != 0,
+        }));
+    }
+    let a = e.addr;
+    let addr = match a.family {
+        AF_INET => Some(Addr::Ip {
+            ip: IpAddr::V4(Ipv4Addr::new(a.addr[0], a.addr[1], a.addr[2], a.addr[3])),
+            port: a.port,
+            mapped: false,
+        }),
+        AF_INET6 => {
+            let v6 = Ipv6Addr::from(a.addr);
+            Some(match v6.to_ipv4_mapped() {
+                Some(v4) => Addr::Ip {
+                    ip: IpAddr::V4(v4),
+                    port: a.port,
+                    mapped: true,
+                },
+                None => Addr::Ip {
+                    ip: IpAddr::V6(v6),
+                    port: a.port,
+                    mapped: false,
+                },
+            })
+        }
+        AF_UNIX => Some(Addr::Unix {
+            path: text_exact(p1),
+            abstract_name: a.port == 1,
+        }),
+        _ => None,
+    };
+    let unix = a.family == AF_UNIX;
+    let is_base = e.flags & SYS_PATH_RELATIVE != 0;
+    Ok(Event::Sys(Sys {
+        header: h,
+        nr: e.nr,
+        name: syscalls::name(e.nr),
+        ret: e.ret,
+        args: e.args,
+        path: (l1 > 0 && !unix).then(|| text(p1)),
+        resolved: e.flags & SYS_PATH_RESOLVED != 0,
+        path_truncated: e.flags & SYS_PATH_TRUNCATED != 0,
+        path2: (l2 > 0).then(|| text(p2)),
+        path2_truncated: e.flags & SYS_PATH2_TRUNCATED != 0,
+        base: (is_base && ld > 0).then(|| text(data)),
+        addr,
+        sock_type: a.sock_type,
+        local_port: (kind == EventKind::Net && matches!(e.nr, syscalls::ACCEPT | syscalls::ACCEPT4))
+            .then_some(e.offset as u16),
+        mode: e.mode,
+        data: if is_base { Vec::new() } else { data.to_vec() },
+        incoming: e.flags & SYS_DATA_IN != 0,
+    }))
+}
+
+/// Text of exactly these bytes (an abstract socket name may hold NULs).
+fn text_exact(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// `task->exit_code` is a wait status: `code << 8`, or the signal number.
@@ -228,12 +464,18 @@ mod tests {
             interp_len: interp.len() as u32,
             argv_len: argv.len() as u32,
             argv_full_len: argv.len() as u32,
+            exe_len: 12,
+            cwd_len: 4,
+            stdio: [FD_SOCKET, FD_SOCKET, FD_PIPE, 0],
+            exe_nlink: 1,
         };
         let mut b = bytes_of(&ev);
         let mut data = vec![0u8; 2 * EXEC_FILENAME_MAX];
         data[..filename.len()].copy_from_slice(filename);
         data[EXEC_FILENAME_MAX..EXEC_FILENAME_MAX + interp.len()].copy_from_slice(interp);
         b.extend(data);
+        b.extend(b"/usr/bin/das");
+        b.extend(b"/tmp");
         b.extend(argv);
         b
     }
@@ -254,6 +496,114 @@ mod tests {
         assert_eq!(e.interp.as_deref(), Some("/bin/sh"));
         assert_eq!(e.argv, ["/bin/sh", "/tmp/x.sh", "--flag"]);
         assert!(!e.argv_truncated);
+        assert_eq!(e.exe.as_deref(), Some("/usr/bin/das"));
+        assert_eq!(e.cwd.as_deref(), Some("/tmp"));
+        assert_eq!(e.stdio, [FdKind::Socket, FdKind::Socket, FdKind::Pipe]);
+        assert_eq!(e.exe_nlink, Some(1));
+    }
+
+    fn sys_record(
+        kind: EventKind,
+        nr: u32,
+        family: u16,
+        addr: [u8; 16],
+        p1: &[u8],
+        p2: &[u8],
+        data: &[u8],
+        flags: u32,
+    ) -> Vec<u8> {
+        let ev = SysEvent {
+            header: raw_header(kind),
+            nr,
+            flags,
+            ret: -2,
+            args: [3, 0, 0, 0, 0, 0],
+            addr: agent_common::SockAddr {
+                family,
+                port: 443,
+                sock_type: 1,
+                _pad: 0,
+                addr,
+            },
+            offset: 0,
+            mode: 0,
+            len1: p1.len() as u16,
+            len2: p2.len() as u16,
+            data_len: data.len() as u32,
+            data_missing: 0,
+        };
+        let mut b = bytes_of(&ev);
+        b.extend(p1);
+        b.extend(p2);
+        b.extend(data);
+        b
+    }
+
+    #[test]
+    fn failed_relative_open_carries_its_base_directory() {
+        let rec = sys_record(
+            EventKind::File,
+            syscalls::OPENAT,
+            0,
+            [0; 16],
+            b"../.ssh/id_rsa",
+            b"",
+            b"/home/u/work",
+            SYS_PATH_RELATIVE,
+        );
+        let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
+        assert_eq!(s.name, "openat");
+        assert_eq!(s.path.as_deref(), Some("../.ssh/id_rsa"));
+        assert_eq!(s.base.as_deref(), Some("/home/u/work"));
+        assert!(!s.resolved);
+        assert!(s.data.is_empty());
+        assert_eq!(s.ret, -2);
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_normalised() {
+        let mut a = [0u8; 16];
+        a[10] = 0xff;
+        a[11] = 0xff;
+        a[12..].copy_from_slice(&[127, 0, 0, 1]);
+        let rec = sys_record(EventKind::Net, syscalls::CONNECT, 10, a, b"", b"", b"", 0);
+        let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
+        assert_eq!(
+            s.addr,
+            Some(Addr::Ip {
+                ip: "127.0.0.1".parse().unwrap(),
+                port: 443,
+                mapped: true
+            })
+        );
+        let mut v6 = [0u8; 16];
+        v6[15] = 1;
+        let rec = sys_record(EventKind::Net, syscalls::CONNECT, 10, v6, b"", b"", b"", 0);
+        let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
+        assert_eq!(s.addr.and_then(|a| a.ip()), Some("::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn stdio_chunks_keep_offsets_and_gaps() {
+        let mut rec = sys_record(
+            EventKind::Stdio,
+            syscalls::WRITE,
+            0,
+            [0; 16],
+            b"",
+            b"",
+            b"{\"jsonrpc\"",
+            SYS_DATA_TRUNCATED,
+        );
+        // ret is the syscall's byte count.
+        rec[size_of::<EventHeader>() + 8..size_of::<EventHeader>() + 16].copy_from_slice(&100i64.to_ne_bytes());
+        let Event::Stdio(c) = decode(&rec).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.fd, 3);
+        assert_eq!(c.len, 100);
+        assert_eq!(c.data, b"{\"jsonrpc\"");
+        assert!(c.truncated);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use agent_common::{AgentConfig, LossKey, WatchedProc};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuHashMap, RingBuf},
-    programs::BtfTracePoint,
+    programs::{BtfTracePoint, RawTracePoint},
 };
 
 use crate::{btf, mounts};
@@ -21,6 +21,9 @@ const TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_exec", "sched_process_exec"),
     ("sched_process_exit", "sched_process_exit"),
 ];
+
+/// Raw tracepoints: (program name, tracepoint).
+const RAW_TRACEPOINTS: &[(&str, &str)] = &[("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
 
 /// Maps pinned with `--pin`.
 const PINNABLE: &[&str] = &["WATCHED", "CONFIG", "LOSS"];
@@ -68,6 +71,8 @@ pub struct LoadOptions {
     pub pin_dir: Option<PathBuf>,
     /// Size of the watched-process map.
     pub watched_max: Option<u32>,
+    /// Size of the event ring buffer in bytes (a power of two, page multiple).
+    pub ring_bytes: Option<u32>,
 }
 
 /// The loaded, attached programs and their maps. Dropping it detaches
@@ -157,6 +162,9 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
     if let Some(n) = opts.watched_max {
         loader.map_max_entries("WATCHED", n);
     }
+    if let Some(n) = opts.ring_bytes {
+        loader.map_max_entries("EVENTS", n);
+    }
     let mut ebpf = loader.load(OBJECT)?;
 
     for &(name, tracepoint) in TRACEPOINTS {
@@ -172,6 +180,21 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
             .load(tracepoint, &aya_btf)
             .map_err(|source| LoadError::Program { name, source })?;
         program.attach().map_err(|source| LoadError::Program { name, source })?;
+    }
+
+    for &(name, tracepoint) in RAW_TRACEPOINTS {
+        let program: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::Program {
+                name,
+                source: aya::programs::ProgramError::NotLoaded,
+            })?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })?;
+        program.load().map_err(|source| LoadError::Program { name, source })?;
+        program
+            .attach(tracepoint)
+            .map_err(|source| LoadError::Program { name, source })?;
     }
 
     let mut pinned = Vec::new();

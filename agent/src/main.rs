@@ -51,6 +51,9 @@ enum Command {
         /// Capacity of the watched-process map.
         #[arg(long, value_name = "N")]
         watched_max: Option<u32>,
+        /// Size of the kernel event ring buffer (bytes; a power of two, at least 4096).
+        #[arg(long, value_name = "BYTES", value_parser = parse_ring_bytes)]
+        ring_bytes: Option<u32>,
         /// Directory of server manifests (*.json), repeatable; reloaded on change and SIGHUP.
         #[arg(long = "manifests", value_name = "DIR", default_value = DEFAULT_MANIFEST_DIR)]
         manifests: Vec<PathBuf>,
@@ -104,6 +107,14 @@ enum Command {
     },
 }
 
+fn parse_ring_bytes(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two of at least 4096"));
+    }
+    Ok(n)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -122,6 +133,7 @@ fn main() -> anyhow::Result<()> {
             pin,
             keep_pins,
             watched_max,
+            ring_bytes,
             manifests,
             host_configs,
             no_user_host_configs,
@@ -134,6 +146,7 @@ fn main() -> anyhow::Result<()> {
                 load: LoadOptions {
                     pin_dir: pin,
                     watched_max,
+                    ring_bytes,
                 },
                 keep_pins,
                 policy: Sources {

@@ -58,6 +58,79 @@ pub struct Record<'a> {
     pub event_kind: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,
+    /// exec: working directory, what fds 0-2 are, fileless (memfd or deleted
+    /// file), and whether the server wrote the file it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdio: Option<[&'a str; 3]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fileless: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub written_then_exec: Option<bool>,
+    /// file, net, risky: the operation and the syscall it came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<&'a str>,
+    /// fd, byte count, 0, or -errno; `error` names the errno.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// file: absolute path (resolved in the kernel from the opened file when
+    /// `path_resolved`), the path as the process gave it, a second path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_as_given: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_resolved: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_truncated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path2: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<Vec<&'static str>>,
+    /// net: family, protocol, address (remote for connect/sendto/accept,
+    /// local for bind/listen), port, Unix path, hostname learnt from DNS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unix_path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exposed: Option<bool>,
+    /// dns: query or answer, name, type, addresses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsRecord>,
+    /// risky: category, the process it targets, a note.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub risk: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
+}
+
+/// A DNS message in an event line.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct DnsRecord {
+    pub direction: &'static str,
+    pub id: u16,
+    pub name: String,
+    pub qtype: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<String>,
 }
 
 /// Converts kernel boot-time nanoseconds to wall-clock time.

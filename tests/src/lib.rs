@@ -265,6 +265,46 @@ pub fn testenv() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/testenv"))
 }
 
+/// The Python interpreter of the test environment.
+pub fn python() -> PathBuf {
+    let venv = testenv().join("venv/bin/python");
+    if venv.exists() { venv } else { PathBuf::from("python3") }
+}
+
+impl Agent {
+    /// Runs a Python program wrapped as server `server`; returns its output.
+    pub fn run_python(&self, server: &str, code: &str) -> Output {
+        let py = python();
+        let out = output(&mut self.wrap(server, &[py.to_str().unwrap(), "-c", code]));
+        assert!(
+            out.status.success(),
+            "python failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        out
+    }
+
+    /// Waits for the exit of the root process of `server` and returns that server's events.
+    pub fn server_events(&self, server: &str) -> Vec<Value> {
+        let ev = self.wait_events(&format!("{server} to exit"), |ev| {
+            let Some(root) = ev.iter().find(|e| e["kind"] == "watch" && e["server"] == server) else {
+                return false;
+            };
+            ev.iter().any(|e| e["kind"] == "exit" && e["pid"] == root["pid"])
+        });
+        ev.into_iter().filter(|e| e["server"] == server).collect()
+    }
+}
+
+/// The first event of `kind` satisfying `pred`, or a panic listing the events.
+pub fn find<'a>(events: &'a [Value], kind: &str, pred: impl Fn(&Value) -> bool) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["kind"] == kind && pred(e))
+        .unwrap_or_else(|| panic!("no {kind} event as expected among:\n{}", dump(events)))
+}
+
 /// The repository's root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -273,11 +313,6 @@ pub fn repo() -> PathBuf {
 /// The manifests mcpwatch ships (`manifests/`).
 pub fn shipped_manifests() -> PathBuf {
     repo().join("manifests")
-}
-
-/// The test environment's Python (venv with the MCP SDK and the PyPI servers).
-pub fn python() -> PathBuf {
-    testenv().join("venv/bin/python")
 }
 
 /// Entry point of an npm reference server (`server-filesystem`...).

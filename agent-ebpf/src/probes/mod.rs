@@ -1,3 +1,9 @@
-//! One module per hook family.
+//! One module per hook family. `syscalls` is the sys_enter/sys_exit
+//! dispatcher feeding `file`, `network` (with DNS), `risky` and `stdio`.
 
+pub mod file;
+pub mod network;
 pub mod process;
+pub mod risky;
+pub mod stdio;
+pub mod syscalls;

@@ -15,8 +15,8 @@ use agent_common::{
     EventKind, ExitEvent, ForkEvent, WatchedProc,
     config::{CONFIG_DISCOVER_EXEC, WATCH_PENDING},
     event::{
-        EVENT_UNWATCHED, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_MAX, EXEC_FILENAME_TRUNCATED,
-        EXEC_INTERP_TRUNCATED, ExecEvent, ExecRecord,
+        EVENT_UNWATCHED, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_EXE_TRUNCATED, EXEC_FILENAME_MAX,
+        EXEC_FILENAME_TRUNCATED, EXEC_INTERP_TRUNCATED, ExecEvent, ExecRecord, FD_NONE, PATH_MAX,
     },
 };
 use aya_ebpf::{
@@ -27,8 +27,8 @@ use aya_ebpf::{
 
 use crate::{
     emit::{count_loss, send, send_bytes},
-    kernel::{current_task, fill_header, read},
-    maps::{EXEC_SCRATCH, WATCHED, config_flags, offsets, watched},
+    kernel::{current_task, fd_file, fd_kind, file_mode, file_path, fill_header, read, resolve_path},
+    maps::{EXEC_SCRATCH, WATCHED, config_flags, offset, offsets, watched},
 };
 
 /// Events of a pending process are for discovery, not for the stream.
@@ -164,13 +164,48 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let filename: *const u8 = read(bprm, &o.binprm_filename).unwrap_or(core::ptr::null());
     let interp: *const u8 = read(bprm, &o.binprm_interp).unwrap_or(core::ptr::null());
     let (name_buf, rest) = rec.data.split_at_mut(EXEC_FILENAME_MAX);
-    let (interp_buf, argv_buf) = rest.split_at_mut(EXEC_FILENAME_MAX);
+    let (interp_buf, rest) = rest.split_at_mut(EXEC_FILENAME_MAX);
     ev.filename_len = read_kstr(filename, name_buf, &mut ev.flags, EXEC_FILENAME_TRUNCATED);
     ev.interp_len = if interp.is_null() || interp == filename {
         0
     } else {
         read_kstr(interp, interp_buf, &mut ev.flags, EXEC_INTERP_TRUNCATED)
     };
+
+    // The file really executed (the interpreter for a script), its links
+    // (0: memfd or deleted: fileless), the working directory, fds 0-2.
+    ev.exe_len = 0;
+    ev.cwd_len = 0;
+    ev.exe_nlink = u32::MAX;
+    let bfile: *const u8 = read(bprm, &o.binprm_file).unwrap_or(core::ptr::null());
+    if !bfile.is_null() {
+        if let Some((n, cut)) = resolve_path(file_path(bfile), &mut rest[..PATH_MAX]) {
+            ev.exe_len = n as u32;
+            if cut {
+                ev.flags |= EXEC_EXE_TRUNCATED;
+            }
+        }
+        ev.exe_nlink = read::<*const u8>(bfile, &o.file_inode)
+            .and_then(|inode| read::<u32>(inode, &o.inode_nlink))
+            .unwrap_or(u32::MAX);
+    }
+    let exe_len = (ev.exe_len as usize) & (PATH_MAX - 1);
+    let fs: *const u8 = read(current_task(), &o.task_fs).unwrap_or(core::ptr::null());
+    if !fs.is_null() {
+        let pwd = unsafe { fs.add(offset(&o.fs_pwd) as usize) };
+        if let Some((n, cut)) = resolve_path(pwd, &mut rest[exe_len..exe_len + PATH_MAX]) {
+            ev.cwd_len = n as u32;
+            if cut {
+                ev.flags |= EXEC_CWD_TRUNCATED;
+            }
+        }
+    }
+    for fd in 0..3usize {
+        ev.stdio[fd] = fd_file(fd as u64).map(|f| fd_kind(file_mode(f))).unwrap_or(FD_NONE);
+    }
+    ev.stdio[3] = 0;
+    let argv_at = (ev.exe_len as usize + ev.cwd_len as usize) & (2 * PATH_MAX - 1);
+    let argv_buf = &mut rest[argv_at..argv_at + EXEC_ARGV_MAX];
 
     // argv lives between mm->arg_start and mm->arg_end of the new image.
     ev.argv_len = 0;
@@ -195,7 +230,11 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
         }
     }
 
-    let len = core::mem::size_of::<ExecEvent>() + 2 * EXEC_FILENAME_MAX + ev.argv_len as usize;
+    let len = core::mem::size_of::<ExecEvent>()
+        + 2 * EXEC_FILENAME_MAX
+        + ev.exe_len as usize
+        + ev.cwd_len as usize
+        + ev.argv_len as usize;
     let bytes = unsafe {
         core::slice::from_raw_parts(
             rec as *const ExecRecord as *const u8,

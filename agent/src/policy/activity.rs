@@ -54,11 +54,9 @@ pub struct ExecActivity {
     pub argv: Vec<String>,
     /// Executed from memory (memfd, deleted file, /proc/self/fd/N).
     pub fileless: bool,
-    /// The exec'd file was written by this server shortly before (kernel).
+    /// The exec'd file was written by this server shortly before (the
+    /// agent's record of the server's writes).
     pub written_by_server: bool,
-    /// The exec'd file (or the script an interpreter was given) was modified
-    /// in the last minutes (userspace `stat`, without the kernel's fact).
-    pub recently_modified: bool,
     /// fds 0, 1, 2 (None: unknown).
     pub stdio: [Option<StdioKind>; 3],
 }

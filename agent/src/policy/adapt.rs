@@ -1,65 +1,150 @@
-//! Kernel events (decode.rs) to policy activities. Facts the kernel does not
-//! report yet are completed from /proc while the process is still there.
+//! Kernel events (decode.rs, interpreted by sysview.rs) to policy
+//! activities. What the kernel leaves open (which kind of socket a shell's
+//! stdio is) is completed from /proc while the process is still there.
 
-use std::{
-    path::{Path, PathBuf},
-    time::{Duration, SystemTime},
+use agent_common::EventKind;
+
+use super::activity::{
+    Activity, ExecActivity, FileActivity, FileOp, NetActivity, NetOp, Proto, RiskyActivity, RiskyOp, StdioKind,
+};
+use crate::{
+    decode::{Addr, Exec, FdKind, Sys},
+    sysview,
 };
 
-use super::{
-    activity::{Activity, ExecActivity, StdioKind},
-    engine::is_shell,
-    manifest::basename,
-};
-use crate::decode::{Event, Exec};
-
-/// How recent a modification makes an exec'd file "just written".
-const RECENT: Duration = Duration::from_secs(120);
-
-/// Where runtimes install packages they run at once.
-const PACKAGE_TREES: &[&str] = &[
-    "/node_modules/",
-    "/site-packages/",
-    "/.npm/",
-    "/.cache/uv/",
-    "/.local/share/uv/",
-];
-
-/// The activity a kernel event stands for; None for pure lifecycle events
-/// (fork, exit), which only the process table needs.
-pub fn activity(event: &Event) -> Option<Activity> {
-    match event {
-        Event::Exec(e) => Some(Activity::Exec(exec(e))),
-        Event::Fork(_) | Event::Exit(_) => None,
-    }
-}
-
-pub fn exec(e: &Exec) -> ExecActivity {
+/// An exec, with what the agent concluded from the kernel's facts: run from
+/// memory (`fileless`), a file the server wrote shortly before (`written`).
+pub fn exec(e: &Exec, fileless: bool, written: bool) -> ExecActivity {
     let pid = e.header.pid;
-    let exe_link = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let fileless = is_fd_path(&e.filename) || exe_link.contains("/memfd:") || exe_link.ends_with(" (deleted)");
-    let program = e.interp.as_deref().unwrap_or(&e.filename);
-    let cwd = cwd(pid).map(PathBuf::from);
-    let mut candidates = vec![e.filename.clone()];
-    if is_shell(program) || is_script_runner(program) {
-        candidates.extend(script_arg(&e.argv).map(str::to_owned));
-    }
-    // Package managers write what they then run (npx's cache, uv's venvs).
-    let recently_modified = candidates
-        .iter()
-        .filter(|c| !PACKAGE_TREES.iter().any(|t| c.contains(t)))
-        .any(|c| modified_recently(c, cwd.as_deref()));
+    let fileless = fileless || is_fd_path(&e.filename);
     ExecActivity {
         filename: e.filename.clone(),
         interp: e.interp.clone(),
         argv: e.argv.clone(),
         fileless,
-        written_by_server: false,
-        recently_modified,
-        stdio: [0, 1, 2].map(|fd| stdio(pid, fd)),
+        written_by_server: written,
+        stdio: [0usize, 1, 2].map(|fd| stdio(pid, fd as u32, e.stdio[fd])),
     }
+}
+
+/// A file, net or risky syscall; DNS messages judge nothing themselves (they
+/// name the addresses connects go to: `hostname`). An open of another
+/// process's memory, environment or maps is a file access and a risky one.
+pub fn sys(s: &Sys, hostname: Option<&str>) -> Vec<Activity> {
+    match s.header.kind {
+        EventKind::File => file(s),
+        EventKind::Net => net(s, hostname).map(Activity::Net).into_iter().collect(),
+        EventKind::Risky => risky(s).map(Activity::Risky).into_iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn file(s: &Sys) -> Vec<Activity> {
+    let Some(path) = sysview::absolute_path(s) else {
+        return Vec::new();
+    };
+    let name = sysview::op(s);
+    let op = match name {
+        "open" => FileOp::Open,
+        "truncate" => FileOp::Truncate,
+        "rename" => FileOp::Rename,
+        "unlink" | "rmdir" => FileOp::Unlink,
+        "mkdir" => FileOp::Mkdir,
+        "link" => FileOp::Link,
+        "symlink" => FileOp::Symlink,
+        "chmod" => FileOp::Chmod,
+        "chown" => FileOp::Chown,
+        _ => return Vec::new(),
+    };
+    // The new name of a rename or link (a symlink's second path is its target text).
+    let path2 = matches!(op, FileOp::Rename | FileOp::Link)
+        .then(|| {
+            s.path2.as_deref().map(|p2| match &s.base {
+                Some(b) if !p2.starts_with('/') => sysview::normalize(&format!("{b}/{p2}")),
+                _ => sysview::normalize(p2),
+            })
+        })
+        .flatten();
+    let access = sysview::access(s);
+    let has = |a: &str| access.contains(&a);
+    let mut out = Vec::new();
+    if let Some((target, f)) = sysview::other_proc_access(&path, s.header.pid) {
+        let op = match f {
+            "mem" => RiskyOp::ProcMem,
+            "environ" => RiskyOp::ProcEnviron,
+            _ => RiskyOp::ProcMaps,
+        };
+        out.push(Activity::Risky(RiskyActivity {
+            op,
+            target_pid: Some(target),
+        }));
+    }
+    out.push(Activity::File(FileActivity {
+        op,
+        path,
+        path2,
+        read: has("read"),
+        write: has("write"),
+        create: has("create"),
+        truncate: has("truncate"),
+        append: has("append"),
+        directory: has("directory"),
+        result: s.ret,
+        path_truncated: s.path_truncated,
+    }));
+    out
+}
+
+fn net(s: &Sys, hostname: Option<&str>) -> Option<NetActivity> {
+    let op = match sysview::op(s) {
+        "connect" => NetOp::Connect,
+        "bind" => NetOp::Bind,
+        "listen" => NetOp::Listen,
+        "accept" => NetOp::Accept,
+        "sendto" => NetOp::SendTo,
+        _ => return None,
+    };
+    let proto = match sysview::proto(s.sock_type, s.addr.as_ref()) {
+        Some("tcp") => Proto::Tcp,
+        Some("udp") => Proto::Udp,
+        _ => Proto::Other,
+    };
+    let (addr, port, unix_path) = match &s.addr {
+        Some(Addr::Ip { ip, port, .. }) => (Some(*ip), *port, None),
+        Some(Addr::Unix { path, .. }) => (None, 0, Some(path.clone())),
+        // A sendto on a connected socket names no destination: the connect did.
+        None => return None,
+    };
+    Some(NetActivity {
+        op,
+        proto,
+        addr,
+        port,
+        unix_path,
+        hostname: hostname.map(str::to_owned),
+        exposed: op == NetOp::Listen && s.addr.as_ref().is_some_and(sysview::exposed),
+        result: s.ret,
+    })
+}
+
+fn risky(s: &Sys) -> Option<RiskyActivity> {
+    let op = match (sysview::op(s), s.name) {
+        ("ptrace", _) => RiskyOp::Ptrace,
+        ("process_vm_readv", _) => RiskyOp::ProcessVmReadv,
+        ("process_vm_writev", _) => RiskyOp::ProcessVmWritev,
+        ("setid", n) if n.contains("gid") => RiskyOp::SetGid,
+        ("setid", _) => RiskyOp::SetUid,
+        ("capset", _) => RiskyOp::Capset,
+        ("load_module", _) => RiskyOp::InitModule,
+        ("bpf", _) => RiskyOp::Bpf,
+        ("mount", _) => RiskyOp::Mount,
+        ("io_uring_setup", _) => RiskyOp::IoUringSetup,
+        _ => return None,
+    };
+    Some(RiskyActivity {
+        op,
+        target_pid: sysview::risk(s).1,
+    })
 }
 
 /// The process's working directory.
@@ -81,45 +166,34 @@ fn is_fd_path(p: &str) -> bool {
         || (p.starts_with("/proc/") && p.split('/').nth(3) == Some("fd"))
 }
 
-fn is_script_runner(program: &str) -> bool {
-    super::glob::name_matches(
-        "{python,python3,python3.*,perl,ruby,node,nodejs,php}",
-        basename(program),
-    )
-}
-
-fn modified_recently(path: &str, cwd: Option<&Path>) -> bool {
-    let p = match cwd {
-        Some(c) if !path.starts_with('/') => c.join(path),
-        _ => PathBuf::from(path),
+/// What one of fds 0/1/2 was at exec: the kernel's kind, with the socket's
+/// family and the file's path from /proc. A socket that cannot be looked up
+/// any more (the process is gone) counts as local: a reverse shell lives on.
+fn stdio(pid: u32, fd: u32, kind: FdKind) -> Option<StdioKind> {
+    let link = || {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .ok()
+            .map(|l| l.to_string_lossy().into_owned())
     };
-    std::fs::metadata(&p).is_ok_and(|m| {
-        m.is_file()
-            && m.modified()
-                .is_ok_and(|t| SystemTime::now().duration_since(t).is_ok_and(|age| age < RECENT))
-    })
-}
-
-fn stdio(pid: u32, fd: u32) -> Option<StdioKind> {
-    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
-    let s = link.to_string_lossy();
-    Some(
-        if let Some(inode) = s.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
-            if is_inet_socket(pid, inode) {
+    Some(match kind {
+        FdKind::None => return None,
+        FdKind::Pipe => StdioKind::Pipe,
+        FdKind::Tty => StdioKind::Tty,
+        FdKind::Other => StdioKind::Other,
+        FdKind::File => StdioKind::File(link().unwrap_or_default()),
+        FdKind::Socket => {
+            let inet = link().is_some_and(|l| {
+                l.strip_prefix("socket:[")
+                    .and_then(|r| r.strip_suffix(']'))
+                    .is_some_and(|inode| is_inet_socket(pid, inode))
+            });
+            if inet {
                 StdioKind::Socket
             } else {
                 StdioKind::LocalSocket
             }
-        } else if s.starts_with("pipe:") {
-            StdioKind::Pipe
-        } else if s.starts_with("/dev/pts/") || s.starts_with("/dev/tty") {
-            StdioKind::Tty
-        } else if s.starts_with('/') {
-            StdioKind::File(s.into_owned())
-        } else {
-            StdioKind::Other
-        },
-    )
+        }
+    })
 }
 
 /// Whether a socket is a TCP or UDP one. Unix socketpairs are ordinary stdio:
@@ -151,17 +225,16 @@ mod tests {
         let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (a, _b) = UnixStream::pair().unwrap();
         let me = std::process::id();
-        assert_eq!(stdio(me, c.as_raw_fd() as u32), Some(StdioKind::Socket));
-        assert_eq!(stdio(me, a.as_raw_fd() as u32), Some(StdioKind::LocalSocket));
-    }
-
-    #[test]
-    fn this_process_stdio_and_recent_files() {
-        assert!(stdio(std::process::id(), 0).is_some());
-        let f = std::env::temp_dir().join(format!("mcpwatch-adapt-{}", std::process::id()));
-        std::fs::write(&f, "x").unwrap();
-        assert!(modified_recently(f.to_str().unwrap(), None));
-        assert!(!modified_recently("/etc/hostname-does-not-exist", None));
-        std::fs::remove_file(&f).unwrap();
+        assert_eq!(stdio(me, c.as_raw_fd() as u32, FdKind::Socket), Some(StdioKind::Socket));
+        assert_eq!(
+            stdio(me, a.as_raw_fd() as u32, FdKind::Socket),
+            Some(StdioKind::LocalSocket)
+        );
+        assert_eq!(
+            stdio(me, 999, FdKind::Socket),
+            Some(StdioKind::LocalSocket),
+            "gone: local"
+        );
+        assert_eq!(stdio(me, 0, FdKind::None), None);
     }
 }

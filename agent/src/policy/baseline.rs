@@ -126,6 +126,8 @@ const COMMON_READ: &[&str] = &[
     "/proc/version",
     "/proc/filesystems",
     "/proc/sys/kernel/osrelease",
+    "/proc/sys/kernel/ngroups_max",
+    "/proc/sys/kernel/cap_last_cap",
     "/proc/sys/vm/overcommit_memory",
     "/proc/sys/kernel/random/uuid",
     "/sys/devices/system/cpu",

@@ -45,6 +45,9 @@ pub struct ServerPolicy {
     paths: Option<Resolved>,
     /// Pids whose next exec is the server's own launch (wrapper, rule match).
     launching: HashSet<u32>,
+    /// Directories of the code the server was launched to run (`python
+    /// server.py`, `node dist/index.js`): its own package tree.
+    code_dirs: Vec<String>,
     /// Files the server wrote, oldest first.
     written: VecDeque<String>,
     written_set: HashSet<String>,
@@ -70,6 +73,7 @@ impl ServerPolicy {
             home,
             paths: None,
             launching: HashSet::new(),
+            code_dirs: Vec::new(),
             written: VecDeque::new(),
             written_set: HashSet::new(),
             root_exe: String::new(),
@@ -124,10 +128,13 @@ impl ServerPolicy {
                     .collect()
             };
             let runtimes: Vec<Runtime> = self.runtimes.iter().copied().collect();
+            let mut base = BaselinePaths::build(&runtimes, &self.home);
+            base.read
+                .extend(self.code_dirs.iter().filter_map(|d| PathGlob::new(d).ok()));
             self.paths = Some(Resolved {
                 read: globs(&self.manifest.read),
                 write: globs(&self.manifest.write),
-                base: BaselinePaths::build(&runtimes, &self.home),
+                base,
             });
         }
         self.paths.as_ref().expect("just built")
@@ -190,10 +197,12 @@ impl ServerPolicy {
         }
         // The host's own command (wrapper, rule match) is what was configured.
         if launch {
+            if shellish {
+                self.learn_code_dir(&argv, ctx.cwd.as_deref());
+            }
             return None;
         }
         let written = e.written_by_server
-            || e.recently_modified
             || self.written_set.contains(&e.filename)
             || (shellish && super::adapt::script_arg(&argv).is_some_and(|a| self.written_set.contains(a)));
         if written {
@@ -227,6 +236,28 @@ impl ServerPolicy {
             format!("{} ran an undeclared program: {}", ctx.server, program),
             Some(self.declared_exec()),
         ))
+    }
+
+    /// The directory of the script an interpreter was launched with.
+    fn learn_code_dir(&mut self, argv: &[String], cwd: Option<&str>) {
+        let Some(script) = super::adapt::script_arg(argv) else {
+            return;
+        };
+        let p = match cwd {
+            Some(c) if !script.starts_with('/') => std::path::Path::new(c).join(script),
+            _ => std::path::PathBuf::from(script),
+        };
+        let Ok(real) = std::fs::canonicalize(&p) else { return };
+        if !real.is_file() {
+            return;
+        }
+        if let Some(dir) = real.parent().map(|d| d.to_string_lossy().into_owned())
+            && dir != "/"
+            && !self.code_dirs.contains(&dir)
+        {
+            self.code_dirs.push(dir);
+            self.paths = None;
+        }
     }
 
     fn remember_write(&mut self, path: &str) {
@@ -292,6 +323,10 @@ impl ServerPolicy {
             }
             // A failed access touched nothing (probing credentials is the exception, above).
             if !f.succeeded() {
+                continue;
+            }
+            // An interpreter reading the script it was started with: judged at its exec.
+            if !writes && runs_script(ctx, path) {
                 continue;
             }
             let r = self.resolved();
@@ -454,6 +489,19 @@ fn risky(ctx: &ProcContext, r: &RiskyActivity) -> Option<Finding> {
         declared: None,
         dedup_key: format!("{}:{:?}", r.op.name(), r.target_pid),
     })
+}
+
+/// Whether `path` is the script the acting process (a shell or interpreter)
+/// was started to run.
+fn runs_script(ctx: &ProcContext, path: &str) -> bool {
+    (is_shell(&ctx.exe) || is_interpreter(&ctx.exe))
+        && super::adapt::script_arg(&ctx.argv).is_some_and(|s| {
+            s == path
+                || ctx
+                    .cwd
+                    .as_deref()
+                    .is_some_and(|c| crate::sysview::normalize(&format!("{c}/{s}")) == path)
+        })
 }
 
 /// `/proc/PID/...` of the acting process is its own (`/proc/self`).

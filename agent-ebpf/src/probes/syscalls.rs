@@ -1,0 +1,100 @@
+//! The syscall dispatcher: raw tracepoints `sys_enter(struct pt_regs *regs, long id)`
+//! and `sys_exit(struct pt_regs *regs, long ret)`.
+//!
+//! One program pair serves every followed syscall (one raw tracepoint costs
+//! less per hooked call than a classic per-syscall tracepoint). Both sides
+//! first test the syscall number against the followed set: every other
+//! syscall costs no map lookup at all. stdio syscalls are further filtered to
+//! fds 0 and 1 before any lookup. A followed syscall of an unwatched process
+//! costs one lookup on each side (`WATCHED` at enter, `STASH` at exit).
+
+use agent_common::{EventKind, config::WATCH_PENDING, syscalls::family};
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext};
+
+use crate::{
+    kernel::read,
+    maps::{STASH, Stash, offsets, watched},
+    probes::{file, network, risky, stdio},
+    record::Rec,
+};
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    let _ = try_enter(&ctx);
+    0
+}
+
+fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let nr = ctx.arg::<u64>(1) as u32;
+    let Some(fam) = family(nr) else {
+        return Ok(());
+    };
+    let regs: *const u8 = ctx.arg(0);
+    let o = offsets();
+    let arg0: u64 = read(regs, &o.regs_di)?;
+    if fam == EventKind::Stdio && arg0 as u32 > 1 {
+        return Ok(());
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(w) = watched((pid_tgid >> 32) as u32) else {
+        return Ok(());
+    };
+    if w.flags & WATCH_PENDING != 0 {
+        return Ok(());
+    }
+    let st = Stash {
+        nr,
+        server: w.server,
+        args: [
+            arg0,
+            read(regs, &o.regs_si)?,
+            read(regs, &o.regs_dx)?,
+            read(regs, &o.regs_r10)?,
+            read(regs, &o.regs_r8)?,
+            read(regs, &o.regs_r9)?,
+        ],
+    };
+    let _ = STASH.insert(pid_tgid, st, 0);
+    Ok(())
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    let _ = try_exit(&ctx);
+    0
+}
+
+fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let regs: *const u8 = ctx.arg(0);
+    let ret = ctx.arg::<u64>(1) as i64;
+    let o = offsets();
+    let nr = read::<u64>(regs, &o.regs_orig_ax)? as u32;
+    let Some(fam) = family(nr) else {
+        return Ok(());
+    };
+    if fam == EventKind::Stdio && read::<u64>(regs, &o.regs_di)? as u32 > 1 {
+        return Ok(());
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(st) = (unsafe { STASH.get(pid_tgid) }).copied() else {
+        return Ok(());
+    };
+    let _ = STASH.remove(pid_tgid);
+    if st.nr != nr {
+        return Ok(());
+    }
+    match fam {
+        EventKind::File => file::on_exit(&st, ret),
+        EventKind::Net => network::on_exit(&st, ret),
+        EventKind::Risky => risky::on_exit(&st, ret),
+        EventKind::Stdio => stdio::on_exit(&st, ret, pid_tgid),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Starts a record of `kind` for the syscall in `st`.
+#[inline(always)]
+pub fn record(kind: EventKind, st: &Stash, ret: i64) -> Option<Rec> {
+    Rec::new(kind, st, ret)
+}

@@ -1,0 +1,139 @@
+//! Assembling a [`SysEvent`] record in per-CPU scratch: path1 | path2 | data,
+//! contiguous after the fixed part, each start masked so the verifier can
+//! bound it.
+
+use agent_common::{
+    EventKind, SockAddr,
+    event::{DATA_MAX, PATH_MAX, SysEvent, SysRecord},
+};
+use aya_ebpf::helpers::{bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes};
+
+use crate::{
+    emit::send_bytes,
+    kernel::{fill_header, resolve_path},
+    maps::{SYS_SCRATCH, Stash},
+};
+
+pub struct Rec {
+    rec: *mut SysRecord,
+}
+
+const SLOT_MASK: usize = 2 * PATH_MAX - 1;
+
+impl Rec {
+    /// A fresh record for the current task and the syscall in `st`.
+    #[inline(always)]
+    pub fn new(kind: EventKind, st: &Stash, ret: i64) -> Option<Rec> {
+        let rec = SYS_SCRATCH.get_ptr_mut(0)?;
+        let ev = unsafe { &mut (*rec).event };
+        fill_header(&mut ev.header, kind as u32, st.server, 0);
+        ev.nr = st.nr;
+        ev.flags = 0;
+        ev.ret = ret;
+        ev.args = st.args;
+        ev.addr = SockAddr::default();
+        ev.offset = 0;
+        ev.mode = 0;
+        ev.len1 = 0;
+        ev.len2 = 0;
+        ev.data_len = 0;
+        ev.data_missing = 0;
+        Some(Rec { rec })
+    }
+
+    #[inline(always)]
+    pub fn ev(&mut self) -> &mut SysEvent {
+        unsafe { &mut (*self.rec).event }
+    }
+
+    #[inline(always)]
+    fn tail(&mut self) -> usize {
+        let ev = self.ev();
+        ev.len1 as usize + ev.len2 as usize + ev.data_len as usize
+    }
+
+    /// The free space after what was pushed, at most `max` bytes.
+    #[inline(always)]
+    fn slot(&mut self, max: usize) -> &mut [u8] {
+        let off = self.tail() & SLOT_MASK;
+        unsafe { &mut (&mut (*self.rec).data)[off..off + max] }
+    }
+
+    /// Pushes a NUL-terminated user string as path 1 or 2; returns its length.
+    #[inline(always)]
+    pub fn push_user_str(&mut self, ptr: u64, second: bool, trunc_flag: u32) -> usize {
+        if ptr == 0 {
+            return 0;
+        }
+        let slot = self.slot(PATH_MAX);
+        let n = match unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, slot) } {
+            Ok(s) => s.len(),
+            Err(_) => return 0,
+        };
+        if n + 1 >= PATH_MAX {
+            self.ev().flags |= trunc_flag;
+        }
+        self.set_len(n, second);
+        n
+    }
+
+    /// Pushes the kernel-resolved path of a `struct path *` as path 1 or 2.
+    #[inline(always)]
+    pub fn push_path(&mut self, path: *const u8, second: bool, trunc_flag: u32) -> usize {
+        let slot = self.slot(PATH_MAX);
+        let Some((n, cut)) = resolve_path(path, slot) else {
+            return 0;
+        };
+        if cut {
+            self.ev().flags |= trunc_flag;
+        }
+        self.set_len(n, second);
+        n
+    }
+
+    /// Pushes a kernel-resolved path as data (the base directory of a relative path).
+    #[inline(always)]
+    pub fn push_path_data(&mut self, path: *const u8) -> usize {
+        let slot = self.slot(PATH_MAX);
+        let Some((n, _)) = resolve_path(path, slot) else {
+            return 0;
+        };
+        self.ev().data_len = n as u32;
+        n
+    }
+
+    /// Pushes up to `DATA_MAX` bytes of user memory as data; returns the count.
+    #[inline(always)]
+    pub fn push_user_data(&mut self, ptr: u64, len: usize) -> usize {
+        let n = if len > DATA_MAX { DATA_MAX } else { len };
+        let slot = self.slot(DATA_MAX);
+        if n == 0 || unsafe { bpf_probe_read_user_buf(ptr as *const u8, &mut slot[..n]) }.is_err() {
+            return 0;
+        }
+        self.ev().data_len = n as u32;
+        n
+    }
+
+    #[inline(always)]
+    fn set_len(&mut self, n: usize, second: bool) {
+        if second {
+            self.ev().len2 = n as u16;
+        } else {
+            self.ev().len1 = n as u16;
+        }
+    }
+
+    /// Sends the record; counts the loss when the ring buffer is full.
+    #[inline(always)]
+    pub fn send(&mut self) {
+        let len = core::mem::size_of::<SysEvent>() + self.tail();
+        let (server, kind) = {
+            let h = &self.ev().header;
+            (h.server, h.kind)
+        };
+        let bytes = unsafe { core::slice::from_raw_parts(self.rec as *const u8, core::mem::size_of::<SysRecord>()) };
+        if len <= bytes.len() {
+            send_bytes(&bytes[..len], server, kind, 0);
+        }
+    }
+}
