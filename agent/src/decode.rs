@@ -502,16 +502,9 @@ mod tests {
         assert_eq!(e.exe_nlink, Some(1));
     }
 
-    fn sys_record(
-        kind: EventKind,
-        nr: u32,
-        family: u16,
-        addr: [u8; 16],
-        p1: &[u8],
-        p2: &[u8],
-        data: &[u8],
-        flags: u32,
-    ) -> Vec<u8> {
+    /// A syscall record: `(family, address)`, then path 1, path 2 and data.
+    fn sys_record(kind: EventKind, nr: u32, (family, addr): (u16, [u8; 16]), parts: [&[u8]; 3], flags: u32) -> Vec<u8> {
+        let [p1, p2, data] = parts;
         let ev = SysEvent {
             header: raw_header(kind),
             nr,
@@ -544,11 +537,8 @@ mod tests {
         let rec = sys_record(
             EventKind::File,
             syscalls::OPENAT,
-            0,
-            [0; 16],
-            b"../.ssh/id_rsa",
-            b"",
-            b"/home/u/work",
+            (0, [0; 16]),
+            [b"../.ssh/id_rsa", b"", b"/home/u/work"],
             SYS_PATH_RELATIVE,
         );
         let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
@@ -566,7 +556,7 @@ mod tests {
         a[10] = 0xff;
         a[11] = 0xff;
         a[12..].copy_from_slice(&[127, 0, 0, 1]);
-        let rec = sys_record(EventKind::Net, syscalls::CONNECT, 10, a, b"", b"", b"", 0);
+        let rec = sys_record(EventKind::Net, syscalls::CONNECT, (10, a), [b"", b"", b""], 0);
         let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
         assert_eq!(
             s.addr,
@@ -578,7 +568,7 @@ mod tests {
         );
         let mut v6 = [0u8; 16];
         v6[15] = 1;
-        let rec = sys_record(EventKind::Net, syscalls::CONNECT, 10, v6, b"", b"", b"", 0);
+        let rec = sys_record(EventKind::Net, syscalls::CONNECT, (10, v6), [b"", b"", b""], 0);
         let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
         assert_eq!(s.addr.and_then(|a| a.ip()), Some("::1".parse().unwrap()));
     }
@@ -588,11 +578,8 @@ mod tests {
         let mut rec = sys_record(
             EventKind::Stdio,
             syscalls::WRITE,
-            0,
-            [0; 16],
-            b"",
-            b"",
-            b"{\"jsonrpc\"",
+            (0, [0; 16]),
+            [b"", b"", b"{\"jsonrpc\""],
             SYS_DATA_TRUNCATED,
         );
         // ret is the syscall's byte count.
