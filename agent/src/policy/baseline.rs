@@ -343,10 +343,7 @@ pub fn describe_exec(manifest: &[ExePattern], runtimes: &[Runtime]) -> Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn argv(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
+    use crate::policy::test_argv as argv;
 
     #[test]
     fn env_shebangs_are_unwrapped() {

@@ -681,11 +681,10 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::policy::activity::{FileOp, NetOp, Proto};
-
-    fn argv(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
+    use crate::policy::{
+        activity::{FileOp, NetOp, Proto},
+        test_argv as argv,
+    };
 
     fn manifest(text: &str) -> Arc<Manifest> {
         Arc::new(Manifest::parse(Path::new("/m/srv.json"), text).expect("valid manifest"))

@@ -507,6 +507,7 @@ pub fn is_loopback(a: &IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::test_argv as argv;
 
     fn parse(text: &str) -> Result<Manifest, ManifestError> {
         Manifest::parse(Path::new("/etc/mcpwatch/manifests/demo.json"), text)
@@ -593,7 +594,6 @@ mod tests {
                 "read": ["${roots}", "${repo}/**"]}"#,
         )
         .unwrap();
-        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let b = m.bind_args(
             &argv(&[
                 "npx",
@@ -633,7 +633,6 @@ mod tests {
     #[test]
     fn process_matching() {
         let m = parse(r#"{"match": {"exe": ["node"], "argv": ["server-memory"]}}"#).unwrap();
-        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(m.matches_process("/usr/bin/node", &argv(&["node", "/x/server-memory/dist/index.js"])));
         assert!(!m.matches_process("/usr/bin/python3", &argv(&["python3", "server-memory"])));
         assert!(!parse("{}").unwrap().matches_process("/usr/bin/node", &argv(&["node"])));

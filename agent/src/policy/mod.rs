@@ -37,6 +37,12 @@ use manifest::{Manifest, ManifestError};
 use reload::Sources;
 use rules::Rule;
 
+/// Test helper: an argv from string slices.
+#[cfg(test)]
+pub(crate) fn test_argv(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
 pub struct Policy {
     sources: Sources,
     snapshot: BTreeMap<PathBuf, Option<(u64, i128, u64)>>,
