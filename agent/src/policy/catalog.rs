@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use super::glob::PathGlob;
+use super::glob::{GlobSet, PathGlob};
 
 pub struct CredentialKind {
     /// Rule id (`cred.ssh`...).
@@ -129,10 +129,11 @@ pub const CATALOGUE: &[CredentialKind] = &[
     },
 ];
 
-fn compiled() -> &'static Vec<(usize, PathGlob)> {
-    static C: OnceLock<Vec<(usize, PathGlob)>> = OnceLock::new();
+/// Every pattern in one set, with the kind each belongs to.
+fn compiled() -> &'static (GlobSet, Vec<usize>) {
+    static C: OnceLock<(GlobSet, Vec<usize>)> = OnceLock::new();
     C.get_or_init(|| {
-        CATALOGUE
+        let (kinds, globs): (Vec<usize>, Vec<PathGlob>) = CATALOGUE
             .iter()
             .enumerate()
             .flat_map(|(i, k)| {
@@ -140,16 +141,15 @@ fn compiled() -> &'static Vec<(usize, PathGlob)> {
                     .iter()
                     .map(move |p| (i, PathGlob::new(p).expect("catalogue patterns are valid")))
             })
-            .collect()
+            .unzip();
+        (GlobSet::new(&globs), kinds)
     })
 }
 
 /// The credential kind a path belongs to, if any.
 pub fn classify(path: &str) -> Option<&'static CredentialKind> {
-    compiled()
-        .iter()
-        .find(|(_, g)| g.matches(path))
-        .map(|(i, _)| &CATALOGUE[*i])
+    let (set, kinds) = compiled();
+    set.first(path).map(|i| &CATALOGUE[kinds[i]])
 }
 
 #[cfg(test)]

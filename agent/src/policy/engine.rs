@@ -15,7 +15,7 @@ use super::{
     },
     baseline::{self, BaselinePaths, Runtime},
     catalog,
-    glob::{PathGlob, name_matches},
+    glob::{GlobSet, PathGlob, name_matches},
     manifest::{Manifest, basename, expand, is_loopback},
     rules::{self, RuleId},
 };
@@ -60,7 +60,10 @@ pub struct ServerPolicy {
 struct Resolved {
     read: Vec<PathGlob>,
     write: Vec<PathGlob>,
-    base: BaselinePaths,
+    /// Everything readable (declared reads and writes, baseline), in one set.
+    readable: GlobSet,
+    /// Everything writable (declared writes, baseline), in one set.
+    writable: GlobSet,
 }
 
 impl ServerPolicy {
@@ -131,10 +134,12 @@ impl ServerPolicy {
             let mut base = BaselinePaths::build(&runtimes, &self.home);
             base.read
                 .extend(self.code_dirs.iter().filter_map(|d| PathGlob::new(d).ok()));
+            let (read, write) = (globs(&self.manifest.read), globs(&self.manifest.write));
             self.paths = Some(Resolved {
-                read: globs(&self.manifest.read),
-                write: globs(&self.manifest.write),
-                base,
+                readable: GlobSet::new(read.iter().chain(&write).chain(&base.read).chain(&base.write)),
+                writable: GlobSet::new(write.iter().chain(&base.write)),
+                read,
+                write,
             });
         }
         self.paths.as_ref().expect("just built")
@@ -286,7 +291,8 @@ impl ServerPolicy {
                 self.remember_write(p);
             }
         }
-        let declared = json!({ "read": self.manifest.read, "write": self.manifest.write });
+        let manifest = self.manifest.clone();
+        let declared = || json!({ "read": manifest.read, "write": manifest.write });
         let evidence = |path: &str| {
             json!({
                 "op": f.op.name(),
@@ -315,7 +321,7 @@ impl ServerPolicy {
                             e["credential"] = json!(kind.what);
                             e
                         },
-                        declared: Some(declared.clone()),
+                        declared: Some(declared()),
                         dedup_key: path.clone(),
                     });
                 }
@@ -331,14 +337,9 @@ impl ServerPolicy {
             }
             let r = self.resolved();
             let ok = if writes {
-                r.write.iter().chain(r.base.write.iter()).any(|g| g.matches(path))
+                r.writable.matches(path)
             } else {
-                r.read
-                    .iter()
-                    .chain(r.write.iter())
-                    .chain(r.base.read.iter())
-                    .chain(r.base.write.iter())
-                    .any(|g| g.matches(path))
+                r.readable.matches(path)
                     || (f.directory && is_ancestor_of_declared(path, r))
                     // Interpreters list their working directory (Python's sys.path[0]).
                     || (f.directory && ctx.cwd.as_deref() == Some(path.as_str()))
@@ -353,7 +354,7 @@ impl ServerPolicy {
                     rule,
                     summary: format!("{} {verb} an undeclared path: {path}", ctx.server),
                     evidence: evidence(path),
-                    declared: Some(declared.clone()),
+                    declared: Some(declared()),
                     dedup_key: path.clone(),
                 });
             }

@@ -56,6 +56,32 @@ impl PathGlob {
     pub fn matches(&self, path: &str) -> bool {
         self.re.is_match(path)
     }
+
+    /// The regular expression it compiles to (for a `RegexSet` of many).
+    pub fn regex(&self) -> &str {
+        self.re.as_str()
+    }
+}
+
+/// Many patterns matched in one pass (a path is checked against a server's
+/// whole declaration and baseline for every file event).
+#[derive(Clone, Debug)]
+pub struct GlobSet(regex::RegexSet);
+
+impl GlobSet {
+    pub fn new<'a>(globs: impl IntoIterator<Item = &'a PathGlob>) -> Self {
+        let set = regex::RegexSet::new(globs.into_iter().map(PathGlob::regex)).expect("each pattern compiled alone");
+        Self(set)
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        self.0.is_match(path)
+    }
+
+    /// Index of the first pattern that matches.
+    pub fn first(&self, path: &str) -> Option<usize> {
+        self.0.matches(path).iter().next()
+    }
 }
 
 fn translate(p: &str) -> Result<String, GlobError> {
@@ -141,6 +167,16 @@ mod tests {
         assert_eq!(PathGlob::new("").unwrap_err(), GlobError::Empty);
         assert!(matches!(PathGlob::new("etc/x"), Err(GlobError::NotAbsolute(_))));
         assert!(matches!(PathGlob::new("/a/{b,c"), Err(GlobError::UnclosedBrace(_))));
+    }
+
+    #[test]
+    fn sets_match_like_their_patterns() {
+        let g = [PathGlob::new("/etc/ssl").unwrap(), PathGlob::new("**/.ssh/**").unwrap()];
+        let set = GlobSet::new(&g);
+        assert_eq!(set.first("/home/u/.ssh/id_rsa"), Some(1));
+        assert!(set.matches("/etc/ssl/certs/x.pem"));
+        assert!(!set.matches("/etc/passwd"));
+        assert!(!GlobSet::new(&[]).matches("/x"));
     }
 
     #[test]
