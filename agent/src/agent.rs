@@ -21,7 +21,7 @@ use tokio::{
 };
 
 use crate::{
-    alert::{self, Alert},
+    alert::{self, Alert, AlertAncestor},
     control::{ControlMsg, ControlSocket, ServerStatus, Status, WatchRequest},
     decode::{self, Addr, Event, Exec, FdKind, Header, Sys},
     discover::Rules,
@@ -600,11 +600,28 @@ impl State {
         if activities.is_empty() {
             return;
         }
-        let ctx = self.context(server, ktime_ns, pid);
-        for act in activities {
-            for a in self.policy.evaluate(&ctx, act) {
-                self.emit_alert(&a);
+        // Ancestry and cwd cost allocations and a readlink: an exec needs them
+        // to be judged, a file or network event only when it raises an alert.
+        let exec = activities.iter().any(|a| matches!(a, Activity::Exec(_)));
+        let dir = activities.iter().any(|a| matches!(a, Activity::File(f) if f.directory));
+        let ctx = self.context(server, ktime_ns, pid, exec, exec || dir);
+        let mut alerts: Vec<Alert> = activities
+            .iter()
+            .flat_map(|act| self.policy.evaluate(&ctx, act))
+            .collect();
+        if !exec && alerts.iter().any(|a| a.pid == pid && a.ancestry.is_empty()) {
+            let ancestry: Vec<AlertAncestor> = self
+                .procs
+                .ancestry(pid)
+                .into_iter()
+                .map(|(pid, exe)| AlertAncestor { pid, exe })
+                .collect();
+            for a in alerts.iter_mut().filter(|a| a.pid == pid && a.ancestry.is_empty()) {
+                a.ancestry = ancestry.clone();
             }
+        }
+        for a in &alerts {
+            self.emit_alert(a);
         }
     }
 
@@ -636,7 +653,7 @@ impl State {
             log::info!("watching pid {pid} ({}) as {server} ({reason})", p.exe);
             self.procs.insert(p);
             if pid == root {
-                let ctx = self.context(id, now, pid);
+                let ctx = self.context(id, now, pid, true, true);
                 for a in self.policy.on_watch(&ctx) {
                     self.emit_alert(&a);
                 }
@@ -688,8 +705,8 @@ impl State {
     }
 
     /// What the policy needs to know of the process that acted.
-    fn context(&mut self, server: u32, ktime_ns: u64, pid: u32) -> ProcContext {
-        let ancestry = self.procs.ancestry(pid);
+    fn context(&mut self, server: u32, ktime_ns: u64, pid: u32, ancestry: bool, cwd: bool) -> ProcContext {
+        let ancestry = if ancestry { self.procs.ancestry(pid) } else { Vec::new() };
         let p = self.procs.get(pid).cloned().unwrap_or_default();
         let parent_argv = self.procs.get(p.ppid).map(|pp| pp.argv.clone()).unwrap_or_default();
         ProcContext {
@@ -702,7 +719,7 @@ impl State {
             argv: p.argv,
             ancestry,
             parent_argv,
-            cwd: policy::adapt::cwd(pid),
+            cwd: if cwd { policy::adapt::cwd(pid) } else { None },
             tool: None,
             call_id: None,
         }

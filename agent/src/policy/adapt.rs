@@ -65,6 +65,11 @@ fn file(s: &Sys) -> Vec<Activity> {
             })
         })
         .flatten();
+    // A failed access touched nothing: only probing for credentials matters
+    // (most failed opens are library and module search paths).
+    if s.ret < 0 && super::catalog::classify(&path).is_none() {
+        return Vec::new();
+    }
     let access = sysview::access(s);
     let has = |a: &str| access.contains(&a);
     let mut out = Vec::new();

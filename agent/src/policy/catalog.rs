@@ -5,7 +5,7 @@
 //! Patterns are home-independent (`**/.ssh/**`): a server that reads another
 //! user's, a fake, or a copied home's keys is caught the same way.
 
-use std::sync::OnceLock;
+use std::{cell::RefCell, collections::HashMap, sync::OnceLock};
 
 use super::glob::{GlobSet, PathGlob};
 
@@ -146,10 +146,30 @@ fn compiled() -> &'static (GlobSet, Vec<usize>) {
     })
 }
 
+/// Paths classified lately: a process's library and module searches repeat
+/// the same few hundred paths at every start.
+const CACHE_MAX: usize = 8192;
+
+thread_local! {
+    static CACHE: RefCell<HashMap<String, Option<usize>>> = RefCell::new(HashMap::new());
+}
+
 /// The credential kind a path belongs to, if any.
 pub fn classify(path: &str) -> Option<&'static CredentialKind> {
-    let (set, kinds) = compiled();
-    set.first(path).map(|i| &CATALOGUE[kinds[i]])
+    let kind = CACHE.with(|c| {
+        if let Some(k) = c.borrow().get(path) {
+            return *k;
+        }
+        let (set, kinds) = compiled();
+        let k = set.first(path).map(|i| kinds[i]);
+        let mut c = c.borrow_mut();
+        if c.len() >= CACHE_MAX {
+            c.clear();
+        }
+        c.insert(path.to_owned(), k);
+        k
+    });
+    kind.map(|i| &CATALOGUE[i])
 }
 
 #[cfg(test)]

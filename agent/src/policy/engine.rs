@@ -48,6 +48,9 @@ pub struct ServerPolicy {
     /// Directories of the code the server was launched to run (`python
     /// server.py`, `node dist/index.js`): its own package tree.
     code_dirs: Vec<String>,
+    /// Whether a path is declared (readable, or writable when the flag is
+    /// set), for the paths seen since the declaration was last resolved.
+    verdicts: HashMap<(String, bool), bool>,
     /// Files the server wrote, oldest first.
     written: VecDeque<String>,
     written_set: HashSet<String>,
@@ -77,6 +80,7 @@ impl ServerPolicy {
             paths: None,
             launching: HashSet::new(),
             code_dirs: Vec::new(),
+            verdicts: HashMap::new(),
             written: VecDeque::new(),
             written_set: HashSet::new(),
             root_exe: String::new(),
@@ -134,6 +138,7 @@ impl ServerPolicy {
             let mut base = BaselinePaths::build(&runtimes, &self.home);
             base.read
                 .extend(self.code_dirs.iter().filter_map(|d| PathGlob::new(d).ok()));
+            self.verdicts.clear();
             let (read, write) = (globs(&self.manifest.read), globs(&self.manifest.write));
             self.paths = Some(Resolved {
                 readable: GlobSet::new(read.iter().chain(&write).chain(&base.read).chain(&base.write)),
@@ -243,6 +248,25 @@ impl ServerPolicy {
         ))
     }
 
+    /// Whether the declaration and baseline cover `path` (for writing, or reading).
+    fn declares(&mut self, path: &str, writes: bool) -> bool {
+        self.resolved();
+        if let Some(v) = self.verdicts.get(&(path.to_owned(), writes)) {
+            return *v;
+        }
+        let r = self.paths.as_ref().expect("resolved");
+        let v = if writes {
+            r.writable.matches(path)
+        } else {
+            r.readable.matches(path)
+        };
+        if self.verdicts.len() >= WRITTEN_MAX {
+            self.verdicts.clear();
+        }
+        self.verdicts.insert((path.to_owned(), writes), v);
+        v
+    }
+
     /// The directory of the script an interpreter was launched with.
     fn learn_code_dir(&mut self, argv: &[String], cwd: Option<&str>) {
         let Some(script) = super::adapt::script_arg(argv) else {
@@ -335,15 +359,12 @@ impl ServerPolicy {
             if !writes && runs_script(ctx, path) {
                 continue;
             }
-            let r = self.resolved();
-            let ok = if writes {
-                r.writable.matches(path)
-            } else {
-                r.readable.matches(path)
-                    || (f.directory && is_ancestor_of_declared(path, r))
-                    // Interpreters list their working directory (Python's sys.path[0]).
-                    || (f.directory && ctx.cwd.as_deref() == Some(path.as_str()))
-            };
+            let ok = self.declares(path, writes)
+                || (!writes
+                    && f.directory
+                    && (is_ancestor_of_declared(path, self.resolved())
+                        // Interpreters list their working directory (Python's sys.path[0]).
+                        || ctx.cwd.as_deref() == Some(path.as_str())));
             if !ok {
                 let (rule, verb) = if writes {
                     (&rules::FILE_WRITE_UNDECLARED, "wrote")

@@ -125,10 +125,53 @@ fn translate(p: &str) -> Result<String, GlobError> {
 }
 
 /// Shell-style match of a single name (no `/` semantics): `*`, `?`, `{a,b}`.
+/// Called for every exec, so no regex is compiled: braces are expanded and
+/// each alternative matched directly.
 pub fn name_matches(pattern: &str, name: &str) -> bool {
-    let Ok(t) = translate(pattern) else { return false };
-    let t = t.replace("[^/]", ".");
-    Regex::new(&format!("^{t}$")).is_ok_and(|r| r.is_match(name))
+    expand_braces(pattern)
+        .iter()
+        .any(|p| wildcard(p.as_bytes(), name.as_bytes()))
+}
+
+/// `a{b,c}d{e,f}` -> `abde`, `abdf`, `acde`, `acdf` (no nesting).
+fn expand_braces(p: &str) -> Vec<String> {
+    let (Some(open), Some(close)) = (p.find('{'), p.find('}')) else {
+        return vec![p.to_owned()];
+    };
+    if close < open {
+        return vec![p.to_owned()];
+    }
+    let (head, alts, tail) = (&p[..open], &p[open + 1..close], &p[close + 1..]);
+    expand_braces(tail)
+        .into_iter()
+        .flat_map(|t| {
+            alts.split(',')
+                .map(move |a| format!("{head}{a}{t}"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `*` (any run) and `?` (one character) against the whole name.
+fn wildcard(p: &[u8], s: &[u8]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
@@ -184,5 +227,10 @@ mod tests {
         assert!(name_matches("python3*", "python3.11"));
         assert!(name_matches("{sh,bash}", "bash"));
         assert!(!name_matches("git", "gitk"));
+        assert!(name_matches("python{,2,3,3.*}", "python"));
+        assert!(name_matches("python{,2,3,3.*}", "python3.11"));
+        assert!(!name_matches("python{,2,3,3.*}", "python4"));
+        assert!(name_matches("{npm,npx}-cli.js", "npx-cli.js"));
+        assert!(name_matches("a*b?c", "axxxbyc") && !name_matches("a*b?c", "axxxbc"));
     }
 }
