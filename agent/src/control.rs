@@ -181,6 +181,16 @@ impl ControlSocket {
     }
 }
 
+/// Sends the event loop a message carrying a reply channel and waits for the
+/// answer; the error is the reply to give when the agent is going away.
+async fn ask<T>(tx: &mpsc::Sender<ControlMsg>, msg: impl FnOnce(oneshot::Sender<T>) -> ControlMsg) -> Result<T, Reply> {
+    let (rtx, rrx) = oneshot::channel();
+    tx.send(msg(rtx))
+        .await
+        .map_err(|_| Reply::error("agent is shutting down"))?;
+    rrx.await.map_err(|_| Reply::error("agent is shutting down"))
+}
+
 async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
     let cred = match stream.peer_cred() {
         Ok(c) => c,
@@ -204,56 +214,46 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
                 Reply::error("this request is for root only")
             }
             Ok(Request::TestAlert) => {
-                let (rtx, rrx) = oneshot::channel();
                 let pid = cred.pid().unwrap_or(0) as u32;
-                match tx.send(ControlMsg::TestAlert { pid, reply: rtx }).await {
-                    Ok(()) => match rrx.await {
-                        Ok(id) => Reply {
-                            ok: true,
-                            alert_id: Some(id),
-                            ..Default::default()
-                        },
-                        Err(_) => Reply::error("agent is shutting down"),
+                match ask(&tx, |reply| ControlMsg::TestAlert { pid, reply }).await {
+                    Ok(id) => Reply {
+                        ok: true,
+                        alert_id: Some(id),
+                        ..Default::default()
                     },
-                    Err(_) => Reply::error("agent is shutting down"),
+                    Err(r) => r,
                 }
             }
-            Ok(Request::Status) => {
-                let (rtx, rrx) = oneshot::channel();
-                match tx.send(ControlMsg::Status(rtx)).await {
-                    Ok(()) => match rrx.await {
-                        Ok(st) => Reply {
-                            ok: true,
-                            status: Some(st),
-                            ..Default::default()
-                        },
-                        Err(_) => Reply::error("agent is shutting down"),
-                    },
-                    Err(_) => Reply::error("agent is shutting down"),
-                }
-            }
+            Ok(Request::Status) => match ask(&tx, ControlMsg::Status).await {
+                Ok(st) => Reply {
+                    ok: true,
+                    status: Some(st),
+                    ..Default::default()
+                },
+                Err(r) => r,
+            },
             Ok(Request::Watch { server }) => match cred.pid() {
                 Some(pid) if pid > 0 => {
-                    let (rtx, rrx) = oneshot::channel();
-                    let req = WatchRequest {
-                        pid: pid as u32,
-                        uid: cred.uid(),
-                        server,
-                        reply: rtx,
-                    };
-                    if tx.send(ControlMsg::Watch(req)).await.is_err() {
-                        Reply::error("agent is shutting down")
-                    } else {
-                        match rrx.await {
-                            Ok(Ok(server)) => Reply {
-                                ok: true,
-                                server: Some(server),
-                                pid: Some(pid as u32),
-                                ..Default::default()
-                            },
-                            Ok(Err(e)) => Reply::error(e),
-                            Err(_) => Reply::error("agent is shutting down"),
-                        }
+                    let uid = cred.uid();
+                    let pid = pid as u32;
+                    match ask(&tx, |reply| {
+                        ControlMsg::Watch(WatchRequest {
+                            pid,
+                            uid,
+                            server,
+                            reply,
+                        })
+                    })
+                    .await
+                    {
+                        Ok(Ok(server)) => Reply {
+                            ok: true,
+                            server: Some(server),
+                            pid: Some(pid),
+                            ..Default::default()
+                        },
+                        Ok(Err(e)) => Reply::error(e),
+                        Err(r) => r,
                     }
                 }
                 _ => Reply::error("peer pid unknown (caller in another pid namespace?)"),

@@ -120,6 +120,18 @@ impl Probes {
     }
 }
 
+/// The program `name` of the object, as its concrete type.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let err = |source| LoadError::Program { name, source };
+    ebpf.program_mut(name)
+        .ok_or(err(aya::programs::ProgramError::NotLoaded))?
+        .try_into()
+        .map_err(err)
+}
+
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
@@ -168,33 +180,16 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
     let mut ebpf = loader.load(OBJECT)?;
 
     for &(name, tracepoint) in TRACEPOINTS {
-        let program: &mut BtfTracePoint = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::Program {
-                name,
-                source: aya::programs::ProgramError::NotLoaded,
-            })?
-            .try_into()
-            .map_err(|source| LoadError::Program { name, source })?;
-        program
-            .load(tracepoint, &aya_btf)
-            .map_err(|source| LoadError::Program { name, source })?;
-        program.attach().map_err(|source| LoadError::Program { name, source })?;
+        let program: &mut BtfTracePoint = program(&mut ebpf, name)?;
+        let err = |source| LoadError::Program { name, source };
+        program.load(tracepoint, &aya_btf).map_err(err)?;
+        program.attach().map_err(err)?;
     }
-
     for &(name, tracepoint) in RAW_TRACEPOINTS {
-        let program: &mut RawTracePoint = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::Program {
-                name,
-                source: aya::programs::ProgramError::NotLoaded,
-            })?
-            .try_into()
-            .map_err(|source| LoadError::Program { name, source })?;
-        program.load().map_err(|source| LoadError::Program { name, source })?;
-        program
-            .attach(tracepoint)
-            .map_err(|source| LoadError::Program { name, source })?;
+        let program: &mut RawTracePoint = program(&mut ebpf, name)?;
+        let err = |source| LoadError::Program { name, source };
+        program.load().map_err(err)?;
+        program.attach(tracepoint).map_err(err)?;
     }
 
     let mut pinned = Vec::new();

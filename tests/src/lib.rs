@@ -182,6 +182,9 @@ impl Agent {
             .arg(&self.socket)
             .arg("--");
         c.args(cmd);
+        // cargo test points LD_LIBRARY_PATH at target/: every process would
+        // probe it for its libraries first, burying the events a test checks.
+        c.env_remove("LD_LIBRARY_PATH");
         c
     }
 
