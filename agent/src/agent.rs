@@ -21,7 +21,7 @@ use tokio::{
 };
 
 use crate::{
-    alert::{self, Alert},
+    alert::{self, Alert, AlertAncestor},
     control::{ControlMsg, ControlSocket, ServerStatus, Status, WatchRequest},
     decode::{self, Addr, Event, Exec, FdKind, Header, StdioChunk, Sys},
     discover::Rules,
@@ -29,6 +29,11 @@ use crate::{
     loader::{self, LoadOptions},
     mcp::{ActivityKind, CallTag, Mcp, McpAlert, McpLine, McpOptions, Output},
     output::{Ancestor, Clock, DnsRecord, EventWriter, Record},
+    policy::{
+        self, Policy,
+        activity::{Activity, ProcContext},
+        reload::Sources,
+    },
     procs::{Proc, ProcTable, read_proc},
     servers::{Servers, validate_name},
     sysview,
@@ -47,11 +52,15 @@ pub struct AgentOptions {
     pub load: LoadOptions,
     pub keep_pins: bool,
     pub mcp: McpOptions,
+    /// Manifests and host configurations.
+    pub policy: Sources,
 }
 
 /// Everything the event loop owns besides the ring buffer.
 struct State {
     watched: HashMap<MapData, u32, WatchedProc>,
+    config: Array<MapData, AgentConfig>,
+    policy: Policy,
     loss: PerCpuHashMap<MapData, LossKey, u64>,
     names: Names,
     procs: ProcTable,
@@ -65,6 +74,8 @@ struct State {
     gc_removed: u64,
     alerts: u64,
     agent_pid: u32,
+    /// This binary (the wrapper is never discovered by rules).
+    self_exe: String,
     /// Pending (undecided) processes and the pending children they forked.
     pending: StdHashMap<u32, Vec<u32>>,
     /// What watched stdio servers say: tool calls, pins, poisoning.
@@ -117,18 +128,18 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         Some(p) => EventWriter::file(p).with_context(|| format!("opening {}", p.display()))?,
         None => EventWriter::stdout(),
     };
-    let mut config: Array<MapData, AgentConfig> = probes.take_config();
-    let flags = if opts.rules.is_empty() { 0 } else { CONFIG_DISCOVER_EXEC };
-    config
-        .set(0, AgentConfig { flags, _pad: 0 }, 0)
-        .context("writing the CONFIG map")?;
+    let config: Array<MapData, AgentConfig> = probes.take_config();
+    let clock = Clock::new();
+    let (policy, policy_alerts) = Policy::new(opts.policy.clone(), clock);
 
     let mut state = State {
         watched: probes.take_watched(),
+        config,
+        policy,
         loss: probes.take_loss(),
         names: Names {
             servers: Servers::default(),
-            clock: Clock::new(),
+            clock,
         },
         procs: ProcTable::seed_from_proc(),
         rules: opts.rules.clone(),
@@ -140,12 +151,19 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         gc_removed: 0,
         alerts: 0,
         agent_pid: std::process::id(),
+        self_exe: std::fs::read_link("/proc/self/exe")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         pending: StdHashMap::new(),
         mcp: Mcp::new(&opts.mcp),
         hosts: dns::HostCache::default(),
         written: Written::default(),
         stdio_bytes: 0,
     };
+    state.set_discovery().context("writing the CONFIG map")?;
+    for a in &policy_alerts {
+        state.emit_alert(a);
+    }
     state.startup_scan();
     state.writer.flush();
 
@@ -158,6 +176,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         .context("polling the ring buffer")?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(TICK);
     let mut ticks = 0u64;
     log::info!(
@@ -185,11 +204,19 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 ticks += 1;
                 drain(ring.get_mut(), &mut state);
                 state.report_loss();
+                state.policy_tick();
                 state.procs.prune_dead();
                 state.mcp_tick();
                 if ticks.is_multiple_of(GC_EVERY_TICKS) {
                     state.gc_watched();
                 }
+                state.writer.flush();
+            }
+            _ = sighup.recv() => {
+                log::info!("SIGHUP: reloading manifests and host configurations");
+                drain(ring.get_mut(), &mut state);
+                let alerts = state.policy.reload();
+                state.after_reload(alerts);
                 state.writer.flush();
             }
             _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break; }
@@ -465,11 +492,14 @@ impl State {
             _ => {}
         }
         tag_record(&mut r, tag);
+        let hostname = r.hostname.clone();
         self.writer.write(&r);
         if let Some(mut x) = extra {
             tag_record(&mut x, tag);
             self.writer.write(&x);
         }
+        let activities = policy::adapt::sys(&s, hostname.as_deref());
+        self.evaluate(h.server, h.ktime_ns, h.pid, &activities);
     }
 
     /// An event of a process the kernel holds as pending. Returns it as a
@@ -486,7 +516,7 @@ impl State {
             }
             (Event::Exec(e), None) => {
                 let exe = exec_exe(e);
-                match self.rules.matches(&exe, &e.argv).map(str::to_owned) {
+                match self.discover(&exe, &e.argv) {
                     Some(server) if !self.is_agent(pid) => Some(self.watch_tree(pid, &server, "rule")),
                     _ => {
                         self.release_pending(pid);
@@ -586,6 +616,38 @@ impl State {
         r.ancestry = Some(ancestry.iter().map(|(pid, exe)| Ancestor { pid: *pid, exe }).collect());
         tag_record(&mut r, tag);
         self.writer.write(&r);
+        let activity = Activity::Exec(policy::adapt::exec(&e, fileless, written));
+        self.evaluate(h.server, h.ktime_ns, h.pid, &[activity]);
+    }
+
+    /// Hands activities to the policy and delivers its alerts.
+    fn evaluate(&mut self, server: u32, ktime_ns: u64, pid: u32, activities: &[Activity]) {
+        if activities.is_empty() {
+            return;
+        }
+        // Ancestry and cwd cost allocations and a readlink: an exec needs them
+        // to be judged, a file or network event only when it raises an alert.
+        let exec = activities.iter().any(|a| matches!(a, Activity::Exec(_)));
+        let dir = activities.iter().any(|a| matches!(a, Activity::File(f) if f.directory));
+        let ctx = self.context(server, ktime_ns, pid, exec, exec || dir);
+        let mut alerts: Vec<Alert> = activities
+            .iter()
+            .flat_map(|act| self.policy.evaluate(&ctx, act))
+            .collect();
+        if !exec && alerts.iter().any(|a| a.pid == pid && a.ancestry.is_empty()) {
+            let ancestry: Vec<AlertAncestor> = self
+                .procs
+                .ancestry(pid)
+                .into_iter()
+                .map(|(pid, exe)| AlertAncestor { pid, exe })
+                .collect();
+            for a in alerts.iter_mut().filter(|a| a.pid == pid && a.ancestry.is_empty()) {
+                a.ancestry = ancestry.clone();
+            }
+        }
+        for a in &alerts {
+            self.emit_alert(a);
+        }
     }
 
     fn is_agent(&self, pid: u32) -> bool {
@@ -609,17 +671,89 @@ impl State {
                 continue;
             };
             p.server = Some(id);
-            let mut r = self.names.proc_record("watch", id, Clock::now_ktime(), &p);
+            let now = Clock::now_ktime();
+            let mut r = self.names.proc_record("watch", id, now, &p);
             r.reason = Some(reason);
             self.writer.write(&r);
             log::info!("watching pid {pid} ({}) as {server} ({reason})", p.exe);
             self.procs.insert(p);
+            if pid == root {
+                let ctx = self.context(id, now, pid, true, true);
+                for a in self.policy.on_watch(&ctx) {
+                    self.emit_alert(&a);
+                }
+            }
         }
         id
     }
 
+    /// The server a process starts: `--watch` rules, then host configurations
+    /// and manifests' `match` rules.
+    fn discover(&self, exe: &str, argv: &[String]) -> Option<String> {
+        // The wrapper registers itself under the name it was given.
+        if !self.self_exe.is_empty() && exe == self.self_exe {
+            return None;
+        }
+        self.rules
+            .matches(exe, argv)
+            .map(str::to_owned)
+            .or_else(|| self.policy.discover(exe, argv))
+    }
+
+    /// Tells the kernel whether exec events of unwatched processes are wanted.
+    fn set_discovery(&mut self) -> Result<(), aya::maps::MapError> {
+        let on = !self.rules.is_empty() || self.policy.discovers();
+        let flags = if on { CONFIG_DISCOVER_EXEC } else { 0 };
+        self.config.set(0, AgentConfig { flags, _pad: 0 }, 0)
+    }
+
+    /// Reloads on change; delivers repeat summaries.
+    fn policy_tick(&mut self) {
+        if let Some(alerts) = self.policy.poll() {
+            log::info!("manifests or host configurations changed: reloaded");
+            self.after_reload(alerts);
+        }
+        for a in self.policy.tick(Clock::now_ktime()) {
+            self.emit_alert(&a);
+        }
+    }
+
+    fn after_reload(&mut self, alerts: Vec<alert::Alert>) {
+        for a in &alerts {
+            self.emit_alert(a);
+        }
+        if let Err(e) = self.set_discovery() {
+            log::error!("cannot update discovery in the CONFIG map: {e}");
+        }
+        // Servers started before their rule existed are found now.
+        self.startup_scan();
+    }
+
+    /// What the policy needs to know of the process that acted.
+    fn context(&mut self, server: u32, ktime_ns: u64, pid: u32, ancestry: bool, cwd: bool) -> ProcContext {
+        let ancestry = if ancestry { self.procs.ancestry(pid) } else { Vec::new() };
+        let p = self.procs.get(pid).cloned().unwrap_or_default();
+        let parent_argv = self.procs.get(p.ppid).map(|pp| pp.argv.clone()).unwrap_or_default();
+        let call = self.mcp.current_call(server);
+        ProcContext {
+            server: self.names.server_name(server).unwrap_or("?").to_owned(),
+            ktime_ns,
+            pid,
+            ppid: p.ppid,
+            uid: p.uid,
+            exe: p.exe,
+            argv: p.argv,
+            ancestry,
+            parent_argv,
+            cwd: if cwd { policy::adapt::cwd(pid) } else { None },
+            // The MCP tool call in flight: alerts name the tool that caused them.
+            tool: call.as_ref().map(|c| c.tool.clone()),
+            call_id: call.map(|c| c.call_id),
+        }
+    }
+
     fn startup_scan(&mut self) {
-        if self.rules.is_empty() {
+        if self.rules.is_empty() && !self.policy.discovers() {
             return;
         }
         let mut matched: Vec<(u32, String)> = Vec::new();
@@ -632,8 +766,8 @@ impl State {
             if matched.iter().any(|(root, _)| self.is_below(pid, *root)) {
                 continue;
             }
-            if let Some(server) = self.rules.matches(&p.exe, &p.argv) {
-                matched.push((pid, server.to_owned()));
+            if let Some(server) = self.discover(&p.exe, &p.argv) {
+                matched.push((pid, server));
             }
         }
         for (pid, server) in matched {
@@ -664,8 +798,7 @@ impl State {
             }
             ControlMsg::TestAlert { pid, reply } => {
                 let ktime = Clock::now_ktime();
-                self.alerts += 1;
-                let id = format!("{ktime}-{}", self.alerts);
+                let id = format!("{ktime}-{}", self.alerts + 1);
                 let alert = alert::test_alert(id.clone(), self.names.clock.rfc3339(ktime), ktime, pid);
                 self.emit_alert(&alert);
                 let _ = reply.send(id);
@@ -787,12 +920,14 @@ impl State {
             tool: a.tool,
             call_id: a.call_id,
             count: 1,
+            repeat_of: None,
         };
         self.emit_alert(&alert);
     }
 
     /// Delivers an alert: a `kind: "alert"` line in the event stream.
     fn emit_alert(&mut self, alert: &Alert) {
+        self.alerts += 1;
         log::warn!("alert {} [{}] {}", alert.rule, alert.severity.as_str(), alert.summary);
         self.writer.write_alert(alert);
     }

@@ -84,6 +84,9 @@ pub struct Alert {
     pub call_id: Option<String>,
     /// Occurrences this alert stands for (1, or the count of a deduplicated repeat).
     pub count: u64,
+    /// For a repeat summary: the id of the first alert, sent in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_of: Option<String>,
 }
 
 /// This machine's host name, for alerts.
@@ -118,5 +121,6 @@ pub fn test_alert(id: String, ts: String, ktime_ns: u64, requested_by: u32) -> A
         tool: None,
         call_id: None,
         count: 1,
+        repeat_of: None,
     }
 }

@@ -3,7 +3,8 @@
 //! One module per stage of the pipeline:
 //! `loader` (mounts, BTF offsets, load/attach) -> `decode` (records to events)
 //! -> `procs`/`servers` (enrichment) -> `discover` (rules) -> `mcp` (stdio
-//! conversation: tool calls, pins, poisoning) -> `output` (JSON lines);
+//! conversation: tool calls, pins, poisoning) -> `policy` (manifests, baselines,
+//! built-in rules -> alerts) -> `output` (JSON lines);
 //! `control` is the wrapper's registration socket, `agent` the loop that ties
 //! them together.
 
@@ -18,6 +19,7 @@ pub mod loader;
 pub mod mcp;
 pub mod mounts;
 pub mod output;
+pub mod policy;
 pub mod procs;
 pub mod servers;
 pub mod sysview;

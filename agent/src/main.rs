@@ -11,6 +11,10 @@ use mcpwatch::{
     discover::{Rules, WatchRule},
     loader::LoadOptions,
     mcp::{self, McpOptions},
+    policy::{
+        manifest::Manifest,
+        reload::{DEFAULT_MANIFEST_DIR, Sources},
+    },
     wrapper,
 };
 
@@ -57,6 +61,21 @@ enum Command {
         /// Write a `tool_call` line per MCP tool call (arguments redacted, duration, outcome, OS activity).
         #[arg(long)]
         audit_tool_calls: bool,
+        /// Directory of server manifests (*.json), repeatable; reloaded on change and SIGHUP.
+        #[arg(long = "manifests", value_name = "DIR", default_value = DEFAULT_MANIFEST_DIR)]
+        manifests: Vec<PathBuf>,
+        /// MCP host configuration file (claude_desktop_config.json, mcp.json...) or
+        /// workspace directory (its .vscode/ and .cursor/), repeatable.
+        #[arg(long = "host-config", value_name = "PATH")]
+        host_configs: Vec<PathBuf>,
+        /// Do not read the host configurations in users' home directories.
+        #[arg(long)]
+        no_user_host_configs: bool,
+    },
+    /// Check manifest files (or directories of them) and print what is wrong.
+    CheckManifests {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
     },
     /// Register with the running agent as server NAME, then exec CMD.
     /// Use it as the server's command in an MCP host configuration.
@@ -124,6 +143,9 @@ fn main() -> anyhow::Result<()> {
             ring_bytes,
             state_dir,
             audit_tool_calls,
+            manifests,
+            host_configs,
+            no_user_host_configs,
         } => {
             env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
             let opts = AgentOptions {
@@ -141,10 +163,16 @@ fn main() -> anyhow::Result<()> {
                     audit_tool_calls,
                     expected_pins: Vec::new(),
                 },
+                policy: Sources {
+                    manifest_dirs: manifests,
+                    host_configs,
+                    user_host_configs: !no_user_host_configs,
+                },
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(agent::run(opts))
         }
+        Command::CheckManifests { paths } => std::process::exit(check_manifests(&paths)),
         Command::Status { socket } => {
             let reply = control::call(&socket, &Request::Status, std::time::Duration::from_secs(5))?;
             println!("{}", serde_json::to_string_pretty(&reply.status)?);
@@ -165,4 +193,39 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `mcpwatch check-manifests`: 0 when every manifest is valid, 1 otherwise.
+fn check_manifests(paths: &[PathBuf]) -> i32 {
+    let mut files = Vec::new();
+    for p in paths {
+        match std::fs::read_dir(p) {
+            Ok(rd) => {
+                let mut v: Vec<PathBuf> = rd
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|f| {
+                        f.extension().is_some_and(|e| e == "json") && !f.to_string_lossy().ends_with(".schema.json")
+                    })
+                    .collect();
+                v.sort();
+                files.extend(v);
+            }
+            Err(_) => files.push(p.clone()),
+        }
+    }
+    let mut bad = 0;
+    for f in &files {
+        let res = std::fs::read_to_string(f)
+            .map_err(|e| format!("{}: cannot read: {e}", f.display()))
+            .and_then(|t| Manifest::parse(f, &t).map_err(|e| e.to_string()));
+        match res {
+            Ok(m) => eprintln!("{}: ok (server {})", f.display(), m.name),
+            Err(e) => {
+                bad += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    i32::from(bad > 0)
 }

@@ -307,3 +307,130 @@ pub fn find<'a>(events: &'a [Value], kind: &str, pred: impl Fn(&Value) -> bool) 
         .find(|e| e["kind"] == kind && pred(e))
         .unwrap_or_else(|| panic!("no {kind} event as expected among:\n{}", dump(events)))
 }
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The manifests mcpwatch ships (`manifests/`).
+pub fn shipped_manifests() -> PathBuf {
+    repo().join("manifests")
+}
+
+/// Entry point of an npm reference server (`server-filesystem`...).
+pub fn node_server(name: &str) -> PathBuf {
+    testenv()
+        .join("node/node_modules/@modelcontextprotocol")
+        .join(name)
+        .join("dist/index.js")
+}
+
+/// A scripted MCP session: the official Python SDK client (`tests/mcp/session.py`)
+/// starts `server_cmd` over stdio, initializes, lists tools and makes `calls`.
+pub struct McpSession {
+    pub server_cmd: Vec<String>,
+    pub calls: Vec<(String, Value)>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    pub allow_errors: bool,
+}
+
+impl McpSession {
+    pub fn new(server_cmd: &[&str]) -> Self {
+        Self {
+            server_cmd: server_cmd.iter().map(|s| s.to_string()).collect(),
+            calls: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            allow_errors: false,
+        }
+    }
+
+    pub fn call(mut self, tool: &str, args: Value) -> Self {
+        self.calls.push((tool.to_owned(), args));
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
+    pub fn cwd(mut self, d: &Path) -> Self {
+        self.cwd = Some(d.to_owned());
+        self
+    }
+
+    /// Puts `mcpwatch exec --server NAME --require-agent` in front of the server.
+    pub fn wrapped(mut self, agent: &Agent, server: &str) -> Self {
+        let mut cmd: Vec<String> = vec![
+            bin().to_string_lossy().into_owned(),
+            "exec".into(),
+            "--server".into(),
+            server.into(),
+            "--require-agent".into(),
+            "--socket".into(),
+            agent.socket.to_string_lossy().into_owned(),
+            "--".into(),
+        ];
+        cmd.append(&mut self.server_cmd);
+        self.server_cmd = cmd;
+        self
+    }
+
+    /// Runs the session; returns the client's report (tools, call results).
+    pub fn run(&self) -> Value {
+        let mut c = Command::new(python());
+        c.arg(repo().join("tests/mcp/session.py"));
+        for (t, a) in &self.calls {
+            c.arg("--call").arg(t).arg(a.to_string());
+        }
+        for (k, v) in &self.env {
+            c.arg("--env").arg(format!("{k}={v}"));
+        }
+        if let Some(d) = &self.cwd {
+            c.arg("--cwd").arg(d);
+        }
+        if self.allow_errors {
+            c.arg("--allow-errors");
+        }
+        c.env(
+            "SESSION_SERVER_CMD",
+            serde_json::to_string(&self.server_cmd).expect("json"),
+        );
+        let out = output(&mut c);
+        assert!(
+            out.status.success(),
+            "MCP session {:?} failed ({}):\n{}\n{}",
+            self.server_cmd,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let last = stdout.lines().last().unwrap_or("{}");
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("session report {last:?}: {e}"))
+    }
+}
+
+/// Alert lines, optionally of one server.
+pub fn alerts<'a>(events: &'a [Value], server: Option<&str>) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "alert" && server.is_none_or(|s| e["server"] == s))
+        .collect()
+}
+
+/// Whether every process of `server` that was put under watch has exited.
+pub fn server_done(events: &[Value], server: &str) -> bool {
+    let roots: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "watch" && e["server"] == server)
+        .map(|e| &e["pid"])
+        .collect();
+    !roots.is_empty()
+        && roots
+            .iter()
+            .all(|p| events.iter().any(|e| e["kind"] == "exit" && e["pid"] == **p))
+}

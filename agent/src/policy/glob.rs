@@ -1,0 +1,236 @@
+//! Path patterns: `*` (within one component), `**` (any depth), `?`, `{a,b}`.
+//! A pattern with no wildcard names a file or a directory: it matches the path
+//! itself and everything below it (ToolHive's mount semantics).
+
+use regex::Regex;
+
+#[derive(Clone, Debug)]
+pub struct PathGlob {
+    /// The pattern as written after `~` and argument expansion.
+    pub text: String,
+    re: Regex,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GlobError {
+    #[error("pattern is empty")]
+    Empty,
+    #[error("pattern {0:?} is not absolute (start it with / or ~)")]
+    NotAbsolute(String),
+    #[error("pattern {0:?} has an unclosed {{")]
+    UnclosedBrace(String),
+}
+
+impl PathGlob {
+    pub fn new(pattern: &str) -> Result<Self, GlobError> {
+        if pattern.is_empty() {
+            return Err(GlobError::Empty);
+        }
+        if !pattern.starts_with('/') && !pattern.starts_with("**") {
+            return Err(GlobError::NotAbsolute(pattern.to_owned()));
+        }
+        let trimmed = if pattern.len() > 1 {
+            pattern.trim_end_matches('/')
+        } else {
+            pattern
+        };
+        let wild = trimmed.contains(['*', '?', '{']);
+        let mut re = String::from("^");
+        re.push_str(&translate(trimmed)?);
+        if !wild {
+            // A plain path: the file, or the directory and what is below it.
+            if trimmed == "/" {
+                re = "^/.*".into();
+            } else {
+                re.push_str("(?:/.*)?");
+            }
+        }
+        re.push('$');
+        let re = Regex::new(&re).map_err(|_| GlobError::UnclosedBrace(pattern.to_owned()))?;
+        Ok(Self {
+            text: pattern.to_owned(),
+            re,
+        })
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        self.re.is_match(path)
+    }
+
+    /// The regular expression it compiles to (for a `RegexSet` of many).
+    pub fn regex(&self) -> &str {
+        self.re.as_str()
+    }
+}
+
+/// Many patterns matched in one pass (a path is checked against a server's
+/// whole declaration and baseline for every file event).
+#[derive(Clone, Debug)]
+pub struct GlobSet(regex::RegexSet);
+
+impl GlobSet {
+    pub fn new<'a>(globs: impl IntoIterator<Item = &'a PathGlob>) -> Self {
+        let set = regex::RegexSet::new(globs.into_iter().map(PathGlob::regex)).expect("each pattern compiled alone");
+        Self(set)
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        self.0.is_match(path)
+    }
+
+    /// Index of the first pattern that matches.
+    pub fn first(&self, path: &str) -> Option<usize> {
+        self.0.matches(path).iter().next()
+    }
+}
+
+fn translate(p: &str) -> Result<String, GlobError> {
+    let chars: Vec<char> = p.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    let mut depth = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '*' if chars.get(i + 1) == Some(&'*') => {
+                // `**/` also matches zero directories.
+                if chars.get(i + 2) == Some(&'/') {
+                    out.push_str("(?:.*/)?");
+                    i += 3;
+                } else {
+                    out.push_str(".*");
+                    i += 2;
+                }
+                continue;
+            }
+            '*' => out.push_str("[^/]*"),
+            '?' => out.push_str("[^/]"),
+            '{' => {
+                depth += 1;
+                out.push_str("(?:");
+            }
+            '}' if depth > 0 => {
+                depth -= 1;
+                out.push(')');
+            }
+            ',' if depth > 0 => out.push('|'),
+            _ => out.push_str(&regex::escape(&c.to_string())),
+        }
+        i += 1;
+    }
+    if depth > 0 {
+        return Err(GlobError::UnclosedBrace(p.to_owned()));
+    }
+    Ok(out)
+}
+
+/// Shell-style match of a single name (no `/` semantics): `*`, `?`, `{a,b}`.
+/// Called for every exec, so no regex is compiled: braces are expanded and
+/// each alternative matched directly.
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    expand_braces(pattern)
+        .iter()
+        .any(|p| wildcard(p.as_bytes(), name.as_bytes()))
+}
+
+/// `a{b,c}d{e,f}` -> `abde`, `abdf`, `acde`, `acdf` (no nesting).
+fn expand_braces(p: &str) -> Vec<String> {
+    let (Some(open), Some(close)) = (p.find('{'), p.find('}')) else {
+        return vec![p.to_owned()];
+    };
+    if close < open {
+        return vec![p.to_owned()];
+    }
+    let (head, alts, tail) = (&p[..open], &p[open + 1..close], &p[close + 1..]);
+    expand_braces(tail)
+        .into_iter()
+        .flat_map(|t| {
+            alts.split(',')
+                .map(move |a| format!("{head}{a}{t}"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `*` (any run) and `?` (one character) against the whole name.
+fn wildcard(p: &[u8], s: &[u8]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &str, path: &str) -> bool {
+        PathGlob::new(p).unwrap().matches(path)
+    }
+
+    #[test]
+    fn plain_paths_cover_their_subtree() {
+        assert!(m("/home/me/projects", "/home/me/projects"));
+        assert!(m("/home/me/projects", "/home/me/projects/a/b.txt"));
+        assert!(m("/home/me/projects/", "/home/me/projects/a"));
+        assert!(!m("/home/me/projects", "/home/me/projects2"));
+        assert!(m("/", "/etc/passwd"));
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(m("/usr/lib/python3*/**", "/usr/lib/python3.11/os.py"));
+        assert!(!m("/usr/lib/python3*/*", "/usr/lib/python3.11/a/os.py"));
+        assert!(m("**/node_modules/**", "/x/y/node_modules/a/index.js"));
+        assert!(m("**/.ssh/id_*", "/.ssh/id_rsa"));
+        assert!(m("**/.ssh/id_*", "/home/u/.ssh/id_ed25519"));
+        assert!(!m("**/.ssh/id_*", "/home/u/.ssh/known_hosts"));
+        assert!(m("/etc/{passwd,group}", "/etc/group"));
+        assert!(!m("/etc/{passwd,group}", "/etc/shadow"));
+        assert!(m("/dev/tty?", "/dev/tty1"));
+        assert!(m("/a/b.c", "/a/b.c") && !m("/a/b.c", "/a/bxc"));
+    }
+
+    #[test]
+    fn bad_patterns() {
+        assert_eq!(PathGlob::new("").unwrap_err(), GlobError::Empty);
+        assert!(matches!(PathGlob::new("etc/x"), Err(GlobError::NotAbsolute(_))));
+        assert!(matches!(PathGlob::new("/a/{b,c"), Err(GlobError::UnclosedBrace(_))));
+    }
+
+    #[test]
+    fn sets_match_like_their_patterns() {
+        let g = [PathGlob::new("/etc/ssl").unwrap(), PathGlob::new("**/.ssh/**").unwrap()];
+        let set = GlobSet::new(&g);
+        assert_eq!(set.first("/home/u/.ssh/id_rsa"), Some(1));
+        assert!(set.matches("/etc/ssl/certs/x.pem"));
+        assert!(!set.matches("/etc/passwd"));
+        assert!(!GlobSet::new(&[]).matches("/x"));
+    }
+
+    #[test]
+    fn names() {
+        assert!(name_matches("python3*", "python3.11"));
+        assert!(name_matches("{sh,bash}", "bash"));
+        assert!(!name_matches("git", "gitk"));
+        assert!(name_matches("python{,2,3,3.*}", "python"));
+        assert!(name_matches("python{,2,3,3.*}", "python3.11"));
+        assert!(!name_matches("python{,2,3,3.*}", "python4"));
+        assert!(name_matches("{npm,npx}-cli.js", "npx-cli.js"));
+        assert!(name_matches("a*b?c", "axxxbyc") && !name_matches("a*b?c", "axxxbc"));
+    }
+}

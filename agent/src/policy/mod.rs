@@ -1,0 +1,268 @@
+//! Declared privileges: manifests + runtime baselines + built-in rules ->
+//! alerts. The agent hands each activity of a watched process to [`Policy`]
+//! and delivers the alerts it returns.
+//!
+//! `manifest` (the format), `glob`/`net` (path and host patterns), `baseline`
+//! (what runtimes need to start), `catalog` (credential locations), `rules`
+//! (ids, severities, MITRE), `engine` (the judgement), `dedup` (repeats),
+//! `hostconfig` (Claude Desktop, VS Code, Cursor), `reload` (sources, changes),
+//! `activity`/`adapt` (the input, from kernel events).
+
+pub mod activity;
+pub mod adapt;
+pub mod baseline;
+pub mod catalog;
+pub mod dedup;
+pub mod engine;
+pub mod glob;
+pub mod hostconfig;
+pub mod manifest;
+pub mod net;
+pub mod reload;
+pub mod rules;
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+
+use serde_json::json;
+
+use crate::{
+    alert::{self, Alert, AlertAncestor, Mitre},
+    output::Clock,
+};
+use activity::{Activity, ProcContext};
+use dedup::Dedup;
+use engine::{Engine, Finding};
+use hostconfig::HostServer;
+use manifest::{Manifest, ManifestError};
+use reload::Sources;
+use rules::Rule;
+
+/// Test helper: an argv from string slices.
+#[cfg(test)]
+pub(crate) fn test_argv(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+pub struct Policy {
+    sources: Sources,
+    snapshot: BTreeMap<PathBuf, Option<(u64, i128, u64)>>,
+    loaded: BTreeMap<PathBuf, Arc<Manifest>>,
+    hosts: Vec<HostServer>,
+    engine: Engine,
+    dedup: Dedup,
+    clock: Clock,
+    host: String,
+    seq: u64,
+}
+
+impl Policy {
+    /// Loads the sources; returns the alerts for manifests that failed to load.
+    pub fn new(sources: Sources, clock: Clock) -> (Self, Vec<Alert>) {
+        let mut p = Self {
+            sources,
+            snapshot: BTreeMap::new(),
+            loaded: BTreeMap::new(),
+            hosts: Vec::new(),
+            engine: Engine::default(),
+            dedup: Dedup::default(),
+            clock,
+            host: alert::hostname(),
+            seq: 0,
+        };
+        let alerts = p.reload();
+        (p, alerts)
+    }
+
+    /// Reloads when a file changed since the last load. Returns alerts for
+    /// broken manifests; `None` when nothing changed.
+    pub fn poll(&mut self) -> Option<Vec<Alert>> {
+        (self.sources.snapshot() != self.snapshot).then(|| self.reload())
+    }
+
+    /// Reloads every source now (start-up, SIGHUP, a change).
+    pub fn reload(&mut self) -> Vec<Alert> {
+        self.snapshot = self.sources.snapshot();
+        let l = self.sources.load(&self.loaded);
+        let mut alerts = Vec::new();
+        for e in &l.errors {
+            let kept = l.manifests.contains_key(&e.file);
+            log::error!(
+                "manifest rejected: {e}{}",
+                if kept { " (keeping the last good version)" } else { "" }
+            );
+            alerts.push(self.manifest_alert(e, kept));
+        }
+        for e in &l.host_errors {
+            log::warn!("host configuration skipped: {e}");
+        }
+        self.loaded = l.manifests;
+        self.hosts = l.hosts;
+        self.engine.set_manifests(self.loaded.values().cloned().collect());
+        log::info!(
+            "policy: {} manifests ({}), {} servers from host configurations",
+            self.loaded.len(),
+            self.loaded
+                .values()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.hosts.len()
+        );
+        alerts
+    }
+
+    /// Whether exec events of unwatched processes must be looked at.
+    pub fn discovers(&self) -> bool {
+        self.hosts.iter().any(|h| !h.wrapped)
+            || self
+                .loaded
+                .values()
+                .any(|m| !m.match_exe.is_empty() || !m.match_argv.is_empty())
+    }
+
+    /// The server an unwatched process starts, from host configurations and
+    /// manifests' `match` rules.
+    pub fn discover(&self, exe: &str, argv: &[String]) -> Option<String> {
+        self.hosts
+            .iter()
+            .find(|h| h.matches(exe, argv))
+            .map(|h| h.name.clone())
+            .or_else(|| {
+                self.engine
+                    .manifests()
+                    .iter()
+                    .find(|m| m.matches_process(exe, argv))
+                    .map(|m| m.name.clone())
+            })
+    }
+
+    /// A process was put under watch; its next exec is the server's launch.
+    pub fn on_watch(&mut self, ctx: &ProcContext) -> Vec<Alert> {
+        let fresh = self
+            .engine
+            .on_watch(&ctx.server, ctx.pid, ctx.uid, &ctx.exe, &ctx.argv, ctx.cwd.as_deref());
+        if fresh {
+            self.undeclared_alert(ctx).into_iter().collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Judges one activity; returns the alerts to deliver now.
+    pub fn evaluate(&mut self, ctx: &ProcContext, act: &Activity) -> Vec<Alert> {
+        let (findings, manifest, fresh) = self.engine.evaluate(ctx, act);
+        let mut out = Vec::new();
+        if fresh {
+            out.extend(self.undeclared_alert(ctx));
+        }
+        let label = manifest.map(|m| m.file_label());
+        for f in findings {
+            let key = f.dedup_key.clone();
+            let a = self.alert(f, ctx, label.clone());
+            let (emit, summary) = self.dedup.admit(&a, &key, ctx.ktime_ns);
+            out.extend(summary);
+            if emit {
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    /// Repeat summaries of windows that ended.
+    pub fn tick(&mut self, now_ktime: u64) -> Vec<Alert> {
+        self.dedup.flush(now_ktime)
+    }
+
+    /// The manifest a server is judged against (file label) and whether it is undeclared.
+    pub fn manifest_of(&self, server: &str) -> Option<(String, bool)> {
+        self.engine
+            .server(server)
+            .map(|s| (s.manifest.file_label(), s.undeclared))
+    }
+
+    fn next_id(&mut self, ktime: u64) -> String {
+        self.seq += 1;
+        format!("{ktime}-p{}", self.seq)
+    }
+
+    fn base(&mut self, rule: &Rule, summary: String, ctx: &ProcContext) -> Alert {
+        Alert {
+            id: self.next_id(ctx.ktime_ns),
+            ts: self.clock.rfc3339(ctx.ktime_ns),
+            ktime_ns: ctx.ktime_ns,
+            rule: rule.id.into(),
+            severity: rule.severity,
+            summary,
+            host: self.host.clone(),
+            server: Some(ctx.server.clone()),
+            manifest: None,
+            pid: ctx.pid,
+            ppid: ctx.ppid,
+            uid: ctx.uid,
+            exe: ctx.exe.clone(),
+            argv: ctx.argv.clone(),
+            ancestry: ctx
+                .ancestry
+                .iter()
+                .map(|(pid, exe)| AlertAncestor {
+                    pid: *pid,
+                    exe: exe.clone(),
+                })
+                .collect(),
+            evidence: json!({}),
+            declared: None,
+            mitre: rule.mitre.map(|(id, name)| Mitre {
+                id: id.into(),
+                name: name.into(),
+            }),
+            tool: ctx.tool.clone(),
+            call_id: ctx.call_id.clone(),
+            count: 1,
+            repeat_of: None,
+        }
+    }
+
+    fn alert(&mut self, f: Finding, ctx: &ProcContext, manifest: Option<String>) -> Alert {
+        let mut a = self.base(f.rule, f.summary, ctx);
+        a.manifest = manifest;
+        a.evidence = f.evidence;
+        a.declared = f.declared;
+        a
+    }
+
+    fn undeclared_alert(&mut self, ctx: &ProcContext) -> Option<Alert> {
+        let mut a = self.base(
+            &rules::SERVER_UNDECLARED,
+            format!(
+                "server {} has no manifest: judged against the built-in least-privilege manifest",
+                ctx.server
+            ),
+            ctx,
+        );
+        a.manifest = Some(Manifest::least_privilege(&ctx.server).file_label());
+        a.evidence = json!({ "exe": ctx.exe, "argv": ctx.argv });
+        let (emit, _) = self.dedup.admit(&a, "", ctx.ktime_ns);
+        emit.then_some(a)
+    }
+
+    fn manifest_alert(&mut self, e: &ManifestError, kept: bool) -> Alert {
+        let now = Clock::now_ktime();
+        let ctx = ProcContext {
+            ktime_ns: now,
+            pid: std::process::id(),
+            ..Default::default()
+        };
+        let mut a = self.base(&rules::MANIFEST_INVALID, e.to_string(), &ctx);
+        a.server = None;
+        a.manifest = Some(e.file.display().to_string());
+        a.evidence = json!({
+            "file": e.file,
+            "line": e.line,
+            "column": e.column,
+            "field": e.field,
+            "error": e.what,
+            "kept_last_good_version": kept,
+        });
+        a
+    }
+}

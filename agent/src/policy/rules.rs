@@ -1,0 +1,266 @@
+//! The rule catalogue: every alert the policy stage raises, with its id,
+//! severity and MITRE ATT&CK technique. The README's table lists the same.
+
+use crate::alert::Severity;
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub id: &'static str,
+    pub severity: Severity,
+    pub mitre: Option<(&'static str, &'static str)>,
+}
+
+pub type RuleId = &'static Rule;
+
+macro_rules! rule {
+    ($name:ident, $id:literal, $sev:ident, $mitre:expr) => {
+        pub static $name: Rule = Rule {
+            id: $id,
+            severity: Severity::$sev,
+            mitre: $mitre,
+        };
+    };
+}
+
+rule!(SERVER_UNDECLARED, "server.undeclared", Low, None);
+rule!(MANIFEST_INVALID, "policy.manifest_invalid", Medium, None);
+rule!(
+    EXEC_UNDECLARED,
+    "exec.undeclared",
+    Medium,
+    Some(("T1059", "Command and Scripting Interpreter"))
+);
+rule!(
+    EXEC_SHELL,
+    "exec.shell",
+    High,
+    Some(("T1059.004", "Command and Scripting Interpreter: Unix Shell"))
+);
+rule!(
+    EXEC_REVERSE_SHELL,
+    "exec.reverse_shell",
+    Critical,
+    Some(("T1059.004", "Command and Scripting Interpreter: Unix Shell"))
+);
+rule!(
+    EXEC_WRITE_THEN_EXEC,
+    "exec.write_then_exec",
+    High,
+    Some(("T1105", "Ingress Tool Transfer"))
+);
+rule!(
+    EXEC_FILELESS,
+    "exec.fileless",
+    Critical,
+    Some(("T1620", "Reflective Code Loading"))
+);
+rule!(
+    FILE_READ_UNDECLARED,
+    "file.read_undeclared",
+    Medium,
+    Some(("T1005", "Data from Local System"))
+);
+rule!(FILE_WRITE_UNDECLARED, "file.write_undeclared", Medium, None);
+rule!(
+    NET_CONNECT_UNDECLARED,
+    "net.connect_undeclared",
+    Medium,
+    Some(("T1071", "Application Layer Protocol"))
+);
+rule!(NET_LISTEN_UNDECLARED, "net.listen_undeclared", Medium, None);
+rule!(NET_LISTEN_EXPOSED, "net.listen_exposed", High, None);
+rule!(NET_ACCEPT_UNDECLARED, "net.accept_undeclared", Medium, None);
+rule!(
+    PROC_PTRACE,
+    "proc.ptrace",
+    Critical,
+    Some(("T1055.008", "Process Injection: Ptrace System Calls"))
+);
+rule!(
+    PROC_MEMORY,
+    "proc.memory",
+    Critical,
+    Some(("T1003.007", "OS Credential Dumping: Proc Filesystem"))
+);
+rule!(
+    PROC_ENVIRON,
+    "proc.environ",
+    High,
+    Some(("T1552", "Unsecured Credentials"))
+);
+rule!(PROC_MAPS, "proc.maps", Medium, Some(("T1057", "Process Discovery")));
+rule!(
+    PRIV_SETID,
+    "priv.setid",
+    High,
+    Some(("T1548", "Abuse Elevation Control Mechanism"))
+);
+rule!(
+    PRIV_KERNEL_MODULE,
+    "priv.kernel_module",
+    Critical,
+    Some((
+        "T1547.006",
+        "Boot or Logon Autostart Execution: Kernel Modules and Extensions"
+    ))
+);
+rule!(PRIV_BPF, "priv.bpf", High, Some(("T1014", "Rootkit")));
+rule!(PRIV_MOUNT, "priv.mount", High, Some(("T1611", "Escape to Host")));
+rule!(
+    EVASION_IO_URING,
+    "evasion.io_uring",
+    Medium,
+    Some(("T1562", "Impair Defenses"))
+);
+
+rule!(
+    CRED_SSH,
+    "cred.ssh",
+    High,
+    Some(("T1552.004", "Unsecured Credentials: Private Keys"))
+);
+rule!(
+    CRED_CLOUD,
+    "cred.cloud",
+    High,
+    Some(("T1552.001", "Unsecured Credentials: Credentials In Files"))
+);
+rule!(
+    CRED_KUBE,
+    "cred.kube",
+    High,
+    Some(("T1552.001", "Unsecured Credentials: Credentials In Files"))
+);
+rule!(
+    CRED_DOTENV,
+    "cred.dotenv",
+    High,
+    Some(("T1552.001", "Unsecured Credentials: Credentials In Files"))
+);
+rule!(
+    CRED_NETRC,
+    "cred.netrc",
+    High,
+    Some(("T1552.001", "Unsecured Credentials: Credentials In Files"))
+);
+rule!(
+    CRED_NPMRC,
+    "cred.npmrc",
+    High,
+    Some(("T1552.001", "Unsecured Credentials: Credentials In Files"))
+);
+rule!(
+    CRED_PYPIRC,
+    "cred.pypirc",
+    High,
+    Some(("T1552.001", "Unsecured Credentials: Credentials In Files"))
+);
+rule!(
+    CRED_DOCKER,
+    "cred.docker",
+    High,
+    Some(("T1552.001", "Unsecured Credentials: Credentials In Files"))
+);
+rule!(
+    CRED_GIT,
+    "cred.git",
+    High,
+    Some(("T1552.001", "Unsecured Credentials: Credentials In Files"))
+);
+rule!(
+    CRED_BROWSER,
+    "cred.browser",
+    High,
+    Some((
+        "T1555.003",
+        "Credentials from Password Stores: Credentials from Web Browsers"
+    ))
+);
+rule!(
+    CRED_KEYRING,
+    "cred.keyring",
+    High,
+    Some(("T1555", "Credentials from Password Stores"))
+);
+rule!(
+    CRED_SHELL_HISTORY,
+    "cred.shell_history",
+    High,
+    Some(("T1552.003", "Unsecured Credentials: Bash History"))
+);
+rule!(
+    CRED_SHADOW,
+    "cred.shadow",
+    High,
+    Some(("T1003.008", "OS Credential Dumping: /etc/passwd and /etc/shadow"))
+);
+
+/// Every rule, in catalogue order.
+pub static ALL: &[&Rule] = &[
+    &SERVER_UNDECLARED,
+    &MANIFEST_INVALID,
+    &EXEC_UNDECLARED,
+    &EXEC_SHELL,
+    &EXEC_REVERSE_SHELL,
+    &EXEC_WRITE_THEN_EXEC,
+    &EXEC_FILELESS,
+    &FILE_READ_UNDECLARED,
+    &FILE_WRITE_UNDECLARED,
+    &NET_CONNECT_UNDECLARED,
+    &NET_LISTEN_UNDECLARED,
+    &NET_LISTEN_EXPOSED,
+    &NET_ACCEPT_UNDECLARED,
+    &PROC_PTRACE,
+    &PROC_MEMORY,
+    &PROC_ENVIRON,
+    &PROC_MAPS,
+    &PRIV_SETID,
+    &PRIV_KERNEL_MODULE,
+    &PRIV_BPF,
+    &PRIV_MOUNT,
+    &EVASION_IO_URING,
+    &CRED_SSH,
+    &CRED_CLOUD,
+    &CRED_KUBE,
+    &CRED_DOTENV,
+    &CRED_NETRC,
+    &CRED_NPMRC,
+    &CRED_PYPIRC,
+    &CRED_DOCKER,
+    &CRED_GIT,
+    &CRED_BROWSER,
+    &CRED_KEYRING,
+    &CRED_SHELL_HISTORY,
+    &CRED_SHADOW,
+];
+
+/// The rule of a credential kind of the catalogue.
+pub fn credential(id: &str) -> RuleId {
+    ALL.iter()
+        .copied()
+        .find(|r| r.id == id)
+        .expect("every catalogue kind has a rule")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_credential_kind_has_a_high_rule_with_a_technique() {
+        for k in super::super::catalog::CATALOGUE {
+            let r = credential(k.rule);
+            assert_eq!(r.severity, Severity::High);
+            assert!(r.mitre.is_some(), "{}", k.rule);
+        }
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        let mut ids: Vec<&str> = ALL.iter().map(|r| r.id).collect();
+        ids.sort_unstable();
+        let n = ids.len();
+        ids.dedup();
+        assert_eq!(ids.len(), n);
+    }
+}
