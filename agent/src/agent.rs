@@ -5,6 +5,7 @@
 use std::{
     collections::HashMap as StdHashMap,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -22,14 +23,21 @@ use tokio::{
 
 use crate::{
     alert::{self, Alert},
+    config::Config,
     control::{ControlMsg, ControlSocket, ServerStatus, Status, WatchRequest},
     decode::{self, Event, Exec, Header},
     discover::Rules,
     loader::{self, LoadOptions},
+    metrics::Metrics,
+    metrics_http::{Endpoint, Readiness},
     output::{Ancestor, Clock, EventWriter, Record},
     procs::{Proc, ProcTable, read_proc},
     servers::{Servers, validate_name},
+    sinks::Sinks,
 };
+
+/// Kernel event kinds, for counters that start at 0 for each server.
+const KERNEL_KINDS: [EventKind; 3] = [EventKind::Exec, EventKind::Fork, EventKind::Exit];
 
 /// How often loss is checked and dead entries pruned.
 const TICK: Duration = Duration::from_secs(1);
@@ -43,6 +51,8 @@ pub struct AgentOptions {
     pub socket: PathBuf,
     pub load: LoadOptions,
     pub keep_pins: bool,
+    /// The configuration file, with the command line's overrides applied.
+    pub config: Config,
 }
 
 /// Everything the event loop owns besides the ring buffer.
@@ -53,6 +63,9 @@ struct State {
     procs: ProcTable,
     rules: Rules,
     writer: EventWriter,
+    metrics: Metrics,
+    sinks: Sinks,
+    metrics_address: Option<String>,
     /// Loss already reported, per key.
     loss_seen: StdHashMap<LossKey, u64>,
     events: u64,
@@ -66,6 +79,15 @@ struct State {
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
+    let metrics = Metrics::new().context("creating the metrics registry")?;
+    let ready = Arc::new(Readiness::default());
+    // Bind before loading anything: a taken port fails fast and leaves nothing behind.
+    let endpoint = match opts.config.metrics.enabled {
+        true => Some(Endpoint::bind(opts.config.metrics.address).await?),
+        false => None,
+    };
+    let metrics_address = endpoint.as_ref().and_then(Endpoint::local_addr);
+    let sinks = Sinks::start(&opts.config, &metrics).context("starting the alert sinks")?;
     let (probes, ring) = loader::load(&opts.load).context("loading the kernel programs")?;
     let mut probes = probes;
     let control = ControlSocket::bind(&opts.socket)?;
@@ -89,6 +111,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         procs: ProcTable::seed_from_proc(),
         rules: opts.rules.clone(),
         writer,
+        metrics: metrics.clone(),
+        sinks,
+        metrics_address: metrics_address.map(|a| a.to_string()),
         loss_seen: StdHashMap::new(),
         events: 0,
         lost: 0,
@@ -104,6 +129,12 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel(64);
     let socket_path = control.path().to_owned();
     let ctl = tokio::spawn(control.serve(tx));
+    let http = endpoint.map(|e| tokio::spawn(e.serve(metrics, ready.clone())));
+    if let Some(a) = metrics_address {
+        log::info!("metrics on http://{a}/metrics");
+    }
+    state.refresh_watched();
+    ready.tick();
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns it.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
@@ -138,6 +169,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 drain(ring.get_mut(), &mut state);
                 state.report_loss();
                 state.procs.prune_dead();
+                state.refresh_watched();
+                ready.tick();
                 if ticks.is_multiple_of(GC_EVERY_TICKS) {
                     state.gc_watched();
                 }
@@ -153,6 +186,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     drain(ring.get_mut(), &mut state);
     state.report_loss();
     state.writer.flush();
+    std::mem::take(&mut state.sinks).shutdown().await;
+    if let Some(h) = http {
+        h.abort();
+    }
     if opts.keep_pins {
         for p in probes.pinned() {
             log::info!("leaving {} pinned (--keep-pins)", p.display());
@@ -237,6 +274,7 @@ impl State {
             Ok(e) => e,
             Err(e) => {
                 self.decode_errors += 1;
+                self.metrics.decode_error();
                 log::warn!("undecodable event ({} so far): {e}", self.decode_errors);
                 return;
             }
@@ -252,6 +290,8 @@ impl State {
         } else {
             event
         };
+        let h = event.header();
+        self.metrics.event(self.names.server_name(h.server), h.kind.name());
         match event {
             Event::Exec(e) => self.on_exec(e),
             Event::Fork(f) => {
@@ -394,6 +434,8 @@ impl State {
     /// before userspace saw the root). Returns the server id.
     fn watch_tree(&mut self, root: u32, server: &str, reason: &str) -> u32 {
         let id = self.names.servers.id(server);
+        let kinds = KERNEL_KINDS.map(EventKind::name);
+        self.metrics.server_seen(server, &kinds);
         for pid in ProcTable::descendants_from_proc(root) {
             self.pending.remove(&pid);
             let flags = if pid == root { WATCH_ROOT } else { 0 };
@@ -410,6 +452,7 @@ impl State {
             let mut r = self.names.proc_record("watch", id, Clock::now_ktime(), &p);
             r.reason = Some(reason);
             self.writer.write(&r);
+            self.metrics.event(Some(server), "watch");
             log::info!("watching pid {pid} ({}) as {server} ({reason})", p.exe);
             self.procs.insert(p);
         }
@@ -499,6 +542,7 @@ impl State {
             events: self.events,
             lost: self.lost,
             gc_removed: self.gc_removed,
+            metrics_address: self.metrics_address.clone(),
             ..Default::default()
         };
         for (pid, w) in entries {
@@ -516,10 +560,36 @@ impl State {
         st
     }
 
-    /// Delivers an alert: a `kind: "alert"` line in the event stream.
+    /// The one way out for alerts: a `kind: "alert"` line in the event
+    /// stream, the alert metrics (with the latency from the triggering
+    /// kernel event) and every configured sink (queued, never waited on).
     fn emit_alert(&mut self, alert: &Alert) {
         log::warn!("alert {} [{}] {}", alert.rule, alert.severity.as_str(), alert.summary);
         self.writer.write_alert(alert);
+        let latency_ns = Clock::now_ktime().saturating_sub(alert.ktime_ns);
+        self.metrics.event(alert.server.as_deref(), "alert");
+        self.metrics.alert(
+            alert.server.as_deref(),
+            &alert.rule,
+            alert.severity.as_str(),
+            latency_ns as f64 / 1e9,
+        );
+        self.sinks.send(alert);
+    }
+
+    /// Watched processes per server, for the gauges.
+    fn refresh_watched(&mut self) {
+        let mut per_server: StdHashMap<u32, usize> = StdHashMap::new();
+        for (_, w) in self.watched.iter().flatten() {
+            if w.flags & WATCH_PENDING == 0 {
+                *per_server.entry(w.server).or_default() += 1;
+            }
+        }
+        let named: Vec<(&str, usize)> = per_server
+            .iter()
+            .map(|(id, n)| (self.names.server_name(*id).unwrap_or("?"), *n))
+            .collect();
+        self.metrics.watched(&named);
     }
 
     /// Reports ring-buffer loss counted by the kernel since the last check.
@@ -540,6 +610,8 @@ impl State {
             self.lost += lost;
             let kind = EventKind::from_u32(key.kind).map(EventKind::name).unwrap_or("unknown");
             let server = self.names.servers.name(key.server);
+            self.metrics.lost(server, kind, lost);
+            self.metrics.event(server, "loss");
             log::warn!(
                 "{lost} {kind} events of server {} lost in the kernel (ring buffer full)",
                 server.unwrap_or("-")

@@ -2,19 +2,24 @@
 //!
 //! One module per stage of the pipeline:
 //! `loader` (mounts, BTF offsets, load/attach) -> `decode` (records to events)
-//! -> `procs`/`servers` (enrichment) -> `discover` (rules) -> `output` (JSON lines);
-//! `control` is the wrapper's registration socket, `agent` the loop that ties
-//! them together.
+//! -> `procs`/`servers` (enrichment) -> `discover` (rules) -> `output` (JSON lines)
+//! and `sinks` (alert delivery with spools); `metrics` and `metrics_http` export
+//! Prometheus metrics; `config` is the configuration file; `control` is the
+//! wrapper's registration socket, `agent` the loop that ties them together.
 
 pub mod agent;
 pub mod alert;
 pub mod btf;
+pub mod config;
 pub mod control;
 pub mod decode;
 pub mod discover;
 pub mod loader;
+pub mod metrics;
+pub mod metrics_http;
 pub mod mounts;
 pub mod output;
 pub mod procs;
 pub mod servers;
+pub mod sinks;
 pub mod wrapper;

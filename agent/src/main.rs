@@ -1,12 +1,13 @@
 //! The `mcpwatch` command.
 
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use mcpwatch::{
     agent::{self, AgentOptions},
     btf,
+    config::{Config, DEFAULT_CONFIG},
     control::{self, DEFAULT_SOCKET, Request, SOCKET_ENV},
     discover::{Rules, WatchRule},
     loader::LoadOptions,
@@ -47,6 +48,18 @@ enum Command {
         /// Capacity of the watched-process map.
         #[arg(long, value_name = "N")]
         watched_max: Option<u32>,
+        /// Configuration file (TOML). The default path may be absent; a path given here must exist.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Serve /metrics, /healthz and /readyz here (overrides `metrics.address`).
+        #[arg(long, value_name = "ADDR", conflicts_with = "no_metrics")]
+        metrics_address: Option<SocketAddr>,
+        /// No metrics endpoint (overrides `metrics.enabled`).
+        #[arg(long)]
+        no_metrics: bool,
+        /// Directory of the sinks' spools (overrides `spool_dir`).
+        #[arg(long, value_name = "DIR")]
+        spool_dir: Option<PathBuf>,
     },
     /// Register with the running agent as server NAME, then exec CMD.
     /// Use it as the server's command in an MCP host configuration.
@@ -103,8 +116,26 @@ fn main() -> anyhow::Result<()> {
             pin,
             keep_pins,
             watched_max,
+            config,
+            metrics_address,
+            no_metrics,
+            spool_dir,
         } => {
             env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+            let mut config = match &config {
+                Some(p) => Config::load(p, true)?,
+                None => Config::load(std::path::Path::new(DEFAULT_CONFIG), false)?,
+            };
+            if let Some(a) = metrics_address {
+                config.metrics.address = a;
+                config.metrics.enabled = true;
+            }
+            if no_metrics {
+                config.metrics.enabled = false;
+            }
+            if spool_dir.is_some() {
+                config.spool_dir = spool_dir;
+            }
             let opts = AgentOptions {
                 events_out,
                 rules: Rules(watch),
@@ -114,6 +145,7 @@ fn main() -> anyhow::Result<()> {
                     watched_max,
                 },
                 keep_pins,
+                config,
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(agent::run(opts))
