@@ -2,10 +2,10 @@
 //! removed once the sink accepted it, so a sink that is down or slow costs
 //! disk, not alerts, and an agent restart replays what was left, in order.
 //!
-//! Layout of a spool directory: `queue.<gen>` (one JSON alert per line) and
-//! `cursor` (`<gen> <offset of the first undelivered line>`, replaced
+//! Layout of a spool directory: `queue.<generation>` (one JSON alert per line) and
+//! `cursor` (`<generation> <offset of the first undelivered line>`, replaced
 //! atomically). Delivered lines are dropped by truncation when the queue
-//! empties, or by copying the rest into `queue.<gen+1>` when the dead prefix
+//! empties, or by copying the rest into `queue.<generation+1>` when the dead prefix
 //! grows; the cursor's rename is the commit point of both.
 
 use std::{
@@ -37,7 +37,7 @@ pub enum SpoolError {
 pub struct Spool {
     dir: PathBuf,
     limits: SpoolConfig,
-    gen: u64,
+    generation: u64,
     file: File,
     /// Offset of the first undelivered line.
     head: u64,
@@ -62,7 +62,7 @@ impl Spool {
             .mode(0o700)
             .create(dir)
             .map_err(err("creating the directory"))?;
-        let (gen, head) = match std::fs::read_to_string(dir.join("cursor")) {
+        let (generation, head) = match std::fs::read_to_string(dir.join("cursor")) {
             Ok(s) => parse_cursor(&s).ok_or_else(|| {
                 err("reading the cursor")(io::Error::new(io::ErrorKind::InvalidData, format!("bad cursor {s:?}")))
             })?,
@@ -73,7 +73,7 @@ impl Spool {
         for entry in std::fs::read_dir(dir).map_err(err("listing the directory"))?.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with("queue.") && name != format!("queue.{gen}") {
+            if name.starts_with("queue.") && name != format!("queue.{generation}") {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -82,12 +82,12 @@ impl Spool {
             .read(true)
             .append(true)
             .mode(0o600)
-            .open(dir.join(format!("queue.{gen}")))
+            .open(dir.join(format!("queue.{generation}")))
             .map_err(err("opening the queue"))?;
         let mut spool = Spool {
             dir: dir.to_owned(),
             limits,
-            gen,
+            generation,
             file,
             head,
             head_len: None,
@@ -226,12 +226,12 @@ impl Spool {
             self.file.set_len(0).and_then(|()| {
                 self.head = 0;
                 self.end = 0;
-                self.write_cursor(self.gen, 0)
+                self.write_cursor(self.generation, 0)
             })
         } else if self.head >= COMPACT_MIN && self.head * 2 > self.end {
             self.compact()
         } else {
-            self.write_cursor(self.gen, self.head)
+            self.write_cursor(self.generation, self.head)
         };
         res.map_err(|source| SpoolError::Io {
             dir: self.dir.clone(),
@@ -241,7 +241,7 @@ impl Spool {
     }
 
     fn compact(&mut self) -> io::Result<()> {
-        let next = self.gen + 1;
+        let next = self.generation + 1;
         let path = self.dir.join(format!("queue.{next}"));
         let mut out = OpenOptions::new()
             .create(true)
@@ -262,27 +262,27 @@ impl Spool {
         }
         out.sync_data()?;
         self.write_cursor(next, 0)?;
-        let old = self.dir.join(format!("queue.{}", self.gen));
+        let old = self.dir.join(format!("queue.{}", self.generation));
         self.file = OpenOptions::new().read(true).append(true).open(&path)?;
         let _ = std::fs::remove_file(old);
-        self.gen = next;
+        self.generation = next;
         self.end -= self.head;
         self.head = 0;
         Ok(())
     }
 
-    fn write_cursor(&self, gen: u64, head: u64) -> io::Result<()> {
+    fn write_cursor(&self, generation: u64, head: u64) -> io::Result<()> {
         let tmp = self.dir.join("cursor.tmp");
-        std::fs::write(&tmp, format!("{gen} {head}\n"))?;
+        std::fs::write(&tmp, format!("{generation} {head}\n"))?;
         std::fs::rename(&tmp, self.dir.join("cursor"))
     }
 }
 
 fn parse_cursor(s: &str) -> Option<(u64, u64)> {
     let mut it = s.split_whitespace();
-    let gen = it.next()?.parse().ok()?;
+    let generation = it.next()?.parse().ok()?;
     let head = it.next()?.parse().ok()?;
-    Some((gen, head))
+    Some((generation, head))
 }
 
 #[cfg(test)]
@@ -370,7 +370,7 @@ mod tests {
             s.peek().unwrap();
             s.pop().unwrap();
         }
-        assert!(s.gen >= 1, "compacted");
+        assert!(s.generation >= 1, "compacted");
         drop(s);
         let mut s = Spool::open(&d, limits(1 << 20, 1 << 30)).unwrap();
         assert_eq!(drain(&mut s), ["last"]);
