@@ -19,7 +19,7 @@ use std::{
 
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::{metrics::Metrics, output::Clock};
@@ -90,6 +90,7 @@ impl Endpoint {
                     async move { Ok::<_, Infallible>(resp) }
                 });
                 let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(10))
                     .serve_connection(TokioIo::new(stream), svc);
                 if let Err(e) = conn.await {

@@ -278,12 +278,12 @@ pub fn free_udp_port() -> u16 {
         .port()
 }
 
-/// A minimal HTTP/1.1 GET on loopback: (status code, body).
+/// A minimal HTTP/1.0 GET on loopback (1.0: no chunked answer to decode): (status code, body).
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::Write as _;
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
     let code = resp

@@ -91,7 +91,10 @@ fn rsyslog_receives_rfc5424_alerts_over_tcp_udp_and_unix_that_parse_back() {
                 .collect();
             (lines.len() >= 9).then_some(lines)
         },
-        || format!("{}\n{}", rsyslog.log(), agent.log()),
+        || {
+            let rs = std::fs::read_to_string(dir.join("rsyslogd.log")).unwrap_or_default();
+            format!("{rs}\n{}", agent.log())
+        },
     );
     assert_eq!(lines.len(), 9);
 

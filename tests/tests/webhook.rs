@@ -28,7 +28,6 @@ struct Received {
 /// An HTTP/1.1 server on loopback that records each POST and answers 200.
 struct Receiver {
     port: u16,
-    got: Arc<Mutex<Vec<Received>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -81,7 +80,6 @@ impl Receiver {
         });
         Receiver {
             port,
-            got,
             stop,
             thread: Some(thread),
         }
