@@ -315,7 +315,10 @@ impl Config {
                 && s.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
                 && !s.name.starts_with('.');
             if !name_ok {
-                return Err((at("name"), "1-64 characters of [A-Za-z0-9._-], not starting with '.'".into()));
+                return Err((
+                    at("name"),
+                    "1-64 characters of [A-Za-z0-9._-], not starting with '.'".into(),
+                ));
             }
             if !names.insert(&s.name) {
                 return Err((at("name"), format!("`{}` names two sinks", s.name)));
@@ -439,10 +442,7 @@ mod tests {
                 "[[sinks]]\nname = \"a\"\nwebhook = { url = \"ftp://x\" }",
                 "sinks[0].webhook.url",
             ),
-            (
-                "[[sinks]]\nname = \"a/b\"\nfile = { path = \"/x\" }",
-                "sinks[0].name",
-            ),
+            ("[[sinks]]\nname = \"a/b\"\nfile = { path = \"/x\" }", "sinks[0].name"),
             (
                 "[[sinks]]\nname = \"a\"\nfile = { path = \"/x\", rotate = 1 }",
                 "rotate",

@@ -11,8 +11,7 @@ use std::{
 };
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Distinct server names kept as label values.
@@ -87,7 +86,12 @@ fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<In
 impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
         let r = Registry::new();
-        let events = counter_vec(&r, "mcpwatch_events_total", "Events reported, by server and kind", &["server", "kind"])?;
+        let events = counter_vec(
+            &r,
+            "mcpwatch_events_total",
+            "Events reported, by server and kind",
+            &["server", "kind"],
+        )?;
         let alerts = counter_vec(
             &r,
             "mcpwatch_alerts_total",
@@ -125,7 +129,12 @@ impl Metrics {
         )?;
         r.register(Box::new(alert_latency.clone()))?;
         let sink = SinkFamilies {
-            delivered: counter_vec(&r, "mcpwatch_sink_alerts_delivered_total", "Alerts a sink accepted", &["sink"])?,
+            delivered: counter_vec(
+                &r,
+                "mcpwatch_sink_alerts_delivered_total",
+                "Alerts a sink accepted",
+                &["sink"],
+            )?,
             retried: counter_vec(
                 &r,
                 "mcpwatch_sink_alerts_retried_total",
@@ -150,8 +159,18 @@ impl Metrics {
                 "Spool writes that failed (full disk...)",
                 &["sink"],
             )?,
-            backlog: gauge_vec(&r, "mcpwatch_sink_backlog_alerts", "Alerts waiting for a sink", &["sink"])?,
-            spool_bytes: gauge_vec(&r, "mcpwatch_sink_spool_bytes", "Bytes waiting in a sink's spool", &["sink"])?,
+            backlog: gauge_vec(
+                &r,
+                "mcpwatch_sink_backlog_alerts",
+                "Alerts waiting for a sink",
+                &["sink"],
+            )?,
+            spool_bytes: gauge_vec(
+                &r,
+                "mcpwatch_sink_spool_bytes",
+                "Bytes waiting in a sink's spool",
+                &["sink"],
+            )?,
         };
         let cpu_seconds = prometheus::Gauge::new(
             "mcpwatch_agent_cpu_seconds_total",
@@ -160,7 +179,10 @@ impl Metrics {
         r.register(Box::new(cpu_seconds.clone()))?;
         let rss_bytes = IntGauge::new("mcpwatch_agent_resident_memory_bytes", "Resident memory of the agent")?;
         r.register(Box::new(rss_bytes.clone()))?;
-        let decode_errors = IntCounter::new("mcpwatch_decode_errors_total", "Kernel records that could not be decoded")?;
+        let decode_errors = IntCounter::new(
+            "mcpwatch_decode_errors_total",
+            "Kernel records that could not be decoded",
+        )?;
         r.register(Box::new(decode_errors.clone()))?;
         let build = IntGaugeVec::new(
             Opts::new("mcpwatch_build_info", "The agent's version (always 1)"),
@@ -170,7 +192,9 @@ impl Metrics {
         let kernel = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
-        build.with_label_values(&[env!("CARGO_PKG_VERSION"), kernel.as_str()]).set(1);
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), kernel.as_str()])
+            .set(1);
         Ok(Self {
             registry: r,
             events,
@@ -276,7 +300,9 @@ impl Metrics {
 
     /// The agent's own CPU time and resident memory, read at scrape time.
     fn refresh_self(&self) {
-        let Ok(me) = procfs::process::Process::myself() else { return };
+        let Ok(me) = procfs::process::Process::myself() else {
+            return;
+        };
         if let Ok(stat) = me.stat() {
             let tps = procfs::ticks_per_second() as f64;
             self.cpu_seconds.set((stat.utime + stat.stime) as f64 / tps);
@@ -312,8 +338,14 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("mcpwatch_"), "{line}");
         }
-        assert!(text.contains(r#"mcpwatch_events_total{kind="exec",server="fs"} 1"#), "{text}");
-        assert!(text.contains(r#"mcpwatch_events_total{kind="fork",server="other"} 11"#), "{text}");
+        assert!(
+            text.contains(r#"mcpwatch_events_total{kind="exec",server="fs"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"mcpwatch_events_total{kind="fork",server="other"} 11"#),
+            "{text}"
+        );
         assert!(text.contains(r#"mcpwatch_tool_calls_total{server="fs",tool="read_file"} 1"#));
         assert!(text.contains(r#"mcpwatch_alerts_total{rule="agent.test",server="-",severity="info"} 1"#));
         assert!(text.contains("mcpwatch_agent_resident_memory_bytes "));

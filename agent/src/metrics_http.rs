@@ -113,7 +113,11 @@ fn respond<B>(req: &Request<B>, metrics: &Metrics, ready: &Readiness) -> Respons
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
     }
     match req.uri().path() {
-        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
+        "/metrics" => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" if ready.is_ready() => text(StatusCode::OK, "text/plain", "ready\n".into()),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into()),

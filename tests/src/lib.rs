@@ -104,7 +104,10 @@ impl Agent {
             .arg(&events_path)
             .args(args)
             .args(
-                if args.iter().any(|a| *a == "--config" || *a == "--metrics-address" || *a == "--no-metrics") {
+                if args
+                    .iter()
+                    .any(|a| *a == "--config" || *a == "--metrics-address" || *a == "--no-metrics")
+                {
                     &[][..]
                 } else {
                     &["--metrics-address", "127.0.0.1:0"][..]
@@ -291,7 +294,10 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad response: {resp:.200}")))?;
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
@@ -343,7 +349,12 @@ impl Drop for Daemon {
 }
 
 /// Waits until `f` returns Some, panicking with `what` and `context()` after `patience`.
-pub fn wait_for<T>(what: &str, patience: Duration, mut f: impl FnMut() -> Option<T>, context: impl Fn() -> String) -> T {
+pub fn wait_for<T>(
+    what: &str,
+    patience: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
     let deadline = Instant::now() + patience;
     loop {
         if let Some(v) = f() {

@@ -39,7 +39,10 @@ fn invalid_config_names_the_field_and_exits_non_zero() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{file}: {err}");
         assert!(err.contains(field), "{file}: error should name `{field}`: {err}");
-        assert!(err.contains(&*path.to_string_lossy()), "{file}: error should name the file: {err}");
+        assert!(
+            err.contains(&*path.to_string_lossy()),
+            "{file}: error should name the file: {err}"
+        );
     }
     let missing = dir.join("missing.toml");
     let out = agent_with(&missing);

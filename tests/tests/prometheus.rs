@@ -116,7 +116,10 @@ fn dashboard_queries() -> Vec<(String, String)> {
     assert!(d["schemaVersion"].as_u64().is_some_and(|v| v >= 36), "schemaVersion");
     assert!(d["id"].is_null(), "import-ready dashboards carry no id");
     let vars = d["templating"]["list"].as_array().expect("templating.list");
-    let ds = vars.iter().find(|v| v["type"] == "datasource").expect("a datasource variable");
+    let ds = vars
+        .iter()
+        .find(|v| v["type"] == "datasource")
+        .expect("a datasource variable");
     assert_eq!(ds["query"], "prometheus");
     let ds_ref = format!("${{{}}}", ds["name"].as_str().unwrap());
     for v in vars.iter().filter(|v| v["type"] == "query") {
@@ -219,8 +222,9 @@ fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
         .spawn()
         .expect("wrapped server");
     agent.wait_events("the server's sleep", |ev| {
-        ev.iter()
-            .any(|e| e["kind"] == "exec" && e["server"] == "promsrv" && e["exe"].as_str().unwrap_or("").ends_with("sleep"))
+        ev.iter().any(|e| {
+            e["kind"] == "exec" && e["server"] == "promsrv" && e["exe"].as_str().unwrap_or("").ends_with("sleep")
+        })
     });
     for _ in 0..3 {
         agent.test_alert();
@@ -236,7 +240,13 @@ fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
             let rate = prom.query("sum(rate(mcpwatch_alert_latency_seconds_count[1m])) > 0");
             (!alerts.is_empty() && !delivered.is_empty() && !watched.is_empty() && !rate.is_empty()).then_some(())
         },
-        || format!("{}\n{}", http_get(&addr, "/metrics").map(|r| r.1).unwrap_or_default(), agent.log()),
+        || {
+            format!(
+                "{}\n{}",
+                http_get(&addr, "/metrics").map(|r| r.1).unwrap_or_default(),
+                agent.log()
+            )
+        },
     );
     let execs = prom.query("mcpwatch_events_total{server=\"promsrv\",kind=\"exec\"}");
     assert!(
@@ -256,7 +266,9 @@ fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
         .into_iter()
         .filter(|(_, expr)| {
             // Panels of families with no producer yet still get a valid query.
-            let awaiting = metric_names(expr).iter().any(|m| AWAITING_PRODUCER.contains(&m.as_str()));
+            let awaiting = metric_names(expr)
+                .iter()
+                .any(|m| AWAITING_PRODUCER.contains(&m.as_str()));
             if awaiting {
                 prom.query(&substitute(expr));
             }

@@ -55,7 +55,7 @@ input(type="imuxsock" socket="{unix}" ruleset="alerts" useSpecialParser="off" pa
             d.assert_running();
             (std::net::TcpStream::connect(("127.0.0.1", tcp)).is_ok() && unix.exists()).then_some(())
         },
-        || String::new(),
+        || std::fs::read_to_string(dir.join("rsyslogd.log")).unwrap_or_default(),
     );
     d
 }
@@ -130,12 +130,13 @@ fn rsyslog_receives_rfc5424_alerts_over_tcp_udp_and_unix_that_parse_back() {
                 alert.id
             }
             "imudp" => {
-                let (header, ext) = cef::parse(msg).unwrap_or_else(|| panic!("not CEF: {msg}"));
+                let parsed = cef::parse(msg).unwrap_or_else(|| panic!("not CEF: {msg}"));
+                let header = &parsed.header;
                 assert_eq!(header[0], "CEF:0");
                 assert_eq!(header[1..3], ["mcpwatch", "mcpwatch"]);
                 assert_eq!(header[4], "agent.test");
                 assert_eq!(header[6], "1");
-                let get = |k: &str| ext.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+                let get = |k: &str| parsed.get(k).map(str::to_owned);
                 let id = get("externalId").expect("externalId");
                 let original = originals.get(&id).expect("a known alert");
                 assert_eq!(header[5], original.summary);
@@ -146,7 +147,10 @@ fn rsyslog_receives_rfc5424_alerts_over_tcp_udp_and_unix_that_parse_back() {
             }
             other => panic!("unexpected input {other}"),
         };
-        assert!(sd.contains(&format!("id=\"{id}\"")) && sd.contains("rule=\"agent.test\""), "{sd}");
+        assert!(
+            sd.contains(&format!("id=\"{id}\"")) && sd.contains("rule=\"agent.test\""),
+            "{sd}"
+        );
         per_input.entry(input.as_str()).or_default().push(id);
     }
     for input in ["imtcp", "imudp", "imuxsock"] {

@@ -160,7 +160,10 @@ fn receiver_outage_and_agent_restart_lose_nothing_and_duplicate_nothing() {
         },
         || agent.log(),
     );
-    assert_eq!(metric(&agent, "mcpwatch_sink_alerts_delivered_total{sink=\"hook\"}"), 3.0);
+    assert_eq!(
+        metric(&agent, "mcpwatch_sink_alerts_delivered_total{sink=\"hook\"}"),
+        3.0
+    );
     assert_eq!(metric(&agent, "mcpwatch_sink_alerts_dropped_total{sink=\"hook\"}"), 0.0);
 
     // The agent restarts during the outage: the spool survives it.
@@ -168,14 +171,22 @@ fn receiver_outage_and_agent_restart_lose_nothing_and_duplicate_nothing() {
     let agent = Agent::start_with_config("webhook-b", &config, &[]);
     sent.extend((0..2).map(|_| agent.test_alert()));
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(ids(&got, "/hook").len(), 3, "nothing delivered while the receiver is down");
+    assert_eq!(
+        ids(&got, "/hook").len(),
+        3,
+        "nothing delivered while the receiver is down"
+    );
 
     let receiver = Receiver::start(port, got.clone());
     wait_for("all 9 alerts on both sinks", PATIENCE, both(9), || agent.log());
     // A little longer: nothing arrives twice.
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(ids(&got, "/hook"), sent, "generic JSON: every alert once, in order");
-    assert_eq!(ids(&got, "/services/collector/event"), sent, "Splunk HEC: every alert once, in order");
+    assert_eq!(
+        ids(&got, "/services/collector/event"),
+        sent,
+        "Splunk HEC: every alert once, in order"
+    );
     for r in got.lock().unwrap().iter() {
         let want = (r.path != "/hook").then(|| "Splunk 0000-test-token".to_owned());
         assert_eq!(r.auth, want, "{}", r.path);
@@ -184,7 +195,10 @@ fn receiver_outage_and_agent_restart_lose_nothing_and_duplicate_nothing() {
         !agent.log().contains("0000-test-token"),
         "the auth value never appears in logs"
     );
-    assert_eq!(metric(&agent, "mcpwatch_sink_alerts_delivered_total{sink=\"hook\"}"), 6.0);
+    assert_eq!(
+        metric(&agent, "mcpwatch_sink_alerts_delivered_total{sink=\"hook\"}"),
+        6.0
+    );
     assert_eq!(metric(&agent, "mcpwatch_sink_backlog_alerts{sink=\"hook\"}"), 0.0);
     assert!(metric(&agent, "mcpwatch_sink_alerts_spooled_total{sink=\"hook\"}") >= 2.0);
     receiver.stop();

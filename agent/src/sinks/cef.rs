@@ -86,7 +86,12 @@ pub fn format(a: &Alert) -> String {
     let optional = [
         ("cs4Label", "cs4", "tool", a.tool.clone()),
         ("cs5Label", "cs5", "manifest", a.manifest.clone()),
-        ("cs6Label", "cs6", "mitre", a.mitre.as_ref().map(|m| format!("{} {}", m.id, m.name))),
+        (
+            "cs6Label",
+            "cs6",
+            "mitre",
+            a.mitre.as_ref().map(|m| format!("{} {}", m.id, m.name)),
+        ),
     ];
     for (label_key, key, label, value) in optional {
         if let Some(v) = value {
@@ -101,9 +106,23 @@ pub fn format(a: &Alert) -> String {
     out
 }
 
-/// Splits a CEF line back into its 7 header fields (unescaped) and its
-/// extension pairs (unescaped): the reading side of the rules above.
-pub fn parse(line: &str) -> Option<(Vec<String>, Vec<(String, String)>)> {
+/// A CEF line read back: header fields and extension pairs, unescaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    /// `CEF:0`, vendor, product, version, signature id, name, severity.
+    pub header: Vec<String>,
+    pub extension: Vec<(String, String)>,
+}
+
+impl Parsed {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.extension.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits a CEF line back into its 7 header fields and its extension pairs:
+/// the reading side of the rules above.
+pub fn parse(line: &str) -> Option<Parsed> {
     let mut header = Vec::new();
     let mut cur = String::new();
     let mut chars = line.char_indices();
@@ -159,7 +178,10 @@ pub fn parse(line: &str) -> Option<(Vec<String>, Vec<(String, String)>)> {
     if let Some(k) = key {
         pairs.push((k, value));
     }
-    Some((header, pairs))
+    Some(Parsed {
+        header,
+        extension: pairs,
+    })
 }
 
 #[cfg(test)]
@@ -180,18 +202,24 @@ mod tests {
         assert!(line.contains(r"msg=x\=1 | y\\z\nnext "), "{line}");
         assert!(!line.contains('\n'));
         // Every unescaped `=` in the extension follows a key.
-        let (header, pairs) = parse(&line).expect("parses");
+        let parsed = parse(&line).expect("parses");
+        let header = &parsed.header;
         assert_eq!(header[0], "CEF:0");
         assert_eq!(header[4], "rule|with\\pipe");
         assert_eq!(header[5], "x=1 | y\\z next");
         assert_eq!(header[6], "8");
-        let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| parsed.get(k);
         assert_eq!(get("msg"), Some("x=1 | y\\z\nnext"));
         assert_eq!(get("externalId"), Some("123-4"));
         assert_eq!(get("cs1"), Some("fs"));
         assert_eq!(get("cs3"), Some(r#"{"path":"/home/u/.ssh/id_rsa"}"#));
         assert_eq!(get("cs6"), Some("T1552.004 Unsecured Credentials: Private Keys"));
         assert_eq!(get("rt"), Some("1795280400000"));
-        assert!(pairs.iter().all(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric())));
+        assert!(
+            parsed
+                .extension
+                .iter()
+                .all(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric()))
+        );
     }
 }

@@ -114,7 +114,10 @@ pub fn from_ecs(doc: &Value) -> Result<Alert, NotAnAlert> {
         exe: str_at("/process/executable")?.to_owned(),
         argv,
         ancestry,
-        evidence: doc.pointer("/mcpwatch/evidence").cloned().ok_or(NotAnAlert("/mcpwatch/evidence"))?,
+        evidence: doc
+            .pointer("/mcpwatch/evidence")
+            .cloned()
+            .ok_or(NotAnAlert("/mcpwatch/evidence"))?,
         declared: doc.pointer("/mcpwatch/declared").cloned(),
         mitre,
         tool: opt_str("/mcpwatch/tool"),

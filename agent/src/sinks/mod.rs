@@ -218,11 +218,7 @@ impl Worker {
                     // Closing with a backlog and a backoff to wait: leave it on disk.
                     break;
                 }
-                let wake = if self.spool.is_empty() {
-                    None
-                } else {
-                    Some(next_try)
-                };
+                let wake = if self.spool.is_empty() { None } else { Some(next_try) };
                 tokio::select! {
                     a = rx.recv() => match a {
                         Some(a) => self.intake(&a),
@@ -326,7 +322,11 @@ impl Worker {
         if self.overflow > 0 {
             let report = overflow_alert(&self.name, self.overflow);
             if self.push(&report) {
-                log::warn!("sink {}: queued a report of {} dropped alerts", self.name, self.overflow);
+                log::warn!(
+                    "sink {}: queued a report of {} dropped alerts",
+                    self.name,
+                    self.overflow
+                );
                 self.overflow = 0;
             }
         }
@@ -440,7 +440,12 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         let sinks = Sinks::start(&cfg, &metrics).unwrap();
         for i in 0..7 {
-            sinks.send(&crate::alert::test_alert(format!("1-{i}"), "2026-11-21T17:00:00Z".into(), 1, 1));
+            sinks.send(&crate::alert::test_alert(
+                format!("1-{i}"),
+                "2026-11-21T17:00:00Z".into(),
+                1,
+                1,
+            ));
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -454,7 +459,12 @@ mod tests {
         while m.backlog.get() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        sinks.send(&crate::alert::test_alert("1-7".into(), "2026-11-21T17:00:00Z".into(), 1, 1));
+        sinks.send(&crate::alert::test_alert(
+            "1-7".into(),
+            "2026-11-21T17:00:00Z".into(),
+            1,
+            1,
+        ));
         sinks.shutdown().await;
         let text = std::fs::read_to_string(out_dir.join("alerts.jsonl")).unwrap();
         let got: Vec<String> = text

@@ -120,7 +120,13 @@ impl SyslogSink {
     }
 
     pub async fn deliver(&mut self, alert: &Alert) -> std::io::Result<()> {
-        let msg = format(alert, self.cfg.facility, &self.cfg.app_name, self.procid, self.cfg.format);
+        let msg = format(
+            alert,
+            self.cfg.facility,
+            &self.cfg.app_name,
+            self.procid,
+            self.cfg.format,
+        );
         // A TCP peer that went away is only noticed on read: check before
         // writing, or the first alert after an outage would vanish into a
         // dead connection's send buffer.

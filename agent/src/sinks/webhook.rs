@@ -47,10 +47,7 @@ fn auth_header(a: &AuthConfig) -> Result<(HeaderName, HeaderValue), WebhookError
             p.display().to_string(),
             std::fs::read_to_string(p).map_err(|e| e.to_string()),
         ),
-        (None, Some(var)) => (
-            format!("${var}"),
-            std::env::var(var).map_err(|_| "not set".to_owned()),
-        ),
+        (None, Some(var)) => (format!("${var}"), std::env::var(var).map_err(|_| "not set".to_owned())),
         (None, None) => ("nothing".into(), Err("value_file or value_env is needed".into())),
     };
     let fail = |reason: String| WebhookError::Auth {
