@@ -183,20 +183,25 @@ impl Agent {
         }
     }
 
-    /// `mcpwatch status` as JSON.
-    pub fn status(&self) -> Value {
+    /// Runs `mcpwatch <op> --socket <this agent's>`, which must succeed: its stdout.
+    fn command(&self, op: &str) -> Vec<u8> {
         let out = Command::new(bin())
-            .arg("status")
+            .arg(op)
             .arg("--socket")
             .arg(&self.socket)
             .output()
-            .expect("status");
+            .unwrap_or_else(|e| panic!("{op}: {e}"));
         assert!(
             out.status.success(),
-            "status failed: {}",
+            "{op} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).expect("status JSON")
+        out.stdout
+    }
+
+    /// `mcpwatch status` as JSON.
+    pub fn status(&self) -> Value {
+        serde_json::from_slice(&self.command("status")).expect("status JSON")
     }
 
     /// `host:port` of the agent's metrics endpoint.
@@ -209,18 +214,7 @@ impl Agent {
 
     /// `mcpwatch test-alert`: the id of the alert the agent emitted.
     pub fn test_alert(&self) -> String {
-        let out = Command::new(bin())
-            .arg("test-alert")
-            .arg("--socket")
-            .arg(&self.socket)
-            .output()
-            .expect("test-alert");
-        assert!(
-            out.status.success(),
-            "test-alert failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        String::from_utf8_lossy(&self.command("test-alert")).trim().to_owned()
     }
 
     /// A command that runs `cmd` wrapped as server `server` under this agent.
