@@ -1,10 +1,11 @@
 //! Webhook delivery through an outage: an HTTP receiver on loopback is
 //! stopped mid-run, alerts keep coming (and wait in the spool, across an
 //! agent restart), the receiver comes back and gets every alert exactly
-//! once, in order, on both a generic JSON and a Splunk HEC sink.
+//! once, in order, on both a generic JSON and a Splunk HEC sink. And HTTPS
+//! with a private CA (a certificate made by the test with rcgen).
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{BufRead as _, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
     sync::{
         Arc, Mutex,
@@ -32,9 +33,8 @@ struct Receiver {
     thread: Option<JoinHandle<()>>,
 }
 
-fn handle(stream: TcpStream) -> std::io::Result<Received> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut r = BufReader::new(stream.try_clone()?);
+fn handle<S: Read + Write>(mut stream: S) -> std::io::Result<Received> {
+    let mut r = BufReader::new(&mut stream);
     let mut line = String::new();
     r.read_line(&mut line)?;
     let path = line.split(' ').nth(1).unwrap_or("").to_owned();
@@ -56,13 +56,34 @@ fn handle(stream: TcpStream) -> std::io::Result<Received> {
     }
     let mut body = vec![0; len];
     r.read_exact(&mut body)?;
-    let mut w = stream;
-    w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")?;
+    drop(r);
+    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")?;
+    stream.flush()?;
     Ok(Received { path, auth, body })
+}
+
+/// One connection, in TLS when the receiver has a server config.
+fn serve(conn: TcpStream, tls: Option<&Arc<rustls::ServerConfig>>) -> std::io::Result<Received> {
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    match tls {
+        None => handle(conn),
+        Some(cfg) => {
+            let session = rustls::ServerConnection::new(cfg.clone()).map_err(std::io::Error::other)?;
+            let mut stream = rustls::StreamOwned::new(session, conn);
+            let got = handle(&mut stream)?;
+            stream.conn.send_close_notify();
+            let _ = stream.flush();
+            Ok(got)
+        }
+    }
 }
 
 impl Receiver {
     fn start(port: u16, got: Arc<Mutex<Vec<Received>>>) -> Receiver {
+        Self::start_tls(port, got, None)
+    }
+
+    fn start_tls(port: u16, got: Arc<Mutex<Vec<Received>>>, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("receiver port");
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -73,7 +94,7 @@ impl Receiver {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                if let Ok(req) = handle(conn) {
+                if let Ok(req) = serve(conn, tls.as_ref()) {
                     g.lock().unwrap().push(req);
                 }
             }
@@ -201,6 +222,84 @@ fn receiver_outage_and_agent_restart_lose_nothing_and_duplicate_nothing() {
     );
     assert_eq!(metric(&agent, "mcpwatch_sink_backlog_alerts{sink=\"hook\"}"), 0.0);
     assert!(metric(&agent, "mcpwatch_sink_alerts_spooled_total{sink=\"hook\"}") >= 2.0);
+    receiver.stop();
+    agent.stop();
+}
+
+/// A private CA and a server certificate for 127.0.0.1 signed by it: the
+/// CA's PEM and the server's rustls config.
+fn private_ca() -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "mcpwatch test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().expect("server key");
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("server params")
+        .signed_by(&leaf_key, &issuer)
+        .expect("server cert");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .expect("server config");
+    (ca_cert.pem(), Arc::new(config))
+}
+
+#[test]
+fn https_with_a_private_ca_delivers_and_an_unknown_ca_is_refused() {
+    let (ca_pem, server) = private_ca();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let receiver = Receiver::start_tls(0, got.clone(), Some(server));
+    let dir = scratch_dir("webhook-tls-ca");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let agent = Agent::start_with_config(
+        "webhook-tls",
+        &format!(
+            "spool_dir = \"{{dir}}/spool\"\n[metrics]\naddress = \"127.0.0.1:0\"\n\
+             [[sinks]]\nname = \"tls\"\n\
+             webhook = {{ url = \"https://127.0.0.1:{port}/hook\", ca_file = \"{ca}\" }}\n\
+             [[sinks]]\nname = \"untrusted\"\nretry = {{ initial_backoff_ms = 50, max_backoff_ms = 200 }}\n\
+             webhook = {{ url = \"https://127.0.0.1:{port}/untrusted\" }}\n",
+            port = receiver.port,
+            ca = ca_file.display()
+        ),
+        &[],
+    );
+    let sent: Vec<String> = (0..2).map(|_| agent.test_alert()).collect();
+    wait_for(
+        "2 alerts over HTTPS",
+        PATIENCE,
+        || (ids(&got, "/hook").len() >= 2).then_some(()),
+        || agent.log(),
+    );
+    assert_eq!(ids(&got, "/hook"), sent);
+    wait_for(
+        "the untrusted sink to fail verification",
+        PATIENCE,
+        || (metric(&agent, "mcpwatch_sink_alerts_retried_total{sink=\"untrusted\"}") >= 2.0).then_some(()),
+        || agent.log(),
+    );
+    assert!(
+        ids(&got, "/untrusted").is_empty(),
+        "no request got through an unverified TLS session"
+    );
+    assert_eq!(metric(&agent, "mcpwatch_sink_backlog_alerts{sink=\"untrusted\"}"), 2.0);
+    assert_eq!(
+        metric(&agent, "mcpwatch_sink_alerts_delivered_total{sink=\"tls\"}"),
+        2.0
+    );
     receiver.stop();
     agent.stop();
 }
