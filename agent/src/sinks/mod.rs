@@ -179,10 +179,12 @@ impl Sinks {
     /// Closes the queues and lets each task move what is queued to its spool
     /// (and deliver it, for a healthy sink, for a short while).
     pub async fn shutdown(self) {
-        for s in self.sinks {
-            drop(s.tx);
-            if timeout(SHUTDOWN_GRACE + Duration::from_secs(1), s.task).await.is_err() {
-                log::warn!("sink {}: still busy at shutdown; its spool keeps the rest", s.name);
+        // Close every queue first: the sinks wind down together.
+        let tasks: Vec<(String, JoinHandle<()>)> = self.sinks.into_iter().map(|s| (s.name, s.task)).collect();
+        let deadline = Instant::now() + SHUTDOWN_GRACE + Duration::from_secs(1);
+        for (name, task) in tasks {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                log::warn!("sink {name}: still busy at shutdown; its spool keeps the rest");
             }
         }
     }
