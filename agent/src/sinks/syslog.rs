@@ -172,6 +172,39 @@ mod tests {
     use super::*;
     use crate::sinks::ecs::tests::full_alert;
 
+    /// After the receiver closed the connection, the next alert goes over a
+    /// new one instead of into the dead one's send buffer.
+    #[tokio::test(flavor = "current_thread")]
+    async fn tcp_reconnects_after_the_peer_closed() {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = SyslogSinkConfig {
+            transport: SyslogTransport::Tcp,
+            address: listener.local_addr().unwrap().to_string(),
+            format: MessageFormat::Json,
+            facility: 13,
+            app_name: "mcpwatch".into(),
+        };
+        let mut sink = SyslogSink::new(&cfg);
+        let mut a = full_alert();
+        sink.deliver(&a).await.unwrap();
+        let (first, _) = listener.accept().await.unwrap();
+        drop(first);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        a.id = "second".into();
+        sink.deliver(&a).await.unwrap();
+        let (mut second, _) = tokio::time::timeout(std::time::Duration::from_secs(5), listener.accept())
+            .await
+            .expect("a new connection for the second alert")
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = second.read(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let (len, msg) = text.split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), msg.len(), "octet counting");
+        assert!(msg.contains("id=\"second\""), "{msg}");
+    }
+
     #[test]
     fn rfc5424_header_and_structured_data() {
         let mut a = full_alert();
