@@ -5,6 +5,7 @@
 use std::{
     collections::HashMap as StdHashMap,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -22,12 +23,15 @@ use tokio::{
 
 use crate::{
     alert::{self, Alert, AlertAncestor},
+    config::Config,
     control::{ControlMsg, ControlSocket, ServerStatus, Status, WatchRequest},
     decode::{self, Addr, Event, Exec, FdKind, Header, StdioChunk, Sys},
     discover::Rules,
     dns,
     loader::{self, LoadOptions},
     mcp::{ActivityKind, CallTag, Mcp, McpAlert, McpLine, McpOptions, Output},
+    metrics::Metrics,
+    metrics_http::{Endpoint, Readiness},
     output::{Ancestor, Clock, DnsRecord, EventWriter, Record},
     policy::{
         self, Policy,
@@ -36,8 +40,12 @@ use crate::{
     },
     procs::{Proc, ProcTable, read_proc},
     servers::{Servers, validate_name},
+    sinks::Sinks,
     sysview,
 };
+
+/// Kernel event kinds, for counters that start at 0 for each server.
+const KERNEL_KINDS: [EventKind; 8] = EventKind::ALL;
 
 /// How often loss is checked and dead entries pruned.
 const TICK: Duration = Duration::from_secs(1);
@@ -54,6 +62,8 @@ pub struct AgentOptions {
     pub mcp: McpOptions,
     /// Manifests and host configurations.
     pub policy: Sources,
+    /// The configuration file, with the command line's overrides applied.
+    pub config: Config,
 }
 
 /// Everything the event loop owns besides the ring buffer.
@@ -66,6 +76,9 @@ struct State {
     procs: ProcTable,
     rules: Rules,
     writer: EventWriter,
+    metrics: Metrics,
+    sinks: Sinks,
+    metrics_address: Option<String>,
     /// Loss already reported, per key.
     loss_seen: StdHashMap<LossKey, u64>,
     events: u64,
@@ -80,6 +93,8 @@ struct State {
     pending: StdHashMap<u32, Vec<u32>>,
     /// What watched stdio servers say: tool calls, pins, poisoning.
     mcp: Mcp,
+    /// Tool calls already counted in the metrics, per (server, tool).
+    tool_calls_seen: StdHashMap<(u32, String), u64>,
     /// Addresses learnt from DNS answers, per server.
     hosts: dns::HostCache,
     /// Files each server wrote recently (for write-then-exec).
@@ -121,6 +136,15 @@ impl Written {
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
+    let metrics = Metrics::new().context("creating the metrics registry")?;
+    let ready = Arc::new(Readiness::default());
+    // Bind before loading anything: a taken port fails fast and leaves nothing behind.
+    let endpoint = match opts.config.metrics.enabled {
+        true => Some(Endpoint::bind(opts.config.metrics.address).await?),
+        false => None,
+    };
+    let metrics_address = endpoint.as_ref().and_then(Endpoint::local_addr);
+    let sinks = Sinks::start(&opts.config, &metrics).context("starting the alert sinks")?;
     let (probes, ring) = loader::load(&opts.load).context("loading the kernel programs")?;
     let mut probes = probes;
     let control = ControlSocket::bind(&opts.socket)?;
@@ -144,6 +168,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         procs: ProcTable::seed_from_proc(),
         rules: opts.rules.clone(),
         writer,
+        metrics: metrics.clone(),
+        sinks,
+        metrics_address: metrics_address.map(|a| a.to_string()),
         loss_seen: StdHashMap::new(),
         events: 0,
         lost: 0,
@@ -156,6 +183,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             .unwrap_or_default(),
         pending: StdHashMap::new(),
         mcp: Mcp::new(&opts.mcp),
+        tool_calls_seen: StdHashMap::new(),
         hosts: dns::HostCache::default(),
         written: Written::default(),
         stdio_bytes: 0,
@@ -170,6 +198,12 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel(64);
     let socket_path = control.path().to_owned();
     let ctl = tokio::spawn(control.serve(tx));
+    let http = endpoint.map(|e| tokio::spawn(e.serve(metrics, ready.clone())));
+    if let Some(a) = metrics_address {
+        log::info!("metrics on http://{a}/metrics");
+    }
+    state.refresh_watched();
+    ready.tick();
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns it.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
@@ -207,6 +241,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 state.policy_tick();
                 state.procs.prune_dead();
                 state.mcp_tick();
+                state.refresh_watched();
+                ready.tick();
                 if ticks.is_multiple_of(GC_EVERY_TICKS) {
                     state.gc_watched();
                 }
@@ -230,6 +266,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     state.report_loss();
     state.mcp_tick();
     state.writer.flush();
+    std::mem::take(&mut state.sinks).shutdown().await;
+    if let Some(h) = http {
+        h.abort();
+    }
     if opts.keep_pins {
         for p in probes.pinned() {
             log::info!("leaving {} pinned (--keep-pins)", p.display());
@@ -314,6 +354,7 @@ impl State {
             Ok(e) => e,
             Err(e) => {
                 self.decode_errors += 1;
+                self.metrics.decode_error();
                 log::warn!("undecodable event ({} so far): {e}", self.decode_errors);
                 return;
             }
@@ -339,6 +380,8 @@ impl State {
             Event::Stdio(_) => None,
         };
         let tag = activity.and_then(|k| self.mcp.note_activity(event.header().server, k));
+        let h = event.header();
+        self.metrics.event(self.names.server_name(h.server), h.kind.name());
         match event {
             Event::Exec(e) => self.on_exec(e, tag.as_ref()),
             Event::Stdio(c) => self.on_stdio(c),
@@ -658,6 +701,8 @@ impl State {
     /// before userspace saw the root). Returns the server id.
     fn watch_tree(&mut self, root: u32, server: &str, reason: &str) -> u32 {
         let id = self.names.servers.id(server);
+        let kinds = KERNEL_KINDS.map(EventKind::name);
+        self.metrics.server_seen(server, &kinds);
         for pid in ProcTable::descendants_from_proc(root) {
             self.pending.remove(&pid);
             let flags = if pid == root { WATCH_ROOT } else { 0 };
@@ -675,6 +720,7 @@ impl State {
             let mut r = self.names.proc_record("watch", id, now, &p);
             r.reason = Some(reason);
             self.writer.write(&r);
+            self.metrics.event(Some(server), "watch");
             log::info!("watching pid {pid} ({}) as {server} ({reason})", p.exe);
             self.procs.insert(p);
             if pid == root {
@@ -835,6 +881,7 @@ impl State {
             lost: self.lost,
             gc_removed: self.gc_removed,
             stdio_bytes: self.stdio_bytes,
+            metrics_address: self.metrics_address.clone(),
             ..Default::default()
         };
         for (pid, w) in entries {
@@ -859,6 +906,24 @@ impl State {
         let name = self.names.server_name(server).unwrap_or("?").to_owned();
         let out = self.mcp.on_chunk(&name, &chunk);
         self.mcp_outputs(out);
+        self.export_tool_calls();
+    }
+
+    /// Brings `mcpwatch_tool_calls_total` up to the MCP layer's own counts.
+    fn export_tool_calls(&mut self) {
+        let counts: Vec<(u32, String, u64)> = self
+            .mcp
+            .tool_counters()
+            .map(|(server, tool, c)| (server, tool.to_owned(), c.calls))
+            .collect();
+        for (server, tool, calls) in counts {
+            let seen = self.tool_calls_seen.entry((server, tool.clone())).or_insert(0);
+            let name = self.names.server_name(server).unwrap_or("?");
+            for _ in *seen..calls {
+                self.metrics.tool_call(name, &tool);
+            }
+            *seen = calls.max(*seen);
+        }
     }
 
     /// Periodic MCP reports (garbage, cut messages, abandoned calls).
@@ -925,11 +990,37 @@ impl State {
         self.emit_alert(&alert);
     }
 
-    /// Delivers an alert: a `kind: "alert"` line in the event stream.
+    /// The one way out for alerts: a `kind: "alert"` line in the event
+    /// stream, the alert metrics (with the latency from the triggering
+    /// kernel event) and every configured sink (queued, never waited on).
     fn emit_alert(&mut self, alert: &Alert) {
         self.alerts += 1;
         log::warn!("alert {} [{}] {}", alert.rule, alert.severity.as_str(), alert.summary);
         self.writer.write_alert(alert);
+        let latency_ns = Clock::now_ktime().saturating_sub(alert.ktime_ns);
+        self.metrics.event(alert.server.as_deref(), "alert");
+        self.metrics.alert(
+            alert.server.as_deref(),
+            &alert.rule,
+            alert.severity.as_str(),
+            latency_ns as f64 / 1e9,
+        );
+        self.sinks.send(alert);
+    }
+
+    /// Watched processes per server, for the gauges.
+    fn refresh_watched(&mut self) {
+        let mut per_server: StdHashMap<u32, usize> = StdHashMap::new();
+        for (_, w) in self.watched.iter().flatten() {
+            if w.flags & WATCH_PENDING == 0 {
+                *per_server.entry(w.server).or_default() += 1;
+            }
+        }
+        let named: Vec<(&str, usize)> = per_server
+            .iter()
+            .map(|(id, n)| (self.names.server_name(*id).unwrap_or("?"), *n))
+            .collect();
+        self.metrics.watched(&named);
     }
 
     /// Reports ring-buffer loss counted by the kernel since the last check.
@@ -950,6 +1041,8 @@ impl State {
             self.lost += lost;
             let kind = EventKind::from_u32(key.kind).map(EventKind::name).unwrap_or("unknown");
             let server = self.names.servers.name(key.server);
+            self.metrics.lost(server, kind, lost);
+            self.metrics.event(server, "loss");
             log::warn!(
                 "{lost} {kind} events of server {} lost in the kernel (ring buffer full)",
                 server.unwrap_or("-")

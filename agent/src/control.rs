@@ -57,6 +57,9 @@ pub struct Status {
     /// Stale watched-map entries removed by the periodic check (a dead process
     /// the exit hook did not see).
     pub gc_removed: u64,
+    /// Where `/metrics` is served (None: metrics off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Default, PartialEq, Eq)]

@@ -1,16 +1,17 @@
 //! The `mcpwatch` command.
 
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use mcpwatch::{
     agent::{self, AgentOptions},
     btf,
+    config::{Config, DEFAULT_CONFIG},
     control::{self, DEFAULT_SOCKET, Request, SOCKET_ENV},
     discover::{Rules, WatchRule},
     loader::LoadOptions,
-    mcp::{self, McpOptions},
+    mcp::McpOptions,
     policy::{
         manifest::Manifest,
         reload::{DEFAULT_MANIFEST_DIR, Sources},
@@ -55,14 +56,15 @@ enum Command {
         /// Size of the kernel event ring buffer (bytes; a power of two, at least 4096).
         #[arg(long, value_name = "BYTES", value_parser = parse_ring_bytes)]
         ring_bytes: Option<u32>,
-        /// Where the agent keeps state: tool pins go under DIR/pins/.
-        #[arg(long, value_name = "DIR", default_value = mcp::pins::DEFAULT_STATE_DIR)]
-        state_dir: PathBuf,
+        /// Where the agent keeps state: tool pins go under DIR/pins/ (overrides `state_dir`).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
         /// Write a `tool_call` line per MCP tool call (arguments redacted, duration, outcome, OS activity).
         #[arg(long)]
         audit_tool_calls: bool,
-        /// Directory of server manifests (*.json), repeatable; reloaded on change and SIGHUP.
-        #[arg(long = "manifests", value_name = "DIR", default_value = DEFAULT_MANIFEST_DIR)]
+        /// Directory of server manifests (*.json), repeatable; reloaded on change and SIGHUP
+        /// (overrides `policy.manifest_dirs`; default /etc/mcpwatch/manifests).
+        #[arg(long = "manifests", value_name = "DIR")]
         manifests: Vec<PathBuf>,
         /// MCP host configuration file (claude_desktop_config.json, mcp.json...) or
         /// workspace directory (its .vscode/ and .cursor/), repeatable.
@@ -71,6 +73,18 @@ enum Command {
         /// Do not read the host configurations in users' home directories.
         #[arg(long)]
         no_user_host_configs: bool,
+        /// Configuration file (TOML). The default path may be absent; a path given here must exist.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Serve /metrics, /healthz and /readyz here (overrides `metrics.address`).
+        #[arg(long, value_name = "ADDR", conflicts_with = "no_metrics")]
+        metrics_address: Option<SocketAddr>,
+        /// No metrics endpoint (overrides `metrics.enabled`).
+        #[arg(long)]
+        no_metrics: bool,
+        /// Directory of the sinks' spools (overrides `spool_dir`).
+        #[arg(long, value_name = "DIR")]
+        spool_dir: Option<PathBuf>,
     },
     /// Check manifest files (or directories of them) and print what is wrong.
     CheckManifests {
@@ -146,8 +160,32 @@ fn main() -> anyhow::Result<()> {
             manifests,
             host_configs,
             no_user_host_configs,
+            config,
+            metrics_address,
+            no_metrics,
+            spool_dir,
         } => {
             env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+            let mut config = match &config {
+                Some(p) => Config::load(p, true)?,
+                None => Config::load(std::path::Path::new(DEFAULT_CONFIG), false)?,
+            };
+            if let Some(a) = metrics_address {
+                config.metrics.address = a;
+                config.metrics.enabled = true;
+            }
+            if no_metrics {
+                config.metrics.enabled = false;
+            }
+            if spool_dir.is_some() {
+                config.spool_dir = spool_dir;
+            }
+            if let Some(d) = state_dir {
+                config.state_dir = d;
+            }
+            if !manifests.is_empty() {
+                config.policy.manifest_dirs = manifests;
+            }
             let opts = AgentOptions {
                 events_out,
                 rules: Rules(watch),
@@ -159,15 +197,20 @@ fn main() -> anyhow::Result<()> {
                 },
                 keep_pins,
                 mcp: McpOptions {
-                    state_dir,
+                    state_dir: config.state_dir.clone(),
                     audit_tool_calls,
                     expected_pins: Vec::new(),
                 },
                 policy: Sources {
-                    manifest_dirs: manifests,
+                    manifest_dirs: if config.policy.manifest_dirs.is_empty() {
+                        vec![PathBuf::from(DEFAULT_MANIFEST_DIR)]
+                    } else {
+                        config.policy.manifest_dirs.clone()
+                    },
                     host_configs,
                     user_host_configs: !no_user_host_configs,
                 },
+                config,
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(agent::run(opts))

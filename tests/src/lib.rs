@@ -71,9 +71,27 @@ pub struct Agent {
 
 impl Agent {
     /// Starts an agent with extra arguments and waits until it answers.
+    /// Unless the arguments say otherwise, it serves metrics on an ephemeral
+    /// loopback port (agents of concurrent tests must not share one).
     pub fn start(name: &str, args: &[&str]) -> Agent {
-        require_root();
+        Self::start_in(name, scratch_dir(name), args)
+    }
+
+    /// Starts an agent with `config` as its configuration file (written in
+    /// its scratch directory; `{dir}` in it stands for that directory).
+    pub fn start_with_config(name: &str, config: &str, args: &[&str]) -> Agent {
         let dir = scratch_dir(name);
+        let path = dir.join("config.toml");
+        std::fs::write(&path, config.replace("{dir}", &dir.to_string_lossy())).expect("write config");
+        let path = path.to_string_lossy().into_owned();
+        let mut all = vec!["--config", path.as_str()];
+        all.extend_from_slice(args);
+        Self::start_in(name, dir, &all)
+    }
+
+    fn start_in(name: &str, dir: PathBuf, args: &[&str]) -> Agent {
+        require_root();
+        let _ = name;
         let socket = dir.join("control.sock");
         let events_path = dir.join("events.jsonl");
         let log_path = dir.join("agent.log");
@@ -85,6 +103,16 @@ impl Agent {
             .arg("--events-out")
             .arg(&events_path)
             .args(args)
+            .args(
+                if args
+                    .iter()
+                    .any(|a| *a == "--config" || *a == "--metrics-address" || *a == "--no-metrics")
+                {
+                    &[][..]
+                } else {
+                    &["--metrics-address", "127.0.0.1:0"][..]
+                },
+            )
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -155,20 +183,38 @@ impl Agent {
         }
     }
 
-    /// `mcpwatch status` as JSON.
-    pub fn status(&self) -> Value {
+    /// Runs `mcpwatch <op> --socket <this agent's>`, which must succeed: its stdout.
+    fn command(&self, op: &str) -> Vec<u8> {
         let out = Command::new(bin())
-            .arg("status")
+            .arg(op)
             .arg("--socket")
             .arg(&self.socket)
             .output()
-            .expect("status");
+            .unwrap_or_else(|e| panic!("{op}: {e}"));
         assert!(
             out.status.success(),
-            "status failed: {}",
+            "{op} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).expect("status JSON")
+        out.stdout
+    }
+
+    /// `mcpwatch status` as JSON.
+    pub fn status(&self) -> Value {
+        serde_json::from_slice(&self.command("status")).expect("status JSON")
+    }
+
+    /// `host:port` of the agent's metrics endpoint.
+    pub fn metrics_address(&self) -> String {
+        self.status()["metrics_address"]
+            .as_str()
+            .expect("metrics enabled")
+            .to_owned()
+    }
+
+    /// `mcpwatch test-alert`: the id of the alert the agent emitted.
+    pub fn test_alert(&self) -> String {
+        String::from_utf8_lossy(&self.command("test-alert")).trim().to_owned()
     }
 
     /// A command that runs `cmd` wrapped as server `server` under this agent.
@@ -213,6 +259,106 @@ impl Drop for Agent {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A loopback TCP port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("ephemeral port")
+        .port()
+}
+
+/// A loopback UDP port nobody uses now.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("ephemeral port")
+        .port()
+}
+
+/// A minimal HTTP/1.0 GET on loopback (1.0: no chunked answer to decode): (status code, body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Write as _;
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let code = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {resp:.200}")))?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// A child process (a real daemon the test started) killed and reaped on drop.
+pub struct Daemon {
+    pub name: &'static str,
+    pub child: Child,
+    pub log_path: PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(name: &'static str, cmd: &mut Command, log_path: PathBuf) -> Daemon {
+        let log = std::fs::File::create(&log_path).expect("daemon log");
+        let err = log.try_clone().expect("daemon log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        Daemon { name, child, log_path }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Panics with the daemon's log if it exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(st)) = self.child.try_wait() {
+            panic!("{} exited ({st}):\n{}", self.name, self.log());
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `f` returns Some, panicking with `what` and `context()` after `patience`.
+pub fn wait_for<T>(
+    what: &str,
+    patience: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", context());
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

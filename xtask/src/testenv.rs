@@ -30,7 +30,9 @@ pub const NPM: &[&str] = &[
 ];
 
 /// Debian packages the integration tests need.
-pub const APT_PACKAGES: &[&str] = &[];
+/// `prometheus` (with `promtool`) scrapes the agent, `rsyslog` receives its
+/// alerts; the tests start both with private configs and ports.
+pub const APT_PACKAGES: &[&str] = &["prometheus", "rsyslog"];
 
 pub fn dir() -> PathBuf {
     root().join("target").join("testenv")

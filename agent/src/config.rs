@@ -1,0 +1,456 @@
+//! The configuration file (`--config`, TOML): metrics, alert sinks, policy
+//! manifest directories, spool and state directories. Every section has
+//! defaults that work with no file at all; unknown fields are errors naming
+//! the field (a typo must not silently switch a sink off).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+/// Where the agent looks when `--config` is not given; a missing file there is fine.
+pub const DEFAULT_CONFIG: &str = "/etc/mcpwatch/config.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/mcpwatch";
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9464";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("{}: field `{field}`: {reason}", path.display())]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
+}
+
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where each sink keeps its spool (`<spool_dir>/<sink name>/`).
+    /// Default: `<state_dir>/spool`.
+    pub spool_dir: Option<PathBuf>,
+    /// The agent's persistent state.
+    pub state_dir: PathBuf,
+    pub metrics: MetricsConfig,
+    pub policy: PolicyConfig,
+    pub sinks: Vec<SinkConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            spool_dir: None,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            metrics: MetricsConfig::default(),
+            policy: PolicyConfig::default(),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// `/metrics`, `/healthz` and `/readyz` are served here (loopback by default).
+    pub address: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address: DEFAULT_METRICS_ADDRESS.parse().expect("valid default address"),
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Directories holding server manifests (consumed by the policy stage).
+    pub manifest_dirs: Vec<PathBuf>,
+}
+
+/// One alert destination. Exactly one of `file`, `syslog`, `webhook`.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Names the sink in metrics, logs and the spool directory.
+    pub name: String,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    pub file: Option<FileSinkConfig>,
+    pub syslog: Option<SyslogSinkConfig>,
+    pub webhook: Option<WebhookSinkConfig>,
+}
+
+/// The destination part of a sink, once validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkKind<'a> {
+    File(&'a FileSinkConfig),
+    Syslog(&'a SyslogSinkConfig),
+    Webhook(&'a WebhookSinkConfig),
+}
+
+impl SinkConfig {
+    pub fn kind(&self) -> Option<SinkKind<'_>> {
+        match (&self.file, &self.syslog, &self.webhook) {
+            (Some(f), None, None) => Some(SinkKind::File(f)),
+            (None, Some(s), None) => Some(SinkKind::Syslog(s)),
+            (None, None, Some(w)) => Some(SinkKind::Webhook(w)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Alerts waiting on disk at most; beyond, new alerts are dropped and counted.
+    pub max_alerts: u64,
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_alerts: 100_000,
+            max_bytes: 256 << 20,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// First wait after a failed delivery; doubles up to `max_backoff_ms`.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// One delivery attempt at most (connect + send + answer).
+    pub timeout_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff_ms: 200,
+            max_backoff_ms: 30_000,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl RetryConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// A file path, or `-` for stdout.
+    pub path: PathBuf,
+    /// Rotate when the file would grow past this (0: never).
+    #[serde(default = "default_rotate_bytes")]
+    pub rotate_bytes: u64,
+    /// Rotated files kept (`path.1` newest ... `path.N`).
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+}
+
+fn default_rotate_bytes() -> u64 {
+    64 << 20
+}
+
+fn default_keep() -> u32 {
+    5
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogTransport {
+    Udp,
+    Tcp,
+    Unix,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageFormat {
+    /// The alert as an ECS JSON document.
+    #[default]
+    Json,
+    /// ArcSight Common Event Format.
+    Cef,
+}
+
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogSinkConfig {
+    pub transport: SyslogTransport,
+    /// `host:port` for udp/tcp, a socket path for unix (datagram, like /dev/log).
+    pub address: String,
+    #[serde(default)]
+    pub format: MessageFormat,
+    /// Syslog facility number (default 13, "log audit").
+    #[serde(default = "default_facility")]
+    pub facility: u8,
+    /// APP-NAME of the RFC 5424 header.
+    #[serde(default = "default_app_name")]
+    pub app_name: String,
+}
+
+fn default_facility() -> u8 {
+    13
+}
+
+fn default_app_name() -> String {
+    "mcpwatch".into()
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// POST the ECS document as `application/json`.
+    #[default]
+    Json,
+    /// Splunk HTTP Event Collector (`/services/collector/event`).
+    SplunkHec,
+    /// Elasticsearch `_bulk` (one `index` action per alert, `_id` = alert id).
+    ElasticBulk,
+}
+
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSinkConfig {
+    pub url: String,
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Index for `elastic_bulk`.
+    #[serde(default = "default_index")]
+    pub index: String,
+    pub auth: Option<AuthConfig>,
+    /// Extra PEM CA certificate(s) to trust for https (a private SIEM CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_index() -> String {
+    "mcpwatch-alerts".into()
+}
+
+/// An authorization header whose value is read from a file or an environment
+/// variable, never from the config file itself, and never logged.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default = "default_auth_header")]
+    pub header: String,
+    pub value_file: Option<PathBuf>,
+    pub value_env: Option<String>,
+}
+
+fn default_auth_header() -> String {
+    "Authorization".into()
+}
+
+impl Config {
+    /// Loads the file at `path`. `explicit`: given with `--config` (then a
+    /// missing file is an error; the default path may be absent).
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
+        cfg.validate().map_err(|(field, reason)| ConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            reason,
+        })?;
+        Ok(cfg)
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool_dir.clone().unwrap_or_else(|| self.state_dir.join("spool"))
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.sinks.iter().enumerate() {
+            let at = |f: &str| format!("sinks[{i}].{f}");
+            let name_ok = !s.name.is_empty()
+                && s.name.len() <= 64
+                && s.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && !s.name.starts_with('.');
+            if !name_ok {
+                return Err((
+                    at("name"),
+                    "1-64 characters of [A-Za-z0-9._-], not starting with '.'".into(),
+                ));
+            }
+            if !names.insert(&s.name) {
+                return Err((at("name"), format!("`{}` names two sinks", s.name)));
+            }
+            if s.spool.max_alerts == 0 || s.spool.max_bytes == 0 {
+                return Err((at("spool"), "max_alerts and max_bytes must be above 0".into()));
+            }
+            if s.retry.initial_backoff_ms == 0
+                || s.retry.max_backoff_ms < s.retry.initial_backoff_ms
+                || s.retry.timeout_ms == 0
+            {
+                return Err((
+                    at("retry"),
+                    "need 0 < initial_backoff_ms <= max_backoff_ms and timeout_ms > 0".into(),
+                ));
+            }
+            match s.kind() {
+                None => return Err((at("{file,syslog,webhook}"), "exactly one destination is needed".into())),
+                Some(SinkKind::File(f)) if f.path.as_os_str().is_empty() => {
+                    return Err((at("file.path"), "empty path".into()));
+                }
+                Some(SinkKind::Syslog(sl)) => {
+                    if sl.transport != SyslogTransport::Unix && sl.address.parse::<SocketAddr>().is_err() {
+                        return Err((at("syslog.address"), format!("`{}` is not an ip:port", sl.address)));
+                    }
+                    if sl.facility > 23 {
+                        return Err((at("syslog.facility"), "0-23".into()));
+                    }
+                }
+                Some(SinkKind::Webhook(w)) => {
+                    let url = reqwest::Url::parse(&w.url).map_err(|e| (at("webhook.url"), e.to_string()))?;
+                    if !matches!(url.scheme(), "http" | "https") {
+                        return Err((at("webhook.url"), "http or https only".into()));
+                    }
+                    if let Some(a) = &w.auth
+                        && a.value_file.is_some() == a.value_env.is_some()
+                    {
+                        return Err((at("webhook.auth"), "exactly one of value_file, value_env".into()));
+                    }
+                }
+                Some(SinkKind::File(_)) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.metrics.address.to_string(), "127.0.0.1:9464");
+        assert!(c.metrics.address.ip().is_loopback());
+        assert_eq!(c.spool_dir(), Path::new("/var/lib/mcpwatch/spool"));
+    }
+
+    #[test]
+    fn missing_default_file_is_fine_missing_explicit_is_not() {
+        let p = Path::new("/nonexistent/mcpwatch.toml");
+        assert_eq!(Config::load(p, false).unwrap(), Config::default());
+        let e = Config::load(p, true).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/mcpwatch.toml"), "{e}");
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = parse(
+            r#"
+            state_dir = "/tmp/s"
+            [metrics]
+            address = "127.0.0.1:9999"
+            [policy]
+            manifest_dirs = ["/etc/mcpwatch/manifests", "/opt/m"]
+            [[sinks]]
+            name = "siem"
+            spool = { max_alerts = 10 }
+            syslog = { transport = "tcp", address = "127.0.0.1:514", format = "cef" }
+            [[sinks]]
+            name = "hec"
+            [sinks.webhook]
+            url = "https://splunk.example:8088/services/collector/event"
+            format = "splunk_hec"
+            auth = { value_env = "HEC_TOKEN" }
+            [[sinks]]
+            name = "local"
+            file = { path = "/var/log/mcpwatch/alerts.jsonl" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.policy.manifest_dirs.len(), 2);
+        assert_eq!(c.spool_dir(), Path::new("/tmp/s/spool"));
+        assert_eq!(c.sinks[0].spool.max_alerts, 10);
+        assert_eq!(c.sinks[0].spool.max_bytes, SpoolConfig::default().max_bytes);
+        assert!(matches!(c.sinks[1].kind(), Some(SinkKind::Webhook(w)) if w.format == WebhookFormat::SplunkHec));
+        assert!(matches!(c.sinks[2].kind(), Some(SinkKind::File(f)) if f.keep == 5));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("[metrics]\nadress = \"127.0.0.1:1\"", "adress"),
+            ("[metrics]\naddress = \"nowhere\"", "address"),
+            ("[[sinks]]\nname = \"a\"\n", "sinks[0].{file,syslog,webhook}"),
+            (
+                "[[sinks]]\nname = \"a\"\nsyslog = { transport = \"tcp\", address = \"x\" }",
+                "sinks[0].syslog.address",
+            ),
+            (
+                "[[sinks]]\nname = \"a\"\nsyslog = { transport = \"sctp\", address = \"x\" }",
+                "sctp",
+            ),
+            (
+                "[[sinks]]\nname = \"a\"\nwebhook = { url = \"ftp://x\" }",
+                "sinks[0].webhook.url",
+            ),
+            ("[[sinks]]\nname = \"a/b\"\nfile = { path = \"/x\" }", "sinks[0].name"),
+            (
+                "[[sinks]]\nname = \"a\"\nfile = { path = \"/x\", rotate = 1 }",
+                "rotate",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(field), "{text:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Prometheus metrics: one registry, every family prefixed `mcpwatch_`.
+//!
+//! Labels stay bounded: server names, event kinds, rule ids, severities, sink
+//! names and tool names, never a pid or a path. Server and tool names come
+//! from users (the wrapper's `--server`, MCP `tools/list`), so the number of
+//! distinct values is capped; past the cap they are counted as `other`.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Distinct server names kept as label values.
+const MAX_SERVERS: usize = 256;
+/// Distinct (server, tool) pairs kept as label values.
+const MAX_TOOLS: usize = 1024;
+/// Label value for everything past a cap, and for alerts of no server.
+pub const OTHER: &str = "other";
+pub const NO_SERVER: &str = "-";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("registering metric: {0}")]
+    Register(#[from] prometheus::Error),
+}
+
+/// The agent's metrics. Cheap to clone; shared by the event loop, the sink
+/// tasks and the HTTP endpoint.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    events: IntCounterVec,
+    alerts: IntCounterVec,
+    lost: IntCounterVec,
+    tool_calls: IntCounterVec,
+    watched_processes: IntGaugeVec,
+    watched_servers: IntGauge,
+    alert_latency: Histogram,
+    sink: SinkFamilies,
+    cpu_seconds: prometheus::Gauge,
+    rss_bytes: IntGauge,
+    decode_errors: IntCounter,
+    servers: Arc<Mutex<HashSet<String>>>,
+    tools: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+#[derive(Clone)]
+struct SinkFamilies {
+    delivered: IntCounterVec,
+    retried: IntCounterVec,
+    spooled: IntCounterVec,
+    dropped: IntCounterVec,
+    spool_errors: IntCounterVec,
+    backlog: IntGaugeVec,
+    spool_bytes: IntGaugeVec,
+}
+
+/// One sink's counters, handed to its task.
+#[derive(Clone)]
+pub struct SinkMetrics {
+    pub delivered: IntCounter,
+    pub retried: IntCounter,
+    pub spooled: IntCounter,
+    pub dropped: IntCounter,
+    pub spool_errors: IntCounter,
+    pub backlog: IntGauge,
+    pub spool_bytes: IntGauge,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, MetricsError> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec, MetricsError> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, MetricsError> {
+        let r = Registry::new();
+        let events = counter_vec(
+            &r,
+            "mcpwatch_events_total",
+            "Events reported, by server and kind",
+            &["server", "kind"],
+        )?;
+        let alerts = counter_vec(
+            &r,
+            "mcpwatch_alerts_total",
+            "Alerts raised, by server, rule and severity",
+            &["server", "rule", "severity"],
+        )?;
+        let lost = counter_vec(
+            &r,
+            "mcpwatch_ringbuf_lost_events_total",
+            "Events lost in the kernel (ring buffer full), by server and kind",
+            &["server", "kind"],
+        )?;
+        let tool_calls = counter_vec(
+            &r,
+            "mcpwatch_tool_calls_total",
+            "MCP tool calls seen, by server and tool",
+            &["server", "tool"],
+        )?;
+        let watched_processes = gauge_vec(
+            &r,
+            "mcpwatch_watched_processes",
+            "Processes watched in the kernel, by server",
+            &["server"],
+        )?;
+        let watched_servers = IntGauge::new("mcpwatch_watched_servers", "Servers with at least one watched process")?;
+        r.register(Box::new(watched_servers.clone()))?;
+        let alert_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "mcpwatch_alert_latency_seconds",
+                "From the kernel timestamp of the triggering event to the alert handed to the sinks",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?;
+        r.register(Box::new(alert_latency.clone()))?;
+        let sink = SinkFamilies {
+            delivered: counter_vec(
+                &r,
+                "mcpwatch_sink_alerts_delivered_total",
+                "Alerts a sink accepted",
+                &["sink"],
+            )?,
+            retried: counter_vec(
+                &r,
+                "mcpwatch_sink_alerts_retried_total",
+                "Failed delivery attempts that will be retried",
+                &["sink"],
+            )?,
+            spooled: counter_vec(
+                &r,
+                "mcpwatch_sink_alerts_spooled_total",
+                "Alerts that had to wait in the spool (sink down, slow or backlogged)",
+                &["sink"],
+            )?,
+            dropped: counter_vec(
+                &r,
+                "mcpwatch_sink_alerts_dropped_total",
+                "Alerts lost for a sink (spool full, or the spool could not be written)",
+                &["sink"],
+            )?,
+            spool_errors: counter_vec(
+                &r,
+                "mcpwatch_sink_spool_errors_total",
+                "Spool writes that failed (full disk...)",
+                &["sink"],
+            )?,
+            backlog: gauge_vec(
+                &r,
+                "mcpwatch_sink_backlog_alerts",
+                "Alerts waiting for a sink",
+                &["sink"],
+            )?,
+            spool_bytes: gauge_vec(
+                &r,
+                "mcpwatch_sink_spool_bytes",
+                "Bytes waiting in a sink's spool",
+                &["sink"],
+            )?,
+        };
+        let cpu_seconds = prometheus::Gauge::new(
+            "mcpwatch_agent_cpu_seconds_total",
+            "CPU time used by the agent (user + system)",
+        )?;
+        r.register(Box::new(cpu_seconds.clone()))?;
+        let rss_bytes = IntGauge::new("mcpwatch_agent_resident_memory_bytes", "Resident memory of the agent")?;
+        r.register(Box::new(rss_bytes.clone()))?;
+        let decode_errors = IntCounter::new(
+            "mcpwatch_decode_errors_total",
+            "Kernel records that could not be decoded",
+        )?;
+        r.register(Box::new(decode_errors.clone()))?;
+        let build = IntGaugeVec::new(
+            Opts::new("mcpwatch_build_info", "The agent's version (always 1)"),
+            &["version", "kernel"],
+        )?;
+        r.register(Box::new(build.clone()))?;
+        let kernel = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), kernel.as_str()])
+            .set(1);
+        Ok(Self {
+            registry: r,
+            events,
+            alerts,
+            lost,
+            tool_calls,
+            watched_processes,
+            watched_servers,
+            alert_latency,
+            sink,
+            cpu_seconds,
+            rss_bytes,
+            decode_errors,
+            servers: Arc::default(),
+            tools: Arc::default(),
+        })
+    }
+
+    /// The label value for a server name: itself while under the cap.
+    fn server_label(&self, server: Option<&str>) -> String {
+        let Some(s) = server else { return NO_SERVER.into() };
+        let mut seen = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(s) {
+            return s.to_owned();
+        }
+        if seen.len() >= MAX_SERVERS {
+            return OTHER.into();
+        }
+        seen.insert(s.to_owned());
+        s.to_owned()
+    }
+
+    /// A server appeared: its loss and event counters start at 0, so that
+    /// dashboards and rate() see the series before anything happens.
+    pub fn server_seen(&self, server: &str, kinds: &[&str]) {
+        let s = self.server_label(Some(server));
+        for &k in kinds {
+            self.lost.with_label_values(&[s.as_str(), k]);
+            self.events.with_label_values(&[s.as_str(), k]);
+        }
+    }
+
+    pub fn event(&self, server: Option<&str>, kind: &str) {
+        let s = self.server_label(server);
+        self.events.with_label_values(&[s.as_str(), kind]).inc();
+    }
+
+    pub fn decode_error(&self) {
+        self.decode_errors.inc();
+    }
+
+    pub fn lost(&self, server: Option<&str>, kind: &str, n: u64) {
+        let s = self.server_label(server);
+        self.lost.with_label_values(&[s.as_str(), kind]).inc_by(n);
+    }
+
+    /// An alert handed to the sinks; `latency_s` since its triggering event.
+    pub fn alert(&self, server: Option<&str>, rule: &str, severity: &str, latency_s: f64) {
+        let s = self.server_label(server);
+        self.alerts.with_label_values(&[s.as_str(), rule, severity]).inc();
+        self.alert_latency.observe(latency_s);
+    }
+
+    /// An MCP tool call of `server` (for the protocol capture stage).
+    pub fn tool_call(&self, server: &str, tool: &str) {
+        let s = self.server_label(Some(server));
+        let key = (s.clone(), tool.to_owned());
+        let tool = {
+            let mut seen = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.contains(&key) || seen.len() < MAX_TOOLS {
+                seen.insert(key);
+                tool
+            } else {
+                OTHER
+            }
+        };
+        self.tool_calls.with_label_values(&[s.as_str(), tool]).inc();
+    }
+
+    /// The watched set now: processes per server.
+    pub fn watched(&self, per_server: &[(&str, usize)]) {
+        self.watched_processes.reset();
+        for (server, n) in per_server {
+            let s = self.server_label(Some(server));
+            self.watched_processes.with_label_values(&[s.as_str()]).add(*n as i64);
+        }
+        self.watched_servers.set(per_server.len() as i64);
+    }
+
+    /// A sink's counters, created at 0 (a quiet sink still has series).
+    pub fn sink(&self, name: &str) -> SinkMetrics {
+        let l = [name];
+        SinkMetrics {
+            delivered: self.sink.delivered.with_label_values(&l),
+            retried: self.sink.retried.with_label_values(&l),
+            spooled: self.sink.spooled.with_label_values(&l),
+            dropped: self.sink.dropped.with_label_values(&l),
+            spool_errors: self.sink.spool_errors.with_label_values(&l),
+            backlog: self.sink.backlog.with_label_values(&l),
+            spool_bytes: self.sink.spool_bytes.with_label_values(&l),
+        }
+    }
+
+    /// The agent's own CPU time and resident memory, read at scrape time.
+    fn refresh_self(&self) {
+        let Ok(me) = procfs::process::Process::myself() else {
+            return;
+        };
+        if let Ok(stat) = me.stat() {
+            let tps = procfs::ticks_per_second() as f64;
+            self.cpu_seconds.set((stat.utime + stat.stime) as f64 / tps);
+            self.rss_bytes.set((stat.rss * procfs::page_size()) as i64);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        self.refresh_self();
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            log::error!("encoding metrics: {e}");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_prefixed_and_labels_bounded() {
+        let m = Metrics::new().unwrap();
+        m.event(Some("fs"), "exec");
+        m.alert(None, "agent.test", "info", 0.001);
+        m.tool_call("fs", "read_file");
+        for i in 0..(MAX_SERVERS + 10) {
+            m.event(Some(&format!("s{i}")), "fork");
+        }
+        let text = m.render();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("mcpwatch_"), "{line}");
+        }
+        assert!(
+            text.contains(r#"mcpwatch_events_total{kind="exec",server="fs"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"mcpwatch_events_total{kind="fork",server="other"} 11"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"mcpwatch_tool_calls_total{server="fs",tool="read_file"} 1"#));
+        assert!(text.contains(r#"mcpwatch_alerts_total{rule="agent.test",server="-",severity="info"} 1"#));
+        assert!(text.contains("mcpwatch_agent_resident_memory_bytes "));
+        assert!(text.contains("mcpwatch_build_info{"));
+    }
+}

@@ -1,0 +1,225 @@
+//! ArcSight Common Event Format (CEF:0) for syslog sinks:
+//! `CEF:0|Vendor|Product|Version|SignatureID|Name|Severity|key=value ...`.
+//!
+//! Escaping follows the CEF rules: in the header `\` and `|` are escaped with
+//! a backslash; in extension values `\` and `=` are, and line breaks become
+//! `\n` / `\r`. Extension keys are fixed ASCII names.
+
+use std::fmt::Write as _;
+
+use crate::alert::{Alert, Severity};
+
+/// CEF severity 0-10.
+pub fn severity(s: Severity) -> u8 {
+    match s {
+        Severity::Info => 1,
+        Severity::Low => 3,
+        Severity::Medium => 5,
+        Severity::High => 8,
+        Severity::Critical => 10,
+    }
+}
+
+pub fn escape_header(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '|' => out.push_str("\\|"),
+            // A header is one line: breaks would split the record.
+            '\r' | '\n' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub fn escape_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '=' => out.push_str("\\="),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The CEF line for an alert.
+pub fn format(a: &Alert) -> String {
+    let mut out = format!(
+        "CEF:0|{}|{}|{}|{}|{}|{}|",
+        escape_header("mcpwatch"),
+        escape_header("mcpwatch"),
+        escape_header(env!("CARGO_PKG_VERSION")),
+        escape_header(&a.rule),
+        escape_header(&a.summary),
+        severity(a.severity),
+    );
+    let rt_ms = humantime::parse_rfc3339(&a.ts)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis().to_string());
+    let mut ext: Vec<(&str, String)> = vec![("externalId", a.id.clone())];
+    if let Some(rt) = rt_ms {
+        ext.push(("rt", rt));
+    }
+    ext.extend([
+        ("dvchost", a.host.clone()),
+        ("msg", a.summary.clone()),
+        ("spid", a.pid.to_string()),
+        ("sproc", a.exe.clone()),
+        ("suid", a.uid.to_string()),
+        ("cn1Label", "ppid".into()),
+        ("cn1", a.ppid.to_string()),
+        ("cnt", a.count.to_string()),
+        ("cs1Label", "server".into()),
+        ("cs1", a.server.clone().unwrap_or_default()),
+        ("cs2Label", "argv".into()),
+        ("cs2", a.argv.join(" ")),
+        ("cs3Label", "evidence".into()),
+        ("cs3", a.evidence.to_string()),
+    ]);
+    let optional = [
+        ("cs4Label", "cs4", "tool", a.tool.clone()),
+        ("cs5Label", "cs5", "manifest", a.manifest.clone()),
+        (
+            "cs6Label",
+            "cs6",
+            "mitre",
+            a.mitre.as_ref().map(|m| format!("{} {}", m.id, m.name)),
+        ),
+    ];
+    for (label_key, key, label, value) in optional {
+        if let Some(v) = value {
+            ext.push((label_key, label.into()));
+            ext.push((key, v));
+        }
+    }
+    for (i, (k, v)) in ext.iter().enumerate() {
+        let sep = if i == 0 { "" } else { " " };
+        let _ = write!(out, "{sep}{k}={}", escape_value(v));
+    }
+    out
+}
+
+/// A CEF line read back: header fields and extension pairs, unescaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    /// `CEF:0`, vendor, product, version, signature id, name, severity.
+    pub header: Vec<String>,
+    pub extension: Vec<(String, String)>,
+}
+
+impl Parsed {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.extension.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits a CEF line back into its 7 header fields and its extension pairs:
+/// the reading side of the rules above.
+pub fn parse(line: &str) -> Option<Parsed> {
+    let mut header = Vec::new();
+    let mut cur = String::new();
+    let mut chars = line.char_indices();
+    let mut ext_start = None;
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => cur.push(chars.next()?.1),
+            '|' => {
+                header.push(std::mem::take(&mut cur));
+                if header.len() == 7 {
+                    ext_start = Some(i + 1);
+                    break;
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    let ext = &line[ext_start?..];
+    // Keys are `[A-Za-z0-9]+=` preceded by a space (or the start); an
+    // unescaped `=` only ever follows a key.
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut value = String::new();
+    let mut key: Option<String> = None;
+    let mut word = String::new();
+    let mut chars = ext.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let e = chars.next()?;
+                word.push(match e {
+                    'n' => '\n',
+                    'r' => '\r',
+                    e => e,
+                });
+            }
+            '=' => {
+                // `word` is the new key; what came before it is the previous value.
+                if let Some(k) = key.take() {
+                    pairs.push((k, value.trim_end_matches(' ').to_owned()));
+                }
+                value.clear();
+                key = Some(std::mem::take(&mut word));
+            }
+            ' ' => {
+                value.push_str(&word);
+                value.push(' ');
+                word.clear();
+            }
+            c => word.push(c),
+        }
+    }
+    value.push_str(&word);
+    if let Some(k) = key {
+        pairs.push((k, value));
+    }
+    Some(Parsed {
+        header,
+        extension: pairs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::ecs::tests::full_alert;
+
+    #[test]
+    fn escapes_header_and_extension_per_the_rules() {
+        assert_eq!(escape_header(r"a|b\c=d"), r"a\|b\\c=d");
+        assert_eq!(escape_value("a|b\\c=d\ne"), r"a|b\\c\=d\ne");
+        let mut a = full_alert();
+        a.rule = "rule|with\\pipe".into();
+        a.summary = "x=1 | y\\z\nnext".into();
+        let line = format(&a);
+        assert!(line.starts_with(r"CEF:0|mcpwatch|mcpwatch|"), "{line}");
+        assert!(line.contains(r"|rule\|with\\pipe|x=1 \| y\\z next|8|"), "{line}");
+        assert!(line.contains(r"msg=x\=1 | y\\z\nnext "), "{line}");
+        assert!(!line.contains('\n'));
+        // Every unescaped `=` in the extension follows a key.
+        let parsed = parse(&line).expect("parses");
+        let header = &parsed.header;
+        assert_eq!(header[0], "CEF:0");
+        assert_eq!(header[4], "rule|with\\pipe");
+        assert_eq!(header[5], "x=1 | y\\z next");
+        assert_eq!(header[6], "8");
+        let get = |k: &str| parsed.get(k);
+        assert_eq!(get("msg"), Some("x=1 | y\\z\nnext"));
+        assert_eq!(get("externalId"), Some("123-4"));
+        assert_eq!(get("cs1"), Some("fs"));
+        assert_eq!(get("cs3"), Some(r#"{"path":"/home/u/.ssh/id_rsa"}"#));
+        assert_eq!(get("cs6"), Some("T1552.004 Unsecured Credentials: Private Keys"));
+        assert_eq!(get("rt"), Some("1795280400000"));
+        assert!(
+            parsed
+                .extension
+                .iter()
+                .all(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric()))
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! JSON lines sink: one ECS document per line, to stdout or to a file rotated
+//! by size (`path` -> `path.1` -> ... -> `path.<keep>`).
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, Write as _},
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
+};
+
+use crate::{alert::Alert, config::FileSinkConfig, sinks::ecs};
+
+pub enum FileSink {
+    Stdout,
+    File {
+        path: PathBuf,
+        rotate_bytes: u64,
+        keep: u32,
+        file: Option<File>,
+        size: u64,
+    },
+}
+
+fn open(path: &Path) -> io::Result<(File, u64)> {
+    let f = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    let size = f.metadata()?.len();
+    Ok((f, size))
+}
+
+impl FileSink {
+    pub fn new(cfg: &FileSinkConfig) -> Self {
+        if cfg.path == Path::new("-") {
+            return FileSink::Stdout;
+        }
+        FileSink::File {
+            path: cfg.path.clone(),
+            rotate_bytes: cfg.rotate_bytes,
+            keep: cfg.keep,
+            file: None,
+            size: 0,
+        }
+    }
+
+    pub fn deliver(&mut self, alert: &Alert) -> io::Result<()> {
+        let mut line = serde_json::to_vec(&ecs::to_ecs(alert))?;
+        line.push(b'\n');
+        match self {
+            FileSink::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(&line)?;
+                out.flush()
+            }
+            FileSink::File {
+                path,
+                rotate_bytes,
+                keep,
+                file,
+                size,
+            } => {
+                if file.is_none() {
+                    let (f, s) = open(path)?;
+                    *file = Some(f);
+                    *size = s;
+                }
+                if *rotate_bytes > 0 && *size > 0 && *size + line.len() as u64 > *rotate_bytes {
+                    *file = None;
+                    rotate(path, *keep)?;
+                    let (f, s) = open(path)?;
+                    *file = Some(f);
+                    *size = s;
+                }
+                let f = file.as_mut().ok_or_else(|| io::Error::other("file not open"))?;
+                if let Err(e) = f.write_all(&line) {
+                    // Reopen next time (the file may have been removed or the disk filled).
+                    *file = None;
+                    return Err(e);
+                }
+                *size += line.len() as u64;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `path.<keep>` is removed, `path.<i>` becomes `path.<i+1>`, `path` becomes `path.1`.
+fn rotate(path: &Path, keep: u32) -> io::Result<()> {
+    let numbered = |i: u32| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(format!(".{i}"));
+        PathBuf::from(p)
+    };
+    if keep == 0 {
+        return std::fs::remove_file(path);
+    }
+    let _ = std::fs::remove_file(numbered(keep));
+    for i in (1..keep).rev() {
+        match std::fs::rename(numbered(i), numbered(i + 1)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    std::fs::rename(path, numbered(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_and_keeps_n_files() {
+        let d = std::env::temp_dir().join(format!("mcpwatch-filesink-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let path = d.join("alerts.jsonl");
+        let mut sink = FileSink::new(&FileSinkConfig {
+            path: path.clone(),
+            rotate_bytes: 1500,
+            keep: 2,
+        });
+        let mut ids = Vec::new();
+        for i in 0..12 {
+            let a = crate::alert::test_alert(format!("1-{i}"), "2026-11-21T17:00:00Z".into(), 1, 1);
+            sink.deliver(&a).unwrap();
+            ids.push(a.id);
+        }
+        let read = |p: &Path| -> Vec<String> {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    v["event"]["id"].as_str().unwrap().to_owned()
+                })
+                .collect()
+        };
+        let (p1, p2) = (d.join("alerts.jsonl.1"), d.join("alerts.jsonl.2"));
+        assert!(!d.join("alerts.jsonl.3").exists());
+        let mut all = read(&p2);
+        all.extend(read(&p1));
+        all.extend(read(&path));
+        assert!(std::fs::metadata(&path).unwrap().len() <= 1500);
+        // The newest files hold the newest alerts, in order, with no gap.
+        assert_eq!(all[..], ids[ids.len() - all.len()..]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,489 @@
+//! Alert sinks: every configured destination gets every alert, in order,
+//! without ever blocking the event loop.
+//!
+//! Each sink runs in a task of its own behind a bounded queue. The task
+//! appends what arrives to the sink's on-disk [`spool::Spool`] at once and
+//! delivers from the spool's head, removing an alert only once the sink
+//! accepted it; failures are retried with exponential backoff. A sink that is
+//! down or slow therefore costs disk, and what it missed is replayed in order
+//! when it comes back (or when the agent restarts). When the spool is full
+//! the alert is dropped, logged and counted, and as soon as there is room
+//! again an `agent.sink_overflow` alert telling how many were lost is queued
+//! in their place.
+
+pub mod cef;
+pub mod ecs;
+pub mod file;
+pub mod spool;
+pub mod syslog;
+pub mod webhook;
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::json;
+use tokio::{
+    sync::mpsc,
+    task::JoinHandle,
+    time::{Instant, sleep_until, timeout},
+};
+
+use crate::{
+    alert::{Alert, Severity, hostname},
+    config::{Config, RetryConfig, SinkConfig, SinkKind},
+    metrics::{Metrics, SinkMetrics},
+    output::Clock,
+};
+use spool::{Spool, SpoolError};
+
+/// Alerts waiting between the event loop and a sink task (the task only moves
+/// them to disk, so this fills only if the disk stalls).
+const QUEUE: usize = 4096;
+/// At shutdown, how long a healthy sink may keep delivering its backlog.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("sink `{name}`: {source}")]
+    Spool {
+        name: String,
+        #[source]
+        source: SpoolError,
+    },
+    #[error("sink `{name}`: {source}")]
+    Webhook {
+        name: String,
+        #[source]
+        source: webhook::WebhookError,
+    },
+    #[error("sink `{0}`: no destination configured")]
+    NoDestination(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Webhook(#[from] webhook::WebhookError),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+enum Destination {
+    File(file::FileSink),
+    Syslog(syslog::SyslogSink),
+    Webhook(Box<webhook::WebhookSink>),
+}
+
+impl Destination {
+    fn new(cfg: &SinkConfig) -> Result<Self, SinkError> {
+        Ok(match cfg.kind() {
+            Some(SinkKind::File(f)) => Destination::File(file::FileSink::new(f)),
+            Some(SinkKind::Syslog(s)) => Destination::Syslog(syslog::SyslogSink::new(s)),
+            Some(SinkKind::Webhook(w)) => Destination::Webhook(Box::new(
+                webhook::WebhookSink::new(w, cfg.retry.timeout()).map_err(|source| SinkError::Webhook {
+                    name: cfg.name.clone(),
+                    source,
+                })?,
+            )),
+            None => return Err(SinkError::NoDestination(cfg.name.clone())),
+        })
+    }
+
+    async fn deliver(&mut self, alert: &Alert) -> Result<(), DeliveryError> {
+        match self {
+            Destination::File(f) => f.deliver(alert)?,
+            Destination::Syslog(s) => s.deliver(alert).await?,
+            Destination::Webhook(w) => w.deliver(alert).await?,
+        }
+        Ok(())
+    }
+}
+
+struct Handle {
+    name: String,
+    tx: mpsc::Sender<Arc<Alert>>,
+    metrics: SinkMetrics,
+    task: JoinHandle<()>,
+}
+
+/// The running sinks.
+#[derive(Default)]
+pub struct Sinks {
+    sinks: Vec<Handle>,
+}
+
+impl Sinks {
+    /// Opens every sink's spool (replaying what a previous run left) and
+    /// starts its task. Must run inside the tokio runtime.
+    pub fn start(config: &Config, metrics: &Metrics) -> Result<Self, SinkError> {
+        let spool_dir = config.spool_dir();
+        let mut sinks = Vec::new();
+        for cfg in &config.sinks {
+            let dest = Destination::new(cfg)?;
+            let spool = Spool::open(&spool_dir.join(&cfg.name), cfg.spool).map_err(|source| SinkError::Spool {
+                name: cfg.name.clone(),
+                source,
+            })?;
+            let m = metrics.sink(&cfg.name);
+            if !spool.is_empty() {
+                log::info!(
+                    "sink {}: {} alerts left in {} from a previous run, replaying",
+                    cfg.name,
+                    spool.len(),
+                    spool.dir().display()
+                );
+            }
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let worker = Worker {
+                name: cfg.name.clone(),
+                spool,
+                retry: cfg.retry,
+                m: m.clone(),
+                overflow: 0,
+                failing: false,
+            };
+            log::info!("sink {} started", cfg.name);
+            sinks.push(Handle {
+                name: cfg.name.clone(),
+                tx,
+                metrics: m,
+                task: tokio::spawn(worker.run(dest, rx)),
+            });
+        }
+        Ok(Self { sinks })
+    }
+
+    pub fn len(&self) -> usize {
+        self.sinks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+
+    /// Hands an alert to every sink; never waits.
+    pub fn send(&self, alert: &Alert) {
+        if self.sinks.is_empty() {
+            return;
+        }
+        let alert = Arc::new(alert.clone());
+        for s in &self.sinks {
+            if let Err(e) = s.tx.try_send(alert.clone()) {
+                s.metrics.dropped.inc();
+                log::error!("sink {}: alert {} dropped: queue {e}", s.name, alert.id);
+            }
+        }
+    }
+
+    /// Closes the queues and lets each task move what is queued to its spool
+    /// (and deliver it, for a healthy sink, for a short while).
+    pub async fn shutdown(self) {
+        // Close every queue first: the sinks wind down together.
+        let tasks: Vec<(String, JoinHandle<()>)> = self.sinks.into_iter().map(|s| (s.name, s.task)).collect();
+        let deadline = Instant::now() + SHUTDOWN_GRACE + Duration::from_secs(1);
+        for (name, task) in tasks {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                log::warn!("sink {name}: still busy at shutdown; its spool keeps the rest");
+            }
+        }
+    }
+}
+
+struct Worker {
+    name: String,
+    spool: Spool,
+    retry: RetryConfig,
+    m: SinkMetrics,
+    /// Alerts dropped since the last overflow report.
+    overflow: u64,
+    /// The last delivery attempt failed.
+    failing: bool,
+}
+
+impl Worker {
+    async fn run(mut self, mut dest: Destination, mut rx: mpsc::Receiver<Arc<Alert>>) {
+        let initial = Duration::from_millis(self.retry.initial_backoff_ms);
+        let max = Duration::from_millis(self.retry.max_backoff_ms);
+        let mut backoff = initial;
+        let mut next_try = Instant::now();
+        let mut closed_at: Option<Instant> = None;
+        self.gauges();
+        loop {
+            if let Some(at) = closed_at
+                && (self.spool.is_empty() || self.failing || at.elapsed() > SHUTDOWN_GRACE)
+            {
+                break;
+            }
+            if self.spool.is_empty() || Instant::now() < next_try {
+                if closed_at.is_some() {
+                    // Closing with a backlog and a backoff to wait: leave it on disk.
+                    break;
+                }
+                let wake = if self.spool.is_empty() { None } else { Some(next_try) };
+                tokio::select! {
+                    a = rx.recv() => match a {
+                        Some(a) => self.intake(&a),
+                        None => closed_at = Some(Instant::now()),
+                    },
+                    _ = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
+                }
+                continue;
+            }
+            let alert = match self.head() {
+                Some(a) => a,
+                None => continue,
+            };
+            let attempt = timeout(self.retry.timeout(), dest.deliver(&alert));
+            tokio::pin!(attempt);
+            // Keep taking alerts in while a slow sink answers.
+            let result = loop {
+                tokio::select! {
+                    r = &mut attempt => break r,
+                    a = rx.recv(), if closed_at.is_none() => match a {
+                        Some(a) => self.intake(&a),
+                        None => closed_at = Some(Instant::now()),
+                    },
+                }
+            };
+            match result.unwrap_or(Err(DeliveryError::Timeout(self.retry.timeout()))) {
+                Ok(()) => {
+                    if let Err(e) = self.spool.pop() {
+                        self.m.spool_errors.inc();
+                        log::error!("sink {}: {e}", self.name);
+                    }
+                    self.m.delivered.inc();
+                    if self.failing {
+                        log::info!("sink {}: delivering again ({} waiting)", self.name, self.spool.len());
+                    }
+                    self.failing = false;
+                    backoff = initial;
+                }
+                Err(e) => {
+                    self.m.retried.inc();
+                    if !self.failing || backoff == max {
+                        log::warn!(
+                            "sink {}: delivery of {} failed ({} waiting, retrying in {backoff:?}): {e}",
+                            self.name,
+                            alert.id,
+                            self.spool.len()
+                        );
+                    }
+                    self.failing = true;
+                    next_try = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(max);
+                }
+            }
+            self.gauges();
+        }
+        // What the channel still holds goes to disk for the next run.
+        rx.close();
+        while let Ok(a) = rx.try_recv() {
+            self.intake(&a);
+        }
+        if !self.spool.is_empty() {
+            log::info!(
+                "sink {}: {} alerts kept in {} for the next run",
+                self.name,
+                self.spool.len(),
+                self.spool.dir().display()
+            );
+        }
+    }
+
+    /// The oldest undelivered alert. An unreadable line (should not happen:
+    /// the agent wrote it) is dropped and counted so it cannot wedge the sink.
+    fn head(&mut self) -> Option<Alert> {
+        let line = match self.spool.peek() {
+            Ok(Some(l)) => l,
+            Ok(None) => return None,
+            Err(e) => {
+                self.m.spool_errors.inc();
+                log::error!("sink {}: {e}", self.name);
+                return None;
+            }
+        };
+        match serde_json::from_slice(&line) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                log::error!("sink {}: dropping an unreadable spooled alert: {e}", self.name);
+                self.m.dropped.inc();
+                self.overflow += 1;
+                if let Err(e) = self.spool.pop() {
+                    self.m.spool_errors.inc();
+                    log::error!("sink {}: {e}", self.name);
+                }
+                None
+            }
+        }
+    }
+
+    /// Puts an arriving alert on disk (after the report of earlier drops, if
+    /// there is room for it now).
+    fn intake(&mut self, alert: &Alert) {
+        if self.overflow > 0 {
+            let report = overflow_alert(&self.name, self.overflow);
+            if self.push(&report) {
+                log::warn!(
+                    "sink {}: queued a report of {} dropped alerts",
+                    self.name,
+                    self.overflow
+                );
+                self.overflow = 0;
+            }
+        }
+        if !self.push(alert) {
+            self.overflow += 1;
+            self.m.dropped.inc();
+        }
+        self.gauges();
+    }
+
+    fn push(&mut self, alert: &Alert) -> bool {
+        let backlog = !self.spool.is_empty() || self.failing;
+        let line = match serde_json::to_vec(alert) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("sink {}: cannot serialise alert {}: {e}", self.name, alert.id);
+                return false;
+            }
+        };
+        match self.spool.push(&line) {
+            Ok(()) => {
+                if backlog {
+                    self.m.spooled.inc();
+                }
+                true
+            }
+            Err(e) => {
+                if matches!(e, SpoolError::Io { .. }) {
+                    self.m.spool_errors.inc();
+                }
+                if (self.overflow + 1).is_power_of_two() {
+                    log::error!("sink {}: alert {} dropped: {e}", self.name, alert.id);
+                }
+                false
+            }
+        }
+    }
+
+    fn gauges(&self) {
+        self.m.backlog.set(self.spool.len() as i64);
+        self.m.spool_bytes.set(self.spool.bytes() as i64);
+    }
+}
+
+/// The alert that stands for alerts a sink lost (its spool was full or
+/// unwritable).
+fn overflow_alert(sink: &str, dropped: u64) -> Alert {
+    let ktime = Clock::now_ktime();
+    let clock = Clock::new();
+    Alert {
+        id: format!("{ktime}-overflow-{sink}"),
+        ts: clock.rfc3339(ktime),
+        ktime_ns: ktime,
+        rule: "agent.sink_overflow".into(),
+        severity: Severity::High,
+        summary: format!("{dropped} alerts for sink {sink} were dropped: its spool was full or unwritable"),
+        host: hostname(),
+        server: None,
+        manifest: None,
+        pid: std::process::id(),
+        ppid: 0,
+        uid: 0,
+        exe: String::new(),
+        argv: Vec::new(),
+        ancestry: Vec::new(),
+        evidence: json!({ "sink": sink, "dropped": dropped }),
+        declared: None,
+        mitre: None,
+        tool: None,
+        call_id: None,
+        count: dropped,
+        repeat_of: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FileSinkConfig, SpoolConfig};
+
+    /// A file sink whose directory is missing fails; alerts wait in the
+    /// spool, overflow is counted and reported, and everything kept arrives
+    /// in order once the directory exists.
+    #[tokio::test(flavor = "current_thread")]
+    async fn outage_spools_in_order_and_reports_overflow() {
+        let base = std::env::temp_dir().join(format!("mcpwatch-sinks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let out_dir = base.join("out");
+        let cfg = Config {
+            spool_dir: Some(base.join("spool")),
+            sinks: vec![SinkConfig {
+                name: "f".into(),
+                spool: SpoolConfig {
+                    max_alerts: 5,
+                    max_bytes: 1 << 20,
+                },
+                retry: RetryConfig {
+                    initial_backoff_ms: 20,
+                    max_backoff_ms: 50,
+                    timeout_ms: 1000,
+                },
+                file: Some(FileSinkConfig {
+                    path: out_dir.join("alerts.jsonl"),
+                    rotate_bytes: 0,
+                    keep: 1,
+                }),
+                syslog: None,
+                webhook: None,
+            }],
+            ..Config::default()
+        };
+        let metrics = Metrics::new().unwrap();
+        let sinks = Sinks::start(&cfg, &metrics).unwrap();
+        for i in 0..7 {
+            sinks.send(&crate::alert::test_alert(
+                format!("1-{i}"),
+                "2026-11-21T17:00:00Z".into(),
+                1,
+                1,
+            ));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let m = metrics.sink("f");
+        assert_eq!(m.dropped.get(), 2, "5 fit, 2 dropped");
+        assert!(m.retried.get() >= 1);
+        assert_eq!(m.delivered.get(), 0);
+        std::fs::create_dir_all(&out_dir).unwrap();
+        // Room again: the next alert brings the overflow report before it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while m.backlog.get() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sinks.send(&crate::alert::test_alert(
+            "1-7".into(),
+            "2026-11-21T17:00:00Z".into(),
+            1,
+            1,
+        ));
+        sinks.shutdown().await;
+        let text = std::fs::read_to_string(out_dir.join("alerts.jsonl")).unwrap();
+        let got: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let a = ecs::from_ecs(&v).unwrap();
+                if a.rule == "agent.sink_overflow" {
+                    format!("overflow:{}", a.count)
+                } else {
+                    a.id
+                }
+            })
+            .collect();
+        assert_eq!(got, ["1-0", "1-1", "1-2", "1-3", "1-4", "overflow:2", "1-7"]);
+        assert_eq!(m.delivered.get(), 7);
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}

@@ -1,0 +1,222 @@
+//! Syslog sink: RFC 5424 messages over UDP (one datagram each), TCP
+//! (octet-counted framing, RFC 6587 3.4.1) or a Unix datagram socket (like
+//! /dev/log), the message being the ECS JSON document or a CEF line.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use tokio::{
+    io::AsyncWriteExt as _,
+    net::{TcpStream, UdpSocket, UnixDatagram},
+};
+
+use crate::{
+    alert::{Alert, Severity},
+    config::{MessageFormat, SyslogSinkConfig, SyslogTransport},
+    sinks::{cef, ecs},
+};
+
+/// Private enterprise number for structured data: 32473 is the one RFC 5612
+/// reserves for documentation and examples, which is what SD-IDs of a
+/// product without its own PEN use.
+const SD_ID: &str = "mcpwatch@32473";
+
+enum Conn {
+    Udp(UdpSocket),
+    Tcp(TcpStream),
+    Unix(UnixDatagram),
+}
+
+pub struct SyslogSink {
+    cfg: SyslogSinkConfig,
+    conn: Option<Conn>,
+    procid: u32,
+}
+
+/// Syslog severity (RFC 5424 6.2.1) for an alert severity.
+fn syslog_severity(s: Severity) -> u8 {
+    match s {
+        Severity::Critical => 2,
+        Severity::High => 3,
+        Severity::Medium => 4,
+        Severity::Low => 5,
+        Severity::Info => 6,
+    }
+}
+
+/// PRINTUSASCII without spaces, bounded; `-` (NILVALUE) when empty.
+fn header_field(s: &str, max: usize) -> String {
+    let f: String = s.chars().filter(|c| ('!'..='~').contains(c)).take(max).collect();
+    if f.is_empty() { "-".into() } else { f }
+}
+
+/// An SD-PARAM value: `"`, `\` and `]` are escaped.
+fn sd_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '"' | '\\' | ']') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// RFC 3339 with at most 6 fractional digits (TIME-SECFRAC is 1*6DIGIT).
+fn timestamp(ts: &str) -> String {
+    match humantime::parse_rfc3339(ts) {
+        Ok(t) => humantime::format_rfc3339_micros(t).to_string(),
+        Err(_) => "-".into(),
+    }
+}
+
+/// The RFC 5424 message for an alert.
+pub fn format(a: &Alert, facility: u8, app_name: &str, procid: u32, fmt: MessageFormat) -> String {
+    let pri = u32::from(facility) * 8 + u32::from(syslog_severity(a.severity));
+    let msg = match fmt {
+        MessageFormat::Json => ecs::to_ecs(a).to_string(),
+        MessageFormat::Cef => cef::format(a),
+    };
+    format!(
+        "<{pri}>1 {} {} {} {procid} alert [{SD_ID} id=\"{}\" rule=\"{}\" severity=\"{}\" server=\"{}\"] {msg}",
+        timestamp(&a.ts),
+        header_field(&a.host, 255),
+        header_field(app_name, 48),
+        sd_value(&a.id),
+        sd_value(&a.rule),
+        a.severity.as_str(),
+        sd_value(a.server.as_deref().unwrap_or("")),
+    )
+}
+
+impl SyslogSink {
+    pub fn new(cfg: &SyslogSinkConfig) -> Self {
+        Self {
+            cfg: cfg.clone(),
+            conn: None,
+            procid: std::process::id(),
+        }
+    }
+
+    async fn connect(&self) -> std::io::Result<Conn> {
+        Ok(match self.cfg.transport {
+            SyslogTransport::Udp => {
+                let addr: SocketAddr = self.cfg.address.parse().map_err(std::io::Error::other)?;
+                let local: SocketAddr = if addr.is_ipv4() {
+                    ([0, 0, 0, 0], 0).into()
+                } else {
+                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                };
+                let s = UdpSocket::bind(local).await?;
+                s.connect(addr).await?;
+                Conn::Udp(s)
+            }
+            SyslogTransport::Tcp => Conn::Tcp(TcpStream::connect(&self.cfg.address).await?),
+            SyslogTransport::Unix => {
+                let s = UnixDatagram::unbound()?;
+                s.connect(PathBuf::from(&self.cfg.address))?;
+                Conn::Unix(s)
+            }
+        })
+    }
+
+    pub async fn deliver(&mut self, alert: &Alert) -> std::io::Result<()> {
+        let msg = format(
+            alert,
+            self.cfg.facility,
+            &self.cfg.app_name,
+            self.procid,
+            self.cfg.format,
+        );
+        // A TCP peer that went away is only noticed on read: check before
+        // writing, or the first alert after an outage would vanish into a
+        // dead connection's send buffer.
+        if let Some(Conn::Tcp(s)) = &self.conn
+            && peer_closed(s)
+        {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            self.conn = Some(self.connect().await?);
+        }
+        let res = match self.conn.as_mut() {
+            Some(Conn::Udp(s)) => s.send(msg.as_bytes()).await.map(drop),
+            Some(Conn::Unix(s)) => s.send(msg.as_bytes()).await.map(drop),
+            Some(Conn::Tcp(s)) => {
+                let framed = format!("{} {msg}", msg.len());
+                match s.write_all(framed.as_bytes()).await {
+                    Ok(()) => s.flush().await,
+                    Err(e) => Err(e),
+                }
+            }
+            None => Err(std::io::Error::other("not connected")),
+        };
+        if res.is_err() {
+            self.conn = None;
+        }
+        res
+    }
+}
+
+/// True when the peer closed the connection (or it failed): a syslog
+/// receiver never writes to us, so anything readable means EOF or an error.
+fn peer_closed(s: &TcpStream) -> bool {
+    let mut buf = [0u8; 1];
+    match s.try_read(&mut buf) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::ecs::tests::full_alert;
+
+    /// After the receiver closed the connection, the next alert goes over a
+    /// new one instead of into the dead one's send buffer.
+    #[tokio::test(flavor = "current_thread")]
+    async fn tcp_reconnects_after_the_peer_closed() {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = SyslogSinkConfig {
+            transport: SyslogTransport::Tcp,
+            address: listener.local_addr().unwrap().to_string(),
+            format: MessageFormat::Json,
+            facility: 13,
+            app_name: "mcpwatch".into(),
+        };
+        let mut sink = SyslogSink::new(&cfg);
+        let mut a = full_alert();
+        sink.deliver(&a).await.unwrap();
+        let (first, _) = listener.accept().await.unwrap();
+        drop(first);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        a.id = "second".into();
+        sink.deliver(&a).await.unwrap();
+        let (mut second, _) = tokio::time::timeout(std::time::Duration::from_secs(5), listener.accept())
+            .await
+            .expect("a new connection for the second alert")
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = second.read(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let (len, msg) = text.split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), msg.len(), "octet counting");
+        assert!(msg.contains("id=\"second\""), "{msg}");
+    }
+
+    #[test]
+    fn rfc5424_header_and_structured_data() {
+        let mut a = full_alert();
+        a.id = "1-\"]x".into();
+        let m = format(&a, 13, "mcpwatch", 77, MessageFormat::Json);
+        let prefix = "<107>1 2026-11-21T17:00:00.000000Z h1 mcpwatch 77 alert [mcpwatch@32473 id=\"1-\\\"\\]x\" \
+                      rule=\"cred.ssh_key\" severity=\"high\" server=\"fs\"] {";
+        assert!(m.starts_with(prefix), "{m}");
+        let json = &m[prefix.len() - 1..];
+        let back = ecs::from_ecs(&serde_json::from_str(json).unwrap()).unwrap();
+        assert_eq!(back, a);
+        let c = format(&a, 13, "mcpwatch", 77, MessageFormat::Cef);
+        assert!(c.contains("] CEF:0|mcpwatch|"), "{c}");
+    }
+}

@@ -1,0 +1,341 @@
+//! Metrics end to end: a real Prometheus (the Debian package's binary, with a
+//! private config, data dir and port) scrapes a live agent and loads the
+//! shipped alerting rules; every query of the shipped Grafana dashboard
+//! returns data through Prometheus' HTTP API.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use mcpwatch_tests::*;
+use serde_json::Value;
+
+/// Families with no producer yet: MCP tool calls come with protocol capture.
+/// Their panels are checked for shape and a valid query, not for data.
+const AWAITING_PRODUCER: &[&str] = &["mcpwatch_tool_calls_total"];
+
+fn dashboards() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+struct Prometheus {
+    daemon: Daemon,
+    addr: String,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, target: &str) -> Prometheus {
+        let port = free_port();
+        let config = dir.join("prometheus.yml");
+        let rules = dashboards().join("prometheus-rules.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
+                 scrape_configs:\n  - job_name: mcpwatch\n    static_configs:\n      - targets: [\"{target}\"]\n",
+                rules.canonicalize().expect("rules file").display()
+            ),
+        )
+        .expect("prometheus config");
+        let addr = format!("127.0.0.1:{port}");
+        let daemon = Daemon::spawn(
+            "prometheus",
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+                .arg(format!("--web.listen-address={addr}"))
+                .arg("--log.level=warn"),
+            dir.join("prometheus.log"),
+        );
+        Prometheus { daemon, addr }
+    }
+
+    fn api(&mut self, path: &str) -> Value {
+        self.daemon.assert_running();
+        let (code, body) = http_get(&self.addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(code, 200, "GET {path}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"));
+        assert_eq!(v["status"], "success", "{path}: {body}");
+        v["data"].clone()
+    }
+
+    /// The query's result, or None while Prometheus does not answer yet.
+    fn try_query(&mut self, expr: &str) -> Option<Vec<Value>> {
+        self.daemon.assert_running();
+        let (code, body) = http_get(&self.addr, &format!("/api/v1/query?query={}", encode(expr))).ok()?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        (code == 200).then(|| v["data"]["result"].as_array().cloned().unwrap_or_default())
+    }
+
+    fn query(&mut self, expr: &str) -> Vec<Value> {
+        let d = self.api(&format!("/api/v1/query?query={}", encode(expr)));
+        d["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// A dashboard query as Grafana would send it, with "All" selected.
+fn substitute(expr: &str) -> String {
+    expr.replace("$instance", ".*")
+        .replace("$server", ".*")
+        .replace("$__rate_interval", "1m")
+        .replace("$__range", "5m")
+}
+
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("mcpwatch_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// Every (panel title, expr) of the dashboard, after checking the structure
+/// Grafana needs to import it.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(dashboards().join("grafana-mcpwatch.json")).expect("dashboard");
+    let d: Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    assert!(d["uid"].as_str().is_some_and(|u| !u.is_empty() && u.len() <= 40));
+    assert!(d["title"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(d["schemaVersion"].as_u64().is_some_and(|v| v >= 36), "schemaVersion");
+    assert!(d["id"].is_null(), "import-ready dashboards carry no id");
+    let vars = d["templating"]["list"].as_array().expect("templating.list");
+    let ds = vars
+        .iter()
+        .find(|v| v["type"] == "datasource")
+        .expect("a datasource variable");
+    assert_eq!(ds["query"], "prometheus");
+    let ds_ref = format!("${{{}}}", ds["name"].as_str().unwrap());
+    for v in vars.iter().filter(|v| v["type"] == "query") {
+        assert_eq!(v["datasource"]["uid"], ds_ref.as_str(), "variable {}", v["name"]);
+    }
+    let panels = d["panels"].as_array().expect("panels");
+    let mut ids = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for p in panels {
+        let title = p["title"].as_str().expect("panel title").to_owned();
+        assert!(ids.insert(p["id"].as_u64().expect("panel id")), "duplicate id: {title}");
+        for k in ["x", "y", "w", "h"] {
+            assert!(p["gridPos"][k].is_u64(), "{title}: gridPos.{k}");
+        }
+        assert!(p["gridPos"]["x"].as_u64().unwrap() + p["gridPos"]["w"].as_u64().unwrap() <= 24);
+        if p["type"] == "row" {
+            continue;
+        }
+        assert!(
+            ["timeseries", "stat", "table"].contains(&p["type"].as_str().unwrap()),
+            "{title}"
+        );
+        assert_eq!(p["datasource"]["uid"], ds_ref.as_str(), "{title}");
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{title}");
+        for t in targets {
+            assert!(t["refId"].is_string(), "{title}");
+            assert_eq!(t["datasource"]["uid"], ds_ref.as_str(), "{title}");
+            out.push((title.clone(), t["expr"].as_str().expect("expr").to_owned()));
+        }
+    }
+    out
+}
+
+fn rule_exprs() -> Vec<(String, String)> {
+    // The rules file is small and regular: `- alert: NAME` then `expr: ...`.
+    let text = std::fs::read_to_string(dashboards().join("prometheus-rules.yml")).expect("rules");
+    let mut out = Vec::new();
+    let mut name = String::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(n) = line.strip_prefix("- alert: ") {
+            name = n.to_owned();
+        } else if let Some(e) = line.strip_prefix("expr: ") {
+            out.push((name.clone(), e.to_owned()));
+        }
+    }
+    assert_eq!(out.len(), 5, "{text}");
+    out
+}
+
+#[test]
+fn promtool_accepts_the_rules() {
+    let out = output(
+        Command::new("promtool")
+            .arg("check")
+            .arg("rules")
+            .arg(dashboards().join("prometheus-rules.yml"))
+            .stdout(Stdio::piped()),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
+    let agent = Agent::start_with_config(
+        "prom",
+        "spool_dir = \"{dir}/spool\"\n[metrics]\naddress = \"127.0.0.1:0\"\n\
+         [[sinks]]\nname = \"local\"\nfile = { path = \"{dir}/alerts.jsonl\" }\n",
+        &[],
+    );
+    let addr = agent.metrics_address();
+    assert_eq!(http_get(&addr, "/healthz").unwrap().0, 200);
+    assert_eq!(http_get(&addr, "/readyz").unwrap().0, 200);
+    assert_eq!(http_get(&addr, "/nothing").unwrap().0, 404);
+
+    let dir = scratch_dir("prom-server");
+    let mut prom = Prometheus::start(&dir, &addr);
+    let prom_log = prom.daemon.log_path.clone();
+    let prom_log = move || std::fs::read_to_string(&prom_log).unwrap_or_default();
+    wait_for(
+        "Prometheus to scrape the agent",
+        Duration::from_secs(30),
+        || {
+            let r = prom.try_query("up{job=\"mcpwatch\"} == 1")?;
+            (!r.is_empty()).then_some(())
+        },
+        &prom_log,
+    );
+
+    // Activity after the first scrape, so rates see it: a watched server
+    // that stays up, and three alerts.
+    let mut server = agent
+        .wrap("promsrv", &["sh", "-c", "/bin/true; /bin/true; exec sleep 120"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("wrapped server");
+    agent.wait_events("the server's sleep", |ev| {
+        ev.iter().any(|e| {
+            e["kind"] == "exec" && e["server"] == "promsrv" && e["exe"].as_str().unwrap_or("").ends_with("sleep")
+        })
+    });
+    for _ in 0..3 {
+        agent.test_alert();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_for(
+        "the alerts, deliveries and the watched server in Prometheus",
+        Duration::from_secs(30),
+        || {
+            let alerts = prom.query("sum(mcpwatch_alerts_total{rule=\"agent.test\",severity=\"info\"}) == 3");
+            let delivered = prom.query("mcpwatch_sink_alerts_delivered_total{sink=\"local\"} == 3");
+            let watched = prom.query("mcpwatch_watched_processes{server=\"promsrv\"} >= 1");
+            let rate = prom.query("sum(rate(mcpwatch_alert_latency_seconds_count[1m])) > 0");
+            (!alerts.is_empty() && !delivered.is_empty() && !watched.is_empty() && !rate.is_empty()).then_some(())
+        },
+        || {
+            format!(
+                "{}\n{}",
+                http_get(&addr, "/metrics").map(|r| r.1).unwrap_or_default(),
+                agent.log()
+            )
+        },
+    );
+    let execs = prom.query("mcpwatch_events_total{server=\"promsrv\",kind=\"exec\"}");
+    assert!(
+        execs[0]["value"][1].as_str().unwrap().parse::<f64>().unwrap() >= 3.0,
+        "{execs:?}"
+    );
+    let lost = prom.query("mcpwatch_ringbuf_lost_events_total{server=\"promsrv\"}");
+    assert_eq!(lost.len(), 3, "one zero series per kernel kind: {lost:?}");
+    assert!(!prom.query("mcpwatch_agent_resident_memory_bytes > 1e6").is_empty());
+    assert!(!prom.query("mcpwatch_build_info == 1").is_empty());
+
+    // Every dashboard query returns data.
+    let names = prom.api("/api/v1/label/__name__/values");
+    let names: Vec<&str> = names.as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let exported = |m: &str| names.contains(&m) || names.contains(&format!("{m}_bucket").as_str());
+    let queries: Vec<(String, String)> = dashboard_queries()
+        .into_iter()
+        .filter(|(_, expr)| {
+            // Panels of families with no producer yet still get a valid query.
+            let awaiting = metric_names(expr)
+                .iter()
+                .any(|m| AWAITING_PRODUCER.contains(&m.as_str()));
+            if awaiting {
+                prom.query(&substitute(expr));
+            }
+            !awaiting
+        })
+        .collect();
+    for (title, expr) in &queries {
+        for m in metric_names(expr) {
+            let base = m.strip_suffix("_bucket").unwrap_or(&m);
+            assert!(exported(base), "panel {title:?}: {m} not exported");
+        }
+    }
+    // Rates and increases need two samples of a series: give the scrapes a moment.
+    let mut empty: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        empty = queries
+            .iter()
+            .filter(|(_, expr)| prom.query(&substitute(expr)).is_empty())
+            .map(|(title, expr)| format!("panel {title:?}: no data for {}", substitute(expr)))
+            .collect();
+        if empty.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(empty.is_empty(), "{}", empty.join("\n"));
+    let checked = queries.len();
+    assert!(checked >= 20, "{checked} dashboard queries checked");
+    // The template variables resolve.
+    let servers = prom.api(&format!(
+        "/api/v1/label/server/values?match[]={}",
+        encode("mcpwatch_events_total")
+    ));
+    assert!(servers.as_array().unwrap().iter().any(|s| s == "promsrv"), "{servers}");
+    let instances = prom.api(&format!(
+        "/api/v1/label/instance/values?match[]={}",
+        encode("mcpwatch_build_info")
+    ));
+    assert_eq!(instances.as_array().unwrap().len(), 1, "{instances}");
+
+    // Every metric the rules use is exported, every rule evaluates.
+    for (name, expr) in rule_exprs() {
+        for m in metric_names(&expr) {
+            assert!(exported(&m), "rule {name}: {m} not exported");
+        }
+        prom.query(&expr);
+    }
+    wait_for(
+        "the rules evaluated healthy",
+        Duration::from_secs(20),
+        || {
+            let groups = prom.api("/api/v1/rules");
+            let rules: Vec<Value> = groups["groups"]
+                .as_array()?
+                .iter()
+                .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                .collect();
+            (rules.len() == 5 && rules.iter().all(|r| r["health"] == "ok")).then_some(())
+        },
+        &prom_log,
+    );
+    // The agent is up: the down rule is quiet; the test alerts are info, so
+    // the high-severity rule is quiet too.
+    let firing = prom.api("/api/v1/alerts");
+    assert!(firing["alerts"].as_array().unwrap().is_empty(), "{firing}");
+
+    let _ = server.kill();
+    let _ = server.wait();
+    agent.stop();
+}

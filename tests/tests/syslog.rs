@@ -1,0 +1,160 @@
+//! Alerts to a SIEM over syslog: a real rsyslogd (the Debian package's, with a
+//! private config, work directory, pid file and ports) receives RFC 5424
+//! messages from the agent over TCP (octet-counted), UDP and a Unix socket,
+//! as JSON (ECS) and CEF; what it parsed gives the original alerts back.
+
+use std::{collections::HashMap, path::Path, process::Command, time::Duration};
+
+use mcpwatch::{
+    alert::Alert,
+    sinks::{cef, ecs},
+};
+use mcpwatch_tests::*;
+use serde_json::Value;
+
+/// rsyslog writes each message's parsed RFC 5424 fields, tab-separated.
+const TEMPLATE: &str = "%inputname%\\t%pri%\\t%protocol-version%\\t%hostname%\\t%app-name%\\t%msgid%\\t\
+                        %structured-data%\\t%msg%\\n";
+
+fn start_rsyslog(dir: &Path, tcp: u16, udp: u16, unix: &Path) -> Daemon {
+    let out = dir.join("received.log");
+    let conf = dir.join("rsyslog.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"global(workDirectory="{dir}" maxMessageSize="64k")
+module(load="imtcp")
+module(load="imudp")
+module(load="imuxsock" SysSock.Use="off")
+template(name="fields" type="string" string="{TEMPLATE}")
+ruleset(name="alerts") {{ action(type="omfile" file="{out}" template="fields") }}
+input(type="imtcp" port="{tcp}" address="127.0.0.1" ruleset="alerts")
+input(type="imudp" port="{udp}" address="127.0.0.1" ruleset="alerts")
+input(type="imuxsock" socket="{unix}" ruleset="alerts" useSpecialParser="off" parseHostname="on")
+"#,
+            dir = dir.display(),
+            out = out.display(),
+            unix = unix.display(),
+        ),
+    )
+    .expect("rsyslog config");
+    let mut d = Daemon::spawn(
+        "rsyslogd",
+        Command::new("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid")),
+        dir.join("rsyslogd.log"),
+    );
+    wait_for(
+        "rsyslogd to listen",
+        Duration::from_secs(10),
+        || {
+            d.assert_running();
+            (std::net::TcpStream::connect(("127.0.0.1", tcp)).is_ok() && unix.exists()).then_some(())
+        },
+        || std::fs::read_to_string(dir.join("rsyslogd.log")).unwrap_or_default(),
+    );
+    d
+}
+
+#[test]
+fn rsyslog_receives_rfc5424_alerts_over_tcp_udp_and_unix_that_parse_back() {
+    let dir = scratch_dir("rsyslog");
+    let (tcp, udp) = (free_port(), free_udp_port());
+    let unix = dir.join("log.sock");
+    let mut rsyslog = start_rsyslog(&dir, tcp, udp, &unix);
+    let agent = Agent::start_with_config(
+        "syslog",
+        &format!(
+            "spool_dir = \"{{dir}}/spool\"\n[metrics]\naddress = \"127.0.0.1:0\"\n\
+             [[sinks]]\nname = \"tcp-json\"\nsyslog = {{ transport = \"tcp\", address = \"127.0.0.1:{tcp}\" }}\n\
+             [[sinks]]\nname = \"udp-cef\"\nsyslog = {{ transport = \"udp\", address = \"127.0.0.1:{udp}\", format = \"cef\" }}\n\
+             [[sinks]]\nname = \"unix-json\"\nsyslog = {{ transport = \"unix\", address = \"{}\" }}\n",
+            unix.display()
+        ),
+        &[],
+    );
+    let ids: Vec<String> = (0..3).map(|_| agent.test_alert()).collect();
+    let received = dir.join("received.log");
+    let lines: Vec<Vec<String>> = wait_for(
+        "9 messages in rsyslog",
+        Duration::from_secs(20),
+        || {
+            rsyslog.assert_running();
+            let text = std::fs::read_to_string(&received).unwrap_or_default();
+            let lines: Vec<Vec<String>> = text
+                .lines()
+                .map(|l| l.split('\t').map(str::to_owned).collect())
+                .collect();
+            (lines.len() >= 9).then_some(lines)
+        },
+        || {
+            let rs = std::fs::read_to_string(dir.join("rsyslogd.log")).unwrap_or_default();
+            format!("{rs}\n{}", agent.log())
+        },
+    );
+    assert_eq!(lines.len(), 9);
+
+    // The original alerts, as the agent wrote them in its event stream.
+    let originals: HashMap<String, Alert> = of_kind(&agent.events(), "alert")
+        .into_iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.as_object_mut().unwrap().remove("kind");
+            let a: Alert = serde_json::from_value(e).expect("alert line");
+            (a.id.clone(), a)
+        })
+        .collect();
+    assert_eq!(originals.len(), 3);
+
+    let mut per_input: HashMap<&str, Vec<String>> = HashMap::new();
+    for f in &lines {
+        let [input, pri, version, host, app, msgid, sd, msg] = &f[..] else {
+            panic!("unexpected line {f:?}");
+        };
+        // facility 13 (log audit) * 8 + severity 6 (info)
+        assert_eq!(pri, "110", "{f:?}");
+        assert_eq!(version, "1");
+        assert_eq!(app, "mcpwatch");
+        assert_eq!(msgid, "alert");
+        let id = match input.as_str() {
+            "imtcp" | "imuxsock" => {
+                let doc: Value = serde_json::from_str(msg).unwrap_or_else(|e| panic!("{e}: {msg}"));
+                let alert = ecs::from_ecs(&doc).expect("an ECS alert");
+                let original = originals.get(&alert.id).expect("a known alert");
+                assert_eq!(&alert, original, "parsed back to the original");
+                assert_eq!(host, &original.host);
+                alert.id
+            }
+            "imudp" => {
+                let parsed = cef::parse(msg).unwrap_or_else(|| panic!("not CEF: {msg}"));
+                let header = &parsed.header;
+                assert_eq!(header[0], "CEF:0");
+                assert_eq!(header[1..3], ["mcpwatch", "mcpwatch"]);
+                assert_eq!(header[4], "agent.test");
+                assert_eq!(header[6], "1");
+                let get = |k: &str| parsed.get(k).map(str::to_owned);
+                let id = get("externalId").expect("externalId");
+                let original = originals.get(&id).expect("a known alert");
+                assert_eq!(header[5], original.summary);
+                assert_eq!(get("msg").as_deref(), Some(original.summary.as_str()));
+                assert_eq!(get("spid"), Some(original.pid.to_string()));
+                assert_eq!(get("cs3"), Some(original.evidence.to_string()));
+                id
+            }
+            other => panic!("unexpected input {other}"),
+        };
+        assert!(
+            sd.contains(&format!("id=\"{id}\"")) && sd.contains("rule=\"agent.test\""),
+            "{sd}"
+        );
+        per_input.entry(input.as_str()).or_default().push(id);
+    }
+    for input in ["imtcp", "imudp", "imuxsock"] {
+        assert_eq!(per_input[input], ids, "{input}: every alert once, in order");
+    }
+    agent.stop();
+}
