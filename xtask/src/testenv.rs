@@ -40,7 +40,7 @@ pub fn dir() -> PathBuf {
 
 /// What the current set-up was made from; a change reinstalls.
 fn recipe() -> String {
-    format!("{PYPI:?}\n{NPM:?}\n{APT_PACKAGES:?}\n")
+    format!("{PYPI:?}\n{NPM:?}\n{APT_PACKAGES:?}\nreadabilipy-js\n")
 }
 
 fn apt_missing() -> Vec<&'static str> {
@@ -85,6 +85,22 @@ pub fn ensure() -> anyhow::Result<()> {
         .args(["install", "-q", "--disable-pip-version-check"])
         .args(PYPI))
     .context("installing the MCP SDK and servers from PyPI")?;
+    // mcp-server-fetch's readabilipy runs `npm install` inside its own package
+    // on first use; do it now, so the tests see the server, not its set-up.
+    let out = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import os, readabilipy; print(os.path.dirname(readabilipy.__file__))",
+        ])
+        .output()
+        .context("locating readabilipy")?;
+    let js = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("javascript");
+    if js.join("package.json").exists() {
+        run(Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&js))
+        .context("installing readabilipy's JavaScript dependencies")?;
+    }
     run(Command::new("npm")
         .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
         .arg(dir.join("node"))
