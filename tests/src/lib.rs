@@ -113,6 +113,13 @@ impl Agent {
                     &["--metrics-address", "127.0.0.1:0"][..]
                 },
             )
+            // State (tool pins) in the test's own directory, never the host's.
+            .args(if args.contains(&"--state-dir") {
+                None
+            } else {
+                Some("--state-dir")
+            })
+            .args((!args.contains(&"--state-dir")).then(|| dir.join("state")))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

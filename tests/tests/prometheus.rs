@@ -12,10 +12,6 @@ use std::{
 use mcpwatch_tests::*;
 use serde_json::Value;
 
-/// Families with no producer yet: MCP tool calls come with protocol capture.
-/// Their panels are checked for shape and a valid query, not for data.
-const AWAITING_PRODUCER: &[&str] = &["mcpwatch_tool_calls_total"];
-
 fn dashboards() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
 }
@@ -187,6 +183,31 @@ fn promtool_accepts_the_rules() {
     );
 }
 
+/// One `echo` call to the npm server-everything, wrapped as server `promtools`.
+fn mcp_tool_call(agent: &Agent) {
+    let env = testenv();
+    let everything = env.join("node/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let out = output(
+        Command::new(env.join("venv/bin/python"))
+            .env_remove("LD_LIBRARY_PATH")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/client.py"))
+            .arg(r#"[["call", "echo", {"message": "hi"}]]"#)
+            .arg("--")
+            .arg(bin())
+            .args(["exec", "--server", "promtools", "--require-agent", "--socket"])
+            .arg(&agent.socket)
+            .arg("--")
+            .arg("node")
+            .arg(&everything)
+            .arg("stdio"),
+    );
+    assert!(
+        out.status.success(),
+        "MCP client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
     let agent = Agent::start_with_config(
@@ -215,7 +236,8 @@ fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
     );
 
     // Activity after the first scrape, so rates see it: a watched server
-    // that stays up, and three alerts.
+    // that stays up (undeclared: it raises policy alerts of its own), three
+    // test alerts, and a tool call.
     let mut server = agent
         .wrap("promsrv", &["sh", "-c", "/bin/true; /bin/true; exec sleep 120"])
         .stdin(Stdio::null())
@@ -230,15 +252,23 @@ fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
         agent.test_alert();
         std::thread::sleep(Duration::from_millis(300));
     }
+    // A real MCP tool call: the npm reference server driven by the official SDK client.
+    mcp_tool_call(&agent);
     wait_for(
         "the alerts, deliveries and the watched server in Prometheus",
         Duration::from_secs(30),
         || {
             let alerts = prom.query("sum(mcpwatch_alerts_total{rule=\"agent.test\",severity=\"info\"}) == 3");
-            let delivered = prom.query("mcpwatch_sink_alerts_delivered_total{sink=\"local\"} == 3");
+            let delivered = prom.query("mcpwatch_sink_alerts_delivered_total{sink=\"local\"} >= 3");
             let watched = prom.query("mcpwatch_watched_processes{server=\"promsrv\"} >= 1");
             let rate = prom.query("sum(rate(mcpwatch_alert_latency_seconds_count[1m])) > 0");
-            (!alerts.is_empty() && !delivered.is_empty() && !watched.is_empty() && !rate.is_empty()).then_some(())
+            let tools = prom.query("mcpwatch_tool_calls_total{server=\"promtools\",tool=\"echo\"} >= 1");
+            (!alerts.is_empty()
+                && !delivered.is_empty()
+                && !watched.is_empty()
+                && !rate.is_empty()
+                && !tools.is_empty())
+            .then_some(())
         },
         || {
             format!(
@@ -254,7 +284,11 @@ fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
         "{execs:?}"
     );
     let lost = prom.query("mcpwatch_ringbuf_lost_events_total{server=\"promsrv\"}");
-    assert_eq!(lost.len(), 3, "one zero series per kernel kind: {lost:?}");
+    assert_eq!(
+        lost.len(),
+        8,
+        "one zero series per kernel kind (process, file, net, dns, risky, stdio): {lost:?}"
+    );
     assert!(!prom.query("mcpwatch_agent_resident_memory_bytes > 1e6").is_empty());
     assert!(!prom.query("mcpwatch_build_info == 1").is_empty());
 
@@ -262,19 +296,7 @@ fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
     let names = prom.api("/api/v1/label/__name__/values");
     let names: Vec<&str> = names.as_array().unwrap().iter().filter_map(Value::as_str).collect();
     let exported = |m: &str| names.contains(&m) || names.contains(&format!("{m}_bucket").as_str());
-    let queries: Vec<(String, String)> = dashboard_queries()
-        .into_iter()
-        .filter(|(_, expr)| {
-            // Panels of families with no producer yet still get a valid query.
-            let awaiting = metric_names(expr)
-                .iter()
-                .any(|m| AWAITING_PRODUCER.contains(&m.as_str()));
-            if awaiting {
-                prom.query(&substitute(expr));
-            }
-            !awaiting
-        })
-        .collect();
+    let queries: Vec<(String, String)> = dashboard_queries();
     for (title, expr) in &queries {
         for m in metric_names(expr) {
             let base = m.strip_suffix("_bucket").unwrap_or(&m);
