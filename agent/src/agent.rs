@@ -906,7 +906,6 @@ impl State {
         let name = self.names.server_name(server).unwrap_or("?").to_owned();
         let out = self.mcp.on_chunk(&name, &chunk);
         self.mcp_outputs(out);
-        self.export_tool_calls();
     }
 
     /// Brings `mcpwatch_tool_calls_total` up to the MCP layer's own counts.
@@ -930,6 +929,8 @@ impl State {
     fn mcp_tick(&mut self) {
         let out = self.mcp.tick(Clock::now_ktime());
         self.mcp_outputs(out);
+        // Once a tick, not per chunk: scrapes are seconds apart anyway.
+        self.export_tool_calls();
     }
 
     fn mcp_outputs(&mut self, out: Vec<Output>) {
