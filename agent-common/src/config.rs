@@ -33,6 +33,26 @@ pub const CONFIG_DISCOVER_EXEC: u32 = 1;
 
 /// Default size of the `WATCHED` map (overridable at load time).
 pub const WATCHED_MAX_ENTRIES: u32 = 16384;
+/// Size of the `STDIO_FILES` map (stdio channels of watched servers).
+pub const STDIO_FILES_MAX: u32 = 4096;
+/// Descriptors below this are followed when a server moves its wire to them.
+pub const STDIO_FDS_MAX: u32 = 64;
+/// `STDIO_FILES` value bits: the server reads its requests from this channel…
+pub const STDIO_IN: u32 = 1;
+/// …and writes its responses to it (both for a socketpair).
+pub const STDIO_OUT: u32 = 2;
+
+/// Value of the `STDIO_AT_EXEC` map (key: tgid): inode numbers of the pipes
+/// or sockets fds 0 and 1 were when a process held for the discovery rules
+/// exec'd (0: not a pipe or socket). Userspace moves them to `STDIO_FILES`
+/// when a rule makes the process a server.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StdioInodes {
+    pub stdin: u64,
+    pub stdout: u64,
+}
+
 /// Default size of the `EVENTS` ring buffer in bytes (power of two, page multiple).
 pub const EVENTS_RING_BYTES: u32 = 8 << 20;
 
@@ -41,4 +61,5 @@ mod pod {
     // SAFETY: plain repr(C) structs of integers without padding.
     unsafe impl aya::Pod for super::WatchedProc {}
     unsafe impl aya::Pod for super::AgentConfig {}
+    unsafe impl aya::Pod for super::StdioInodes {}
 }

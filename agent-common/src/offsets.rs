@@ -77,6 +77,8 @@ pub struct KernelOffsets {
     pub inode_mode: u32,
     /// `inode.i_nlink`
     pub inode_nlink: u32,
+    /// `inode.i_ino`
+    pub inode_ino: u32,
     /// `fs_struct.pwd`
     pub fs_pwd: u32,
     /// `linux_binprm.file`
@@ -153,6 +155,7 @@ impl KernelOffsets {
             mount_mountpoint: OFFSET_MISSING,
             inode_mode: OFFSET_MISSING,
             inode_nlink: OFFSET_MISSING,
+            inode_ino: OFFSET_MISSING,
             fs_pwd: OFFSET_MISSING,
             binprm_file: OFFSET_MISSING,
             socket_type: OFFSET_MISSING,

@@ -5,6 +5,8 @@ pub const READ: u32 = 0;
 pub const WRITE: u32 = 1;
 pub const OPEN: u32 = 2;
 pub const READV: u32 = 19;
+pub const DUP: u32 = 32;
+pub const DUP2: u32 = 33;
 pub const WRITEV: u32 = 20;
 pub const CONNECT: u32 = 42;
 pub const ACCEPT: u32 = 43;
@@ -14,6 +16,7 @@ pub const SENDMSG: u32 = 46;
 pub const RECVMSG: u32 = 47;
 pub const BIND: u32 = 49;
 pub const LISTEN: u32 = 50;
+pub const FCNTL: u32 = 72;
 pub const TRUNCATE: u32 = 76;
 pub const FTRUNCATE: u32 = 77;
 pub const RENAME: u32 = 82;
@@ -49,6 +52,7 @@ pub const LINKAT: u32 = 265;
 pub const SYMLINKAT: u32 = 266;
 pub const FCHMODAT: u32 = 268;
 pub const ACCEPT4: u32 = 288;
+pub const DUP3: u32 = 292;
 pub const PROCESS_VM_READV: u32 = 310;
 pub const PROCESS_VM_WRITEV: u32 = 311;
 pub const FINIT_MODULE: u32 = 313;
@@ -60,14 +64,32 @@ pub const FCHMODAT2: u32 = 452;
 
 /// `AT_FDCWD`: a path relative to the working directory.
 pub const AT_FDCWD: i64 = -100;
+/// `fcntl` commands that duplicate a descriptor.
+pub const F_DUPFD: u64 = 0;
+pub const F_DUPFD_CLOEXEC: u64 = 1030;
 
-/// The event family of a followed syscall; None for every other syscall
-/// (which then costs no map lookup at all).
+/// What the probes do with a followed syscall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Reads and writes, captured when they move the bytes of a server's stdio.
+    Stdio,
+    /// Descriptor duplication (dup, dup2, dup3, fcntl): followed so the stdio
+    /// capture finds the wire on whatever descriptor a server moved it to.
+    /// Emits no event.
+    Dup,
+    File,
+    Net,
+    Risky,
+}
+
+/// The family of a followed syscall; None for every other syscall (which
+/// then costs no map lookup at all).
 #[inline(always)]
-pub const fn family(nr: u32) -> Option<super::EventKind> {
-    use super::EventKind::*;
+pub const fn family(nr: u32) -> Option<Family> {
+    use Family::*;
     match nr {
         READ | WRITE | READV | WRITEV => Some(Stdio),
+        DUP | DUP2 | DUP3 | FCNTL => Some(Dup),
         OPEN | OPENAT | OPENAT2 | CREAT | TRUNCATE | FTRUNCATE | RENAME | RENAMEAT | RENAMEAT2 | MKDIR | MKDIRAT
         | RMDIR | LINK | LINKAT | SYMLINK | SYMLINKAT | UNLINK | UNLINKAT | CHMOD | FCHMOD | FCHMODAT | FCHMODAT2
         | CHOWN | FCHOWN | LCHOWN | FCHOWNAT => Some(File),
@@ -87,6 +109,10 @@ pub const fn name(nr: u32) -> &'static str {
         WRITE => "write",
         READV => "readv",
         WRITEV => "writev",
+        DUP => "dup",
+        DUP2 => "dup2",
+        DUP3 => "dup3",
+        FCNTL => "fcntl",
         OPEN => "open",
         OPENAT => "openat",
         OPENAT2 => "openat2",

@@ -87,6 +87,15 @@ pub fn file_mode(file: *const u8) -> u32 {
         .unwrap_or(0)
 }
 
+/// `file->f_inode->i_ino`.
+#[inline(always)]
+pub fn file_ino(file: *const u8) -> Option<u64> {
+    let o = offsets();
+    read::<*const u8>(file, &o.file_inode)
+        .and_then(|inode| read::<u64>(inode, &o.inode_ino))
+        .ok()
+}
+
 /// What an inode mode is, as an `FD_*` value.
 #[inline(always)]
 pub fn fd_kind(mode: u32) -> u8 {

@@ -2,7 +2,8 @@
 
 use agent_common::{
     AgentConfig, KernelOffsets, LossKey, WatchedProc,
-    config::{EVENTS_RING_BYTES, WATCHED_MAX_ENTRIES},
+    config::StdioInodes,
+    config::{EVENTS_RING_BYTES, STDIO_FDS_MAX, STDIO_FILES_MAX, WATCHED_MAX_ENTRIES},
     event::{ExecRecord, PATH_MAX, SysRecord},
 };
 use aya_ebpf::{
@@ -63,9 +64,31 @@ pub struct PathScratch {
 #[map]
 pub static PATH_SCRATCH: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// (tgid << 32 | fd) -> bytes of stdin/stdout captured so far (stream offset).
+/// (tgid << 32 | 0 for stdin, 1 for stdout) -> bytes captured so far (stream
+/// offset), whatever descriptor the process moved them through.
 #[map]
 pub static STDIO_OFFSETS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(8192, 0);
+
+/// Inode number of a pipe or socket that is a watched server's stdio (what
+/// its fds 0 and 1 were when it was launched or found) -> `STDIO_IN` |
+/// `STDIO_OUT`. Pipe and socket inode numbers come from one kernel counter,
+/// so the number alone names the channel. LRU: entries of servers long gone
+/// make room.
+#[map]
+pub static STDIO_FILES: LruHashMap<u64, u32> = LruHashMap::with_max_entries(STDIO_FILES_MAX, 0);
+
+/// tgid -> stdio channels of a process held for the discovery rules, taken
+/// at its exec (before it can move them); userspace registers them in
+/// `STDIO_FILES` if a rule matches. LRU: undecided entries age out.
+#[map]
+pub static STDIO_AT_EXEC: LruHashMap<u32, StdioInodes> = LruHashMap::with_max_entries(STDIO_FILES_MAX, 0);
+
+/// Index fd: non-zero once fd (< `STDIO_FDS_MAX`) of some watched process was
+/// seen to be a duplicate of a stdio channel; fds 0 and 1 always are
+/// candidates. A read or write on any other fd returns before the
+/// watched-set lookup (an array read is inlined by the verifier).
+#[map]
+pub static STDIO_FDS: Array<u32> = Array::with_max_entries(STDIO_FDS_MAX, 0);
 
 /// Per-CPU cursor of the stdio chunk loop (see `probes::stdio`).
 #[repr(C)]

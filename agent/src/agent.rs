@@ -41,6 +41,7 @@ use crate::{
     procs::{Proc, ProcTable, read_proc},
     servers::{Servers, validate_name},
     sinks::Sinks,
+    stdio::StdioChannels,
     sysview,
 };
 
@@ -69,6 +70,8 @@ pub struct AgentOptions {
 /// Everything the event loop owns besides the ring buffer.
 struct State {
     watched: HashMap<MapData, u32, WatchedProc>,
+    /// Which pipes are the servers' wire, for the stdio capture.
+    stdio: StdioChannels,
     config: Array<MapData, AgentConfig>,
     policy: Policy,
     loss: PerCpuHashMap<MapData, LossKey, u64>,
@@ -158,6 +161,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
 
     let mut state = State {
         watched: probes.take_watched(),
+        stdio: probes.take_stdio(),
         config,
         policy,
         loss: probes.take_loss(),
@@ -624,6 +628,7 @@ impl State {
             {
                 let _ = self.watched.remove(&pid);
             }
+            self.stdio.forget_pending(pid);
         }
     }
 
@@ -724,6 +729,8 @@ impl State {
             log::info!("watching pid {pid} ({}) as {server} ({reason})", p.exe);
             self.procs.insert(p);
             if pid == root {
+                let source = self.stdio.register_root(pid);
+                log::info!("stdio of pid {pid}: {}", source.describe());
                 let ctx = self.context(id, now, pid, true, true);
                 for a in self.policy.on_watch(&ctx) {
                     self.emit_alert(&a);

@@ -87,6 +87,7 @@ pub const FIELDS: &[(&str, &str, Slot, Need)] = &[
     ("mount", "mnt_mountpoint", |o| &mut o.mount_mountpoint, Need::Required),
     ("inode", "i_mode", |o| &mut o.inode_mode, Need::Required),
     ("inode", "i_nlink", |o| &mut o.inode_nlink, Need::Optional("fileless exec detection")),
+    ("inode", "i_ino", |o| &mut o.inode_ino, Need::Optional("stdio capture")),
     ("fs_struct", "pwd", |o| &mut o.fs_pwd, Need::Optional("working directories")),
     ("linux_binprm", "file", |o| &mut o.binprm_file, Need::Optional("resolved exe paths")),
     ("socket", "type", |o| &mut o.socket_type, Need::Optional("socket details")),

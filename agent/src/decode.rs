@@ -153,13 +153,14 @@ pub struct Sys {
     pub incoming: bool,
 }
 
-/// Bytes a watched server read from stdin (fd 0) or wrote to stdout (fd 1).
+/// Bytes a watched server read from its stdin or wrote to its stdout.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StdioChunk {
     pub header: Header,
-    /// 0: stdin (read by the server), 1: stdout (written by it).
+    /// 0: stdin (read by the server), 1: stdout (written by it), whichever
+    /// descriptor carried them.
     pub fd: u32,
-    /// Offset of `data` in that process's stream for that fd.
+    /// Offset of `data` in that process's stream for that direction.
     pub offset: u64,
     /// Bytes the syscall transferred (>= data.len()).
     pub len: u64,
@@ -354,7 +355,8 @@ fn decode_sys(bytes: &[u8], kind: EventKind) -> Result<Event, DecodeError> {
     if kind == EventKind::Stdio {
         return Ok(Event::Stdio(StdioChunk {
             header: h,
-            fd: e.args[0] as u32,
+            // The direction, whichever descriptor the server moved it to.
+            fd: if e.flags & SYS_DATA_IN != 0 { 0 } else { 1 },
             offset: e.offset,
             len: e.ret.max(0) as u64,
             data: data.to_vec(),
@@ -587,7 +589,8 @@ mod tests {
         let Event::Stdio(c) = decode(&rec).unwrap() else {
             panic!()
         };
-        assert_eq!(c.fd, 3);
+        // Written on fd 3 (a duplicate of the wire): the server's stdout.
+        assert_eq!(c.fd, 1);
         assert_eq!(c.len, 100);
         assert_eq!(c.data, b"{\"jsonrpc\"");
         assert!(c.truncated);

@@ -6,7 +6,8 @@
 //! conversation: tool calls, pins, poisoning) -> `policy` (manifests, baselines,
 //! built-in rules -> alerts) -> `output` (JSON lines) and `sinks` (alert delivery
 //! with spools); `metrics` and `metrics_http` export Prometheus metrics; `config`
-//! is the configuration file; `control` is the wrapper's registration socket,
+//! is the configuration file; `control` is the wrapper's registration socket, `stdio` tells the
+//! kernel's capture which pipes are a server's wire,
 //! `agent` the loop that ties them together.
 
 pub mod agent;
@@ -27,5 +28,6 @@ pub mod policy;
 pub mod procs;
 pub mod servers;
 pub mod sinks;
+pub mod stdio;
 pub mod sysview;
 pub mod wrapper;

@@ -10,7 +10,7 @@ use aya::{
     programs::{BtfTracePoint, RawTracePoint},
 };
 
-use crate::{btf, mounts};
+use crate::{btf, mounts, stdio::StdioChannels};
 
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpwatch"));
@@ -81,6 +81,7 @@ pub struct Probes {
     watched: Option<HashMap<MapData, u32, WatchedProc>>,
     config: Option<Array<MapData, AgentConfig>>,
     loss: Option<PerCpuHashMap<MapData, LossKey, u64>>,
+    stdio: Option<StdioChannels>,
     /// Optional fields the kernel lacks, with the feature switched off.
     pub disabled: Vec<(String, btf::OffsetError)>,
     pinned: Vec<PathBuf>,
@@ -103,6 +104,11 @@ impl Probes {
     /// Per-CPU ring-buffer loss counters; once.
     pub fn take_loss(&mut self) -> PerCpuHashMap<MapData, LossKey, u64> {
         self.loss.take().expect("loss map taken once")
+    }
+
+    /// The stdio capture's channel maps; once.
+    pub fn take_stdio(&mut self) -> StdioChannels {
+        self.stdio.take().expect("stdio maps taken once")
     }
 
     /// Files pinned at load (removed by [`Probes::unpin`]).
@@ -216,6 +222,10 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
         watched: Some(take(&mut ebpf, "WATCHED")?),
         config: Some(take(&mut ebpf, "CONFIG")?),
         loss: Some(take(&mut ebpf, "LOSS")?),
+        stdio: Some(StdioChannels::new(
+            take(&mut ebpf, "STDIO_FILES")?,
+            take(&mut ebpf, "STDIO_AT_EXEC")?,
+        )),
         disabled: resolved.disabled,
         pinned,
         _ebpf: ebpf,

@@ -57,13 +57,18 @@ fn client(agent: &Agent, server: &str, plan: Value, cmd: &[&str]) -> Vec<Value> 
         "--",
     ];
     args.extend(cmd);
+    client_of(agent, plan, &args)
+}
+
+/// Runs the SDK client with `plan` against `args` as given (no wrapper).
+fn client_of(agent: &Agent, plan: Value, args: &[&str]) -> Vec<Value> {
     let out = output(
         Command::new(python())
             .env_remove("LD_LIBRARY_PATH")
             .arg(mcp_dir().join("client.py"))
             .arg(plan.to_string())
             .arg("--")
-            .args(&args)
+            .args(args)
             .current_dir(mcp_dir().join("servers")),
     );
     assert!(
@@ -151,20 +156,22 @@ fn calls_to_the_npm_reference_server_are_attributed_with_their_ids() {
     assert!(of_server(&ev, "mcp_garbage", "everything").is_empty(), "{}", dump(&ev));
 }
 
-/// A PyPI reference server on the SDK's own stdio transport, which moves the
-/// wire off fds 0 and 1 onto private duplicates (>= 3). The kernel capture
-/// follows fds 0 and 1 by number, so it sees nothing of this server yet: the
-/// capture must follow the pipes themselves (dup/dup2/fcntl(F_DUPFD) of fds 0
-/// and 1) before this can pass. Run it with `--ignored` to check.
-#[test]
-#[ignore = "the stdio capture follows fds 0/1 by number; mcp 2.x servers speak on duplicates of them"]
-fn calls_to_a_pypi_reference_server_are_attributed_with_their_ids() {
-    let agent = agent("mcp-pypi");
-    let server = testenv()
+fn time_server() -> String {
+    testenv()
         .join("venv/bin/mcp-server-time")
         .to_string_lossy()
-        .into_owned();
+        .into_owned()
+}
+
+/// The PyPI reference server on the SDK's own stdio transport, which moves
+/// the wire off fds 0 and 1 onto private duplicates (>= 3) and points fd 1 at
+/// stderr: the capture follows the pipes, not the descriptor numbers, and
+/// what the server logs is not taken for its conversation.
+#[test]
+fn calls_to_a_pypi_reference_server_are_attributed_with_their_ids() {
+    let agent = agent("mcp-pypi");
     let py = python().to_string_lossy().into_owned();
+    let server = time_server();
     let steps = client(
         &agent,
         "time",
@@ -178,6 +185,48 @@ fn calls_to_a_pypi_reference_server_are_attributed_with_their_ids() {
     });
     assert_eq!(audited_calls(&ev, "time"), sent, "{}", dump(&ev));
     assert_eq!(of_server(&ev, "mcp_tools", "time").len(), 1);
+    assert!(of_server(&ev, "mcp_garbage", "time").is_empty(), "{}", dump(&ev));
+}
+
+/// A discovery rule decides at exec, in userspace, a moment after the kernel
+/// saw the exec: the channels are taken in the kernel at the exec itself, so
+/// a server that moves its wire before the decision is still heard.
+#[test]
+fn a_server_found_by_a_rule_is_heard_on_its_moved_wire() {
+    let state = state_dir("mcp-rule");
+    let _ = std::fs::remove_dir_all(&state);
+    let state = state.to_string_lossy().into_owned();
+    let agent = Agent::start(
+        "mcp-rule",
+        // The server's argv, not the client's (which carries it after `--`).
+        &[
+            "--audit-tool-calls",
+            "--state-dir",
+            &state,
+            "--watch",
+            r"time-ruled=^\S+ \S+/mcp-server-time( |$)",
+        ],
+    );
+    let py = python().to_string_lossy().into_owned();
+    let server = time_server();
+    let steps = client_of(
+        &agent,
+        json!([["list"], ["call", "get_current_time", {"timezone": "UTC"}]]),
+        &[&py, &server, "--local-timezone", "UTC"],
+    );
+    let sent = call_ids(&steps);
+    let ev = agent.wait_events("a tool_call line", |ev| {
+        !of_server(ev, "tool_call", "time-ruled").is_empty()
+    });
+    assert_eq!(audited_calls(&ev, "time-ruled"), sent, "{}", dump(&ev));
+    let watch = of_server(&ev, "watch", "time-ruled");
+    assert_eq!(watch[0]["reason"], "rule", "{}", dump(&ev));
+    let pid = watch[0]["pid"].as_u64().unwrap();
+    let log = agent.log();
+    assert!(
+        log.contains(&format!("stdio of pid {pid}: channels taken at exec")),
+        "{log}"
+    );
 }
 
 #[test]

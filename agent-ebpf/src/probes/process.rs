@@ -13,7 +13,7 @@
 
 use agent_common::{
     EventKind, ExitEvent, ForkEvent, WatchedProc,
-    config::{CONFIG_DISCOVER_EXEC, WATCH_PENDING},
+    config::{CONFIG_DISCOVER_EXEC, WATCH_PENDING, WATCH_ROOT},
     event::{
         EVENT_UNWATCHED, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_EXE_TRUNCATED, EXEC_FILENAME_MAX,
         EXEC_FILENAME_TRUNCATED, EXEC_INTERP_TRUNCATED, ExecEvent, ExecRecord, FD_NONE, PATH_MAX,
@@ -29,6 +29,7 @@ use crate::{
     emit::{count_loss, send, send_bytes},
     kernel::{current_task, fd_file, fd_kind, file_mode, file_path, fill_header, read, resolve_path},
     maps::{EXEC_SCRATCH, WATCHED, config_flags, offset, offsets, watched},
+    probes::stdio,
 };
 
 /// Events of a pending process are for discovery, not for the stream.
@@ -131,7 +132,14 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
 fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let tgid = current_tgid();
     let (server, flags) = match watched(tgid) {
-        Some(w) => (w.server, unwatched_flag(&w)),
+        Some(w) => {
+            // A root's stdio is its server's wire (a child's may be a pipe
+            // to its parent: not the conversation).
+            if w.flags & WATCH_ROOT != 0 {
+                stdio::register_current();
+            }
+            (w.server, unwatched_flag(&w))
+        }
         // Unwatched: only when discovery rules exist (exec is rare enough).
         // Mark it pending so what it forks before userspace has matched it
         // is followed too.
@@ -143,6 +151,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
             if WATCHED.insert(tgid, pending, 0).is_err() {
                 count_loss(0, EventKind::Exec as u32);
             }
+            stdio::remember_current(tgid);
             (0, EVENT_UNWATCHED)
         }
         None => return Ok(()),

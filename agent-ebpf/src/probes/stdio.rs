@@ -1,21 +1,145 @@
-//! Bytes a watched process reads from stdin (fd 0) and writes to stdout
-//! (fd 1), when those are pipes or sockets: the MCP conversation of a stdio
-//! server. Sent in chunks of at most `DATA_MAX` bytes with their offset in
-//! the stream; what does not fit is counted in `data_missing`, never dropped
-//! silently.
+//! Bytes a watched server reads from its stdin and writes to its stdout: the
+//! MCP conversation of a stdio server. Sent in chunks of at most `DATA_MAX`
+//! bytes with their offset in the stream; what does not fit is counted in
+//! `data_missing`, never dropped silently.
+//!
+//! The wire is a channel, not a descriptor number: the pipes or sockets a
+//! server's fds 0 and 1 were when it was launched (exec of a watched root;
+//! for a process held for the discovery rules, kept in `STDIO_AT_EXEC` until
+//! a rule makes it a server) or found (userspace registers them) go in
+//! `STDIO_FILES` by inode number. Servers that move the wire to
+//! other descriptors (mcp 2.x's `stdio_server()` dups them to fds >= 3 and
+//! points 0 at /dev/null, 1 at stderr) are followed through dup, dup2, dup3
+//! and fcntl(F_DUPFD*): a duplicate of a registered channel sets its fd's bit
+//! in `STDIO_FDS`, the cheap pre-filter reads and writes pass before any
+//! hash lookup. Descriptors that point elsewhere (stderr, a log file) are never
+//! captured, whatever their number.
 
 use agent_common::{
     EventKind,
+    config::{STDIO_FDS_MAX, STDIO_IN, STDIO_OUT, StdioInodes},
     event::{FD_PIPE, FD_SOCKET, SYS_DATA_IN, SYS_DATA_TRUNCATED},
     syscalls::{READ, READV, WRITE, WRITEV},
 };
 use aya_ebpf::helpers::bpf_probe_read_user;
 
 use crate::{
-    kernel::{fd_file, fd_kind, file_mode},
-    maps::{STDIO_CURSOR, STDIO_OFFSETS, Stash},
+    kernel::{fd_file, fd_kind, file_ino, file_mode},
+    maps::{STDIO_AT_EXEC, STDIO_CURSOR, STDIO_FDS, STDIO_FILES, STDIO_OFFSETS, Stash},
     probes::syscalls::record,
 };
+
+/// Descriptors above this are not followed as duplicates of the wire.
+const FD_MAX: u32 = STDIO_FDS_MAX;
+
+/// Whether a read or write on `fd` may move stdio bytes: fds 0 and 1, and
+/// descriptors some watched process duplicated its wire onto. One array
+/// read, no hash lookup: every other read/write on the host stops here.
+#[inline(always)]
+pub fn candidate_fd(fd: u64) -> bool {
+    let fd = fd as u32;
+    if fd <= 1 {
+        return true;
+    }
+    if fd >= FD_MAX {
+        return false;
+    }
+    STDIO_FDS.get(fd).is_some_and(|&c| c != 0)
+}
+
+/// The stdio channel `file` is, as `STDIO_IN`/`STDIO_OUT` bits (0: none).
+#[inline(always)]
+fn channel(file: *const u8) -> u32 {
+    let kind = fd_kind(file_mode(file));
+    if kind != FD_PIPE && kind != FD_SOCKET {
+        return 0;
+    }
+    let Some(ino) = file_ino(file) else {
+        return 0;
+    };
+    unsafe { STDIO_FILES.get(ino) }.copied().unwrap_or(0)
+}
+
+/// Inode numbers of the current task's fds 0 and 1 when pipes or sockets.
+#[inline(always)]
+fn current_channels() -> StdioInodes {
+    let mut inos = StdioInodes::default();
+    for fd in 0..2u64 {
+        let Some(file) = fd_file(fd) else {
+            continue;
+        };
+        let kind = fd_kind(file_mode(file));
+        if kind != FD_PIPE && kind != FD_SOCKET {
+            continue;
+        }
+        let ino = file_ino(file).unwrap_or(0);
+        if fd == 0 {
+            inos.stdin = ino;
+        } else {
+            inos.stdout = ino;
+        }
+    }
+    inos
+}
+
+#[inline(always)]
+fn register(ino: u64, dir: u32) {
+    if ino == 0 {
+        return;
+    }
+    let old = unsafe { STDIO_FILES.get(ino) }.copied().unwrap_or(0);
+    if old & dir == 0 {
+        let _ = STDIO_FILES.insert(ino, old | dir, 0);
+    }
+}
+
+/// The exec of a watched root: its fds 0 and 1 are its server's wire.
+#[inline(always)]
+pub fn register_current() {
+    let inos = current_channels();
+    register(inos.stdin, STDIO_IN);
+    register(inos.stdout, STDIO_OUT);
+}
+
+/// The exec of a process held for the discovery rules: keep its fds 0 and 1
+/// aside until userspace decides.
+#[inline(always)]
+pub fn remember_current(tgid: u32) {
+    let inos = current_channels();
+    if inos.stdin != 0 || inos.stdout != 0 {
+        let _ = STDIO_AT_EXEC.insert(tgid, inos, 0);
+    }
+}
+
+/// Whether `file` is a channel remembered at the exec of pending `tgid`.
+#[inline(always)]
+fn remembered(file: *const u8, tgid: u32) -> bool {
+    let Some(inos) = (unsafe { STDIO_AT_EXEC.get(tgid) }) else {
+        return false;
+    };
+    let ino = file_ino(file).unwrap_or(0);
+    ino != 0 && (ino == inos.stdin || ino == inos.stdout)
+}
+
+/// dup, dup2, dup3, fcntl(F_DUPFD*) returned `ret`: when the new descriptor
+/// is a stdio channel, reads and writes on its number become candidates.
+pub fn on_dup(ret: i64, tgid: u32) {
+    if ret < 2 || ret >= FD_MAX as i64 {
+        return;
+    }
+    let Some(file) = fd_file(ret as u64) else {
+        return;
+    };
+    if channel(file) == 0 && !remembered(file, tgid) {
+        return;
+    }
+    // One slot per fd: a plain store, no read-modify-write to race on.
+    if let Some(slot) = STDIO_FDS.get_ptr_mut(ret as u32)
+        && unsafe { *slot } == 0
+    {
+        unsafe { *slot = 1 };
+    }
+}
 
 /// Chunks per syscall at most (`MAX_CHUNKS * DATA_MAX` bytes: 256 KiB).
 const MAX_CHUNKS: usize = 32;
@@ -27,19 +151,19 @@ pub fn on_exit(st: &Stash, ret: i64, pid_tgid: u64) {
         return;
     }
     let fd = st.args[0] as u32 as u64;
-    let incoming = match (st.nr, fd) {
-        (READ | READV, 0) => true,
-        (WRITE | WRITEV, 1) => false,
+    let (incoming, dir) = match st.nr {
+        READ | READV => (true, STDIO_IN),
+        WRITE | WRITEV => (false, STDIO_OUT),
         _ => return,
     };
     let Some(file) = fd_file(fd) else {
         return;
     };
-    let kind = fd_kind(file_mode(file));
-    if kind != FD_PIPE && kind != FD_SOCKET {
+    if channel(file) & dir == 0 {
         return;
     }
-    let key = (pid_tgid & 0xffff_ffff_0000_0000) | fd;
+    // One stream per process and direction, whichever fd carried it.
+    let key = (pid_tgid & 0xffff_ffff_0000_0000) | if incoming { 0 } else { 1 };
     let start = unsafe { STDIO_OFFSETS.get(key) }.copied().unwrap_or(0);
     let _ = STDIO_OFFSETS.insert(key, start + ret as u64, 0);
     let Some(cur) = STDIO_CURSOR.get_ptr_mut(0) else {

@@ -5,10 +5,16 @@
 //! less per hooked call than a classic per-syscall tracepoint). Both sides
 //! first test the syscall number against the followed set: every other
 //! syscall costs no map lookup at all. stdio syscalls are further filtered to
-//! fds 0 and 1 before any lookup. A followed syscall of an unwatched process
-//! costs one lookup on each side (`WATCHED` at enter, `STASH` at exit).
+//! fds 0 and 1 and the wire's known duplicates (one array read) before any
+//! lookup; fcntl to its duplicating commands. A followed syscall of an
+//! unwatched process costs one lookup on each side (`WATCHED` at enter,
+//! `STASH` at exit).
 
-use agent_common::{EventKind, config::WATCH_PENDING, syscalls::family};
+use agent_common::{
+    EventKind,
+    config::WATCH_PENDING,
+    syscalls::{F_DUPFD, F_DUPFD_CLOEXEC, FCNTL, Family, family},
+};
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
@@ -32,14 +38,20 @@ fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     let regs: *const u8 = ctx.arg(0);
     let o = offsets();
     let arg0: u64 = read(regs, &o.regs_di)?;
-    if fam == EventKind::Stdio && arg0 as u32 > 1 {
+    if fam == Family::Stdio && !stdio::candidate_fd(arg0) {
+        return Ok(());
+    }
+    let arg1: u64 = read(regs, &o.regs_si)?;
+    if nr == FCNTL && arg1 != F_DUPFD && arg1 != F_DUPFD_CLOEXEC {
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(w) = watched((pid_tgid >> 32) as u32) else {
         return Ok(());
     };
-    if w.flags & WATCH_PENDING != 0 {
+    // A process held for the discovery rules emits nothing, but where its
+    // wire goes is followed: it may be moved before userspace decides.
+    if w.flags & WATCH_PENDING != 0 && fam != Family::Dup {
         return Ok(());
     }
     let st = Stash {
@@ -47,7 +59,7 @@ fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         server: w.server,
         args: [
             arg0,
-            read(regs, &o.regs_si)?,
+            arg1,
             read(regs, &o.regs_dx)?,
             read(regs, &o.regs_r10)?,
             read(regs, &o.regs_r8)?,
@@ -72,7 +84,7 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(fam) = family(nr) else {
         return Ok(());
     };
-    if fam == EventKind::Stdio && read::<u64>(regs, &o.regs_di)? as u32 > 1 {
+    if fam == Family::Stdio && !stdio::candidate_fd(read::<u64>(regs, &o.regs_di)?) {
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -84,11 +96,11 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     match fam {
-        EventKind::File => file::on_exit(&st, ret),
-        EventKind::Net => network::on_exit(&st, ret),
-        EventKind::Risky => risky::on_exit(&st, ret),
-        EventKind::Stdio => stdio::on_exit(&st, ret, pid_tgid),
-        _ => {}
+        Family::File => file::on_exit(&st, ret),
+        Family::Net => network::on_exit(&st, ret),
+        Family::Risky => risky::on_exit(&st, ret),
+        Family::Stdio => stdio::on_exit(&st, ret, pid_tgid),
+        Family::Dup => stdio::on_dup(ret, (pid_tgid >> 32) as u32),
     }
     Ok(())
 }

@@ -4,12 +4,11 @@
 //! The chunk type is `decode::StdioChunk` (`decode::Event::Stdio`). Chunks of
 //! one (pid, fd) arrive in order; a gap in offsets means bytes were lost.
 //!
-//! Note for the capture: the official Python SDK (mcp 2.x) no longer speaks on
-//! fds 0 and 1. `mcp.server.stdio.stdio_server()` duplicates them onto private
-//! descriptors (`F_DUPFD_CLOEXEC`, >= 3), points fd 0 at /dev/null and fd 1 at
-//! stderr, and serves the wire from the duplicates. A capture keyed on fd
-//! numbers sees nothing of such a server; keying on the pipe (the `struct file`
-//! fds 0/1 held when the process was watched) does.
+//! `fd` is the direction (0: read by the server, 1: written by it), not the
+//! descriptor that carried the bytes: the kernel follows the server's stdin
+//! and stdout channels onto whatever descriptors it moves them to (the
+//! Python SDK 2.x serves on private duplicates >= 3), see
+//! `agent-ebpf/src/probes/stdio.rs`.
 
 /// File descriptor of the bytes a server reads (requests from the host).
 pub const FD_STDIN: u32 = 0;
