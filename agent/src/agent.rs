@@ -157,7 +157,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     };
     let config: Array<MapData, AgentConfig> = probes.take_config();
     let clock = Clock::new();
-    let (policy, policy_alerts) = Policy::new(opts.policy.clone(), clock);
+    let (policy, policy_alerts) = Policy::new(opts.policy.clone(), clock, opts.config.policy.limits());
 
     let mut state = State {
         watched: probes.take_watched(),

@@ -80,11 +80,37 @@ impl Default for MetricsConfig {
     }
 }
 
-#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[derive(Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// Directories holding server manifests (consumed by the policy stage).
     pub manifest_dirs: Vec<PathBuf>,
+    /// Repeats of an alert within this many seconds are folded into one
+    /// summary with a count.
+    pub alert_window_s: u64,
+    /// Distinct alerts of one rule for one server per window before the rest
+    /// are folded too (flood control).
+    pub alert_distinct_max: u32,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let limits = crate::policy::dedup::Limits::default();
+        Self {
+            manifest_dirs: Vec::new(),
+            alert_window_s: limits.window_ns / 1_000_000_000,
+            alert_distinct_max: limits.distinct_max,
+        }
+    }
+}
+
+impl PolicyConfig {
+    pub fn limits(&self) -> crate::policy::dedup::Limits {
+        crate::policy::dedup::Limits {
+            window_ns: self.alert_window_s.max(1).saturating_mul(1_000_000_000),
+            distinct_max: self.alert_distinct_max,
+        }
+    }
 }
 
 /// One alert destination. Exactly one of `file`, `syslog`, `webhook`.
@@ -400,6 +426,7 @@ mod tests {
             address = "127.0.0.1:9999"
             [policy]
             manifest_dirs = ["/etc/mcpwatch/manifests", "/opt/m"]
+            alert_distinct_max = 500
             [[sinks]]
             name = "siem"
             spool = { max_alerts = 10 }
@@ -417,6 +444,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.policy.manifest_dirs.len(), 2);
+        assert_eq!(c.policy.alert_distinct_max, 500);
+        assert_eq!(c.policy.limits().window_ns, 60_000_000_000, "the default window");
         assert_eq!(c.spool_dir(), Path::new("/tmp/s/spool"));
         assert_eq!(c.sinks[0].spool.max_alerts, 10);
         assert_eq!(c.sinks[0].spool.max_bytes, SpoolConfig::default().max_bytes);

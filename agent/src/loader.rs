@@ -15,6 +15,10 @@ use crate::{btf, mounts, stdio::StdioChannels};
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpwatch"));
 
+/// The benchmark's floor: the same hooks doing nothing but the watched-set
+/// lookup (`agent-ebpf/src/floor.rs`).
+static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));
+
 /// Every program in the object: (program name, BTF tracepoint).
 const TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_fork", "sched_process_fork"),
@@ -184,19 +188,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
         loader.map_max_entries("EVENTS", n);
     }
     let mut ebpf = loader.load(OBJECT)?;
-
-    for &(name, tracepoint) in TRACEPOINTS {
-        let program: &mut BtfTracePoint = program(&mut ebpf, name)?;
-        let err = |source| LoadError::Program { name, source };
-        program.load(tracepoint, &aya_btf).map_err(err)?;
-        program.attach().map_err(err)?;
-    }
-    for &(name, tracepoint) in RAW_TRACEPOINTS {
-        let program: &mut RawTracePoint = program(&mut ebpf, name)?;
-        let err = |source| LoadError::Program { name, source };
-        program.load().map_err(err)?;
-        program.attach(tracepoint).map_err(err)?;
-    }
+    attach_all(&mut ebpf, &aya_btf)?;
 
     let mut pinned = Vec::new();
     if let Some(dir) = &opts.pin_dir {
@@ -232,6 +224,40 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
         _mounts: owned_mounts,
     };
     Ok((probes, events))
+}
+
+/// Loads and attaches every program of `ebpf` at the agent's hook points.
+fn attach_all(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoadError> {
+    for &(name, tracepoint) in TRACEPOINTS {
+        let program: &mut BtfTracePoint = program(ebpf, name)?;
+        let err = |source| LoadError::Program { name, source };
+        program.load(tracepoint, btf).map_err(err)?;
+        program.attach().map_err(err)?;
+    }
+    for &(name, tracepoint) in RAW_TRACEPOINTS {
+        let program: &mut RawTracePoint = program(ebpf, name)?;
+        let err = |source| LoadError::Program { name, source };
+        program.load().map_err(err)?;
+        program.attach(tracepoint).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Loads and attaches the benchmark's floor; detached when dropped.
+pub fn load_floor() -> Result<Ebpf, LoadError> {
+    if FLOOR_OBJECT.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    let kernel_btf = btf::KernelBtf::running()?;
+    let resolved = btf::resolve(&kernel_btf)?;
+    drop(kernel_btf);
+    let aya_btf = Btf::from_sys_fs()?;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&aya_btf))
+        .override_global("ORIG_AX", &resolved.offsets.regs_orig_ax, true)
+        .load(FLOOR_OBJECT)?;
+    attach_all(&mut ebpf, &aya_btf)?;
+    Ok(ebpf)
 }
 
 /// Whether `path` is inside a bpffs mount.

@@ -120,6 +120,10 @@ enum Command {
         #[arg(long, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Benchmark floor (root): attach the agent's hooks doing nothing but the
+    /// watched-set lookup, print `ready`, and hold them until SIGINT/SIGTERM.
+    #[command(hide = true)]
+    BenchFloor,
     /// Print the kernel structure offsets the probes would use, resolved from BTF.
     Offsets {
         /// BTF file to resolve against (default: the running kernel's).
@@ -224,6 +228,18 @@ fn main() -> anyhow::Result<()> {
         Command::TestAlert { socket } => {
             let reply = control::call(&socket, &Request::TestAlert, std::time::Duration::from_secs(5))?;
             println!("{}", reply.alert_id.unwrap_or_default());
+            Ok(())
+        }
+        Command::BenchFloor => {
+            use nix::sys::signal::{SigSet, Signal};
+            let mut set = SigSet::empty();
+            set.add(Signal::SIGINT);
+            set.add(Signal::SIGTERM);
+            set.thread_block().context("blocking SIGINT/SIGTERM")?;
+            let floor = mcpwatch::loader::load_floor().context("loading the floor programs")?;
+            println!("ready");
+            set.wait().context("waiting for a signal")?;
+            drop(floor);
             Ok(())
         }
         Command::Offsets { btf: path } => {

@@ -8,10 +8,26 @@ use std::collections::HashMap;
 
 use crate::alert::Alert;
 
-/// How long repeats are folded into the first alert.
+/// How long repeats are folded into the first alert (default).
 pub const WINDOW_NS: u64 = 60_000_000_000;
-/// Distinct alerts of one rule for one server per window before folding.
+/// Distinct alerts of one rule for one server per window before folding (default).
 pub const DISTINCT_MAX: u32 = 20;
+
+/// The folding limits (`[policy] alert_window_s`, `alert_distinct_max`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub window_ns: u64,
+    pub distinct_max: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            window_ns: WINDOW_NS,
+            distinct_max: DISTINCT_MAX,
+        }
+    }
+}
 
 struct Entry {
     first: Alert,
@@ -21,12 +37,20 @@ struct Entry {
 
 #[derive(Default)]
 pub struct Dedup {
+    limits: Limits,
     entries: HashMap<(String, String, String), Entry>,
     /// (rule, server) -> (distinct keys this window, window start)
     distinct: HashMap<(String, String), (u32, u64)>,
 }
 
 impl Dedup {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Default::default()
+        }
+    }
+
     /// Whether `alert` (with `key`, what makes it the same) goes out now.
     /// Repeats are kept for [`Dedup::flush`]. May return a summary of an
     /// expired window first.
@@ -34,20 +58,20 @@ impl Dedup {
         let server = alert.server.clone().unwrap_or_default();
         let rk = (alert.rule.clone(), server.clone());
         let d = self.distinct.entry(rk).or_insert((0, now));
-        if now.saturating_sub(d.1) >= WINDOW_NS {
+        if now.saturating_sub(d.1) >= self.limits.window_ns {
             *d = (0, now);
         }
         let mut k = (alert.rule.clone(), server, key.to_owned());
         let mut summary = None;
         if let Some(e) = self.entries.get(&k)
-            && now.saturating_sub(e.since) >= WINDOW_NS
+            && now.saturating_sub(e.since) >= self.limits.window_ns
         {
             let e = self.entries.remove(&k).expect("present");
-            summary = summary_of(e);
+            summary = summary_of(e, self.limits.window_ns / 1_000_000_000);
         }
         if !self.entries.contains_key(&k) {
             d.0 += 1;
-            if d.0 > DISTINCT_MAX {
+            if d.0 > self.limits.distinct_max {
                 k.2 = "*".into();
             }
         }
@@ -72,20 +96,21 @@ impl Dedup {
 
     /// Summaries of the windows that ended by `now`.
     pub fn flush(&mut self, now: u64) -> Vec<Alert> {
+        let window_s = self.limits.window_ns / 1_000_000_000;
         let expired: Vec<_> = self
             .entries
             .iter()
-            .filter(|(_, e)| now.saturating_sub(e.since) >= WINDOW_NS)
+            .filter(|(_, e)| now.saturating_sub(e.since) >= self.limits.window_ns)
             .map(|(k, _)| k.clone())
             .collect();
         expired
             .into_iter()
-            .filter_map(|k| self.entries.remove(&k).and_then(summary_of))
+            .filter_map(|k| self.entries.remove(&k).and_then(|e| summary_of(e, window_s)))
             .collect()
     }
 }
 
-fn summary_of(e: Entry) -> Option<Alert> {
+fn summary_of(e: Entry, window_s: u64) -> Option<Alert> {
     if e.repeats == 0 {
         return None;
     }
@@ -96,8 +121,7 @@ fn summary_of(e: Entry) -> Option<Alert> {
     a.summary = format!(
         "{} (and {} more like it in {} s)",
         a.summary,
-        e.repeats,
-        WINDOW_NS / 1_000_000_000
+        e.repeats, window_s
     );
     Some(a)
 }

@@ -57,14 +57,14 @@ pub struct Policy {
 
 impl Policy {
     /// Loads the sources; returns the alerts for manifests that failed to load.
-    pub fn new(sources: Sources, clock: Clock) -> (Self, Vec<Alert>) {
+    pub fn new(sources: Sources, clock: Clock, limits: dedup::Limits) -> (Self, Vec<Alert>) {
         let mut p = Self {
             sources,
             snapshot: BTreeMap::new(),
             loaded: BTreeMap::new(),
             hosts: Vec::new(),
             engine: Engine::default(),
-            dedup: Dedup::default(),
+            dedup: Dedup::new(limits),
             clock,
             host: alert::hostname(),
             seq: 0,

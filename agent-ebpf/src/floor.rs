@@ -1,0 +1,81 @@
+//! The benchmark's floor: the hooks mcpwatch attaches, each doing nothing but
+//! the watched-set lookup (`cargo xtask bench` loads it with `mcpwatch
+//! bench-floor` and measures the workloads under it, under the real agent
+//! and under nothing, in the same run).
+//!
+//! Same attach points as the agent: BTF tracepoints on sched_process_fork,
+//! exec and exit, and raw sys_enter/sys_exit dispatching on the same followed
+//! syscall set; a followed syscall costs one hash lookup on each side, an
+//! unfollowed one none. What any design with these hooks must pay.
+#![no_std]
+#![no_main]
+
+use agent_common::{WatchedProc, syscalls::family};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, map, raw_tracepoint},
+    maps::HashMap,
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
+
+/// `pt_regs.orig_ax`, resolved from BTF by the loader.
+#[unsafe(no_mangle)]
+static ORIG_AX: u32 = u32::MAX;
+
+#[map]
+static WATCHED: HashMap<u32, WatchedProc> = HashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+fn lookup() -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    unsafe { WATCHED.get(tgid) }.map(|w| w.server).unwrap_or(0)
+}
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(_ctx: BtfTracePointContext) -> u32 {
+    lookup()
+}
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: BtfTracePointContext) -> u32 {
+    lookup()
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: BtfTracePointContext) -> u32 {
+    lookup()
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    if family(ctx.arg::<u64>(1) as u32).is_none() {
+        return 0;
+    }
+    lookup() as i32
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    let regs: *const u8 = ctx.arg(0);
+    let off = unsafe { core::ptr::read_volatile(&ORIG_AX) };
+    if off == u32::MAX {
+        return 0;
+    }
+    let Ok(nr) = (unsafe { bpf_probe_read_kernel(regs.add(off as usize) as *const u64) }) else {
+        return 0;
+    };
+    if family(nr as u32).is_none() {
+        return 0;
+    }
+    lookup() as i32
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,188 @@
+//! `mcpwatch-load`: the workloads `cargo xtask bench` times, as one small
+//! release binary (run bare, or as a watched server under `mcpwatch exec`).
+//!
+//! Each mode writes one JSON object to `--result` (not stdout: under the
+//! wrapper stdout is a server's wire, captured as its MCP conversation).
+//!
+//! - `openat N`: openat(2) of a missing path, N times.
+//! - `connect N PORT`: socket + connect to a closed loopback port + close.
+//! - `forkexec N`: fork, exec /bin/true, wait.
+//! - `rate R SECONDS`: openat of a missing path at R per second, paced in
+//!   1 ms slots; with `--deny-every K`, every K-th open is of a file the
+//!   server did not declare (an alert each, for the latency measurement).
+
+use std::{
+    ffi::CString,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+#[derive(Parser)]
+struct Cli {
+    /// Where the result goes (JSON).
+    #[arg(long, global = true)]
+    result: Option<PathBuf>,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    Openat {
+        count: u64,
+    },
+    Connect {
+        count: u64,
+        port: u16,
+    },
+    Forkexec {
+        count: u64,
+    },
+    Rate {
+        rate: u64,
+        seconds: f64,
+        /// Every K-th open is of `DIR/deny-N` (a file outside the server's grant).
+        #[arg(long)]
+        deny_every: Option<u64>,
+        #[arg(long, default_value = "/tmp/mcpwatch-bench-deny")]
+        deny_dir: PathBuf,
+    },
+}
+
+/// A path that does not exist, under a directory that does not either.
+const MISSING: &str = "/nonexistent-mcpwatch-bench/missing";
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let result = match cli.mode {
+        Mode::Openat { count } => {
+            let path = CString::new(MISSING)?;
+            let ns = timed(count, || unsafe {
+                libc::openat(libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY);
+            });
+            json!({"mode": "openat", "ops": count, "ns_per_op": ns})
+        }
+        Mode::Connect { count, port } => {
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let ns = timed(count, || unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+                libc::connect(
+                    fd,
+                    &addr as *const _ as *const libc::sockaddr,
+                    size_of::<libc::sockaddr_in>() as u32,
+                );
+                libc::close(fd);
+            });
+            json!({"mode": "connect", "ops": count, "ns_per_op": ns})
+        }
+        Mode::Forkexec { count } => {
+            let prog = CString::new("/bin/true")?;
+            let argv = [prog.as_ptr(), std::ptr::null()];
+            let ns = timed(count, || unsafe {
+                let pid = libc::fork();
+                if pid == 0 {
+                    libc::execv(prog.as_ptr(), argv.as_ptr());
+                    libc::_exit(127);
+                }
+                let mut status = 0;
+                libc::waitpid(pid, &mut status, 0);
+            });
+            json!({"mode": "forkexec", "ops": count, "ns_per_op": ns})
+        }
+        Mode::Rate {
+            rate,
+            seconds,
+            deny_every,
+            deny_dir,
+        } => paced(rate, seconds, deny_every, &deny_dir)?,
+    };
+    let text = result.to_string();
+    match cli.result {
+        Some(p) => std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+/// Nanoseconds per call of `op`, over `count` calls.
+fn timed(count: u64, mut op: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..count {
+        op();
+    }
+    start.elapsed().as_nanos() as f64 / count.max(1) as f64
+}
+
+/// Opens at `rate` per second for `seconds`.
+fn paced(rate: u64, seconds: f64, deny_every: Option<u64>, deny_dir: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    if rate == 0 {
+        bail!("rate must be positive");
+    }
+    let missing = CString::new(MISSING)?;
+    // Undeclared files to open (successful opens: failed ones of ordinary
+    // paths are no one's business), created up front so the loop only opens.
+    let deny_files: Vec<CString> = match deny_every {
+        Some(k) if k > 0 => {
+            std::fs::create_dir_all(deny_dir)?;
+            let n = ((rate as f64 * seconds) as u64 / k + 1).min(1_000_000);
+            (0..n)
+                .map(|i| {
+                    let p = deny_dir.join(format!("deny-{i}"));
+                    std::fs::write(&p, b"")?;
+                    Ok(CString::new(p.to_string_lossy().as_bytes())?)
+                })
+                .collect::<anyhow::Result<_>>()?
+        }
+        _ => Vec::new(),
+    };
+    let every = deny_every.unwrap_or(0);
+    let total = (rate as f64 * seconds) as u64;
+    let mut done = 0u64;
+    let mut denied = 0usize;
+    let start = Instant::now();
+    let slot = Duration::from_millis(1);
+    let per_slot = (rate / 1000).max(1);
+    while done < total {
+        let elapsed = start.elapsed();
+        let due = ((elapsed.as_secs_f64() * rate as f64) as u64).min(total);
+        if done >= due {
+            // Ahead of schedule: wait for the next slot.
+            let next = slot.saturating_sub(Duration::from_nanos(elapsed.as_nanos() as u64 % 1_000_000));
+            std::thread::sleep(next);
+            continue;
+        }
+        let batch = (due - done).min(per_slot);
+        for _ in 0..batch {
+            done += 1;
+            if every > 0 && done.is_multiple_of(every) && denied < deny_files.len() {
+                let fd = unsafe { libc::openat(libc::AT_FDCWD, deny_files[denied].as_ptr(), libc::O_RDONLY) };
+                if fd >= 0 {
+                    unsafe { libc::close(fd) };
+                }
+                denied += 1;
+            } else {
+                unsafe { libc::openat(libc::AT_FDCWD, missing.as_ptr(), libc::O_RDONLY) };
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "mode": "rate",
+        "target_rate": rate,
+        "events": done,
+        "denied": denied,
+        "seconds": elapsed,
+        "achieved_rate": done as f64 / elapsed,
+    }))
+}
