@@ -125,7 +125,12 @@ fn timed(count: u64, mut op: impl FnMut()) -> f64 {
 }
 
 /// Opens at `rate` per second for `seconds`.
-fn paced(rate: u64, seconds: f64, deny_every: Option<u64>, deny_dir: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+fn paced(
+    rate: u64,
+    seconds: f64,
+    deny_every: Option<u64>,
+    deny_dir: &std::path::Path,
+) -> anyhow::Result<serde_json::Value> {
     if rate == 0 {
         bail!("rate must be positive");
     }

@@ -1,5 +1,6 @@
 //! `cargo xtask`: set-up, build, run and test mcpwatch with one command each.
 
+mod bench;
 mod setup;
 mod testenv;
 
@@ -41,6 +42,23 @@ enum Cmd {
     Test {
         /// Only run tests whose name contains this.
         filter: Option<String>,
+    },
+    /// Measure what the agent costs (root; minutes): unwatched overhead against
+    /// no BPF and the floor, watched cost, throughput without loss, CPU and
+    /// memory, event-to-alert latency. Prints a table and writes JSON.
+    Bench {
+        /// Where the JSON report goes.
+        #[arg(long, default_value = "target/bench.json")]
+        out: PathBuf,
+        /// Runs per figure (medians).
+        #[arg(long)]
+        runs: Option<usize>,
+        /// Seconds per throughput step (30 by default).
+        #[arg(long)]
+        step_seconds: Option<f64>,
+        /// The seconds-long smoke run of the test suite instead (figures meaningless).
+        #[arg(long)]
+        smoke: bool,
     },
 }
 
@@ -138,6 +156,10 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
         .args(&filter)
         .env("MCPWATCH_BIN", &bin)
         .env("MCPWATCH_TESTENV", testenv::dir()))?;
+    if filter.is_empty() {
+        // The benchmark keeps working: every section once, for seconds.
+        bench::smoke()?;
+    }
     Ok(())
 }
 
@@ -159,5 +181,21 @@ fn main() -> anyhow::Result<()> {
             run(&mut c)
         }
         Cmd::Test { filter } => test(filter),
+        Cmd::Bench {
+            out,
+            runs,
+            step_seconds,
+            smoke,
+        } => {
+            setup::ensure()?;
+            if smoke {
+                return bench::smoke();
+            }
+            let mut plan = bench::Plan::FULL;
+            plan.runs = runs.unwrap_or(plan.runs);
+            plan.step_seconds = step_seconds.unwrap_or(plan.step_seconds);
+            plan.latency_seconds = plan.step_seconds;
+            bench::bench(plan, &root().join(out)).map(drop)
+        }
     }
 }

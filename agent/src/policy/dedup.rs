@@ -118,11 +118,7 @@ fn summary_of(e: Entry, window_s: u64) -> Option<Alert> {
     a.repeat_of = Some(a.id.clone());
     a.id = format!("{}-r", a.id);
     a.count = e.repeats;
-    a.summary = format!(
-        "{} (and {} more like it in {} s)",
-        a.summary,
-        e.repeats, window_s
-    );
+    a.summary = format!("{} (and {} more like it in {} s)", a.summary, e.repeats, window_s);
     Some(a)
 }
 
