@@ -27,6 +27,11 @@ pub static CONFIG: Array<AgentConfig> = Array::with_max_entries(1, 0);
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
+/// Index 0: `bpf_ktime_get_ns()` of the last record that woke the reader
+/// (see `emit::wake_flags`).
+#[map]
+pub static LAST_WAKEUP: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Failed ring-buffer writes by (server, kind), per CPU.
 #[map]
 pub static LOSS: PerCpuHashMap<LossKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
@@ -44,10 +49,11 @@ pub struct Stash {
     pub args: [u64; 6],
 }
 
-/// pid_tgid -> syscall in flight (watched threads only). LRU: a thread that
-/// dies inside a syscall must not leak an entry.
+/// pid_tgid -> syscall in flight (watched threads only). A plain hash (an
+/// LRU one costs a lock on every update): sys_exit removes the entry, and the
+/// exit of a watched thread removes what a syscall it died in left behind.
 #[map]
-pub static STASH: LruHashMap<u64, Stash> = LruHashMap::with_max_entries(8192, 0);
+pub static STASH: HashMap<u64, Stash> = HashMap::with_max_entries(8192, 0);
 
 /// Per-CPU scratch for syscall records.
 #[map]

@@ -9,7 +9,7 @@ use agent_common::{
 use aya_ebpf::helpers::{bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes};
 
 use crate::{
-    emit::send_bytes,
+    emit::{send_bytes, wake_flags},
     kernel::{fill_header, resolve_path},
     maps::{SYS_SCRATCH, Stash},
 };
@@ -133,7 +133,7 @@ impl Rec {
         };
         let bytes = unsafe { core::slice::from_raw_parts(self.rec as *const u8, core::mem::size_of::<SysRecord>()) };
         if len <= bytes.len() {
-            send_bytes(&bytes[..len], server, kind, 0);
+            send_bytes(&bytes[..len], server, kind, wake_flags());
         }
     }
 }

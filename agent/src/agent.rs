@@ -50,6 +50,12 @@ const KERNEL_KINDS: [EventKind; 8] = EventKind::ALL;
 
 /// How often loss is checked and dead entries pruned.
 const TICK: Duration = Duration::from_secs(1);
+/// How often the ring is polled while records keep coming.
+const POLL: Duration = Duration::from_millis(1);
+/// Empty polls in a row before waiting for the kernel's wakeup again (more
+/// than the kernel's 1 ms wakeup gap: a record submitted without a wakeup is
+/// always seen by a poll).
+const IDLE_POLLS: u32 = 3;
 /// How often the watched map is checked against /proc (a safety net).
 const GC_EVERY_TICKS: u64 = 30;
 
@@ -72,6 +78,8 @@ struct State {
     watched: HashMap<MapData, u32, WatchedProc>,
     /// Which pipes are the servers' wire, for the stdio capture.
     stdio: StdioChannels,
+    /// `mcpwatch_events_total` children by (server id, kind).
+    event_counters: StdHashMap<(u32, EventKind), prometheus::IntCounter>,
     config: Array<MapData, AgentConfig>,
     policy: Policy,
     loss: PerCpuHashMap<MapData, LossKey, u64>,
@@ -168,6 +176,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         names: Names {
             servers: Servers::default(),
             clock,
+            ts_cache: Default::default(),
         },
         procs: ProcTable::seed_from_proc(),
         rules: opts.rules.clone(),
@@ -191,6 +200,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         hosts: dns::HostCache::default(),
         written: Written::default(),
         stdio_bytes: 0,
+        event_counters: StdHashMap::new(),
     };
     state.set_discovery().context("writing the CONFIG map")?;
     for a in &policy_alerts {
@@ -224,6 +234,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         socket_path.display()
     );
 
+    // The kernel rations wakeups (agent-ebpf/src/emit.rs): once woken, poll
+    // every millisecond until the ring stayed empty a few times in a row.
+    let mut polls_left = 0u32;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -231,6 +244,15 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 drain(guard.get_inner_mut(), &mut state);
                 guard.clear_ready();
                 state.writer.flush();
+                polls_left = IDLE_POLLS;
+            }
+            _ = tokio::time::sleep(POLL), if polls_left > 0 => {
+                if drain(ring.get_mut(), &mut state) > 0 {
+                    state.writer.flush();
+                    polls_left = IDLE_POLLS;
+                } else {
+                    polls_left -= 1;
+                }
             }
             Some(msg) = rx.recv() => {
                 // Events already in the ring come first: they happened before.
@@ -289,10 +311,14 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn drain(ring: &mut RingBuf<MapData>, state: &mut State) {
+/// Handles every record in the ring; returns how many.
+fn drain(ring: &mut RingBuf<MapData>, state: &mut State) -> usize {
+    let mut n = 0;
     while let Some(item) = ring.next() {
         state.handle(&item);
+        n += 1;
     }
+    n
 }
 
 /// The executable that really runs: the interpreter for scripts, made absolute
@@ -311,6 +337,8 @@ fn exec_exe(e: &Exec) -> String {
 struct Names {
     servers: Servers,
     clock: Clock,
+    /// Timestamp text up to the second, reused within it.
+    ts_cache: std::cell::RefCell<(u64, String)>,
 }
 
 impl Names {
@@ -318,10 +346,14 @@ impl Names {
         self.servers.name(id)
     }
 
+    fn ts(&self, ktime_ns: u64) -> String {
+        self.clock.rfc3339_cached(ktime_ns, &mut self.ts_cache.borrow_mut())
+    }
+
     /// The fields every line has, from what the table knows of the process.
     fn proc_record<'a>(&'a self, kind: &'a str, server: u32, ktime_ns: u64, p: &'a Proc) -> Record<'a> {
         Record {
-            ts: self.clock.rfc3339(ktime_ns),
+            ts: self.ts(ktime_ns),
             kind,
             server: self.server_name(server),
             pid: p.pid,
@@ -336,7 +368,7 @@ impl Names {
     /// A kernel event's line: the header's fields win over the table's.
     fn base_record<'a>(&'a self, h: &'a Header, kind: &'a str, p: Option<&'a Proc>) -> Record<'a> {
         Record {
-            ts: self.clock.rfc3339(h.ktime_ns),
+            ts: self.ts(h.ktime_ns),
             kind,
             server: self.server_name(h.server),
             pid: h.pid,
@@ -385,7 +417,7 @@ impl State {
         };
         let tag = activity.and_then(|k| self.mcp.note_activity(event.header().server, k));
         let h = event.header();
-        self.metrics.event(self.names.server_name(h.server), h.kind.name());
+        self.count_event(h.server, h.kind);
         match event {
             Event::Exec(e) => self.on_exec(e, tag.as_ref()),
             Event::Stdio(c) => self.on_stdio(c),
@@ -421,12 +453,27 @@ impl State {
         }
     }
 
+    /// `mcpwatch_events_total` for (server, kind): the counter is looked up
+    /// once per pair, not per event.
+    fn count_event(&mut self, server: u32, kind: EventKind) {
+        let counter = match self.event_counters.get(&(server, kind)) {
+            Some(c) => c,
+            None => {
+                let c = self.metrics.event_counter(self.names.server_name(server), kind.name());
+                self.event_counters.entry((server, kind)).or_insert(c)
+            }
+        };
+        counter.inc();
+    }
+
     /// A file, net, dns or risky syscall of a watched process.
     fn on_sys(&mut self, s: Sys, tag: Option<&CallTag>) {
         let h = &s.header;
-        let proc = self.procs.get_or_load(h.pid).cloned();
+        // Borrowed, not cloned: exe and argv would be copied for every event.
+        self.procs.get_or_load(h.pid);
+        let proc = self.procs.get(h.pid);
         let kind = h.kind;
-        let mut r = self.names.base_record(h, kind.name(), proc.as_ref());
+        let mut r = self.names.base_record(h, kind.name(), proc);
         r.syscall = Some(s.name);
         r.result = Some(s.ret);
         r.error = sysview::errno_name(s.ret);
@@ -462,7 +509,7 @@ impl State {
                     r.path2 = s.path2.as_deref();
                 }
                 if let Some((target, file)) = path.as_deref().and_then(|p| sysview::other_proc_access(p, h.pid)) {
-                    let mut x = self.names.base_record(h, EventKind::Risky.name(), proc.as_ref());
+                    let mut x = self.names.base_record(h, EventKind::Risky.name(), proc);
                     x.op = Some("proc_access");
                     x.risk = Some(match file {
                         "mem" => "process_memory",
@@ -496,7 +543,7 @@ impl State {
                         let exposed = sysview::exposed(a);
                         r.exposed = Some(exposed);
                         if exposed {
-                            let mut x = self.names.base_record(h, "exposed", proc.as_ref());
+                            let mut x = self.names.base_record(h, "exposed", proc);
                             x.op = Some("listen");
                             x.family = r.family;
                             x.proto = r.proto;

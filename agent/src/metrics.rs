@@ -238,8 +238,14 @@ impl Metrics {
     }
 
     pub fn event(&self, server: Option<&str>, kind: &str) {
+        self.event_counter(server, kind).inc();
+    }
+
+    /// The `mcpwatch_events_total` child of (server, kind), for callers that
+    /// count many events of the same pair.
+    pub fn event_counter(&self, server: Option<&str>, kind: &str) -> prometheus::IntCounter {
         let s = self.server_label(server);
-        self.events.with_label_values(&[s.as_str(), kind]).inc();
+        self.events.with_label_values(&[s.as_str(), kind])
     }
 
     pub fn decode_error(&self) {

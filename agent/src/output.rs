@@ -174,6 +174,24 @@ impl Clock {
         humantime::format_rfc3339_nanos(self.wall(ktime_ns)).to_string()
     }
 
+    /// [`Clock::rfc3339`], with the part up to the second kept in `cache`
+    /// between calls (events come in bursts within one second).
+    pub fn rfc3339_cached(&self, ktime_ns: u64, cache: &mut (u64, String)) -> String {
+        use std::fmt::Write as _;
+        let ns = (self.boot_epoch_ns + ktime_ns as i128).max(0) as u128;
+        let (secs, nanos) = ((ns / 1_000_000_000) as u64, (ns % 1_000_000_000) as u32);
+        if cache.0 != secs || cache.1.is_empty() {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            cache.1 = humantime::format_rfc3339_seconds(t).to_string();
+            cache.1.pop(); // the 'Z'
+            cache.0 = secs;
+        }
+        let mut s = String::with_capacity(cache.1.len() + 11);
+        s.push_str(&cache.1);
+        let _ = write!(s, ".{nanos:09}Z");
+        s
+    }
+
     /// Boot-time nanoseconds now (the kernel's event clock).
     pub fn now_ktime() -> u64 {
         nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
@@ -265,6 +283,16 @@ mod tests {
         let d = wall.duration_since(SystemTime::now()).unwrap_or_else(|e| e.duration());
         assert!(d < Duration::from_secs(1), "{d:?}");
         assert!(c.rfc3339(0).ends_with('Z'));
+    }
+
+    #[test]
+    fn cached_timestamps_are_the_plain_ones() {
+        let c = Clock::new();
+        let mut cache = (0, String::new());
+        let now = Clock::now_ktime();
+        for k in [now, now + 1, now + 999_999_999, now + 1_000_000_000, now + 5, 0] {
+            assert_eq!(c.rfc3339_cached(k, &mut cache), c.rfc3339(k), "{k}");
+        }
     }
 
     #[test]

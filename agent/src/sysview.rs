@@ -96,6 +96,9 @@ pub fn writes(access: &[&str]) -> bool {
 
 /// `..` and `.` removed lexically from an absolute path.
 pub fn normalize(path: &str) -> String {
+    if is_normal(path) {
+        return path.to_owned();
+    }
     let mut parts: Vec<&str> = Vec::new();
     for c in path.split('/') {
         match c {
@@ -107,6 +110,19 @@ pub fn normalize(path: &str) -> String {
         }
     }
     format!("/{}", parts.join("/"))
+}
+
+/// Already normal: absolute, no empty, `.` or `..` component, no trailing
+/// slash (the common case, checked without allocating).
+fn is_normal(path: &str) -> bool {
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
+        return false;
+    }
+    if b.len() == 1 {
+        return true;
+    }
+    b[1..].split(|&c| c == b'/').all(|c| !c.is_empty() && c != b"." && c != b"..")
 }
 
 /// The absolute path of the first path: resolved by the kernel, or the
@@ -204,6 +220,18 @@ mod tests {
     fn normalizes() {
         assert_eq!(normalize("/home/u/work/../.ssh/./id_rsa"), "/home/u/.ssh/id_rsa");
         assert_eq!(normalize("/../.."), "/");
+        for (given, normal) in [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/a//b", "/a/b"),
+            ("/a/b/", "/a/b"),
+            ("/a/.", "/a"),
+            ("/a/..", "/"),
+            ("/a/.b/..c", "/a/.b/..c"),
+            ("a/b", "/a/b"),
+        ] {
+            assert_eq!(normalize(given), normal, "{given}");
+        }
     }
 
     #[test]

@@ -26,9 +26,9 @@ use aya_ebpf::{
 };
 
 use crate::{
-    emit::{count_loss, send, send_bytes},
+    emit::{WAKE_NOW, count_loss, send, send_bytes},
     kernel::{current_task, fd_file, fd_kind, file_mode, file_path, fill_header, read, resolve_path},
-    maps::{EXEC_SCRATCH, WATCHED, config_flags, offset, offsets, watched},
+    maps::{EXEC_SCRATCH, STASH, WATCHED, config_flags, offset, offsets, watched},
     probes::stdio,
 };
 
@@ -88,7 +88,7 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
         _pad: 0,
     };
     fill_header(&mut ev.header, kind, parent.server, unwatched_flag(&parent));
-    send(&ev, parent.server, kind, 0);
+    send(&ev, parent.server, kind, WAKE_NOW);
     Ok(())
 }
 
@@ -99,10 +99,13 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> u32 {
 }
 
 fn try_exit() -> Result<(), i64> {
-    let tgid = current_tgid();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
     let Some(w) = watched(tgid) else {
         return Ok(());
     };
+    // A syscall this thread died in leaves its stash behind.
+    let _ = STASH.remove(pid_tgid);
     let o = offsets();
     let task = current_task();
     let signal: *const u8 = read(task, &o.task_signal)?;
@@ -119,7 +122,7 @@ fn try_exit() -> Result<(), i64> {
         _pad: 0,
     };
     fill_header(&mut ev.header, kind, w.server, unwatched_flag(&w));
-    send(&ev, w.server, kind, 0);
+    send(&ev, w.server, kind, WAKE_NOW);
     Ok(())
 }
 
@@ -251,7 +254,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
         )
     };
     if len <= bytes.len() {
-        send_bytes(&bytes[..len], server, kind, 0);
+        send_bytes(&bytes[..len], server, kind, WAKE_NOW);
     }
     Ok(())
 }
