@@ -208,6 +208,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     }
     state.startup_scan();
     state.writer.flush();
+    loader::release_free_memory();
 
     let (tx, mut rx) = mpsc::channel(64);
     let socket_path = control.path().to_owned();
@@ -271,6 +272,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 ready.tick();
                 if ticks.is_multiple_of(GC_EVERY_TICKS) {
                     state.gc_watched();
+                    // Bursts leave freed heap behind: hand it back.
+                    loader::release_free_memory();
                 }
                 state.writer.flush();
             }

@@ -171,6 +171,8 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
     let kernel_btf = btf::KernelBtf::running()?;
     let resolved = btf::resolve(&kernel_btf)?;
     drop(kernel_btf);
+    // The parsed BTF is megabytes: give it back before aya parses its own.
+    release_free_memory();
     for (feature, why) in &resolved.disabled {
         log::warn!("{feature} switched off: {why}");
     }
@@ -209,6 +211,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
         }
     }
 
+    release_free_memory();
     let events = take(&mut ebpf, "EVENTS")?;
     let probes = Probes {
         watched: Some(take(&mut ebpf, "WATCHED")?),
@@ -258,6 +261,16 @@ pub fn load_floor() -> Result<Ebpf, LoadError> {
         .load(FLOOR_OBJECT)?;
     attach_all(&mut ebpf, &aya_btf)?;
     Ok(ebpf)
+}
+
+/// Returns the heap's free pages to the kernel (glibc keeps them otherwise:
+/// start-up parses tens of megabytes of BTF that the agent never needs again).
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks glibc's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Whether `path` is inside a bpffs mount.
