@@ -362,8 +362,8 @@ impl Names {
             pid: p.pid,
             ppid: p.ppid,
             uid: p.uid,
-            exe: &p.exe,
-            argv: &p.argv,
+            exe: p.exe_json(),
+            argv: p.argv_json(),
             ..Default::default()
         }
     }
@@ -377,8 +377,8 @@ impl Names {
             pid: h.pid,
             ppid: h.ppid,
             uid: h.uid,
-            exe: p.map(|p| p.exe.as_str()).unwrap_or(""),
-            argv: p.map(|p| p.argv.as_slice()).unwrap_or(&[]),
+            exe: p.map(Proc::exe_json).unwrap_or_default(),
+            argv: p.map(Proc::argv_json).unwrap_or_default(),
             tid: (h.tid != h.pid).then_some(h.tid),
             gid: Some(h.gid),
             comm: Some(&h.comm),
@@ -434,6 +434,7 @@ impl State {
                     exe: parent.exe.clone(),
                     argv: parent.argv.clone(),
                     server: Some(h.server),
+                    ..Default::default()
                 });
                 let mut r = self.names.base_record(h, EventKind::Fork.name(), Some(&parent));
                 r.child_pid = Some(f.child_pid);
@@ -699,6 +700,7 @@ impl State {
             exe,
             argv: e.argv.clone(),
             server: Some(h.server),
+            ..Default::default()
         };
         self.procs.insert(proc);
         let ancestry = self.procs.ancestry(h.pid);

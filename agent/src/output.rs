@@ -8,12 +8,51 @@ use std::{
 };
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 /// One ancestor of a process: pid and exe.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct Ancestor<'a> {
     pub pid: u32,
     pub exe: &'a str,
+}
+
+/// A value, or its JSON text rendered once (a process's exe and argv are on
+/// every line of that process: escaping them per event was most of the cost
+/// of writing events).
+#[derive(Debug)]
+pub enum Json<'a, T: ?Sized> {
+    Value(&'a T),
+    Rendered(&'a RawValue),
+}
+
+impl<T: ?Sized> Clone for Json<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T: ?Sized> Copy for Json<'_, T> {}
+
+impl<T: Serialize + ?Sized> Serialize for Json<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Json::Value(v) => v.serialize(s),
+            Json::Rendered(r) => r.serialize(s),
+        }
+    }
+}
+
+impl Default for Json<'_, str> {
+    fn default() -> Self {
+        Json::Value("")
+    }
+}
+
+impl Default for Json<'_, [String]> {
+    fn default() -> Self {
+        Json::Value(&[])
+    }
 }
 
 /// The JSON form of an event. Common fields first; the rest depends on `kind`.
@@ -25,8 +64,8 @@ pub struct Record<'a> {
     pub pid: u32,
     pub ppid: u32,
     pub uid: u32,
-    pub exe: &'a str,
-    pub argv: &'a [String],
+    pub exe: Json<'a, str>,
+    pub argv: Json<'a, [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,7 +116,7 @@ pub struct Record<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<&'a str>,
     /// file: absolute path (resolved in the kernel from the opened file when
     /// `path_resolved`), the path as the process gave it, a second path.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,7 +216,6 @@ impl Clock {
     /// [`Clock::rfc3339`], with the part up to the second kept in `cache`
     /// between calls (events come in bursts within one second).
     pub fn rfc3339_cached(&self, ktime_ns: u64, cache: &mut (u64, String)) -> String {
-        use std::fmt::Write as _;
         let ns = (self.boot_epoch_ns + ktime_ns as i128).max(0) as u128;
         let (secs, nanos) = ((ns / 1_000_000_000) as u64, (ns % 1_000_000_000) as u32);
         if cache.0 != secs || cache.1.is_empty() {
@@ -188,7 +226,15 @@ impl Clock {
         }
         let mut s = String::with_capacity(cache.1.len() + 11);
         s.push_str(&cache.1);
-        let _ = write!(s, ".{nanos:09}Z");
+        let mut digits = [b'0'; 9];
+        let mut n = nanos;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        s.push('.');
+        s.push_str(std::str::from_utf8(&digits).expect("ASCII digits"));
+        s.push('Z');
         s
     }
 
@@ -303,12 +349,24 @@ mod tests {
             kind: "fork",
             server: Some("s"),
             pid: 1,
-            exe: "/bin/sh",
-            argv: &argv,
+            exe: Json::Value("/bin/sh"),
+            argv: Json::Value(&argv),
             child_pid: Some(2),
             ..Default::default()
         };
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        // Rendered once, written as is: the same line.
+        let (exe, args) = (
+            serde_json::value::to_raw_value("/bin/sh").unwrap(),
+            serde_json::value::to_raw_value(&argv).unwrap(),
+        );
+        let plain = serde_json::to_string(&r).unwrap();
+        let rendered = Record {
+            exe: Json::Rendered(&exe),
+            argv: Json::Rendered(&args),
+            ..r
+        };
+        assert_eq!(serde_json::to_string(&rendered).unwrap(), plain);
         assert_eq!(v["child_pid"], 2);
         assert_eq!(v["server"], "s");
         assert!(v.get("exit_code").is_none());

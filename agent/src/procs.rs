@@ -5,6 +5,10 @@
 
 use std::collections::HashMap;
 
+use serde_json::value::RawValue;
+
+use crate::output::Json;
+
 /// How many ancestors an event carries at most.
 pub const MAX_ANCESTRY: usize = 16;
 
@@ -17,6 +21,46 @@ pub struct Proc {
     pub argv: Vec<String>,
     /// Server id when watched.
     pub server: Option<u32>,
+    /// exe and argv as JSON, rendered when the entry enters the table.
+    pub rendered: Rendered,
+}
+
+/// A process's exe and argv as JSON text: every event line of the process
+/// carries them, and escaping them again for each line was most of the cost
+/// of writing events. Not part of a process's identity (equality ignores it).
+#[derive(Clone, Debug, Default)]
+pub struct Rendered(Option<(Box<RawValue>, Box<RawValue>)>);
+
+impl PartialEq for Rendered {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Rendered {}
+
+impl Proc {
+    fn render(&mut self) {
+        let exe = serde_json::value::to_raw_value(&self.exe);
+        let argv = serde_json::value::to_raw_value(&self.argv);
+        self.rendered = Rendered(exe.ok().zip(argv.ok()));
+    }
+
+    /// `exe` for an event line.
+    pub fn exe_json(&self) -> Json<'_, str> {
+        match &self.rendered.0 {
+            Some((exe, _)) => Json::Rendered(exe),
+            None => Json::Value(&self.exe),
+        }
+    }
+
+    /// `argv` for an event line.
+    pub fn argv_json(&self) -> Json<'_, [String]> {
+        match &self.rendered.0 {
+            Some((_, argv)) => Json::Rendered(argv),
+            None => Json::Value(&self.argv),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -38,6 +82,7 @@ pub fn read_proc(pid: u32) -> Option<Proc> {
         exe,
         argv,
         server: None,
+        rendered: Rendered::default(),
     })
 }
 
@@ -48,7 +93,7 @@ impl ProcTable {
         if let Ok(all) = procfs::process::all_processes() {
             for p in all.flatten() {
                 if let Some(proc) = read_proc(p.pid as u32) {
-                    t.procs.insert(proc.pid, proc);
+                    t.insert(proc);
                 }
             }
         }
@@ -63,7 +108,8 @@ impl ProcTable {
         self.procs.get_mut(&pid)
     }
 
-    pub fn insert(&mut self, p: Proc) {
+    pub fn insert(&mut self, mut p: Proc) {
+        p.render();
         self.procs.insert(p.pid, p);
     }
 
@@ -83,7 +129,11 @@ impl ProcTable {
     pub fn get_or_load(&mut self, pid: u32) -> Option<&mut Proc> {
         match self.procs.entry(pid) {
             std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
-            std::collections::hash_map::Entry::Vacant(e) => Some(e.insert(read_proc(pid)?)),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut p = read_proc(pid)?;
+                p.render();
+                Some(e.insert(p))
+            }
         }
     }
 

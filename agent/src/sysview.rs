@@ -122,7 +122,9 @@ fn is_normal(path: &str) -> bool {
     if b.len() == 1 {
         return true;
     }
-    b[1..].split(|&c| c == b'/').all(|c| !c.is_empty() && c != b"." && c != b"..")
+    b[1..]
+        .split(|&c| c == b'/')
+        .all(|c| !c.is_empty() && c != b"." && c != b"..")
 }
 
 /// The absolute path of the first path: resolved by the kernel, or the
@@ -139,8 +141,20 @@ pub fn absolute_path(s: &Sys) -> Option<String> {
 }
 
 /// `ENOENT`, `EACCES`...
-pub fn errno_name(ret: i64) -> Option<String> {
-    (ret < 0).then(|| format!("{:?}", nix::errno::Errno::from_raw((-ret) as i32)))
+pub fn errno_name(ret: i64) -> Option<&'static str> {
+    /// Names of errnos 0..ERRNO_NAMES, formatted once.
+    const ERRNO_NAMES: usize = 256;
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    if ret >= 0 {
+        return None;
+    }
+    let names = NAMES.get_or_init(|| {
+        (0..ERRNO_NAMES as i32)
+            .map(|e| format!("{:?}", nix::errno::Errno::from_raw(e)))
+            .collect()
+    });
+    let e = ret.unsigned_abs() as usize;
+    Some(names.get(e).map(String::as_str).unwrap_or("UnknownErrno"))
 }
 
 pub fn family(a: &Addr, v6: bool) -> &'static str {
@@ -243,7 +257,9 @@ mod tests {
 
     #[test]
     fn errno_names() {
-        assert_eq!(errno_name(-2).as_deref(), Some("ENOENT"));
+        assert_eq!(errno_name(-2), Some("ENOENT"));
+        assert_eq!(errno_name(-111), Some("ECONNREFUSED"));
+        assert_eq!(errno_name(-100_000), Some("UnknownErrno"));
         assert_eq!(errno_name(3), None);
     }
 }
