@@ -276,6 +276,7 @@ impl Agent {
     fn stop(mut self) -> anyhow::Result<()> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = self.child.wait()?;
+        drop(self);
         if !status.success() {
             bail!("the agent exited with {status}");
         }
@@ -283,8 +284,27 @@ impl Agent {
     }
 }
 
+impl Drop for Agent {
+    /// On an error path: no agent outlives the bench.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The floor programs, attached until dropped.
 struct Floor(Child);
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+            let _ = self.0.wait();
+        }
+    }
+}
 
 impl Floor {
     fn start(bins: &Bins) -> anyhow::Result<Self> {
@@ -305,6 +325,7 @@ impl Floor {
     fn stop(mut self) -> anyhow::Result<()> {
         unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
         self.0.wait()?;
+        drop(self);
         Ok(())
     }
 }
