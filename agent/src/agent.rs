@@ -781,6 +781,10 @@ impl State {
         let p = self.procs.get(pid).cloned().unwrap_or_default();
         let parent_argv = self.procs.get(p.ppid).map(|pp| pp.argv.clone()).unwrap_or_default();
         let call = self.mcp.current_call(server);
+        let tools_in_flight = match &call {
+            Some(c) if c.in_flight > 1 => self.mcp.tools_in_flight(server),
+            _ => Vec::new(),
+        };
         ProcContext {
             server: self.names.server_name(server).unwrap_or("?").to_owned(),
             ktime_ns,
@@ -795,6 +799,7 @@ impl State {
             // The MCP tool call in flight: alerts name the tool that caused them.
             tool: call.as_ref().map(|c| c.tool.clone()),
             call_id: call.map(|c| c.call_id),
+            tools_in_flight,
         }
     }
 

@@ -263,7 +263,12 @@ fn check_manifests(paths: &[PathBuf]) -> i32 {
             .map_err(|e| format!("{}: cannot read: {e}", f.display()))
             .and_then(|t| Manifest::parse(f, &t).map_err(|e| e.to_string()));
         match res {
-            Ok(m) => eprintln!("{}: ok (server {})", f.display(), m.name),
+            Ok(m) => {
+                eprintln!("{}: ok (server {})", f.display(), m.name);
+                for w in &m.warnings {
+                    eprintln!("{}: warning: {w}", f.display());
+                }
+            }
             Err(e) => {
                 bad += 1;
                 eprintln!("{e}");

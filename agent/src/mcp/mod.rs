@@ -185,6 +185,12 @@ impl Mcp {
         self.calls.current(server)
     }
 
+    /// The tools of `server`'s calls in flight (the policy judges activity
+    /// during overlapping calls against all of their grants).
+    pub fn tools_in_flight(&self, server: u32) -> Vec<String> {
+        self.calls.tools_in_flight(server)
+    }
+
     /// Counts a kernel event of `server` against its current call; returns the call.
     pub fn note_activity(&mut self, server: u32, kind: ActivityKind) -> Option<CallTag> {
         self.calls.note_activity(server, kind)

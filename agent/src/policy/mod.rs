@@ -92,6 +92,11 @@ impl Policy {
             );
             alerts.push(self.manifest_alert(e, kept));
         }
+        for m in l.manifests.values() {
+            for w in &m.warnings {
+                log::warn!("{}: {w}", m.file_label());
+            }
+        }
         for e in &l.host_errors {
             log::warn!("host configuration skipped: {e}");
         }
