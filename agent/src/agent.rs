@@ -192,6 +192,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     for a in &policy_alerts {
         state.emit_alert(a);
     }
+    state.sync_pins();
     state.startup_scan();
     state.writer.flush();
 
@@ -728,6 +729,8 @@ impl State {
                 for a in self.policy.on_watch(&ctx) {
                     self.emit_alert(&a);
                 }
+                // Now bound to its manifest: its shipped pins follow.
+                self.sync_pins();
             }
         }
         id
@@ -771,8 +774,18 @@ impl State {
         if let Err(e) = self.set_discovery() {
             log::error!("cannot update discovery in the CONFIG map: {e}");
         }
+        self.sync_pins();
         // Servers started before their rule existed are found now.
         self.startup_scan();
+    }
+
+    /// Hands the tool pins manifests ship to the MCP layer; a live server
+    /// whose pins changed is checked against them at once.
+    fn sync_pins(&mut self) {
+        let out = self
+            .mcp
+            .set_expected_pins(self.policy.expected_pins(), Clock::now_ktime());
+        self.mcp_outputs(out);
     }
 
     /// What the policy needs to know of the process that acted.
@@ -975,7 +988,15 @@ impl State {
             summary: a.summary,
             host: alert::hostname(),
             server: self.names.server_name(a.server).map(str::to_owned),
-            manifest: None,
+            manifest: if a.evidence["baseline"] == "manifest" {
+                // Shipped pins: the manifest is what judged the listing.
+                self.names
+                    .server_name(a.server)
+                    .and_then(|n| self.policy.manifest_of(n))
+                    .map(|(file, _)| file)
+            } else {
+                None
+            },
             pid: a.pid,
             ppid: p.ppid,
             uid: p.uid,

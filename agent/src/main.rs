@@ -199,6 +199,8 @@ fn main() -> anyhow::Result<()> {
                 mcp: McpOptions {
                     state_dir: config.state_dir.clone(),
                     audit_tool_calls,
+                    // The agent hands the pins manifests ship to the MCP layer at
+                    // start-up, at every reload and as servers bind to manifests.
                     expected_pins: Vec::new(),
                 },
                 policy: Sources {

@@ -881,6 +881,11 @@ impl Engine {
         self.servers.get(name)
     }
 
+    /// Every server seen, with the manifest it is judged against.
+    pub fn servers(&self) -> impl Iterator<Item = (&str, &ServerPolicy)> {
+        self.servers.iter().map(|(n, s)| (n.as_str(), s))
+    }
+
     /// Judges one activity; a server never announced is set up on the fly.
     pub fn evaluate(&mut self, ctx: &ProcContext, act: &Activity) -> (Vec<Finding>, Option<Arc<Manifest>>, bool) {
         let mut fresh = false;
