@@ -3,6 +3,7 @@
 //! besides what it is given; one state per server.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     sync::Arc,
 };
@@ -174,17 +175,18 @@ impl ServerPolicy {
                 tools: HashMap::new(),
             });
         }
-        let m = self.manifest.clone();
-        let narrowed = scope.and_then(|t| {
-            m.tools
-                .get(t)
-                .filter(|g| g.read.is_some() || g.write.is_some())
-                .map(|g| (t, g))
+        let narrowed = scope.filter(|t| {
+            self.manifest
+                .tools
+                .get(*t)
+                .is_some_and(|g| g.read.is_some() || g.write.is_some())
         });
-        let Some((tool, g)) = narrowed else {
+        let Some(tool) = narrowed else {
             return &mut self.paths.as_mut().expect("built").server;
         };
         if !self.paths.as_ref().expect("built").tools.contains_key(tool) {
+            let m = self.manifest.clone();
+            let g = &m.tools[tool];
             let read = self.globs(g.read.as_deref().unwrap_or(&m.read));
             let write = self.globs(g.write.as_deref().unwrap_or(&m.write));
             let p = self.paths.as_mut().expect("built");
@@ -204,12 +206,14 @@ impl ServerPolicy {
     /// narrow; else the tool of the call, or of every call in flight when
     /// there are several (the activity may belong to any of them, so it is
     /// allowed when one of their grants allows it).
-    fn scopes<'c>(&self, ctx: &'c ProcContext) -> Vec<Scope<'c>> {
+    fn scopes<'c>(&self, ctx: &'c ProcContext) -> Cow<'c, [Scope<'c>]> {
+        // Every event of a watched process comes here: no allocation unless a narrowed tool's call is in flight.
+        const SERVER_WIDE: &[Scope<'static>] = &[None];
         let Some(tool) = ctx.tool.as_deref() else {
-            return vec![None];
+            return Cow::Borrowed(SERVER_WIDE);
         };
         if self.manifest.tools.is_empty() {
-            return vec![None];
+            return Cow::Borrowed(SERVER_WIDE);
         }
         let mut tools: Vec<&str> = if ctx.tools_in_flight.is_empty() {
             vec![tool]
@@ -219,9 +223,9 @@ impl ServerPolicy {
         tools.sort_unstable();
         tools.dedup();
         if tools.iter().any(|t| !self.manifest.tools.contains_key(*t)) {
-            return vec![None];
+            return Cow::Borrowed(SERVER_WIDE);
         }
-        tools.into_iter().map(Some).collect()
+        Cow::Owned(tools.into_iter().map(Some).collect())
     }
 
     fn tool_grant(&self, scope: Scope<'_>) -> Option<&ToolGrant> {
@@ -364,7 +368,7 @@ impl ServerPolicy {
         }
         let declared = Some(self.declared_of(&scopes, ctx, &["exec"]));
         if scopes[0].is_some() && in_grant(&self.manifest.exec) {
-            return Some(finding(
+            let mut f = finding(
                 &rules::TOOL_EXEC_OUTSIDE_GRANT,
                 format!(
                     "{} ran a program outside {}: {}",
@@ -373,7 +377,9 @@ impl ServerPolicy {
                     program
                 ),
                 declared,
-            ));
+            );
+            f.dedup_key = tool_key(ctx, &program);
+            return Some(f);
         }
         if is_shell(&program) {
             return Some(finding(
@@ -478,7 +484,7 @@ impl ServerPolicy {
         }
         let scopes = self.scopes(ctx);
         let narrowed = scopes[0].is_some();
-        let declared = self.declared_of(&scopes, ctx, &["read", "write"]);
+        const FILE_GRANTS: &[&str] = &["read", "write"];
         let evidence = |path: &str| {
             json!({
                 "op": f.op.name(),
@@ -493,12 +499,12 @@ impl ServerPolicy {
         } else {
             (&rules::TOOL_READ_OUTSIDE_GRANT, "read")
         };
-        let outside_tool = |path: &str, evidence: Value| Finding {
+        let outside_tool = |path: &str, evidence: Value, declared: Value| Finding {
             rule: tool_rule,
             summary: format!("{} {verb} outside {}: {path}", ctx.server, grant_words(&scopes)),
             evidence,
-            declared: Some(declared.clone()),
-            dedup_key: path.to_owned(),
+            declared: Some(declared),
+            dedup_key: tool_key(ctx, path),
         };
         let mut out = Vec::new();
         for path in &paths {
@@ -507,14 +513,15 @@ impl ServerPolicy {
                 if !explicit && !baseline::runtime_reads_credential(kind.rule, &ctx.exe, &ctx.argv) {
                     let mut e = evidence(path);
                     e["credential"] = json!(kind.what);
+                    let declared = self.declared_of(&scopes, ctx, FILE_GRANTS);
                     if narrowed && self.names_credential(None, path, kind.markers) {
-                        out.push(outside_tool(path, e));
+                        out.push(outside_tool(path, e, declared));
                     } else {
                         out.push(Finding {
                             rule: rules::credential(kind.rule),
                             summary: format!("{} accessed {}: {path}", ctx.server, kind.what),
                             evidence: e,
-                            declared: Some(declared.clone()),
+                            declared: Some(declared),
                             dedup_key: path.clone(),
                         });
                     }
@@ -532,8 +539,9 @@ impl ServerPolicy {
             if scopes.iter().any(|s| self.file_allowed(*s, ctx, f, path)) {
                 continue;
             }
+            let declared = self.declared_of(&scopes, ctx, FILE_GRANTS);
             if narrowed && self.file_allowed(None, ctx, f, path) {
-                out.push(outside_tool(path, evidence(path)));
+                out.push(outside_tool(path, evidence(path), declared));
                 continue;
             }
             let rule = if writes {
@@ -545,7 +553,7 @@ impl ServerPolicy {
                 rule,
                 summary: format!("{} {verb} an undeclared path: {path}", ctx.server),
                 evidence: evidence(path),
-                declared: Some(declared.clone()),
+                declared: Some(declared),
                 dedup_key: path.clone(),
             });
         }
@@ -585,7 +593,6 @@ impl ServerPolicy {
     fn net(&mut self, ctx: &ProcContext, n: &NetActivity) -> Option<Finding> {
         let scopes = self.scopes(ctx);
         let narrowed = scopes[0].is_some();
-        let declared = self.declared_of(&scopes, ctx, &["network", "listen"]);
         let addr = n.addr.map(|a| super::net::normalise(&a));
         let evidence = json!({
             "op": n.op.name(),
@@ -601,15 +608,19 @@ impl ServerPolicy {
             (None, Some(a)) => format!("{a}:{}", n.port),
             (None, None) => String::new(),
         };
-        let finding = |rule: RuleId, summary: String| Finding {
+        // Built only for an alert: most connections are declared.
+        let declared = |s: &Self| Some(s.declared_of(&scopes, ctx, &["network", "listen"]));
+        let finding = |s: &Self, rule: RuleId, summary: String| Finding {
             rule,
             summary,
             evidence: evidence.clone(),
-            declared: Some(declared.clone()),
+            declared: declared(s),
             dedup_key: target.clone(),
         };
-        let outside_tool = |what: &str, to: &str| {
-            finding(
+        let outside_tool = |s: &Self, what: &str, to: &str| Finding {
+            dedup_key: tool_key(ctx, &target),
+            ..finding(
+                s,
                 &rules::TOOL_NET_OUTSIDE_GRANT,
                 format!("{} {what} outside {}: {to}", ctx.server, grant_words(&scopes)),
             )
@@ -621,9 +632,10 @@ impl ServerPolicy {
                         return None;
                     }
                     if narrowed && self.unix_allowed(None, u) {
-                        return Some(outside_tool("connected to a unix socket", u));
+                        return Some(outside_tool(self, "connected to a unix socket", u));
                     }
                     return Some(finding(
+                        self,
                         &rules::NET_CONNECT_UNDECLARED,
                         format!("{} connected to an undeclared unix socket: {u}", ctx.server),
                     ));
@@ -641,27 +653,28 @@ impl ServerPolicy {
                     .map(|h| format!("{h} ({target})"))
                     .unwrap_or(target.clone());
                 if narrowed && self.connect_allowed(None, n, &addr) {
-                    return Some(outside_tool("connected", &to));
+                    return Some(outside_tool(self, "connected", &to));
                 }
                 Some(finding(
+                    self,
                     &rules::NET_CONNECT_UNDECLARED,
                     format!("{} connected to an undeclared destination: {to}", ctx.server),
                 ))
             }
             NetOp::Listen => {
-                let m = &self.manifest;
-                let addr_ok = |a: Option<&std::net::IpAddr>| m.listen.iter().any(|l| l.matches(a, n.port));
-                if addr_ok(addr.as_ref()) {
+                if self.manifest.listen.iter().any(|l| l.matches(addr.as_ref(), n.port)) {
                     return None;
                 }
                 let exposed = n.exposed || addr.is_some_and(|a| !is_loopback(&a));
                 if exposed {
                     Some(finding(
+                        self,
                         &rules::NET_LISTEN_EXPOSED,
                         format!("{} listens on a non-loopback address: {target}", ctx.server),
                     ))
                 } else {
                     Some(finding(
+                        self,
                         &rules::NET_LISTEN_UNDECLARED,
                         format!("{} listens on an undeclared address: {target}", ctx.server),
                     ))
@@ -672,9 +685,10 @@ impl ServerPolicy {
                     return None;
                 }
                 if narrowed && self.accept_allowed(None, addr.as_ref()) {
-                    return Some(outside_tool("accepted a connection", &target));
+                    return Some(outside_tool(self, "accepted a connection", &target));
                 }
                 Some(finding(
+                    self,
                     &rules::NET_ACCEPT_UNDECLARED,
                     format!("{} accepted a connection from an undeclared peer: {target}", ctx.server),
                 ))
@@ -682,6 +696,12 @@ impl ServerPolicy {
             NetOp::Bind => None,
         }
     }
+}
+
+/// What makes a repeat of a tool rule the same alert: the tool too (the same
+/// path read outside two tools' grants is two findings).
+fn tool_key(ctx: &ProcContext, key: &str) -> String {
+    format!("{}\u{0}{key}", ctx.tool.as_deref().unwrap_or(""))
 }
 
 /// "tool `x`'s grant", or "the grants of tools `x`, `y` (calls in flight)".
@@ -1267,6 +1287,7 @@ mod tests {
         let peek = during(&ctx, "peek", "7");
         let f = s.evaluate(&peek, &open("/data/secret.txt", false, 3));
         assert_eq!(rules(&f), ["tool.read_outside_grant"]);
+        let peek_key = f[0].dedup_key.clone();
         assert_eq!(f[0].summary, "srv read outside tool `peek`'s grant: /data/secret.txt");
         assert_eq!(
             f[0].declared,
@@ -1298,6 +1319,9 @@ mod tests {
         assert!(s.evaluate(&ctx, &open("/data/out.txt", true, 3)).is_empty());
         // A tool narrowing both: its own directory only.
         let notes = during(&ctx, "notes", "10");
+        let g = s.evaluate(&notes, &open("/data/secret.txt", false, 3));
+        assert_eq!(rules(&g), ["tool.read_outside_grant"]);
+        assert_ne!(peek_key, g[0].dedup_key, "one alert per tool, not a repeat of peek's");
         assert!(s.evaluate(&notes, &open("/data/notes/a.md", true, 3)).is_empty());
         assert_eq!(
             rules(&s.evaluate(&notes, &open("/data/b.md", true, 3))),
