@@ -206,6 +206,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     for a in &policy_alerts {
         state.emit_alert(a);
     }
+    state.sync_pins();
     state.startup_scan();
     state.writer.flush();
     loader::release_free_memory();
@@ -787,6 +788,8 @@ impl State {
                 for a in self.policy.on_watch(&ctx) {
                     self.emit_alert(&a);
                 }
+                // Now bound to its manifest: its shipped pins follow.
+                self.sync_pins();
             }
         }
         id
@@ -830,8 +833,18 @@ impl State {
         if let Err(e) = self.set_discovery() {
             log::error!("cannot update discovery in the CONFIG map: {e}");
         }
+        self.sync_pins();
         // Servers started before their rule existed are found now.
         self.startup_scan();
+    }
+
+    /// Hands the tool pins manifests ship to the MCP layer; a live server
+    /// whose pins changed is checked against them at once.
+    fn sync_pins(&mut self) {
+        let out = self
+            .mcp
+            .set_expected_pins(self.policy.expected_pins(), Clock::now_ktime());
+        self.mcp_outputs(out);
     }
 
     /// What the policy needs to know of the process that acted.
@@ -840,6 +853,10 @@ impl State {
         let p = self.procs.get(pid).cloned().unwrap_or_default();
         let parent_argv = self.procs.get(p.ppid).map(|pp| pp.argv.clone()).unwrap_or_default();
         let call = self.mcp.current_call(server);
+        let tools_in_flight = match &call {
+            Some(c) if c.in_flight > 1 => self.mcp.tools_in_flight(server),
+            _ => Vec::new(),
+        };
         ProcContext {
             server: self.names.server_name(server).unwrap_or("?").to_owned(),
             ktime_ns,
@@ -854,6 +871,7 @@ impl State {
             // The MCP tool call in flight: alerts name the tool that caused them.
             tool: call.as_ref().map(|c| c.tool.clone()),
             call_id: call.map(|c| c.call_id),
+            tools_in_flight,
         }
     }
 
@@ -1029,7 +1047,15 @@ impl State {
             summary: a.summary,
             host: alert::hostname(),
             server: self.names.server_name(a.server).map(str::to_owned),
-            manifest: None,
+            manifest: if a.evidence["baseline"] == "manifest" {
+                // Shipped pins: the manifest is what judged the listing.
+                self.names
+                    .server_name(a.server)
+                    .and_then(|n| self.policy.manifest_of(n))
+                    .map(|(file, _)| file)
+            } else {
+                None
+            },
             pid: a.pid,
             ppid: p.ppid,
             uid: p.uid,

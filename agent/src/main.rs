@@ -11,7 +11,10 @@ use mcpwatch::{
     control::{self, DEFAULT_SOCKET, Request, SOCKET_ENV},
     discover::{Rules, WatchRule},
     loader::LoadOptions,
-    mcp::McpOptions,
+    mcp::{
+        McpOptions,
+        pins::{self, PinFile, PinStore},
+    },
     policy::{
         manifest::Manifest,
         reload::{DEFAULT_MANIFEST_DIR, Sources},
@@ -124,11 +127,34 @@ enum Command {
     /// watched-set lookup, print `ready`, and hold them until SIGINT/SIGTERM.
     #[command(hide = true)]
     BenchFloor,
+    /// Tool pins the agent stored (state directory): what a manifest's `pins` can ship.
+    Pins {
+        #[command(subcommand)]
+        command: PinsCommand,
+    },
     /// Print the kernel structure offsets the probes would use, resolved from BTF.
     Offsets {
         /// BTF file to resolve against (default: the running kernel's).
         #[arg(long, value_name = "PATH", default_value = btf::VMLINUX_BTF)]
         btf: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PinsCommand {
+    /// Print stored pins as manifest-ready JSON: `{"pins": {...}}` for one server,
+    /// `{"SERVER": {"pins": {...}}, ...}` for all. The pinned descriptions go to
+    /// stderr, for review before approving them.
+    Show {
+        /// Only this server's pins.
+        #[arg(long, value_name = "NAME")]
+        server: Option<String>,
+        /// The agent's state directory (overrides the configuration's `state_dir`).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Configuration file (TOML) to take `state_dir` from.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -203,6 +229,8 @@ fn main() -> anyhow::Result<()> {
                 mcp: McpOptions {
                     state_dir: config.state_dir.clone(),
                     audit_tool_calls,
+                    // The agent hands the pins manifests ship to the MCP layer at
+                    // start-up, at every reload and as servers bind to manifests.
                     expected_pins: Vec::new(),
                 },
                 policy: Sources {
@@ -242,6 +270,23 @@ fn main() -> anyhow::Result<()> {
             drop(floor);
             Ok(())
         }
+        Command::Pins {
+            command:
+                PinsCommand::Show {
+                    server,
+                    state_dir,
+                    config,
+                },
+        } => {
+            let state_dir = match state_dir {
+                Some(d) => d,
+                None => match &config {
+                    Some(p) => Config::load(p, true)?.state_dir,
+                    None => Config::load(std::path::Path::new(DEFAULT_CONFIG), false)?.state_dir,
+                },
+            };
+            pins_show(&state_dir, server.as_deref())
+        }
         Command::Offsets { btf: path } => {
             let kb = btf::KernelBtf::from_file(&path)?;
             let r = btf::resolve(&kb).with_context(|| format!("resolving offsets in {}", path.display()))?;
@@ -252,6 +297,45 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `mcpwatch pins show`: stored pins on stdout as manifest JSON, descriptions on stderr.
+fn pins_show(state_dir: &std::path::Path, server: Option<&str>) -> anyhow::Result<()> {
+    let mut store = PinStore::new(state_dir);
+    let files = match server {
+        Some(name) => {
+            let file = store.stored(name)?.with_context(|| {
+                format!(
+                    "no pins for server {name} in {}: the agent pins a server's tools the first time it lists them",
+                    store.path(name).display()
+                )
+            })?;
+            vec![file]
+        }
+        None => store.stored_all()?,
+    };
+    if files.is_empty() {
+        eprintln!("# no pins in {}", state_dir.join("pins").display());
+    }
+    for f in &files {
+        eprintln!(
+            "# {}: {} tool(s) pinned in {}",
+            f.server,
+            f.tools.len(),
+            store.path(&f.server).display()
+        );
+        for (tool, pin) in &f.tools {
+            let first = pin.description.lines().next().unwrap_or("");
+            eprintln!("#   {tool}: {}", pins::cap(first, 160));
+        }
+    }
+    let fragment = |f: &PinFile| serde_json::json!({ "pins": f.expected() });
+    let out = match server {
+        Some(_) => fragment(&files[0]),
+        None => serde_json::Value::Object(files.iter().map(|f| (f.server.clone(), fragment(f))).collect()),
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }
 
 /// `mcpwatch check-manifests`: 0 when every manifest is valid, 1 otherwise.
@@ -279,7 +363,12 @@ fn check_manifests(paths: &[PathBuf]) -> i32 {
             .map_err(|e| format!("{}: cannot read: {e}", f.display()))
             .and_then(|t| Manifest::parse(f, &t).map_err(|e| e.to_string()));
         match res {
-            Ok(m) => eprintln!("{}: ok (server {})", f.display(), m.name),
+            Ok(m) => {
+                eprintln!("{}: ok (server {})", f.display(), m.name);
+                for w in &m.warnings {
+                    eprintln!("{}: warning: {w}", f.display());
+                }
+            }
             Err(e) => {
                 bad += 1;
                 eprintln!("{e}");

@@ -540,7 +540,25 @@ fn check_manifests_reports_file_line_field_and_what_is_wrong() {
             .arg("check-manifests")
             .arg(shipped_manifests()),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !err.contains("warning"),
+        "the shipped manifests load without warnings:\n{err}"
+    );
+    // A tool grant wider than the server's loads, with a warning naming it.
+    let wide = d.join("wide.json");
+    std::fs::write(&wide, r#"{"read": ["/data"], "tools": {"t": {"read": ["/etc"]}}}"#).unwrap();
+    let out = output(std::process::Command::new(bin()).arg("check-manifests").arg(&wide));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: warning: tools.t.read[0]: \"/etc\" is not within the server-wide `read`/`write`",
+            wide.display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]
@@ -553,12 +571,16 @@ jsonschema.Draft202012Validator.check_schema(schema)
 files = [f for f in sorted(glob.glob(sys.argv[1] + "/*.json")) if not f.endswith(".schema.json")]
 for f in files:
     jsonschema.validate(json.load(open(f)), schema)
-bad = {"read": ["relative"], "mode": "strict"}
-try:
-    jsonschema.validate(bad, schema)
-    sys.exit("a bad manifest validated")
-except jsonschema.ValidationError:
-    pass
+jsonschema.validate({"tools": {"t": {"write": [], "network": {"outbound": {"allow_host": ["x.com"]}}}},
+                     "pins": {"t": "sha256:" + "a" * 64}}, schema)
+bads = [{"read": ["relative"], "mode": "strict"}, {"tools": {"t": {"reads": []}}},
+        {"tools": {"t": {"read": ["relative"]}}}, {"pins": {"t": "sha256:abc"}}]
+for bad in bads:
+    try:
+        jsonschema.validate(bad, schema)
+        sys.exit(f"a bad manifest validated: {bad}")
+    except jsonschema.ValidationError:
+        pass
 print(len(files))
 "#;
     let out = output(
@@ -701,5 +723,36 @@ fn fetch_session_with_port_narrowed_raises_exactly_one_connect_alert() {
     assert_eq!(a[0]["evidence"]["address"], addr.as_str());
     assert_eq!(a[0]["evidence"]["port"], 80);
     assert_eq!(a[0]["declared"]["network"]["outbound"]["allow_port"], json!([443]));
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn filesystem_session_with_one_tool_narrowed_raises_exactly_that_tools_write() {
+    // The shipped manifest holds the reading tools to `write: []`; hold
+    // write_file there too: its write is the only one outside a grant.
+    let d = narrowed("pol-fs-tool", "filesystem", |m| {
+        m["tools"]["write_file"] = json!({"write": []})
+    });
+    let agent = agent_with("pol-fs-tool", &d, &[]);
+    let root = scratch_dir("pol-fs-tool-root");
+    std::fs::write(root.join("notes.txt"), "hello\n").unwrap();
+    let r = root.to_string_lossy().into_owned();
+    let node = node_server("server-filesystem");
+    let s = McpSession::new(&["node", node.to_str().unwrap(), &r])
+        .call("read_text_file", json!({"path": format!("{r}/notes.txt")}))
+        .call(
+            "write_file",
+            json!({"path": format!("{r}/out.txt"), "content": "written"}),
+        )
+        .call("create_directory", json!({"path": format!("{r}/sub")}))
+        .call("list_directory", json!({"path": r}));
+    let (_, ev) = session(&agent, "filesystem", s);
+    let a = alerts(&ev, Some("filesystem"));
+    assert_eq!(rules_of(&a), ["tool.write_outside_grant"], "{}", dump(&ev));
+    assert_eq!(a[0]["tool"], "write_file");
+    assert!(a[0]["call_id"].is_string(), "{}", a[0]);
+    assert_eq!(a[0]["evidence"]["path"], format!("{r}/out.txt").as_str());
+    assert_eq!(a[0]["declared"]["write"], json!([]));
+    assert_eq!(a[0]["declared"]["tool"], "write_file");
     assert!(agent.stop().success());
 }

@@ -186,6 +186,14 @@ impl Calls {
         })
     }
 
+    /// The tools of the server's calls in flight, oldest first.
+    pub fn tools_in_flight(&self, server: u32) -> Vec<String> {
+        self.servers
+            .get(&server)
+            .map(|s| s.in_flight.iter().map(|c| c.tool.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Counts a kernel event against the current call; returns its tag.
     pub fn note_activity(&mut self, server: u32, kind: ActivityKind) -> Option<CallTag> {
         let tag = self.current(server)?;

@@ -138,6 +138,15 @@ struct Listing {
     tools: Vec<Tool>,
 }
 
+/// A server's last complete listing, checked again when its manifest pins change.
+#[derive(Debug)]
+struct Listed {
+    name: String,
+    /// The process that wrote it: the listing is forgotten when it exits.
+    pid: u32,
+    tools: Vec<Tool>,
+}
+
 pub struct Mcp {
     reassembler: Reassembler,
     calls: Calls,
@@ -146,6 +155,8 @@ pub struct Mcp {
     listings: HashMap<u32, Listing>,
     /// Tool names of each server's last complete listing (for shadowing).
     known_tools: HashMap<u32, (String, Vec<String>)>,
+    /// Each live server's last complete listing.
+    listed: HashMap<u32, Listed>,
     /// (server, tool hash) already scanned for poisoning.
     scanned: HashSet<(u32, String)>,
     /// When each server last sent `notifications/tools/list_changed`.
@@ -167,6 +178,7 @@ impl Mcp {
             audit: opts.audit_tool_calls,
             listings: HashMap::new(),
             known_tools: HashMap::new(),
+            listed: HashMap::new(),
             scanned: HashSet::new(),
             list_changed: HashMap::new(),
             trouble: BTreeMap::new(),
@@ -180,9 +192,52 @@ impl Mcp {
         self.pins.expect(server, pins);
     }
 
+    /// Every server's manifest pins, by server name (start-up, reload, a new
+    /// server): servers left out have none (their pin file is the baseline).
+    /// A live server whose baseline changed has its last listing checked
+    /// again at once: shipped pins that do not match what it serves are
+    /// alerted now, not at its next `tools/list`.
+    pub fn set_expected_pins(&mut self, mut all: BTreeMap<String, ExpectedPins>, ktime_ns: u64) -> Vec<Output> {
+        let mut names: Vec<String> = self.pins.expected_servers().map(str::to_owned).collect();
+        names.extend(all.keys().cloned());
+        names.sort_unstable();
+        names.dedup();
+        let mut out = Vec::new();
+        for name in names {
+            if !self.pins.set_expected(&name, all.remove(&name)) {
+                continue;
+            }
+            let live: Vec<u32> = self
+                .listed
+                .iter()
+                .filter(|(_, l)| l.name == name)
+                .map(|(id, _)| *id)
+                .collect();
+            for server in live {
+                let Some(l) = self.listed.remove(&server) else { continue };
+                let at = At {
+                    name: &name,
+                    server,
+                    pid: l.pid,
+                    ktime_ns,
+                };
+                self.check_pins(at, &l.tools, false, &mut out);
+                self.listed.insert(server, l);
+            }
+        }
+        self.stats.alerts += out.iter().filter(|o| matches!(o, Output::Alert(_))).count() as u64;
+        out
+    }
+
     /// The tool call a server's events are attributed to now.
     pub fn current_call(&self, server: u32) -> Option<CallTag> {
         self.calls.current(server)
+    }
+
+    /// The tools of `server`'s calls in flight (the policy judges activity
+    /// during overlapping calls against all of their grants).
+    pub fn tools_in_flight(&self, server: u32) -> Vec<String> {
+        self.calls.tools_in_flight(server)
     }
 
     /// Counts a kernel event of `server` against its current call; returns the call.
@@ -214,6 +269,7 @@ impl Mcp {
             t.cut_bytes += bytes as u64;
             t.ktime_ns = ktime_ns;
         }
+        self.listed.retain(|_, l| l.pid != pid);
         let gone = self.calls.abandon_pid(pid);
         self.abandoned(gone, ktime_ns)
     }
@@ -428,6 +484,14 @@ impl Mcp {
         }
         let tools = self.listings.remove(&server).map(|l| l.tools).unwrap_or_default();
         self.check_listing(at, &tools, out);
+        self.listed.insert(
+            server,
+            Listed {
+                name: at.name.to_owned(),
+                pid: at.pid,
+                tools,
+            },
+        );
     }
 
     fn check_listing(&mut self, at: At<'_>, tools: &[Tool], out: &mut Vec<Output>) {
@@ -464,7 +528,18 @@ impl Mcp {
         );
         let f = object(json!({ "tools": listed }));
         out.push(line("mcp_tools", server, pid, ktime_ns, None, f));
+        let after_list_changed = self.list_changed.remove(&server).is_some();
+        self.check_pins(at, tools, after_list_changed, out);
+    }
 
+    /// Compares a listing with the server's pins (pinning it on first sight).
+    fn check_pins(&mut self, at: At<'_>, tools: &[Tool], after_list_changed: bool, out: &mut Vec<Output>) {
+        let At {
+            name: server_name,
+            server,
+            pid,
+            ktime_ns,
+        } = at;
         let checked = match self.pins.check(server_name, tools) {
             Ok(c) => c,
             Err(e) => {
@@ -476,7 +551,6 @@ impl Mcp {
             let f = object(json!({ "pins": self.pins.path(server_name), "tool_count": tools.len() }));
             out.push(line("mcp_pinned", server, pid, ktime_ns, None, f));
         }
-        let after_list_changed = self.list_changed.remove(&server).is_some();
         for c in checked.changes {
             out.push(Output::Alert(rug_pull_alert(
                 (server_name, server),
@@ -571,6 +645,8 @@ fn rug_pull_alert(
     } else {
         ""
     };
+    // Against shipped pins nothing was "pinned" here: the listing is simply not the approved one.
+    let shipped = baseline == "manifest";
     let (severity, summary, evidence) = match c {
         Change::Changed { tool, old, new, fields } => {
             let diff = old.as_ref().map(|o| pins::word_diff(&o.description, &new.description));
@@ -579,9 +655,14 @@ fn rug_pull_alert(
             } else {
                 fields.join(" and ")
             };
+            let summary = if shipped {
+                format!("tool {tool} of server {server} does not match the pin its manifest ships{when}")
+            } else {
+                format!("tool {tool} of server {server} changed its {what} since it was pinned{when}")
+            };
             (
                 Severity::High,
-                format!("tool {tool} of server {server} changed its {what} since it was pinned{when}"),
+                summary,
                 json!({
                     "changed": fields,
                     "old_hash": old.as_ref().map(|o| &o.hash),
@@ -594,12 +675,20 @@ fn rug_pull_alert(
         }
         Change::Added { tool, new } => (
             Severity::Medium,
-            format!("server {server} added tool {tool}, which was not pinned{when}"),
+            if shipped {
+                format!("server {server} lists tool {tool}, which its manifest's pins do not approve{when}")
+            } else {
+                format!("server {server} added tool {tool}, which was not pinned{when}")
+            },
             json!({"new_hash": new.hash, "new_description": new.description}),
         ),
         Change::Removed { tool, old } => (
             Severity::Low,
-            format!("server {server} no longer lists pinned tool {tool}{when}"),
+            if shipped {
+                format!("server {server} does not list tool {tool}, which its manifest pins{when}")
+            } else {
+                format!("server {server} no longer lists pinned tool {tool}{when}")
+            },
             json!({
                 "old_hash": old.as_ref().map(|o| &o.hash),
                 "old_description": old.as_ref().map(|o| &o.description),

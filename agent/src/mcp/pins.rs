@@ -93,6 +93,13 @@ pub struct PinFile {
 /// Expected pins from a manifest: tool name -> `sha256:...` of the tool.
 pub type ExpectedPins = BTreeMap<String, String>;
 
+impl PinFile {
+    /// The hashes a manifest's `pins` would ship to approve these tools.
+    pub fn expected(&self) -> ExpectedPins {
+        self.tools.iter().map(|(n, p)| (n.clone(), p.hash.clone())).collect()
+    }
+}
+
 /// What a listing differs in from the pins.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -262,7 +269,27 @@ impl PinStore {
 
     /// Pins a manifest ships for `server`; they replace the pin file as its baseline.
     pub fn expect(&mut self, server: &str, pins: ExpectedPins) {
-        self.expected.insert(server.to_owned(), pins);
+        self.set_expected(server, Some(pins));
+    }
+
+    /// Sets (or, with `None`, drops) the pins a manifest ships for `server`.
+    /// Returns whether its baseline changed; if so, its changes are alerted
+    /// afresh against the new one.
+    pub fn set_expected(&mut self, server: &str, pins: Option<ExpectedPins>) -> bool {
+        if self.expected.get(server) == pins.as_ref() {
+            return false;
+        }
+        match pins {
+            Some(p) => self.expected.insert(server.to_owned(), p),
+            None => self.expected.remove(server),
+        };
+        self.alerted.retain(|(s, _)| s != server);
+        true
+    }
+
+    /// Servers with manifest pins.
+    pub fn expected_servers(&self) -> impl Iterator<Item = &str> {
+        self.expected.keys().map(String::as_str)
     }
 
     /// Where `server`'s pins are kept (`/` and `:` of names percent-encoded).
@@ -328,6 +355,39 @@ impl PinStore {
             self.files.insert(server.to_owned(), file);
         }
         Ok(self.files.get(server))
+    }
+
+    /// The pins a server's file holds (`mcpwatch pins show`); None when it has none.
+    pub fn stored(&mut self, server: &str) -> Result<Option<PinFile>, PinError> {
+        Ok(self.load(server)?.cloned())
+    }
+
+    /// Every pin file under the state directory, sorted by server.
+    pub fn stored_all(&self) -> Result<Vec<PinFile>, PinError> {
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(PinError::Read {
+                    path: self.dir.clone(),
+                    source,
+                });
+            }
+        };
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(|source| PinError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            out.push(serde_json::from_str::<PinFile>(&text).map_err(|source| PinError::Parse { path, source })?);
+        }
+        out.sort_by(|a, b| a.server.cmp(&b.server));
+        Ok(out)
     }
 
     /// Writes a pin file atomically (temporary file, then rename), mode 0600.
@@ -531,6 +591,41 @@ mod tests {
         assert!(!s.path("m").exists(), "no pin file when the manifest pins");
         let c = s.check("m", &[tool("add", "Adds. <IMPORTANT>x</IMPORTANT>")]).unwrap();
         assert!(matches!(&c.changes[0], Change::Changed { old: None, fields, .. } if fields.is_empty()));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_new_manifest_baseline_alerts_afresh_and_dropping_it_falls_back_to_the_file() {
+        let (mut s, dir) = store();
+        let v1 = [tool("add", "Adds.")];
+        assert!(s.check("m", &v1).unwrap().pinned);
+        let v2 = [tool("add", "Adds. <IMPORTANT>x</IMPORTANT>")];
+        assert!(!s.set_expected("m", None), "nothing to drop");
+        assert!(s.set_expected("m", Some(ExpectedPins::from([("add".to_string(), v1[0].pin().hash)]))));
+        assert!(!s.set_expected("m", Some(ExpectedPins::from([("add".to_string(), v1[0].pin().hash)]))));
+        assert_eq!(s.check("m", &v2).unwrap().changes.len(), 1);
+        assert!(s.check("m", &v2).unwrap().changes.is_empty(), "alerted once");
+        assert!(s.set_expected("m", Some(ExpectedPins::from([("add".to_string(), sha256("other"))]))));
+        let c = s.check("m", &v2).unwrap();
+        assert_eq!(
+            (c.changes.len(), c.baseline),
+            (1, "manifest"),
+            "a new baseline alerts again"
+        );
+        assert!(s.set_expected("m", None));
+        let c = s.check("m", &v2).unwrap();
+        assert_eq!((c.changes.len(), c.baseline), (1, "state"), "back to the pin file");
+        assert_eq!(s.expected_servers().count(), 0);
+        let stored = s.stored("m").unwrap().unwrap();
+        assert_eq!(
+            stored.expected(),
+            ExpectedPins::from([("add".to_string(), v1[0].pin().hash)])
+        );
+        assert!(s.stored("none").unwrap().is_none());
+        s.check("a/b", &v1).unwrap();
+        let all: Vec<String> = s.stored_all().unwrap().into_iter().map(|f| f.server).collect();
+        assert_eq!(all, ["a/b", "m"]);
+        assert!(PinStore::new(&dir.join("nowhere")).stored_all().unwrap().is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -407,6 +407,80 @@ fn expected_pins_from_a_manifest_are_the_baseline() {
 }
 
 #[test]
+fn changed_manifest_pins_recheck_a_live_servers_last_listing() {
+    let mut h = Harness::new("repin", false);
+    let tools = pins::Tool::list(&json!({"tools": [add_tool("Adds.")]}));
+    let good = tools[0].pin().hash;
+    let expected =
+        |hash: &str| BTreeMap::from([("srv".to_string(), ExpectedPins::from([("add".into(), hash.into())]))]);
+    // Shipped before the server lists: checked at first sight, no pin file.
+    assert!(
+        h.mcp.set_expected_pins(expected(&good), 1).is_empty(),
+        "nothing listed yet"
+    );
+    h.send(0, json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
+    h.send(1, list_result(1, json!([add_tool("Adds.")])));
+    let out = h.take();
+    assert!(
+        alerts(&out).is_empty() && lines(&out, "mcp_pinned").is_empty(),
+        "{out:?}"
+    );
+    assert!(!h.dir.join("pins/srv.json").exists());
+
+    // A reload ships other pins: the live listing is judged against them now.
+    let out = h.mcp.set_expected_pins(expected(&pins::sha256("v2")), 7);
+    let a = alerts(&out);
+    assert_eq!(a.len(), 1, "{out:?}");
+    assert_eq!(
+        (a[0].rule, a[0].tool.as_deref(), a[0].pid, a[0].ktime_ns),
+        ("mcp.rug_pull.changed", Some("add"), 100, 7)
+    );
+    assert_eq!(a[0].evidence["baseline"], "manifest");
+    assert_eq!(
+        a[0].summary,
+        "tool add of server srv does not match the pin its manifest ships"
+    );
+    assert!(
+        h.mcp.set_expected_pins(expected(&pins::sha256("v2")), 8).is_empty(),
+        "unchanged pins: nothing new"
+    );
+    // Approving it again.
+    assert!(h.mcp.set_expected_pins(expected(&good), 9).is_empty());
+    // Pins dropped from the manifest: the pin file (none yet) takes over, pinning now.
+    let out = h.mcp.set_expected_pins(BTreeMap::new(), 10);
+    assert!(alerts(&out).is_empty());
+    assert_eq!(lines(&out, "mcp_pinned").len(), 1);
+    // Once the server is gone, its listing is forgotten.
+    h.mcp.on_exit(100, 11);
+    assert!(h.mcp.set_expected_pins(expected(&pins::sha256("v3")), 12).is_empty());
+}
+
+#[test]
+fn shipped_pins_name_unapproved_and_missing_tools() {
+    let mut h = Harness::new("unapproved", false);
+    h.mcp
+        .expect_pins("srv", ExpectedPins::from([("sub".into(), pins::sha256("x"))]));
+    h.send(1, list_result(1, json!([add_tool("Adds.")])));
+    let a: Vec<(&str, String)> = alerts(&h.take())
+        .into_iter()
+        .map(|a| (a.rule, a.summary.clone()))
+        .collect();
+    assert_eq!(
+        a,
+        [
+            (
+                "mcp.rug_pull.added",
+                "server srv lists tool add, which its manifest's pins do not approve".into()
+            ),
+            (
+                "mcp.rug_pull.removed",
+                "server srv does not list tool sub, which its manifest pins".into()
+            )
+        ]
+    );
+}
+
+#[test]
 fn an_unfinished_line_at_exit_is_reported_cut() {
     let mut h = Harness::new("exit", false);
     h.bytes(

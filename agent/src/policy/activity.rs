@@ -22,6 +22,9 @@ pub struct ProcContext {
     /// MCP tool call in flight, when known.
     pub tool: Option<String>,
     pub call_id: Option<String>,
+    /// Tools of every call of the server in flight, when there are several
+    /// (`tool` is then only the most recent one's); empty otherwise.
+    pub tools_in_flight: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //! besides what it is given; one state per server.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     sync::Arc,
 };
@@ -16,7 +17,8 @@ use super::{
     baseline::{self, BaselinePaths, Runtime},
     catalog,
     glob::{GlobSet, PathGlob, name_matches},
-    manifest::{Manifest, basename, expand, is_loopback},
+    manifest::{ExePattern, Manifest, Outbound, ToolGrant, basename, expand, is_loopback},
+    net::HostPattern,
     rules::{self, RuleId},
 };
 
@@ -34,6 +36,10 @@ pub struct Finding {
 /// How many written paths a server remembers for write-then-exec.
 const WRITTEN_MAX: usize = 4096;
 
+/// Whose grants an activity is judged against: the server's (`None`), or a
+/// tool's (a call of a tool the manifest narrows is in flight).
+type Scope<'a> = Option<&'a str>;
+
 /// What the engine knows of one server.
 pub struct ServerPolicy {
     pub manifest: Arc<Manifest>,
@@ -42,15 +48,12 @@ pub struct ServerPolicy {
     runtimes: BTreeSet<Runtime>,
     bindings: BTreeMap<String, BTreeSet<String>>,
     home: String,
-    paths: Option<Resolved>,
+    paths: Option<Paths>,
     /// Pids whose next exec is the server's own launch (wrapper, rule match).
     launching: HashSet<u32>,
     /// Directories of the code the server was launched to run (`python
     /// server.py`, `node dist/index.js`): its own package tree.
     code_dirs: Vec<String>,
-    /// Whether a path is declared (readable, or writable when the flag is
-    /// set), for the paths seen since the declaration was last resolved.
-    verdicts: HashMap<(String, bool), bool>,
     /// Files the server wrote, oldest first.
     written: VecDeque<String>,
     written_set: HashSet<String>,
@@ -59,7 +62,16 @@ pub struct ServerPolicy {
     pub root_argv: Vec<String>,
 }
 
-/// Manifest and baseline paths, `~` and `${arg}` expanded.
+/// Baseline, server-wide and per-tool paths, `~` and `${arg}` expanded.
+struct Paths {
+    base_read: Vec<PathGlob>,
+    base_write: Vec<PathGlob>,
+    server: Resolved,
+    /// Tools that narrow `read` or `write`, built at their first call.
+    tools: HashMap<String, Resolved>,
+}
+
+/// One grant's paths with the baseline.
 struct Resolved {
     read: Vec<PathGlob>,
     write: Vec<PathGlob>,
@@ -67,6 +79,21 @@ struct Resolved {
     readable: GlobSet,
     /// Everything writable (declared writes, baseline), in one set.
     writable: GlobSet,
+    /// Whether a path is declared (readable, or writable when the flag is
+    /// set), for the paths seen since the declaration was last resolved.
+    verdicts: HashMap<(String, bool), bool>,
+}
+
+impl Resolved {
+    fn new(read: Vec<PathGlob>, write: Vec<PathGlob>, base_read: &[PathGlob], base_write: &[PathGlob]) -> Self {
+        Self {
+            readable: GlobSet::new(read.iter().chain(&write).chain(base_read).chain(base_write)),
+            writable: GlobSet::new(write.iter().chain(base_write)),
+            read,
+            write,
+            verdicts: HashMap::new(),
+        }
+    }
 }
 
 impl ServerPolicy {
@@ -80,7 +107,6 @@ impl ServerPolicy {
             paths: None,
             launching: HashSet::new(),
             code_dirs: Vec::new(),
-            verdicts: HashMap::new(),
             written: VecDeque::new(),
             written_set: HashSet::new(),
             root_exe: String::new(),
@@ -123,31 +149,138 @@ impl ServerPolicy {
         }
     }
 
-    fn resolved(&mut self) -> &Resolved {
+    /// Path patterns expanded with the owner's home and the bound arguments.
+    fn globs(&self, list: &[String]) -> Vec<PathGlob> {
+        let bindings = &self.bindings;
+        let values = |n: &str| bindings.get(n).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        list.iter()
+            .flat_map(|p| expand(p, &self.home, &values))
+            .filter_map(|p| PathGlob::new(&p).ok())
+            .collect()
+    }
+
+    /// The paths of a scope: the server's, or a tool's when it narrows
+    /// `read` or `write` (the other falls back to the server's).
+    fn resolved(&mut self, scope: Scope<'_>) -> &mut Resolved {
         if self.paths.is_none() {
-            let home = self.home.clone();
-            let bindings = &self.bindings;
-            let values = |n: &str| bindings.get(n).map(|s| s.iter().cloned().collect()).unwrap_or_default();
-            let globs = |list: &[String]| -> Vec<PathGlob> {
-                list.iter()
-                    .flat_map(|p| expand(p, &home, &values))
-                    .filter_map(|p| PathGlob::new(&p).ok())
-                    .collect()
-            };
             let runtimes: Vec<Runtime> = self.runtimes.iter().copied().collect();
             let mut base = BaselinePaths::build(&runtimes, &self.home);
             base.read
                 .extend(self.code_dirs.iter().filter_map(|d| PathGlob::new(d).ok()));
-            self.verdicts.clear();
-            let (read, write) = (globs(&self.manifest.read), globs(&self.manifest.write));
-            self.paths = Some(Resolved {
-                readable: GlobSet::new(read.iter().chain(&write).chain(&base.read).chain(&base.write)),
-                writable: GlobSet::new(write.iter().chain(&base.write)),
-                read,
-                write,
+            let (read, write) = (self.globs(&self.manifest.read), self.globs(&self.manifest.write));
+            self.paths = Some(Paths {
+                server: Resolved::new(read, write, &base.read, &base.write),
+                base_read: base.read,
+                base_write: base.write,
+                tools: HashMap::new(),
             });
         }
-        self.paths.as_ref().expect("just built")
+        let narrowed = scope.filter(|t| {
+            self.manifest
+                .tools
+                .get(*t)
+                .is_some_and(|g| g.read.is_some() || g.write.is_some())
+        });
+        let Some(tool) = narrowed else {
+            return &mut self.paths.as_mut().expect("built").server;
+        };
+        if !self.paths.as_ref().expect("built").tools.contains_key(tool) {
+            let m = self.manifest.clone();
+            let g = &m.tools[tool];
+            let read = self.globs(g.read.as_deref().unwrap_or(&m.read));
+            let write = self.globs(g.write.as_deref().unwrap_or(&m.write));
+            let p = self.paths.as_mut().expect("built");
+            let r = Resolved::new(read, write, &p.base_read, &p.base_write);
+            p.tools.insert(tool.to_owned(), r);
+        }
+        self.paths
+            .as_mut()
+            .expect("built")
+            .tools
+            .get_mut(tool)
+            .expect("inserted")
+    }
+
+    /// The grants `ctx`'s activity is judged against: `[None]` (server-wide)
+    /// outside tool calls and during calls of tools the manifest does not
+    /// narrow; else the tool of the call, or of every call in flight when
+    /// there are several (the activity may belong to any of them, so it is
+    /// allowed when one of their grants allows it).
+    fn scopes<'c>(&self, ctx: &'c ProcContext) -> Cow<'c, [Scope<'c>]> {
+        // Every event of a watched process comes here: no allocation unless a narrowed tool's call is in flight.
+        const SERVER_WIDE: &[Scope<'static>] = &[None];
+        let Some(tool) = ctx.tool.as_deref() else {
+            return Cow::Borrowed(SERVER_WIDE);
+        };
+        if self.manifest.tools.is_empty() {
+            return Cow::Borrowed(SERVER_WIDE);
+        }
+        let mut tools: Vec<&str> = if ctx.tools_in_flight.is_empty() {
+            vec![tool]
+        } else {
+            ctx.tools_in_flight.iter().map(String::as_str).collect()
+        };
+        tools.sort_unstable();
+        tools.dedup();
+        if tools.iter().any(|t| !self.manifest.tools.contains_key(*t)) {
+            return Cow::Borrowed(SERVER_WIDE);
+        }
+        Cow::Owned(tools.into_iter().map(Some).collect())
+    }
+
+    fn tool_grant(&self, scope: Scope<'_>) -> Option<&ToolGrant> {
+        scope.and_then(|t| self.manifest.tools.get(t))
+    }
+
+    fn exec_grant(&self, scope: Scope<'_>) -> &[ExePattern] {
+        self.tool_grant(scope)
+            .and_then(|g| g.exec.as_deref())
+            .unwrap_or(&self.manifest.exec)
+    }
+
+    fn outbound_grant(&self, scope: Scope<'_>) -> &Outbound {
+        self.tool_grant(scope)
+            .and_then(|g| g.outbound.as_ref())
+            .unwrap_or(&self.manifest.outbound)
+    }
+
+    fn inbound_grant(&self, scope: Scope<'_>) -> &[HostPattern] {
+        self.tool_grant(scope)
+            .and_then(|g| g.inbound.as_deref())
+            .unwrap_or(&self.manifest.inbound)
+    }
+
+    /// `declared` of an alert: the grant that applied, as written, naming
+    /// the tool when it was a tool's (`fields` of the manifest to show).
+    fn declared_of(&self, scopes: &[Scope<'_>], ctx: &ProcContext, fields: &[&str]) -> Value {
+        let tool = scopes[0].and(ctx.tool.as_deref());
+        let spec = tool.and_then(|t| self.manifest.raw.tools.get(t));
+        let raw = &self.manifest.raw;
+        let mut out = serde_json::Map::new();
+        for f in fields {
+            let v = match *f {
+                "read" => json!(spec.and_then(|s| s.read.as_ref()).unwrap_or(&raw.read)),
+                "write" => json!(spec.and_then(|s| s.write.as_ref()).unwrap_or(&raw.write)),
+                "network" => {
+                    let net = spec.and_then(|s| s.network.as_ref());
+                    json!({
+                        "outbound": net.and_then(|n| n.outbound.as_ref()).unwrap_or(&raw.network.outbound),
+                        "inbound": net.and_then(|n| n.inbound.as_ref()).unwrap_or(&raw.network.inbound),
+                    })
+                }
+                "listen" => json!(raw.listen),
+                "exec" => {
+                    let runtimes: Vec<Runtime> = self.runtimes.iter().copied().collect();
+                    json!(baseline::describe_exec(self.exec_grant(tool), &runtimes))
+                }
+                _ => continue,
+            };
+            out.insert((*f).to_owned(), v);
+        }
+        if let Some(t) = tool {
+            out.insert("tool".into(), json!(t));
+        }
+        Value::Object(out)
     }
 
     pub fn evaluate(&mut self, ctx: &ProcContext, act: &Activity) -> Vec<Finding> {
@@ -157,11 +290,6 @@ impl ServerPolicy {
             Activity::Net(n) => self.net(ctx, n).into_iter().collect(),
             Activity::Risky(r) => risky(ctx, r).into_iter().collect(),
         }
-    }
-
-    fn declared_exec(&self) -> Value {
-        let runtimes: Vec<Runtime> = self.runtimes.iter().copied().collect();
-        json!({ "exec": baseline::describe_exec(&self.manifest.exec, &runtimes) })
     }
 
     fn exec(&mut self, ctx: &ProcContext, e: &ExecActivity) -> Option<Finding> {
@@ -222,12 +350,14 @@ impl ServerPolicy {
                 None,
             ));
         }
-        let declared = self
-            .manifest
-            .exec
-            .iter()
-            .any(|p| p.matches(&e.filename) || p.matches(&exec_path) || p.matches(&program));
-        if declared || baseline::exec_allowed_after_launch(&runtimes_before, &program) {
+        let in_grant = |list: &[ExePattern]| {
+            list.iter()
+                .any(|p| p.matches(&e.filename) || p.matches(&exec_path) || p.matches(&program))
+        };
+        let scopes = self.scopes(ctx);
+        if scopes.iter().any(|s| in_grant(self.exec_grant(*s)))
+            || baseline::exec_allowed_after_launch(&runtimes_before, &program)
+        {
             return None;
         }
         if is_shell(&program) {
@@ -235,35 +365,51 @@ impl ServerPolicy {
             if baseline::npx_shell(&e.argv, parent_exe, &ctx.parent_argv) {
                 return None;
             }
+        }
+        let declared = Some(self.declared_of(&scopes, ctx, &["exec"]));
+        if scopes[0].is_some() && in_grant(&self.manifest.exec) {
+            let mut f = finding(
+                &rules::TOOL_EXEC_OUTSIDE_GRANT,
+                format!(
+                    "{} ran a program outside {}: {}",
+                    ctx.server,
+                    grant_words(&scopes),
+                    program
+                ),
+                declared,
+            );
+            f.dedup_key = tool_key(ctx, &program);
+            return Some(f);
+        }
+        if is_shell(&program) {
             return Some(finding(
                 &rules::EXEC_SHELL,
                 format!("{} started a shell: {}", ctx.server, e.argv.join(" ")),
-                Some(self.declared_exec()),
+                declared,
             ));
         }
         Some(finding(
             &rules::EXEC_UNDECLARED,
             format!("{} ran an undeclared program: {}", ctx.server, program),
-            Some(self.declared_exec()),
+            declared,
         ))
     }
 
-    /// Whether the declaration and baseline cover `path` (for writing, or reading).
-    fn declares(&mut self, path: &str, writes: bool) -> bool {
-        self.resolved();
-        if let Some(v) = self.verdicts.get(&(path.to_owned(), writes)) {
+    /// Whether a scope's grant and the baseline cover `path` (for writing, or reading).
+    fn declares(&mut self, scope: Scope<'_>, path: &str, writes: bool) -> bool {
+        let r = self.resolved(scope);
+        if let Some(v) = r.verdicts.get(&(path.to_owned(), writes)) {
             return *v;
         }
-        let r = self.paths.as_ref().expect("resolved");
         let v = if writes {
             r.writable.matches(path)
         } else {
             r.readable.matches(path)
         };
-        if self.verdicts.len() >= WRITTEN_MAX {
-            self.verdicts.clear();
+        if r.verdicts.len() >= WRITTEN_MAX {
+            r.verdicts.clear();
         }
-        self.verdicts.insert((path.to_owned(), writes), v);
+        r.verdicts.insert((path.to_owned(), writes), v);
         v
     }
 
@@ -300,6 +446,27 @@ impl ServerPolicy {
         }
     }
 
+    /// Whether a scope's grant names a credential location explicitly
+    /// (a broad `~/**` does not declare `~/.ssh`).
+    fn names_credential(&mut self, scope: Scope<'_>, path: &str, markers: &[&str]) -> bool {
+        let r = self.resolved(scope);
+        r.read
+            .iter()
+            .chain(r.write.iter())
+            .any(|g| g.matches(path) && markers.iter().any(|m| g.text.contains(m)))
+    }
+
+    /// Whether a scope allows a successful file access.
+    fn file_allowed(&mut self, scope: Scope<'_>, ctx: &ProcContext, f: &FileActivity, path: &str) -> bool {
+        let writes = f.writes();
+        self.declares(scope, path, writes)
+            || (!writes
+                && f.directory
+                && (is_ancestor_of_declared(path, self.resolved(scope))
+                    // Interpreters list their working directory (Python's sys.path[0]).
+                    || ctx.cwd.as_deref() == Some(path)))
+    }
+
     fn file(&mut self, ctx: &ProcContext, f: &FileActivity) -> Vec<Finding> {
         let mut paths = vec![own_proc(&f.path, ctx.pid)];
         if let Some(p2) = &f.path2 {
@@ -315,8 +482,9 @@ impl ServerPolicy {
                 self.remember_write(p);
             }
         }
-        let manifest = self.manifest.clone();
-        let declared = || json!({ "read": manifest.read, "write": manifest.write });
+        let scopes = self.scopes(ctx);
+        let narrowed = scopes[0].is_some();
+        const FILE_GRANTS: &[&str] = &["read", "write"];
         let evidence = |path: &str| {
             json!({
                 "op": f.op.name(),
@@ -326,28 +494,37 @@ impl ServerPolicy {
                 "result": f.result,
             })
         };
+        let (tool_rule, verb) = if writes {
+            (&rules::TOOL_WRITE_OUTSIDE_GRANT, "wrote")
+        } else {
+            (&rules::TOOL_READ_OUTSIDE_GRANT, "read")
+        };
+        let outside_tool = |path: &str, evidence: Value, declared: Value| Finding {
+            rule: tool_rule,
+            summary: format!("{} {verb} outside {}: {path}", ctx.server, grant_words(&scopes)),
+            evidence,
+            declared: Some(declared),
+            dedup_key: tool_key(ctx, path),
+        };
         let mut out = Vec::new();
         for path in &paths {
             if let Some(kind) = catalog::classify(path) {
-                let explicit = {
-                    let r = self.resolved();
-                    r.read
-                        .iter()
-                        .chain(r.write.iter())
-                        .any(|g| g.matches(path) && kind.markers.iter().any(|m| g.text.contains(m)))
-                };
+                let explicit = scopes.iter().any(|s| self.names_credential(*s, path, kind.markers));
                 if !explicit && !baseline::runtime_reads_credential(kind.rule, &ctx.exe, &ctx.argv) {
-                    out.push(Finding {
-                        rule: rules::credential(kind.rule),
-                        summary: format!("{} accessed {}: {path}", ctx.server, kind.what),
-                        evidence: {
-                            let mut e = evidence(path);
-                            e["credential"] = json!(kind.what);
-                            e
-                        },
-                        declared: Some(declared()),
-                        dedup_key: path.clone(),
-                    });
+                    let mut e = evidence(path);
+                    e["credential"] = json!(kind.what);
+                    let declared = self.declared_of(&scopes, ctx, FILE_GRANTS);
+                    if narrowed && self.names_credential(None, path, kind.markers) {
+                        out.push(outside_tool(path, e, declared));
+                    } else {
+                        out.push(Finding {
+                            rule: rules::credential(kind.rule),
+                            summary: format!("{} accessed {}: {path}", ctx.server, kind.what),
+                            evidence: e,
+                            declared: Some(declared),
+                            dedup_key: path.clone(),
+                        });
+                    }
                 }
                 continue;
             }
@@ -359,33 +536,63 @@ impl ServerPolicy {
             if !writes && runs_script(ctx, path) {
                 continue;
             }
-            let ok = self.declares(path, writes)
-                || (!writes
-                    && f.directory
-                    && (is_ancestor_of_declared(path, self.resolved())
-                        // Interpreters list their working directory (Python's sys.path[0]).
-                        || ctx.cwd.as_deref() == Some(path.as_str())));
-            if !ok {
-                let (rule, verb) = if writes {
-                    (&rules::FILE_WRITE_UNDECLARED, "wrote")
-                } else {
-                    (&rules::FILE_READ_UNDECLARED, "read")
-                };
-                out.push(Finding {
-                    rule,
-                    summary: format!("{} {verb} an undeclared path: {path}", ctx.server),
-                    evidence: evidence(path),
-                    declared: Some(declared()),
-                    dedup_key: path.clone(),
-                });
+            if scopes.iter().any(|s| self.file_allowed(*s, ctx, f, path)) {
+                continue;
             }
+            let declared = self.declared_of(&scopes, ctx, FILE_GRANTS);
+            if narrowed && self.file_allowed(None, ctx, f, path) {
+                out.push(outside_tool(path, evidence(path), declared));
+                continue;
+            }
+            let rule = if writes {
+                &rules::FILE_WRITE_UNDECLARED
+            } else {
+                &rules::FILE_READ_UNDECLARED
+            };
+            out.push(Finding {
+                rule,
+                summary: format!("{} {verb} an undeclared path: {path}", ctx.server),
+                evidence: evidence(path),
+                declared: Some(declared),
+                dedup_key: path.clone(),
+            });
         }
         out
     }
 
+    /// Whether a scope allows a connection (or datagram) to `addr`.
+    fn connect_allowed(&self, scope: Scope<'_>, n: &NetActivity, addr: &std::net::IpAddr) -> bool {
+        let o = self.outbound_grant(scope);
+        let transport_ok = o.transports.is_empty()
+            || o.transports.iter().any(|t| match n.proto {
+                Proto::Tcp => t == "tcp",
+                Proto::Udp => t == "udp",
+                Proto::Other => false,
+            });
+        o.all
+            || (transport_ok
+                && o.hosts.iter().any(|h| {
+                    h.matches_host(Some(addr), n.hostname.as_deref())
+                        && match h.port {
+                            Some(p) => p == n.port,
+                            None => o.ports.is_empty() || o.ports.contains(&n.port),
+                        }
+                }))
+    }
+
+    fn unix_allowed(&mut self, scope: Scope<'_>, path: &str) -> bool {
+        let r = self.resolved(scope);
+        r.read.iter().chain(r.write.iter()).any(|g| g.matches(path))
+    }
+
+    fn accept_allowed(&self, scope: Scope<'_>, addr: Option<&std::net::IpAddr>) -> bool {
+        let inbound = self.inbound_grant(scope);
+        inbound.is_empty() || addr.is_some_and(|a| inbound.iter().any(|h| h.matches_host(Some(a), None)))
+    }
+
     fn net(&mut self, ctx: &ProcContext, n: &NetActivity) -> Option<Finding> {
-        let m = &self.manifest;
-        let declared = json!({ "network": m.raw.network, "listen": m.raw.listen });
+        let scopes = self.scopes(ctx);
+        let narrowed = scopes[0].is_some();
         let addr = n.addr.map(|a| super::net::normalise(&a));
         let evidence = json!({
             "op": n.op.name(),
@@ -401,43 +608,43 @@ impl ServerPolicy {
             (None, Some(a)) => format!("{a}:{}", n.port),
             (None, None) => String::new(),
         };
-        let finding = |rule: RuleId, summary: String| Finding {
+        // Built only for an alert: most connections are declared.
+        let declared = |s: &Self| Some(s.declared_of(&scopes, ctx, &["network", "listen"]));
+        let finding = |s: &Self, rule: RuleId, summary: String| Finding {
             rule,
             summary,
             evidence: evidence.clone(),
-            declared: Some(declared.clone()),
+            declared: declared(s),
             dedup_key: target.clone(),
+        };
+        let outside_tool = |s: &Self, what: &str, to: &str| Finding {
+            dedup_key: tool_key(ctx, &target),
+            ..finding(
+                s,
+                &rules::TOOL_NET_OUTSIDE_GRANT,
+                format!("{} {what} outside {}: {to}", ctx.server, grant_words(&scopes)),
+            )
         };
         match n.op {
             NetOp::Connect | NetOp::SendTo => {
                 if let Some(u) = &n.unix_path {
-                    let r = self.resolved();
-                    let ok = baseline::unix_allowed(u) || r.read.iter().chain(r.write.iter()).any(|g| g.matches(u));
-                    return (!ok).then(|| {
-                        finding(
-                            &rules::NET_CONNECT_UNDECLARED,
-                            format!("{} connected to an undeclared unix socket: {u}", ctx.server),
-                        )
-                    });
+                    if baseline::unix_allowed(u) || scopes.iter().any(|s| self.unix_allowed(*s, u)) {
+                        return None;
+                    }
+                    if narrowed && self.unix_allowed(None, u) {
+                        return Some(outside_tool(self, "connected to a unix socket", u));
+                    }
+                    return Some(finding(
+                        self,
+                        &rules::NET_CONNECT_UNDECLARED,
+                        format!("{} connected to an undeclared unix socket: {u}", ctx.server),
+                    ));
                 }
                 let addr = addr?;
-                let transport_ok = m.transports.is_empty()
-                    || m.transports.iter().any(|t| match n.proto {
-                        Proto::Tcp => t == "tcp",
-                        Proto::Udp => t == "udp",
-                        Proto::Other => false,
-                    });
-                let declared_ok = m.outbound_all
-                    || (transport_ok
-                        && m.outbound.iter().any(|h| {
-                            h.matches_host(Some(&addr), n.hostname.as_deref())
-                                && match h.port {
-                                    Some(p) => p == n.port,
-                                    None => m.outbound_ports.is_empty() || m.outbound_ports.contains(&n.port),
-                                }
-                        }));
                 let runtimes: Vec<Runtime> = self.runtimes.iter().copied().collect();
-                if declared_ok || baseline::outbound_allowed(&runtimes, Some(&addr), n.hostname.as_deref(), n.port) {
+                if scopes.iter().any(|s| self.connect_allowed(*s, n, &addr))
+                    || baseline::outbound_allowed(&runtimes, Some(&addr), n.hostname.as_deref(), n.port)
+                {
                     return None;
                 }
                 let to = n
@@ -445,42 +652,64 @@ impl ServerPolicy {
                     .clone()
                     .map(|h| format!("{h} ({target})"))
                     .unwrap_or(target.clone());
+                if narrowed && self.connect_allowed(None, n, &addr) {
+                    return Some(outside_tool(self, "connected", &to));
+                }
                 Some(finding(
+                    self,
                     &rules::NET_CONNECT_UNDECLARED,
                     format!("{} connected to an undeclared destination: {to}", ctx.server),
                 ))
             }
             NetOp::Listen => {
-                let addr_ok = |a: Option<&std::net::IpAddr>| m.listen.iter().any(|l| l.matches(a, n.port));
-                if addr_ok(addr.as_ref()) {
+                if self.manifest.listen.iter().any(|l| l.matches(addr.as_ref(), n.port)) {
                     return None;
                 }
                 let exposed = n.exposed || addr.is_some_and(|a| !is_loopback(&a));
                 if exposed {
                     Some(finding(
+                        self,
                         &rules::NET_LISTEN_EXPOSED,
                         format!("{} listens on a non-loopback address: {target}", ctx.server),
                     ))
                 } else {
                     Some(finding(
+                        self,
                         &rules::NET_LISTEN_UNDECLARED,
                         format!("{} listens on an undeclared address: {target}", ctx.server),
                     ))
                 }
             }
             NetOp::Accept => {
-                if m.inbound.is_empty()
-                    || addr.is_some_and(|a| m.inbound.iter().any(|h| h.matches_host(Some(&a), None)))
-                {
+                if scopes.iter().any(|s| self.accept_allowed(*s, addr.as_ref())) {
                     return None;
                 }
+                if narrowed && self.accept_allowed(None, addr.as_ref()) {
+                    return Some(outside_tool(self, "accepted a connection", &target));
+                }
                 Some(finding(
+                    self,
                     &rules::NET_ACCEPT_UNDECLARED,
                     format!("{} accepted a connection from an undeclared peer: {target}", ctx.server),
                 ))
             }
             NetOp::Bind => None,
         }
+    }
+}
+
+/// What makes a repeat of a tool rule the same alert: the tool too (the same
+/// path read outside two tools' grants is two findings).
+fn tool_key(ctx: &ProcContext, key: &str) -> String {
+    format!("{}\u{0}{key}", ctx.tool.as_deref().unwrap_or(""))
+}
+
+/// "tool `x`'s grant", or "the grants of tools `x`, `y` (calls in flight)".
+fn grant_words(scopes: &[Scope<'_>]) -> String {
+    let tools: Vec<String> = scopes.iter().flatten().map(|t| format!("`{t}`")).collect();
+    match tools.as_slice() {
+        [one] => format!("tool {one}'s grant"),
+        many => format!("the grants of tools {} (calls in flight)", many.join(", ")),
     }
 }
 
@@ -670,6 +899,11 @@ impl Engine {
 
     pub fn server(&self, name: &str) -> Option<&ServerPolicy> {
         self.servers.get(name)
+    }
+
+    /// Every server seen, with the manifest it is judged against.
+    pub fn servers(&self) -> impl Iterator<Item = (&str, &ServerPolicy)> {
+        self.servers.iter().map(|(n, s)| (n.as_str(), s))
     }
 
     /// Judges one activity; a server never announced is set up on the fly.
@@ -1024,6 +1258,192 @@ mod tests {
             ..Default::default()
         });
         assert!(s.evaluate(&ctx, &env_node).is_empty(), "#!/usr/bin/env node");
+    }
+
+    /// `ctx` during call `id` of `tool`.
+    fn during(ctx: &ProcContext, tool: &str, id: &str) -> ProcContext {
+        ProcContext {
+            tool: Some(tool.into()),
+            call_id: Some(id.into()),
+            ..ctx.clone()
+        }
+    }
+
+    const NARROWED: &str = r#"{
+        "read": ["/data"], "write": ["/data"], "exec": ["git"],
+        "network": {"outbound": {"allow_host": [".github.com:443", "localhost:5432"]}},
+        "tools": {
+          "read_file": {"write": []},
+          "peek": {"read": ["/data/public"], "write": []},
+          "notes": {"read": ["/data/notes"], "write": ["/data/notes"]},
+          "status": {"exec": []},
+          "search": {"network": {"outbound": {"allow_host": ["api.github.com:443"]},
+                                 "inbound": {"allow_host": ["127.0.0.1"]}}}
+        }}"#;
+
+    #[test]
+    fn a_tools_narrowed_file_grant_replaces_the_servers_during_its_calls() {
+        let (mut s, ctx) = server(NARROWED, NODE);
+        let peek = during(&ctx, "peek", "7");
+        let f = s.evaluate(&peek, &open("/data/secret.txt", false, 3));
+        assert_eq!(rules(&f), ["tool.read_outside_grant"]);
+        let peek_key = f[0].dedup_key.clone();
+        assert_eq!(f[0].summary, "srv read outside tool `peek`'s grant: /data/secret.txt");
+        assert_eq!(
+            f[0].declared,
+            Some(json!({"read": ["/data/public"], "write": [], "tool": "peek"}))
+        );
+        assert!(s.evaluate(&peek, &open("/data/public/a.txt", false, 3)).is_empty());
+        assert!(
+            s.evaluate(&peek, &open("/usr/lib/x86_64-linux-gnu/libc.so.6", false, 3))
+                .is_empty(),
+            "the baseline still applies"
+        );
+        // The same read by a tool with the server-wide read, by a tool the
+        // manifest does not name, and outside any call.
+        let read_file = during(&ctx, "read_file", "8");
+        assert!(s.evaluate(&read_file, &open("/data/secret.txt", false, 3)).is_empty());
+        assert!(
+            s.evaluate(&during(&ctx, "other", "9"), &open("/data/secret.txt", false, 3))
+                .is_empty()
+        );
+        assert!(s.evaluate(&ctx, &open("/data/secret.txt", false, 3)).is_empty());
+        // `write: []`: read_file may read, not write; the server may.
+        let f = s.evaluate(&read_file, &open("/data/out.txt", true, 3));
+        assert_eq!(rules(&f), ["tool.write_outside_grant"]);
+        assert!(
+            f[0].summary.contains("wrote outside tool `read_file`'s grant"),
+            "{}",
+            f[0].summary
+        );
+        assert!(s.evaluate(&ctx, &open("/data/out.txt", true, 3)).is_empty());
+        // A tool narrowing both: its own directory only.
+        let notes = during(&ctx, "notes", "10");
+        let g = s.evaluate(&notes, &open("/data/secret.txt", false, 3));
+        assert_eq!(rules(&g), ["tool.read_outside_grant"]);
+        assert_ne!(peek_key, g[0].dedup_key, "one alert per tool, not a repeat of peek's");
+        assert!(s.evaluate(&notes, &open("/data/notes/a.md", true, 3)).is_empty());
+        assert_eq!(
+            rules(&s.evaluate(&notes, &open("/data/b.md", true, 3))),
+            ["tool.write_outside_grant"]
+        );
+        // Outside the server's grant too: the usual rule, with the tool's grant as declared.
+        let f = s.evaluate(&peek, &open("/etc/hostname", false, 3));
+        assert_eq!(rules(&f), ["file.read_undeclared"]);
+        assert_eq!(f[0].declared.as_ref().unwrap()["tool"], "peek");
+        // Listing the way to the narrowed directory is fine.
+        let dir = Activity::File(FileActivity {
+            directory: true,
+            ..match open("/data", false, 3) {
+                Activity::File(f) => f,
+                _ => unreachable!(),
+            }
+        });
+        assert!(s.evaluate(&peek, &dir).is_empty());
+    }
+
+    #[test]
+    fn a_tools_narrowed_grant_covers_credentials_only_if_it_names_them() {
+        let (mut s, ctx) = server(
+            r#"{"read": ["/home/u/.ssh/config", "/data"], "tools": {"t": {"read": ["/data"]}}}"#,
+            NODE,
+        );
+        assert!(s.evaluate(&ctx, &open("/home/u/.ssh/config", false, 3)).is_empty());
+        let f = s.evaluate(&during(&ctx, "t", "1"), &open("/home/u/.ssh/config", false, 3));
+        assert_eq!(rules(&f), ["tool.read_outside_grant"]);
+        assert_eq!(f[0].evidence["credential"], "SSH keys and configuration");
+        assert_eq!(
+            rules(&s.evaluate(&during(&ctx, "t", "1"), &open("/home/u/.ssh/id_rsa", false, 3))),
+            ["cred.ssh"]
+        );
+    }
+
+    #[test]
+    fn a_tools_narrowed_exec_and_network_grants() {
+        let (mut s, ctx) = server(NARROWED, &["/v/bin/python", "-m", "mcp_server_git"]);
+        let git = |a: &[&str]| exec("/usr/bin/git", &argv(a));
+        let status = during(&ctx, "status", "3");
+        let f = s.evaluate(&status, &git(&["git", "status"]));
+        assert_eq!(rules(&f), ["tool.exec_outside_grant"]);
+        assert_eq!(
+            f[0].summary,
+            "srv ran a program outside tool `status`'s grant: /usr/bin/git"
+        );
+        assert_eq!(f[0].declared.as_ref().unwrap()["tool"], "status");
+        assert!(s.evaluate(&during(&ctx, "peek", "4"), &git(&["git", "log"])).is_empty());
+        assert!(s.evaluate(&ctx, &git(&["git", "log"])).is_empty());
+        assert_eq!(
+            rules(&s.evaluate(&status, &exec("/bin/sh", &argv(&["sh", "-c", "id"])))),
+            ["exec.shell"],
+            "undeclared everywhere: the usual rule"
+        );
+        let search = during(&ctx, "search", "5");
+        assert!(
+            s.evaluate(&search, &connect("140.82.112.3", 443, Some("api.github.com")))
+                .is_empty()
+        );
+        let f = s.evaluate(&search, &connect("127.0.0.1", 5432, None));
+        assert_eq!(rules(&f), ["tool.net_outside_grant"]);
+        assert_eq!(
+            f[0].summary,
+            "srv connected outside tool `search`'s grant: 127.0.0.1:5432"
+        );
+        assert_eq!(
+            f[0].declared.as_ref().unwrap()["network"]["outbound"]["allow_host"],
+            json!(["api.github.com:443"])
+        );
+        assert!(s.evaluate(&ctx, &connect("127.0.0.1", 5432, None)).is_empty());
+        assert_eq!(
+            rules(&s.evaluate(&search, &connect("1.2.3.4", 80, None))),
+            ["net.connect_undeclared"]
+        );
+        let accept = |addr: &str| {
+            Activity::Net(NetActivity {
+                op: NetOp::Accept,
+                proto: Proto::Tcp,
+                addr: Some(addr.parse().unwrap()),
+                port: 40000,
+                unix_path: None,
+                hostname: None,
+                exposed: false,
+                result: 0,
+            })
+        };
+        assert!(s.evaluate(&search, &accept("127.0.0.1")).is_empty());
+        assert_eq!(
+            rules(&s.evaluate(&search, &accept("10.0.0.1"))),
+            ["tool.net_outside_grant"]
+        );
+        assert!(
+            s.evaluate(&ctx, &accept("10.0.0.1")).is_empty(),
+            "server-wide: any peer"
+        );
+    }
+
+    #[test]
+    fn overlapping_calls_are_judged_against_every_grant_in_flight() {
+        let (mut s, ctx) = server(NARROWED, NODE);
+        let both = |tools: &[&str]| ProcContext {
+            tools_in_flight: tools.iter().map(|t| t.to_string()).collect(),
+            ..during(&ctx, tools[tools.len() - 1], "2")
+        };
+        // The most recent call is peek's, but read_file's (server-wide read) may have read it.
+        assert!(
+            s.evaluate(&both(&["read_file", "peek"]), &open("/data/secret.txt", false, 3))
+                .is_empty()
+        );
+        // A tool the manifest does not narrow: the server's grant.
+        assert!(
+            s.evaluate(&both(&["other", "peek"]), &open("/data/secret.txt", false, 3))
+                .is_empty()
+        );
+        let f = s.evaluate(&both(&["notes", "peek"]), &open("/data/secret.txt", false, 3));
+        assert_eq!(rules(&f), ["tool.read_outside_grant"]);
+        assert_eq!(
+            f[0].summary,
+            "srv read outside the grants of tools `notes`, `peek` (calls in flight): /data/secret.txt"
+        );
+        assert_eq!(f[0].declared.as_ref().unwrap()["tool"], "peek", "the attributed call's");
     }
 
     #[test]

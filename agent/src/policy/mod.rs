@@ -27,6 +27,7 @@ use serde_json::json;
 
 use crate::{
     alert::{self, Alert, AlertAncestor, Mitre},
+    mcp::pins::ExpectedPins,
     output::Clock,
 };
 use activity::{Activity, ProcContext};
@@ -91,6 +92,11 @@ impl Policy {
                 if kept { " (keeping the last good version)" } else { "" }
             );
             alerts.push(self.manifest_alert(e, kept));
+        }
+        for m in l.manifests.values() {
+            for w in &m.warnings {
+                log::warn!("{}: {w}", m.file_label());
+            }
         }
         for e in &l.host_errors {
             log::warn!("host configuration skipped: {e}");
@@ -171,6 +177,28 @@ impl Policy {
     /// Repeat summaries of windows that ended.
     pub fn tick(&mut self, now_ktime: u64) -> Vec<Alert> {
         self.dedup.flush(now_ktime)
+    }
+
+    /// The tool pins manifests ship, by server name: under every name a
+    /// manifest answers to (`name`, `match.server`), and under the name of
+    /// every server bound to one (a host configuration's key, a `--watch`
+    /// rule's name), which wins.
+    pub fn expected_pins(&self) -> BTreeMap<String, ExpectedPins> {
+        let mut out = BTreeMap::new();
+        for m in self.loaded.values() {
+            if let Some(p) = &m.pins {
+                for name in std::iter::once(&m.name).chain(&m.match_servers) {
+                    out.insert(name.clone(), p.clone());
+                }
+            }
+        }
+        for (name, s) in self.engine.servers() {
+            match &s.manifest.pins {
+                Some(p) => out.insert(name.to_owned(), p.clone()),
+                None => out.remove(name),
+            };
+        }
+        out
     }
 
     /// The manifest a server is judged against (file label) and whether it is undeclared.
@@ -264,5 +292,47 @@ impl Policy {
             "kept_last_good_version": kept,
         });
         a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_pins_follow_the_names_a_manifest_answers_to_and_its_bindings() {
+        let d = std::env::temp_dir().join(format!("mcpwatch-policy-pins-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let pin = format!("sha256:{}", "a".repeat(64));
+        std::fs::write(
+            d.join("calc.json"),
+            format!(r#"{{"match": {{"server": ["calculator"], "argv": ["calc\\.py"]}}, "pins": {{"add": "{pin}"}}}}"#),
+        )
+        .unwrap();
+        std::fs::write(d.join("plain.json"), "{}").unwrap();
+        let sources = Sources {
+            manifest_dirs: vec![d.clone()],
+            ..Default::default()
+        };
+        let (mut p, errors) = Policy::new(sources, Clock::new(), dedup::Limits::default());
+        assert!(errors.is_empty());
+        let names = |p: &Policy| p.expected_pins().into_keys().collect::<Vec<_>>();
+        assert_eq!(names(&p), ["calc", "calculator"]);
+        // A host configuration's name, bound by the command line.
+        let ctx = ProcContext {
+            server: "my-calc".into(),
+            exe: "/usr/bin/python3".into(),
+            argv: test_argv(&["python3", "calc.py"]),
+            ..Default::default()
+        };
+        p.on_watch(&ctx);
+        assert_eq!(names(&p), ["calc", "calculator", "my-calc"]);
+        assert_eq!(p.expected_pins()["my-calc"]["add"], pin);
+        // A reload without pins takes them away.
+        std::fs::write(d.join("calc.json"), r#"{"match": {"argv": ["calc\\.py"]}}"#).unwrap();
+        p.reload();
+        assert!(p.expected_pins().is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -27,6 +27,29 @@ pub enum Host {
     Cidr(IpAddr, u8),
 }
 
+impl Host {
+    /// Whether every peer `other` stands for is one this stands for too. Exact
+    /// for names, domains and ranges; a name is never inside an address range
+    /// (what it resolves to is not known before the connection). For load-time
+    /// warnings.
+    pub fn covers(&self, other: &Host) -> bool {
+        match (self, other) {
+            (Host::Any, _) => true,
+            (_, Host::Any) => false,
+            (a, b) if a == b => true,
+            (Host::Suffix(s), Host::Name(n) | Host::Suffix(n)) => n.ends_with(&format!(".{s}")) || n == s,
+            (Host::Localhost, Host::Cidr(a, bits)) => {
+                is_loopback(a) && *bits >= if normalise(a).is_ipv4() { 8 } else { 128 }
+            }
+            (Host::Cidr(net, nb), Host::Cidr(a, ab)) => {
+                let (net, a) = (normalise(net), normalise(a));
+                net.is_ipv4() == a.is_ipv4() && ab >= nb && in_cidr(&a, &net, *nb)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A host with an optional port (`None`: the manifest's `allow_port`, or any).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern {
@@ -210,6 +233,25 @@ mod tests {
         assert_eq!(v6.port, Some(8080));
         assert!(v6.matches_host(Some(&ip("::1")), None));
         assert_eq!(HostPattern::parse("::1").unwrap().port, None);
+    }
+
+    #[test]
+    fn coverage() {
+        let h = |s: &str| HostPattern::parse(s).unwrap().host;
+        assert!(h("*").covers(&h("example.com")));
+        assert!(h(".github.com").covers(&h("api.github.com")));
+        assert!(h(".github.com").covers(&h("github.com")));
+        assert!(h(".github.com").covers(&h(".api.github.com")));
+        assert!(!h(".github.com").covers(&h("evilgithub.com")));
+        assert!(!h("api.github.com").covers(&h(".github.com")));
+        assert!(h("10.0.0.0/8").covers(&h("10.1.0.0/16")));
+        assert!(h("10.0.0.0/8").covers(&h("10.1.2.3")));
+        assert!(!h("10.1.0.0/16").covers(&h("10.0.0.0/8")));
+        assert!(h("localhost").covers(&h("127.0.0.1")));
+        assert!(h("localhost").covers(&h("::1")));
+        assert!(!h("localhost").covers(&h("10.0.0.1")));
+        assert!(!h("10.0.0.0/8").covers(&h("internal.example")));
+        assert!(!h("example.com").covers(&h("*")));
     }
 
     #[test]

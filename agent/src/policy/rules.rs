@@ -70,6 +70,27 @@ rule!(
 rule!(NET_LISTEN_UNDECLARED, "net.listen_undeclared", Medium, None);
 rule!(NET_LISTEN_EXPOSED, "net.listen_exposed", High, None);
 rule!(NET_ACCEPT_UNDECLARED, "net.accept_undeclared", Medium, None);
+// A tool's call did what the server may do, but the manifest's
+// `tools.<name>` narrowing does not grant that tool.
+rule!(
+    TOOL_READ_OUTSIDE_GRANT,
+    "tool.read_outside_grant",
+    Medium,
+    Some(("T1005", "Data from Local System"))
+);
+rule!(TOOL_WRITE_OUTSIDE_GRANT, "tool.write_outside_grant", Medium, None);
+rule!(
+    TOOL_EXEC_OUTSIDE_GRANT,
+    "tool.exec_outside_grant",
+    Medium,
+    Some(("T1059", "Command and Scripting Interpreter"))
+);
+rule!(
+    TOOL_NET_OUTSIDE_GRANT,
+    "tool.net_outside_grant",
+    Medium,
+    Some(("T1071", "Application Layer Protocol"))
+);
 rule!(
     PROC_PTRACE,
     "proc.ptrace",
@@ -210,6 +231,10 @@ pub static ALL: &[&Rule] = &[
     &NET_LISTEN_UNDECLARED,
     &NET_LISTEN_EXPOSED,
     &NET_ACCEPT_UNDECLARED,
+    &TOOL_READ_OUTSIDE_GRANT,
+    &TOOL_WRITE_OUTSIDE_GRANT,
+    &TOOL_EXEC_OUTSIDE_GRANT,
+    &TOOL_NET_OUTSIDE_GRANT,
     &PROC_PTRACE,
     &PROC_MEMORY,
     &PROC_ENVIRON,
