@@ -2,41 +2,36 @@
 //!
 //! Wakeups are rationed: waking the reader costs about as much as the event
 //! itself, and a reader that keeps up would be woken for every event. A
-//! record wakes the reader when the ring holds `WAKE_BYTES` or more, or when
-//! no record woke it for `WAKE_GAP_NS`; the others are submitted without a
-//! wakeup. The reader, once woken, polls the ring every millisecond until it
-//! stays empty (`agent::run`), so nothing waits longer than that. Process
-//! lifecycle records always wake it: pending discovery decisions wait on them.
+//! record wakes the reader only when no record woke it for `WAKE_GAP_NS`;
+//! the others are submitted without a wakeup. The reader, once woken, polls
+//! the ring every millisecond until it stays empty (`agent::run`), so nothing
+//! waits much longer than that, and the ring (8 MiB) cannot fill between two
+//! polls short of gigabytes per second. Asking the ring how full it is
+//! (`bpf_ringbuf_query`) was measured: it reads the reader's position, a cache
+//! line the reader keeps writing on another CPU, and cost more than the rest
+//! of the decision. Process lifecycle records always wake it: pending
+//! discovery decisions wait on them.
 
 use agent_common::LossKey;
-use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::bpf_ktime_get_ns,
-};
+use aya_ebpf::bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 
 use crate::maps::{EVENTS, LAST_WAKEUP, LOSS};
 
-/// Bytes waiting in the ring that wake the reader at once (1/16 of the
-/// default 8 MiB ring: the reader has 15/16 left to catch up).
-const WAKE_BYTES: u64 = 512 * 1024;
-/// Otherwise at most one wakeup per this interval.
+/// At most one wakeup per this interval.
 const WAKE_GAP_NS: u64 = 1_000_000;
 
-/// Submit flags for a record: see the module documentation.
+/// Submit flags for a record made at `ktime_ns` (its header's boot-time
+/// clock): see the module documentation.
 #[inline(always)]
-pub fn wake_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKE_BYTES {
-        return BPF_RB_FORCE_WAKEUP as u64;
-    }
-    let now = unsafe { bpf_ktime_get_ns() };
+pub fn wake_flags(ktime_ns: u64) -> u64 {
     let Some(last) = LAST_WAKEUP.get_ptr_mut(0) else {
         return 0;
     };
     // Racy by design: two CPUs may both wake the reader once.
-    if now.wrapping_sub(unsafe { *last }) < WAKE_GAP_NS {
+    if ktime_ns.wrapping_sub(unsafe { *last }) < WAKE_GAP_NS {
         return BPF_RB_NO_WAKEUP as u64;
     }
-    unsafe { *last = now };
+    unsafe { *last = ktime_ns };
     BPF_RB_FORCE_WAKEUP as u64
 }
 

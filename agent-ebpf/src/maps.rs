@@ -27,8 +27,8 @@ pub static CONFIG: Array<AgentConfig> = Array::with_max_entries(1, 0);
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
-/// Index 0: `bpf_ktime_get_ns()` of the last record that woke the reader
-/// (see `emit::wake_flags`).
+/// Index 0: boot-time clock of the last record that woke the reader (see
+/// `emit::wake_flags`).
 #[map]
 pub static LAST_WAKEUP: Array<u64> = Array::with_max_entries(1, 0);
 

@@ -3,7 +3,7 @@
 //! bound it.
 
 use agent_common::{
-    EventKind, SockAddr,
+    EventKind,
     event::{DATA_MAX, PATH_MAX, SysEvent, SysRecord},
 };
 use aya_ebpf::helpers::{bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes};
@@ -31,7 +31,11 @@ impl Rec {
         ev.flags = 0;
         ev.ret = ret;
         ev.args = st.args;
-        ev.addr = SockAddr::default();
+        // Field by field: a struct assignment becomes a call to a byte-wise
+        // memset subprogram. The address bytes are read only for a family.
+        ev.addr.family = 0;
+        ev.addr.port = 0;
+        ev.addr.sock_type = 0;
         ev.offset = 0;
         ev.mode = 0;
         ev.len1 = 0;
@@ -127,13 +131,13 @@ impl Rec {
     #[inline(always)]
     pub fn send(&mut self) {
         let len = core::mem::size_of::<SysEvent>() + self.tail();
-        let (server, kind) = {
+        let (server, kind, ktime) = {
             let h = &self.ev().header;
-            (h.server, h.kind)
+            (h.server, h.kind, h.ktime_ns)
         };
         let bytes = unsafe { core::slice::from_raw_parts(self.rec as *const u8, core::mem::size_of::<SysRecord>()) };
         if len <= bytes.len() {
-            send_bytes(&bytes[..len], server, kind, wake_flags());
+            send_bytes(&bytes[..len], server, kind, wake_flags(ktime));
         }
     }
 }

@@ -13,13 +13,14 @@
 use agent_common::{
     EventKind,
     config::WATCH_PENDING,
+    offsets::OFFSET_MISSING,
     syscalls::{F_DUPFD, F_DUPFD_CLOEXEC, FCNTL, Family, family},
 };
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
-    kernel::read,
-    maps::{STASH, Stash, offsets, watched},
+    kernel::{read, read_at},
+    maps::{STASH, Stash, offset, offsets, watched},
     probes::{file, network, risky, stdio},
     record::Rec,
 };
@@ -37,13 +38,15 @@ fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     };
     let regs: *const u8 = ctx.arg(0);
     let o = offsets();
-    let arg0: u64 = read(regs, &o.regs_di)?;
-    if fam == Family::Stdio && !stdio::candidate_fd(arg0) {
+    // Only what the pre-filters need is read before the watched lookup.
+    if fam == Family::Stdio && !stdio::candidate_fd(read(regs, &o.regs_di)?) {
         return Ok(());
     }
-    let arg1: u64 = read(regs, &o.regs_si)?;
-    if nr == FCNTL && arg1 != F_DUPFD && arg1 != F_DUPFD_CLOEXEC {
-        return Ok(());
+    if nr == FCNTL {
+        let cmd: u64 = read(regs, &o.regs_si)?;
+        if cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC {
+            return Ok(());
+        }
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(w) = watched((pid_tgid >> 32) as u32) else {
@@ -57,17 +60,49 @@ fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     let st = Stash {
         nr,
         server: w.server,
-        args: [
-            arg0,
-            arg1,
-            read(regs, &o.regs_dx)?,
-            read(regs, &o.regs_r10)?,
-            read(regs, &o.regs_r8)?,
-            read(regs, &o.regs_r9)?,
-        ],
+        args: syscall_args(regs)?,
     };
     let _ = STASH.insert(pid_tgid, st, 0);
     Ok(())
+}
+
+/// Registers holding the arguments, in one read when they lie within
+/// `ARGS_SPAN` words of each other (x86_64: r10 to di, 8 words).
+const ARGS_SPAN: usize = 9;
+
+/// The six syscall arguments (di, si, dx, r10, r8, r9) of `regs`.
+#[inline(always)]
+fn syscall_args(regs: *const u8) -> Result<[u64; 6], i64> {
+    let o = offsets();
+    let offs = [
+        offset(&o.regs_di),
+        offset(&o.regs_si),
+        offset(&o.regs_dx),
+        offset(&o.regs_r10),
+        offset(&o.regs_r8),
+        offset(&o.regs_r9),
+    ];
+    let mut lo = u32::MAX;
+    let mut hi = 0;
+    for &off in &offs {
+        lo = lo.min(off);
+        hi = hi.max(off);
+    }
+    let mut args = [0u64; 6];
+    if hi != OFFSET_MISSING && hi - lo < (ARGS_SPAN * 8) as u32 {
+        let block: [u64; ARGS_SPAN] = read_at(regs, lo)?;
+        for (arg, &off) in args.iter_mut().zip(&offs) {
+            let i = ((off - lo) / 8) as usize;
+            if i < ARGS_SPAN {
+                *arg = block[i];
+            }
+        }
+    } else {
+        for (arg, &off) in args.iter_mut().zip(&offs) {
+            *arg = read_at(regs, off)?;
+        }
+    }
+    Ok(args)
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
