@@ -56,6 +56,8 @@ const POLL: Duration = Duration::from_millis(1);
 /// than the kernel's 1 ms wakeup gap: a record submitted without a wakeup is
 /// always seen by a poll).
 const IDLE_POLLS: u32 = 3;
+/// Freed heap is handed back when the ring goes quiet, at most this often.
+const TRIM_GAP: Duration = Duration::from_secs(1);
 /// How often the watched map is checked against /proc (a safety net).
 const GC_EVERY_TICKS: u64 = 30;
 
@@ -239,6 +241,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     // The kernel rations wakeups (agent-ebpf/src/emit.rs): once woken, poll
     // every millisecond until the ring stayed empty a few times in a row.
     let mut polls_left = 0u32;
+    let mut last_trim = std::time::Instant::now();
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -254,6 +257,11 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                     polls_left = IDLE_POLLS;
                 } else {
                     polls_left -= 1;
+                    // A burst is over: hand its freed heap back (at most once a second).
+                    if polls_left == 0 && last_trim.elapsed() >= TRIM_GAP {
+                        loader::release_free_memory();
+                        last_trim = std::time::Instant::now();
+                    }
                 }
             }
             Some(msg) = rx.recv() => {
