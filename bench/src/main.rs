@@ -8,8 +8,9 @@
 //! - `connect N PORT`: socket + connect to a closed loopback port + close.
 //! - `forkexec N`: fork, exec /bin/true, wait.
 //! - `rate R SECONDS`: openat of a missing path at R per second, paced in
-//!   1 ms slots; with `--deny-every K`, every K-th open is of a file the
-//!   server did not declare (an alert each, for the latency measurement).
+//!   1 ms slots, over `--threads` generators; with `--deny-every K`, every
+//!   K-th open is of `DIR/deny-N`, a file the server did not declare (an
+//!   alert each, for the latency measurement; the files must exist).
 
 use std::{
     ffi::CString,
@@ -50,6 +51,9 @@ enum Mode {
         deny_every: Option<u64>,
         #[arg(long, default_value = "/tmp/mcpwatch-bench-deny")]
         deny_dir: PathBuf,
+        /// Generator threads (each paces rate/threads).
+        #[arg(long, default_value_t = 1)]
+        threads: u64,
     },
 }
 
@@ -105,7 +109,40 @@ fn main() -> anyhow::Result<()> {
             seconds,
             deny_every,
             deny_dir,
-        } => paced(rate, seconds, deny_every, &deny_dir)?,
+            threads,
+        } => {
+            let threads = threads.max(1);
+            let start = Instant::now();
+            let parts: Vec<anyhow::Result<(u64, usize)>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let deny_dir = &deny_dir;
+                        // Thread t opens every `threads`-th deny file.
+                        s.spawn(move || paced(rate / threads, seconds, deny_every, deny_dir, t, threads))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("generator thread"))
+                    .collect()
+            });
+            let elapsed = start.elapsed().as_secs_f64();
+            let (mut events, mut denied) = (0, 0);
+            for p in parts {
+                let (e, d) = p?;
+                events += e;
+                denied += d;
+            }
+            json!({
+                "mode": "rate",
+                "target_rate": rate,
+                "threads": threads,
+                "events": events,
+                "denied": denied,
+                "seconds": elapsed,
+                "achieved_rate": events as f64 / elapsed,
+            })
+        }
     };
     let text = result.to_string();
     match cli.result {
@@ -124,34 +161,32 @@ fn timed(count: u64, mut op: impl FnMut()) -> f64 {
     start.elapsed().as_nanos() as f64 / count.max(1) as f64
 }
 
-/// Opens at `rate` per second for `seconds`.
+/// Opens at `rate` per second for `seconds` (one of `threads` generators,
+/// number `thread`); returns (opens, undeclared opens).
 fn paced(
     rate: u64,
     seconds: f64,
     deny_every: Option<u64>,
     deny_dir: &std::path::Path,
-) -> anyhow::Result<serde_json::Value> {
+    thread: u64,
+    threads: u64,
+) -> anyhow::Result<(u64, usize)> {
     if rate == 0 {
         bail!("rate must be positive");
     }
     let missing = CString::new(MISSING)?;
     // Undeclared files to open (successful opens: failed ones of ordinary
-    // paths are no one's business), created up front so the loop only opens.
-    let deny_files: Vec<CString> = match deny_every {
-        Some(k) if k > 0 => {
-            std::fs::create_dir_all(deny_dir)?;
-            let n = ((rate as f64 * seconds) as u64 / k + 1).min(1_000_000);
-            (0..n)
-                .map(|i| {
-                    let p = deny_dir.join(format!("deny-{i}"));
-                    std::fs::write(&p, b"")?;
-                    Ok(CString::new(p.to_string_lossy().as_bytes())?)
-                })
-                .collect::<anyhow::Result<_>>()?
-        }
-        _ => Vec::new(),
-    };
+    // paths are no one's business). `DIR/deny-N` must exist: created by the
+    // caller, outside the watched server, so their creation raises nothing.
     let every = deny_every.unwrap_or(0);
+    let deny_file = |i: u64| {
+        CString::new(
+            deny_dir
+                .join(format!("deny-{}", i * threads + thread))
+                .to_string_lossy()
+                .as_bytes(),
+        )
+    };
     let total = (rate as f64 * seconds) as u64;
     let mut done = 0u64;
     let mut denied = 0usize;
@@ -170,8 +205,9 @@ fn paced(
         let batch = (due - done).min(per_slot);
         for _ in 0..batch {
             done += 1;
-            if every > 0 && done.is_multiple_of(every) && denied < deny_files.len() {
-                let fd = unsafe { libc::openat(libc::AT_FDCWD, deny_files[denied].as_ptr(), libc::O_RDONLY) };
+            if every > 0 && done.is_multiple_of(every) {
+                let path = deny_file(denied as u64)?;
+                let fd = unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY) };
                 if fd >= 0 {
                     unsafe { libc::close(fd) };
                 }
@@ -181,13 +217,5 @@ fn paced(
             }
         }
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    Ok(json!({
-        "mode": "rate",
-        "target_rate": rate,
-        "events": done,
-        "denied": denied,
-        "seconds": elapsed,
-        "achieved_rate": done as f64 / elapsed,
-    }))
+    Ok((done, denied))
 }
