@@ -852,19 +852,16 @@ pub fn table(r: &Value) -> String {
         );
     }
     let t = &r["throughput"];
-    s += "\n| throughput step (target/s) | achieved/s | agent events | lost | agent CPU per event |\n|---|---|---|---|---|\n";
-    for st in t["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(std::iter::once(&t["at_double"]))
-    {
-        if st.is_null() {
-            continue;
-        }
+    s += "\n| throughput step (target/s) | generator threads | achieved/s | agent events | lost | agent CPU per event |\n";
+    s += "|---|---|---|---|---|---|\n";
+    let steps = t["steps"].as_array().map(Vec::as_slice).unwrap_or_default();
+    // The run at twice the best rate, unless it is the last step already.
+    let double = Some(&t["at_double"]).filter(|d| !d.is_null() && steps.last() != Some(*d));
+    for st in steps.iter().chain(double) {
         s += &format!(
-            "| {} | {:.0} | {} | {} | {:.0} ns |\n",
+            "| {} | {} | {:.0} | {} | {} | {:.0} ns |\n",
             st["target_rate"],
+            st["threads"],
             st["achieved_rate"].as_f64().unwrap_or(0.0),
             st["agent_events"],
             st["lost"],

@@ -2,7 +2,33 @@
 //! A pattern with no wildcard names a file or a directory: it matches the path
 //! itself and everything below it (ToolHive's mount semantics).
 
+use std::{
+    collections::HashMap,
+    sync::{LazyLock, Mutex},
+};
+
 use regex::Regex;
+
+/// Compiled patterns shared by every server (a clone of a `Regex` or a
+/// `RegexSet` shares its program and caches): each server's baseline is the
+/// same few dozen globs, and compiling them per server cost most of the
+/// agent's memory with ten servers. Bounded: cleared when full.
+static REGEXES: LazyLock<Mutex<HashMap<String, Regex>>> = LazyLock::new(Default::default);
+static SETS: LazyLock<Mutex<HashMap<String, regex::RegexSet>>> = LazyLock::new(Default::default);
+const CACHE_MAX: usize = 4096;
+
+fn shared_regex(re: &str) -> Result<Regex, regex::Error> {
+    let mut cache = REGEXES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = cache.get(re) {
+        return Ok(r.clone());
+    }
+    let r = Regex::new(re)?;
+    if cache.len() >= CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(re.to_owned(), r.clone());
+    Ok(r)
+}
 
 #[derive(Clone, Debug)]
 pub struct PathGlob {
@@ -46,7 +72,7 @@ impl PathGlob {
             }
         }
         re.push('$');
-        let re = Regex::new(&re).map_err(|_| GlobError::UnclosedBrace(pattern.to_owned()))?;
+        let re = shared_regex(&re).map_err(|_| GlobError::UnclosedBrace(pattern.to_owned()))?;
         Ok(Self {
             text: pattern.to_owned(),
             re,
@@ -70,7 +96,17 @@ pub struct GlobSet(regex::RegexSet);
 
 impl GlobSet {
     pub fn new<'a>(globs: impl IntoIterator<Item = &'a PathGlob>) -> Self {
-        let set = regex::RegexSet::new(globs.into_iter().map(PathGlob::regex)).expect("each pattern compiled alone");
+        let patterns: Vec<&str> = globs.into_iter().map(PathGlob::regex).collect();
+        let key = patterns.join("\n");
+        let mut cache = SETS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = cache.get(&key) {
+            return Self(set.clone());
+        }
+        let set = regex::RegexSet::new(&patterns).expect("each pattern compiled alone");
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, set.clone());
         Self(set)
     }
 
