@@ -50,6 +50,11 @@ const KERNEL_KINDS: [EventKind; 8] = EventKind::ALL;
 
 /// How often loss is checked and dead entries pruned.
 const TICK: Duration = Duration::from_secs(1);
+/// Records handled before the sink tasks get a turn.
+const DRAIN_BATCH: usize = 512;
+/// Free places every sink queue must have before a record is handled (a
+/// record raises a few alerts at most; the queues hold 4096).
+const SINK_ROOM: usize = 2048;
 /// How often the ring is polled while records keep coming.
 const POLL: Duration = Duration::from_millis(1);
 /// Empty polls in a row before waiting for the kernel's wakeup again (more
@@ -242,17 +247,30 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     // every millisecond until the ring stayed empty a few times in a row.
     let mut polls_left = 0u32;
     let mut last_trim = std::time::Instant::now();
+    // Records left in the ring by a bounded drain: drain again as soon as the
+    // sink tasks (same thread) had their turn.
+    let mut backlog = false;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("ring buffer poll")?;
-                drain(guard.get_inner_mut(), &mut state);
+                backlog = drain(guard.get_inner_mut(), &mut state).1;
                 guard.clear_ready();
                 state.writer.flush();
                 polls_left = IDLE_POLLS;
             }
-            _ = tokio::time::sleep(POLL), if polls_left > 0 => {
-                if drain(ring.get_mut(), &mut state) > 0 {
+            _ = tokio::task::yield_now(), if backlog => {
+                let (n, more) = drain(ring.get_mut(), &mut state);
+                backlog = more;
+                if n > 0 {
+                    state.writer.flush();
+                    polls_left = IDLE_POLLS;
+                }
+            }
+            _ = tokio::time::sleep(POLL), if polls_left > 0 && !backlog => {
+                let (n, more) = drain(ring.get_mut(), &mut state);
+                backlog = more;
+                if n > 0 {
                     state.writer.flush();
                     polls_left = IDLE_POLLS;
                 } else {
@@ -266,13 +284,13 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             }
             Some(msg) = rx.recv() => {
                 // Events already in the ring come first: they happened before.
-                drain(ring.get_mut(), &mut state);
+                backlog = drain(ring.get_mut(), &mut state).1;
                 state.control(msg);
                 state.writer.flush();
             }
             _ = tick.tick() => {
                 ticks += 1;
-                drain(ring.get_mut(), &mut state);
+                backlog = drain(ring.get_mut(), &mut state).1;
                 state.report_loss();
                 state.policy_tick();
                 state.procs.prune_dead();
@@ -288,7 +306,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             }
             _ = sighup.recv() => {
                 log::info!("SIGHUP: reloading manifests and host configurations");
-                drain(ring.get_mut(), &mut state);
+                backlog = drain(ring.get_mut(), &mut state).1;
                 let alerts = state.policy.reload();
                 state.after_reload(alerts);
                 state.writer.flush();
@@ -300,7 +318,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
 
     ctl.abort();
     let _ = ctl.await;
-    drain(ring.get_mut(), &mut state);
+    // Everything left, giving the sinks their turns.
+    while drain(ring.get_mut(), &mut state).1 {
+        tokio::task::yield_now().await;
+    }
     state.report_loss();
     state.mcp_tick();
     state.writer.flush();
@@ -323,14 +344,24 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Handles every record in the ring; returns how many.
-fn drain(ring: &mut RingBuf<MapData>, state: &mut State) -> usize {
+/// Handles the records in the ring, at most `DRAIN_BATCH` of them and only
+/// while every sink's queue has `SINK_ROOM` free: the sink tasks run on this
+/// thread between drains, and a burst of alerts must wait in the ring (or be
+/// counted lost by the kernel there), never overflow a sink's queue. Returns
+/// how many were handled and whether some may be left.
+fn drain(ring: &mut RingBuf<MapData>, state: &mut State) -> (usize, bool) {
     let mut n = 0;
-    while let Some(item) = ring.next() {
-        state.handle(&item);
+    while n < DRAIN_BATCH {
+        if state.sinks.room() < SINK_ROOM {
+            return (n, true);
+        }
+        match ring.next() {
+            Some(item) => state.handle(&item),
+            None => return (n, false),
+        }
         n += 1;
     }
-    n
+    (n, true)
 }
 
 /// The executable that really runs: the interpreter for scripts, made absolute

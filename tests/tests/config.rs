@@ -67,3 +67,56 @@ fn a_busy_metrics_port_is_a_clear_error() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains(&addr) && err.contains("metrics"), "{err}");
 }
+
+/// A burst of alerts larger than a sink's queue (4096) arrives whole: the
+/// event loop gives the sink tasks their turn instead of dropping.
+#[test]
+fn an_alert_burst_larger_than_a_sink_queue_loses_nothing() {
+    let agent = Agent::start_with_config(
+        "burst",
+        "state_dir = \"{dir}/state\"\n\
+         [metrics]\naddress = \"127.0.0.1:0\"\n\
+         [policy]\nalert_distinct_max = 1000000\n\
+         [[sinks]]\nname = \"local\"\nfile = { path = \"{dir}/alerts.jsonl\" }\n",
+        &["--no-user-host-configs"],
+    );
+    let dir = scratch_dir("burst-files");
+    let n = 6000;
+    for i in 0..n {
+        std::fs::write(dir.join(format!("f{i}")), b"").unwrap();
+    }
+    // One watched process opening 6,000 undeclared files as fast as it can.
+    let code = format!(
+        "import os\nfor i in range({n}):\n    os.close(os.open('{}/f%d' % i, os.O_RDONLY))\n",
+        dir.display()
+    );
+    agent.run_python("burst", &code);
+    let alerts = agent.dir.join("alerts.jsonl");
+    let prefix = format!("{}/f", dir.display());
+    // Distinct files named by the alerts.
+    let ours = || {
+        let text = std::fs::read_to_string(&alerts).unwrap_or_default();
+        let mut files = std::collections::HashSet::new();
+        for (at, _) in text.match_indices(&prefix) {
+            let digits: String = text[at + prefix.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if !digits.is_empty() {
+                files.insert(digits);
+            }
+        }
+        files.len()
+    };
+    let got = wait_for(
+        "every alert in the sink",
+        std::time::Duration::from_secs(60),
+        || {
+            let c = ours();
+            (c >= n).then_some(c)
+        },
+        || format!("{} of {n} alerts\n{}", ours(), agent.log()),
+    );
+    assert_eq!(got, n);
+    assert!(!agent.log().contains("dropped"), "{}", agent.log());
+}

@@ -163,6 +163,11 @@ impl Sinks {
     }
 
     /// Hands an alert to every sink; never waits.
+    /// Free places in the fullest sink queue (`QUEUE` with no sink).
+    pub fn room(&self) -> usize {
+        self.sinks.iter().map(|s| s.tx.capacity()).min().unwrap_or(QUEUE)
+    }
+
     pub fn send(&self, alert: &Alert) {
         if self.sinks.is_empty() {
             return;
