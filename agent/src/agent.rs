@@ -50,6 +50,8 @@ const KERNEL_KINDS: [EventKind; 8] = EventKind::ALL;
 
 /// How often loss is checked and dead entries pruned.
 const TICK: Duration = Duration::from_secs(1);
+/// How long the shutdown keeps draining the ring for slow sinks.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 /// Records handled before the sink tasks get a turn.
 const DRAIN_BATCH: usize = 512;
 /// Free places every sink queue must have before a record is handled (a
@@ -318,8 +320,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
 
     ctl.abort();
     let _ = ctl.await;
-    // Everything left, giving the sinks their turns.
-    while drain(ring.get_mut(), &mut state).1 {
+    // Everything left, giving the sinks their turns (for a few seconds: a
+    // sink stuck on a stalled disk must not hold the shutdown).
+    let deadline = std::time::Instant::now() + SHUTDOWN_DRAIN;
+    while drain(ring.get_mut(), &mut state).1 && std::time::Instant::now() < deadline {
         tokio::task::yield_now().await;
     }
     state.report_loss();

@@ -163,9 +163,15 @@ impl Sinks {
     }
 
     /// Hands an alert to every sink; never waits.
-    /// Free places in the fullest sink queue (`QUEUE` with no sink).
+    /// Free places in the fullest sink queue (`QUEUE` with no sink). A sink
+    /// whose task is gone takes nothing any more: it does not hold the loop.
     pub fn room(&self) -> usize {
-        self.sinks.iter().map(|s| s.tx.capacity()).min().unwrap_or(QUEUE)
+        self.sinks
+            .iter()
+            .filter(|s| !s.tx.is_closed())
+            .map(|s| s.tx.capacity())
+            .min()
+            .unwrap_or(QUEUE)
     }
 
     pub fn send(&self, alert: &Alert) {
