@@ -148,17 +148,7 @@ fn build() -> anyhow::Result<Bins> {
 
 /// `perf` from Debian's linux-perf, installed when missing.
 fn ensure_perf() -> anyhow::Result<()> {
-    if Command::new("perf")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return Ok(());
-    }
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "linux-perf"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))
-    .context("installing linux-perf for `perf bench sched messaging`")
+    crate::testenv::apt_ensure(&["linux-perf"], "for `perf bench sched messaging`")
 }
 
 /// The bench's private directory: manifests, config, sockets, the alert FIFO.
@@ -320,9 +310,7 @@ impl Agent {
     }
 
     fn stop(mut self) -> anyhow::Result<()> {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let status = self.child.wait()?;
-        drop(self);
+        let status = interrupt(&mut self.child)?;
         if !status.success() {
             bail!("the agent exited with {status}");
         }
@@ -330,13 +318,19 @@ impl Agent {
     }
 }
 
+/// SIGINT to `child` (the agent and the floor shut down on it), then its status.
+fn interrupt(child: &mut Child) -> std::io::Result<std::process::ExitStatus> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(status);
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    child.wait()
+}
+
 impl Drop for Agent {
     /// On an error path: no agent outlives the bench.
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-            let _ = self.child.wait();
-        }
+        let _ = interrupt(&mut self.child);
     }
 }
 
@@ -345,10 +339,7 @@ struct Floor(Child);
 
 impl Drop for Floor {
     fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
-            let _ = self.0.wait();
-        }
+        let _ = interrupt(&mut self.0);
     }
 }
 
@@ -369,9 +360,7 @@ impl Floor {
     }
 
     fn stop(mut self) -> anyhow::Result<()> {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
-        self.0.wait()?;
-        drop(self);
+        interrupt(&mut self.0)?;
         Ok(())
     }
 }

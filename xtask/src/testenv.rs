@@ -43,8 +43,8 @@ fn recipe() -> String {
     format!("{PYPI:?}\n{NPM:?}\n{APT_PACKAGES:?}\nreadabilipy-js\n")
 }
 
-fn apt_missing() -> Vec<&'static str> {
-    APT_PACKAGES
+fn apt_missing<'a>(packages: &[&'a str]) -> Vec<&'a str> {
+    packages
         .iter()
         .copied()
         .filter(|p| {
@@ -56,19 +56,26 @@ fn apt_missing() -> Vec<&'static str> {
         .collect()
 }
 
+/// Installs the Debian `packages` that are missing (`why` says what for);
+/// quiet when none is.
+pub fn apt_ensure(packages: &[&str], why: &str) -> anyhow::Result<()> {
+    let missing = apt_missing(packages);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages {why}: {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
 /// Installs what is missing; quiet when nothing is.
 pub fn ensure() -> anyhow::Result<()> {
     let dir = dir();
     let stamp = dir.join("recipe");
-    let missing = apt_missing();
-    if !missing.is_empty() {
-        eprintln!("xtask: installing Debian packages for the tests: {}", missing.join(" "));
-        run(Command::new("apt-get").args(["update", "-qq"]))?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    }
+    apt_ensure(APT_PACKAGES, "for the tests")?;
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == recipe()) {
         return Ok(());
     }

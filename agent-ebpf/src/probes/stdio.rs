@@ -47,39 +47,32 @@ pub fn candidate_fd(fd: u64) -> bool {
     STDIO_FDS.get(fd).is_some_and(|&c| c != 0)
 }
 
+/// The inode number of `file` when it is a pipe or a socket (what a wire is).
+#[inline(always)]
+fn wire_ino(file: *const u8) -> Option<u64> {
+    let kind = fd_kind(file_mode(file));
+    if kind != FD_PIPE && kind != FD_SOCKET {
+        return None;
+    }
+    file_ino(file)
+}
+
 /// The stdio channel `file` is, as `STDIO_IN`/`STDIO_OUT` bits (0: none).
 #[inline(always)]
 fn channel(file: *const u8) -> u32 {
-    let kind = fd_kind(file_mode(file));
-    if kind != FD_PIPE && kind != FD_SOCKET {
-        return 0;
-    }
-    let Some(ino) = file_ino(file) else {
-        return 0;
-    };
-    unsafe { STDIO_FILES.get(ino) }.copied().unwrap_or(0)
+    wire_ino(file)
+        .and_then(|ino| unsafe { STDIO_FILES.get(ino) }.copied())
+        .unwrap_or(0)
 }
 
 /// Inode numbers of the current task's fds 0 and 1 when pipes or sockets.
 #[inline(always)]
 fn current_channels() -> StdioInodes {
-    let mut inos = StdioInodes::default();
-    for fd in 0..2u64 {
-        let Some(file) = fd_file(fd) else {
-            continue;
-        };
-        let kind = fd_kind(file_mode(file));
-        if kind != FD_PIPE && kind != FD_SOCKET {
-            continue;
-        }
-        let ino = file_ino(file).unwrap_or(0);
-        if fd == 0 {
-            inos.stdin = ino;
-        } else {
-            inos.stdout = ino;
-        }
+    let ino = |fd: u64| fd_file(fd).and_then(wire_ino).unwrap_or(0);
+    StdioInodes {
+        stdin: ino(0),
+        stdout: ino(1),
     }
-    inos
 }
 
 #[inline(always)]
@@ -117,8 +110,7 @@ fn remembered(file: *const u8, tgid: u32) -> bool {
     let Some(inos) = (unsafe { STDIO_AT_EXEC.get(tgid) }) else {
         return false;
     };
-    let ino = file_ino(file).unwrap_or(0);
-    ino != 0 && (ino == inos.stdin || ino == inos.stdout)
+    wire_ino(file).is_some_and(|ino| ino != 0 && (ino == inos.stdin || ino == inos.stdout))
 }
 
 /// dup, dup2, dup3, fcntl(F_DUPFD*) returned `ret`: when the new descriptor
