@@ -1,33 +1,19 @@
 //! mcpwatch: watch what MCP servers do, in the kernel, against what they declared.
 //!
-//! One module per stage of the pipeline:
-//! `loader` (mounts, BTF offsets, load/attach) -> `decode` (records to events)
-//! -> `procs`/`servers` (enrichment) -> `discover` (rules) -> `mcp` (stdio
-//! conversation: tool calls, pins, poisoning) -> `policy` (manifests, baselines,
-//! built-in rules -> alerts) -> `output` (JSON lines) and `sinks` (alert delivery
-//! with spools); `metrics` and `metrics_http` export Prometheus metrics; `config`
-//! is the configuration file; `control` is the wrapper's registration socket, `stdio` tells the
-//! kernel's capture which pipes are a server's wire,
-//! `agent` the loop that ties them together.
+//! Data flows one way, one module per stage:
+//! `kernel` (mounts, BTF offsets, load/attach, records to typed events) ->
+//! `pipeline` (discovery, process table, server names, DNS names) -> the
+//! judgement: `mcp` (the stdio conversation: tool calls, pins, poisoning) and
+//! `policy` (manifests, baselines, built-in rules) -> `alerts` (the alert and
+//! its rule catalogue) -> `output` (event lines, sinks, formats, metrics).
+//! `daemon` is the event loop, the control socket and the wrapper; `config`
+//! the configuration file.
 
-pub mod agent;
-pub mod alert;
-pub mod btf;
+pub mod alerts;
 pub mod config;
-pub mod control;
-pub mod decode;
-pub mod discover;
-pub mod dns;
-pub mod loader;
+pub mod daemon;
+pub mod kernel;
 pub mod mcp;
-pub mod metrics;
-pub mod metrics_http;
-pub mod mounts;
 pub mod output;
+pub mod pipeline;
 pub mod policy;
-pub mod procs;
-pub mod servers;
-pub mod sinks;
-pub mod stdio;
-pub mod sysview;
-pub mod wrapper;

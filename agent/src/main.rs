@@ -5,21 +5,21 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use mcpwatch::{
-    agent::{self, AgentOptions},
-    btf,
     config::{Config, DEFAULT_CONFIG},
-    control::{self, DEFAULT_SOCKET, Request, SOCKET_ENV},
-    discover::{Rules, WatchRule},
-    loader::LoadOptions,
+    daemon::control::{self, DEFAULT_SOCKET, Request, SOCKET_ENV},
+    daemon::run::{self, AgentOptions},
+    daemon::wrapper,
+    kernel::btf,
+    kernel::loader::LoadOptions,
     mcp::{
         McpOptions,
         pins::{self, PinFile, PinStore},
     },
+    pipeline::discovery::{Rules, WatchRule},
     policy::{
         manifest::Manifest,
         reload::{DEFAULT_MANIFEST_DIR, Sources},
     },
-    wrapper,
 };
 
 #[derive(Parser)]
@@ -245,7 +245,7 @@ fn main() -> anyhow::Result<()> {
                 config,
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(agent::run(opts))
+            rt.block_on(run::run(opts))
         }
         Command::CheckManifests { paths } => std::process::exit(check_manifests(&paths)),
         Command::Status { socket } => {
@@ -264,7 +264,7 @@ fn main() -> anyhow::Result<()> {
             set.add(Signal::SIGINT);
             set.add(Signal::SIGTERM);
             set.thread_block().context("blocking SIGINT/SIGTERM")?;
-            let floor = mcpwatch::loader::load_floor().context("loading the floor programs")?;
+            let floor = mcpwatch::kernel::loader::load_floor().context("loading the floor programs")?;
             println!("ready");
             set.wait().context("waiting for a signal")?;
             drop(floor);

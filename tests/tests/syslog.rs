@@ -6,8 +6,8 @@
 use std::{collections::HashMap, path::Path, process::Command, time::Duration};
 
 use mcpwatch::{
-    alert::Alert,
-    sinks::{cef, ecs},
+    alerts::Alert,
+    output::format::{cef, ecs},
 };
 use mcpwatch_tests::*;
 use serde_json::Value;

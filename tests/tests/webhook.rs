@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcpwatch::sinks::ecs;
+use mcpwatch::output::format::ecs;
 use mcpwatch_tests::*;
 use serde_json::Value;
 

@@ -15,7 +15,7 @@ pub const FD_STDIN: u32 = 0;
 /// File descriptor of the bytes a server writes (responses, notifications).
 pub const FD_STDOUT: u32 = 1;
 
-pub use crate::decode::StdioChunk;
+pub use crate::kernel::decode::StdioChunk;
 
 /// Which way the bytes went, from the server's point of view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

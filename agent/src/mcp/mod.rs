@@ -23,7 +23,7 @@ use std::{
 
 use serde_json::{Map, Value, json};
 
-use crate::alert::Severity;
+use crate::alerts::Severity;
 
 pub use self::calls::{ActivityKind, CallTag, ToolCounters};
 use self::{

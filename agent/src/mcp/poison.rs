@@ -8,7 +8,7 @@ use regex::Regex;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::alert::Severity;
+use crate::alerts::Severity;
 
 use super::{pins::Tool, redact};
 

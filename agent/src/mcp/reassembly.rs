@@ -183,7 +183,7 @@ impl Reassembler {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::decode::Header;
+    use crate::kernel::decode::Header;
     use agent_common::EventKind;
 
     pub fn header(server: u32, pid: u32) -> Header {

@@ -8,8 +8,8 @@ use super::activity::{
     Activity, ExecActivity, FileActivity, FileOp, NetActivity, NetOp, Proto, RiskyActivity, RiskyOp, StdioKind,
 };
 use crate::{
-    decode::{Addr, Exec, FdKind, Sys},
-    sysview,
+    kernel::decode::{Addr, Exec, FdKind, Sys},
+    pipeline::sysview,
 };
 
 /// An exec, with what the agent concluded from the kernel's facts: run from

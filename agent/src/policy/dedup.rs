@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::alert::Alert;
+use crate::alerts::Alert;
 
 /// How long repeats are folded into the first alert (default).
 pub const WINDOW_NS: u64 = 60_000_000_000;
@@ -127,7 +127,7 @@ mod tests {
     use super::*;
 
     fn alert(rule: &str, id: &str) -> Alert {
-        let mut a = crate::alert::test_alert(id.into(), "t".into(), 0, 1);
+        let mut a = crate::alerts::test_alert(id.into(), "t".into(), 0, 1);
         a.rule = rule.into();
         a.server = Some("s".into());
         a

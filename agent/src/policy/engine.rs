@@ -2,6 +2,7 @@
 //! manifest, the runtime baselines and the built-in rules. Pure: no I/O
 //! besides what it is given; one state per server.
 
+use crate::alerts::rules::{self, RuleId};
 use std::{
     borrow::Cow,
     collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
@@ -19,7 +20,6 @@ use super::{
     glob::{GlobSet, PathGlob, name_matches},
     manifest::{ExePattern, Manifest, Outbound, ToolGrant, basename, expand, is_loopback},
     net::HostPattern,
-    rules::{self, RuleId},
 };
 
 /// What one rule found in one activity.
@@ -751,7 +751,7 @@ fn runs_script(ctx: &ProcContext, path: &str) -> bool {
                 || ctx
                     .cwd
                     .as_deref()
-                    .is_some_and(|c| crate::sysview::normalize(&format!("{c}/{s}")) == path)
+                    .is_some_and(|c| crate::pipeline::sysview::normalize(&format!("{c}/{s}")) == path)
         })
 }
 
@@ -1082,7 +1082,7 @@ mod tests {
         let (mut s, ctx) = server(r#"{"read": ["/home/u", "/srv/app/.env"]}"#, NODE);
         let f = s.evaluate(&ctx, &open("/home/u/.ssh/id_rsa", false, 3));
         assert_eq!(rules(&f), ["cred.ssh"], "a broad ~ does not declare keys");
-        assert_eq!(f[0].rule.severity, crate::alert::Severity::High);
+        assert_eq!(f[0].rule.severity, crate::alerts::Severity::High);
         assert_eq!(f[0].evidence["path"], "/home/u/.ssh/id_rsa");
         assert_eq!(f[0].declared.as_ref().unwrap()["read"][0], "/home/u");
         assert_eq!(
@@ -1174,7 +1174,7 @@ mod tests {
         );
         let f = s.evaluate(&ctx, &listen("0.0.0.0", 8080));
         assert_eq!(rules(&f), ["net.listen_exposed"]);
-        assert_eq!(f[0].rule.severity, crate::alert::Severity::High);
+        assert_eq!(f[0].rule.severity, crate::alerts::Severity::High);
     }
 
     #[test]

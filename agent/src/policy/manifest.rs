@@ -320,7 +320,7 @@ pub enum EntryError {
     #[error("transport {0:?} is neither tcp nor udp")]
     Transport(String),
     #[error("{0}")]
-    Name(#[from] crate::servers::NameError),
+    Name(#[from] crate::pipeline::servers::NameError),
     #[error("a tool name must not be empty")]
     EmptyToolName,
     #[error("{0:?} is not a tool pin: `sha256:` and 64 hex digits, as `mcpwatch pins show` prints")]
@@ -369,7 +369,7 @@ impl Manifest {
     /// Checks every entry; an error names the field, the value, and what is wrong.
     fn compile(raw: ManifestFile, file: Option<&Path>, stem: &str) -> Result<Self, (String, String, EntryError)> {
         let name = raw.name.clone().unwrap_or_else(|| stem.to_owned());
-        crate::servers::validate_name(&name).map_err(|e| ("name".to_owned(), name.clone(), e.into()))?;
+        crate::pipeline::servers::validate_name(&name).map_err(|e| ("name".to_owned(), name.clone(), e.into()))?;
         if raw.mode == Mode::Enforce {
             return Err(("mode".into(), "enforce".into(), EntryError::EnforceReserved));
         }
@@ -396,7 +396,8 @@ impl Manifest {
             match_argv.push(Regex::new(e).map_err(|err| (format!("match.argv[{i}]"), e.clone(), err.into()))?);
         }
         for (i, s) in raw.matcher.server.iter().enumerate() {
-            crate::servers::validate_name(s).map_err(|e| (format!("match.server[{i}]"), s.clone(), e.into()))?;
+            crate::pipeline::servers::validate_name(s)
+                .map_err(|e| (format!("match.server[{i}]"), s.clone(), e.into()))?;
         }
         let outbound = compile_outbound(&raw.network.outbound, "network.outbound")?;
         let inbound = compile_inbound(&raw.network.inbound, "network.inbound")?;

@@ -19,16 +19,16 @@ pub mod hostconfig;
 pub mod manifest;
 pub mod net;
 pub mod reload;
-pub mod rules;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use serde_json::json;
 
+use crate::alerts::rules::{self, Rule};
 use crate::{
-    alert::{self, Alert, AlertAncestor, Mitre},
+    alerts::{self, Alert, AlertAncestor, Mitre},
     mcp::pins::ExpectedPins,
-    output::Clock,
+    output::events::Clock,
 };
 use activity::{Activity, ProcContext};
 use dedup::Dedup;
@@ -36,7 +36,6 @@ use engine::{Engine, Finding};
 use hostconfig::HostServer;
 use manifest::{Manifest, ManifestError};
 use reload::Sources;
-use rules::Rule;
 
 /// Test helper: an argv from string slices.
 #[cfg(test)]
@@ -67,7 +66,7 @@ impl Policy {
             engine: Engine::default(),
             dedup: Dedup::new(limits),
             clock,
-            host: alert::hostname(),
+            host: alerts::hostname(),
             seq: 0,
         };
         let alerts = p.reload();

@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{alert::Alert, config::FileSinkConfig, sinks::ecs};
+use crate::{alerts::Alert, config::FileSinkConfig, output::format::ecs};
 
 pub enum FileSink {
     Stdout,
@@ -119,7 +119,7 @@ mod tests {
         });
         let mut ids = Vec::new();
         for i in 0..12 {
-            let a = crate::alert::test_alert(format!("1-{i}"), "2026-11-21T17:00:00Z".into(), 1, 1);
+            let a = crate::alerts::test_alert(format!("1-{i}"), "2026-11-21T17:00:00Z".into(), 1, 1);
             sink.deliver(&a).unwrap();
             ids.push(a.id);
         }

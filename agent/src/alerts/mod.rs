@@ -2,6 +2,8 @@
 //! should not. Produced by the policy stage, delivered by the output stage
 //! (the event stream, and sinks).
 
+pub mod rules;
+
 use serde::{Deserialize, Serialize};
 
 /// How bad an alert is.

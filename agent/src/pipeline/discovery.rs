@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use regex::Regex;
 
-use crate::servers::{NameError, validate_name};
+use crate::pipeline::servers::{NameError, validate_name};
 
 /// Watch processes whose exe or argv matches `pattern` as server `server`.
 #[derive(Clone, Debug)]

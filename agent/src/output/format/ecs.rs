@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::alert::{Alert, AlertAncestor, Mitre, Severity};
+use crate::alerts::{Alert, AlertAncestor, Mitre, Severity};
 
 pub const ECS_VERSION: &str = "8.11.0";
 
@@ -178,7 +178,7 @@ pub(crate) mod tests {
         assert_eq!(doc["service"]["name"], "fs");
         assert_eq!(doc["user"]["id"], "1000");
         assert_eq!(from_ecs(&doc).unwrap(), full);
-        let min = crate::alert::test_alert("1-1".into(), "t".into(), 1, 9);
+        let min = crate::alerts::test_alert("1-1".into(), "t".into(), 1, 9);
         let doc = to_ecs(&min);
         assert!(doc.get("service").is_none() && doc.get("threat").is_none());
         assert_eq!(from_ecs(&doc).unwrap(), min);

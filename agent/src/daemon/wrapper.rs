@@ -5,7 +5,7 @@
 
 use std::{os::unix::process::CommandExt, path::Path, process::Command, time::Duration};
 
-use crate::control::{self, ClientError, Reply, Request};
+use crate::daemon::control::{self, ClientError, Reply, Request};
 
 /// How long the wrapper waits for the agent's acknowledgement.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);

@@ -22,27 +22,27 @@ use tokio::{
 };
 
 use crate::{
-    alert::{self, Alert, AlertAncestor},
+    alerts::{self, Alert, AlertAncestor},
     config::Config,
-    control::{ControlMsg, ControlSocket, ServerStatus, Status, WatchRequest},
-    decode::{self, Addr, Event, Exec, FdKind, Header, StdioChunk, Sys},
-    discover::Rules,
-    dns,
-    loader::{self, LoadOptions},
+    daemon::control::{ControlMsg, ControlSocket, ServerStatus, Status, WatchRequest},
+    kernel::decode::{self, Addr, Event, Exec, FdKind, Header, StdioChunk, Sys},
+    kernel::loader::{self, LoadOptions},
+    kernel::stdio::StdioChannels,
     mcp::{ActivityKind, CallTag, Mcp, McpAlert, McpLine, McpOptions, Output},
-    metrics::Metrics,
-    metrics_http::{Endpoint, Readiness},
-    output::{Ancestor, Clock, DnsRecord, EventWriter, Record},
+    output::events::{Ancestor, Clock, DnsRecord, EventWriter, Record},
+    output::http::{Endpoint, Readiness},
+    output::metrics::Metrics,
+    output::sinks::Sinks,
+    pipeline::discovery::Rules,
+    pipeline::dns,
+    pipeline::procs::{Proc, ProcTable, read_proc},
+    pipeline::servers::{Servers, validate_name},
+    pipeline::sysview,
     policy::{
         self, Policy,
         activity::{Activity, ProcContext},
         reload::Sources,
     },
-    procs::{Proc, ProcTable, read_proc},
-    servers::{Servers, validate_name},
-    sinks::Sinks,
-    stdio::StdioChannels,
-    sysview,
 };
 
 /// Kernel event kinds, for counters that start at 0 for each server.
@@ -869,7 +869,7 @@ impl State {
         }
     }
 
-    fn after_reload(&mut self, alerts: Vec<alert::Alert>) {
+    fn after_reload(&mut self, alerts: Vec<alerts::Alert>) {
         for a in &alerts {
             self.emit_alert(a);
         }
@@ -965,7 +965,7 @@ impl State {
             ControlMsg::TestAlert { pid, reply } => {
                 let ktime = Clock::now_ktime();
                 let id = format!("{ktime}-{}", self.alerts + 1);
-                let alert = alert::test_alert(id.clone(), self.names.clock.rfc3339(ktime), ktime, pid);
+                let alert = alerts::test_alert(id.clone(), self.names.clock.rfc3339(ktime), ktime, pid);
                 self.emit_alert(&alert);
                 let _ = reply.send(id);
             }
@@ -1088,7 +1088,7 @@ impl State {
             rule: a.rule.to_owned(),
             severity: a.severity,
             summary: a.summary,
-            host: alert::hostname(),
+            host: alerts::hostname(),
             server: self.names.server_name(a.server).map(str::to_owned),
             manifest: if a.evidence["baseline"] == "manifest" {
                 // Shipped pins: the manifest is what judged the listing.
@@ -1106,7 +1106,7 @@ impl State {
             argv: p.argv,
             ancestry: ancestry
                 .into_iter()
-                .map(|(pid, exe)| alert::AlertAncestor { pid, exe })
+                .map(|(pid, exe)| alerts::AlertAncestor { pid, exe })
                 .collect(),
             evidence: a.evidence,
             declared: None,

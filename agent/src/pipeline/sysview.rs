@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use agent_common::syscalls::*;
 
-use crate::decode::{Addr, Sys};
+use crate::kernel::decode::{Addr, Sys};
 
 /// The operation a file or net syscall performs.
 pub fn op(s: &Sys) -> &'static str {

@@ -295,12 +295,12 @@ impl EventWriter {
     }
 
     /// Writes an alert as a line of its own: `{"kind":"alert", ...alert fields}`.
-    pub fn write_alert(&mut self, alert: &crate::alert::Alert) {
+    pub fn write_alert(&mut self, alert: &crate::alerts::Alert) {
         #[derive(Serialize)]
         struct Line<'a> {
             kind: &'static str,
             #[serde(flatten)]
-            alert: &'a crate::alert::Alert,
+            alert: &'a crate::alerts::Alert,
         }
         self.write_line(&Line { kind: "alert", alert });
     }

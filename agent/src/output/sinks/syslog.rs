@@ -10,9 +10,9 @@ use tokio::{
 };
 
 use crate::{
-    alert::{Alert, Severity},
+    alerts::{Alert, Severity},
     config::{MessageFormat, SyslogSinkConfig, SyslogTransport},
-    sinks::{cef, ecs},
+    output::format::{cef, ecs},
 };
 
 /// Private enterprise number for structured data: 32473 is the one RFC 5612
@@ -170,7 +170,7 @@ fn peer_closed(s: &TcpStream) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::ecs::tests::full_alert;
+    use crate::output::format::ecs::tests::full_alert;
 
     /// After the receiver closed the connection, the next alert goes over a
     /// new one instead of into the dead one's send buffer.

@@ -1,7 +1,7 @@
 //! The rule catalogue: every alert the policy stage raises, with its id,
 //! severity and MITRE ATT&CK technique. The README's table lists the same.
 
-use crate::alert::Severity;
+use crate::alerts::Severity;
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Rule {
@@ -273,7 +273,7 @@ mod tests {
 
     #[test]
     fn every_credential_kind_has_a_high_rule_with_a_technique() {
-        for k in super::super::catalog::CATALOGUE {
+        for k in crate::policy::catalog::CATALOGUE {
             let r = credential(k.rule);
             assert_eq!(r.severity, Severity::High);
             assert!(r.mitre.is_some(), "{}", k.rule);

@@ -10,9 +10,9 @@ use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::json;
 
 use crate::{
-    alert::Alert,
+    alerts::Alert,
     config::{AuthConfig, WebhookFormat, WebhookSinkConfig},
-    sinks::ecs,
+    output::format::ecs,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +150,7 @@ impl WebhookSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::ecs::tests::full_alert;
+    use crate::output::format::ecs::tests::full_alert;
 
     fn sink(format: WebhookFormat) -> WebhookSink {
         let cfg = WebhookSinkConfig {

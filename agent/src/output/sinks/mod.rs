@@ -11,8 +11,6 @@
 //! again an `agent.sink_overflow` alert telling how many were lost is queued
 //! in their place.
 
-pub mod cef;
-pub mod ecs;
 pub mod file;
 pub mod spool;
 pub mod syslog;
@@ -28,10 +26,10 @@ use tokio::{
 };
 
 use crate::{
-    alert::{Alert, Severity, hostname},
+    alerts::{Alert, Severity, hostname},
     config::{Config, RetryConfig, SinkConfig, SinkKind},
-    metrics::{Metrics, SinkMetrics},
-    output::Clock,
+    output::events::Clock,
+    output::metrics::{Metrics, SinkMetrics},
 };
 use spool::{Spool, SpoolError};
 
@@ -419,6 +417,7 @@ fn overflow_alert(sink: &str, dropped: u64) -> Alert {
 mod tests {
     use super::*;
     use crate::config::{FileSinkConfig, SpoolConfig};
+    use crate::output::format::ecs;
 
     /// A file sink whose directory is missing fails; alerts wait in the
     /// spool, overflow is counted and reported, and everything kept arrives
@@ -454,7 +453,7 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         let sinks = Sinks::start(&cfg, &metrics).unwrap();
         for i in 0..7 {
-            sinks.send(&crate::alert::test_alert(
+            sinks.send(&crate::alerts::test_alert(
                 format!("1-{i}"),
                 "2026-11-21T17:00:00Z".into(),
                 1,
@@ -473,7 +472,7 @@ mod tests {
         while m.backlog.get() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        sinks.send(&crate::alert::test_alert(
+        sinks.send(&crate::alerts::test_alert(
             "1-7".into(),
             "2026-11-21T17:00:00Z".into(),
             1,

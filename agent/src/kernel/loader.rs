@@ -10,7 +10,7 @@ use aya::{
     programs::{BtfTracePoint, RawTracePoint},
 };
 
-use crate::{btf, mounts, stdio::StdioChannels};
+use crate::{kernel::btf, kernel::mounts, kernel::stdio::StdioChannels};
 
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpwatch"));

@@ -22,7 +22,7 @@ use hyper::{Method, Request, Response, StatusCode, body::Bytes, server::conn::ht
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use crate::{metrics::Metrics, output::Clock};
+use crate::{output::events::Clock, output::metrics::Metrics};
 
 /// The loop is not ready when it has not ticked for this long.
 const STALE: Duration = Duration::from_secs(5);

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
-use crate::output::Json;
+use crate::output::events::Json;
 
 /// How many ancestors an event carries at most.
 pub const MAX_ANCESTRY: usize = 16;

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::alert::{Alert, Severity};
+use crate::alerts::{Alert, Severity};
 
 /// CEF severity 0-10.
 pub fn severity(s: Severity) -> u8 {
@@ -187,7 +187,7 @@ pub fn parse(line: &str) -> Option<Parsed> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::ecs::tests::full_alert;
+    use crate::output::format::ecs::tests::full_alert;
 
     #[test]
     fn escapes_header_and_extension_per_the_rules() {

@@ -1,0 +1,10 @@
+//! The kernel side, seen from userspace: mounting what the programs need
+//! (`mounts`), the running kernel's field offsets (`btf`), loading and
+//! attaching the programs (`loader`), ring records into typed events
+//! (`decode`) and which pipes are a server's wire (`stdio`).
+
+pub mod btf;
+pub mod decode;
+pub mod loader;
+pub mod mounts;
+pub mod stdio;

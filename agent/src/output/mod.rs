@@ -1,0 +1,9 @@
+//! Where events and alerts leave the agent: event lines (`events`), alert
+//! delivery with spools (`sinks`), the formats SIEMs read (`format`) and the
+//! Prometheus metrics with their HTTP endpoint (`metrics`, `http`).
+
+pub mod events;
+pub mod format;
+pub mod http;
+pub mod metrics;
+pub mod sinks;
