@@ -231,7 +231,6 @@ fn main() -> anyhow::Result<()> {
                     audit_tool_calls,
                     // The agent hands the pins manifests ship to the MCP layer at
                     // start-up, at every reload and as servers bind to manifests.
-                    expected_pins: Vec::new(),
                 },
                 policy: Sources {
                     manifest_dirs: if config.policy.manifest_dirs.is_empty() {

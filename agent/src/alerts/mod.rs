@@ -2,7 +2,11 @@
 //! should not. Produced by the policy stage, delivered by the output stage
 //! (the event stream, and sinks).
 
+pub mod factory;
 pub mod rules;
+
+pub use factory::AlertFactory;
+use rules::RuleId;
 
 use serde::{Deserialize, Serialize};
 
@@ -98,31 +102,52 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+impl Alert {
+    /// An alert of `rule` with its catalogue severity and technique; the
+    /// process, server and evidence fields are left empty for the caller.
+    pub fn of_rule(rule: RuleId, id: String, ts: String, ktime_ns: u64, summary: String, host: String) -> Alert {
+        Alert {
+            id,
+            ts,
+            ktime_ns,
+            rule: rule.id.into(),
+            severity: rule.severity,
+            summary,
+            host,
+            server: None,
+            manifest: None,
+            pid: 0,
+            ppid: 0,
+            uid: 0,
+            exe: String::new(),
+            argv: Vec::new(),
+            ancestry: Vec::new(),
+            evidence: serde_json::json!({}),
+            declared: None,
+            mitre: rule.mitre.map(|(id, name)| Mitre {
+                id: id.into(),
+                name: name.into(),
+            }),
+            tool: None,
+            call_id: None,
+            count: 1,
+            repeat_of: None,
+        }
+    }
+}
+
 /// The alert `mcpwatch test-alert` asks for: proves the delivery path to the
 /// SIEM end to end without any server misbehaving.
 pub fn test_alert(id: String, ts: String, ktime_ns: u64, requested_by: u32) -> Alert {
-    Alert {
+    let mut a = Alert::of_rule(
+        &rules::AGENT_TEST,
         id,
         ts,
         ktime_ns,
-        rule: "agent.test".into(),
-        severity: Severity::Info,
-        summary: "mcpwatch test alert: delivery works".into(),
-        host: hostname(),
-        server: None,
-        manifest: None,
-        pid: requested_by,
-        ppid: 0,
-        uid: 0,
-        exe: String::new(),
-        argv: Vec::new(),
-        ancestry: Vec::new(),
-        evidence: serde_json::json!({ "requested_by_pid": requested_by }),
-        declared: None,
-        mitre: None,
-        tool: None,
-        call_id: None,
-        count: 1,
-        repeat_of: None,
-    }
+        "mcpwatch test alert: delivery works".into(),
+        hostname(),
+    );
+    a.pid = requested_by;
+    a.evidence = serde_json::json!({ "requested_by_pid": requested_by });
+    a
 }

@@ -1,9 +1,10 @@
-//! The rule catalogue: every alert the policy stage raises, with its id,
-//! severity and MITRE ATT&CK technique. The README's table lists the same.
+//! The rule catalogue: every alert mcpwatch raises (policy, MCP and the
+//! agent's own), with its id, severity and MITRE technique (ATT&CK, or ATLAS
+//! for attacks on the model itself). The README's table lists the same.
 
 use crate::alerts::Severity;
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Rule {
     pub id: &'static str,
     pub severity: Severity,
@@ -11,6 +12,13 @@ pub struct Rule {
 }
 
 pub type RuleId = &'static Rule;
+
+/// A rule is written as its id.
+impl serde::Serialize for Rule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id)
+    }
+}
 
 macro_rules! rule {
     ($name:ident, $id:literal, $sev:ident, $mitre:expr) => {
@@ -216,6 +224,73 @@ rule!(
     Some(("T1003.008", "OS Credential Dumping: /etc/passwd and /etc/shadow"))
 );
 
+// The MCP conversation: poisoned tool descriptions and results (MITRE ATLAS:
+// prompt injection reaches the model through the tool's text).
+rule!(
+    MCP_POISON_HIDDEN_INSTRUCTION,
+    "mcp.poison.hidden_instruction",
+    High,
+    Some(("AML.T0051.001", "LLM Prompt Injection: Indirect"))
+);
+rule!(
+    MCP_POISON_MODEL_DIRECTIVE,
+    "mcp.poison.model_directive",
+    Medium,
+    Some(("AML.T0051.001", "LLM Prompt Injection: Indirect"))
+);
+rule!(
+    MCP_POISON_INVISIBLE_UNICODE,
+    "mcp.poison.invisible_unicode",
+    High,
+    Some(("AML.T0051.001", "LLM Prompt Injection: Indirect"))
+);
+rule!(
+    MCP_POISON_LONG_DESCRIPTION,
+    "mcp.poison.long_description",
+    Low,
+    Some(("AML.T0051.001", "LLM Prompt Injection: Indirect"))
+);
+rule!(
+    MCP_POISON_CREDENTIAL_REFERENCE,
+    "mcp.poison.credential_reference",
+    High,
+    Some(("AML.T0051.001", "LLM Prompt Injection: Indirect"))
+);
+rule!(
+    MCP_POISON_TOOL_SHADOWING,
+    "mcp.poison.tool_shadowing",
+    Medium,
+    Some(("AML.T0051.001", "LLM Prompt Injection: Indirect"))
+);
+// Rug pulls: a tool's definition differs from its pin (a supply-chain change
+// after approval).
+rule!(
+    MCP_RUG_PULL_CHANGED,
+    "mcp.rug_pull.changed",
+    High,
+    Some(("T1195.002", "Supply Chain Compromise: Compromise Software Supply Chain"))
+);
+rule!(
+    MCP_RUG_PULL_ADDED,
+    "mcp.rug_pull.added",
+    Medium,
+    Some(("T1195.002", "Supply Chain Compromise: Compromise Software Supply Chain"))
+);
+rule!(
+    MCP_RUG_PULL_REMOVED,
+    "mcp.rug_pull.removed",
+    Low,
+    Some(("T1195.002", "Supply Chain Compromise: Compromise Software Supply Chain"))
+);
+rule!(
+    MCP_RUG_PULL_RENAMED,
+    "mcp.rug_pull.renamed",
+    High,
+    Some(("T1195.002", "Supply Chain Compromise: Compromise Software Supply Chain"))
+);
+// The agent's own: proves the delivery path (`mcpwatch test-alert`).
+rule!(AGENT_TEST, "agent.test", Info, None);
+
 /// Every rule, in catalogue order.
 pub static ALL: &[&Rule] = &[
     &SERVER_UNDECLARED,
@@ -257,6 +332,17 @@ pub static ALL: &[&Rule] = &[
     &CRED_KEYRING,
     &CRED_SHELL_HISTORY,
     &CRED_SHADOW,
+    &MCP_POISON_HIDDEN_INSTRUCTION,
+    &MCP_POISON_MODEL_DIRECTIVE,
+    &MCP_POISON_INVISIBLE_UNICODE,
+    &MCP_POISON_LONG_DESCRIPTION,
+    &MCP_POISON_CREDENTIAL_REFERENCE,
+    &MCP_POISON_TOOL_SHADOWING,
+    &MCP_RUG_PULL_CHANGED,
+    &MCP_RUG_PULL_ADDED,
+    &MCP_RUG_PULL_REMOVED,
+    &MCP_RUG_PULL_RENAMED,
+    &AGENT_TEST,
 ];
 
 /// The rule of a credential kind of the catalogue.
@@ -277,6 +363,13 @@ mod tests {
             let r = credential(k.rule);
             assert_eq!(r.severity, Severity::High);
             assert!(r.mitre.is_some(), "{}", k.rule);
+        }
+    }
+
+    #[test]
+    fn every_mcp_rule_has_a_technique() {
+        for r in ALL.iter().filter(|r| r.id.starts_with("mcp.")) {
+            assert!(r.mitre.is_some(), "{}", r.id);
         }
     }
 

@@ -1,6 +1,11 @@
-//! The running agent: its event loop (`run`), the control socket the wrapper
-//! and the CLI talk to (`control`) and the wrapper itself (`wrapper`).
+//! The running agent: its event loop (`run`), its state and the pass each
+//! event takes (`agent`), what is watched (`watch`), its periodic reports
+//! (`report`), the control socket the wrapper and the CLI talk to
+//! (`control`) and the wrapper itself (`wrapper`).
 
+mod agent;
 pub mod control;
+mod report;
 pub mod run;
+mod watch;
 pub mod wrapper;

@@ -23,7 +23,7 @@ use std::{
 
 use serde_json::{Map, Value, json};
 
-use crate::alerts::Severity;
+use crate::alerts::rules::RuleId;
 
 pub use self::calls::{ActivityKind, CallTag, ToolCounters};
 use self::{
@@ -49,8 +49,6 @@ pub struct McpOptions {
     pub state_dir: PathBuf,
     /// Emit a `tool_call` line per completed call.
     pub audit_tool_calls: bool,
-    /// Pins shipped by manifests, by server name.
-    pub expected_pins: Vec<(String, ExpectedPins)>,
 }
 
 impl Default for McpOptions {
@@ -58,7 +56,6 @@ impl Default for McpOptions {
         Self {
             state_dir: PathBuf::from(pins::DEFAULT_STATE_DIR),
             audit_tool_calls: false,
-            expected_pins: Vec::new(),
         }
     }
 }
@@ -66,9 +63,12 @@ impl Default for McpOptions {
 /// An alert for the agent to complete (process fields, id, time) and deliver.
 #[derive(Clone, Debug, PartialEq)]
 pub struct McpAlert {
-    pub rule: &'static str,
+    /// Severity and technique come from the catalogue.
+    pub rule: RuleId,
     pub server: u32,
-    pub severity: Severity,
+    /// Judged against the pins the server's manifest ships (the manifest is
+    /// then what the alert names), not against pins learnt here.
+    pub shipped_pins: bool,
     pub summary: String,
     pub evidence: Value,
     pub tool: Option<String>,
@@ -167,10 +167,7 @@ pub struct Mcp {
 
 impl Mcp {
     pub fn new(opts: &McpOptions) -> Self {
-        let mut pins = PinStore::new(&opts.state_dir);
-        for (server, p) in &opts.expected_pins {
-            pins.expect(server, p.clone());
-        }
+        let pins = PinStore::new(&opts.state_dir);
         Self {
             reassembler: Reassembler::default(),
             calls: Calls::default(),
@@ -603,7 +600,7 @@ fn poison_alert(
     McpAlert {
         rule: f.rule,
         server: at.server,
-        severity: f.severity,
+        shipped_pins: false,
         summary: format!(
             "{subject} {tool} of server {}: {} in {}: {}",
             at.name,
@@ -620,16 +617,18 @@ fn poison_alert(
 }
 
 /// What a poisoning rule found, in words.
-fn rule_words(rule: &str) -> &'static str {
-    match rule {
-        poison::HIDDEN_INSTRUCTION => "hidden instruction",
-        poison::MODEL_DIRECTIVE => "instruction addressed to the model",
-        poison::INVISIBLE_UNICODE => "invisible Unicode",
-        poison::LONG_DESCRIPTION_RULE => "unusually long text",
-        poison::CREDENTIAL_REFERENCE => "reference to a credential file",
-        poison::TOOL_SHADOWING => "reference to another server's tool",
-        _ => "poisoning indicator",
-    }
+fn rule_words(rule: RuleId) -> &'static str {
+    [
+        (poison::HIDDEN_INSTRUCTION, "hidden instruction"),
+        (poison::MODEL_DIRECTIVE, "instruction addressed to the model"),
+        (poison::INVISIBLE_UNICODE, "invisible Unicode"),
+        (poison::LONG_DESCRIPTION_RULE, "unusually long text"),
+        (poison::CREDENTIAL_REFERENCE, "reference to a credential file"),
+        (poison::TOOL_SHADOWING, "reference to another server's tool"),
+    ]
+    .into_iter()
+    .find(|(r, _)| *r == rule)
+    .map_or("poisoning indicator", |(_, w)| w)
 }
 
 fn rug_pull_alert(
@@ -647,7 +646,7 @@ fn rug_pull_alert(
     };
     // Against shipped pins nothing was "pinned" here: the listing is simply not the approved one.
     let shipped = baseline == "manifest";
-    let (severity, summary, evidence) = match c {
+    let (summary, evidence) = match c {
         Change::Changed { tool, old, new, fields } => {
             let diff = old.as_ref().map(|o| pins::word_diff(&o.description, &new.description));
             let what = if fields.is_empty() {
@@ -661,7 +660,6 @@ fn rug_pull_alert(
                 format!("tool {tool} of server {server} changed its {what} since it was pinned{when}")
             };
             (
-                Severity::High,
                 summary,
                 json!({
                     "changed": fields,
@@ -674,7 +672,6 @@ fn rug_pull_alert(
             )
         }
         Change::Added { tool, new } => (
-            Severity::Medium,
             if shipped {
                 format!("server {server} lists tool {tool}, which its manifest's pins do not approve{when}")
             } else {
@@ -683,7 +680,6 @@ fn rug_pull_alert(
             json!({"new_hash": new.hash, "new_description": new.description}),
         ),
         Change::Removed { tool, old } => (
-            Severity::Low,
             if shipped {
                 format!("server {server} does not list tool {tool}, which its manifest pins{when}")
             } else {
@@ -695,7 +691,6 @@ fn rug_pull_alert(
             }),
         ),
         Change::Renamed { from, to, new } => (
-            Severity::High,
             format!("server {server} renamed pinned tool {from} to {to}{when}"),
             json!({"old_name": from, "new_hash": new.hash, "new_description": new.description}),
         ),
@@ -706,7 +701,7 @@ fn rug_pull_alert(
     McpAlert {
         rule: c.rule(),
         server: server_id,
-        severity,
+        shipped_pins: shipped,
         summary,
         evidence,
         tool: Some(c.tool().to_owned()),

@@ -14,6 +14,8 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+
+use crate::alerts::rules::{self, RuleId};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -127,12 +129,12 @@ pub enum Change {
 }
 
 impl Change {
-    pub fn rule(&self) -> &'static str {
+    pub fn rule(&self) -> RuleId {
         match self {
-            Change::Changed { .. } => "mcp.rug_pull.changed",
-            Change::Added { .. } => "mcp.rug_pull.added",
-            Change::Removed { .. } => "mcp.rug_pull.removed",
-            Change::Renamed { .. } => "mcp.rug_pull.renamed",
+            Change::Changed { .. } => &rules::MCP_RUG_PULL_CHANGED,
+            Change::Added { .. } => &rules::MCP_RUG_PULL_ADDED,
+            Change::Removed { .. } => &rules::MCP_RUG_PULL_REMOVED,
+            Change::Renamed { .. } => &rules::MCP_RUG_PULL_RENAMED,
         }
     }
 
@@ -569,7 +571,7 @@ mod tests {
                 &[tool("a", "A tool."), tool("b2", "B tool."), tool("d", "D tool.")],
             )
             .unwrap();
-        let rules: Vec<(&str, &str)> = c.changes.iter().map(|c| (c.rule(), c.tool())).collect();
+        let rules: Vec<(&str, &str)> = c.changes.iter().map(|c| (c.rule().id, c.tool())).collect();
         assert_eq!(
             rules,
             [

@@ -8,7 +8,7 @@ use regex::Regex;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::alerts::Severity;
+use crate::alerts::rules::{self, RuleId};
 
 use super::{pins::Tool, redact};
 
@@ -21,12 +21,13 @@ const CONTEXT: usize = 40;
 /// Bytes of a span in a tool result shown at most (no context: results are data).
 const RESULT_EXCERPT: usize = 256;
 
-pub const HIDDEN_INSTRUCTION: &str = "mcp.poison.hidden_instruction";
-pub const MODEL_DIRECTIVE: &str = "mcp.poison.model_directive";
-pub const INVISIBLE_UNICODE: &str = "mcp.poison.invisible_unicode";
-pub const LONG_DESCRIPTION_RULE: &str = "mcp.poison.long_description";
-pub const CREDENTIAL_REFERENCE: &str = "mcp.poison.credential_reference";
-pub const TOOL_SHADOWING: &str = "mcp.poison.tool_shadowing";
+// The rules (ids, severities, techniques) live in the catalogue.
+pub const HIDDEN_INSTRUCTION: RuleId = &rules::MCP_POISON_HIDDEN_INSTRUCTION;
+pub const MODEL_DIRECTIVE: RuleId = &rules::MCP_POISON_MODEL_DIRECTIVE;
+pub const INVISIBLE_UNICODE: RuleId = &rules::MCP_POISON_INVISIBLE_UNICODE;
+pub const LONG_DESCRIPTION_RULE: RuleId = &rules::MCP_POISON_LONG_DESCRIPTION;
+pub const CREDENTIAL_REFERENCE: RuleId = &rules::MCP_POISON_CREDENTIAL_REFERENCE;
+pub const TOOL_SHADOWING: RuleId = &rules::MCP_POISON_TOOL_SHADOWING;
 
 /// Byte offsets `[start, end)` in the scanned text.
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,9 +38,8 @@ pub struct Span {
 
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
-    pub rule: &'static str,
-    #[serde(skip)]
-    pub severity: Severity,
+    /// Serialized as its id.
+    pub rule: RuleId,
     /// `description`, `inputSchema.properties.x.description`, `result`...
     pub field: String,
     pub span: Span,
@@ -133,10 +133,9 @@ fn excerpt(text: &str, start: usize, end: usize, context: usize) -> String {
     out
 }
 
-fn finding(rule: &'static str, severity: Severity, field: &str, text: &str, start: usize, end: usize) -> Finding {
+fn finding(rule: RuleId, field: &str, text: &str, start: usize, end: usize) -> Finding {
     Finding {
         rule,
-        severity,
         field: field.to_owned(),
         span: Span { start, end },
         excerpt: excerpt(text, start, end, CONTEXT),
@@ -144,10 +143,10 @@ fn finding(rule: &'static str, severity: Severity, field: &str, text: &str, star
     }
 }
 
-fn regex_findings(re: &Regex, rule: &'static str, severity: Severity, field: &str, text: &str) -> Vec<Finding> {
+fn regex_findings(re: &Regex, rule: RuleId, field: &str, text: &str) -> Vec<Finding> {
     re.find_iter(text)
         .take(MAX_PER_RULE)
-        .map(|m| finding(rule, severity, field, text, m.start(), m.end()))
+        .map(|m| finding(rule, field, text, m.start(), m.end()))
         .collect()
 }
 
@@ -168,7 +167,7 @@ fn hidden_instructions(field: &str, text: &str) -> Vec<Finding> {
                         .and_then(|i| lower[m.end() + i..].find('>').map(|j| m.end() + i + j + 1))
                 })
                 .unwrap_or(m.end());
-            finding(HIDDEN_INSTRUCTION, Severity::High, field, text, m.start(), end)
+            finding(HIDDEN_INSTRUCTION, field, text, m.start(), end)
         })
         .collect()
 }
@@ -181,7 +180,7 @@ fn invisible_unicode(field: &str, text: &str) -> Vec<Finding> {
         if let Some((s, e)) = run.take()
             && out.len() < MAX_PER_RULE
         {
-            let mut f = finding(INVISIBLE_UNICODE, Severity::High, field, text, s, e);
+            let mut f = finding(INVISIBLE_UNICODE, field, text, s, e);
             let chars = text[s..e].chars().count();
             f.detail = Some(match tag_text(&text[s..e]) {
                 Some(hidden) => format!("{chars} invisible characters; tag characters spell {hidden:?}"),
@@ -224,7 +223,7 @@ fn shadowing(field: &str, text: &str, own: &str, others: &[(String, String)]) ->
         }) else {
             continue;
         };
-        let mut f = finding(TOOL_SHADOWING, Severity::Medium, field, text, i, i + tool.len());
+        let mut f = finding(TOOL_SHADOWING, field, text, i, i + tool.len());
         f.detail = Some(format!("names tool {tool:?} of server {server:?}"));
         out.push(f);
         if out.len() >= MAX_PER_RULE {
@@ -240,7 +239,6 @@ fn scan_text(field: &str, text: &str, own: &str, others: &[(String, String)], de
     out.extend(regex_findings(
         &DIRECTIVE,
         MODEL_DIRECTIVE,
-        Severity::Medium,
         field,
         text,
     ));
@@ -249,7 +247,6 @@ fn scan_text(field: &str, text: &str, own: &str, others: &[(String, String)], de
         out.extend(regex_findings(
             &CREDENTIAL,
             CREDENTIAL_REFERENCE,
-            Severity::High,
             field,
             text,
         ));
@@ -257,7 +254,7 @@ fn scan_text(field: &str, text: &str, own: &str, others: &[(String, String)], de
         let chars = text.chars().count();
         if chars > LONG_DESCRIPTION {
             let start = text.char_indices().nth(LONG_DESCRIPTION).map_or(text.len(), |(i, _)| i);
-            let mut f = finding(LONG_DESCRIPTION_RULE, Severity::Low, field, text, start, text.len());
+            let mut f = finding(LONG_DESCRIPTION_RULE, field, text, start, text.len());
             f.excerpt = excerpt(text, start, start, CONTEXT);
             f.detail = Some(format!("{chars} characters (threshold {LONG_DESCRIPTION})"));
             out.push(f);
@@ -339,7 +336,7 @@ mod tests {
         }
     }
 
-    fn rules(f: &[Finding]) -> Vec<&'static str> {
+    fn rules(f: &[Finding]) -> Vec<RuleId> {
         f.iter().map(|f| f.rule).collect()
     }
 

@@ -20,7 +20,6 @@ impl Harness {
         let mcp = Mcp::new(&McpOptions {
             state_dir: dir.clone(),
             audit_tool_calls: audit,
-            expected_pins: Vec::new(),
         });
         Self {
             mcp,
@@ -178,7 +177,7 @@ fn a_changed_description_after_list_changed_is_a_rug_pull_with_a_diff() {
     let out = h.take();
     assert_eq!(lines(&out, "mcp_list_changed").len(), 1);
     let a = alerts(&out);
-    let rules: Vec<&str> = a.iter().map(|a| a.rule).collect();
+    let rules: Vec<&str> = a.iter().map(|a| a.rule.id).collect();
     assert_eq!(
         rules,
         [
@@ -247,7 +246,7 @@ fn a_poisoned_description_raises_each_rule_with_its_span() {
     h.send(1, list_result(1, json!([add_tool(&desc)])));
     let out = h.take();
     let a = alerts(&out);
-    let mut rules: Vec<&str> = a.iter().map(|a| a.rule).collect();
+    let mut rules: Vec<&str> = a.iter().map(|a| a.rule.id).collect();
     rules.sort();
     rules.dedup();
     assert_eq!(
@@ -258,7 +257,7 @@ fn a_poisoned_description_raises_each_rule_with_its_span() {
             "mcp.poison.model_directive"
         ]
     );
-    let hidden = a.iter().find(|a| a.rule == "mcp.poison.hidden_instruction").unwrap();
+    let hidden = a.iter().find(|a| a.rule.id == "mcp.poison.hidden_instruction").unwrap();
     let span = &hidden.evidence["finding"]["span"];
     let (s, e) = (
         span["start"].as_u64().unwrap() as usize,
@@ -377,7 +376,7 @@ fn batches_and_poisoned_results() {
     let a = alerts(&out);
     assert_eq!(a.len(), 1);
     assert_eq!(
-        (a[0].rule, a[0].tool.as_deref(), a[0].call_id.as_deref()),
+        (a[0].rule.id, a[0].tool.as_deref(), a[0].call_id.as_deref()),
         ("mcp.poison.model_directive", Some("fetch"), Some("1"))
     );
 }
@@ -389,7 +388,6 @@ fn expected_pins_from_a_manifest_are_the_baseline() {
     let mut mcp = Mcp::new(&McpOptions {
         state_dir: dir.clone(),
         audit_tool_calls: false,
-        expected_pins: Vec::new(),
     });
     mcp.expect_pins("srv", ExpectedPins::from([("add".into(), good[0].pin().hash)]));
     let mut line = list_result(1, json!([add_tool("Adds, and more.")]))
@@ -400,7 +398,7 @@ fn expected_pins_from_a_manifest_are_the_baseline() {
     let a = alerts(&out);
     assert_eq!(a.len(), 1);
     assert_eq!(
-        (a[0].rule, a[0].evidence["baseline"].as_str()),
+        (a[0].rule.id, a[0].evidence["baseline"].as_str()),
         ("mcp.rug_pull.changed", Some("manifest"))
     );
     assert!(!dir.exists(), "nothing written when the manifest pins");
@@ -432,7 +430,7 @@ fn changed_manifest_pins_recheck_a_live_servers_last_listing() {
     let a = alerts(&out);
     assert_eq!(a.len(), 1, "{out:?}");
     assert_eq!(
-        (a[0].rule, a[0].tool.as_deref(), a[0].pid, a[0].ktime_ns),
+        (a[0].rule.id, a[0].tool.as_deref(), a[0].pid, a[0].ktime_ns),
         ("mcp.rug_pull.changed", Some("add"), 100, 7)
     );
     assert_eq!(a[0].evidence["baseline"], "manifest");
@@ -463,7 +461,7 @@ fn shipped_pins_name_unapproved_and_missing_tools() {
     h.send(1, list_result(1, json!([add_tool("Adds.")])));
     let a: Vec<(&str, String)> = alerts(&h.take())
         .into_iter()
-        .map(|a| (a.rule, a.summary.clone()))
+        .map(|a| (a.rule.id, a.summary.clone()))
         .collect();
     assert_eq!(
         a,

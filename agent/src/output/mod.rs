@@ -5,5 +5,6 @@
 pub mod events;
 pub mod format;
 pub mod http;
+pub mod lines;
 pub mod metrics;
 pub mod sinks;

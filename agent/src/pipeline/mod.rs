@@ -1,10 +1,11 @@
 //! Between the kernel and the judgement: which processes are servers
-//! (`discovery`, `servers`), what is known of each process (`procs`), the
-//! names DNS answers gave addresses (`dns`) and what a syscall means
-//! (`sysview`).
+//! (`discovery`, `servers`), what is known of each process (`procs`), what
+//! each event means, interpreted once into types (`observe`), the files each
+//! server wrote (`history`) and the names DNS answers gave addresses (`dns`).
 
 pub mod discovery;
 pub mod dns;
+pub mod history;
+pub mod observe;
 pub mod procs;
 pub mod servers;
-pub mod sysview;

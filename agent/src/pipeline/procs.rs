@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
-use crate::output::events::Json;
+use crate::{kernel::decode::FdKind, output::events::Json, policy::activity::StdioKind};
 
 /// How many ancestors an event carries at most.
 pub const MAX_ANCESTRY: usize = 16;
@@ -198,9 +198,75 @@ impl ProcTable {
     }
 }
 
+/// The process's working directory.
+pub fn cwd(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// What one of fds 0/1/2 was at exec: the kernel's kind, with the socket's
+/// family and the file's path from /proc. A socket that cannot be looked up
+/// any more (the process is gone) counts as local: a reverse shell lives on.
+pub fn stdio_kind(pid: u32, fd: u32, kind: FdKind) -> Option<StdioKind> {
+    let link = || {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .ok()
+            .map(|l| l.to_string_lossy().into_owned())
+    };
+    Some(match kind {
+        FdKind::None => return None,
+        FdKind::Pipe => StdioKind::Pipe,
+        FdKind::Tty => StdioKind::Tty,
+        FdKind::Other => StdioKind::Other,
+        FdKind::File => StdioKind::File(link().unwrap_or_default()),
+        FdKind::Socket => {
+            let inet = link().is_some_and(|l| {
+                l.strip_prefix("socket:[")
+                    .and_then(|r| r.strip_suffix(']'))
+                    .is_some_and(|inode| is_inet_socket(pid, inode))
+            });
+            if inet {
+                StdioKind::Socket
+            } else {
+                StdioKind::LocalSocket
+            }
+        }
+    })
+}
+
+/// Whether a socket is a TCP or UDP one. Unix socketpairs are ordinary stdio:
+/// libuv (so every Node-based MCP host) gives children socketpairs, not pipes.
+fn is_inet_socket(pid: u32, inode: &str) -> bool {
+    ["tcp", "tcp6", "udp", "udp6"].iter().any(|t| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{t}"))
+            .is_ok_and(|text| text.lines().skip(1).any(|l| l.split_whitespace().nth(9) == Some(inode)))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_sockets_are_told_from_socketpairs() {
+        use std::os::{fd::AsRawFd, unix::net::UnixStream};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (a, _b) = UnixStream::pair().unwrap();
+        let me = std::process::id();
+        assert_eq!(stdio_kind(me, c.as_raw_fd() as u32, FdKind::Socket), Some(StdioKind::Socket));
+        assert_eq!(
+            stdio_kind(me, a.as_raw_fd() as u32, FdKind::Socket),
+            Some(StdioKind::LocalSocket)
+        );
+        assert_eq!(
+            stdio_kind(me, 999, FdKind::Socket),
+            Some(StdioKind::LocalSocket),
+            "gone: local"
+        );
+        assert_eq!(stdio_kind(me, 0, FdKind::None), None);
+    }
 
     #[test]
     fn ancestry_of_this_test_reaches_init() {

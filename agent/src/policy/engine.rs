@@ -342,7 +342,7 @@ impl ServerPolicy {
         }
         let written = e.written_by_server
             || self.written_set.contains(&e.filename)
-            || (shellish && super::adapt::script_arg(&argv).is_some_and(|a| self.written_set.contains(a)));
+            || (shellish && crate::pipeline::observe::script_arg(&argv).is_some_and(|a| self.written_set.contains(a)));
         if written {
             return Some(finding(
                 &rules::EXEC_WRITE_THEN_EXEC,
@@ -415,7 +415,7 @@ impl ServerPolicy {
 
     /// The directory of the script an interpreter was launched with.
     fn learn_code_dir(&mut self, argv: &[String], cwd: Option<&str>) {
-        let Some(script) = super::adapt::script_arg(argv) else {
+        let Some(script) = crate::pipeline::observe::script_arg(argv) else {
             return;
         };
         let p = match cwd {
@@ -746,12 +746,12 @@ fn risky(ctx: &ProcContext, r: &RiskyActivity) -> Option<Finding> {
 /// was started to run.
 fn runs_script(ctx: &ProcContext, path: &str) -> bool {
     (is_shell(&ctx.exe) || is_interpreter(&ctx.exe))
-        && super::adapt::script_arg(&ctx.argv).is_some_and(|s| {
+        && crate::pipeline::observe::script_arg(&ctx.argv).is_some_and(|s| {
             s == path
                 || ctx
                     .cwd
                     .as_deref()
-                    .is_some_and(|c| crate::pipeline::sysview::normalize(&format!("{c}/{s}")) == path)
+                    .is_some_and(|c| crate::pipeline::observe::normalize(&format!("{c}/{s}")) == path)
         })
 }
 

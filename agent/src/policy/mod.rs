@@ -6,10 +6,10 @@
 //! (what runtimes need to start), `catalog` (credential locations), `rules`
 //! (ids, severities, MITRE), `engine` (the judgement), `dedup` (repeats),
 //! `hostconfig` (Claude Desktop, VS Code, Cursor), `reload` (sources, changes),
-//! `activity`/`adapt` (the input, from kernel events).
+//! `activity` (the input: the pipeline's typed observations).
 
 pub mod activity;
-pub mod adapt;
+
 pub mod baseline;
 pub mod catalog;
 pub mod dedup;
@@ -26,7 +26,7 @@ use serde_json::json;
 
 use crate::alerts::rules::{self, Rule};
 use crate::{
-    alerts::{self, Alert, AlertAncestor, Mitre},
+    alerts::{Alert, AlertFactory, factory::Subject},
     mcp::pins::ExpectedPins,
     output::events::Clock,
 };
@@ -50,14 +50,12 @@ pub struct Policy {
     hosts: Vec<HostServer>,
     engine: Engine,
     dedup: Dedup,
-    clock: Clock,
-    host: String,
-    seq: u64,
+    alerts: AlertFactory,
 }
 
 impl Policy {
     /// Loads the sources; returns the alerts for manifests that failed to load.
-    pub fn new(sources: Sources, clock: Clock, limits: dedup::Limits) -> (Self, Vec<Alert>) {
+    pub fn new(sources: Sources, alerts: AlertFactory, limits: dedup::Limits) -> (Self, Vec<Alert>) {
         let mut p = Self {
             sources,
             snapshot: BTreeMap::new(),
@@ -65,9 +63,7 @@ impl Policy {
             hosts: Vec::new(),
             engine: Engine::default(),
             dedup: Dedup::new(limits),
-            clock,
-            host: alerts::hostname(),
-            seq: 0,
+            alerts,
         };
         let alerts = p.reload();
         (p, alerts)
@@ -155,6 +151,14 @@ impl Policy {
 
     /// Judges one activity; returns the alerts to deliver now.
     pub fn evaluate(&mut self, ctx: &ProcContext, act: &Activity) -> Vec<Alert> {
+        // A failed access touched nothing: only probing for credentials
+        // matters (most failed opens are library and module search paths).
+        if let Activity::File(f) = act
+            && !f.succeeded()
+            && catalog::classify(&f.path).is_none()
+        {
+            return Vec::new();
+        }
         let (findings, manifest, fresh) = self.engine.evaluate(ctx, act);
         let mut out = Vec::new();
         if fresh {
@@ -207,46 +211,19 @@ impl Policy {
             .map(|s| (s.manifest.file_label(), s.undeclared))
     }
 
-    fn next_id(&mut self, ktime: u64) -> String {
-        self.seq += 1;
-        format!("{ktime}-p{}", self.seq)
-    }
-
-    fn base(&mut self, rule: &Rule, summary: String, ctx: &ProcContext) -> Alert {
-        Alert {
-            id: self.next_id(ctx.ktime_ns),
-            ts: self.clock.rfc3339(ctx.ktime_ns),
-            ktime_ns: ctx.ktime_ns,
-            rule: rule.id.into(),
-            severity: rule.severity,
-            summary,
-            host: self.host.clone(),
+    fn base(&mut self, rule: &'static Rule, summary: String, ctx: &ProcContext) -> Alert {
+        let subject = Subject {
             server: Some(ctx.server.clone()),
-            manifest: None,
             pid: ctx.pid,
             ppid: ctx.ppid,
             uid: ctx.uid,
             exe: ctx.exe.clone(),
             argv: ctx.argv.clone(),
-            ancestry: ctx
-                .ancestry
-                .iter()
-                .map(|(pid, exe)| AlertAncestor {
-                    pid: *pid,
-                    exe: exe.clone(),
-                })
-                .collect(),
-            evidence: json!({}),
-            declared: None,
-            mitre: rule.mitre.map(|(id, name)| Mitre {
-                id: id.into(),
-                name: name.into(),
-            }),
+            ancestry: ctx.ancestry.clone(),
             tool: ctx.tool.clone(),
             call_id: ctx.call_id.clone(),
-            count: 1,
-            repeat_of: None,
-        }
+        };
+        self.alerts.raise_about(rule, ctx.ktime_ns, summary, subject)
     }
 
     fn alert(&mut self, f: Finding, ctx: &ProcContext, manifest: Option<String>) -> Alert {
@@ -314,7 +291,11 @@ mod tests {
             manifest_dirs: vec![d.clone()],
             ..Default::default()
         };
-        let (mut p, errors) = Policy::new(sources, Clock::new(), dedup::Limits::default());
+        let (mut p, errors) = Policy::new(
+            sources,
+            AlertFactory::new(Clock::new()),
+            dedup::Limits::default(),
+        );
         assert!(errors.is_empty());
         let names = |p: &Policy| p.expected_pins().into_keys().collect::<Vec<_>>();
         assert_eq!(names(&p), ["calc", "calculator"]);

@@ -1,0 +1,405 @@
+//! The agent's state and one pass per event: decode, the pipeline
+//! (discovery, process table, observation), the judgement (policy, MCP), one
+//! way out for alerts. `watch.rs` decides what is watched, `report.rs` the
+//! periodic reports; `run.rs` is the loop that feeds them.
+
+use std::collections::HashMap as StdHashMap;
+
+use agent_common::{AgentConfig, EventKind, LossKey, WatchedProc, config::WATCH_PENDING, syscalls};
+use aya::maps::{Array, HashMap, MapData, PerCpuHashMap};
+
+use crate::{
+    alerts::{Alert, AlertAncestor, AlertFactory, rules},
+    daemon::control::{ControlMsg, ServerStatus, Status, WatchRequest},
+    kernel::{
+        decode::{self, Event, Exec, Sys},
+        stdio::StdioChannels,
+    },
+    mcp::{ActivityKind, CallTag, Mcp},
+    output::{
+        events::{Clock, DnsRecord, EventWriter},
+        lines::{Names, tag_record},
+        metrics::Metrics,
+        sinks::Sinks,
+    },
+    pipeline::{
+        discovery::Rules,
+        dns,
+        history::WriteHistory,
+        observe::{self, SysObservation},
+        procs::{self, Proc, ProcTable},
+        servers::validate_name,
+    },
+    policy::{
+        Policy,
+        activity::{Activity, ProcContext},
+    },
+};
+
+/// Everything the event loop owns besides the ring buffer.
+pub(super) struct Agent {
+    pub(super) watched: HashMap<MapData, u32, WatchedProc>,
+    /// Which pipes are the servers' wire, for the stdio capture.
+    pub(super) stdio: StdioChannels,
+    /// `mcpwatch_events_total` children by (server id, kind).
+    pub(super) event_counters: StdHashMap<(u32, EventKind), prometheus::IntCounter>,
+    pub(super) config: Array<MapData, AgentConfig>,
+    pub(super) policy: Policy,
+    pub(super) loss: PerCpuHashMap<MapData, LossKey, u64>,
+    pub(super) names: Names,
+    pub(super) procs: ProcTable,
+    pub(super) rules: Rules,
+    pub(super) writer: EventWriter,
+    pub(super) metrics: Metrics,
+    pub(super) sinks: Sinks,
+    pub(super) metrics_address: Option<String>,
+    /// Loss already reported, per key.
+    pub(super) loss_seen: StdHashMap<LossKey, u64>,
+    pub(super) events: u64,
+    pub(super) lost: u64,
+    pub(super) decode_errors: u64,
+    pub(super) gc_removed: u64,
+    pub(super) alerts: u64,
+    /// Makes every alert (shared with the policy: one id sequence).
+    pub(super) factory: AlertFactory,
+    pub(super) agent_pid: u32,
+    /// This binary (the wrapper is never discovered by rules).
+    pub(super) self_exe: String,
+    /// Pending (undecided) processes and the pending children they forked.
+    pub(super) pending: StdHashMap<u32, Vec<u32>>,
+    /// What watched stdio servers say: tool calls, pins, poisoning.
+    pub(super) mcp: Mcp,
+    /// Tool calls already counted in the metrics, per (server, tool).
+    pub(super) tool_calls_seen: StdHashMap<(u32, String), u64>,
+    /// Addresses learnt from DNS answers, per server.
+    pub(super) hosts: dns::HostCache,
+    /// Files each server wrote recently (for write-then-exec).
+    pub(super) written: WriteHistory,
+    /// stdin/stdout bytes captured.
+    pub(super) stdio_bytes: u64,
+}
+impl Agent {
+    pub(super) fn handle(&mut self, bytes: &[u8]) {
+        let event = match decode::decode(bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                self.decode_errors += 1;
+                self.metrics.decode_error();
+                log::warn!("undecodable event ({} so far): {e}", self.decode_errors);
+                return;
+            }
+        };
+        self.events += 1;
+        // Events the kernel marked unwatched come from pending processes:
+        // resolve them first (a decision, or a server learnt since).
+        let event = if event.header().unwatched {
+            match self.resolve_pending(event) {
+                Some(e) => e,
+                None => return,
+            }
+        } else {
+            event
+        };
+        let activity = match &event {
+            Event::Exec(_) => Some(ActivityKind::Exec),
+            Event::Sys(s) if s.header.kind == EventKind::File => Some(ActivityKind::File),
+            Event::Sys(s) if s.header.kind == EventKind::Net && s.nr == syscalls::CONNECT => {
+                Some(ActivityKind::Connect)
+            }
+            Event::Fork(_) | Event::Exit(_) | Event::Sys(_) => Some(ActivityKind::Other),
+            Event::Stdio(_) => None,
+        };
+        let tag = activity.and_then(|k| self.mcp.note_activity(event.header().server, k));
+        let h = event.header();
+        self.count_event(h.server, h.kind);
+        match event {
+            Event::Exec(e) => self.on_exec(e, tag.as_ref()),
+            Event::Stdio(c) => self.on_stdio(c),
+            Event::Fork(f) => {
+                let h = &f.header;
+                let parent = self.procs.get_or_load(h.pid).cloned().unwrap_or_default();
+                self.procs.insert(Proc {
+                    pid: f.child_pid,
+                    ppid: h.pid,
+                    uid: h.uid,
+                    exe: parent.exe.clone(),
+                    argv: parent.argv.clone(),
+                    server: Some(h.server),
+                    ..Default::default()
+                });
+                let mut r = self.names.base_record(h, EventKind::Fork.name(), Some(&parent));
+                r.child_pid = Some(f.child_pid);
+                tag_record(&mut r, tag.as_ref());
+                self.writer.write(&r);
+            }
+            Event::Exit(x) => {
+                let h = &x.header;
+                // Calls it leaves unanswered are closed while the table still knows it.
+                let closed = self.mcp.on_exit(h.pid, h.ktime_ns);
+                self.mcp_outputs(closed);
+                let gone = self.procs.remove(h.pid);
+                let mut r = self.names.base_record(h, EventKind::Exit.name(), gone.as_ref());
+                r.exit_code = x.exit_code;
+                r.signal = x.signal;
+                tag_record(&mut r, tag.as_ref());
+                self.writer.write(&r);
+            }
+            Event::Sys(s) => self.on_sys(s, tag.as_ref()),
+        }
+    }
+
+    /// `mcpwatch_events_total` for (server, kind): the counter is looked up
+    /// once per pair, not per event.
+    pub(super) fn count_event(&mut self, server: u32, kind: EventKind) {
+        let counter = match self.event_counters.get(&(server, kind)) {
+            Some(c) => c,
+            None => {
+                let c = self.metrics.event_counter(self.names.server_name(server), kind.name());
+                self.event_counters.entry((server, kind)).or_insert(c)
+            }
+        };
+        counter.inc();
+    }
+
+    /// A file, net, dns or risky syscall of a watched process: interpreted
+    /// once; the line and the judgement read the same observation.
+    pub(super) fn on_sys(&mut self, s: Sys, tag: Option<&CallTag>) {
+        let h = &s.header;
+        if h.kind == EventKind::Dns {
+            return self.on_dns(&s, tag);
+        }
+        let hosts = &self.hosts;
+        let o = observe::sys(&s, |ip| hosts.lookup(h.server, ip).map(str::to_owned));
+        if let SysObservation::File(f) = &o
+            && let Some(path) = f.written(s.ret)
+        {
+            self.written.record(h.server, path, h.ktime_ns);
+        }
+        // Borrowed, not cloned: exe and argv would be copied for every event.
+        self.procs.get_or_load(h.pid);
+        let proc = self.procs.get(h.pid);
+        let (mut r, extra) = self.names.sys_records(&s, &o, proc);
+        tag_record(&mut r, tag);
+        self.writer.write(&r);
+        if let Some(mut x) = extra {
+            tag_record(&mut x, tag);
+            self.writer.write(&x);
+        }
+        let activities = o.activities(&s);
+        self.evaluate(h.server, h.ktime_ns, h.pid, &activities);
+    }
+
+    /// A DNS message: its line, and the names its answers give addresses.
+    pub(super) fn on_dns(&mut self, s: &Sys, tag: Option<&CallTag>) {
+        let h = &s.header;
+        let Some(msg) = dns::parse(&s.data) else {
+            log::debug!("pid {}: unparsable DNS message of {} bytes", h.pid, s.data.len());
+            return;
+        };
+        if msg.response && !msg.answers.is_empty() {
+            self.hosts.learn(h.server, &msg.name, &msg.answers);
+        }
+        self.procs.get_or_load(h.pid);
+        let mut r = self.names.base_record(h, h.kind.name(), self.procs.get(h.pid));
+        r.syscall = Some(s.name);
+        r.result = Some(s.ret);
+        r.error = observe::errno_name(s.ret);
+        if let Some(a) = &s.addr {
+            r.addr = a.ip().map(|ip| ip.to_string());
+            r.port = a.port();
+        }
+        r.dns = Some(DnsRecord {
+            direction: if s.incoming { "answer" } else { "query" },
+            id: msg.id,
+            name: msg.name,
+            qtype: dns::qtype_name(msg.qtype),
+            answers: msg.answers.iter().map(|a| a.to_string()).collect(),
+        });
+        tag_record(&mut r, tag);
+        self.writer.write(&r);
+    }
+
+    pub(super) fn on_exec(&mut self, e: Exec, tag: Option<&CallTag>) {
+        let h = &e.header;
+        let exe = e.exe.clone().unwrap_or_else(|| exec_exe(&e));
+        let (server, now, pid) = (h.server, h.ktime_ns, h.pid);
+        let written = &self.written;
+        let o = observe::exec(&e, exe, |p| written.recent(server, p, now), &|fd, kind| {
+            procs::stdio_kind(pid, fd, kind)
+        });
+        self.procs.insert(Proc {
+            pid: h.pid,
+            ppid: h.ppid,
+            uid: h.uid,
+            exe: o.exe.clone(),
+            argv: e.argv.clone(),
+            server: Some(h.server),
+            ..Default::default()
+        });
+        let ancestry = self.procs.ancestry(h.pid);
+        let mut r = self.names.exec_record(&e, &o, self.procs.get(h.pid), &ancestry);
+        tag_record(&mut r, tag);
+        self.writer.write(&r);
+        self.evaluate(h.server, h.ktime_ns, h.pid, &[Activity::Exec(o.act)]);
+    }
+
+    /// Hands activities to the policy and delivers its alerts.
+    pub(super) fn evaluate(&mut self, server: u32, ktime_ns: u64, pid: u32, activities: &[Activity]) {
+        if activities.is_empty() {
+            return;
+        }
+        // Ancestry and cwd cost allocations and a readlink: an exec needs them
+        // to be judged, a file or network event only when it raises an alert.
+        let exec = activities.iter().any(|a| matches!(a, Activity::Exec(_)));
+        let dir = activities.iter().any(|a| matches!(a, Activity::File(f) if f.directory));
+        let ctx = self.context(server, ktime_ns, pid, exec, exec || dir);
+        let mut alerts: Vec<Alert> = activities
+            .iter()
+            .flat_map(|act| self.policy.evaluate(&ctx, act))
+            .collect();
+        if !exec && alerts.iter().any(|a| a.pid == pid && a.ancestry.is_empty()) {
+            let ancestry: Vec<AlertAncestor> = self
+                .procs
+                .ancestry(pid)
+                .into_iter()
+                .map(|(pid, exe)| AlertAncestor { pid, exe })
+                .collect();
+            for a in alerts.iter_mut().filter(|a| a.pid == pid && a.ancestry.is_empty()) {
+                a.ancestry = ancestry.clone();
+            }
+        }
+        for a in &alerts {
+            self.emit_alert(a);
+        }
+    }
+
+    /// What the policy needs to know of the process that acted.
+    pub(super) fn context(&mut self, server: u32, ktime_ns: u64, pid: u32, ancestry: bool, cwd: bool) -> ProcContext {
+        let ancestry = if ancestry { self.procs.ancestry(pid) } else { Vec::new() };
+        let p = self.procs.get(pid).cloned().unwrap_or_default();
+        let parent_argv = self.procs.get(p.ppid).map(|pp| pp.argv.clone()).unwrap_or_default();
+        let call = self.mcp.current_call(server);
+        let tools_in_flight = match &call {
+            Some(c) if c.in_flight > 1 => self.mcp.tools_in_flight(server),
+            _ => Vec::new(),
+        };
+        ProcContext {
+            server: self.names.server_name(server).unwrap_or("?").to_owned(),
+            ktime_ns,
+            pid,
+            ppid: p.ppid,
+            uid: p.uid,
+            exe: p.exe,
+            argv: p.argv,
+            ancestry,
+            parent_argv,
+            cwd: if cwd { procs::cwd(pid) } else { None },
+            // The MCP tool call in flight: alerts name the tool that caused them.
+            tool: call.as_ref().map(|c| c.tool.clone()),
+            call_id: call.map(|c| c.call_id),
+            tools_in_flight,
+        }
+    }
+
+    pub(super) fn control(&mut self, msg: ControlMsg) {
+        match msg {
+            ControlMsg::Watch(req) => {
+                let res = self.register(&req);
+                let _ = req.reply.send(res);
+            }
+            ControlMsg::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            ControlMsg::TestAlert { pid, reply } => {
+                let mut alert = self.factory.raise(
+                    &rules::AGENT_TEST,
+                    Clock::now_ktime(),
+                    "mcpwatch test alert: delivery works".into(),
+                );
+                alert.pid = pid;
+                alert.evidence = serde_json::json!({ "requested_by_pid": pid });
+                self.emit_alert(&alert);
+                let _ = reply.send(alert.id);
+            }
+        }
+    }
+
+    pub(super) fn register(&mut self, req: &WatchRequest) -> Result<String, String> {
+        validate_name(&req.server).map_err(|e| e.to_string())?;
+        if let Ok(w) = self.watched.get(&req.pid, 0) {
+            // A watched process cannot launder itself into another server.
+            let current = self.names.server_name(w.server).unwrap_or("?").to_owned();
+            log::warn!(
+                "pid {} asked to be watched as {} but is already watched as {current}",
+                req.pid,
+                req.server
+            );
+            return Ok(current);
+        }
+        self.watch_tree(req.pid, &req.server, "wrapper");
+        self.watched.get(&req.pid, 0).map(|_| req.server.clone()).map_err(|e| {
+            format!(
+                "could not add pid {} (uid {}) to the watched map: {e}",
+                req.pid, req.uid
+            )
+        })
+    }
+
+    pub(super) fn status(&self) -> Status {
+        let mut entries: Vec<(u32, WatchedProc)> = self.watched.iter().flatten().collect();
+        entries.sort_unstable_by_key(|(pid, _)| *pid);
+        let mut st = Status {
+            events: self.events,
+            lost: self.lost,
+            gc_removed: self.gc_removed,
+            stdio_bytes: self.stdio_bytes,
+            metrics_address: self.metrics_address.clone(),
+            ..Default::default()
+        };
+        for (pid, w) in entries {
+            if w.flags & WATCH_PENDING != 0 {
+                st.pending.push(pid);
+                continue;
+            }
+            st.watched.push(pid);
+            let name = self.names.server_name(w.server).unwrap_or("?").to_owned();
+            match st.servers.iter_mut().find(|s| s.name == name) {
+                Some(s) => s.pids.push(pid),
+                None => st.servers.push(ServerStatus { name, pids: vec![pid] }),
+            }
+        }
+        st
+    }
+
+    /// The one way out for alerts: a `kind: "alert"` line in the event
+    /// stream, the alert metrics (with the latency from the triggering
+    /// kernel event) and every configured sink (queued, never waited on).
+    pub(super) fn emit_alert(&mut self, alert: &Alert) {
+        self.alerts += 1;
+        // The alert itself goes to the sinks: the daemon's log names it only
+        // at debug level, so an alert storm does not flood the log.
+        log::debug!("alert {} [{}] {}", alert.rule, alert.severity.as_str(), alert.summary);
+        self.writer.write_alert(alert);
+        let latency_ns = Clock::now_ktime().saturating_sub(alert.ktime_ns);
+        self.metrics.event(alert.server.as_deref(), "alert");
+        self.metrics.alert(
+            alert.server.as_deref(),
+            &alert.rule,
+            alert.severity.as_str(),
+            latency_ns as f64 / 1e9,
+        );
+        self.sinks.send(alert);
+    }
+}
+
+/// The executable that really runs: the interpreter for scripts, made absolute
+/// through /proc when exec was given a relative path.
+pub(super) fn exec_exe(e: &Exec) -> String {
+    let path = e.interp.as_deref().unwrap_or(&e.filename);
+    if path.starts_with('/') {
+        return path.to_owned();
+    }
+    std::fs::read_link(format!("/proc/{}/exe", e.header.pid))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| path.to_owned())
+}

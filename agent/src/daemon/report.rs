@@ -1,0 +1,169 @@
+//! What the agent reports besides events: the MCP layer's lines and alerts,
+//! tool-call counts, watched-process gauges, kernel loss, and the watched
+//! map's safety net against /proc.
+
+use std::{collections::HashMap as StdHashMap, path::Path};
+
+use agent_common::{EventKind, LossKey, config::WATCH_PENDING};
+
+use super::agent::Agent;
+use crate::{
+    alerts::factory::Subject,
+    kernel::decode::StdioChunk,
+    mcp::{McpAlert, McpLine, Output},
+    output::events::{Clock, Record},
+    pipeline::procs::Proc,
+};
+
+impl Agent {
+    /// A captured stdio chunk of a watched server: the MCP conversation.
+    pub(super) fn on_stdio(&mut self, chunk: StdioChunk) {
+        self.stdio_bytes += chunk.data.len() as u64;
+        let server = chunk.header.server;
+        let name = self.names.server_name(server).unwrap_or("?").to_owned();
+        let out = self.mcp.on_chunk(&name, &chunk);
+        self.mcp_outputs(out);
+    }
+
+    /// Brings `mcpwatch_tool_calls_total` up to the MCP layer's own counts.
+    pub(super) fn export_tool_calls(&mut self) {
+        let counts: Vec<(u32, String, u64)> = self
+            .mcp
+            .tool_counters()
+            .map(|(server, tool, c)| (server, tool.to_owned(), c.calls))
+            .collect();
+        for (server, tool, calls) in counts {
+            let seen = self.tool_calls_seen.entry((server, tool.clone())).or_insert(0);
+            let name = self.names.server_name(server).unwrap_or("?");
+            for _ in *seen..calls {
+                self.metrics.tool_call(name, &tool);
+            }
+            *seen = calls.max(*seen);
+        }
+    }
+
+    /// Periodic MCP reports (garbage, cut messages, abandoned calls).
+    pub(super) fn mcp_tick(&mut self) {
+        let out = self.mcp.tick(Clock::now_ktime());
+        self.mcp_outputs(out);
+        // Once a tick, not per chunk: scrapes are seconds apart anyway.
+        self.export_tool_calls();
+    }
+
+    pub(super) fn mcp_outputs(&mut self, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::Line(l) => self.mcp_line(l),
+                Output::Alert(a) => self.mcp_alert(a),
+            }
+        }
+    }
+
+    pub(super) fn mcp_line(&mut self, l: McpLine) {
+        let p = self.procs.get_or_load(l.pid).cloned().unwrap_or(Proc {
+            pid: l.pid,
+            ..Default::default()
+        });
+        let mut r = self.names.proc_record(l.kind, l.server, l.ktime_ns, &p);
+        r.tool = l.tool.as_deref();
+        r.call_id = l.call_id.as_deref();
+        r.detail = Some(l.fields);
+        self.writer.write(&r);
+    }
+
+    pub(super) fn mcp_alert(&mut self, a: McpAlert) {
+        let p = self.procs.get_or_load(a.pid).cloned().unwrap_or(Proc {
+            pid: a.pid,
+            ..Default::default()
+        });
+        let server = self.names.server_name(a.server).map(str::to_owned);
+        // Shipped pins: the manifest is what judged the listing.
+        let manifest = match (&server, a.shipped_pins) {
+            (Some(n), true) => self.policy.manifest_of(n).map(|(file, _)| file),
+            _ => None,
+        };
+        let subject = Subject {
+            server,
+            pid: a.pid,
+            ppid: p.ppid,
+            uid: p.uid,
+            exe: p.exe,
+            argv: p.argv,
+            ancestry: self.procs.ancestry(a.pid),
+            tool: a.tool,
+            call_id: a.call_id,
+        };
+        let mut alert = self.factory.raise_about(a.rule, a.ktime_ns, a.summary, subject);
+        alert.manifest = manifest;
+        alert.evidence = a.evidence;
+        self.emit_alert(&alert);
+    }
+
+    /// Watched processes per server, for the gauges.
+    pub(super) fn refresh_watched(&mut self) {
+        let mut per_server: StdHashMap<u32, usize> = StdHashMap::new();
+        for (_, w) in self.watched.iter().flatten() {
+            if w.flags & WATCH_PENDING == 0 {
+                *per_server.entry(w.server).or_default() += 1;
+            }
+        }
+        let named: Vec<(&str, usize)> = per_server
+            .iter()
+            .map(|(id, n)| (self.names.server_name(*id).unwrap_or("?"), *n))
+            .collect();
+        self.metrics.watched(&named);
+    }
+
+    /// Reports ring-buffer loss counted by the kernel since the last check.
+    pub(super) fn report_loss(&mut self) {
+        let entries: Vec<(LossKey, u64)> = self
+            .loss
+            .iter()
+            .flatten()
+            .map(|(k, per_cpu)| (k, per_cpu.iter().sum::<u64>()))
+            .collect();
+        for (key, total) in entries {
+            let seen = self.loss_seen.entry(key).or_insert(0);
+            if total <= *seen {
+                continue;
+            }
+            let lost = total - *seen;
+            *seen = total;
+            self.lost += lost;
+            let kind = EventKind::from_u32(key.kind).map(EventKind::name).unwrap_or("unknown");
+            let server = self.names.servers.name(key.server);
+            self.metrics.lost(server, kind, lost);
+            self.metrics.event(server, "loss");
+            log::warn!(
+                "{lost} {kind} events of server {} lost in the kernel (ring buffer full)",
+                server.unwrap_or("-")
+            );
+            let r = Record {
+                ts: self.names.clock.rfc3339(Clock::now_ktime()),
+                kind: "loss",
+                server,
+                event_kind: Some(kind),
+                lost: Some(lost),
+                ..Default::default()
+            };
+            self.writer.write(&r);
+        }
+    }
+
+    /// Removes watched-map entries whose process is gone (should stay 0).
+    pub(super) fn gc_watched(&mut self) {
+        let stale: Vec<u32> = self
+            .watched
+            .keys()
+            .flatten()
+            .filter(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        for pid in stale {
+            if self.watched.remove(&pid).is_ok() {
+                self.gc_removed += 1;
+                self.procs.remove(pid);
+                log::warn!("removed stale watched pid {pid} (its exit was not seen)");
+            }
+        }
+    }
+}

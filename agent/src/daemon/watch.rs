@@ -1,0 +1,234 @@
+//! What is watched: discovery rules and host configurations at exec, the
+//! pending process trees the kernel holds until userspace decides, the
+//! start-up scan, the wrapper's registrations and the kernel's watched map.
+
+use std::path::Path;
+
+use agent_common::{
+    AgentConfig, EventKind, WatchedProc,
+    config::{CONFIG_DISCOVER_EXEC, WATCH_PENDING, WATCH_ROOT},
+};
+
+use super::agent::{Agent, exec_exe};
+use crate::{
+    alerts::Alert,
+    kernel::decode::Event,
+    output::events::Clock,
+    pipeline::procs::{Proc, ProcTable, read_proc},
+};
+
+impl Agent {
+    /// An event of a process the kernel holds as pending. Returns it as a
+    /// watched event when its server is known (decided now by the rules, or
+    /// inherited from a parent decided earlier), None when it stays unwatched.
+    pub(super) fn resolve_pending(&mut self, mut event: Event) -> Option<Event> {
+        let pid = event.header().pid;
+        let known = self.procs.get(pid).and_then(|p| p.server);
+        let server = match (&event, known) {
+            (_, Some(id)) => {
+                // Decided through an ancestor after the kernel marked it.
+                self.confirm_watched(pid, id);
+                Some(id)
+            }
+            (Event::Exec(e), None) => {
+                let exe = exec_exe(e);
+                match self.discover(&exe, &e.argv) {
+                    Some(server) if !self.is_agent(pid) => Some(self.watch_tree(pid, &server, "rule")),
+                    _ => {
+                        self.release_pending(pid);
+                        None
+                    }
+                }
+            }
+            (Event::Fork(f), None) => {
+                // The parent is undecided: the child shares its fate.
+                self.pending.entry(pid).or_default().push(f.child_pid);
+                self.procs.insert(Proc {
+                    pid: f.child_pid,
+                    ppid: pid,
+                    ..Default::default()
+                });
+                None
+            }
+            (Event::Exit(_), None) => {
+                self.pending.remove(&pid);
+                self.procs.remove(pid);
+                None
+            }
+            // The kernel follows no syscall of a pending process.
+            (Event::Sys(_) | Event::Stdio(_), None) => None,
+        }?;
+        if let Event::Fork(f) = &event {
+            self.confirm_watched(f.child_pid, server);
+        }
+        let h = event.header_mut();
+        h.server = server;
+        h.unwatched = false;
+        Some(event)
+    }
+
+    /// Turns a pending kernel entry into a watched one (unless the process is
+    /// gone: its exit hook already removed the entry).
+    pub(super) fn confirm_watched(&mut self, pid: u32, server: u32) {
+        if let Some(p) = self.procs.get_mut(pid) {
+            p.server = Some(server);
+        }
+        match self.watched.get(&pid, 0) {
+            Ok(w) if w.flags & WATCH_PENDING != 0 => {
+                let _ = self.watched.insert(pid, WatchedProc { server, flags: 0 }, 0);
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = self.watched.remove(&pid);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// No rule matched: the process and the pending children it forked go
+    /// back to unwatched (one hash lookup per hooked event).
+    pub(super) fn release_pending(&mut self, root: u32) {
+        let mut todo = vec![root];
+        while let Some(pid) = todo.pop() {
+            if let Some(children) = self.pending.remove(&pid) {
+                todo.extend(children);
+            }
+            if let Ok(w) = self.watched.get(&pid, 0)
+                && w.flags & WATCH_PENDING != 0
+            {
+                let _ = self.watched.remove(&pid);
+            }
+            self.stdio.forget_pending(pid);
+        }
+    }
+
+    pub(super) fn is_agent(&self, pid: u32) -> bool {
+        pid == self.agent_pid
+    }
+
+    /// Watches `root` and every process already below it (children forked
+    /// before userspace saw the root). Returns the server id.
+    pub(super) fn watch_tree(&mut self, root: u32, server: &str, reason: &str) -> u32 {
+        let id = self.names.servers.id(server);
+        let kinds = EventKind::ALL.map(EventKind::name);
+        self.metrics.server_seen(server, &kinds);
+        for pid in ProcTable::descendants_from_proc(root) {
+            self.pending.remove(&pid);
+            let flags = if pid == root { WATCH_ROOT } else { 0 };
+            if let Err(e) = self.watched.insert(pid, WatchedProc { server: id, flags }, 0) {
+                log::error!("cannot watch pid {pid} as {server}: {e}");
+                continue;
+            }
+            // Exited before the insert: its exit hook ran already, so undo.
+            let Some(mut p) = read_proc(pid) else {
+                let _ = self.watched.remove(&pid);
+                continue;
+            };
+            p.server = Some(id);
+            let now = Clock::now_ktime();
+            let mut r = self.names.proc_record("watch", id, now, &p);
+            r.reason = Some(reason);
+            self.writer.write(&r);
+            self.metrics.event(Some(server), "watch");
+            log::info!("watching pid {pid} ({}) as {server} ({reason})", p.exe);
+            self.procs.insert(p);
+            if pid == root {
+                let source = self.stdio.register_root(pid);
+                log::info!("stdio of pid {pid}: {}", source.describe());
+                let ctx = self.context(id, now, pid, true, true);
+                for a in self.policy.on_watch(&ctx) {
+                    self.emit_alert(&a);
+                }
+                // Now bound to its manifest: its shipped pins follow.
+                self.sync_pins();
+            }
+        }
+        id
+    }
+
+    /// The server a process starts: `--watch` rules, then host configurations
+    /// and manifests' `match` rules.
+    pub(super) fn discover(&self, exe: &str, argv: &[String]) -> Option<String> {
+        // The wrapper registers itself under the name it was given.
+        if !self.self_exe.is_empty() && exe == self.self_exe {
+            return None;
+        }
+        self.rules
+            .matches(exe, argv)
+            .map(str::to_owned)
+            .or_else(|| self.policy.discover(exe, argv))
+    }
+
+    /// Tells the kernel whether exec events of unwatched processes are wanted.
+    pub(super) fn set_discovery(&mut self) -> Result<(), aya::maps::MapError> {
+        let on = !self.rules.is_empty() || self.policy.discovers();
+        let flags = if on { CONFIG_DISCOVER_EXEC } else { 0 };
+        self.config.set(0, AgentConfig { flags, _pad: 0 }, 0)
+    }
+
+    pub(super) fn startup_scan(&mut self) {
+        if self.rules.is_empty() && !self.policy.discovers() {
+            return;
+        }
+        let mut matched: Vec<(u32, String)> = Vec::new();
+        for pid in ProcTable::descendants_from_proc(1) {
+            let Some(p) = self.procs.get(pid) else { continue };
+            if p.exe.is_empty() || p.server.is_some() || pid == self.agent_pid {
+                continue;
+            }
+            // A descendant of a matched process is covered by its ancestor.
+            if matched.iter().any(|(root, _)| self.is_below(pid, *root)) {
+                continue;
+            }
+            if let Some(server) = self.discover(&p.exe, &p.argv) {
+                matched.push((pid, server));
+            }
+        }
+        for (pid, server) in matched {
+            self.watch_tree(pid, &server, "scan");
+        }
+    }
+
+    pub(super) fn is_below(&self, pid: u32, root: u32) -> bool {
+        let mut cur = pid;
+        for _ in 0..64 {
+            match self.procs.get(cur) {
+                Some(p) if p.ppid == root => return true,
+                Some(p) if p.ppid > 1 => cur = p.ppid,
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// Reloads on change; delivers repeat summaries.
+    pub(super) fn policy_tick(&mut self) {
+        if let Some(alerts) = self.policy.poll() {
+            log::info!("manifests or host configurations changed: reloaded");
+            self.after_reload(alerts);
+        }
+        for a in self.policy.tick(Clock::now_ktime()) {
+            self.emit_alert(&a);
+        }
+    }
+
+    pub(super) fn after_reload(&mut self, alerts: Vec<Alert>) {
+        for a in &alerts {
+            self.emit_alert(a);
+        }
+        if let Err(e) = self.set_discovery() {
+            log::error!("cannot update discovery in the CONFIG map: {e}");
+        }
+        self.sync_pins();
+        // Servers started before their rule existed are found now.
+        self.startup_scan();
+    }
+
+    /// Hands the tool pins manifests ship to the MCP layer; a live server
+    /// whose pins changed is checked against them at once.
+    pub(super) fn sync_pins(&mut self) {
+        let out = self
+            .mcp
+            .set_expected_pins(self.policy.expected_pins(), Clock::now_ktime());
+        self.mcp_outputs(out);
+    }
+}

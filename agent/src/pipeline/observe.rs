@@ -1,0 +1,559 @@
+//! Each kernel event interpreted once, into types: the operation, the access
+//! an open asked for, absolute paths, the process another process's `/proc`
+//! file belongs to, the protocol and address of a socket call, what a risky
+//! call risks. The event line (output/lines.rs) and the policy (the
+//! [`Activity`] values) both read these; nothing is parsed back from text.
+
+use std::net::IpAddr;
+
+use agent_common::syscalls::*;
+
+use crate::{
+    kernel::decode::{Addr, FdKind, Sys},
+    policy::activity::{
+        Activity, ExecActivity, FileActivity, FileOp, NetActivity, NetOp, Proto, RiskyActivity, RiskyOp, StdioKind,
+    },
+};
+
+const O_ACCMODE: u64 = 3;
+const O_WRONLY: u64 = 1;
+const O_RDWR: u64 = 2;
+const O_CREAT: u64 = 0o100;
+const O_TRUNC: u64 = 0o1000;
+const O_APPEND: u64 = 0o2000;
+const O_DIRECTORY: u64 = 0o200000;
+const S_IFMT: u32 = 0o170000;
+const S_IFDIR: u32 = 0o040000;
+const AT_REMOVEDIR: u64 = 0x200;
+
+/// What a file syscall asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    pub read: bool,
+    pub write: bool,
+    pub create: bool,
+    pub truncate: bool,
+    pub append: bool,
+    pub directory: bool,
+    /// chmod/chown: metadata only.
+    pub attributes: bool,
+}
+
+impl Access {
+    /// Whether it modifies the file system.
+    pub fn writes(&self) -> bool {
+        self.write || self.create || self.truncate || self.append
+    }
+
+    /// The words event lines carry (`["read", "write"]`...).
+    pub fn words(&self) -> Vec<&'static str> {
+        [
+            (self.read, "read"),
+            (self.write, "write"),
+            (self.create, "create"),
+            (self.truncate, "truncate"),
+            (self.append, "append"),
+            (self.directory, "directory"),
+            (self.attributes, "attributes"),
+        ]
+        .into_iter()
+        .filter_map(|(on, w)| on.then_some(w))
+        .collect()
+    }
+}
+
+/// A file syscall.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileObservation {
+    pub op: FileOp,
+    /// An unlink of a directory (rmdir, unlinkat with AT_REMOVEDIR).
+    pub rmdir: bool,
+    pub access: Access,
+    /// Absolute and normal: resolved by the kernel, or the given path joined
+    /// to its kernel-resolved base. None when neither could be read.
+    pub path: Option<String>,
+    /// The new name of a rename or link, absolute.
+    pub target: Option<String>,
+    /// `/proc/PID/{mem,environ,maps}` of another process.
+    pub other_proc: Option<RiskyActivity>,
+}
+
+impl FileObservation {
+    pub fn op_name(&self) -> &'static str {
+        if self.rmdir { "rmdir" } else { self.op.name() }
+    }
+
+    /// The file this syscall changed, if it changed one: what write-then-exec remembers.
+    pub fn written(&self, ret: i64) -> Option<&str> {
+        if ret < 0 || !self.access.writes() {
+            return None;
+        }
+        match self.op {
+            FileOp::Rename | FileOp::Link => self.target.as_deref(),
+            _ => self.path.as_deref(),
+        }
+    }
+
+    fn activity(&self, s: &Sys) -> Option<FileActivity> {
+        let a = &self.access;
+        Some(FileActivity {
+            op: self.op,
+            path: self.path.clone()?,
+            path2: self.target.clone(),
+            read: a.read,
+            write: a.write,
+            create: a.create,
+            truncate: a.truncate,
+            append: a.append,
+            directory: a.directory,
+            result: s.ret,
+            path_truncated: s.path_truncated,
+        })
+    }
+}
+
+/// A socket syscall.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetObservation {
+    pub op: NetOp,
+    /// tcp/udp for IP, stream/dgram for Unix sockets, raw, seqpacket.
+    pub proto: Option<&'static str>,
+    /// inet, inet6, unix.
+    pub family: Option<&'static str>,
+    /// Peer (connect, sendto, accept) or local address (bind, listen); None
+    /// for a send on a connected socket (the connect named it).
+    pub addr: Option<Addr>,
+    /// The name a DNS answer gave the address.
+    pub hostname: Option<String>,
+    /// A successful listen the rest of the network can reach.
+    pub exposed: bool,
+}
+
+impl NetObservation {
+    fn activity(&self, s: &Sys) -> Option<NetActivity> {
+        let (addr, port, unix_path) = match self.addr.as_ref()? {
+            Addr::Ip { ip, port, .. } => (Some(*ip), *port, None),
+            Addr::Unix { path, .. } => (None, 0, Some(path.clone())),
+        };
+        Some(NetActivity {
+            op: self.op,
+            proto: match self.proto {
+                Some("tcp") => Proto::Tcp,
+                Some("udp") => Proto::Udp,
+                _ => Proto::Other,
+            },
+            addr,
+            port,
+            unix_path,
+            hostname: self.hostname.clone(),
+            exposed: self.op == NetOp::Listen && self.addr.as_ref().is_some_and(exposed),
+            result: s.ret,
+        })
+    }
+}
+
+/// A risky syscall.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RiskyObservation {
+    pub act: RiskyActivity,
+}
+
+impl RiskyObservation {
+    /// The operation as event lines name it (setuid and setgid are `setid`).
+    pub fn op_name(&self) -> &'static str {
+        match self.act.op {
+            RiskyOp::SetUid | RiskyOp::SetGid => "setid",
+            RiskyOp::InitModule => "load_module",
+            op => op.name(),
+        }
+    }
+
+    /// Its category.
+    pub fn risk(&self) -> &'static str {
+        match self.act.op {
+            RiskyOp::Ptrace => "ptrace",
+            RiskyOp::ProcessVmReadv | RiskyOp::ProcessVmWritev | RiskyOp::ProcMem => "process_memory",
+            RiskyOp::ProcEnviron => "process_environment",
+            RiskyOp::ProcMaps => "process_maps",
+            RiskyOp::SetUid | RiskyOp::SetGid | RiskyOp::Capset => "credentials",
+            RiskyOp::InitModule => "kernel_module",
+            RiskyOp::Bpf => "bpf",
+            RiskyOp::Mount => "mount",
+            RiskyOp::IoUringSetup => "io_uring",
+        }
+    }
+
+    pub fn note(&self) -> Option<&'static str> {
+        (self.act.op == RiskyOp::IoUringSetup).then_some(
+            "io_uring submits I/O without syscalls: file and network operations through it bypass syscall tracing",
+        )
+    }
+}
+
+/// What one syscall event means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SysObservation {
+    File(FileObservation),
+    Net(NetObservation),
+    Risky(RiskyObservation),
+    /// DNS messages and syscalls outside the families above: no judgement.
+    Other,
+}
+
+impl SysObservation {
+    /// What the policy judges, from the same values the line shows. A failed
+    /// access touched nothing; the policy decides which failures matter.
+    pub fn activities(&self, s: &Sys) -> Vec<Activity> {
+        match self {
+            // A failed open of another process's file read nothing of it.
+            SysObservation::File(f) => f
+                .other_proc
+                .clone()
+                .filter(|_| s.ret >= 0)
+                .map(Activity::Risky)
+                .into_iter()
+                .chain(f.activity(s).map(Activity::File))
+                .collect(),
+            SysObservation::Net(n) => n.activity(s).map(Activity::Net).into_iter().collect(),
+            SysObservation::Risky(r) => vec![Activity::Risky(r.act.clone())],
+            SysObservation::Other => Vec::new(),
+        }
+    }
+}
+
+/// Interprets a file, net or risky syscall; `hostname` names a peer address.
+pub fn sys(s: &Sys, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> SysObservation {
+    if let Some(f) = file(s) {
+        return SysObservation::File(f);
+    }
+    if let Some(op) = net_op(s.nr) {
+        let ip = s.addr.as_ref().and_then(Addr::ip);
+        return SysObservation::Net(NetObservation {
+            op,
+            proto: proto(s.sock_type, s.addr.as_ref()),
+            family: s.addr.as_ref().map(family),
+            exposed: op == NetOp::Listen && s.ret == 0 && s.addr.as_ref().is_some_and(exposed),
+            hostname: ip.as_ref().and_then(hostname),
+            addr: s.addr.clone(),
+        });
+    }
+    match risky_op(s) {
+        Some(op) => SysObservation::Risky(RiskyObservation {
+            act: RiskyActivity {
+                op,
+                target_pid: match s.nr {
+                    PTRACE => Some(s.args[1] as u32),
+                    PROCESS_VM_READV | PROCESS_VM_WRITEV => Some(s.args[0] as u32),
+                    _ => None,
+                },
+            },
+        }),
+        None => SysObservation::Other,
+    }
+}
+
+fn file(s: &Sys) -> Option<FileObservation> {
+    let (op, access) = file_op(s)?;
+    let path = absolute_path(s);
+    let target = matches!(op, FileOp::Rename | FileOp::Link)
+        .then(|| s.path2.as_deref().map(|p2| absolute(p2, s.base.as_deref())))
+        .flatten();
+    let other_proc = path.as_deref().and_then(|p| other_proc(p, s.header.pid));
+    Some(FileObservation {
+        op,
+        rmdir: op == FileOp::Unlink && access.directory,
+        access,
+        path,
+        target,
+        other_proc,
+    })
+}
+
+/// The operation and access of a file syscall.
+fn file_op(s: &Sys) -> Option<(FileOp, Access)> {
+    let write = Access {
+        write: true,
+        ..Default::default()
+    };
+    let flags = match s.nr {
+        OPEN => s.args[1],
+        OPENAT | OPENAT2 => s.args[2],
+        CREAT => O_CREAT | O_WRONLY | O_TRUNC,
+        TRUNCATE | FTRUNCATE => {
+            let a = Access {
+                truncate: true,
+                ..write
+            };
+            return Some((FileOp::Truncate, a));
+        }
+        MKDIR | MKDIRAT => {
+            let a = Access {
+                create: true,
+                directory: true,
+                ..Default::default()
+            };
+            return Some((FileOp::Mkdir, a));
+        }
+        RMDIR => return Some((FileOp::Unlink, Access { directory: true, ..write })),
+        UNLINKAT if s.args[2] & AT_REMOVEDIR != 0 => {
+            return Some((FileOp::Unlink, Access { directory: true, ..write }));
+        }
+        UNLINK | UNLINKAT => return Some((FileOp::Unlink, write)),
+        RENAME | RENAMEAT | RENAMEAT2 => return Some((FileOp::Rename, write)),
+        LINK | LINKAT => return Some((FileOp::Link, write)),
+        SYMLINK | SYMLINKAT => return Some((FileOp::Symlink, write)),
+        CHMOD | FCHMOD | FCHMODAT | FCHMODAT2 | CHOWN | FCHOWN | LCHOWN | FCHOWNAT => {
+            let op = if matches!(s.nr, CHMOD | FCHMOD | FCHMODAT | FCHMODAT2) {
+                FileOp::Chmod
+            } else {
+                FileOp::Chown
+            };
+            let a = Access {
+                attributes: true,
+                ..Default::default()
+            };
+            return Some((op, a));
+        }
+        _ => return None,
+    };
+    let mode = flags & O_ACCMODE;
+    Some((
+        FileOp::Open,
+        Access {
+            read: mode != O_WRONLY,
+            write: mode == O_WRONLY || mode == O_RDWR,
+            create: flags & O_CREAT != 0,
+            truncate: flags & O_TRUNC != 0,
+            append: flags & O_APPEND != 0,
+            directory: flags & O_DIRECTORY != 0 || s.mode & S_IFMT == S_IFDIR,
+            attributes: false,
+        },
+    ))
+}
+
+fn net_op(nr: u32) -> Option<NetOp> {
+    Some(match nr {
+        CONNECT => NetOp::Connect,
+        BIND => NetOp::Bind,
+        LISTEN => NetOp::Listen,
+        ACCEPT | ACCEPT4 => NetOp::Accept,
+        SENDTO | SENDMSG => NetOp::SendTo,
+        _ => return None,
+    })
+}
+
+fn risky_op(s: &Sys) -> Option<RiskyOp> {
+    Some(match s.nr {
+        PTRACE => RiskyOp::Ptrace,
+        PROCESS_VM_READV => RiskyOp::ProcessVmReadv,
+        PROCESS_VM_WRITEV => RiskyOp::ProcessVmWritev,
+        SETGID | SETREGID | SETRESGID | SETFSGID => RiskyOp::SetGid,
+        SETUID | SETREUID | SETRESUID | SETFSUID => RiskyOp::SetUid,
+        CAPSET => RiskyOp::Capset,
+        INIT_MODULE | FINIT_MODULE => RiskyOp::InitModule,
+        BPF => RiskyOp::Bpf,
+        MOUNT => RiskyOp::Mount,
+        IO_URING_SETUP => RiskyOp::IoUringSetup,
+        _ => return None,
+    })
+}
+
+/// An exec, with what the agent concluded from the kernel's facts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecObservation {
+    /// The executable that really runs (the interpreter for a script), absolute.
+    pub exe: String,
+    pub act: ExecActivity,
+}
+
+/// What one of fds 0/1/2 was at exec, completed from /proc while the process
+/// is there: the socket's family, the file's path.
+pub type StdioLookup<'a> = &'a dyn Fn(u32, FdKind) -> Option<StdioKind>;
+
+/// The file an exec runs that this server wrote recently: the exec'd file,
+/// the binary the kernel ran, or the script a shell or interpreter was given.
+pub fn written_file<'a>(
+    filename: &'a str,
+    exe: &'a str,
+    argv: &'a [String],
+    cwd: Option<&str>,
+    written: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let given = absolute(filename, cwd);
+    if written(&given) {
+        return Some(given);
+    }
+    if written(exe) {
+        return Some(exe.to_owned());
+    }
+    let (program, argv) = crate::policy::baseline::unwrap_env(exe, argv);
+    if is_script_runner(program.rsplit('/').next().unwrap_or(program)) {
+        let script = script_arg(argv).map(|a| absolute(a, cwd))?;
+        return written(&script).then_some(script);
+    }
+    None
+}
+
+/// Builds the exec observation; `written` is the server's write history.
+pub fn exec(
+    e: &crate::kernel::decode::Exec,
+    exe: String,
+    written: impl Fn(&str) -> bool,
+    stdio: StdioLookup<'_>,
+) -> ExecObservation {
+    let fileless = e.exe_nlink == Some(0) || exe.starts_with("/memfd:") || is_fd_path(&e.filename);
+    let written_path = written_file(&e.filename, &exe, &e.argv, e.cwd.as_deref(), written);
+    let act = ExecActivity {
+        filename: e.filename.clone(),
+        interp: e.interp.clone(),
+        argv: e.argv.clone(),
+        fileless,
+        written_by_server: written_path.is_some(),
+        stdio: [0u32, 1, 2].map(|fd| stdio(fd, e.stdio[fd as usize])),
+    };
+    ExecObservation { exe, act }
+}
+
+/// Shells and interpreters: the file they run is their first operand.
+fn is_script_runner(program: &str) -> bool {
+    matches!(
+        program,
+        "sh" | "bash" | "dash" | "zsh" | "ksh" | "ash" | "busybox" | "fish"
+    ) || ["python", "node", "perl", "ruby", "php", "bun", "deno", "lua"]
+        .iter()
+        .any(|i| program.starts_with(i))
+}
+
+/// The script an interpreter runs: its first argument that is not an option
+/// (later arguments are the script's data, not code).
+pub fn script_arg(argv: &[String]) -> Option<&str> {
+    argv.iter().skip(1).find(|a| !a.starts_with('-')).map(String::as_str)
+}
+
+fn is_fd_path(p: &str) -> bool {
+    p.starts_with("/dev/fd/")
+        || p.starts_with("/proc/self/fd/")
+        || (p.starts_with("/proc/") && p.split('/').nth(3) == Some("fd"))
+}
+
+/// `path` made absolute against `base` (when relative) and normal.
+pub fn absolute(path: &str, base: Option<&str>) -> String {
+    match base {
+        Some(b) if !path.starts_with('/') => normalize(&format!("{b}/{path}")),
+        _ => normalize(path),
+    }
+}
+
+/// `..` and `.` removed lexically from an absolute path.
+pub fn normalize(path: &str) -> String {
+    if is_normal(path) {
+        return path.to_owned();
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Already normal: absolute, no empty, `.` or `..` component, no trailing
+/// slash (the common case, checked without allocating).
+fn is_normal(path: &str) -> bool {
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
+        return false;
+    }
+    if b.len() == 1 {
+        return true;
+    }
+    b[1..]
+        .split(|&c| c == b'/')
+        .all(|c| !c.is_empty() && c != b"." && c != b"..")
+}
+
+/// The absolute path of the first path: resolved by the kernel, or the
+/// given path joined to its kernel-resolved base and normalised.
+fn absolute_path(s: &Sys) -> Option<String> {
+    let p = s.path.as_deref()?;
+    if s.resolved {
+        return Some(p.to_owned());
+    }
+    if p.starts_with('/') {
+        return Some(normalize(p));
+    }
+    s.base.as_deref().map(|b| normalize(&format!("{b}/{p}")))
+}
+
+/// `/proc/PID/{mem,environ,maps}` of another process, as a risky access.
+fn other_proc(path: &str, own_pid: u32) -> Option<RiskyActivity> {
+    let rest = path.strip_prefix("/proc/")?;
+    let (pid, file) = rest.split_once('/')?;
+    let pid: u32 = pid.parse().ok()?;
+    let op = match file {
+        "mem" => RiskyOp::ProcMem,
+        "environ" => RiskyOp::ProcEnviron,
+        "maps" => RiskyOp::ProcMaps,
+        _ => return None,
+    };
+    (pid != own_pid).then_some(RiskyActivity {
+        op,
+        target_pid: Some(pid),
+    })
+}
+
+/// `ENOENT`, `EACCES`...
+pub fn errno_name(ret: i64) -> Option<&'static str> {
+    /// Names of errnos 0..ERRNO_NAMES, formatted once.
+    const ERRNO_NAMES: usize = 256;
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    if ret >= 0 {
+        return None;
+    }
+    let names = NAMES.get_or_init(|| {
+        (0..ERRNO_NAMES as i32)
+            .map(|e| format!("{:?}", nix::errno::Errno::from_raw(e)))
+            .collect()
+    });
+    let e = ret.unsigned_abs() as usize;
+    Some(names.get(e).map(String::as_str).unwrap_or("UnknownErrno"))
+}
+
+fn family(a: &Addr) -> &'static str {
+    match a {
+        Addr::Ip { ip: IpAddr::V6(_), .. } => "inet6",
+        Addr::Ip { .. } => "inet",
+        Addr::Unix { .. } => "unix",
+    }
+}
+
+/// The protocol of a socket of this type and address: tcp/udp for IP,
+/// stream/dgram for Unix sockets.
+fn proto(sock_type: u16, addr: Option<&Addr>) -> Option<&'static str> {
+    let unix = matches!(addr, Some(Addr::Unix { .. }));
+    match (sock_type & 0xf, unix) {
+        (1, false) => Some("tcp"),
+        (2, false) => Some("udp"),
+        (1, true) => Some("stream"),
+        (2, true) => Some("dgram"),
+        (3, _) => Some("raw"),
+        (5, _) => Some("seqpacket"),
+        _ => None,
+    }
+}
+
+/// A listen the rest of the network can reach.
+fn exposed(a: &Addr) -> bool {
+    match a {
+        Addr::Ip { ip, .. } => !ip.is_loopback(),
+        Addr::Unix { .. } => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;
