@@ -11,6 +11,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuHashMap};
 use crate::{
     alerts::{Alert, AlertAncestor, AlertFactory, rules},
     daemon::control::{ControlMsg, ServerStatus, Status, WatchRequest},
+    kernel::watchset::WatchSet,
     kernel::{
         decode::{self, Event, Exec, Sys},
         stdio::StdioChannels,
@@ -23,7 +24,7 @@ use crate::{
         sinks::Sinks,
     },
     pipeline::{
-        discovery::Rules,
+        discovery::{Pending, Rules},
         dns,
         history::WriteHistory,
         observe::{self, SysObservation},
@@ -66,7 +67,7 @@ pub(super) struct Agent {
     /// This binary (the wrapper is never discovered by rules).
     pub(super) self_exe: String,
     /// Pending (undecided) processes and the pending children they forked.
-    pub(super) pending: StdHashMap<u32, Vec<u32>>,
+    pub(super) pending: Pending,
     /// What watched stdio servers say: tool calls, pins, poisoning.
     pub(super) mcp: Mcp,
     /// Tool calls already counted in the metrics, per (server, tool).
@@ -326,7 +327,7 @@ impl Agent {
 
     pub(super) fn register(&mut self, req: &WatchRequest) -> Result<String, String> {
         validate_name(&req.server).map_err(|e| e.to_string())?;
-        if let Ok(w) = self.watched.get(&req.pid, 0) {
+        if let Some(w) = self.watched.state(req.pid) {
             // A watched process cannot launder itself into another server.
             let current = self.names.server_name(w.server).unwrap_or("?").to_owned();
             log::warn!(
@@ -337,16 +338,14 @@ impl Agent {
             return Ok(current);
         }
         self.watch_tree(req.pid, &req.server, "wrapper");
-        self.watched.get(&req.pid, 0).map(|_| req.server.clone()).map_err(|e| {
-            format!(
-                "could not add pid {} (uid {}) to the watched map: {e}",
-                req.pid, req.uid
-            )
-        })
+        self.watched
+            .state(req.pid)
+            .map(|_| req.server.clone())
+            .ok_or_else(|| format!("could not add pid {} (uid {}) to the watched map", req.pid, req.uid))
     }
 
     pub(super) fn status(&self) -> Status {
-        let mut entries: Vec<(u32, WatchedProc)> = self.watched.iter().flatten().collect();
+        let mut entries: Vec<(u32, WatchedProc)> = self.watched.entries();
         entries.sort_unstable_by_key(|(pid, _)| *pid);
         let mut st = Status {
             events: self.events,

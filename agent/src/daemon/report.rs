@@ -7,6 +7,7 @@ use std::{collections::HashMap as StdHashMap, path::Path};
 use agent_common::{EventKind, LossKey, config::WATCH_PENDING};
 
 use super::agent::Agent;
+use crate::kernel::watchset::WatchSet;
 use crate::{
     alerts::factory::Subject,
     kernel::decode::StdioChunk,
@@ -102,7 +103,7 @@ impl Agent {
     /// Watched processes per server, for the gauges.
     pub(super) fn refresh_watched(&mut self) {
         let mut per_server: StdHashMap<u32, usize> = StdHashMap::new();
-        for (_, w) in self.watched.iter().flatten() {
+        for (_, w) in self.watched.entries() {
             if w.flags & WATCH_PENDING == 0 {
                 *per_server.entry(w.server).or_default() += 1;
             }
@@ -159,7 +160,7 @@ impl Agent {
             .filter(|pid| !Path::new(&format!("/proc/{pid}")).exists())
             .collect();
         for pid in stale {
-            if self.watched.remove(&pid).is_ok() {
+            if self.watched.unwatch(pid) {
                 self.gc_removed += 1;
                 self.procs.remove(pid);
                 log::warn!("removed stale watched pid {pid} (its exit was not seen)");

@@ -116,7 +116,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         self_exe: std::fs::read_link("/proc/self/exe")
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        pending: StdHashMap::new(),
+        pending: Default::default(),
         mcp: Mcp::new(&opts.mcp),
         tool_calls_seen: StdHashMap::new(),
         hosts: dns::HostCache::default(),
@@ -280,4 +280,3 @@ fn drain(ring: &mut RingBuf<MapData>, state: &mut Agent) -> (usize, bool) {
     }
     (n, true)
 }
-

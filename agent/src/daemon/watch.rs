@@ -6,7 +6,7 @@ use std::path::Path;
 
 use agent_common::{
     AgentConfig, EventKind, WatchedProc,
-    config::{CONFIG_DISCOVER_EXEC, WATCH_PENDING, WATCH_ROOT},
+    config::{CONFIG_DISCOVER_EXEC, WATCH_ROOT},
 };
 
 use super::agent::{Agent, exec_exe};
@@ -16,6 +16,7 @@ use crate::{
     output::events::Clock,
     pipeline::procs::{Proc, ProcTable, read_proc},
 };
+use crate::{kernel::watchset::WatchSet, pipeline::discovery};
 
 impl Agent {
     /// An event of a process the kernel holds as pending. Returns it as a
@@ -42,7 +43,7 @@ impl Agent {
             }
             (Event::Fork(f), None) => {
                 // The parent is undecided: the child shares its fate.
-                self.pending.entry(pid).or_default().push(f.child_pid);
+                self.pending.forked(pid, f.child_pid);
                 self.procs.insert(Proc {
                     pid: f.child_pid,
                     ppid: pid,
@@ -51,7 +52,7 @@ impl Agent {
                 None
             }
             (Event::Exit(_), None) => {
-                self.pending.remove(&pid);
+                self.pending.forget(pid);
                 self.procs.remove(pid);
                 None
             }
@@ -67,36 +68,19 @@ impl Agent {
         Some(event)
     }
 
-    /// Turns a pending kernel entry into a watched one (unless the process is
-    /// gone: its exit hook already removed the entry).
+    /// Turns a pending kernel entry into a watched one.
     pub(super) fn confirm_watched(&mut self, pid: u32, server: u32) {
         if let Some(p) = self.procs.get_mut(pid) {
             p.server = Some(server);
         }
-        match self.watched.get(&pid, 0) {
-            Ok(w) if w.flags & WATCH_PENDING != 0 => {
-                let _ = self.watched.insert(pid, WatchedProc { server, flags: 0 }, 0);
-                if !Path::new(&format!("/proc/{pid}")).exists() {
-                    let _ = self.watched.remove(&pid);
-                }
-            }
-            _ => {}
-        }
+        discovery::confirm(&mut self.watched, pid, server, |pid| {
+            Path::new(&format!("/proc/{pid}")).exists()
+        });
     }
 
-    /// No rule matched: the process and the pending children it forked go
-    /// back to unwatched (one hash lookup per hooked event).
+    /// No rule matched: the pending tree goes back to unwatched.
     pub(super) fn release_pending(&mut self, root: u32) {
-        let mut todo = vec![root];
-        while let Some(pid) = todo.pop() {
-            if let Some(children) = self.pending.remove(&pid) {
-                todo.extend(children);
-            }
-            if let Ok(w) = self.watched.get(&pid, 0)
-                && w.flags & WATCH_PENDING != 0
-            {
-                let _ = self.watched.remove(&pid);
-            }
+        for pid in self.pending.release(&mut self.watched, root) {
             self.stdio.forget_pending(pid);
         }
     }
@@ -112,15 +96,15 @@ impl Agent {
         let kinds = EventKind::ALL.map(EventKind::name);
         self.metrics.server_seen(server, &kinds);
         for pid in ProcTable::descendants_from_proc(root) {
-            self.pending.remove(&pid);
+            self.pending.forget(pid);
             let flags = if pid == root { WATCH_ROOT } else { 0 };
-            if let Err(e) = self.watched.insert(pid, WatchedProc { server: id, flags }, 0) {
+            if let Err(e) = self.watched.watch(pid, WatchedProc { server: id, flags }) {
                 log::error!("cannot watch pid {pid} as {server}: {e}");
                 continue;
             }
             // Exited before the insert: its exit hook ran already, so undo.
             let Some(mut p) = read_proc(pid) else {
-                let _ = self.watched.remove(&pid);
+                self.watched.unwatch(pid);
                 continue;
             };
             p.server = Some(id);

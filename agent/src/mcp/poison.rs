@@ -236,20 +236,10 @@ fn shadowing(field: &str, text: &str, own: &str, others: &[(String, String)]) ->
 /// Every rule over one text.
 fn scan_text(field: &str, text: &str, own: &str, others: &[(String, String)], description: bool) -> Vec<Finding> {
     let mut out = hidden_instructions(field, text);
-    out.extend(regex_findings(
-        &DIRECTIVE,
-        MODEL_DIRECTIVE,
-        field,
-        text,
-    ));
+    out.extend(regex_findings(&DIRECTIVE, MODEL_DIRECTIVE, field, text));
     out.extend(invisible_unicode(field, text));
     if description {
-        out.extend(regex_findings(
-            &CREDENTIAL,
-            CREDENTIAL_REFERENCE,
-            field,
-            text,
-        ));
+        out.extend(regex_findings(&CREDENTIAL, CREDENTIAL_REFERENCE, field, text));
         out.extend(shadowing(field, text, own, others));
         let chars = text.chars().count();
         if chars > LONG_DESCRIPTION {

@@ -116,7 +116,11 @@ impl Names {
                 r.path_resolved = Some(s.resolved);
                 r.path_truncated = Some(s.path_truncated);
                 if f.op == FileOp::Open {
-                    r.path_as_given = if s.resolved { s.path2.as_deref() } else { s.path.as_deref() };
+                    r.path_as_given = if s.resolved {
+                        s.path2.as_deref()
+                    } else {
+                        s.path.as_deref()
+                    };
                 } else {
                     r.path_as_given = s.path.as_deref();
                     r.path2 = s.path2.as_deref();

@@ -294,9 +294,23 @@ fn file_op(s: &Sys) -> Option<(FileOp, Access)> {
             };
             return Some((FileOp::Mkdir, a));
         }
-        RMDIR => return Some((FileOp::Unlink, Access { directory: true, ..write })),
+        RMDIR => {
+            return Some((
+                FileOp::Unlink,
+                Access {
+                    directory: true,
+                    ..write
+                },
+            ));
+        }
         UNLINKAT if s.args[2] & AT_REMOVEDIR != 0 => {
-            return Some((FileOp::Unlink, Access { directory: true, ..write }));
+            return Some((
+                FileOp::Unlink,
+                Access {
+                    directory: true,
+                    ..write
+                },
+            ));
         }
         UNLINK | UNLINKAT => return Some((FileOp::Unlink, write)),
         RENAME | RENAMEAT | RENAMEAT2 => return Some((FileOp::Rename, write)),

@@ -255,7 +255,10 @@ mod tests {
         let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (a, _b) = UnixStream::pair().unwrap();
         let me = std::process::id();
-        assert_eq!(stdio_kind(me, c.as_raw_fd() as u32, FdKind::Socket), Some(StdioKind::Socket));
+        assert_eq!(
+            stdio_kind(me, c.as_raw_fd() as u32, FdKind::Socket),
+            Some(StdioKind::Socket)
+        );
         assert_eq!(
             stdio_kind(me, a.as_raw_fd() as u32, FdKind::Socket),
             Some(StdioKind::LocalSocket)

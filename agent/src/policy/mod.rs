@@ -291,11 +291,7 @@ mod tests {
             manifest_dirs: vec![d.clone()],
             ..Default::default()
         };
-        let (mut p, errors) = Policy::new(
-            sources,
-            AlertFactory::new(Clock::new()),
-            dedup::Limits::default(),
-        );
+        let (mut p, errors) = Policy::new(sources, AlertFactory::new(Clock::new()), dedup::Limits::default());
         assert!(errors.is_empty());
         let names = |p: &Policy| p.expected_pins().into_keys().collect::<Vec<_>>();
         assert_eq!(names(&p), ["calc", "calculator"]);

@@ -69,9 +69,19 @@ fn an_exec_through_a_proc_fd_path_is_fileless_for_the_line_and_the_policy_alike(
     let e = exec_event("/proc/self/fd/3", &["x"], 1);
     let o = exec(&e, "/proc/self/fd/3".into(), |_| false, &no_stdio);
     assert!(o.act.fileless, "one fileless for the line and the judgement");
-    let memfd = exec(&exec_event("/tmp/x", &["x"], 0), "/memfd:x (deleted)".into(), |_| false, &no_stdio);
+    let memfd = exec(
+        &exec_event("/tmp/x", &["x"], 0),
+        "/memfd:x (deleted)".into(),
+        |_| false,
+        &no_stdio,
+    );
     assert!(memfd.act.fileless);
-    let plain = exec(&exec_event("/usr/bin/ls", &["ls"], 1), "/usr/bin/ls".into(), |_| false, &no_stdio);
+    let plain = exec(
+        &exec_event("/usr/bin/ls", &["ls"], 1),
+        "/usr/bin/ls".into(),
+        |_| false,
+        &no_stdio,
+    );
     assert!(!plain.act.fileless);
 }
 
@@ -93,7 +103,10 @@ fn write_then_exec_names_the_written_file_the_exec_path_or_the_script() {
     );
     // Data given to a program that runs no scripts is not its code.
     let argv: Vec<String> = ["cat", "drop.sh"].map(String::from).to_vec();
-    assert_eq!(written_file("/usr/bin/cat", "/usr/bin/cat", &argv, Some("/srv"), wrote), None);
+    assert_eq!(
+        written_file("/usr/bin/cat", "/usr/bin/cat", &argv, Some("/srv"), wrote),
+        None
+    );
 }
 
 #[test]
@@ -166,7 +179,9 @@ fn connects_carry_family_proto_and_the_dns_name() {
         port: 443,
         mapped: false,
     });
-    let o = super::sys(&s, |ip| (ip.to_string() == "10.1.2.3").then(|| "api.example.com".to_owned()));
+    let o = super::sys(&s, |ip| {
+        (ip.to_string() == "10.1.2.3").then(|| "api.example.com".to_owned())
+    });
     let SysObservation::Net(n) = &o else { panic!() };
     assert_eq!((n.family, n.proto), (Some("inet"), Some("tcp")));
     assert_eq!(n.hostname.as_deref(), Some("api.example.com"));
