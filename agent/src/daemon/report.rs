@@ -49,6 +49,7 @@ impl Agent {
         self.mcp_outputs(out);
         // Once a tick, not per chunk: scrapes are seconds apart anyway.
         self.export_tool_calls();
+        self.metrics.mcp(self.mcp.stats());
     }
 
     pub(super) fn mcp_outputs(&mut self, out: Vec<Output>) {

@@ -23,7 +23,7 @@ use std::{
 
 use serde_json::{Map, Value, json};
 
-use crate::alerts::rules::RuleId;
+use crate::{alerts::rules::RuleId, output::metrics::McpTotals};
 
 pub use self::calls::{ActivityKind, CallTag, ToolCounters};
 use self::{
@@ -95,21 +95,6 @@ pub enum Output {
     Line(McpLine),
 }
 
-/// Counts for metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct McpStats {
-    pub chunks: u64,
-    pub bytes: u64,
-    pub messages: u64,
-    pub garbage: u64,
-    pub cut: u64,
-    /// Bytes the capture lost inside messages (gaps).
-    pub lost_bytes: u64,
-    pub alerts: u64,
-    pub calls_in_flight: u64,
-    pub buffered_bytes: u64,
-}
-
 /// Garbage and cut lines of one stream since the last report.
 #[derive(Debug, Default)]
 struct StreamTrouble {
@@ -162,7 +147,7 @@ pub struct Mcp {
     /// When each server last sent `notifications/tools/list_changed`.
     list_changed: HashMap<u32, u64>,
     trouble: BTreeMap<(u32, u32, Direction), StreamTrouble>,
-    stats: McpStats,
+    stats: McpTotals,
 }
 
 impl Mcp {
@@ -179,7 +164,7 @@ impl Mcp {
             scanned: HashSet::new(),
             list_changed: HashMap::new(),
             trouble: BTreeMap::new(),
-            stats: McpStats::default(),
+            stats: McpTotals::default(),
         }
     }
 
@@ -222,7 +207,6 @@ impl Mcp {
                 self.listed.insert(server, l);
             }
         }
-        self.stats.alerts += out.iter().filter(|o| matches!(o, Output::Alert(_))).count() as u64;
         out
     }
 
@@ -247,8 +231,8 @@ impl Mcp {
         self.calls.tool_counters()
     }
 
-    pub fn stats(&self) -> McpStats {
-        McpStats {
+    pub fn stats(&self) -> McpTotals {
+        McpTotals {
             calls_in_flight: self.calls.in_flight() as u64,
             buffered_bytes: self.reassembler.buffered() as u64,
             ..self.stats
@@ -298,8 +282,6 @@ impl Mcp {
         let Some(dir) = Direction::from_fd(chunk.fd) else {
             return out;
         };
-        self.stats.chunks += 1;
-        self.stats.bytes += chunk.data.len() as u64;
         let h = &chunk.header;
         let at = At {
             name: server_name,
@@ -339,7 +321,6 @@ impl Mcp {
                 }
             }
         }
-        self.stats.alerts += out.iter().filter(|o| matches!(o, Output::Alert(_))).count() as u64;
         out
     }
 

@@ -44,6 +44,7 @@ pub struct Metrics {
     cpu_seconds: prometheus::Gauge,
     rss_bytes: IntGauge,
     decode_errors: IntCounter,
+    mcp: McpFamilies,
     servers: Arc<Mutex<HashSet<String>>>,
     tools: Arc<Mutex<HashSet<(String, String)>>>,
 }
@@ -57,6 +58,28 @@ struct SinkFamilies {
     spool_errors: IntCounterVec,
     backlog: IntGaugeVec,
     spool_bytes: IntGaugeVec,
+}
+
+/// What the MCP layer made of the captured conversations.
+#[derive(Clone)]
+struct McpFamilies {
+    messages: IntCounter,
+    garbage: IntCounter,
+    cut: IntCounter,
+    lost_bytes: IntCounter,
+    calls_in_flight: IntGauge,
+    buffered_bytes: IntGauge,
+}
+
+/// The MCP layer's running totals, as the metrics export them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct McpTotals {
+    pub messages: u64,
+    pub garbage: u64,
+    pub cut: u64,
+    pub lost_bytes: u64,
+    pub calls_in_flight: u64,
+    pub buffered_bytes: u64,
 }
 
 /// One sink's counters, handed to its task.
@@ -184,6 +207,39 @@ impl Metrics {
             "Kernel records that could not be decoded",
         )?;
         r.register(Box::new(decode_errors.clone()))?;
+        let counter = |name: &str, help: &str| -> Result<IntCounter, MetricsError> {
+            let c = IntCounter::new(name, help)?;
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, MetricsError> {
+            let g = IntGauge::new(name, help)?;
+            r.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let mcp = McpFamilies {
+            messages: counter(
+                "mcpwatch_mcp_messages_total",
+                "JSON-RPC messages read from servers' stdio",
+            )?,
+            garbage: counter(
+                "mcpwatch_mcp_garbage_lines_total",
+                "Lines on servers' stdio that were not JSON-RPC",
+            )?,
+            cut: counter(
+                "mcpwatch_mcp_cut_messages_total",
+                "Messages cut by a capture gap or over the size limit",
+            )?,
+            lost_bytes: counter(
+                "mcpwatch_mcp_lost_bytes_total",
+                "Bytes of servers' stdio the capture lost inside messages",
+            )?,
+            calls_in_flight: gauge("mcpwatch_mcp_calls_in_flight", "Tool calls waiting for their result")?,
+            buffered_bytes: gauge(
+                "mcpwatch_mcp_buffered_bytes",
+                "Bytes of unfinished messages held for reassembly",
+            )?,
+        };
         let build = IntGaugeVec::new(
             Opts::new("mcpwatch_build_info", "The agent's version (always 1)"),
             &["version", "kernel"],
@@ -208,6 +264,7 @@ impl Metrics {
             cpu_seconds,
             rss_bytes,
             decode_errors,
+            mcp,
             servers: Arc::default(),
             tools: Arc::default(),
         })
@@ -246,6 +303,21 @@ impl Metrics {
     pub fn event_counter(&self, server: Option<&str>, kind: &str) -> prometheus::IntCounter {
         let s = self.server_label(server);
         self.events.with_label_values(&[s.as_str(), kind])
+    }
+
+    /// Brings the MCP families up to the MCP layer's totals.
+    pub fn mcp(&self, t: McpTotals) {
+        let m = &self.mcp;
+        for (c, total) in [
+            (&m.messages, t.messages),
+            (&m.garbage, t.garbage),
+            (&m.cut, t.cut),
+            (&m.lost_bytes, t.lost_bytes),
+        ] {
+            c.inc_by(total.saturating_sub(c.get()));
+        }
+        m.calls_in_flight.set(t.calls_in_flight as i64);
+        m.buffered_bytes.set(t.buffered_bytes as i64);
     }
 
     pub fn decode_error(&self) {
