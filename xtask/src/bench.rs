@@ -3,7 +3,7 @@
 //! 1. Unwatched overhead: syscall loops (openat of a missing file, connect to
 //!    a closed loopback port, fork+exec) and a macro workload (`perf bench
 //!    sched messaging`) under no BPF, under the floor (the agent's hooks doing
-//!    nothing but the watched-set lookup, `mcpwatch bench-floor`) and under
+//!    nothing but the watched-set lookup, `mcpwatch-load floor`) and under
 //!    the agent, the three modes interleaved in every run.
 //! 2. Watched cost: the same loops as a watched server.
 //! 3. Throughput without loss: a watched server opening at a paced rate for
@@ -126,10 +126,11 @@ const IDLE_SERVERS: usize = 10;
 
 struct Bins {
     agent: PathBuf,
+    /// `mcpwatch-load`: the workloads and the floor.
     load: PathBuf,
 }
 
-/// Builds the release agent and the workload binary.
+/// Builds the release agent and the workload binary (with the floor).
 fn build() -> anyhow::Result<Bins> {
     run(cargo().args([
         "build",
@@ -345,8 +346,8 @@ impl Drop for Floor {
 
 impl Floor {
     fn start(bins: &Bins) -> anyhow::Result<Self> {
-        let mut child = Command::new(&bins.agent)
-            .arg("bench-floor")
+        let mut child = Command::new(&bins.load)
+            .arg("floor")
             .stdout(Stdio::piped())
             .spawn()
             .context("starting the floor")?;
