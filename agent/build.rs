@@ -10,11 +10,8 @@ fn main() -> anyhow::Result<()> {
     let out_dir = std::env::var_os("OUT_DIR").ok_or_else(|| anyhow!("OUT_DIR not set"))?;
     let skip = std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
-        // The agent's object and the benchmark's floor.
-        for name in ["mcpwatch", "floor"] {
-            let object = std::path::Path::new(&out_dir).join(name);
-            std::fs::write(&object, b"").context("writing placeholder eBPF object")?;
-        }
+        let object = std::path::Path::new(&out_dir).join("mcpwatch");
+        std::fs::write(&object, b"").context("writing placeholder eBPF object")?;
     }
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
     // Every source the object is built from: a directory in rerun-if-changed

@@ -1,7 +1,8 @@
 //! `mcpwatch-load`: the workloads `cargo xtask bench` times, as one small
-//! release binary (run bare, or as a watched server under `mcpwatch exec`).
+//! release binary (run bare, or as a watched server under `mcpwatch exec`),
+//! and the floor they are measured against.
 //!
-//! Each mode writes one JSON object to `--result` (not stdout: under the
+//! Each workload writes one JSON object to `--result` (not stdout: under the
 //! wrapper stdout is a server's wire, captured as its MCP conversation).
 //!
 //! - `openat N`: openat(2) of a missing path, N times.
@@ -11,6 +12,10 @@
 //!   1 ms slots, over `--threads` generators; with `--deny-every K`, every
 //!   K-th open is of `DIR/deny-N`, a file the server did not declare (an
 //!   alert each, for the latency measurement; the files must exist).
+//! - `floor` (root): attach the agent's hooks doing nothing but the
+//!   watched-set lookup, print `ready`, hold them until SIGINT/SIGTERM.
+
+mod floor;
 
 use std::{
     ffi::CString,
@@ -55,6 +60,9 @@ enum Mode {
         #[arg(long, default_value_t = 1)]
         threads: u64,
     },
+    /// The benchmark floor (root): attach the agent's hooks doing nothing but
+    /// the watched-set lookup, print `ready`, and hold them until SIGINT/SIGTERM.
+    Floor,
 }
 
 /// A path that does not exist, under a directory that does not either.
@@ -63,6 +71,7 @@ const MISSING: &str = "/nonexistent-mcpwatch-bench/missing";
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let result = match cli.mode {
+        Mode::Floor => return floor::run(),
         Mode::Openat { count } => {
             let path = CString::new(MISSING)?;
             let ns = timed(count, || unsafe {

@@ -393,6 +393,19 @@ pub fn of_pid(events: &[Value], pid: u32) -> Vec<&Value> {
     events.iter().filter(|e| e["pid"] == pid).collect()
 }
 
+/// Exec events whose `exe` ends with `exe_suffix`.
+pub fn exec_of<'a>(events: &'a [Value], exe_suffix: &str) -> Vec<&'a Value> {
+    of_kind(events, "exec")
+        .into_iter()
+        .filter(|e| e["exe"].as_str().is_some_and(|x| x.ends_with(exe_suffix)))
+        .collect()
+}
+
+/// The `pid` of an event line.
+pub fn pid(e: &Value) -> u32 {
+    e["pid"].as_u64().expect("pid") as u32
+}
+
 /// Events lines, one per line, for failure messages.
 pub fn dump(events: &[Value]) -> String {
     events.iter().map(Value::to_string).collect::<Vec<_>>().join("\n")

@@ -109,19 +109,22 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
     setup::ensure()?;
     testenv::ensure()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
-    // agent-ebpf is left out here: built for the host its bin would link std (features
-    // unify across the workspace); it gets its own clippy run for the BPF target below.
+    // The eBPF crates are left out here: built for the host their bins would link std
+    // (features unify across the workspace); they get their own clippy run for the BPF
+    // target below.
     run(cargo().args([
         "clippy",
         "--workspace",
         "--exclude",
         "agent-ebpf",
+        "--exclude",
+        "floor-ebpf",
         "--all-targets",
         "--",
         "-D",
         "warnings",
     ]))?;
-    // The eBPF crate, for its own target, with the flags aya-build uses.
+    // The eBPF crates, for their own target, with the flags aya-build uses.
     run(Command::new("rustup")
         .args([
             "run",
@@ -130,6 +133,8 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
             "clippy",
             "--package",
             "agent-ebpf",
+            "--package",
+            "floor-ebpf",
             "--bins",
             "--release",
         ])
@@ -138,7 +143,7 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
         .env("RUSTFLAGS", "--cfg=bpf_target_arch=\"x86_64\""))?;
     let bin = build(false)?;
     let filter: Vec<String> = filter.into_iter().collect();
-    // Unit tests of every host crate (the eBPF crate's bin has no host `main`).
+    // Unit tests of every host crate (the eBPF crates' bins have no host `main`).
     run(cargo()
         .args([
             "test",
@@ -147,6 +152,8 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
             "mcpwatch-tests",
             "--exclude",
             "agent-ebpf",
+            "--exclude",
+            "floor-ebpf",
             "--",
         ])
         .args(&filter))?;

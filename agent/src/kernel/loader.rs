@@ -15,10 +15,6 @@ use crate::{kernel::btf, kernel::mounts, kernel::stdio::StdioChannels};
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpwatch"));
 
-/// The benchmark's floor: the same hooks doing nothing but the watched-set
-/// lookup (`agent-ebpf/src/floor.rs`).
-static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));
-
 /// Every program in the object: (program name, BTF tracepoint).
 const TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_fork", "sched_process_fork"),
@@ -229,8 +225,9 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
     Ok((probes, events))
 }
 
-/// Loads and attaches every program of `ebpf` at the agent's hook points.
-fn attach_all(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoadError> {
+/// Loads and attaches every program of `ebpf` at the agent's hook points
+/// (also the benchmark's floor, which has the same programs).
+pub fn attach_all(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoadError> {
     for &(name, tracepoint) in TRACEPOINTS {
         let program: &mut BtfTracePoint = program(ebpf, name)?;
         let err = |source| LoadError::Program { name, source };
@@ -244,23 +241,6 @@ fn attach_all(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoadError> {
         program.attach(tracepoint).map_err(err)?;
     }
     Ok(())
-}
-
-/// Loads and attaches the benchmark's floor; detached when dropped.
-pub fn load_floor() -> Result<Ebpf, LoadError> {
-    if FLOOR_OBJECT.is_empty() {
-        return Err(LoadError::NoObject);
-    }
-    let kernel_btf = btf::KernelBtf::running()?;
-    let resolved = btf::resolve(&kernel_btf)?;
-    drop(kernel_btf);
-    let aya_btf = Btf::from_sys_fs()?;
-    let mut ebpf = EbpfLoader::new()
-        .btf(Some(&aya_btf))
-        .override_global("ORIG_AX", &resolved.offsets.regs_orig_ax, true)
-        .load(FLOOR_OBJECT)?;
-    attach_all(&mut ebpf, &aya_btf)?;
-    Ok(ebpf)
 }
 
 /// Returns the heap's free pages to the kernel (glibc keeps them otherwise:

@@ -191,11 +191,6 @@ impl ProcTable {
             .retain(|pid, p| p.server.is_some() || std::path::Path::new(&format!("/proc/{pid}")).exists());
         before - self.procs.len()
     }
-
-    /// Number of watched processes.
-    pub fn watched_count(&self) -> usize {
-        self.procs.values().filter(|p| p.server.is_some()).count()
-    }
 }
 
 /// The process's working directory.

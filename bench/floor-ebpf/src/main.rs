@@ -1,7 +1,7 @@
 //! The benchmark's floor: the hooks mcpwatch attaches, each doing nothing but
-//! the watched-set lookup (`cargo xtask bench` loads it with `mcpwatch
-//! bench-floor` and measures the workloads under it, under the real agent
-//! and under nothing, in the same run).
+//! the watched-set lookup (`cargo xtask bench` loads it with `mcpwatch-load
+//! floor` and measures the workloads under it, under the real agent and
+//! under nothing, in the same run). Not part of the product binary.
 //!
 //! Same attach points as the agent: BTF tracepoints on sched_process_fork,
 //! exec and exit, and raw sys_enter/sys_exit dispatching on the same followed
@@ -28,6 +28,8 @@ static WATCHED: HashMap<u32, WatchedProc> = HashMap::with_max_entries(16384, 0);
 #[inline(always)]
 fn lookup() -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the value is copied out at once; nothing holds the reference
+    // across a map update.
     unsafe { WATCHED.get(tgid) }.map(|w| w.server).unwrap_or(0)
 }
 
@@ -57,10 +59,14 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
+    // SAFETY: a read of a global the loader sets before load; volatile so the
+    // compiler does not fold the placeholder value in.
     let off = unsafe { core::ptr::read_volatile(&ORIG_AX) };
     if off == u32::MAX {
         return 0;
     }
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad offset reads as
+    // an error, not a fault.
     let Ok(nr) = (unsafe { bpf_probe_read_kernel(regs.add(off as usize) as *const u64) }) else {
         return 0;
     };

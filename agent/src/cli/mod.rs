@@ -1,0 +1,10 @@
+//! The verbs of the `mcpwatch` command, one module each: its arguments and
+//! what it does. `main.rs` parses the command line and dispatches here.
+
+pub mod agent;
+pub mod check_manifests;
+pub mod exec;
+pub mod offsets;
+pub mod pins;
+pub mod status;
+pub mod test_alert;

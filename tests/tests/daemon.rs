@@ -1,0 +1,50 @@
+//! The daemon's life and control socket: shutdown detaches everything and
+//! removes its pins; `test-alert` reaches the event stream.
+
+use std::time::Duration;
+
+use mcpwatch_tests::*;
+
+#[test]
+fn shutdown_detaches_everything_and_removes_pins() {
+    // Our map by its pin, not by counting: other agents may come and go.
+    let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/mcpwatch-it-{}", std::process::id()));
+    let agent = Agent::start("shutdown", &["--pin", pin_dir.to_str().unwrap()]);
+    assert!(pin_dir.join("WATCHED").exists());
+    let ours = {
+        let map = aya::maps::MapData::from_pin(pin_dir.join("WATCHED")).expect("open the pinned map");
+        map.info().expect("map info").id()
+    };
+    assert!(loaded_map_ids("WATCHED").contains(&ours));
+    let socket = agent.socket.clone();
+    assert!(agent.stop().success());
+    assert!(!socket.exists(), "control socket removed");
+    assert!(!pin_dir.join("WATCHED").exists(), "pins removed without --keep-pins");
+    let _ = std::fs::remove_dir(&pin_dir);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while loaded_map_ids("WATCHED").contains(&ours) {
+        assert!(std::time::Instant::now() < deadline, "maps still loaded after exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn test_alert_reaches_the_event_stream() {
+    let agent = Agent::start("testalert", &[]);
+    let out = output(
+        std::process::Command::new(bin())
+            .arg("test-alert")
+            .arg("--socket")
+            .arg(&agent.socket),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let ev = agent.wait_events("test alert", |ev| ev.iter().any(|e| e["kind"] == "alert"));
+    let a = ev.iter().find(|e| e["kind"] == "alert").unwrap();
+    assert_eq!(a["id"], id.as_str());
+    assert_eq!(a["rule"], "agent.test");
+    assert_eq!(a["severity"], "info");
+    assert_eq!(a["count"], 1);
+    assert!(a["host"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(agent.stop().success());
+}

@@ -1,0 +1,92 @@
+//! Finding servers without the wrapper: the start-up scan of running
+//! processes and discovery rules applied at exec.
+
+use std::{process::Stdio, time::Duration};
+
+use mcpwatch_tests::*;
+use serde_json::Value;
+
+#[test]
+fn server_started_before_the_agent_is_found_by_the_startup_scan() {
+    let dir = scratch_dir("scan-server");
+    let server = dir.join("fake-mcp-server-scan-91c2.sh");
+    script(&server, "/bin/sleep 60 &\nwait");
+    let mut proc_ = std::process::Command::new(&server)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn server");
+    let server_pid = proc_.id();
+    // Let the script fork its sleep before the agent starts.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let sleep_pid = loop {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{server_pid}/task/{server_pid}/children")).unwrap_or_default();
+        if let Some(k) = kids.split_whitespace().next() {
+            break k.parse::<u32>().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "server did not fork");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    let agent = Agent::start("scan", &["--watch", "scanned=fake-mcp-server-scan-91c2"]);
+    let ev = agent.wait_events("scan watch events", |ev| of_kind(ev, "watch").len() >= 2);
+    let watch = of_kind(&ev, "watch");
+    let pids: Vec<u32> = watch.iter().map(|e| pid(e)).collect();
+    assert!(pids.contains(&server_pid) && pids.contains(&sleep_pid), "{}", dump(&ev));
+    assert!(watch.iter().all(|e| e["reason"] == "scan" && e["server"] == "scanned"));
+    let mut status = agent.status()["watched"].as_array().unwrap().clone();
+    status.sort_by_key(|v| v.as_u64());
+    let mut want = vec![Value::from(server_pid), Value::from(sleep_pid)];
+    want.sort_by_key(|v| v.as_u64());
+    assert_eq!(status, want);
+
+    // What it does from now on is attributed: kill the sleep, the script exits.
+    unsafe { libc::kill(sleep_pid as i32, libc::SIGTERM) };
+    proc_.wait().unwrap();
+    let ev = agent.wait_events("both exits", |ev| {
+        [server_pid, sleep_pid]
+            .iter()
+            .all(|p| ev.iter().any(|e| e["kind"] == "exit" && e["pid"] == *p))
+    });
+    let sleep_exit = ev
+        .iter()
+        .find(|e| e["kind"] == "exit" && e["pid"] == sleep_pid)
+        .unwrap();
+    assert_eq!(sleep_exit["server"], "scanned");
+    assert_eq!(sleep_exit["signal"], 15);
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn discovery_rule_watches_a_server_at_exec() {
+    let dir = scratch_dir("rule-server");
+    let server = dir.join("fake-mcp-server-rule-5d1e.sh");
+    // A child that runs and exits at once: forked before userspace can have
+    // matched the script, it must still be attributed (pending in the kernel).
+    script(&server, "/bin/true\n/bin/echo started");
+    let agent = Agent::start("rule", &["--watch", "ruled=fake-mcp-server-rule-5d1e"]);
+    let out = output(&mut std::process::Command::new(&server));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n");
+    let ev = agent.wait_events("echo exec", |ev| !exec_of(ev, "/echo").is_empty());
+    let watch = of_kind(&ev, "watch");
+    assert_eq!(watch[0]["reason"], "rule");
+    let t = exec_of(&ev, "/true");
+    assert_eq!(t.len(), 1, "the immediate child is attributed: {}", dump(&ev));
+    assert_eq!(t[0]["server"], "ruled");
+    let true_pid = pid(t[0]);
+    let ev = agent.wait_events("true exit", |ev| {
+        ev.iter().any(|e| e["kind"] == "exit" && e["pid"] == true_pid)
+    });
+    let root = pid(watch[0]);
+    // The script's own exec: a script, so the interpreter is what runs.
+    let script_exec = of_pid(&ev, root)
+        .into_iter()
+        .find(|e| e["kind"] == "exec")
+        .expect("script exec");
+    assert_eq!(script_exec["filename"], server.to_str().unwrap());
+    assert_eq!(script_exec["interp"], "/bin/sh");
+    let echo = exec_of(&ev, "/echo")[0];
+    assert_eq!(echo["server"], "ruled");
+    assert_eq!(echo["ppid"], root);
+    assert!(agent.stop().success());
+}
