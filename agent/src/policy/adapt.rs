@@ -5,7 +5,8 @@
 use agent_common::EventKind;
 
 use super::activity::{
-    Activity, ExecActivity, FileActivity, FileOp, NetActivity, NetOp, Proto, RiskyActivity, RiskyOp, StdioKind,
+    Activity, ExecActivity, FileActivity, FileOp, NetActivity, NetOp, ProcPath, Proto, RiskyActivity, RiskyOp,
+    StdioKind,
 };
 use crate::{
     kernel::decode::{Addr, Exec, FdKind, Sys},
@@ -23,6 +24,8 @@ pub fn exec(e: &Exec, fileless: bool, written: bool) -> ExecActivity {
         argv: e.argv.clone(),
         fileless,
         written_by_server: written,
+        // The pipeline's history matches the exec'd file (a script given to a shell: not yet).
+        written_path: written.then(|| e.filename.clone()),
         stdio: [0usize, 1, 2].map(|fd| stdio(pid, fd as u32, e.stdio[fd])),
     }
 }
@@ -73,15 +76,13 @@ fn file(s: &Sys) -> Vec<Activity> {
     let access = sysview::access(s);
     let has = |a: &str| access.contains(&a);
     let mut out = Vec::new();
-    if let Some((target, f)) = sysview::other_proc_access(&path, s.header.pid) {
-        let op = match f {
-            "mem" => RiskyOp::ProcMem,
-            "environ" => RiskyOp::ProcEnviron,
-            _ => RiskyOp::ProcMaps,
-        };
+    let proc_path = ProcPath::parse(&path, s.header.pid);
+    if let Some(p @ ProcPath::Other { pid, .. }) = &proc_path
+        && let Some(op) = p.sensitive_file()
+    {
         out.push(Activity::Risky(RiskyActivity {
             op,
-            target_pid: Some(target),
+            target_pid: Some(*pid),
         }));
     }
     out.push(Activity::File(FileActivity {
@@ -96,6 +97,7 @@ fn file(s: &Sys) -> Vec<Activity> {
         directory: has("directory"),
         result: s.ret,
         path_truncated: s.path_truncated,
+        proc_path,
     }));
     out
 }
@@ -159,16 +161,8 @@ pub fn cwd(pid: u32) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-/// The script an interpreter runs: its first argument that is not an option
-/// (later arguments are the script's data, not code).
-pub fn script_arg(argv: &[String]) -> Option<&str> {
-    argv.iter().skip(1).find(|a| !a.starts_with('-')).map(String::as_str)
-}
-
 fn is_fd_path(p: &str) -> bool {
-    p.starts_with("/dev/fd/")
-        || p.starts_with("/proc/self/fd/")
-        || (p.starts_with("/proc/") && p.split('/').nth(3) == Some("fd"))
+    p.starts_with("/dev/fd/") || ProcPath::parse(p, 0).is_some_and(|pp| pp.tail().starts_with("fd/"))
 }
 
 /// What one of fds 0/1/2 was at exec: the kernel's kind, with the socket's
@@ -219,6 +213,8 @@ mod tests {
         assert!(is_fd_path("/dev/fd/3"));
         assert!(is_fd_path("/proc/self/fd/7"));
         assert!(is_fd_path("/proc/123/fd/7"));
+        assert!(is_fd_path("/proc/thread-self/fd/7"));
+        assert!(is_fd_path("/proc/123/task/124/fd/7"));
         assert!(!is_fd_path("/proc/123/exe"));
         assert!(!is_fd_path("/usr/bin/fd"));
     }

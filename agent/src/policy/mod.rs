@@ -3,10 +3,11 @@
 //! and delivers the alerts it returns.
 //!
 //! `manifest` (the format), `glob`/`net` (path and host patterns), `baseline`
-//! (what runtimes need to start), `catalog` (credential locations), `rules`
-//! (ids, severities, MITRE), `engine` (the judgement), `dedup` (repeats),
-//! `hostconfig` (Claude Desktop, VS Code, Cursor), `reload` (sources, changes),
-//! `activity`/`adapt` (the input, from kernel events).
+//! (what runtimes need to start), `catalog` (credential locations), `engine`
+//! (the judgement, no I/O), `host` (what the engine needs looked up on the
+//! host), `dedup` (repeats), `hostconfig` (Claude Desktop, VS Code, Cursor),
+//! `reload` (sources, changes), `activity`/`adapt` (the input, from kernel
+//! events). Rule ids, severities and MITRE are in `alerts::rules`.
 
 pub mod activity;
 pub mod adapt;
@@ -15,6 +16,7 @@ pub mod catalog;
 pub mod dedup;
 pub mod engine;
 pub mod glob;
+pub mod host;
 pub mod hostconfig;
 pub mod manifest;
 pub mod net;
@@ -30,7 +32,7 @@ use crate::{
     mcp::pins::ExpectedPins,
     output::events::Clock,
 };
-use activity::{Activity, ProcContext};
+use activity::{Activity, PathFacts, ProcContext};
 use dedup::Dedup;
 use engine::{Engine, Finding};
 use hostconfig::HostServer;
@@ -143,23 +145,36 @@ impl Policy {
 
     /// A process was put under watch; its next exec is the server's launch.
     pub fn on_watch(&mut self, ctx: &ProcContext) -> Vec<Alert> {
-        let fresh = self
-            .engine
-            .on_watch(&ctx.server, ctx.pid, ctx.uid, &ctx.exe, &ctx.argv, ctx.cwd.as_deref());
-        if fresh {
+        if self.watch(ctx, ctx.pid) {
             self.undeclared_alert(ctx).into_iter().collect()
         } else {
             Vec::new()
         }
     }
 
+    /// Hands the engine a process put under watch (`pid` launches the
+    /// server), with what the host says of it: the owner's home when the
+    /// server is new, the paths on its command line. Returns true when the
+    /// server is new and has no manifest.
+    fn watch(&mut self, ctx: &ProcContext, pid: u32) -> bool {
+        let fresh = self.engine.server(&ctx.server).is_none() && self.engine.add_server(ctx, host::home_of(ctx.uid));
+        let paths = host::path_facts(&ctx.argv, ctx.cwd.as_deref());
+        self.engine.launching(ctx, pid, &paths);
+        fresh
+    }
+
     /// Judges one activity; returns the alerts to deliver now.
     pub fn evaluate(&mut self, ctx: &ProcContext, act: &Activity) -> Vec<Alert> {
-        let (findings, manifest, fresh) = self.engine.evaluate(ctx, act);
         let mut out = Vec::new();
-        if fresh {
+        // A server never announced (its first event came first) is set up on the fly.
+        if self.engine.server(&ctx.server).is_none() && self.watch(ctx, 0) {
             out.extend(self.undeclared_alert(ctx));
         }
+        let paths = match act {
+            Activity::Exec(e) if self.engine.needs_paths(ctx, act) => host::path_facts(&e.argv, ctx.cwd.as_deref()),
+            _ => PathFacts::default(),
+        };
+        let (findings, manifest) = self.engine.evaluate(ctx, act, &paths);
         let label = manifest.map(|m| m.file_label());
         for f in findings {
             let key = f.dedup_key.clone();
