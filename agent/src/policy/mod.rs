@@ -349,4 +349,60 @@ mod tests {
         assert!(p.expected_pins().is_empty());
         std::fs::remove_dir_all(&d).unwrap();
     }
+
+    #[test]
+    fn the_host_resolves_a_launchs_relative_arguments_before_the_engine_binds_them() {
+        let d = std::env::temp_dir().join(format!("mcpwatch-policy-host-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("manifests")).unwrap();
+        std::fs::create_dir_all(d.join("real")).unwrap();
+        std::os::unix::fs::symlink(d.join("real"), d.join("link")).unwrap();
+        std::fs::write(
+            d.join("manifests/srv.json"),
+            r#"{"args": {"roots": {"from": "index\\.js$"}}, "read": ["${roots}"]}"#,
+        )
+        .unwrap();
+        let sources = Sources {
+            manifest_dirs: vec![d.join("manifests")],
+            ..Default::default()
+        };
+        let (mut p, errors) = Policy::new(sources, Clock::new(), dedup::Limits::default());
+        assert!(errors.is_empty(), "{errors:?}");
+        let ctx = ProcContext {
+            server: "srv".into(),
+            pid: 10,
+            uid: 0,
+            exe: "/usr/bin/node".into(),
+            argv: test_argv(&["node", "/srv/index.js", "link"]),
+            cwd: Some(d.to_string_lossy().into_owned()),
+            ..Default::default()
+        };
+        assert!(p.on_watch(&ctx).is_empty());
+        let real = std::fs::canonicalize(d.join("real")).unwrap();
+        let open = |path: String| {
+            Activity::File(activity::FileActivity {
+                op: activity::FileOp::Open,
+                path,
+                path2: None,
+                read: true,
+                write: false,
+                create: false,
+                truncate: false,
+                append: false,
+                directory: false,
+                result: 3,
+                path_truncated: false,
+                proc_path: None,
+            })
+        };
+        let rules_of = |alerts: Vec<Alert>| alerts.into_iter().map(|a| a.rule).collect::<Vec<_>>();
+        let inside = open(format!("{}/a.txt", real.display()));
+        assert!(
+            rules_of(p.evaluate(&ctx, &inside)).is_empty(),
+            "`link` bound as the kernel reports it"
+        );
+        let outside = open(format!("{}/b.txt", d.display()));
+        assert_eq!(rules_of(p.evaluate(&ctx, &outside)), ["file.read_undeclared"]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

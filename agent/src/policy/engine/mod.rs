@@ -67,7 +67,7 @@ pub struct ServerPolicy {
 }
 
 impl ServerPolicy {
-    pub fn new(manifest: Arc<Manifest>, undeclared: bool, home: String) -> Self {
+    fn new(manifest: Arc<Manifest>, undeclared: bool, home: String) -> Self {
         Self {
             manifest,
             undeclared,
@@ -122,7 +122,7 @@ impl ServerPolicy {
     }
 
     /// Judges one activity; `paths` are the host's answers for an exec's command line.
-    pub fn judge(&mut self, ctx: &ProcContext, act: &Activity, paths: &PathFacts) -> Vec<Finding> {
+    fn judge(&mut self, ctx: &ProcContext, act: &Activity, paths: &PathFacts) -> Vec<Finding> {
         match act {
             Activity::Exec(e) => self.exec(ctx, e, paths).into_iter().collect(),
             Activity::File(f) => self.file(ctx, f),

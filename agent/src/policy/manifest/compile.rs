@@ -322,7 +322,7 @@ fn check_path(p: &str, args: &[&str]) -> Result<(), EntryError> {
 
 /// ToolHive mount declarations may be `host:container`; the host side is what
 /// a process on the host touches.
-pub fn host_side(p: &str) -> &str {
+fn host_side(p: &str) -> &str {
     match p.split_once(':') {
         Some((h, c)) if c.starts_with('/') && !h.is_empty() => h,
         _ => p,

@@ -12,12 +12,10 @@ mod schema;
 
 use std::path::Path;
 
-pub use compile::{expand, host_side};
-pub use error::{EntryError, ManifestError};
+pub use compile::expand;
+pub use error::ManifestError;
 pub use model::{ArgBinding, ExePattern, Manifest, Outbound, ToolGrant, basename};
-pub use schema::{
-    ArgSpec, InboundSpec, ManifestFile, MatchSpec, Mode, NetworkSpec, OutboundSpec, ToolNetworkSpec, ToolSpec,
-};
+pub use schema::ManifestFile;
 
 impl Manifest {
     /// Parses and checks one manifest file's text.
