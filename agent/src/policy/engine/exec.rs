@@ -3,7 +3,10 @@
 
 use serde_json::{Value, json};
 
-use super::{Finding, ServerPolicy, grant_words, tool_key};
+use super::{
+    Finding, ServerPolicy,
+    scope::{grant_words, tool_key},
+};
 use crate::{
     alerts::rules::{self, RuleId},
     policy::{

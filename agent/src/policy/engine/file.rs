@@ -3,7 +3,11 @@
 
 use serde_json::{Value, json};
 
-use super::{Finding, ServerPolicy, exec::runs_script, grant_words, scope::Scope, tool_key};
+use super::{
+    Finding, ServerPolicy,
+    exec::runs_script,
+    scope::{Scope, grant_words, tool_key},
+};
 use crate::{
     alerts::rules,
     policy::{

@@ -26,7 +26,7 @@ use super::{
     manifest::Manifest,
 };
 use crate::alerts::rules::RuleId;
-use scope::{Paths, grant_words, tool_key};
+use scope::Paths;
 
 /// What one rule found in one activity.
 #[derive(Clone, Debug, PartialEq)]

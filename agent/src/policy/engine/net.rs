@@ -4,7 +4,10 @@ use std::net::IpAddr;
 
 use serde_json::json;
 
-use super::{Finding, ServerPolicy, grant_words, scope::Scope, tool_key};
+use super::{
+    Finding, ServerPolicy,
+    scope::{Scope, grant_words, tool_key},
+};
 use crate::{
     alerts::rules::{self, RuleId},
     policy::{

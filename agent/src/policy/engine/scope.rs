@@ -68,7 +68,7 @@ impl Resolved {
 
 impl ServerPolicy {
     /// Path patterns expanded with the owner's home and the bound arguments.
-    pub(super) fn globs(&self, list: &[String]) -> Vec<PathGlob> {
+    fn globs(&self, list: &[String]) -> Vec<PathGlob> {
         let bindings = &self.bindings;
         let values = |n: &str| bindings.get(n).map(|s| s.iter().cloned().collect()).unwrap_or_default();
         list.iter()
@@ -146,7 +146,7 @@ impl ServerPolicy {
         Cow::Owned(tools.into_iter().map(Some).collect())
     }
 
-    pub(super) fn tool_grant(&self, scope: Scope<'_>) -> Option<&ToolGrant> {
+    fn tool_grant(&self, scope: Scope<'_>) -> Option<&ToolGrant> {
         scope.and_then(|t| self.manifest.tools.get(t))
     }
 
