@@ -10,8 +10,12 @@ use agent_common::syscalls::*;
 
 use crate::{
     kernel::decode::{Addr, FdKind, Sys},
-    policy::activity::{
-        Activity, ExecActivity, FileActivity, FileOp, NetActivity, NetOp, Proto, RiskyActivity, RiskyOp, StdioKind,
+    policy::{
+        activity::{
+            Activity, ExecActivity, FileActivity, FileOp, NetActivity, NetOp, ProcPath, Proto, RiskyActivity, RiskyOp,
+            StdioKind, script_arg,
+        },
+        engine::runs_scripts,
     },
 };
 
@@ -74,6 +78,8 @@ pub struct FileObservation {
     pub path: Option<String>,
     /// The new name of a rename or link, absolute.
     pub target: Option<String>,
+    /// Whose process a `/proc` path names (parsed here, once).
+    pub proc_path: Option<ProcPath>,
     /// `/proc/PID/{mem,environ,maps}` of another process.
     pub other_proc: Option<RiskyActivity>,
 }
@@ -108,6 +114,7 @@ impl FileObservation {
             directory: a.directory,
             result: s.ret,
             path_truncated: s.path_truncated,
+            proc_path: self.proc_path.clone(),
         })
     }
 }
@@ -258,13 +265,21 @@ fn file(s: &Sys) -> Option<FileObservation> {
     let target = matches!(op, FileOp::Rename | FileOp::Link)
         .then(|| s.path2.as_deref().map(|p2| absolute(p2, s.base.as_deref())))
         .flatten();
-    let other_proc = path.as_deref().and_then(|p| other_proc(p, s.header.pid));
+    let proc_path = path.as_deref().and_then(|p| ProcPath::parse(p, s.header.pid));
+    let other_proc = proc_path.as_ref().and_then(|pp| match (pp, pp.sensitive_file()) {
+        (ProcPath::Other { pid, .. }, Some(op)) => Some(RiskyActivity {
+            op,
+            target_pid: Some(*pid),
+        }),
+        _ => None,
+    });
     Some(FileObservation {
         op,
         rmdir: op == FileOp::Unlink && access.directory,
         access,
         path,
         target,
+        proc_path,
         other_proc,
     })
 }
@@ -401,7 +416,7 @@ pub fn written_file<'a>(
         return Some(exe.to_owned());
     }
     let (program, argv) = crate::policy::baseline::unwrap_env(exe, argv);
-    if is_script_runner(program.rsplit('/').next().unwrap_or(program)) {
+    if runs_scripts(program) {
         let script = script_arg(argv).map(|a| absolute(a, cwd))?;
         return written(&script).then_some(script);
     }
@@ -423,31 +438,15 @@ pub fn exec(
         argv: e.argv.clone(),
         fileless,
         written_by_server: written_path.is_some(),
+        written_path,
         stdio: [0u32, 1, 2].map(|fd| stdio(fd, e.stdio[fd as usize])),
     };
     ExecObservation { exe, act }
 }
 
-/// Shells and interpreters: the file they run is their first operand.
-fn is_script_runner(program: &str) -> bool {
-    matches!(
-        program,
-        "sh" | "bash" | "dash" | "zsh" | "ksh" | "ash" | "busybox" | "fish"
-    ) || ["python", "node", "perl", "ruby", "php", "bun", "deno", "lua"]
-        .iter()
-        .any(|i| program.starts_with(i))
-}
-
-/// The script an interpreter runs: its first argument that is not an option
-/// (later arguments are the script's data, not code).
-pub fn script_arg(argv: &[String]) -> Option<&str> {
-    argv.iter().skip(1).find(|a| !a.starts_with('-')).map(String::as_str)
-}
-
+/// A path through a process's file descriptors (the file runs from an fd).
 fn is_fd_path(p: &str) -> bool {
-    p.starts_with("/dev/fd/")
-        || p.starts_with("/proc/self/fd/")
-        || (p.starts_with("/proc/") && p.split('/').nth(3) == Some("fd"))
+    p.starts_with("/dev/fd/") || ProcPath::parse(p, 0).is_some_and(|pp| pp.tail().starts_with("fd/"))
 }
 
 /// `path` made absolute against `base` (when relative) and normal.
@@ -502,23 +501,6 @@ fn absolute_path(s: &Sys) -> Option<String> {
         return Some(normalize(p));
     }
     s.base.as_deref().map(|b| normalize(&format!("{b}/{p}")))
-}
-
-/// `/proc/PID/{mem,environ,maps}` of another process, as a risky access.
-fn other_proc(path: &str, own_pid: u32) -> Option<RiskyActivity> {
-    let rest = path.strip_prefix("/proc/")?;
-    let (pid, file) = rest.split_once('/')?;
-    let pid: u32 = pid.parse().ok()?;
-    let op = match file {
-        "mem" => RiskyOp::ProcMem,
-        "environ" => RiskyOp::ProcEnviron,
-        "maps" => RiskyOp::ProcMaps,
-        _ => return None,
-    };
-    (pid != own_pid).then_some(RiskyActivity {
-        op,
-        target_pid: Some(pid),
-    })
 }
 
 /// `ENOENT`, `EACCES`...

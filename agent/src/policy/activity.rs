@@ -1,7 +1,10 @@
 //! The policy engine's input: what a watched process did, with who did it.
 //! Mirrors the kernel's facts (decode.rs) without depending on their layout.
+//! Whoever builds an activity interprets it once here (`/proc` targets:
+//! [`ProcPath`]); the host's answers the engine cannot look up itself (real
+//! paths of a command line) come as [`PathFacts`].
 
-use std::net::IpAddr;
+use std::{collections::HashMap, net::IpAddr, path::Path};
 
 /// Who acted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -57,9 +60,12 @@ pub struct ExecActivity {
     pub argv: Vec<String>,
     /// Executed from memory (memfd, deleted file, /proc/self/fd/N).
     pub fileless: bool,
-    /// The exec'd file was written by this server shortly before (the
-    /// agent's record of the server's writes).
+    /// The exec'd file, or the script a shell or interpreter was given, was
+    /// written by this server shortly before: the pipeline's write history
+    /// decides, the engine keeps none.
     pub written_by_server: bool,
+    /// Which file that was (the script, or the exec'd file itself).
+    pub written_path: Option<String>,
     /// fds 0, 1, 2 (None: unknown).
     pub stdio: [Option<StdioKind>; 3],
 }
@@ -93,6 +99,8 @@ pub struct FileActivity {
     /// fd or -errno.
     pub result: i64,
     pub path_truncated: bool,
+    /// `path` is under /proc: whose process it names.
+    pub proc_path: Option<ProcPath>,
 }
 
 impl FileActivity {
@@ -107,6 +115,127 @@ impl FileActivity {
     pub fn succeeded(&self) -> bool {
         self.result >= 0
     }
+}
+
+/// A path under `/proc` by the process it names, relative to the acting one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcPath {
+    /// `/proc/self`, `/proc/thread-self`, or the acting process's own pid.
+    Own {
+        tail: String,
+    },
+    Other {
+        pid: u32,
+        tail: String,
+    },
+}
+
+impl ProcPath {
+    /// Parses `/proc/PID/TAIL`; a thread's `/proc/PID/task/TID/TAIL` is its
+    /// process's `TAIL` (the same memory, environment and maps). `tail` is
+    /// empty for the process directory itself. None: not a process's path.
+    pub fn parse(path: &str, own_pid: u32) -> Option<ProcPath> {
+        let rest = path.strip_prefix("/proc/")?;
+        let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        let tail = thread_tail(tail).to_owned();
+        match first {
+            "self" | "thread-self" => Some(ProcPath::Own { tail }),
+            n if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                let pid: u32 = n.parse().ok()?;
+                Some(if pid == own_pid {
+                    ProcPath::Own { tail }
+                } else {
+                    ProcPath::Other { pid, tail }
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Below the process directory: `fd/3`, `maps`, `` for the directory.
+    pub fn tail(&self) -> &str {
+        match self {
+            ProcPath::Own { tail } | ProcPath::Other { tail, .. } => tail,
+        }
+    }
+
+    /// Another process's memory, environment or maps: a risky access.
+    pub fn sensitive_file(&self) -> Option<RiskyOp> {
+        match self {
+            ProcPath::Own { .. } => None,
+            ProcPath::Other { tail, .. } => match tail.as_str() {
+                "mem" => Some(RiskyOp::ProcMem),
+                "environ" => Some(RiskyOp::ProcEnviron),
+                "maps" => Some(RiskyOp::ProcMaps),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// `task/TID/TAIL` -> `TAIL` (`task/TID` -> ``); anything else unchanged.
+fn thread_tail(tail: &str) -> &str {
+    let Some(rest) = tail.strip_prefix("task/") else {
+        return tail;
+    };
+    let (tid, below) = rest.split_once('/').unwrap_or((rest, ""));
+    if !tid.is_empty() && tid.bytes().all(|b| b.is_ascii_digit()) {
+        below
+    } else {
+        tail
+    }
+}
+
+/// What the file system says of the paths on one command line, looked up
+/// (`host.rs`) before the engine judges it: the engine does no I/O. Keyed by
+/// the argument made absolute as written ([`PathFacts::absolute`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathFacts {
+    /// Absolute as written -> (real path, whether it is a regular file).
+    real: HashMap<String, (String, bool)>,
+}
+
+impl PathFacts {
+    /// A command-line argument made absolute against the working directory,
+    /// not resolved (`~` and relative ones without a cwd stay as given).
+    pub fn absolute(arg: &str, cwd: Option<&str>) -> String {
+        match cwd {
+            Some(c) if !arg.starts_with('/') && !arg.starts_with('~') => {
+                Path::new(c).join(arg).to_string_lossy().into_owned()
+            }
+            _ => arg.to_owned(),
+        }
+    }
+
+    /// What may name a path on a command line: every argument after the
+    /// program, and the value of every `--flag=value`.
+    pub fn candidates(argv: &[String]) -> impl Iterator<Item = &str> {
+        argv.iter()
+            .skip(1)
+            .flat_map(|a| std::iter::once(a.as_str()).chain(a.match_indices('=').map(move |(i, _)| &a[i + 1..])))
+            .filter(|a| !a.is_empty())
+    }
+
+    /// `absolute` (as [`PathFacts::absolute`] made it) exists as `real`.
+    pub fn insert(&mut self, absolute: String, real: String, is_file: bool) {
+        self.real.insert(absolute, (real, is_file));
+    }
+
+    /// The real path (links and `..` resolved) of an absolute path as written.
+    pub fn real(&self, absolute: &str) -> Option<&str> {
+        self.real.get(absolute).map(|(r, _)| r.as_str())
+    }
+
+    /// The real path, when it is a regular file.
+    pub fn file(&self, absolute: &str) -> Option<&str> {
+        self.real.get(absolute).filter(|(_, f)| *f).map(|(r, _)| r.as_str())
+    }
+}
+
+/// The script an interpreter runs: its first argument that is not an option
+/// (later arguments are the script's data, not code).
+pub fn script_arg(argv: &[String]) -> Option<&str> {
+    argv.iter().skip(1).find(|a| !a.starts_with('-')).map(String::as_str)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,5 +337,72 @@ impl NetOp {
             NetOp::Accept => "accept",
             NetOp::SendTo => "sendto",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::test_argv as argv;
+
+    #[test]
+    fn proc_paths_by_whose_process_they_name() {
+        let own = |tail: &str| Some(ProcPath::Own { tail: tail.into() });
+        let other = |pid, tail: &str| Some(ProcPath::Other { pid, tail: tail.into() });
+        assert_eq!(ProcPath::parse("/proc/42/maps", 42), own("maps"));
+        assert_eq!(ProcPath::parse("/proc/self/environ", 42), own("environ"));
+        assert_eq!(ProcPath::parse("/proc/thread-self/fd/3", 42), own("fd/3"));
+        assert_eq!(ProcPath::parse("/proc/42/task/43/mem", 42), own("mem"));
+        assert_eq!(ProcPath::parse("/proc/42", 42), own(""));
+        assert_eq!(ProcPath::parse("/proc/1/environ", 42), other(1, "environ"));
+        assert_eq!(ProcPath::parse("/proc/7/task/8/maps", 42), other(7, "maps"));
+        assert_eq!(ProcPath::parse("/proc/7/task/8", 42), other(7, ""));
+        assert_eq!(ProcPath::parse("/proc/7/task", 42), other(7, "task"));
+        assert_eq!(ProcPath::parse("/proc/7/task/x/mem", 42), other(7, "task/x/mem"));
+        for not in [
+            "/proc/meminfo",
+            "/proc/sys/kernel/osrelease",
+            "/proc",
+            "/proc/",
+            "/proc/+1/mem",
+            "/etc/passwd",
+            "/procx/1/mem",
+        ] {
+            assert_eq!(ProcPath::parse(not, 42), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn only_another_processs_memory_environment_and_maps_are_sensitive() {
+        let s = |p: &str| ProcPath::parse(p, 42).and_then(|p| p.sensitive_file());
+        assert_eq!(s("/proc/1/mem"), Some(RiskyOp::ProcMem));
+        assert_eq!(s("/proc/1/environ"), Some(RiskyOp::ProcEnviron));
+        assert_eq!(s("/proc/1/task/2/maps"), Some(RiskyOp::ProcMaps));
+        assert_eq!(s("/proc/1/status"), None);
+        assert_eq!(s("/proc/42/mem"), None, "its own");
+        assert_eq!(s("/proc/self/environ"), None, "its own");
+    }
+
+    #[test]
+    fn command_line_path_candidates_and_lookups() {
+        let a = argv(&["python", "-m", "srv", "--root=/data", "rel/x", "a=b=c"]);
+        let c: Vec<&str> = PathFacts::candidates(&a).collect();
+        assert_eq!(c, ["-m", "srv", "--root=/data", "/data", "rel/x", "a=b=c", "b=c", "c"]);
+        assert_eq!(PathFacts::absolute("rel/x", Some("/w")), "/w/rel/x");
+        assert_eq!(PathFacts::absolute("/abs", Some("/w")), "/abs");
+        assert_eq!(PathFacts::absolute("~/x", Some("/w")), "~/x");
+        assert_eq!(PathFacts::absolute("rel", None), "rel");
+        let mut f = PathFacts::default();
+        f.insert("/w/rel/x".into(), "/real/x".into(), true);
+        f.insert("/data".into(), "/data".into(), false);
+        assert_eq!(f.real("/w/rel/x"), Some("/real/x"));
+        assert_eq!(f.file("/w/rel/x"), Some("/real/x"));
+        assert_eq!(f.file("/data"), None, "a directory");
+        assert_eq!(f.real("/nowhere"), None);
+        assert_eq!(
+            script_arg(&argv(&["python3", "-u", "server.py", "--port"])),
+            Some("server.py")
+        );
+        assert_eq!(script_arg(&argv(&["node"])), None);
     }
 }

@@ -292,7 +292,7 @@ pub fn npx_shell(argv: &[String], parent_exe: &str, parent_argv: &[String]) -> b
 /// Network destinations the runtimes need: DNS to the configured resolvers
 /// and loopback, package registries.
 pub fn outbound_allowed(runtimes: &[Runtime], addr: Option<&IpAddr>, hostname: Option<&str>, port: u16) -> bool {
-    if port == 53 && addr.is_some_and(|a| resolvers().contains(a) || super::manifest::is_loopback(a)) {
+    if port == 53 && addr.is_some_and(|a| resolvers().contains(a) || super::net::is_loopback(a)) {
         return true;
     }
     let lists: Vec<&[&str]> = runtimes

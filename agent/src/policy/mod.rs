@@ -3,18 +3,19 @@
 //! and delivers the alerts it returns.
 //!
 //! `manifest` (the format), `glob`/`net` (path and host patterns), `baseline`
-//! (what runtimes need to start), `catalog` (credential locations), `rules`
-//! (ids, severities, MITRE), `engine` (the judgement), `dedup` (repeats),
-//! `hostconfig` (Claude Desktop, VS Code, Cursor), `reload` (sources, changes),
-//! `activity` (the input: the pipeline's typed observations).
+//! (what runtimes need to start), `catalog` (credential locations), `engine`
+//! (the judgement, no I/O), `host` (what the engine needs looked up on the
+//! host), `dedup` (repeats), `hostconfig` (Claude Desktop, VS Code, Cursor),
+//! `reload` (sources, changes), `activity` (the input: the pipeline's typed
+//! observations). Rule ids, severities and MITRE are in `alerts::rules`.
 
 pub mod activity;
-
 pub mod baseline;
 pub mod catalog;
 pub mod dedup;
 pub mod engine;
 pub mod glob;
+pub mod host;
 pub mod hostconfig;
 pub mod manifest;
 pub mod net;
@@ -30,7 +31,7 @@ use crate::{
     mcp::pins::ExpectedPins,
     output::events::Clock,
 };
-use activity::{Activity, ProcContext};
+use activity::{Activity, PathFacts, ProcContext};
 use dedup::Dedup;
 use engine::{Engine, Finding};
 use hostconfig::HostServer;
@@ -139,14 +140,22 @@ impl Policy {
 
     /// A process was put under watch; its next exec is the server's launch.
     pub fn on_watch(&mut self, ctx: &ProcContext) -> Vec<Alert> {
-        let fresh = self
-            .engine
-            .on_watch(&ctx.server, ctx.pid, ctx.uid, &ctx.exe, &ctx.argv, ctx.cwd.as_deref());
-        if fresh {
+        if self.watch(ctx, ctx.pid) {
             self.undeclared_alert(ctx).into_iter().collect()
         } else {
             Vec::new()
         }
+    }
+
+    /// Hands the engine a process put under watch (`pid` launches the
+    /// server), with what the host says of it: the owner's home when the
+    /// server is new, the paths on its command line. Returns true when the
+    /// server is new and has no manifest.
+    fn watch(&mut self, ctx: &ProcContext, pid: u32) -> bool {
+        let fresh = self.engine.server(&ctx.server).is_none() && self.engine.add_server(ctx, host::home_of(ctx.uid));
+        let paths = host::path_facts(&ctx.argv, ctx.cwd.as_deref());
+        self.engine.launching(ctx, pid, &paths);
+        fresh
     }
 
     /// Judges one activity; returns the alerts to deliver now.
@@ -159,11 +168,16 @@ impl Policy {
         {
             return Vec::new();
         }
-        let (findings, manifest, fresh) = self.engine.evaluate(ctx, act);
         let mut out = Vec::new();
-        if fresh {
+        // A server never announced (its first event came first) is set up on the fly.
+        if self.engine.server(&ctx.server).is_none() && self.watch(ctx, 0) {
             out.extend(self.undeclared_alert(ctx));
         }
+        let paths = match act {
+            Activity::Exec(e) if self.engine.needs_paths(ctx, act) => host::path_facts(&e.argv, ctx.cwd.as_deref()),
+            _ => PathFacts::default(),
+        };
+        let (findings, manifest) = self.engine.evaluate(ctx, act, &paths);
         let label = manifest.map(|m| m.file_label());
         for f in findings {
             let key = f.dedup_key.clone();
@@ -309,6 +323,62 @@ mod tests {
         std::fs::write(d.join("calc.json"), r#"{"match": {"argv": ["calc\\.py"]}}"#).unwrap();
         p.reload();
         assert!(p.expected_pins().is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_host_resolves_a_launchs_relative_arguments_before_the_engine_binds_them() {
+        let d = std::env::temp_dir().join(format!("mcpwatch-policy-host-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("manifests")).unwrap();
+        std::fs::create_dir_all(d.join("real")).unwrap();
+        std::os::unix::fs::symlink(d.join("real"), d.join("link")).unwrap();
+        std::fs::write(
+            d.join("manifests/srv.json"),
+            r#"{"args": {"roots": {"from": "index\\.js$"}}, "read": ["${roots}"]}"#,
+        )
+        .unwrap();
+        let sources = Sources {
+            manifest_dirs: vec![d.join("manifests")],
+            ..Default::default()
+        };
+        let (mut p, errors) = Policy::new(sources, AlertFactory::new(Clock::new()), dedup::Limits::default());
+        assert!(errors.is_empty(), "{errors:?}");
+        let ctx = ProcContext {
+            server: "srv".into(),
+            pid: 10,
+            uid: 0,
+            exe: "/usr/bin/node".into(),
+            argv: test_argv(&["node", "/srv/index.js", "link"]),
+            cwd: Some(d.to_string_lossy().into_owned()),
+            ..Default::default()
+        };
+        assert!(p.on_watch(&ctx).is_empty());
+        let real = std::fs::canonicalize(d.join("real")).unwrap();
+        let open = |path: String| {
+            Activity::File(activity::FileActivity {
+                op: activity::FileOp::Open,
+                path,
+                path2: None,
+                read: true,
+                write: false,
+                create: false,
+                truncate: false,
+                append: false,
+                directory: false,
+                result: 3,
+                path_truncated: false,
+                proc_path: None,
+            })
+        };
+        let rules_of = |alerts: Vec<Alert>| alerts.into_iter().map(|a| a.rule).collect::<Vec<_>>();
+        let inside = open(format!("{}/a.txt", real.display()));
+        assert!(
+            rules_of(p.evaluate(&ctx, &inside)).is_empty(),
+            "`link` bound as the kernel reports it"
+        );
+        let outside = open(format!("{}/b.txt", d.display()));
+        assert_eq!(rules_of(p.evaluate(&ctx, &outside)), ["file.read_undeclared"]);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

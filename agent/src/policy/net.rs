@@ -3,8 +3,6 @@
 
 use std::net::IpAddr;
 
-use super::manifest::is_loopback;
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HostError {
     #[error("host {0:?} is not a host name, .domain, address or CIDR range")]
@@ -140,6 +138,14 @@ impl HostPattern {
             }),
             Host::Cidr(net, bits) => addr.is_some_and(|a| in_cidr(&normalise(a), &normalise(net), *bits)),
         }
+    }
+}
+
+/// Whether an address is loopback (IPv4-mapped included).
+pub fn is_loopback(a: &IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => v.is_loopback(),
+        IpAddr::V6(v) => v.is_loopback() || v.to_ipv4_mapped().is_some_and(|m| m.is_loopback()),
     }
 }
 

@@ -1,0 +1,431 @@
+//! The engine: judges each activity of a watched process against its server's
+//! manifest, the runtime baselines and the built-in rules; one state per
+//! server. No I/O: what only the host knows (the owner's home, the real paths
+//! on a command line) is looked up by the caller (`policy/host.rs`) and
+//! passed in, so every verdict follows from the arguments and the state.
+//!
+//! `scope` (whose grants apply, resolved), one module per activity family:
+//! `exec`, `file`, `net`, `risky`.
+
+mod exec;
+
+pub use exec::runs_scripts;
+mod file;
+mod net;
+mod risky;
+mod scope;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::Arc,
+};
+
+use serde_json::Value;
+
+use super::{
+    activity::{Activity, PathFacts, ProcContext},
+    baseline::Runtime,
+    manifest::Manifest,
+};
+use crate::alerts::rules::RuleId;
+use scope::Paths;
+
+/// What one rule found in one activity.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub rule: RuleId,
+    pub summary: String,
+    pub evidence: Value,
+    pub declared: Option<Value>,
+    /// What makes a repeat the same alert (rule and server are added).
+    pub dedup_key: String,
+}
+
+/// The command line of the process that identified a server, with what the
+/// host said of its paths: bindings are redone from it on reload.
+#[derive(Default)]
+struct RootCommand {
+    exe: String,
+    argv: Vec<String>,
+    cwd: Option<String>,
+    paths: PathFacts,
+}
+
+/// What the engine knows of one server.
+pub struct ServerPolicy {
+    pub manifest: Arc<Manifest>,
+    /// No manifest was found: judged against the least-privilege default.
+    pub undeclared: bool,
+    runtimes: BTreeSet<Runtime>,
+    bindings: BTreeMap<String, BTreeSet<String>>,
+    home: String,
+    paths: Option<Paths>,
+    /// Pids whose next exec is the server's own launch (wrapper, rule match).
+    launching: HashSet<u32>,
+    /// Directories of the code the server was launched to run (`python
+    /// server.py`, `node dist/index.js`): its own package tree.
+    code_dirs: Vec<String>,
+    root: RootCommand,
+}
+
+impl ServerPolicy {
+    fn new(manifest: Arc<Manifest>, undeclared: bool, home: String) -> Self {
+        Self {
+            manifest,
+            undeclared,
+            runtimes: BTreeSet::new(),
+            bindings: BTreeMap::new(),
+            home,
+            paths: None,
+            launching: HashSet::new(),
+            code_dirs: Vec::new(),
+            root: RootCommand::default(),
+        }
+    }
+
+    /// A new manifest (reload): runtimes and launches stay, bindings are redone
+    /// from the root command line.
+    fn set_manifest(&mut self, manifest: Arc<Manifest>, undeclared: bool) {
+        self.manifest = manifest;
+        self.undeclared = undeclared;
+        self.bindings.clear();
+        let root = std::mem::take(&mut self.root);
+        self.learn(&root.exe, &root.argv, root.cwd.as_deref(), &root.paths);
+        self.root = root;
+        self.paths = None;
+    }
+
+    /// `pid` was put under watch: its next exec launches the server.
+    fn launching(&mut self, pid: u32, exe: &str, argv: &[String], cwd: Option<&str>, paths: &PathFacts) {
+        self.launching.insert(pid);
+        if self.root.exe.is_empty() {
+            self.root = RootCommand {
+                exe: exe.to_owned(),
+                argv: argv.to_vec(),
+                cwd: cwd.map(str::to_owned),
+                paths: paths.clone(),
+            };
+        }
+        self.learn(exe, argv, cwd, paths);
+    }
+
+    /// Runtimes and argument values a command line shows.
+    fn learn(&mut self, exe: &str, argv: &[String], cwd: Option<&str>, paths: &PathFacts) {
+        for r in Runtime::detect(exe, argv) {
+            if self.runtimes.insert(r) {
+                self.paths = None;
+            }
+        }
+        for (k, v) in self.manifest.bind_args(argv, cwd, paths) {
+            if self.bindings.entry(k).or_default().insert(v) {
+                self.paths = None;
+            }
+        }
+    }
+
+    /// Judges one activity; `paths` are the host's answers for an exec's command line.
+    fn judge(&mut self, ctx: &ProcContext, act: &Activity, paths: &PathFacts) -> Vec<Finding> {
+        match act {
+            Activity::Exec(e) => self.exec(ctx, e, paths).into_iter().collect(),
+            Activity::File(f) => self.file(ctx, f),
+            Activity::Net(n) => self.net(ctx, n).into_iter().collect(),
+            Activity::Risky(r) => risky::risky(ctx, r).into_iter().collect(),
+        }
+    }
+}
+
+/// Every server's state, and the manifests they are judged against.
+#[derive(Default)]
+pub struct Engine {
+    manifests: Vec<Arc<Manifest>>,
+    servers: HashMap<String, ServerPolicy>,
+}
+
+impl Engine {
+    /// The manifest for a server: by name (or `match.server`), else by the
+    /// command line that identified it.
+    fn find(&self, server: &str, exe: &str, argv: &[String]) -> Option<Arc<Manifest>> {
+        self.manifests
+            .iter()
+            .find(|m| m.is_for_server(server))
+            .or_else(|| self.manifests.iter().find(|m| m.matches_process(exe, argv)))
+            .cloned()
+    }
+
+    pub fn manifests(&self) -> &[Arc<Manifest>] {
+        &self.manifests
+    }
+
+    /// Swaps the manifest set in one step (reload): servers are re-bound.
+    pub fn set_manifests(&mut self, manifests: Vec<Arc<Manifest>>) {
+        self.manifests = manifests;
+        let names: Vec<String> = self.servers.keys().cloned().collect();
+        for name in names {
+            let found = {
+                let root = &self.servers[&name].root;
+                self.find(&name, &root.exe, &root.argv)
+            };
+            let s = self.servers.get_mut(&name).expect("listed");
+            match found {
+                Some(m) => s.set_manifest(m, false),
+                None => s.set_manifest(Arc::new(Manifest::least_privilege(&name)), true),
+            }
+        }
+    }
+
+    /// Sets up a server first seen as `ctx`'s process, whose owner's home is
+    /// `home`. Returns true when it is new and has no manifest.
+    pub fn add_server(&mut self, ctx: &ProcContext, home: String) -> bool {
+        if self.servers.contains_key(&ctx.server) {
+            return false;
+        }
+        let (m, undeclared) = match self.find(&ctx.server, &ctx.exe, &ctx.argv) {
+            Some(m) => (m, false),
+            None => (Arc::new(Manifest::least_privilege(&ctx.server)), true),
+        };
+        self.servers
+            .insert(ctx.server.clone(), ServerPolicy::new(m, undeclared, home));
+        undeclared
+    }
+
+    /// `ctx`'s process was put under watch (wrapper, rule, scan): the next
+    /// exec of `pid` is the server's launch. `paths`: the host's answers for
+    /// `ctx.argv`.
+    pub fn launching(&mut self, ctx: &ProcContext, pid: u32, paths: &PathFacts) {
+        if let Some(s) = self.servers.get_mut(&ctx.server) {
+            s.launching(pid, &ctx.exe, &ctx.argv, ctx.cwd.as_deref(), paths);
+        }
+    }
+
+    pub fn server(&self, name: &str) -> Option<&ServerPolicy> {
+        self.servers.get(name)
+    }
+
+    /// Every server seen, with the manifest it is judged against.
+    pub fn servers(&self) -> impl Iterator<Item = (&str, &ServerPolicy)> {
+        self.servers.iter().map(|(n, s)| (n.as_str(), s))
+    }
+
+    /// Whether judging `act` reads the host's answers for its command line:
+    /// an exec that launches the server (its code directory), or any exec
+    /// when the manifest binds `args`.
+    pub fn needs_paths(&self, ctx: &ProcContext, act: &Activity) -> bool {
+        matches!(act, Activity::Exec(_))
+            && self
+                .servers
+                .get(&ctx.server)
+                .is_some_and(|s| !s.manifest.args.is_empty() || s.launching.contains(&ctx.pid))
+    }
+
+    /// Judges one activity of a server set up with [`Engine::add_server`]
+    /// (none of an unknown one); returns the findings and the manifest they
+    /// are judged against.
+    pub fn evaluate(
+        &mut self,
+        ctx: &ProcContext,
+        act: &Activity,
+        paths: &PathFacts,
+    ) -> (Vec<Finding>, Option<Arc<Manifest>>) {
+        match self.servers.get_mut(&ctx.server) {
+            Some(s) => (s.judge(ctx, act, paths), Some(s.manifest.clone())),
+            None => (Vec::new(), None),
+        }
+    }
+}
+
+/// Activities and servers for the engine's tests.
+#[cfg(test)]
+mod test_support {
+    use std::path::Path;
+
+    pub(super) use super::*;
+    use crate::policy::activity::{ExecActivity, FileActivity, FileOp, NetActivity, NetOp, ProcPath, Proto};
+    pub(super) use crate::policy::test_argv as argv;
+
+    /// The pid of the acting process in [`server`]'s context.
+    pub const PID: u32 = 11;
+
+    /// Judging with no command-line paths known to the host (most tests).
+    pub trait Judge {
+        fn evaluate(&mut self, ctx: &ProcContext, act: &Activity) -> Vec<Finding>;
+    }
+
+    impl Judge for ServerPolicy {
+        fn evaluate(&mut self, ctx: &ProcContext, act: &Activity) -> Vec<Finding> {
+            self.judge(ctx, act, &PathFacts::default())
+        }
+    }
+
+    pub fn manifest(text: &str) -> Arc<Manifest> {
+        Arc::new(Manifest::parse(Path::new("/m/srv.json"), text).expect("valid manifest"))
+    }
+
+    /// A server `srv` launched by the wrapper as `launch`, judged against
+    /// `text`; `paths` is what the host says of the launch's command line.
+    pub fn launched(text: &str, launch: &[&str], paths: &PathFacts) -> (ServerPolicy, ProcContext) {
+        let mut s = ServerPolicy::new(manifest(text), false, "/home/u".into());
+        let a = argv(launch);
+        let wrapper = argv(&["mcpwatch", "exec", "--server", "srv", "--"]);
+        s.launching(10, "/usr/local/bin/mcpwatch", &wrapper, None, &PathFacts::default());
+        let ctx = ProcContext {
+            server: "srv".into(),
+            pid: 10,
+            ppid: 1,
+            uid: 1000,
+            exe: a[0].clone(),
+            argv: a.clone(),
+            ..Default::default()
+        };
+        let launch = s.judge(&ctx, &exec(&a[0], &a), paths);
+        assert!(launch.is_empty(), "the launch is the host's command: {launch:?}");
+        (
+            s,
+            ProcContext {
+                pid: PID,
+                ppid: 10,
+                ..ctx
+            },
+        )
+    }
+
+    /// [`launched`], the host knowing none of its paths.
+    pub fn server(text: &str, launch: &[&str]) -> (ServerPolicy, ProcContext) {
+        launched(text, launch, &PathFacts::default())
+    }
+
+    pub fn exec(path: &str, a: &[String]) -> Activity {
+        Activity::Exec(ExecActivity {
+            filename: path.into(),
+            argv: a.to_vec(),
+            ..Default::default()
+        })
+    }
+
+    /// An open by [`PID`], its /proc target parsed as the pipeline does.
+    pub fn open(path: &str, write: bool, result: i64) -> Activity {
+        Activity::File(FileActivity {
+            op: FileOp::Open,
+            path: path.into(),
+            path2: None,
+            read: !write,
+            write,
+            create: write,
+            truncate: false,
+            append: false,
+            directory: false,
+            result,
+            path_truncated: false,
+            proc_path: ProcPath::parse(path, PID),
+        })
+    }
+
+    pub fn connect(addr: &str, port: u16, hostname: Option<&str>) -> Activity {
+        Activity::Net(NetActivity {
+            op: NetOp::Connect,
+            proto: Proto::Tcp,
+            addr: Some(addr.parse().unwrap()),
+            port,
+            unix_path: None,
+            hostname: hostname.map(str::to_owned),
+            exposed: false,
+            result: 0,
+        })
+    }
+
+    pub fn rules(f: &[Finding]) -> Vec<&'static str> {
+        f.iter().map(|f| f.rule.id).collect()
+    }
+
+    pub const NODE: &[&str] = &[
+        "node",
+        "/srv/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js",
+        "/data/projects",
+    ];
+
+    /// `ctx` during call `id` of `tool`.
+    pub fn during(ctx: &ProcContext, tool: &str, id: &str) -> ProcContext {
+        ProcContext {
+            tool: Some(tool.into()),
+            call_id: Some(id.into()),
+            ..ctx.clone()
+        }
+    }
+
+    pub const NARROWED: &str = r#"{
+        "read": ["/data"], "write": ["/data"], "exec": ["git"],
+        "network": {"outbound": {"allow_host": [".github.com:443", "localhost:5432"]}},
+        "tools": {
+          "read_file": {"write": []},
+          "peek": {"read": ["/data/public"], "write": []},
+          "notes": {"read": ["/data/notes"], "write": ["/data/notes"]},
+          "status": {"exec": []},
+          "search": {"network": {"outbound": {"allow_host": ["api.github.com:443"]},
+                                 "inbound": {"allow_host": ["127.0.0.1"]}}}
+        }}"#;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+
+    #[test]
+    fn engine_binds_manifests_by_name_or_command_line_and_rebinds_on_reload() {
+        let mut e = Engine::default();
+        let git = manifest(r#"{"name": "git", "match": {"argv": ["mcp_server_git"]}, "exec": ["git"]}"#);
+        e.set_manifests(vec![git]);
+        let proc = |server: &str, exe: &str, a: &[&str]| ProcContext {
+            server: server.into(),
+            exe: exe.into(),
+            argv: argv(a),
+            ..Default::default()
+        };
+        let python = |server: &str| proc(server, "/v/bin/python", &["python", "-m", "mcp_server_git"]);
+        assert!(!e.add_server(&python("git"), "/root".into()));
+        assert!(!e.add_server(&python("my-git"), "/root".into()));
+        let node = proc("other", "/usr/bin/node", &["node", "x.js"]);
+        assert!(e.add_server(&node, "/root".into()), "undeclared");
+        assert!(!e.add_server(&node, "/root".into()), "flagged once");
+        assert_eq!(e.server("my-git").unwrap().manifest.name, "git");
+        assert!(e.server("other").unwrap().undeclared);
+        e.set_manifests(vec![manifest(r#"{"name": "other"}"#)]);
+        assert!(
+            !e.server("other").unwrap().undeclared,
+            "a manifest that appears applies at once"
+        );
+        assert!(
+            e.server("git").unwrap().undeclared,
+            "one that goes away leaves least privilege"
+        );
+    }
+
+    #[test]
+    fn a_reload_rebinds_arguments_where_the_root_command_line_resolved_them() {
+        let text = r#"{"name": "srv", "args": {"roots": {"from": "index\\.js$"}}, "read": ["${roots}"]}"#;
+        let mut e = Engine::default();
+        e.set_manifests(vec![manifest(text)]);
+        let root = ProcContext {
+            server: "srv".into(),
+            pid: 10,
+            exe: "/usr/bin/node".into(),
+            argv: argv(&["node", "/srv/index.js", "data"]),
+            cwd: Some("/w".into()),
+            ..Default::default()
+        };
+        let mut facts = PathFacts::default();
+        facts.insert("/w/data".into(), "/real/data".into(), false);
+        e.add_server(&root, "/home/u".into());
+        e.launching(&root, 10, &facts);
+        let read = open("/real/data/a.txt", false, 3);
+        let judged = |e: &mut Engine| rules(&e.evaluate(&root, &read, &PathFacts::default()).0);
+        assert!(judged(&mut e).is_empty(), "bound to the real path");
+        e.set_manifests(vec![manifest(text)]);
+        assert!(judged(&mut e).is_empty(), "the same binding after a reload");
+        assert_eq!(
+            rules(
+                &e.evaluate(&root, &open("/w/elsewhere", false, 3), &PathFacts::default())
+                    .0
+            ),
+            ["file.read_undeclared"]
+        );
+    }
+}

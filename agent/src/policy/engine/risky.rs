@@ -1,0 +1,73 @@
+//! Risky operations: no manifest field declares them, so each is a finding
+//! unless it targets the acting process itself.
+
+use serde_json::json;
+
+use super::Finding;
+use crate::{
+    alerts::rules,
+    policy::activity::{ProcContext, RiskyActivity, RiskyOp},
+};
+
+/// Risky operations: no manifest field declares them.
+pub(super) fn risky(ctx: &ProcContext, r: &RiskyActivity) -> Option<Finding> {
+    let rule = match r.op {
+        // A process reading its own memory or maps is ordinary.
+        RiskyOp::ProcMem | RiskyOp::ProcEnviron | RiskyOp::ProcMaps | RiskyOp::ProcessVmReadv
+            if r.target_pid == Some(ctx.pid) =>
+        {
+            return None;
+        }
+        RiskyOp::Ptrace => &rules::PROC_PTRACE,
+        RiskyOp::ProcessVmReadv | RiskyOp::ProcessVmWritev | RiskyOp::ProcMem => &rules::PROC_MEMORY,
+        RiskyOp::ProcEnviron => &rules::PROC_ENVIRON,
+        RiskyOp::ProcMaps => &rules::PROC_MAPS,
+        RiskyOp::SetUid | RiskyOp::SetGid | RiskyOp::Capset => &rules::PRIV_SETID,
+        RiskyOp::InitModule => &rules::PRIV_KERNEL_MODULE,
+        RiskyOp::Bpf => &rules::PRIV_BPF,
+        RiskyOp::Mount => &rules::PRIV_MOUNT,
+        RiskyOp::IoUringSetup => &rules::EVASION_IO_URING,
+    };
+    let target = r.target_pid.map(|p| format!(" on pid {p}")).unwrap_or_default();
+    Some(Finding {
+        rule,
+        summary: format!("{} called {}{target}", ctx.server, r.op.name()),
+        evidence: json!({ "op": r.op.name(), "target_pid": r.target_pid }),
+        declared: None,
+        dedup_key: format!("{}:{:?}", r.op.name(), r.target_pid),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use crate::policy::activity::{Activity, RiskyActivity, RiskyOp};
+
+    #[test]
+    fn risky_operations() {
+        let (mut s, ctx) = server("{}", NODE);
+        let risky = |op, target_pid| Activity::Risky(RiskyActivity { op, target_pid });
+        let f = s.evaluate(&ctx, &risky(RiskyOp::Ptrace, Some(999)));
+        assert_eq!(rules(&f), ["proc.ptrace"]);
+        assert_eq!(f[0].rule.mitre.unwrap().0, "T1055.008");
+        assert_eq!(
+            rules(&s.evaluate(&ctx, &risky(RiskyOp::ProcMem, Some(999)))),
+            ["proc.memory"]
+        );
+        assert!(
+            s.evaluate(&ctx, &risky(RiskyOp::ProcMem, Some(11))).is_empty(),
+            "its own memory"
+        );
+        assert_eq!(
+            rules(&s.evaluate(&ctx, &risky(RiskyOp::ProcEnviron, Some(1)))),
+            ["proc.environ"]
+        );
+        assert_eq!(
+            rules(&s.evaluate(&ctx, &risky(RiskyOp::InitModule, None))),
+            ["priv.kernel_module"]
+        );
+        assert_eq!(rules(&s.evaluate(&ctx, &risky(RiskyOp::SetUid, None))), ["priv.setid"]);
+        // The file open of another process's memory is left to the risky event.
+        assert!(s.evaluate(&ctx, &open("/proc/999/mem", false, 3)).is_empty());
+    }
+}

@@ -1,0 +1,46 @@
+//! Manifests: what one server declares it needs. JSON, one file per server, a
+//! superset of ToolHive's permission profile (a ToolHive profile loads as-is).
+//! The schema is `manifests/manifest.schema.json`; the reference is in the README.
+//!
+//! `schema` (the file as written) -> `compile` (patterns checked and built)
+//! -> `model` (what the engine evaluates); `error` places a failure in the file.
+
+mod compile;
+mod error;
+mod model;
+mod schema;
+
+use std::path::Path;
+
+pub use compile::expand;
+pub use error::ManifestError;
+pub use model::{ArgBinding, ExePattern, Manifest, Outbound, ToolGrant, basename};
+pub use schema::ManifestFile;
+
+impl Manifest {
+    /// Parses and checks one manifest file's text.
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ManifestError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let raw: ManifestFile = serde_path_to_error::deserialize(de).map_err(|e| ManifestError::syntax(file, e))?;
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Self::compile(raw, Some(file), &stem).map_err(|f| ManifestError::entry(file, text, f))
+    }
+
+    /// The manifest of a server nobody declared: the runtime baseline only.
+    pub fn least_privilege(name: &str) -> Self {
+        Self::compile(ManifestFile::default(), None, name).expect("the empty manifest compiles")
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// A manifest file `demo.json`.
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(Path::new("/etc/mcpwatch/manifests/demo.json"), text)
+    }
+}
