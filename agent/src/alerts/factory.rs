@@ -9,29 +9,13 @@ use std::sync::{
 };
 
 use super::{Alert, AlertAncestor, hostname, rules::RuleId};
-use crate::output::events::Clock;
+use crate::{output::events::Clock, policy::activity::ProcContext};
 
 #[derive(Clone, Debug)]
 pub struct AlertFactory {
     clock: Clock,
     host: Arc<str>,
     seq: Arc<AtomicU64>,
-}
-
-/// The process an alert is about.
-#[derive(Clone, Debug, Default)]
-pub struct Subject {
-    pub server: Option<String>,
-    pub pid: u32,
-    pub ppid: u32,
-    pub uid: u32,
-    pub exe: String,
-    pub argv: Vec<String>,
-    /// Nearest first: (pid, exe).
-    pub ancestry: Vec<(u32, String)>,
-    /// MCP tool call in flight.
-    pub tool: Option<String>,
-    pub call_id: Option<String>,
 }
 
 impl AlertFactory {
@@ -66,22 +50,25 @@ impl AlertFactory {
         )
     }
 
-    /// [`AlertFactory::raise`] about a process.
-    pub fn raise_about(&self, rule: RuleId, ktime_ns: u64, summary: String, s: Subject) -> Alert {
-        let mut a = self.raise(rule, ktime_ns, summary);
-        a.server = s.server;
-        a.pid = s.pid;
-        a.ppid = s.ppid;
-        a.uid = s.uid;
-        a.exe = s.exe;
-        a.argv = s.argv;
-        a.ancestry = s
+    /// [`AlertFactory::raise`] about the process that acted, at its time.
+    pub fn raise_about(&self, rule: RuleId, summary: String, ctx: &ProcContext) -> Alert {
+        let mut a = self.raise(rule, ctx.ktime_ns, summary);
+        a.server = (!ctx.server.is_empty()).then(|| ctx.server.clone());
+        a.pid = ctx.pid;
+        a.ppid = ctx.ppid;
+        a.uid = ctx.uid;
+        a.exe = ctx.exe.clone();
+        a.argv = ctx.argv.clone();
+        a.ancestry = ctx
             .ancestry
-            .into_iter()
-            .map(|(pid, exe)| AlertAncestor { pid, exe })
+            .iter()
+            .map(|(pid, exe)| AlertAncestor {
+                pid: *pid,
+                exe: exe.clone(),
+            })
             .collect();
-        a.tool = s.tool;
-        a.call_id = s.call_id;
+        a.tool = ctx.tool.clone();
+        a.call_id = ctx.call_id.clone();
         a
     }
 }

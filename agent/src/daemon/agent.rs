@@ -252,7 +252,9 @@ impl Agent {
         // Ancestry and cwd cost allocations and a readlink: an exec needs them
         // to be judged, a file or network event only when it raises an alert.
         let exec = activities.iter().any(|a| matches!(a, Activity::Exec(_)));
-        let dir = activities.iter().any(|a| matches!(a, Activity::File(f) if f.directory));
+        let dir = activities
+            .iter()
+            .any(|a| matches!(a, Activity::File(f) if f.access.directory));
         let ctx = self.context(server, ktime_ns, pid, exec, exec || dir);
         let mut alerts: Vec<Alert> = activities
             .iter()

@@ -9,11 +9,11 @@ use agent_common::{EventKind, LossKey, config::WATCH_PENDING};
 use super::agent::Agent;
 use crate::kernel::watchset::WatchSet;
 use crate::{
-    alerts::factory::Subject,
     kernel::decode::StdioChunk,
     mcp::{McpAlert, McpLine, Output},
     output::events::{Clock, Record},
     pipeline::procs::Proc,
+    policy::activity::ProcContext,
 };
 
 impl Agent {
@@ -84,8 +84,9 @@ impl Agent {
             (Some(n), true) => self.policy.manifest_of(n).map(|(file, _)| file),
             _ => None,
         };
-        let subject = Subject {
-            server,
+        let ctx = ProcContext {
+            server: server.unwrap_or_default(),
+            ktime_ns: a.ktime_ns,
             pid: a.pid,
             ppid: p.ppid,
             uid: p.uid,
@@ -94,8 +95,9 @@ impl Agent {
             ancestry: self.procs.ancestry(a.pid),
             tool: a.tool,
             call_id: a.call_id,
+            ..Default::default()
         };
-        let mut alert = self.factory.raise_about(a.rule, a.ktime_ns, a.summary, subject);
+        let mut alert = self.factory.raise_about(a.rule, a.summary, &ctx);
         alert.manifest = manifest;
         alert.evidence = a.evidence;
         self.emit_alert(&alert);

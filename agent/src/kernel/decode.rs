@@ -120,6 +120,25 @@ impl Addr {
     }
 }
 
+#[cfg(test)]
+impl Header {
+    /// A header for unit tests: `kind` by watched process `pid` of `server`.
+    pub fn for_test(kind: EventKind, server: u32, pid: u32) -> Header {
+        Header {
+            kind,
+            server,
+            ktime_ns: 1_000,
+            tid: pid,
+            pid,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            unwatched: false,
+            comm: "test".into(),
+        }
+    }
+}
+
 /// One syscall of a watched process (file, net, dns, risky).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sys {

@@ -187,18 +187,7 @@ pub(crate) mod tests {
     use agent_common::EventKind;
 
     pub fn header(server: u32, pid: u32) -> Header {
-        Header {
-            kind: EventKind::Exec,
-            server,
-            ktime_ns: 1_000,
-            tid: pid,
-            pid,
-            ppid: 1,
-            uid: 0,
-            gid: 0,
-            unwatched: false,
-            comm: "node".into(),
-        }
+        Header::for_test(EventKind::Exec, server, pid)
     }
 
     pub fn chunk(fd: u32, offset: u64, data: &[u8]) -> StdioChunk {

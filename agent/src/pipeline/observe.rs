@@ -12,8 +12,8 @@ use crate::{
     kernel::decode::{Addr, FdKind, Sys},
     policy::{
         activity::{
-            Activity, ExecActivity, FileActivity, FileOp, NetActivity, NetOp, ProcPath, Proto, RiskyActivity, RiskyOp,
-            StdioKind, script_arg,
+            Access, Activity, ExecActivity, FileActivity, FileOp, NetActivity, NetOp, ProcPath, Proto, RiskyActivity,
+            RiskyOp, StdioKind, script_arg,
         },
         engine::runs_scripts,
     },
@@ -29,42 +29,6 @@ const O_DIRECTORY: u64 = 0o200000;
 const S_IFMT: u32 = 0o170000;
 const S_IFDIR: u32 = 0o040000;
 const AT_REMOVEDIR: u64 = 0x200;
-
-/// What a file syscall asked for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Access {
-    pub read: bool,
-    pub write: bool,
-    pub create: bool,
-    pub truncate: bool,
-    pub append: bool,
-    pub directory: bool,
-    /// chmod/chown: metadata only.
-    pub attributes: bool,
-}
-
-impl Access {
-    /// Whether it modifies the file system.
-    pub fn writes(&self) -> bool {
-        self.write || self.create || self.truncate || self.append
-    }
-
-    /// The words event lines carry (`["read", "write"]`...).
-    pub fn words(&self) -> Vec<&'static str> {
-        [
-            (self.read, "read"),
-            (self.write, "write"),
-            (self.create, "create"),
-            (self.truncate, "truncate"),
-            (self.append, "append"),
-            (self.directory, "directory"),
-            (self.attributes, "attributes"),
-        ]
-        .into_iter()
-        .filter_map(|(on, w)| on.then_some(w))
-        .collect()
-    }
-}
 
 /// A file syscall.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,17 +65,11 @@ impl FileObservation {
     }
 
     fn activity(&self, s: &Sys) -> Option<FileActivity> {
-        let a = &self.access;
         Some(FileActivity {
             op: self.op,
             path: self.path.clone()?,
             path2: self.target.clone(),
-            read: a.read,
-            write: a.write,
-            create: a.create,
-            truncate: a.truncate,
-            append: a.append,
-            directory: a.directory,
+            access: self.access,
             result: s.ret,
             path_truncated: s.path_truncated,
             proc_path: self.proc_path.clone(),

@@ -83,6 +83,42 @@ pub enum FileOp {
     Chown,
 }
 
+/// What a file syscall asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    pub read: bool,
+    pub write: bool,
+    pub create: bool,
+    pub truncate: bool,
+    pub append: bool,
+    pub directory: bool,
+    /// chmod/chown: metadata only.
+    pub attributes: bool,
+}
+
+impl Access {
+    /// Whether it modifies the file system.
+    pub fn writes(&self) -> bool {
+        self.write || self.create || self.truncate || self.append
+    }
+
+    /// The words event lines carry (`["read", "write"]`...).
+    pub fn words(&self) -> Vec<&'static str> {
+        [
+            (self.read, "read"),
+            (self.write, "write"),
+            (self.create, "create"),
+            (self.truncate, "truncate"),
+            (self.append, "append"),
+            (self.directory, "directory"),
+            (self.attributes, "attributes"),
+        ]
+        .into_iter()
+        .filter_map(|(on, w)| on.then_some(w))
+        .collect()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileActivity {
     pub op: FileOp,
@@ -90,12 +126,7 @@ pub struct FileActivity {
     pub path: String,
     /// rename/link/symlink: the new name.
     pub path2: Option<String>,
-    pub read: bool,
-    pub write: bool,
-    pub create: bool,
-    pub truncate: bool,
-    pub append: bool,
-    pub directory: bool,
+    pub access: Access,
     /// fd or -errno.
     pub result: i64,
     pub path_truncated: bool,
@@ -107,7 +138,7 @@ impl FileActivity {
     /// Whether the operation changes the file system (else it only reads).
     pub fn writes(&self) -> bool {
         match self.op {
-            FileOp::Open => self.write || self.create || self.truncate || self.append,
+            FileOp::Open => self.access.writes(),
             _ => true,
         }
     }

@@ -27,7 +27,7 @@ use serde_json::json;
 
 use crate::alerts::rules::{self, Rule};
 use crate::{
-    alerts::{Alert, AlertFactory, factory::Subject},
+    alerts::{Alert, AlertFactory},
     mcp::pins::ExpectedPins,
     output::events::Clock,
 };
@@ -226,18 +226,7 @@ impl Policy {
     }
 
     fn base(&mut self, rule: &'static Rule, summary: String, ctx: &ProcContext) -> Alert {
-        let subject = Subject {
-            server: Some(ctx.server.clone()),
-            pid: ctx.pid,
-            ppid: ctx.ppid,
-            uid: ctx.uid,
-            exe: ctx.exe.clone(),
-            argv: ctx.argv.clone(),
-            ancestry: ctx.ancestry.clone(),
-            tool: ctx.tool.clone(),
-            call_id: ctx.call_id.clone(),
-        };
-        self.alerts.raise_about(rule, ctx.ktime_ns, summary, subject)
+        self.alerts.raise_about(rule, summary, ctx)
     }
 
     fn alert(&mut self, f: Finding, ctx: &ProcContext, manifest: Option<String>) -> Alert {
@@ -360,12 +349,10 @@ mod tests {
                 op: activity::FileOp::Open,
                 path,
                 path2: None,
-                read: true,
-                write: false,
-                create: false,
-                truncate: false,
-                append: false,
-                directory: false,
+                access: activity::Access {
+                    read: true,
+                    ..Default::default()
+                },
                 result: 3,
                 path_truncated: false,
                 proc_path: None,

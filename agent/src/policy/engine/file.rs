@@ -22,7 +22,7 @@ impl ServerPolicy {
         let writes = f.writes();
         self.declares(scope, path, writes)
             || (!writes
-                && f.directory
+                && f.access.directory
                 && (self.resolved(scope).is_ancestor_of_declared(path)
                     // Interpreters list their working directory (Python's sys.path[0]).
                     || ctx.cwd.as_deref() == Some(path)))
@@ -124,7 +124,7 @@ mod tests {
     use serde_json::json;
 
     use super::super::test_support::*;
-    use crate::policy::activity::{Activity, FileActivity};
+    use crate::policy::activity::Activity;
 
     #[test]
     fn files_against_globs_tilde_and_arguments() {
@@ -169,13 +169,13 @@ mod tests {
             assert!(check(open(p, false, 3)).is_empty(), "{p}");
         }
         // Listing the directories on the way to a declared one.
-        let dir = Activity::File(FileActivity {
-            directory: true,
-            ..match open("/data", false, 3) {
-                Activity::File(f) => f,
-                _ => unreachable!(),
+        let dir = match open("/data", false, 3) {
+            Activity::File(mut f) => {
+                f.access.directory = true;
+                Activity::File(f)
             }
-        });
+            _ => unreachable!(),
+        };
         assert!(check(dir).is_empty());
     }
 
@@ -266,13 +266,13 @@ mod tests {
         assert_eq!(rules(&f), ["file.read_undeclared"]);
         assert_eq!(f[0].declared.as_ref().unwrap()["tool"], "peek");
         // Listing the way to the narrowed directory is fine.
-        let dir = Activity::File(FileActivity {
-            directory: true,
-            ..match open("/data", false, 3) {
-                Activity::File(f) => f,
-                _ => unreachable!(),
+        let dir = match open("/data", false, 3) {
+            Activity::File(mut f) => {
+                f.access.directory = true;
+                Activity::File(f)
             }
-        });
+            _ => unreachable!(),
+        };
         assert!(s.evaluate(&peek, &dir).is_empty());
     }
 

@@ -239,7 +239,7 @@ mod test_support {
     use std::path::Path;
 
     pub(super) use super::*;
-    use crate::policy::activity::{ExecActivity, FileActivity, FileOp, NetActivity, NetOp, ProcPath, Proto};
+    use crate::policy::activity::{Access, ExecActivity, FileActivity, FileOp, NetActivity, NetOp, ProcPath, Proto};
     pub(super) use crate::policy::test_argv as argv;
 
     /// The pid of the acting process in [`server`]'s context.
@@ -307,12 +307,12 @@ mod test_support {
             op: FileOp::Open,
             path: path.into(),
             path2: None,
-            read: !write,
-            write,
-            create: write,
-            truncate: false,
-            append: false,
-            directory: false,
+            access: Access {
+                read: !write,
+                write,
+                create: write,
+                ..Default::default()
+            },
             result,
             path_truncated: false,
             proc_path: ProcPath::parse(path, PID),
