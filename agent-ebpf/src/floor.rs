@@ -28,6 +28,7 @@ static WATCHED: HashMap<u32, WatchedProc> = HashMap::with_max_entries(16384, 0);
 #[inline(always)]
 fn lookup() -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the value is read at once, within this program run.
     unsafe { WATCHED.get(tgid) }.map(|w| w.server).unwrap_or(0)
 }
 
@@ -57,10 +58,12 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
+    // SAFETY: a read of a global through a valid reference.
     let off = unsafe { core::ptr::read_volatile(&ORIG_AX) };
     if off == u32::MAX {
         return 0;
     }
+    // SAFETY: the helper checks the kernel address.
     let Ok(nr) = (unsafe { bpf_probe_read_kernel(regs.add(off as usize) as *const u64) }) else {
         return 0;
     };
