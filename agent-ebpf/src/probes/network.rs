@@ -17,7 +17,7 @@ use agent_common::{
     },
     event::{SOCKADDR_ABSTRACT, SYS_DATA_IN, SYS_PATH_TRUNCATED, SYS_USER_MEMORY},
     probe_errors::{Probe, Reason},
-    syscalls::*,
+    syscalls::{Op, arg, lookup},
 };
 use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_buf};
 
@@ -177,14 +177,18 @@ fn msghdr(ptr: u64) -> Option<(u64, u64, u64, u64)> {
 }
 
 pub fn on_exit(st: &Stash, ret: i64) {
-    let a = st.args;
-    match st.nr {
-        CONNECT | BIND => {
+    let Some(sc) = lookup(st.nr) else {
+        return;
+    };
+    let a = &st.args;
+    let fd = arg(a, sc.fd);
+    match sc.op {
+        Op::Connect | Op::Bind => {
             let Some(mut rec) = record(EventKind::Net, st, ret) else {
                 return;
             };
-            let sock = sock_of(a[0]);
-            let connect = st.nr == CONNECT;
+            let sock = sock_of(fd);
+            let connect = sc.op == Op::Connect;
             // What the call did, as the socket records it: the peer of a
             // connect that succeeded or is under way, the local address of a
             // bind that succeeded. A failed call may leave an earlier
@@ -200,7 +204,7 @@ pub fn on_exit(st: &Stash, ret: i64) {
             };
             let addr = match from_sock {
                 Some(addr) => Some(addr),
-                None => user_sockaddr(&mut rec, a[1], a[2]),
+                None => user_sockaddr(&mut rec, arg(a, sc.sockaddr), arg(a, sc.addrlen)),
             };
             let sock_type = sock.map(|(_, t)| t).unwrap_or(0);
             let Some(mut addr) = addr else {
@@ -215,8 +219,8 @@ pub fn on_exit(st: &Stash, ret: i64) {
             rec.ev().addr = addr;
             rec.send();
         }
-        LISTEN => {
-            let Some((sk, ty)) = sock_of(a[0]) else {
+        Op::Listen => {
+            let Some((sk, ty)) = sock_of(fd) else {
                 return;
             };
             let Some(mut rec) = record(EventKind::Net, st, ret) else {
@@ -227,7 +231,7 @@ pub fn on_exit(st: &Stash, ret: i64) {
             rec.ev().addr = addr;
             rec.send();
         }
-        ACCEPT | ACCEPT4 => {
+        Op::Accept => {
             if ret < 0 {
                 return;
             }
@@ -244,11 +248,16 @@ pub fn on_exit(st: &Stash, ret: i64) {
             rec.ev().addr = addr;
             rec.send();
         }
-        SENDTO | SENDMSG => {
-            let (name, namelen, buf, _len) = if st.nr == SENDTO {
-                (a[4], a[5], a[1], a[2])
+        Op::Sendto => {
+            let (name, namelen, buf, _len) = if sc.msghdr.is_none() {
+                (
+                    arg(a, sc.sockaddr),
+                    arg(a, sc.addrlen),
+                    arg(a, sc.buf),
+                    arg(a, sc.count),
+                )
             } else {
-                match msghdr(a[1]) {
+                match msghdr(arg(a, sc.msghdr)) {
                     Some(m) => m,
                     None => {
                         probe_error(Probe::Net, Reason::UserRead);
@@ -256,7 +265,7 @@ pub fn on_exit(st: &Stash, ret: i64) {
                     }
                 }
             };
-            let sock = sock_of(a[0]);
+            let sock = sock_of(fd);
             let ty = sock.map(|(_, t)| t).unwrap_or(0);
             // A destination given with the call exists only in the caller's
             // memory; a connected socket's is the socket's.
@@ -283,26 +292,28 @@ pub fn on_exit(st: &Stash, ret: i64) {
                 dns(st, ret, d, buf, false, name != 0);
             }
         }
-        RECVFROM | RECVMSG => {
+        Op::Recvfrom | Op::Recvmsg => {
             if ret <= 0 {
                 return;
             }
-            let Some((sk, ty)) = sock_of(a[0]) else {
+            let Some((sk, ty)) = sock_of(fd) else {
                 return;
             };
             if ty != SOCK_DGRAM {
                 return;
             }
-            let (name, namelen, buf) = if st.nr == RECVFROM {
-                let addrlen: u32 = if a[5] != 0 {
+            let (name, namelen, buf) = if sc.msghdr.is_none() {
+                // recvfrom's addrlen is a pointer to the length the kernel wrote.
+                let addrlen_at = arg(a, sc.addrlen);
+                let addrlen: u32 = if addrlen_at != 0 {
                     // SAFETY: checked user read.
-                    unsafe { bpf_probe_read_user(a[5] as *const u32) }.unwrap_or(0)
+                    unsafe { bpf_probe_read_user(addrlen_at as *const u32) }.unwrap_or(0)
                 } else {
                     0
                 };
-                (a[4], addrlen as u64, a[1])
+                (arg(a, sc.sockaddr), addrlen as u64, arg(a, sc.buf))
             } else {
-                match msghdr(a[1]) {
+                match msghdr(arg(a, sc.msghdr)) {
                     Some((n, nl, b, _)) => (n, nl, b),
                     None => {
                         probe_error(Probe::Net, Reason::UserRead);

@@ -20,7 +20,7 @@ use agent_common::{
     config::{STDIO_FDS_MAX, STDIO_IN, STDIO_OUT, StdioInodes},
     event::{FD_PIPE, FD_SOCKET, SYS_DATA_IN, SYS_DATA_TRUNCATED},
     probe_errors::{Probe, Reason},
-    syscalls::{READ, READV, WRITE, WRITEV},
+    syscalls::{Op, READV, WRITEV, arg, lookup},
 };
 use aya_ebpf::helpers::bpf_probe_read_user;
 
@@ -149,10 +149,14 @@ pub fn on_exit(st: &Stash, ret: i64, pid_tgid: u64) {
     if ret <= 0 {
         return;
     }
-    let fd = st.args[0] as u32 as u64;
-    let (incoming, dir) = match st.nr {
-        READ | READV => (true, STDIO_IN),
-        WRITE | WRITEV => (false, STDIO_OUT),
+    let Some(sc) = lookup(st.nr) else {
+        return;
+    };
+    let a = &st.args;
+    let fd = arg(a, sc.fd) as u32 as u64;
+    let (incoming, dir) = match sc.op {
+        Op::Read => (true, STDIO_IN),
+        Op::Write => (false, STDIO_OUT),
         _ => return,
     };
     let Some(file) = fd_file(fd) else {
@@ -184,7 +188,8 @@ pub fn on_exit(st: &Stash, ret: i64, pid_tgid: u64) {
     }
     let total = ret as u64;
     let vectored = st.nr == READV || st.nr == WRITEV;
-    let niov = if vectored { st.args[2] } else { 1 };
+    let buf = arg(a, sc.buf);
+    let niov = if vectored { arg(a, sc.count) } else { 1 };
     cur.iov = 0;
     cur.iov_off = 0;
     cur.done = 0;
@@ -201,14 +206,14 @@ pub fn on_exit(st: &Stash, ret: i64, pid_tgid: u64) {
             break;
         }
         let (base, len) = if vectored {
-            let p = (st.args[1] + 16 * (iov & (MAX_IOV as u64 - 1))) as *const u64;
+            let p = (buf + 16 * (iov & (MAX_IOV as u64 - 1))) as *const u64;
             // SAFETY: bpf_probe_read_user checks the user pointer.
             let base: u64 = unsafe { bpf_probe_read_user(p) }.unwrap_or(0);
             // SAFETY: as above.
             let len: u64 = unsafe { bpf_probe_read_user(p.wrapping_add(1)) }.unwrap_or(0);
             (base, len)
         } else {
-            (st.args[1], total)
+            (buf, total)
         };
         if iov_off >= len {
             cur.iov = iov + 1;
