@@ -56,6 +56,16 @@ pub struct StdioInodes {
 /// Default size of the `EVENTS` ring buffer in bytes (power of two, page multiple).
 pub const EVENTS_RING_BYTES: u32 = 8 << 20;
 
+// Layouts the programs and the agent share through maps.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<WatchedProc>() == 8);
+    assert!(offset_of!(WatchedProc, flags) == 4);
+    assert!(size_of::<AgentConfig>() == 8);
+    assert!(size_of::<StdioInodes>() == 16);
+    assert!(offset_of!(StdioInodes, stdout) == 8);
+};
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain repr(C) structs of integers without padding.

@@ -111,11 +111,13 @@ pub const FD_OTHER: u8 = 5;
 
 /// `sched_process_exec`: a process replaced its image.
 ///
-/// Followed in the record by two fixed slots of `EXEC_FILENAME_MAX` bytes (the
-/// path given to exec, `filename_len` used; the interpreter path when
-/// different from it, for scripts, `interp_len` used), then contiguously
-/// `exe_len` bytes of the resolved path of the file executed, `cwd_len` bytes
-/// of the working directory and `argv_len` bytes of NUL-separated arguments.
+/// Followed in the record, in this order (what `probes/process.rs` writes):
+/// 1. two fixed slots of `EXEC_FILENAME_MAX` bytes: the path given to exec
+///    (`filename_len` used), then the interpreter path when it differs, for
+///    scripts (`interp_len` used);
+/// 2. contiguously: `exe_len` bytes of the resolved path of the file
+///    executed, `cwd_len` bytes of the working directory, `argv_len` bytes of
+///    NUL-separated arguments.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ExecEvent {
@@ -130,9 +132,10 @@ pub struct ExecEvent {
     /// Full length of the argument area in the new image, truncated or not.
     pub argv_full_len: u32,
     /// Length of the resolved path of the file actually executed (`bprm->file`:
-    /// the interpreter for a script), stored after argv.
+    /// the interpreter for a script), stored right after the two fixed slots.
     pub exe_len: u32,
-    /// Length of the working directory path, stored after the exe path.
+    /// Length of the working directory path, stored after the exe path (and
+    /// followed by argv).
     pub cwd_len: u32,
     /// `FD_*` of fds 0, 1, 2 (index 3 unused).
     pub stdio: [u8; 4],
@@ -152,8 +155,9 @@ pub const EXEC_FILENAME_TRUNCATED: u32 = 2;
 /// The interpreter path was longer than `EXEC_FILENAME_MAX` and was cut.
 pub const EXEC_INTERP_TRUNCATED: u32 = 4;
 
-/// Size of the variable part following an [`ExecEvent`] at most: filename,
-/// interp, argv, then the resolved exe path and cwd (each at most `PATH_MAX`).
+/// Size of the variable part following an [`ExecEvent`] at most: filename
+/// and interp slots, the resolved exe path and cwd (each at most `PATH_MAX`),
+/// then argv.
 pub const EXEC_DATA_MAX: usize = 2 * EXEC_FILENAME_MAX + EXEC_ARGV_MAX + 2 * PATH_MAX;
 
 /// Scratch record an exec event is assembled in (per-CPU map value).
@@ -201,9 +205,14 @@ pub struct SockAddr {
     pub port: u16,
     /// `SOCK_STREAM` (1), `SOCK_DGRAM` (2)... 0: unknown.
     pub sock_type: u16,
-    pub _pad: u16,
+    /// `SOCKADDR_*` flags.
+    pub flags: u16,
     pub addr: [u8; 16],
 }
+
+/// The Unix socket address is an abstract name (the record's path holds the
+/// name without its leading NUL).
+pub const SOCKADDR_ABSTRACT: u16 = 1;
 
 /// One syscall of a watched process: file, socket, risky or stdio.
 ///
@@ -224,8 +233,8 @@ pub struct SysEvent {
     pub args: [u64; 6],
     /// Remote (connect, sendto, accept) or local (bind, listen) address.
     pub addr: SockAddr,
-    /// Stream offset of the data (stdio), per (process, fd).
-    pub offset: u64,
+    /// Stream offset of the data (stdio only), per (process, direction).
+    pub stream_offset: u64,
     /// File mode bits (`i_mode`) of the file, when known.
     pub mode: u32,
     pub len1: u16,
@@ -233,6 +242,9 @@ pub struct SysEvent {
     pub data_len: u32,
     /// Bytes the syscall transferred that this record does not carry (stdio).
     pub data_missing: u32,
+    /// Local port the connection came in on (accept only; host byte order).
+    pub local_port: u16,
+    pub _pad: [u8; 6],
 }
 
 /// `len1` is a path resolved in the kernel from the opened `struct file`.
@@ -248,6 +260,13 @@ pub const SYS_PATH_RELATIVE: u32 = 8;
 pub const SYS_DATA_TRUNCATED: u32 = 16;
 /// The data was received (stdin, DNS answer) rather than sent.
 pub const SYS_DATA_IN: u32 = 32;
+/// Paths or the address were read from the caller's memory at syscall exit,
+/// not from a kernel object: a racing thread of the process may have
+/// rewritten them during the call (failed opens, path operations, sendto
+/// destinations, Unix socket paths, a connect or bind the socket does not
+/// record). What the kernel holds (an opened file, a socket's addresses) is
+/// read from the kernel object instead and carries no flag.
+pub const SYS_USER_MEMORY: u32 = 64;
 
 /// Scratch record a [`SysEvent`] is assembled in (per-CPU map value).
 #[repr(C)]
@@ -264,6 +283,66 @@ pub struct LossKey {
     pub server: u32,
     pub kind: u32,
 }
+
+// The layout both sides agree on (what Tetragon's alignchecker checks): a
+// field moved or resized fails the build of both the programs and the agent.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<EventHeader>() == 56);
+    assert!(offset_of!(EventHeader, kind) == 0);
+    assert!(offset_of!(EventHeader, server) == 4);
+    assert!(offset_of!(EventHeader, ktime_ns) == 8);
+    assert!(offset_of!(EventHeader, pid) == 16);
+    assert!(offset_of!(EventHeader, tgid) == 20);
+    assert!(offset_of!(EventHeader, ppid) == 24);
+    assert!(offset_of!(EventHeader, uid) == 28);
+    assert!(offset_of!(EventHeader, gid) == 32);
+    assert!(offset_of!(EventHeader, flags) == 36);
+    assert!(offset_of!(EventHeader, comm) == 40);
+
+    assert!(size_of::<ExecEvent>() == 96);
+    assert!(offset_of!(ExecEvent, old_pid) == 56);
+    assert!(offset_of!(ExecEvent, flags) == 60);
+    assert!(offset_of!(ExecEvent, filename_len) == 64);
+    assert!(offset_of!(ExecEvent, interp_len) == 68);
+    assert!(offset_of!(ExecEvent, argv_len) == 72);
+    assert!(offset_of!(ExecEvent, argv_full_len) == 76);
+    assert!(offset_of!(ExecEvent, exe_len) == 80);
+    assert!(offset_of!(ExecEvent, cwd_len) == 84);
+    assert!(offset_of!(ExecEvent, stdio) == 88);
+    assert!(offset_of!(ExecEvent, exe_nlink) == 92);
+    assert!(size_of::<ExecRecord>() == size_of::<ExecEvent>() + EXEC_DATA_MAX);
+
+    assert!(size_of::<ForkEvent>() == 64);
+    assert!(offset_of!(ForkEvent, child_tgid) == 56);
+    assert!(size_of::<ExitEvent>() == 64);
+    assert!(offset_of!(ExitEvent, exit_code) == 56);
+
+    assert!(size_of::<SockAddr>() == 24);
+    assert!(offset_of!(SockAddr, family) == 0);
+    assert!(offset_of!(SockAddr, port) == 2);
+    assert!(offset_of!(SockAddr, sock_type) == 4);
+    assert!(offset_of!(SockAddr, flags) == 6);
+    assert!(offset_of!(SockAddr, addr) == 8);
+
+    assert!(size_of::<SysEvent>() == 176);
+    assert!(offset_of!(SysEvent, nr) == 56);
+    assert!(offset_of!(SysEvent, flags) == 60);
+    assert!(offset_of!(SysEvent, ret) == 64);
+    assert!(offset_of!(SysEvent, args) == 72);
+    assert!(offset_of!(SysEvent, addr) == 120);
+    assert!(offset_of!(SysEvent, stream_offset) == 144);
+    assert!(offset_of!(SysEvent, mode) == 152);
+    assert!(offset_of!(SysEvent, len1) == 156);
+    assert!(offset_of!(SysEvent, len2) == 158);
+    assert!(offset_of!(SysEvent, data_len) == 160);
+    assert!(offset_of!(SysEvent, data_missing) == 164);
+    assert!(offset_of!(SysEvent, local_port) == 168);
+    assert!(size_of::<SysRecord>() == size_of::<SysEvent>() + 2 * PATH_MAX + DATA_MAX);
+
+    assert!(size_of::<LossKey>() == 8);
+    assert!(offset_of!(LossKey, kind) == 4);
+};
 
 #[cfg(feature = "user")]
 mod pod {

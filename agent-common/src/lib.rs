@@ -6,9 +6,11 @@
 //! maps and globals.
 #![no_std]
 
+pub mod abi;
 pub mod config;
 pub mod event;
 pub mod offsets;
+pub mod probe_errors;
 pub mod syscalls;
 
 pub use config::{AgentConfig, WatchedProc};

@@ -179,6 +179,13 @@ impl KernelOffsets {
     }
 }
 
+// Every member a u32 (51 fields and the pad), so the struct has no padding.
+const _: () = {
+    assert!(core::mem::size_of::<KernelOffsets>() == 52 * 4);
+    assert!(core::mem::align_of::<KernelOffsets>() == 4);
+    assert!(core::mem::offset_of!(KernelOffsets, regs_orig_ax) == 50 * 4);
+};
+
 #[cfg(feature = "user")]
 // SAFETY: repr(C) struct of u32 without padding.
 unsafe impl aya::Pod for KernelOffsets {}

@@ -12,10 +12,13 @@
 //! of the decision. Process lifecycle records always wake it: pending
 //! discovery decisions wait on them.
 
-use agent_common::LossKey;
+use agent_common::{
+    LossKey,
+    probe_errors::{Probe, Reason, index},
+};
 use aya_ebpf::bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 
-use crate::maps::{EVENTS, LAST_WAKEUP, LOSS};
+use crate::maps::{EVENTS, LAST_WAKEUP, LOSS, PROBE_ERRORS};
 
 /// At most one wakeup per this interval.
 const WAKE_GAP_NS: u64 = 1_000_000;
@@ -28,9 +31,11 @@ pub fn wake_flags(ktime_ns: u64) -> u64 {
         return 0;
     };
     // Racy by design: two CPUs may both wake the reader once.
+    // SAFETY: `last` points into the array map's value, valid for the program's run.
     if ktime_ns.wrapping_sub(unsafe { *last }) < WAKE_GAP_NS {
         return BPF_RB_NO_WAKEUP as u64;
     }
+    // SAFETY: as above; a plain store of a u64.
     unsafe { *last = ktime_ns };
     BPF_RB_FORCE_WAKEUP as u64
 }
@@ -43,10 +48,21 @@ pub const WAKE_NOW: u64 = BPF_RB_FORCE_WAKEUP as u64;
 pub fn count_loss(server: u32, kind: u32) {
     let key = LossKey { server, kind };
     match LOSS.get_ptr_mut(key) {
+        // SAFETY: a per-CPU value: no other program touches it meanwhile.
         Some(n) => unsafe { *n += 1 },
         None => {
             let _ = LOSS.insert(key, 1u64, 0);
         }
+    }
+}
+
+/// Counts one time `probe` gave up for `reason` on this CPU (see
+/// `agent_common::probe_errors`).
+#[inline(always)]
+pub fn probe_error(probe: Probe, reason: Reason) {
+    if let Some(n) = PROBE_ERRORS.get_ptr_mut(index(probe, reason)) {
+        // SAFETY: a per-CPU array slot: no other program touches it meanwhile.
+        unsafe { *n += 1 };
     }
 }
 

@@ -2,6 +2,7 @@
 
 use agent_common::{
     EventHeader,
+    abi::{S_IFCHR, S_IFIFO, S_IFMT, S_IFREG, S_IFSOCK},
     event::{COMM_LEN, FD_CHAR, FD_FILE, FD_NONE, FD_OTHER, FD_PIPE, FD_SOCKET, PATH_MAX},
     offsets::OFFSET_MISSING,
 };
@@ -24,11 +25,14 @@ pub fn read_at<T: Copy>(base: *const u8, off: u32) -> Result<T, i64> {
     if off == OFFSET_MISSING || base.is_null() {
         return Err(-1);
     }
-    unsafe { bpf_probe_read_kernel(base.add(off as usize) as *const T).map_err(|e| e as i64) }
+    // SAFETY: the helper checks the kernel address; a bad one is an error.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).map_err(|e| e as i64) }
 }
 
 #[inline(always)]
 pub fn current_task() -> *const u8 {
+    // SAFETY: a helper without arguments; the pointer is only read through
+    // bpf_probe_read_kernel.
     unsafe { bpf_get_current_task() as *const u8 }
 }
 
@@ -48,6 +52,7 @@ pub fn fill_header(h: &mut EventHeader, kind: u32, server: u32, flags: u32) {
     let uid_gid = bpf_get_current_uid_gid();
     h.kind = kind;
     h.server = server;
+    // SAFETY: a helper without arguments.
     h.ktime_ns = unsafe { bpf_ktime_get_boot_ns() };
     h.pid = pid_tgid as u32;
     h.tgid = (pid_tgid >> 32) as u32;
@@ -57,6 +62,7 @@ pub fn fill_header(h: &mut EventHeader, kind: u32, server: u32, flags: u32) {
     h.flags = flags;
     // Straight into the header: the safe wrapper zeroes a copy first (a
     // memset subprogram the verifier walks at every call site).
+    // SAFETY: `comm` is COMM_LEN writable bytes.
     unsafe { raw::bpf_get_current_comm(h.comm.as_mut_ptr() as *mut core::ffi::c_void, COMM_LEN as u32) };
 }
 
@@ -99,12 +105,12 @@ pub fn file_ino(file: *const u8) -> Option<u64> {
 /// What an inode mode is, as an `FD_*` value.
 #[inline(always)]
 pub fn fd_kind(mode: u32) -> u8 {
-    match mode & 0o170000 {
+    match mode & S_IFMT {
         0 => FD_NONE,
-        0o140000 => FD_SOCKET,
-        0o010000 => FD_PIPE,
-        0o020000 => FD_CHAR,
-        0o100000 => FD_FILE,
+        S_IFSOCK => FD_SOCKET,
+        S_IFIFO => FD_PIPE,
+        S_IFCHR => FD_CHAR,
+        S_IFREG => FD_FILE,
         _ => FD_OTHER,
     }
 }
@@ -112,7 +118,7 @@ pub fn fd_kind(mode: u32) -> u8 {
 /// `&file->f_path`.
 #[inline(always)]
 pub fn file_path(file: *const u8) -> *const u8 {
-    unsafe { file.add(offset(&offsets().file_path) as usize) }
+    file.wrapping_add(offset(&offsets().file_path) as usize)
 }
 
 /// Deepest path walked (components plus mount crossings).
@@ -140,6 +146,7 @@ pub fn resolve_path(path: *const u8, dst: &mut [u8]) -> Option<(usize, bool)> {
 /// Returns `len | truncated << 32`, 0 on failure.
 #[inline(never)]
 fn walk_path(path: *const u8, dst: *mut u8, dst_len: usize) -> u64 {
+    // SAFETY: rebuilt from the slice `resolve_path` was given.
     let dst = unsafe { core::slice::from_raw_parts_mut(dst, dst_len) };
     match walk_path_inner(path, dst) {
         Some((len, cut)) => len as u64 | ((cut as u64) << 32),
@@ -159,11 +166,16 @@ fn walk_path_inner(path: *const u8, dst: &mut [u8]) -> Option<(usize, bool)> {
     // one in equivalent states and the verifier prunes instead of doubling.
     let mut dentry: *const u8 = read(path, &o.path_dentry).ok()?;
     let mut mnt: *const u8 = (vfsmnt as usize).wrapping_sub(mount_mnt) as *const u8;
+    // SAFETY: this CPU's scratch value, valid for the run and used by
+    // nothing else meanwhile.
     let scratch = unsafe { &mut *PATH_SCRATCH.get_ptr_mut(0)? };
     scratch.pos = END as u64;
+    // SAFETY: a read through a valid reference.
     let mut pos = (unsafe { core::ptr::read_volatile(&scratch.pos) } as usize) & MASK;
     let mut truncated = true;
     for _ in 0..MAX_DEPTH {
+        // SAFETY: pointer arithmetic only; every read through it is a
+        // checked bpf_probe_read_kernel.
         let vfsmnt = unsafe { mnt.add(mount_mnt) };
         let mnt_root: *const u8 = read(vfsmnt, &o.vfsmount_root).ok()?;
         let parent: *const u8 = read(dentry, &o.dentry_parent).ok()?;
@@ -189,6 +201,8 @@ fn walk_path_inner(path: *const u8, dst: &mut [u8]) -> Option<(usize, bool)> {
         let start = (pos - n - 1) & MASK;
         scratch.buf[start] = b'/';
         let from = start + 1;
+        // SAFETY: the helper checks the kernel pointer; `from + n` stays in
+        // `buf` (n < 256, from <= MASK).
         if unsafe { bpf_probe_read_kernel_buf(name, &mut scratch.buf[from..from + n]) }.is_err() {
             return None;
         }
@@ -196,6 +210,7 @@ fn walk_path_inner(path: *const u8, dst: &mut [u8]) -> Option<(usize, bool)> {
         // reaches the next iteration as "some value in [0, MASK]" on every
         // path instead of a range narrowed differently by each history.
         scratch.pos = start as u64;
+        // SAFETY: a read through a valid reference.
         pos = (unsafe { core::ptr::read_volatile(&scratch.pos) } as usize) & MASK;
         if pseudo {
             truncated = false;
@@ -212,7 +227,9 @@ fn walk_path_inner(path: *const u8, dst: &mut [u8]) -> Option<(usize, bool)> {
     if len >= PATH_MAX || len > dst.len() {
         return None;
     }
+    // SAFETY: `pos & MASK` lies inside `buf`.
     let src = unsafe { buf.as_ptr().add(pos & MASK) };
+    // SAFETY: the helper checks the source; `len <= dst.len()` was checked.
     unsafe { bpf_probe_read_kernel_buf(src, &mut dst[..len]) }.ok()?;
     Some((len, truncated))
 }

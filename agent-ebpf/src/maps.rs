@@ -5,6 +5,7 @@ use agent_common::{
     config::StdioInodes,
     config::{EVENTS_RING_BYTES, STDIO_FDS_MAX, STDIO_FILES_MAX, WATCHED_MAX_ENTRIES},
     event::{ExecRecord, PATH_MAX, SysRecord},
+    probe_errors::PROBE_ERRORS_LEN,
 };
 use aya_ebpf::{
     macros::map,
@@ -35,6 +36,11 @@ pub static LAST_WAKEUP: Array<u64> = Array::with_max_entries(1, 0);
 /// Failed ring-buffer writes by (server, kind), per CPU.
 #[map]
 pub static LOSS: PerCpuHashMap<LossKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Times a probe gave up, per CPU, at `probe_errors::index(probe, reason)`.
+/// An array: counting never needs an insert that could itself fail.
+#[map]
+pub static PROBE_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROBE_ERRORS_LEN, 0);
 
 /// Per-CPU scratch space for exec records, too large for the BPF stack.
 #[map]
@@ -111,6 +117,7 @@ pub static STDIO_CURSOR: PerCpuArray<StdioCursor> = PerCpuArray::with_max_entrie
 /// build-time placeholder, the loader's value is what the verifier sees.
 #[inline(always)]
 pub fn offset(field: &u32) -> u32 {
+    // SAFETY: `field` is a reference into the OFFSETS global, valid and aligned.
     unsafe { core::ptr::read_volatile(field) }
 }
 
@@ -122,6 +129,8 @@ pub fn offsets() -> &'static KernelOffsets {
 /// Server of a watched tgid, the one lookup every probe starts with.
 #[inline(always)]
 pub fn watched(tgid: u32) -> Option<WatchedProc> {
+    // SAFETY: the value is copied out at once; an update racing with the
+    // copy can only tear a two-word value userspace writes whole.
     unsafe { WATCHED.get(tgid).copied() }
 }
 

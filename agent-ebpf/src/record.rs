@@ -1,30 +1,50 @@
 //! Assembling a [`SysEvent`] record in per-CPU scratch: path1 | path2 | data,
 //! contiguous after the fixed part, each start masked so the verifier can
-//! bound it.
+//! bound it. A push that fails is counted against the record's probe.
 
 use agent_common::{
     EventKind,
-    event::{DATA_MAX, PATH_MAX, SysEvent, SysRecord},
+    event::{DATA_MAX, PATH_MAX, SYS_USER_MEMORY, SysEvent, SysRecord},
+    probe_errors::{Probe, Reason},
 };
 use aya_ebpf::helpers::{bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes};
 
 use crate::{
-    emit::{send_bytes, wake_flags},
+    emit::{probe_error, send_bytes, wake_flags},
     kernel::{fill_header, resolve_path},
     maps::{SYS_SCRATCH, Stash},
 };
 
 pub struct Rec {
     rec: *mut SysRecord,
+    probe: Probe,
 }
 
 const SLOT_MASK: usize = 2 * PATH_MAX - 1;
+
+/// The probe a record of `kind` comes from.
+#[inline(always)]
+fn probe_of(kind: EventKind) -> Probe {
+    match kind {
+        EventKind::File => Probe::File,
+        EventKind::Net => Probe::Net,
+        EventKind::Dns => Probe::Dns,
+        EventKind::Stdio => Probe::Stdio,
+        _ => Probe::Risky,
+    }
+}
 
 impl Rec {
     /// A fresh record for the current task and the syscall in `st`.
     #[inline(always)]
     pub fn new(kind: EventKind, st: &Stash, ret: i64) -> Option<Rec> {
-        let rec = SYS_SCRATCH.get_ptr_mut(0)?;
+        let probe = probe_of(kind);
+        let Some(rec) = SYS_SCRATCH.get_ptr_mut(0) else {
+            probe_error(probe, Reason::Scratch);
+            return None;
+        };
+        // SAFETY: `rec` points to this CPU's scratch value, valid for the
+        // program's run and used by nothing else meanwhile.
         let ev = unsafe { &mut (*rec).event };
         fill_header(&mut ev.header, kind as u32, st.server, 0);
         ev.nr = st.nr;
@@ -36,18 +56,27 @@ impl Rec {
         ev.addr.family = 0;
         ev.addr.port = 0;
         ev.addr.sock_type = 0;
-        ev.offset = 0;
+        ev.addr.flags = 0;
+        ev.stream_offset = 0;
         ev.mode = 0;
         ev.len1 = 0;
         ev.len2 = 0;
         ev.data_len = 0;
         ev.data_missing = 0;
-        Some(Rec { rec })
+        ev.local_port = 0;
+        Some(Rec { rec, probe })
     }
 
     #[inline(always)]
     pub fn ev(&mut self) -> &mut SysEvent {
+        // SAFETY: see `new`; `&mut self` keeps the borrow unique.
         unsafe { &mut (*self.rec).event }
+    }
+
+    /// Counts a push or read this record had to do without.
+    #[inline(always)]
+    pub fn error(&self, reason: Reason) {
+        probe_error(self.probe, reason);
     }
 
     #[inline(always)]
@@ -60,22 +89,44 @@ impl Rec {
     #[inline(always)]
     fn slot(&mut self, max: usize) -> &mut [u8] {
         let off = self.tail() & SLOT_MASK;
+        // SAFETY: see `new`; `off` is masked below `2 * PATH_MAX` and `max`
+        // is at most `DATA_MAX`, so the range lies inside `data`.
         unsafe { &mut (&mut (*self.rec).data)[off..off + max] }
     }
 
+    /// First byte of path 1 (0 when there is none), as the record holds it:
+    /// never a second read of user memory that could differ from the first.
+    #[inline(always)]
+    pub fn path1_first(&mut self) -> u8 {
+        if self.ev().len1 == 0 {
+            return 0;
+        }
+        // SAFETY: see `new`; index 0 of the data array.
+        unsafe { (*self.rec).data[0] }
+    }
+
     /// Pushes a NUL-terminated user string as path 1 or 2; returns its length.
+    /// Path 1 from user memory flags the record `SYS_USER_MEMORY`.
     #[inline(always)]
     pub fn push_user_str(&mut self, ptr: u64, second: bool, trunc_flag: u32) -> usize {
         if ptr == 0 {
             return 0;
         }
         let slot = self.slot(PATH_MAX);
+        // SAFETY: the helper checks the user pointer and writes at most
+        // `slot.len()` bytes into the slice.
         let n = match unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, slot) } {
             Ok(s) => s.len(),
-            Err(_) => return 0,
+            Err(_) => {
+                self.error(Reason::UserRead);
+                return 0;
+            }
         };
         if n + 1 >= PATH_MAX {
             self.ev().flags |= trunc_flag;
+        }
+        if !second {
+            self.ev().flags |= SYS_USER_MEMORY;
         }
         self.set_len(n, second);
         n
@@ -86,6 +137,7 @@ impl Rec {
     pub fn push_path(&mut self, path: *const u8, second: bool, trunc_flag: u32) -> usize {
         let slot = self.slot(PATH_MAX);
         let Some((n, cut)) = resolve_path(path, slot) else {
+            self.error(Reason::PathUnresolved);
             return 0;
         };
         if cut {
@@ -100,6 +152,7 @@ impl Rec {
     pub fn push_path_data(&mut self, path: *const u8) -> usize {
         let slot = self.slot(PATH_MAX);
         let Some((n, _)) = resolve_path(path, slot) else {
+            self.error(Reason::PathUnresolved);
             return 0;
         };
         self.ev().data_len = n as u32;
@@ -110,8 +163,14 @@ impl Rec {
     #[inline(always)]
     pub fn push_user_data(&mut self, ptr: u64, len: usize) -> usize {
         let n = if len > DATA_MAX { DATA_MAX } else { len };
+        if n == 0 {
+            return 0;
+        }
         let slot = self.slot(DATA_MAX);
-        if n == 0 || unsafe { bpf_probe_read_user_buf(ptr as *const u8, &mut slot[..n]) }.is_err() {
+        // SAFETY: the helper checks the user pointer; `n <= DATA_MAX` bytes
+        // fit the slot.
+        if unsafe { bpf_probe_read_user_buf(ptr as *const u8, &mut slot[..n]) }.is_err() {
+            self.error(Reason::UserRead);
             return 0;
         }
         self.ev().data_len = n as u32;
@@ -135,6 +194,8 @@ impl Rec {
             let h = &self.ev().header;
             (h.server, h.kind, h.ktime_ns)
         };
+        // SAFETY: the scratch record is `size_of::<SysRecord>()` bytes of
+        // plain integers, valid for the program's run.
         let bytes = unsafe { core::slice::from_raw_parts(self.rec as *const u8, core::mem::size_of::<SysRecord>()) };
         if len <= bytes.len() {
             send_bytes(&bytes[..len], server, kind, wake_flags(ktime));

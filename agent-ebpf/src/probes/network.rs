@@ -1,30 +1,39 @@
 //! Socket syscalls of watched processes, and DNS messages (to or from port 53).
 //!
-//! connect/bind/sendto/sendmsg read the address the process passed; listen
-//! and accept read the socket's own addresses from `struct sock_common`.
-//! IPv4-mapped IPv6 addresses are left to userspace to normalise.
+//! What the kernel holds is read from the socket (`struct sock_common`
+//! through fd -> file -> socket -> sk), not from the caller's memory, which a
+//! racing thread may rewrite while the call runs: the peer of a connect that
+//! succeeded or is in progress, the local address of a bind that succeeded,
+//! listen's and accept's addresses. Only what the socket does not record is
+//! read from user memory at exit, and flagged `SYS_USER_MEMORY`: a failed
+//! connect or bind, Unix socket paths, sendto destinations, where a datagram
+//! came from. IPv4-mapped IPv6 addresses are left to userspace to normalise.
 
 use agent_common::{
     EventKind, SockAddr,
-    event::{SYS_DATA_IN, SYS_PATH_TRUNCATED},
-    syscalls::*,
+    abi::{
+        AF_INET, AF_INET6, AF_UNIX, DNS_PORT, SOCK_DGRAM, SOCKADDR_IN_ADDR, SOCKADDR_IN6_ADDR, SOCKADDR_PORT,
+        SOCKADDR_UN_PATH,
+    },
+    event::{SOCKADDR_ABSTRACT, SYS_DATA_IN, SYS_PATH_TRUNCATED, SYS_USER_MEMORY},
+    probe_errors::{Probe, Reason},
+    syscalls::{Op, arg, lookup},
 };
 use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_buf};
 
 use crate::{
+    emit::probe_error,
     kernel::{fd_file, read},
     maps::{Stash, offsets},
     probes::syscalls::record,
     record::Rec,
 };
 
-const AF_UNIX: u16 = 1;
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-const SOCK_DGRAM: u16 = 2;
-const DNS_PORT: u16 = 53;
 /// A DNS message over UDP is at most this long without EDNS; plenty for names.
 const DNS_MAX: usize = 1232;
+/// `-EINPROGRESS`: a non-blocking connect under way; the socket already
+/// holds its destination.
+const EINPROGRESS: i64 = -115;
 
 /// The `struct sock *` behind socket fd `fd`, and the socket type.
 #[inline(always)]
@@ -37,13 +46,16 @@ fn sock_of(fd: u64) -> Option<(*const u8, u16)> {
     Some((sk, ty))
 }
 
-/// Reads a user `struct sockaddr` of `len` bytes.
+/// Reads a user `struct sockaddr` of `len` bytes (a Unix path goes to the
+/// record's path 1); flags the record `SYS_USER_MEMORY`.
 #[inline(always)]
 fn user_sockaddr(rec: &mut Rec, ptr: u64, len: u64) -> Option<SockAddr> {
     if ptr == 0 || len < 2 {
         return None;
     }
     let p = ptr as *const u8;
+    // SAFETY: bpf_probe_read_user checks the user pointer (as in every read
+    // below); a bad one is an error, never a fault.
     let family: u16 = unsafe { bpf_probe_read_user(p as *const u16) }.ok()?;
     let mut a = SockAddr {
         family,
@@ -51,26 +63,35 @@ fn user_sockaddr(rec: &mut Rec, ptr: u64, len: u64) -> Option<SockAddr> {
     };
     match family {
         AF_INET => {
-            a.port = u16::from_be(unsafe { bpf_probe_read_user(p.add(2) as *const u16) }.ok()?);
-            let ip: [u8; 4] = unsafe { bpf_probe_read_user(p.add(4) as *const [u8; 4]) }.ok()?;
+            // SAFETY: checked user reads, see above.
+            let port: u16 = unsafe { bpf_probe_read_user(p.wrapping_add(SOCKADDR_PORT) as *const u16) }.ok()?;
+            // SAFETY: checked user read.
+            let ip: [u8; 4] =
+                unsafe { bpf_probe_read_user(p.wrapping_add(SOCKADDR_IN_ADDR) as *const [u8; 4]) }.ok()?;
+            a.port = u16::from_be(port);
             a.addr[..4].copy_from_slice(&ip);
         }
         AF_INET6 => {
-            a.port = u16::from_be(unsafe { bpf_probe_read_user(p.add(2) as *const u16) }.ok()?);
-            a.addr = unsafe { bpf_probe_read_user(p.add(8) as *const [u8; 16]) }.ok()?;
+            // SAFETY: checked user read.
+            let port: u16 = unsafe { bpf_probe_read_user(p.wrapping_add(SOCKADDR_PORT) as *const u16) }.ok()?;
+            a.port = u16::from_be(port);
+            // SAFETY: checked user read.
+            a.addr = unsafe { bpf_probe_read_user(p.wrapping_add(SOCKADDR_IN6_ADDR) as *const [u8; 16]) }.ok()?;
         }
         AF_UNIX => {
             // sun_path: a path, or an abstract name after a NUL.
-            let first: u8 = unsafe { bpf_probe_read_user(p.add(2)) }.unwrap_or(0);
+            // SAFETY: checked user read.
+            let first: u8 = unsafe { bpf_probe_read_user(p.wrapping_add(SOCKADDR_UN_PATH)) }.unwrap_or(0);
             if first == 0 && len > 3 {
-                a.port = 1; // marks "abstract"
-                rec.push_user_str(ptr + 3, false, SYS_PATH_TRUNCATED);
+                a.flags |= SOCKADDR_ABSTRACT;
+                rec.push_user_str(ptr + SOCKADDR_UN_PATH as u64 + 1, false, SYS_PATH_TRUNCATED);
             } else {
-                rec.push_user_str(ptr + 2, false, SYS_PATH_TRUNCATED);
+                rec.push_user_str(ptr + SOCKADDR_UN_PATH as u64, false, SYS_PATH_TRUNCATED);
             }
         }
         _ => {}
     }
+    rec.ev().flags |= SYS_USER_MEMORY;
     Some(a)
 }
 
@@ -103,9 +124,10 @@ fn sock_addr(sk: *const u8, remote: bool) -> SockAddr {
     a
 }
 
-/// Sends a DNS record for a message to or from `server`.
+/// Sends a DNS record for a message to or from `server` (`user`: that
+/// address came from the caller's memory).
 #[inline(always)]
-fn dns(st: &Stash, ret: i64, server: SockAddr, buf: u64, len: u64, incoming: bool) {
+fn dns(st: &Stash, ret: i64, server: SockAddr, buf: u64, incoming: bool, user: bool) {
     let Some(mut rec) = record(EventKind::Dns, st, ret) else {
         return;
     };
@@ -113,6 +135,10 @@ fn dns(st: &Stash, ret: i64, server: SockAddr, buf: u64, len: u64, incoming: boo
     if incoming {
         rec.ev().flags |= SYS_DATA_IN;
     }
+    if user {
+        rec.ev().flags |= SYS_USER_MEMORY;
+    }
+    let len = ret as u64;
     let n = if (len as usize) < DNS_MAX {
         len as usize
     } else {
@@ -127,14 +153,19 @@ fn dns(st: &Stash, ret: i64, server: SockAddr, buf: u64, len: u64, incoming: boo
 #[inline(always)]
 fn msghdr(ptr: u64) -> Option<(u64, u64, u64, u64)> {
     let p = ptr as *const u64;
+    // SAFETY: bpf_probe_read_user checks the user pointer (here and below).
     let name: u64 = unsafe { bpf_probe_read_user(p) }.ok()?;
-    let namelen: u32 = unsafe { bpf_probe_read_user(p.add(1) as *const u32) }.ok()?;
-    let iov: u64 = unsafe { bpf_probe_read_user(p.add(2)) }.ok()?;
-    let iovlen: u64 = unsafe { bpf_probe_read_user(p.add(3)) }.ok()?;
+    // SAFETY: checked user read.
+    let namelen: u32 = unsafe { bpf_probe_read_user(p.wrapping_add(1) as *const u32) }.ok()?;
+    // SAFETY: checked user read.
+    let iov: u64 = unsafe { bpf_probe_read_user(p.wrapping_add(2)) }.ok()?;
+    // SAFETY: checked user read.
+    let iovlen: u64 = unsafe { bpf_probe_read_user(p.wrapping_add(3)) }.ok()?;
     if iov == 0 || iovlen == 0 {
         return Some((name, namelen as u64, 0, 0));
     }
     let mut v = [0u64; 2];
+    // SAFETY: checked user read into the 16 bytes of `v`.
     unsafe {
         bpf_probe_read_user_buf(
             iov as *const u8,
@@ -146,21 +177,50 @@ fn msghdr(ptr: u64) -> Option<(u64, u64, u64, u64)> {
 }
 
 pub fn on_exit(st: &Stash, ret: i64) {
-    let a = st.args;
-    match st.nr {
-        CONNECT | BIND => {
+    let Some(sc) = lookup(st.nr) else {
+        return;
+    };
+    let a = &st.args;
+    let fd = arg(a, sc.fd);
+    match sc.op {
+        Op::Connect | Op::Bind => {
             let Some(mut rec) = record(EventKind::Net, st, ret) else {
                 return;
             };
-            let Some(mut addr) = user_sockaddr(&mut rec, a[1], a[2]) else {
+            let sock = sock_of(fd);
+            let connect = sc.op == Op::Connect;
+            // What the call did, as the socket records it: the peer of a
+            // connect that succeeded or is under way, the local address of a
+            // bind that succeeded. A failed call may leave an earlier
+            // address there: then only the caller's memory tells.
+            let done = ret == 0 || (connect && ret == EINPROGRESS);
+            let from_sock = match sock {
+                Some((sk, _)) if done => {
+                    let addr = sock_addr(sk, connect);
+                    let ip = addr.family == AF_INET || addr.family == AF_INET6;
+                    (ip && addr.port != 0).then_some(addr)
+                }
+                _ => None,
+            };
+            let addr = match from_sock {
+                Some(addr) => Some(addr),
+                None => user_sockaddr(&mut rec, arg(a, sc.sockaddr), arg(a, sc.addrlen)),
+            };
+            let sock_type = sock.map(|(_, t)| t).unwrap_or(0);
+            let Some(mut addr) = addr else {
+                // Neither the socket nor the caller's memory says where: the
+                // attempt is still reported, and counted.
+                rec.error(Reason::SockaddrUnreadable);
+                rec.ev().addr.sock_type = sock_type;
+                rec.send();
                 return;
             };
-            addr.sock_type = sock_of(a[0]).map(|(_, t)| t).unwrap_or(0);
+            addr.sock_type = sock_type;
             rec.ev().addr = addr;
             rec.send();
         }
-        LISTEN => {
-            let Some((sk, ty)) = sock_of(a[0]) else {
+        Op::Listen => {
+            let Some((sk, ty)) = sock_of(fd) else {
                 return;
             };
             let Some(mut rec) = record(EventKind::Net, st, ret) else {
@@ -171,7 +231,7 @@ pub fn on_exit(st: &Stash, ret: i64) {
             rec.ev().addr = addr;
             rec.send();
         }
-        ACCEPT | ACCEPT4 => {
+        Op::Accept => {
             if ret < 0 {
                 return;
             }
@@ -184,26 +244,37 @@ pub fn on_exit(st: &Stash, ret: i64) {
             let mut addr = sock_addr(sk, true);
             addr.sock_type = ty;
             // The local port the connection came in on.
-            rec.ev().offset = sock_addr(sk, false).port as u64;
+            rec.ev().local_port = sock_addr(sk, false).port;
             rec.ev().addr = addr;
             rec.send();
         }
-        SENDTO | SENDMSG => {
-            let (name, namelen, buf, _len) = if st.nr == SENDTO {
-                (a[4], a[5], a[1], a[2])
+        Op::Sendto => {
+            let (name, namelen, buf, _len) = if sc.msghdr.is_none() {
+                (
+                    arg(a, sc.sockaddr),
+                    arg(a, sc.addrlen),
+                    arg(a, sc.buf),
+                    arg(a, sc.count),
+                )
             } else {
-                match msghdr(a[1]) {
+                match msghdr(arg(a, sc.msghdr)) {
                     Some(m) => m,
-                    None => return,
+                    None => {
+                        probe_error(Probe::Net, Reason::UserRead);
+                        return;
+                    }
                 }
             };
-            let sock = sock_of(a[0]);
+            let sock = sock_of(fd);
             let ty = sock.map(|(_, t)| t).unwrap_or(0);
+            // A destination given with the call exists only in the caller's
+            // memory; a connected socket's is the socket's.
             let dest = if name != 0 {
                 let Some(mut rec) = record(EventKind::Net, st, ret) else {
                     return;
                 };
                 let Some(mut addr) = user_sockaddr(&mut rec, name, namelen) else {
+                    rec.error(Reason::SockaddrUnreadable);
                     return;
                 };
                 addr.sock_type = ty;
@@ -218,50 +289,66 @@ pub fn on_exit(st: &Stash, ret: i64) {
                 && d.port == DNS_PORT
                 && ret > 0
             {
-                dns(st, ret, d, buf, ret as u64, false);
+                dns(st, ret, d, buf, false, name != 0);
             }
         }
-        RECVFROM | RECVMSG => {
+        Op::Recvfrom | Op::Recvmsg => {
             if ret <= 0 {
                 return;
             }
-            let Some((sk, ty)) = sock_of(a[0]) else {
+            let Some((sk, ty)) = sock_of(fd) else {
                 return;
             };
             if ty != SOCK_DGRAM {
                 return;
             }
-            let (name, namelen, buf) = if st.nr == RECVFROM {
-                let addrlen: u32 = if a[5] != 0 {
-                    unsafe { bpf_probe_read_user(a[5] as *const u32) }.unwrap_or(0)
+            let (name, namelen, buf) = if sc.msghdr.is_none() {
+                // recvfrom's addrlen is a pointer to the length the kernel wrote.
+                let addrlen_at = arg(a, sc.addrlen);
+                let addrlen: u32 = if addrlen_at != 0 {
+                    // SAFETY: checked user read.
+                    unsafe { bpf_probe_read_user(addrlen_at as *const u32) }.unwrap_or(0)
                 } else {
                     0
                 };
-                (a[4], addrlen as u64, a[1])
+                (arg(a, sc.sockaddr), addrlen as u64, arg(a, sc.buf))
             } else {
-                match msghdr(a[1]) {
+                match msghdr(arg(a, sc.msghdr)) {
                     Some((n, nl, b, _)) => (n, nl, b),
-                    None => return,
+                    None => {
+                        probe_error(Probe::Net, Reason::UserRead);
+                        return;
+                    }
                 }
             };
+            // An unconnected socket's sender is only in what the kernel
+            // copied out to the caller.
             let mut from = sock_addr(sk, true);
+            let mut user = false;
             if name != 0
                 && namelen >= 4
-                && let Ok(port) = unsafe { bpf_probe_read_user((name + 2) as *const u16) }
+                // SAFETY: checked user read.
+                && let Ok(port) = unsafe { bpf_probe_read_user((name + SOCKADDR_PORT as u64) as *const u16) }
             {
+                // SAFETY: checked user read.
                 let family: u16 = unsafe { bpf_probe_read_user(name as *const u16) }.unwrap_or(0);
                 from.family = family;
                 from.port = u16::from_be(port);
+                user = true;
                 if family == AF_INET {
-                    let ip: [u8; 4] = unsafe { bpf_probe_read_user((name + 4) as *const [u8; 4]) }.unwrap_or([0; 4]);
+                    let at = (name + SOCKADDR_IN_ADDR as u64) as *const [u8; 4];
+                    // SAFETY: checked user read.
+                    let ip: [u8; 4] = unsafe { bpf_probe_read_user(at) }.unwrap_or([0; 4]);
                     from.addr = [0; 16];
                     from.addr[..4].copy_from_slice(&ip);
                 } else if family == AF_INET6 {
-                    from.addr = unsafe { bpf_probe_read_user((name + 8) as *const [u8; 16]) }.unwrap_or([0; 16]);
+                    let at = (name + SOCKADDR_IN6_ADDR as u64) as *const [u8; 16];
+                    // SAFETY: checked user read.
+                    from.addr = unsafe { bpf_probe_read_user(at) }.unwrap_or([0; 16]);
                 }
             }
             if from.port == DNS_PORT {
-                dns(st, ret, from, buf, ret as u64, true);
+                dns(st, ret, from, buf, true, user);
             }
         }
         _ => {}

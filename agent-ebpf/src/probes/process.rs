@@ -18,6 +18,7 @@ use agent_common::{
         EVENT_UNWATCHED, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_EXE_TRUNCATED, EXEC_FILENAME_MAX,
         EXEC_FILENAME_TRUNCATED, EXEC_INTERP_TRUNCATED, ExecEvent, ExecRecord, FD_NONE, PATH_MAX,
     },
+    probe_errors::{Probe, Reason},
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf},
@@ -26,7 +27,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    emit::{WAKE_NOW, count_loss, send, send_bytes},
+    emit::{WAKE_NOW, count_loss, probe_error, send, send_bytes},
     kernel::{current_task, fd_file, fd_kind, file_mode, file_path, fill_header, read, resolve_path},
     maps::{EXEC_SCRATCH, STASH, WATCHED, config_flags, offset, offsets, watched},
     probes::stdio,
@@ -49,7 +50,10 @@ fn current_tgid() -> u32 {
 
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
-    let _ = try_fork(&ctx);
+    if try_fork(&ctx).is_err() {
+        // The child of a watched process could not be read: it escapes.
+        probe_error(Probe::Fork, Reason::KernelRead);
+    }
     0
 }
 
@@ -81,8 +85,10 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
     {
         // Map full: the child escapes in-kernel tracking; say so.
         count_loss(parent.server, kind);
+        probe_error(Probe::Fork, Reason::MapFull);
     }
     let mut ev = ForkEvent {
+        // SAFETY: a header of plain integers: all zeroes is a valid value.
         header: unsafe { core::mem::zeroed() },
         child_tgid,
         _pad: 0,
@@ -94,7 +100,10 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
 
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: BtfTracePointContext) -> u32 {
-    let _ = try_exit();
+    if try_exit().is_err() {
+        // Whether the process is gone is unknown: its exit may not be reported.
+        probe_error(Probe::Exit, Reason::KernelRead);
+    }
     0
 }
 
@@ -117,6 +126,7 @@ fn try_exit() -> Result<(), i64> {
     let _ = WATCHED.remove(tgid);
     let kind = EventKind::Exit as u32;
     let mut ev = ExitEvent {
+        // SAFETY: a header of plain integers: all zeroes is a valid value.
         header: unsafe { core::mem::zeroed() },
         exit_code: read::<u32>(task, &o.task_exit_code).unwrap_or(0),
         _pad: 0,
@@ -128,7 +138,9 @@ fn try_exit() -> Result<(), i64> {
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
-    let _ = try_exec(&ctx);
+    if try_exec(&ctx).is_err() {
+        probe_error(Probe::Exec, Reason::KernelRead);
+    }
     0
 }
 
@@ -153,6 +165,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
             };
             if WATCHED.insert(tgid, pending, 0).is_err() {
                 count_loss(0, EventKind::Exec as u32);
+                probe_error(Probe::Exec, Reason::MapFull);
             }
             stdio::remember_current(tgid);
             (0, EVENT_UNWATCHED)
@@ -161,8 +174,11 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
     };
     let kind = EventKind::Exec as u32;
     let Some(rec) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        probe_error(Probe::Exec, Reason::Scratch);
         return Ok(());
     };
+    // SAFETY: this CPU's scratch value, valid for the run and used by
+    // nothing else meanwhile.
     let rec: &mut ExecRecord = unsafe { &mut *rec };
     let o = offsets();
     let ev: &mut ExecEvent = &mut rec.event;
@@ -204,6 +220,8 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let exe_len = (ev.exe_len as usize) & (PATH_MAX - 1);
     let fs: *const u8 = read(current_task(), &o.task_fs).unwrap_or(core::ptr::null());
     if !fs.is_null() {
+        // SAFETY: pointer arithmetic only; resolve_path reads through
+        // bpf_probe_read_kernel, which checks the address.
         let pwd = unsafe { fs.add(offset(&o.fs_pwd) as usize) };
         if let Some((n, cut)) = resolve_path(pwd, &mut rest[exe_len..exe_len + PATH_MAX]) {
             ev.cwd_len = n as u32;
@@ -233,10 +251,12 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
                 n = EXEC_ARGV_MAX;
                 ev.flags |= EXEC_ARGV_TRUNCATED;
             }
+            // SAFETY: the helper checks the user pointer; `n` bytes fit argv_buf.
             if unsafe { bpf_probe_read_user_buf(start as *const u8, &mut argv_buf[..n]) }.is_ok() {
                 ev.argv_len = n as u32;
             } else {
                 ev.flags |= EXEC_ARGV_TRUNCATED;
+                probe_error(Probe::Exec, Reason::UserRead);
             }
             ev.argv_full_len = full as u32;
         }
@@ -247,6 +267,8 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
         + ev.exe_len as usize
         + ev.cwd_len as usize
         + ev.argv_len as usize;
+    // SAFETY: the scratch record is `size_of::<ExecRecord>()` bytes of plain
+    // integers, valid for the run.
     let bytes = unsafe {
         core::slice::from_raw_parts(
             rec as *const ExecRecord as *const u8,
@@ -266,6 +288,8 @@ fn read_kstr(src: *const u8, dst: &mut [u8], flags: &mut u32, truncated: u32) ->
         return 0;
     }
     let cap = dst.len();
+    // SAFETY: the helper checks the kernel pointer and writes at most
+    // `dst.len()` bytes.
     match unsafe { bpf_probe_read_kernel_str_bytes(src, dst) } {
         Ok(s) => {
             // A string that filled the buffer (NUL included) may have been cut.

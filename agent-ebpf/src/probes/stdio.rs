@@ -19,11 +19,13 @@ use agent_common::{
     EventKind,
     config::{STDIO_FDS_MAX, STDIO_IN, STDIO_OUT, StdioInodes},
     event::{FD_PIPE, FD_SOCKET, SYS_DATA_IN, SYS_DATA_TRUNCATED},
-    syscalls::{READ, READV, WRITE, WRITEV},
+    probe_errors::{Probe, Reason},
+    syscalls::{Op, READV, WRITEV, arg, lookup},
 };
 use aya_ebpf::helpers::bpf_probe_read_user;
 
 use crate::{
+    emit::probe_error,
     kernel::{fd_file, fd_kind, file_ino, file_mode},
     maps::{STDIO_AT_EXEC, STDIO_CURSOR, STDIO_FDS, STDIO_FILES, STDIO_OFFSETS, Stash},
     probes::syscalls::record,
@@ -60,6 +62,7 @@ fn wire_ino(file: *const u8) -> Option<u64> {
 /// The stdio channel `file` is, as `STDIO_IN`/`STDIO_OUT` bits (0: none).
 #[inline(always)]
 fn channel(file: *const u8) -> u32 {
+    // SAFETY: the value is copied out at once.
     wire_ino(file)
         .and_then(|ino| unsafe { STDIO_FILES.get(ino) }.copied())
         .unwrap_or(0)
@@ -80,9 +83,10 @@ fn register(ino: u64, dir: u32) {
     if ino == 0 {
         return;
     }
+    // SAFETY: the value is copied out at once.
     let old = unsafe { STDIO_FILES.get(ino) }.copied().unwrap_or(0);
-    if old & dir == 0 {
-        let _ = STDIO_FILES.insert(ino, old | dir, 0);
+    if old & dir == 0 && STDIO_FILES.insert(ino, old | dir, 0).is_err() {
+        probe_error(Probe::Exec, Reason::MapFull);
     }
 }
 
@@ -99,14 +103,15 @@ pub fn register_current() {
 #[inline(always)]
 pub fn remember_current(tgid: u32) {
     let inos = current_channels();
-    if inos.stdin != 0 || inos.stdout != 0 {
-        let _ = STDIO_AT_EXEC.insert(tgid, inos, 0);
+    if (inos.stdin != 0 || inos.stdout != 0) && STDIO_AT_EXEC.insert(tgid, inos, 0).is_err() {
+        probe_error(Probe::Exec, Reason::MapFull);
     }
 }
 
 /// Whether `file` is a channel remembered at the exec of pending `tgid`.
 #[inline(always)]
 fn remembered(file: *const u8, tgid: u32) -> bool {
+    // SAFETY: the value is only read, within this program run.
     let Some(inos) = (unsafe { STDIO_AT_EXEC.get(tgid) }) else {
         return false;
     };
@@ -127,8 +132,10 @@ pub fn on_dup(ret: i64, tgid: u32) {
     }
     // One slot per fd: a plain store, no read-modify-write to race on.
     if let Some(slot) = STDIO_FDS.get_ptr_mut(ret as u32)
+        // SAFETY: `slot` points into the array map's value, valid for the run.
         && unsafe { *slot } == 0
     {
+        // SAFETY: as above; a plain u32 store.
         unsafe { *slot = 1 };
     }
 }
@@ -142,10 +149,14 @@ pub fn on_exit(st: &Stash, ret: i64, pid_tgid: u64) {
     if ret <= 0 {
         return;
     }
-    let fd = st.args[0] as u32 as u64;
-    let (incoming, dir) = match st.nr {
-        READ | READV => (true, STDIO_IN),
-        WRITE | WRITEV => (false, STDIO_OUT),
+    let Some(sc) = lookup(st.nr) else {
+        return;
+    };
+    let a = &st.args;
+    let fd = arg(a, sc.fd) as u32 as u64;
+    let (incoming, dir) = match sc.op {
+        Op::Read => (true, STDIO_IN),
+        Op::Write => (false, STDIO_OUT),
         _ => return,
     };
     let Some(file) = fd_file(fd) else {
@@ -156,11 +167,18 @@ pub fn on_exit(st: &Stash, ret: i64, pid_tgid: u64) {
     }
     // One stream per process and direction, whichever fd carried it.
     let key = (pid_tgid & 0xffff_ffff_0000_0000) | if incoming { 0 } else { 1 };
+    // SAFETY: the value is copied out at once; only this process's own
+    // syscalls update its key.
     let start = unsafe { STDIO_OFFSETS.get(key) }.copied().unwrap_or(0);
-    let _ = STDIO_OFFSETS.insert(key, start + ret as u64, 0);
+    if STDIO_OFFSETS.insert(key, start + ret as u64, 0).is_err() {
+        // Later chunks of this stream will carry wrong offsets.
+        probe_error(Probe::Stdio, Reason::MapFull);
+    }
     let Some(cur) = STDIO_CURSOR.get_ptr_mut(0) else {
+        probe_error(Probe::Stdio, Reason::Scratch);
         return;
     };
+    // SAFETY: this CPU's cursor, used by nothing else during the run.
     let cur = unsafe { &mut *cur };
     let Some(mut rec) = record(EventKind::Stdio, st, ret) else {
         return;
@@ -170,26 +188,32 @@ pub fn on_exit(st: &Stash, ret: i64, pid_tgid: u64) {
     }
     let total = ret as u64;
     let vectored = st.nr == READV || st.nr == WRITEV;
-    let niov = if vectored { st.args[2] } else { 1 };
+    let buf = arg(a, sc.buf);
+    let niov = if vectored { arg(a, sc.count) } else { 1 };
     cur.iov = 0;
     cur.iov_off = 0;
     cur.done = 0;
     // One flat loop over chunks; the cursor goes through map memory so every
     // path reaches the next iteration in the same (opaque) state.
     for i in 0..MAX_CHUNKS + MAX_IOV {
+        // SAFETY: reads of this CPU's cursor fields through valid references.
         let iov = unsafe { core::ptr::read_volatile(&cur.iov) };
+        // SAFETY: as above.
         let iov_off = unsafe { core::ptr::read_volatile(&cur.iov_off) };
+        // SAFETY: as above.
         let done = unsafe { core::ptr::read_volatile(&cur.done) };
         if done >= total || iov >= niov || iov >= MAX_IOV as u64 {
             break;
         }
         let (base, len) = if vectored {
-            let p = (st.args[1] + 16 * (iov & (MAX_IOV as u64 - 1))) as *const u64;
+            let p = (buf + 16 * (iov & (MAX_IOV as u64 - 1))) as *const u64;
+            // SAFETY: bpf_probe_read_user checks the user pointer.
             let base: u64 = unsafe { bpf_probe_read_user(p) }.unwrap_or(0);
-            let len: u64 = unsafe { bpf_probe_read_user(p.add(1)) }.unwrap_or(0);
+            // SAFETY: as above.
+            let len: u64 = unsafe { bpf_probe_read_user(p.wrapping_add(1)) }.unwrap_or(0);
             (base, len)
         } else {
-            (st.args[1], total)
+            (buf, total)
         };
         if iov_off >= len {
             cur.iov = iov + 1;
@@ -199,7 +223,7 @@ pub fn on_exit(st: &Stash, ret: i64, pid_tgid: u64) {
         let want = len - iov_off;
         let want = if want > total - done { total - done } else { want };
         rec.ev().data_len = 0;
-        rec.ev().offset = start + done;
+        rec.ev().stream_offset = start + done;
         let n = rec.push_user_data(base + iov_off, want as usize) as u64;
         if n == 0 {
             break;
@@ -213,11 +237,12 @@ pub fn on_exit(st: &Stash, ret: i64, pid_tgid: u64) {
         }
         rec.send();
     }
+    // SAFETY: see the loop.
     let done = unsafe { core::ptr::read_volatile(&cur.done) };
     if done < total && rec.ev().data_missing == 0 {
         // Unreadable user memory or too many iovecs: say what is missing.
         rec.ev().data_len = 0;
-        rec.ev().offset = start + done;
+        rec.ev().stream_offset = start + done;
         rec.ev().flags |= SYS_DATA_TRUNCATED;
         rec.ev().data_missing = (total - done) as u32;
         rec.send();

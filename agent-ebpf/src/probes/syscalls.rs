@@ -12,13 +12,16 @@
 
 use agent_common::{
     EventKind,
+    abi::{F_DUPFD, F_DUPFD_CLOEXEC},
     config::WATCH_PENDING,
     offsets::OFFSET_MISSING,
-    syscalls::{F_DUPFD, F_DUPFD_CLOEXEC, FCNTL, Family, family},
+    probe_errors::{Probe, Reason},
+    syscalls::{FCNTL, Family, family},
 };
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
+    emit::probe_error,
     kernel::{read, read_at},
     maps::{STASH, Stash, offset, offsets, watched},
     probes::{file, network, risky, stdio},
@@ -27,7 +30,9 @@ use crate::{
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
-    let _ = try_enter(&ctx);
+    if try_enter(&ctx).is_err() {
+        probe_error(Probe::SysEnter, Reason::KernelRead);
+    }
     0
 }
 
@@ -62,7 +67,10 @@ fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         server: w.server,
         args: syscall_args(regs)?,
     };
-    let _ = STASH.insert(pid_tgid, st, 0);
+    if STASH.insert(pid_tgid, st, 0).is_err() {
+        // The syscall's exit will find nothing: its event is lost.
+        probe_error(Probe::SysEnter, Reason::MapFull);
+    }
     Ok(())
 }
 
@@ -107,7 +115,9 @@ fn syscall_args(regs: *const u8) -> Result<[u64; 6], i64> {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
-    let _ = try_exit(&ctx);
+    if try_exit(&ctx).is_err() {
+        probe_error(Probe::SysExit, Reason::KernelRead);
+    }
     0
 }
 
@@ -123,6 +133,8 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out at once; only this thread's own
+    // sys_enter writes this key.
     let Some(st) = (unsafe { STASH.get(pid_tgid) }).copied() else {
         return Ok(());
     };

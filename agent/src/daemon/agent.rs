@@ -14,6 +14,7 @@ use crate::{
     kernel::watchset::WatchSet,
     kernel::{
         decode::{self, Event, Exec, Sys},
+        probe_errors::ProbeErrors,
         stdio::StdioChannels,
     },
     mcp::{ActivityKind, CallTag, Mcp},
@@ -47,6 +48,8 @@ pub(super) struct Agent {
     pub(super) config: Array<MapData, AgentConfig>,
     pub(super) policy: Policy,
     pub(super) loss: PerCpuHashMap<MapData, LossKey, u64>,
+    /// The probes' own drop counters (besides a full ring).
+    pub(super) probe_errors: ProbeErrors,
     pub(super) names: Names,
     pub(super) procs: ProcTable,
     pub(super) rules: Rules,
@@ -352,6 +355,12 @@ impl Agent {
         let mut st = Status {
             events: self.events,
             lost: self.lost,
+            probe_errors: self
+                .probe_errors
+                .totals()
+                .into_iter()
+                .map(|(p, r, n)| (format!("{p}/{r}"), n))
+                .collect(),
             gc_removed: self.gc_removed,
             stdio_bytes: self.stdio_bytes,
             metrics_address: self.metrics_address.clone(),

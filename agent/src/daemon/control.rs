@@ -51,6 +51,10 @@ pub struct Status {
     pub events: u64,
     /// Events lost in the kernel since start.
     pub lost: u64,
+    /// Records the probes dropped or could not complete since start (an
+    /// unreadable argument, a full map...), by "probe/reason".
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub probe_errors: std::collections::BTreeMap<String, u64>,
     /// Bytes of stdin/stdout captured from watched servers.
     #[serde(default)]
     pub stdio_bytes: u64,

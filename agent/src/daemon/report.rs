@@ -152,6 +152,21 @@ impl Agent {
             };
             self.writer.write(&r);
         }
+        // Drops the probes counted themselves: an unreadable argument, a full map...
+        for (probe, reason, n) in self.probe_errors.poll() {
+            self.metrics.probe_errors(probe, reason, n);
+            self.metrics.event(None, "loss");
+            log::warn!("{n} {probe} records dropped or degraded in the kernel: {reason}");
+            let r = Record {
+                ts: self.names.clock.rfc3339(Clock::now_ktime()),
+                kind: "loss",
+                probe: Some(probe),
+                reason: Some(reason),
+                lost: Some(n),
+                ..Default::default()
+            };
+            self.writer.write(&r);
+        }
     }
 
     /// Removes watched-map entries whose process is gone (should stay 0).

@@ -94,6 +94,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         config,
         policy,
         loss: probes.take_loss(),
+        probe_errors: probes.take_probe_errors(),
         names: Names {
             servers: Servers::default(),
             clock,

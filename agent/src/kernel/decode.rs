@@ -4,12 +4,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::{
     EventHeader, EventKind, ExitEvent, ForkEvent, SysEvent,
+    abi::{AF_INET, AF_INET6, AF_UNIX},
     event::{
         EVENT_UNWATCHED, EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_EXE_TRUNCATED, EXEC_FILENAME_MAX,
         EXEC_FILENAME_TRUNCATED, EXEC_INTERP_TRUNCATED, ExecEvent, FD_CHAR, FD_FILE, FD_NONE, FD_PIPE, FD_SOCKET,
-        SYS_DATA_IN, SYS_DATA_TRUNCATED, SYS_PATH_RELATIVE, SYS_PATH_RESOLVED, SYS_PATH_TRUNCATED, SYS_PATH2_TRUNCATED,
+        SOCKADDR_ABSTRACT, SYS_DATA_IN, SYS_DATA_TRUNCATED, SYS_PATH_RELATIVE, SYS_PATH_RESOLVED, SYS_PATH_TRUNCATED,
+        SYS_PATH2_TRUNCATED, SYS_USER_MEMORY,
     },
-    syscalls,
+    syscalls::{self, Syscall},
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -146,6 +148,9 @@ pub struct Sys {
     pub nr: u32,
     /// Syscall name.
     pub name: &'static str,
+    /// The syscall's entry in the shared table (operation, family, argument
+    /// positions); `None` only for a number the table does not follow.
+    pub syscall: Option<&'static Syscall>,
     /// Return value: fd, bytes, 0 or -errno.
     pub ret: i64,
     pub args: [u64; 6],
@@ -162,8 +167,12 @@ pub struct Sys {
     pub addr: Option<Addr>,
     /// SOCK_STREAM (1), SOCK_DGRAM (2)...
     pub sock_type: u16,
-    /// Local port (accept).
+    /// Local port the connection came in on (accept).
     pub local_port: Option<u16>,
+    /// The first path or the address was read from the caller's memory at
+    /// syscall exit, not from a kernel object: a racing thread may have
+    /// rewritten it during the call.
+    pub from_user_memory: bool,
     /// File mode bits of the file, when known.
     pub mode: u32,
     /// DNS message (kind dns).
@@ -352,10 +361,6 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     })
 }
 
-const AF_UNIX: u16 = 1;
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-
 fn decode_sys(bytes: &[u8], kind: EventKind) -> Result<Event, DecodeError> {
     let e: SysEvent = read(bytes, "syscall event")?;
     let var = &bytes[size_of::<SysEvent>()..];
@@ -376,7 +381,7 @@ fn decode_sys(bytes: &[u8], kind: EventKind) -> Result<Event, DecodeError> {
             header: h,
             // The direction, whichever descriptor the server moved it to.
             fd: if e.flags & SYS_DATA_IN != 0 { 0 } else { 1 },
-            offset: e.offset,
+            offset: e.stream_offset,
             len: e.ret.max(0) as u64,
             data: data.to_vec(),
             truncated: e.flags & SYS_DATA_TRUNCATED != 0,
@@ -406,16 +411,18 @@ fn decode_sys(bytes: &[u8], kind: EventKind) -> Result<Event, DecodeError> {
         }
         AF_UNIX => Some(Addr::Unix {
             path: text_exact(p1),
-            abstract_name: a.port == 1,
+            abstract_name: a.flags & SOCKADDR_ABSTRACT != 0,
         }),
         _ => None,
     };
     let unix = a.family == AF_UNIX;
     let is_base = e.flags & SYS_PATH_RELATIVE != 0;
+    let syscall = syscalls::lookup(e.nr);
     Ok(Event::Sys(Sys {
         header: h,
         nr: e.nr,
-        name: syscalls::name(e.nr),
+        name: syscall.map_or("unknown", |s| s.name),
+        syscall,
         ret: e.ret,
         args: e.args,
         path: (l1 > 0 && !unix).then(|| text(p1)),
@@ -426,8 +433,9 @@ fn decode_sys(bytes: &[u8], kind: EventKind) -> Result<Event, DecodeError> {
         base: (is_base && ld > 0).then(|| text(data)),
         addr,
         sock_type: a.sock_type,
-        local_port: (kind == EventKind::Net && matches!(e.nr, syscalls::ACCEPT | syscalls::ACCEPT4))
-            .then_some(e.offset as u16),
+        local_port: (kind == EventKind::Net && syscall.is_some_and(|s| s.op == syscalls::Op::Accept))
+            .then_some(e.local_port),
+        from_user_memory: e.flags & SYS_USER_MEMORY != 0,
         mode: e.mode,
         data: if is_base { Vec::new() } else { data.to_vec() },
         incoming: e.flags & SYS_DATA_IN != 0,
@@ -450,220 +458,4 @@ pub fn split_exit_code(raw: u32) -> (Option<i32>, Option<i32>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use agent_common::event::EXEC_ARGV_MAX;
-
-    fn raw_header(kind: EventKind) -> EventHeader {
-        let mut comm = [0u8; 16];
-        comm[..4].copy_from_slice(b"node");
-        EventHeader {
-            kind: kind as u32,
-            server: 7,
-            ktime_ns: 42,
-            pid: 101,
-            tgid: 100,
-            ppid: 1,
-            uid: 1000,
-            gid: 1000,
-            flags: 0,
-            comm,
-        }
-    }
-
-    fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
-        // SAFETY: T is a plain repr(C) struct.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
-    }
-
-    fn exec_record(filename: &[u8], interp: &[u8], argv: &[u8], flags: u32) -> Vec<u8> {
-        let ev = ExecEvent {
-            header: raw_header(EventKind::Exec),
-            old_pid: 101,
-            flags,
-            filename_len: filename.len() as u32,
-            interp_len: interp.len() as u32,
-            argv_len: argv.len() as u32,
-            argv_full_len: argv.len() as u32,
-            exe_len: 12,
-            cwd_len: 4,
-            stdio: [FD_SOCKET, FD_SOCKET, FD_PIPE, 0],
-            exe_nlink: 1,
-        };
-        let mut b = bytes_of(&ev);
-        let mut data = vec![0u8; 2 * EXEC_FILENAME_MAX];
-        data[..filename.len()].copy_from_slice(filename);
-        data[EXEC_FILENAME_MAX..EXEC_FILENAME_MAX + interp.len()].copy_from_slice(interp);
-        b.extend(data);
-        b.extend(b"/usr/bin/das");
-        b.extend(b"/tmp");
-        b.extend(argv);
-        b
-    }
-
-    #[test]
-    fn exec_decodes_every_field() {
-        let rec = exec_record(b"/tmp/x.sh", b"/bin/sh", b"/bin/sh\0/tmp/x.sh\0--flag\0", 0);
-        let Event::Exec(e) = decode(&rec).unwrap() else {
-            panic!("not exec")
-        };
-        assert_eq!(e.header.kind, EventKind::Exec);
-        assert_eq!(
-            (e.header.pid, e.header.tid, e.header.ppid, e.header.server),
-            (100, 101, 1, 7)
-        );
-        assert_eq!(e.header.comm, "node");
-        assert_eq!(e.filename, "/tmp/x.sh");
-        assert_eq!(e.interp.as_deref(), Some("/bin/sh"));
-        assert_eq!(e.argv, ["/bin/sh", "/tmp/x.sh", "--flag"]);
-        assert!(!e.argv_truncated);
-        assert_eq!(e.exe.as_deref(), Some("/usr/bin/das"));
-        assert_eq!(e.cwd.as_deref(), Some("/tmp"));
-        assert_eq!(e.stdio, [FdKind::Socket, FdKind::Socket, FdKind::Pipe]);
-        assert_eq!(e.exe_nlink, Some(1));
-    }
-
-    /// A syscall record: `(family, address)`, then path 1, path 2 and data.
-    fn sys_record(kind: EventKind, nr: u32, (family, addr): (u16, [u8; 16]), parts: [&[u8]; 3], flags: u32) -> Vec<u8> {
-        let [p1, p2, data] = parts;
-        let ev = SysEvent {
-            header: raw_header(kind),
-            nr,
-            flags,
-            ret: -2,
-            args: [3, 0, 0, 0, 0, 0],
-            addr: agent_common::SockAddr {
-                family,
-                port: 443,
-                sock_type: 1,
-                _pad: 0,
-                addr,
-            },
-            offset: 0,
-            mode: 0,
-            len1: p1.len() as u16,
-            len2: p2.len() as u16,
-            data_len: data.len() as u32,
-            data_missing: 0,
-        };
-        let mut b = bytes_of(&ev);
-        b.extend(p1);
-        b.extend(p2);
-        b.extend(data);
-        b
-    }
-
-    #[test]
-    fn failed_relative_open_carries_its_base_directory() {
-        let rec = sys_record(
-            EventKind::File,
-            syscalls::OPENAT,
-            (0, [0; 16]),
-            [b"../.ssh/id_rsa", b"", b"/home/u/work"],
-            SYS_PATH_RELATIVE,
-        );
-        let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
-        assert_eq!(s.name, "openat");
-        assert_eq!(s.path.as_deref(), Some("../.ssh/id_rsa"));
-        assert_eq!(s.base.as_deref(), Some("/home/u/work"));
-        assert!(!s.resolved);
-        assert!(s.data.is_empty());
-        assert_eq!(s.ret, -2);
-    }
-
-    #[test]
-    fn ipv4_mapped_ipv6_is_normalised() {
-        let mut a = [0u8; 16];
-        a[10] = 0xff;
-        a[11] = 0xff;
-        a[12..].copy_from_slice(&[127, 0, 0, 1]);
-        let rec = sys_record(EventKind::Net, syscalls::CONNECT, (10, a), [b"", b"", b""], 0);
-        let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
-        assert_eq!(
-            s.addr,
-            Some(Addr::Ip {
-                ip: "127.0.0.1".parse().unwrap(),
-                port: 443,
-                mapped: true
-            })
-        );
-        let mut v6 = [0u8; 16];
-        v6[15] = 1;
-        let rec = sys_record(EventKind::Net, syscalls::CONNECT, (10, v6), [b"", b"", b""], 0);
-        let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
-        assert_eq!(s.addr.and_then(|a| a.ip()), Some("::1".parse().unwrap()));
-    }
-
-    #[test]
-    fn stdio_chunks_keep_offsets_and_gaps() {
-        let mut rec = sys_record(
-            EventKind::Stdio,
-            syscalls::WRITE,
-            (0, [0; 16]),
-            [b"", b"", b"{\"jsonrpc\""],
-            SYS_DATA_TRUNCATED,
-        );
-        // ret is the syscall's byte count.
-        rec[size_of::<EventHeader>() + 8..size_of::<EventHeader>() + 16].copy_from_slice(&100i64.to_ne_bytes());
-        let Event::Stdio(c) = decode(&rec).unwrap() else {
-            panic!()
-        };
-        // Written on fd 3 (a duplicate of the wire): the server's stdout.
-        assert_eq!(c.fd, 1);
-        assert_eq!(c.len, 100);
-        assert_eq!(c.data, b"{\"jsonrpc\"");
-        assert!(c.truncated);
-    }
-
-    #[test]
-    fn truncated_argv_keeps_the_partial_argument_and_flag() {
-        let argv = vec![b'a'; EXEC_ARGV_MAX];
-        let rec = exec_record(b"/bin/echo", b"", &argv, EXEC_ARGV_TRUNCATED);
-        let Event::Exec(e) = decode(&rec).unwrap() else {
-            panic!("not exec")
-        };
-        assert!(e.argv_truncated);
-        assert_eq!(e.interp, None);
-        assert_eq!(e.argv.len(), 1);
-        assert_eq!(e.argv[0].len(), EXEC_ARGV_MAX);
-    }
-
-    #[test]
-    fn short_and_unknown_records_are_errors() {
-        let rec = exec_record(b"/bin/echo", b"", b"echo\0", 0);
-        assert!(matches!(
-            decode(&rec[..rec.len() - 3]),
-            Err(DecodeError::TooShort { .. })
-        ));
-        assert!(matches!(decode(&[0u8; 8]), Err(DecodeError::TooShort { .. })));
-        let mut h = raw_header(EventKind::Fork);
-        h.kind = 999;
-        assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(999)));
-    }
-
-    #[test]
-    fn fork_and_exit_decode() {
-        let f = ForkEvent {
-            header: raw_header(EventKind::Fork),
-            child_tgid: 555,
-            _pad: 0,
-        };
-        assert_eq!(
-            decode(&bytes_of(&f)).unwrap(),
-            Event::Fork(Fork {
-                header: header(&f.header, EventKind::Fork),
-                child_pid: 555
-            })
-        );
-        let x = ExitEvent {
-            header: raw_header(EventKind::Exit),
-            exit_code: 3 << 8,
-            _pad: 0,
-        };
-        let Event::Exit(e) = decode(&bytes_of(&x)).unwrap() else {
-            panic!()
-        };
-        assert_eq!((e.exit_code, e.signal), (Some(3), None));
-        assert_eq!(split_exit_code(9), (None, Some(9)));
-    }
-}
+mod tests;

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use agent_common::{AgentConfig, LossKey, WatchedProc};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePoint, RawTracePoint},
 };
 
-use crate::{kernel::btf, kernel::mounts, kernel::stdio::StdioChannels};
+use crate::kernel::{btf, mounts, probe_errors::ProbeErrors, stdio::StdioChannels};
 
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpwatch"));
@@ -26,7 +26,7 @@ const TRACEPOINTS: &[(&str, &str)] = &[
 const RAW_TRACEPOINTS: &[(&str, &str)] = &[("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
 
 /// Maps pinned with `--pin`.
-const PINNABLE: &[&str] = &["WATCHED", "CONFIG", "LOSS"];
+const PINNABLE: &[&str] = &["WATCHED", "CONFIG", "LOSS", "PROBE_ERRORS"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -81,6 +81,7 @@ pub struct Probes {
     watched: Option<HashMap<MapData, u32, WatchedProc>>,
     config: Option<Array<MapData, AgentConfig>>,
     loss: Option<PerCpuHashMap<MapData, LossKey, u64>>,
+    probe_errors: Option<PerCpuArray<MapData, u64>>,
     stdio: Option<StdioChannels>,
     /// Optional fields the kernel lacks, with the feature switched off.
     pub disabled: Vec<(String, btf::OffsetError)>,
@@ -104,6 +105,12 @@ impl Probes {
     /// Per-CPU ring-buffer loss counters; once.
     pub fn take_loss(&mut self) -> PerCpuHashMap<MapData, LossKey, u64> {
         self.loss.take().expect("loss map taken once")
+    }
+
+    /// Per-CPU counters of kernel-side drops other than a full ring, by
+    /// probe and reason; once.
+    pub fn take_probe_errors(&mut self) -> ProbeErrors {
+        ProbeErrors::new(self.probe_errors.take().expect("probe error map taken once"))
     }
 
     /// The stdio capture's channel maps; once.
@@ -213,6 +220,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
         watched: Some(take(&mut ebpf, "WATCHED")?),
         config: Some(take(&mut ebpf, "CONFIG")?),
         loss: Some(take(&mut ebpf, "LOSS")?),
+        probe_errors: Some(take(&mut ebpf, "PROBE_ERRORS")?),
         stdio: Some(StdioChannels::new(
             take(&mut ebpf, "STDIO_FILES")?,
             take(&mut ebpf, "STDIO_AT_EXEC")?,

@@ -1,12 +1,13 @@
 //! The kernel side, seen from userspace: mounting what the programs need
 //! (`mounts`), the running kernel's field offsets (`btf`), loading and
 //! attaching the programs (`loader`), ring records into typed events
-//! (`decode`), which pipes are a server's wire (`stdio`) and the set of
-//! watched processes (`watchset`).
+//! (`decode`), which pipes are a server's wire (`stdio`), the set of watched
+//! processes (`watchset`) and the probes' own drop counters (`probe_errors`).
 
 pub mod btf;
 pub mod decode;
 pub mod loader;
 pub mod mounts;
+pub mod probe_errors;
 pub mod stdio;
 pub mod watchset;

@@ -97,6 +97,9 @@ pub struct Record<'a> {
     pub event_kind: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,
+    /// loss: the probe that counted a drop (`reason` says why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<&'a str>,
     /// exec: working directory, what fds 0-2 are, fileless (memfd or deleted
     /// file), and whether the server wrote the file it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -129,6 +132,10 @@ pub struct Record<'a> {
     pub path_truncated: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path2: Option<&'a str>,
+    /// An address or path read from the process's memory after the call
+    /// (a racing thread could have changed it), not from a kernel object.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub from_user_memory: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access: Option<Vec<&'static str>>,
     /// net: family, protocol, address (remote for connect/sendto/accept,

@@ -109,6 +109,7 @@ impl Names {
         r.syscall = Some(s.name);
         r.result = Some(s.ret);
         r.error = errno_name(s.ret);
+        r.from_user_memory = s.from_user_memory;
         let mut extra = None;
         match o {
             SysObservation::File(f) => {

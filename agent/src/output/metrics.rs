@@ -36,6 +36,7 @@ pub struct Metrics {
     events: IntCounterVec,
     alerts: IntCounterVec,
     lost: IntCounterVec,
+    probe_errors: IntCounterVec,
     tool_calls: IntCounterVec,
     watched_processes: IntGaugeVec,
     watched_servers: IntGauge,
@@ -126,6 +127,12 @@ impl Metrics {
             "mcpwatch_ringbuf_lost_events_total",
             "Events lost in the kernel (ring buffer full), by server and kind",
             &["server", "kind"],
+        )?;
+        let probe_errors = counter_vec(
+            &r,
+            "mcpwatch_probe_errors_total",
+            "Times a kernel probe gave up (unreadable argument, map full...), by probe and reason",
+            &["probe", "reason"],
         )?;
         let tool_calls = counter_vec(
             &r,
@@ -256,6 +263,7 @@ impl Metrics {
             events,
             alerts,
             lost,
+            probe_errors,
             tool_calls,
             watched_processes,
             watched_servers,
@@ -327,6 +335,12 @@ impl Metrics {
     pub fn lost(&self, server: Option<&str>, kind: &str, n: u64) {
         let s = self.server_label(server);
         self.lost.with_label_values(&[s.as_str(), kind]).inc_by(n);
+    }
+
+    /// `n` more times `probe` gave up for `reason` in the kernel
+    /// (`kernel::probe_errors`). Both labels come from fixed tables.
+    pub fn probe_errors(&self, probe: &str, reason: &str, n: u64) {
+        self.probe_errors.with_label_values(&[probe, reason]).inc_by(n);
     }
 
     /// An alert handed to the sinks; `latency_s` since its triggering event.
@@ -409,6 +423,8 @@ mod tests {
         m.event(Some("fs"), "exec");
         m.alert(None, "agent.test", "info", 0.001);
         m.tool_call("fs", "read_file");
+        m.probe_errors("net", "sockaddr_unreadable", 2);
+        m.probe_errors("net", "sockaddr_unreadable", 1);
         for i in 0..(MAX_SERVERS + 10) {
             m.event(Some(&format!("s{i}")), "fork");
         }
@@ -426,6 +442,10 @@ mod tests {
         );
         assert!(text.contains(r#"mcpwatch_tool_calls_total{server="fs",tool="read_file"} 1"#));
         assert!(text.contains(r#"mcpwatch_alerts_total{rule="agent.test",server="-",severity="info"} 1"#));
+        assert!(
+            text.contains(r#"mcpwatch_probe_errors_total{probe="net",reason="sockaddr_unreadable"} 3"#),
+            "{text}"
+        );
         assert!(text.contains("mcpwatch_agent_resident_memory_bytes "));
         assert!(text.contains("mcpwatch_build_info{"));
     }

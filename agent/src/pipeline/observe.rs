@@ -6,7 +6,10 @@
 
 use std::net::IpAddr;
 
-use agent_common::syscalls::*;
+use agent_common::{
+    abi::{AT_REMOVEDIR, O_ACCMODE, O_APPEND, O_CREAT, O_DIRECTORY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFMT},
+    syscalls::{self, Op, Syscall},
+};
 
 use crate::{
     kernel::decode::{Addr, FdKind, Sys},
@@ -18,17 +21,6 @@ use crate::{
         engine::runs_scripts,
     },
 };
-
-const O_ACCMODE: u64 = 3;
-const O_WRONLY: u64 = 1;
-const O_RDWR: u64 = 2;
-const O_CREAT: u64 = 0o100;
-const O_TRUNC: u64 = 0o1000;
-const O_APPEND: u64 = 0o2000;
-const O_DIRECTORY: u64 = 0o200000;
-const S_IFMT: u32 = 0o170000;
-const S_IFDIR: u32 = 0o040000;
-const AT_REMOVEDIR: u64 = 0x200;
 
 /// A file syscall.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,12 +178,16 @@ impl SysObservation {
     }
 }
 
-/// Interprets a file, net or risky syscall; `hostname` names a peer address.
+/// Interprets a file, net or risky syscall, by its entry in the syscall
+/// table; `hostname` names a peer address.
 pub fn sys(s: &Sys, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> SysObservation {
-    if let Some(f) = file(s) {
+    let Some(sc) = s.syscall.or_else(|| syscalls::lookup(s.nr)) else {
+        return SysObservation::Other;
+    };
+    if let Some(f) = file(s, sc) {
         return SysObservation::File(f);
     }
-    if let Some(op) = net_op(s.nr) {
+    if let Some(op) = net_op(sc.op) {
         let ip = s.addr.as_ref().and_then(Addr::ip);
         return SysObservation::Net(NetObservation {
             op,
@@ -202,23 +198,19 @@ pub fn sys(s: &Sys, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> SysObse
             addr: s.addr.clone(),
         });
     }
-    match risky_op(s) {
+    match risky_op(sc) {
         Some(op) => SysObservation::Risky(RiskyObservation {
             act: RiskyActivity {
                 op,
-                target_pid: match s.nr {
-                    PTRACE => Some(s.args[1] as u32),
-                    PROCESS_VM_READV | PROCESS_VM_WRITEV => Some(s.args[0] as u32),
-                    _ => None,
-                },
+                target_pid: sc.pid.map(|i| syscalls::arg(&s.args, Some(i)) as u32),
             },
         }),
         None => SysObservation::Other,
     }
 }
 
-fn file(s: &Sys) -> Option<FileObservation> {
-    let (op, access) = file_op(s)?;
+fn file(s: &Sys, sc: &Syscall) -> Option<FileObservation> {
+    let (op, access) = file_op(s, sc)?;
     let path = absolute_path(s);
     let target = matches!(op, FileOp::Rename | FileOp::Link)
         .then(|| s.path2.as_deref().map(|p2| absolute(p2, s.base.as_deref())))
@@ -243,104 +235,90 @@ fn file(s: &Sys) -> Option<FileObservation> {
 }
 
 /// The operation and access of a file syscall.
-fn file_op(s: &Sys) -> Option<(FileOp, Access)> {
+fn file_op(s: &Sys, sc: &Syscall) -> Option<(FileOp, Access)> {
     let write = Access {
         write: true,
         ..Default::default()
     };
-    let flags = match s.nr {
-        OPEN => s.args[1],
-        OPENAT | OPENAT2 => s.args[2],
-        CREAT => O_CREAT | O_WRONLY | O_TRUNC,
-        TRUNCATE | FTRUNCATE => {
-            let a = Access {
+    let directory = Access {
+        directory: true,
+        ..write
+    };
+    let attributes = Access {
+        attributes: true,
+        ..Default::default()
+    };
+    let flags = syscalls::arg(&s.args, sc.flags);
+    Some(match sc.op {
+        // creat(2) is open(O_CREAT|O_WRONLY|O_TRUNC); openat2's flags sit
+        // behind a pointer the record does not carry: judged as a read.
+        Op::Open if sc.nr == syscalls::CREAT => (FileOp::Open, open_access(O_CREAT | O_WRONLY | O_TRUNC, s.mode)),
+        Op::Open => (FileOp::Open, open_access(flags, s.mode)),
+        Op::Truncate => (
+            FileOp::Truncate,
+            Access {
                 truncate: true,
                 ..write
-            };
-            return Some((FileOp::Truncate, a));
-        }
-        MKDIR | MKDIRAT => {
-            let a = Access {
+            },
+        ),
+        Op::Mkdir => (
+            FileOp::Mkdir,
+            Access {
                 create: true,
                 directory: true,
                 ..Default::default()
-            };
-            return Some((FileOp::Mkdir, a));
-        }
-        RMDIR => {
-            return Some((
-                FileOp::Unlink,
-                Access {
-                    directory: true,
-                    ..write
-                },
-            ));
-        }
-        UNLINKAT if s.args[2] & AT_REMOVEDIR != 0 => {
-            return Some((
-                FileOp::Unlink,
-                Access {
-                    directory: true,
-                    ..write
-                },
-            ));
-        }
-        UNLINK | UNLINKAT => return Some((FileOp::Unlink, write)),
-        RENAME | RENAMEAT | RENAMEAT2 => return Some((FileOp::Rename, write)),
-        LINK | LINKAT => return Some((FileOp::Link, write)),
-        SYMLINK | SYMLINKAT => return Some((FileOp::Symlink, write)),
-        CHMOD | FCHMOD | FCHMODAT | FCHMODAT2 | CHOWN | FCHOWN | LCHOWN | FCHOWNAT => {
-            let op = if matches!(s.nr, CHMOD | FCHMOD | FCHMODAT | FCHMODAT2) {
-                FileOp::Chmod
-            } else {
-                FileOp::Chown
-            };
-            let a = Access {
-                attributes: true,
-                ..Default::default()
-            };
-            return Some((op, a));
-        }
-        _ => return None,
-    };
-    let mode = flags & O_ACCMODE;
-    Some((
-        FileOp::Open,
-        Access {
-            read: mode != O_WRONLY,
-            write: mode == O_WRONLY || mode == O_RDWR,
-            create: flags & O_CREAT != 0,
-            truncate: flags & O_TRUNC != 0,
-            append: flags & O_APPEND != 0,
-            directory: flags & O_DIRECTORY != 0 || s.mode & S_IFMT == S_IFDIR,
-            attributes: false,
-        },
-    ))
-}
-
-fn net_op(nr: u32) -> Option<NetOp> {
-    Some(match nr {
-        CONNECT => NetOp::Connect,
-        BIND => NetOp::Bind,
-        LISTEN => NetOp::Listen,
-        ACCEPT | ACCEPT4 => NetOp::Accept,
-        SENDTO | SENDMSG => NetOp::SendTo,
+            },
+        ),
+        Op::Rmdir => (FileOp::Unlink, directory),
+        Op::Unlink if flags & AT_REMOVEDIR != 0 => (FileOp::Unlink, directory),
+        Op::Unlink => (FileOp::Unlink, write),
+        Op::Rename => (FileOp::Rename, write),
+        Op::Link => (FileOp::Link, write),
+        Op::Symlink => (FileOp::Symlink, write),
+        Op::Chmod => (FileOp::Chmod, attributes),
+        Op::Chown => (FileOp::Chown, attributes),
         _ => return None,
     })
 }
 
-fn risky_op(s: &Sys) -> Option<RiskyOp> {
-    Some(match s.nr {
-        PTRACE => RiskyOp::Ptrace,
-        PROCESS_VM_READV => RiskyOp::ProcessVmReadv,
-        PROCESS_VM_WRITEV => RiskyOp::ProcessVmWritev,
-        SETGID | SETREGID | SETRESGID | SETFSGID => RiskyOp::SetGid,
-        SETUID | SETREUID | SETRESUID | SETFSUID => RiskyOp::SetUid,
-        CAPSET => RiskyOp::Capset,
-        INIT_MODULE | FINIT_MODULE => RiskyOp::InitModule,
-        BPF => RiskyOp::Bpf,
-        MOUNT => RiskyOp::Mount,
-        IO_URING_SETUP => RiskyOp::IoUringSetup,
+/// What open flags ask for; a directory is known from the flags or the
+/// opened file's mode.
+fn open_access(flags: u64, mode: u32) -> Access {
+    let acc = flags & O_ACCMODE;
+    Access {
+        read: acc != O_WRONLY,
+        write: acc == O_WRONLY || acc == O_RDWR,
+        create: flags & O_CREAT != 0,
+        truncate: flags & O_TRUNC != 0,
+        append: flags & O_APPEND != 0,
+        directory: flags & O_DIRECTORY != 0 || mode & S_IFMT == S_IFDIR,
+        attributes: false,
+    }
+}
+
+fn net_op(op: Op) -> Option<NetOp> {
+    Some(match op {
+        Op::Connect => NetOp::Connect,
+        Op::Bind => NetOp::Bind,
+        Op::Listen => NetOp::Listen,
+        Op::Accept => NetOp::Accept,
+        Op::Sendto => NetOp::SendTo,
+        _ => return None,
+    })
+}
+
+fn risky_op(sc: &Syscall) -> Option<RiskyOp> {
+    Some(match sc.op {
+        Op::Ptrace => RiskyOp::Ptrace,
+        Op::ProcessVmReadv => RiskyOp::ProcessVmReadv,
+        Op::ProcessVmWritev => RiskyOp::ProcessVmWritev,
+        Op::Setid if sc.name.contains("gid") => RiskyOp::SetGid,
+        Op::Setid => RiskyOp::SetUid,
+        Op::Capset => RiskyOp::Capset,
+        Op::LoadModule => RiskyOp::InitModule,
+        Op::Bpf => RiskyOp::Bpf,
+        Op::Mount => RiskyOp::Mount,
+        Op::IoUringSetup => RiskyOp::IoUringSetup,
         _ => return None,
     })
 }

@@ -1,4 +1,7 @@
-use agent_common::EventKind;
+use agent_common::{
+    EventKind,
+    syscalls::{self, *},
+};
 
 use super::*;
 use crate::kernel::decode::{Exec, Header};
@@ -26,6 +29,8 @@ fn sys(nr: u32, args: [u64; 6], path: Option<&str>, ret: i64) -> Sys {
         mode: 0,
         data: Vec::new(),
         incoming: false,
+        syscall: syscalls::lookup(nr),
+        from_user_memory: false,
     }
 }
 
