@@ -189,7 +189,7 @@ impl Agent {
             tag_record(&mut x, tag);
             self.writer.write(&x);
         }
-        let activities = o.activities(&s);
+        let activities = o.into_activities(&s);
         self.evaluate(h.server, h.ktime_ns, h.pid, &activities);
     }
 
@@ -249,7 +249,7 @@ impl Agent {
 
     /// Hands activities to the policy and delivers its alerts.
     pub(super) fn evaluate(&mut self, server: u32, ktime_ns: u64, pid: u32, activities: &[Activity]) {
-        if activities.is_empty() {
+        if !activities.iter().any(|a| self.policy.judges(a)) {
             return;
         }
         // Ancestry and cwd cost allocations and a readlink: an exec needs them

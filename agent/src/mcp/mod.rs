@@ -7,6 +7,7 @@
 //! to emit. The agent asks [`Mcp::current_call`] which tool call a server's
 //! kernel event belongs to.
 
+mod alerts;
 pub mod audit;
 pub mod calls;
 pub mod chunk;
@@ -27,10 +28,11 @@ use crate::{alerts::rules::RuleId, output::metrics::McpTotals};
 
 pub use self::calls::{ActivityKind, CallTag, ToolCounters};
 use self::{
+    alerts::{poison_alert, rug_pull_alert},
     calls::Calls,
     chunk::{Direction, StdioChunk},
     jsonrpc::{Id, Message, Outcome},
-    pins::{Change, ExpectedPins, PinStore, Tool},
+    pins::{ExpectedPins, PinStore, Tool},
     reassembly::{CutReason, Frame, Reassembler},
 };
 
@@ -567,128 +569,6 @@ fn object(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
-    }
-}
-
-/// A poisoning finding about `subject` (`tool`, `result of tool`) of a tool, as an alert.
-fn poison_alert(
-    at: At<'_>,
-    subject: &str,
-    (tool, call_id): (&str, Option<String>),
-    f: poison::Finding,
-    evidence: Value,
-) -> McpAlert {
-    McpAlert {
-        rule: f.rule,
-        server: at.server,
-        shipped_pins: false,
-        summary: format!(
-            "{subject} {tool} of server {}: {} in {}: {}",
-            at.name,
-            rule_words(f.rule),
-            f.field,
-            f.excerpt
-        ),
-        evidence,
-        tool: Some(tool.to_owned()),
-        call_id,
-        pid: at.pid,
-        ktime_ns: at.ktime_ns,
-    }
-}
-
-/// What a poisoning rule found, in words.
-fn rule_words(rule: RuleId) -> &'static str {
-    [
-        (poison::HIDDEN_INSTRUCTION, "hidden instruction"),
-        (poison::MODEL_DIRECTIVE, "instruction addressed to the model"),
-        (poison::INVISIBLE_UNICODE, "invisible Unicode"),
-        (poison::LONG_DESCRIPTION_RULE, "unusually long text"),
-        (poison::CREDENTIAL_REFERENCE, "reference to a credential file"),
-        (poison::TOOL_SHADOWING, "reference to another server's tool"),
-    ]
-    .into_iter()
-    .find(|(r, _)| *r == rule)
-    .map_or("poisoning indicator", |(_, w)| w)
-}
-
-fn rug_pull_alert(
-    (server, server_id): (&str, u32),
-    c: &Change,
-    baseline: &str,
-    after_list_changed: bool,
-    pid: u32,
-    ktime_ns: u64,
-) -> McpAlert {
-    let when = if after_list_changed {
-        " (after notifications/tools/list_changed)"
-    } else {
-        ""
-    };
-    // Against shipped pins nothing was "pinned" here: the listing is simply not the approved one.
-    let shipped = baseline == "manifest";
-    let (summary, evidence) = match c {
-        Change::Changed { tool, old, new, fields } => {
-            let diff = old.as_ref().map(|o| pins::word_diff(&o.description, &new.description));
-            let what = if fields.is_empty() {
-                "definition".to_owned()
-            } else {
-                fields.join(" and ")
-            };
-            let summary = if shipped {
-                format!("tool {tool} of server {server} does not match the pin its manifest ships{when}")
-            } else {
-                format!("tool {tool} of server {server} changed its {what} since it was pinned{when}")
-            };
-            (
-                summary,
-                json!({
-                    "changed": fields,
-                    "old_hash": old.as_ref().map(|o| &o.hash),
-                    "new_hash": new.hash,
-                    "old_description": old.as_ref().map(|o| &o.description),
-                    "new_description": new.description,
-                    "diff": diff,
-                }),
-            )
-        }
-        Change::Added { tool, new } => (
-            if shipped {
-                format!("server {server} lists tool {tool}, which its manifest's pins do not approve{when}")
-            } else {
-                format!("server {server} added tool {tool}, which was not pinned{when}")
-            },
-            json!({"new_hash": new.hash, "new_description": new.description}),
-        ),
-        Change::Removed { tool, old } => (
-            if shipped {
-                format!("server {server} does not list tool {tool}, which its manifest pins{when}")
-            } else {
-                format!("server {server} no longer lists pinned tool {tool}{when}")
-            },
-            json!({
-                "old_hash": old.as_ref().map(|o| &o.hash),
-                "old_description": old.as_ref().map(|o| &o.description),
-            }),
-        ),
-        Change::Renamed { from, to, new } => (
-            format!("server {server} renamed pinned tool {from} to {to}{when}"),
-            json!({"old_name": from, "new_hash": new.hash, "new_description": new.description}),
-        ),
-    };
-    let mut evidence = evidence;
-    evidence["baseline"] = json!(baseline);
-    evidence["after_list_changed"] = json!(after_list_changed);
-    McpAlert {
-        rule: c.rule(),
-        server: server_id,
-        shipped_pins: shipped,
-        summary,
-        evidence,
-        tool: Some(c.tool().to_owned()),
-        call_id: None,
-        pid,
-        ktime_ns,
     }
 }
 

@@ -56,15 +56,15 @@ impl FileObservation {
         }
     }
 
-    fn activity(&self, s: &Sys) -> Option<FileActivity> {
+    fn into_activity(self, s: &Sys) -> Option<FileActivity> {
         Some(FileActivity {
             op: self.op,
-            path: self.path.clone()?,
-            path2: self.target.clone(),
+            path: self.path?,
+            path2: self.target,
             access: self.access,
             result: s.ret,
             path_truncated: s.path_truncated,
-            proc_path: self.proc_path.clone(),
+            proc_path: self.proc_path,
         })
     }
 }
@@ -87,10 +87,11 @@ pub struct NetObservation {
 }
 
 impl NetObservation {
-    fn activity(&self, s: &Sys) -> Option<NetActivity> {
-        let (addr, port, unix_path) = match self.addr.as_ref()? {
-            Addr::Ip { ip, port, .. } => (Some(*ip), *port, None),
-            Addr::Unix { path, .. } => (None, 0, Some(path.clone())),
+    fn into_activity(self, s: &Sys) -> Option<NetActivity> {
+        let exposed = self.op == NetOp::Listen && self.addr.as_ref().is_some_and(exposed);
+        let (addr, port, unix_path) = match self.addr? {
+            Addr::Ip { ip, port, .. } => (Some(ip), port, None),
+            Addr::Unix { path, .. } => (None, 0, Some(path)),
         };
         Some(NetActivity {
             op: self.op,
@@ -102,8 +103,8 @@ impl NetObservation {
             addr,
             port,
             unix_path,
-            hostname: self.hostname.clone(),
-            exposed: self.op == NetOp::Listen && self.addr.as_ref().is_some_and(exposed),
+            hostname: self.hostname,
+            exposed,
             result: s.ret,
         })
     }
@@ -158,21 +159,21 @@ pub enum SysObservation {
 }
 
 impl SysObservation {
-    /// What the policy judges, from the same values the line shows. A failed
-    /// access touched nothing; the policy decides which failures matter.
-    pub fn activities(&self, s: &Sys) -> Vec<Activity> {
+    /// What the policy judges, the same values the line showed (moved, once
+    /// the line is written). A failed access touched nothing; the policy
+    /// decides which failures matter.
+    pub fn into_activities(self, s: &Sys) -> Vec<Activity> {
         match self {
-            // A failed open of another process's file read nothing of it.
-            SysObservation::File(f) => f
-                .other_proc
-                .clone()
-                .filter(|_| s.ret >= 0)
-                .map(Activity::Risky)
-                .into_iter()
-                .chain(f.activity(s).map(Activity::File))
-                .collect(),
-            SysObservation::Net(n) => n.activity(s).map(Activity::Net).into_iter().collect(),
-            SysObservation::Risky(r) => vec![Activity::Risky(r.act.clone())],
+            SysObservation::File(mut f) => {
+                // A failed open of another process's file read nothing of it.
+                let risky = f.other_proc.take().filter(|_| s.ret >= 0).map(Activity::Risky);
+                risky
+                    .into_iter()
+                    .chain(f.into_activity(s).map(Activity::File))
+                    .collect()
+            }
+            SysObservation::Net(n) => n.into_activity(s).map(Activity::Net).into_iter().collect(),
+            SysObservation::Risky(r) => vec![Activity::Risky(r.act)],
             SysObservation::Other => Vec::new(),
         }
     }

@@ -158,14 +158,20 @@ impl Policy {
         fresh
     }
 
+    /// Whether an activity is judged at all (checked before the acting
+    /// process's context is gathered): a failed access touched nothing, so
+    /// only probing for credentials matters (most failed opens are library
+    /// and module search paths).
+    pub fn judges(&self, act: &Activity) -> bool {
+        match act {
+            Activity::File(f) => f.succeeded() || catalog::classify(&f.path).is_some(),
+            _ => true,
+        }
+    }
+
     /// Judges one activity; returns the alerts to deliver now.
     pub fn evaluate(&mut self, ctx: &ProcContext, act: &Activity) -> Vec<Alert> {
-        // A failed access touched nothing: only probing for credentials
-        // matters (most failed opens are library and module search paths).
-        if let Activity::File(f) = act
-            && !f.succeeded()
-            && catalog::classify(&f.path).is_none()
-        {
+        if !self.judges(act) {
             return Vec::new();
         }
         let mut out = Vec::new();

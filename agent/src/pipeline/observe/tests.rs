@@ -116,7 +116,7 @@ fn opens_are_read_with_their_access_and_absolute_path() {
     assert_eq!(f.written(3), Some("/etc/x"));
     assert_eq!(f.written(-13), None, "a failed write changed nothing");
     let f_access = f.access;
-    let acts = SysObservation::File(f).activities(&s);
+    let acts = SysObservation::File(f).into_activities(&s);
     let [Activity::File(a)] = acts.as_slice() else {
         panic!("{acts:?}")
     };
@@ -150,7 +150,7 @@ fn a_rename_remembers_its_new_name_as_written() {
 #[test]
 fn another_process_proc_files_are_risky_and_own_ones_are_not() {
     let s = sys(OPENAT, [0; 6], Some("/proc/1/environ"), 3);
-    let acts = super::sys(&s, |_| None).activities(&s);
+    let acts = super::sys(&s, |_| None).into_activities(&s);
     assert!(matches!(
         acts.first(),
         Some(Activity::Risky(RiskyActivity {
@@ -180,7 +180,7 @@ fn connects_carry_family_proto_and_the_dns_name() {
     let SysObservation::Net(n) = &o else { panic!() };
     assert_eq!((n.family, n.proto), (Some("inet"), Some("tcp")));
     assert_eq!(n.hostname.as_deref(), Some("api.example.com"));
-    let acts = o.activities(&s);
+    let acts = o.into_activities(&s);
     let [Activity::Net(a)] = acts.as_slice() else {
         panic!("{acts:?}")
     };
