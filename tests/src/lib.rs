@@ -5,6 +5,9 @@
 //! The agent binary comes from `MCPWATCH_BIN` (set by `cargo xtask test`), or
 //! from the target directory next to the test executable.
 
+pub mod mcp;
+pub mod policy;
+
 use std::{
     io::Read as _,
     path::{Path, PathBuf},
