@@ -23,6 +23,12 @@ pub const DEFAULT_SOCKET: &str = "/run/mcpwatch/control.sock";
 pub const SOCKET_ENV: &str = "MCPWATCH_SOCKET";
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 4096;
+/// A connection that sends no request within this is closed (idle
+/// connections must not pile up until the agent runs out of descriptors).
+const IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Open connections one non-root user may hold at once (root: `ROOT_CONNECTIONS`).
+const USER_CONNECTIONS: usize = 32;
+const ROOT_CONNECTIONS: usize = 1024;
 
 #[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -172,17 +178,65 @@ impl ControlSocket {
         &self.path
     }
 
-    /// Accepts connections until the task is dropped.
+    /// Accepts connections until the task is dropped: at most
+    /// `USER_CONNECTIONS` open per non-root user, each closed when idle.
     pub async fn serve(self, tx: mpsc::Sender<ControlMsg>) {
+        let open = Connections::default();
         loop {
             match self.listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(handle(stream, tx.clone()));
+                    let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+                    let Some(slot) = open.take(uid) else {
+                        log::debug!("control socket: uid {uid} holds too many connections; refused one");
+                        continue;
+                    };
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        handle(stream, tx).await;
+                    });
                 }
                 Err(e) => {
                     log::warn!("control socket accept: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
+            }
+        }
+    }
+}
+
+/// Open control connections per uid.
+#[derive(Clone, Default)]
+struct Connections(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>);
+
+/// One open connection of a uid, given back when dropped.
+struct Slot {
+    open: Connections,
+    uid: u32,
+}
+
+impl Connections {
+    fn take(&self, uid: u32) -> Option<Slot> {
+        let cap = if uid == 0 { ROOT_CONNECTIONS } else { USER_CONNECTIONS };
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(uid).or_default();
+        (*n < cap).then(|| {
+            *n += 1;
+            Slot {
+                open: self.clone(),
+                uid,
+            }
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = self.open.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.uid);
             }
         }
     }
@@ -209,7 +263,11 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(r.take(MAX_REQUEST as u64));
-    let reply = match reader.read_line(&mut line).await {
+    let Ok(read) = tokio::time::timeout(IDLE, reader.read_line(&mut line)).await else {
+        log::debug!("control socket: uid {} sent no request in {IDLE:?}; closed", cred.uid());
+        return;
+    };
+    let reply = match read {
         Ok(0) => return,
         Ok(_) => match serde_json::from_str::<Request>(line.trim_end()) {
             Ok(Request::Ping) => Reply {

@@ -67,6 +67,7 @@ pub struct AgentOptions {
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
+    raise_fd_limit();
     let metrics = Metrics::new().context("creating the metrics registry")?;
     let ready = Arc::new(Readiness::default());
     // Bind before loading anything: a taken port fails fast and leaves nothing behind.
@@ -260,6 +261,21 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     drop(probes);
     log::info!("detached; bye");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: the control socket,
+/// sinks and map fds must not run out at the default 1024.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot read the open-file limit: {e}"),
+    }
 }
 
 /// Handles the records in the ring, at most `DRAIN_BATCH` of them and only

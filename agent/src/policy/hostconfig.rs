@@ -88,10 +88,11 @@ pub fn expand_arg(p: &Path) -> Vec<PathBuf> {
 
 /// Parses one file (JSON with comments and trailing commas, as VS Code writes).
 pub fn parse_file(file: &Path) -> Result<Vec<HostServer>, HostConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| HostConfigError::Read {
-        file: file.to_owned(),
-        source,
-    })?;
+    let text =
+        super::files::read_capped(file, super::files::HOST_CONFIG_MAX).map_err(|source| HostConfigError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
     parse(file, &text)
 }
 

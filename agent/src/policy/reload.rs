@@ -108,7 +108,7 @@ impl Sources {
         let mut out = Loaded::default();
         let mut names: BTreeMap<String, PathBuf> = BTreeMap::new();
         for f in self.manifest_files() {
-            let parsed = std::fs::read_to_string(&f)
+            let parsed = super::files::read_capped(&f, super::files::MANIFEST_MAX)
                 .map_err(|e| ManifestError {
                     file: f.clone(),
                     line: 0,
