@@ -116,6 +116,10 @@ impl Agent {
             log::info!("watching pid {pid} ({}) as {server} ({reason})", p.exe);
             self.procs.insert(p);
             if pid == root {
+                // A restarted agent finds it again under this name.
+                if let Err(e) = self.registrations.add(server, pid) {
+                    log::error!("pid {pid} will not be found again after a restart: {e}");
+                }
                 let source = self.stdio.register_root(pid);
                 log::info!("stdio of pid {pid}: {}", source.describe());
                 let ctx = self.context(id, now, pid, true, true);
@@ -147,6 +151,18 @@ impl Agent {
         let on = !self.rules.is_empty() || self.policy.discovers();
         let flags = if on { CONFIG_DISCOVER_EXEC } else { 0 };
         self.config.set(0, AgentConfig { flags, _pad: 0 }, 0)
+    }
+
+    /// Watches again the roots a previous agent watched (same pid, same
+    /// start time), under the names they had (an entry a pinned map kept
+    /// is rewritten: server ids are this agent's).
+    pub(super) fn readopt(&mut self) {
+        for r in self.registrations.live() {
+            if self.is_agent(r.pid) {
+                continue;
+            }
+            self.watch_tree(r.pid, &r.server, "restart");
+        }
     }
 
     pub(super) fn startup_scan(&mut self) {
