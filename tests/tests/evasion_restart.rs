@@ -47,6 +47,14 @@ fn a_wrapped_server_is_found_again_after_kill_9_and_a_reused_pid_is_not() {
         ev.iter()
             .any(|e| e["kind"] == "file" && e["path"] == secret && e["server"] == "keeper")
     });
+    // The gap is not silent.
+    let gap = agent.wait_events("a watch-gap alert", |ev| {
+        ev.iter()
+            .any(|e| e["kind"] == "alert" && e["rule"] == "agent.watch_gap")
+    });
+    let gap = find(&gap, "alert", |e| e["rule"] == "agent.watch_gap");
+    assert_eq!(gap["server"], "keeper");
+    assert_eq!(gap["pid"], server.id());
     let status = agent.status();
     let names: Vec<&str> = status["servers"]
         .as_array()

@@ -298,6 +298,14 @@ rule!(
     High,
     Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
 );
+// The agent's own: a server a previous agent watched was found again after a
+// restart; what it did in between was not seen.
+rule!(
+    AGENT_WATCH_GAP,
+    "agent.watch_gap",
+    Medium,
+    Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
+);
 // The agent's own: a sink dropped alerts (its spool full or unwritable),
 // folded per interval.
 rule!(AGENT_SINK_OVERFLOW, "agent.sink_overflow", High, None);
@@ -355,6 +363,7 @@ pub static ALL: &[&Rule] = &[
     &MCP_RUG_PULL_RENAMED,
     &AGENT_TEST,
     &AGENT_EVENT_LOSS,
+    &AGENT_WATCH_GAP,
     &AGENT_SINK_OVERFLOW,
 ];
 

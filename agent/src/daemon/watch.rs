@@ -11,7 +11,7 @@ use agent_common::{
 
 use super::agent::{Agent, exec_exe};
 use crate::{
-    alerts::Alert,
+    alerts::{Alert, rules},
     kernel::decode::Event,
     output::events::Clock,
     pipeline::procs::{Proc, ProcTable, read_proc},
@@ -161,7 +161,22 @@ impl Agent {
             if self.is_agent(r.pid) {
                 continue;
             }
-            self.watch_tree(r.pid, &r.server, "restart");
+            let id = self.watch_tree(r.pid, &r.server, "restart");
+            if self.watched.state(r.pid).is_none() {
+                continue;
+            }
+            // Not silent: the SOC learns the server ran unwatched for a while.
+            let ctx = self.context(id, Clock::now_ktime(), r.pid, true, false);
+            let mut alert = self.factory.raise_about(
+                &rules::AGENT_WATCH_GAP,
+                format!(
+                    "server {} (pid {}) was not watched between the previous agent's end and this one's start",
+                    r.server, r.pid
+                ),
+                &ctx,
+            );
+            alert.evidence = serde_json::json!({ "pid": r.pid, "start_time": r.start_time });
+            self.emit_alert(&alert);
         }
     }
 
