@@ -100,7 +100,8 @@ impl Registrations {
             pid,
             start_time,
         });
-        self.live();
+        // Exited entries go at the next prune (reading /proc for each here
+        // would make every registration cost the whole list).
         if self.entries.len() > MAX {
             let excess = self.entries.len() - MAX;
             self.entries.drain(..excess);
