@@ -91,10 +91,10 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_spool_filesystem_does_not_blind_a_healthy_sink_and_drops_are_folded() {
-    let dir = scratch_dir("evasion-sinks");
     // Every sink's spool on one small filesystem, which the sink that is
     // down fills.
-    let _spool = Tmpfs::mount(&dir.join("spool"), "64k");
+    let spool = scratch_dir("evasion-sinks-spool");
+    let _tmpfs = Tmpfs::mount(&spool, "64k");
     let n = 1500;
     let files = scratch_dir("evasion-sinks-files");
     for i in 0..n {
@@ -102,12 +102,15 @@ fn a_full_spool_filesystem_does_not_blind_a_healthy_sink_and_drops_are_folded() 
     }
     let agent = Agent::start_with_config(
         "evasion-sinks",
-        "state_dir = \"{dir}/state\"\nspool_dir = \"{dir}/spool\"\n\
-         [metrics]\naddress = \"127.0.0.1:0\"\n\
-         [policy]\nalert_distinct_max = 1000000\n\
-         [[sinks]]\nname = \"down\"\nwebhook = { url = \"http://127.0.0.1:1/\" }\n\
-         retry = { initial_backoff_ms = 200, max_backoff_ms = 1000 }\n\
-         [[sinks]]\nname = \"local\"\nfile = { path = \"{dir}/alerts.jsonl\" }\n",
+        &format!(
+            "state_dir = \"{{dir}}/state\"\nspool_dir = \"{}\"\n\
+             [metrics]\naddress = \"127.0.0.1:0\"\n\
+             [policy]\nalert_distinct_max = 1000000\n\
+             [[sinks]]\nname = \"down\"\nwebhook = {{ url = \"http://127.0.0.1:1/\" }}\n\
+             retry = {{ initial_backoff_ms = 200, max_backoff_ms = 1000 }}\n\
+             [[sinks]]\nname = \"local\"\nfile = {{ path = \"{{dir}}/alerts.jsonl\" }}\n",
+            spool.display()
+        ),
         &["--no-user-host-configs"],
     );
     let code = format!(
@@ -132,6 +135,13 @@ fn a_full_spool_filesystem_does_not_blind_a_healthy_sink_and_drops_are_folded() 
         seen.len()
     };
     // The healthy sink gets every alert although its spool is unwritable.
+    let spool_errors = || {
+        let (_, body) = http_get(&agent.metrics_address(), "/metrics").unwrap();
+        body.lines()
+            .find(|l| l.starts_with("mcpwatch_sink_spool_errors_total{sink=\"local\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     wait_for(
         "every alert in the healthy sink",
         Duration::from_secs(30),
@@ -158,6 +168,10 @@ fn a_full_spool_filesystem_does_not_blind_a_healthy_sink_and_drops_are_folded() 
             (dropped > 0).then_some((a.len(), dropped))
         },
         || agent.log(),
+    );
+    assert!(
+        spool_errors() > 0,
+        "the healthy sink's spool was never unwritable: the test proves nothing"
     );
     assert!(loss.0 <= 2, "loss alerts not folded: {loss:?}");
     assert!(loss.1 < n as u64, "{loss:?}");
