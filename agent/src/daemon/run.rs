@@ -237,7 +237,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 state.writer.flush();
             }
             _ = sighup.recv() => {
-                log::info!("SIGHUP: reopening the events file, reloading manifests and host configurations");
+                log::info!("SIGHUP: reloading manifests and host configurations, reopening the events file");
                 backlog = drain(ring.get_mut(), &mut state).1;
                 state.writer.flush();
                 state.writer.reopen();
