@@ -49,6 +49,26 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub policy: PolicyConfig,
     pub sinks: Vec<SinkConfig>,
+    /// The events file (`--events-out`).
+    pub events: EventsConfig,
+}
+
+/// Bounds of the events file: rotated past `max_bytes` (0: never), `keep`
+/// rotated files kept; the disk it can take is `(keep + 1) * max_bytes`.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    pub max_bytes: u64,
+    pub keep: u32,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 << 20,
+            keep: 4,
+        }
+    }
 }
 
 impl Default for Config {
@@ -59,6 +79,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             policy: PolicyConfig::default(),
             sinks: Vec::new(),
+            events: EventsConfig::default(),
         }
     }
 }

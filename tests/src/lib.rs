@@ -92,7 +92,9 @@ impl Agent {
         Self::start_in(name, dir, &all)
     }
 
-    fn start_in(name: &str, dir: PathBuf, args: &[&str]) -> Agent {
+    /// Starts an agent in an existing directory (its state, spool and
+    /// events file as a previous agent there left them).
+    pub fn start_in(name: &str, dir: PathBuf, args: &[&str]) -> Agent {
         require_root();
         let _ = name;
         let socket = dir.join("control.sock");

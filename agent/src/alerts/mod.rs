@@ -3,6 +3,7 @@
 //! (the event stream, and sinks).
 
 pub mod factory;
+pub mod loss;
 pub mod rules;
 
 pub use factory::AlertFactory;

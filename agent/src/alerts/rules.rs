@@ -290,6 +290,25 @@ rule!(
 );
 // The agent's own: proves the delivery path (`mcpwatch test-alert`).
 rule!(AGENT_TEST, "agent.test", Info, None);
+// The agent's own: records were lost (a full ring, a probe's drop, an
+// undecodable record), folded per interval; what was lost is unseen.
+rule!(
+    AGENT_EVENT_LOSS,
+    "agent.event_loss",
+    High,
+    Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
+);
+// The agent's own: a server a previous agent watched was found again after a
+// restart; what it did in between was not seen.
+rule!(
+    AGENT_WATCH_GAP,
+    "agent.watch_gap",
+    Medium,
+    Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
+);
+// The agent's own: a sink dropped alerts (its spool full or unwritable),
+// folded per interval.
+rule!(AGENT_SINK_OVERFLOW, "agent.sink_overflow", High, None);
 
 /// Every rule, in catalogue order.
 pub static ALL: &[&Rule] = &[
@@ -343,6 +362,9 @@ pub static ALL: &[&Rule] = &[
     &MCP_RUG_PULL_REMOVED,
     &MCP_RUG_PULL_RENAMED,
     &AGENT_TEST,
+    &AGENT_EVENT_LOSS,
+    &AGENT_WATCH_GAP,
+    &AGENT_SINK_OVERFLOW,
 ];
 
 /// The rule of a credential kind of the catalogue.

@@ -9,7 +9,7 @@ use agent_common::{AgentConfig, EventKind, LossKey, WatchedProc, config::WATCH_P
 use aya::maps::{Array, HashMap, MapData, PerCpuHashMap};
 
 use crate::{
-    alerts::{Alert, AlertAncestor, AlertFactory, rules},
+    alerts::{Alert, AlertAncestor, AlertFactory, loss::LossFold, rules},
     daemon::control::{ControlMsg, ServerStatus, Status, WatchRequest},
     kernel::watchset::WatchSet,
     kernel::{
@@ -30,6 +30,7 @@ use crate::{
         history::WriteHistory,
         observe::{self, SysObservation},
         procs::{self, Proc, ProcTable},
+        registrations::Registrations,
         servers::validate_name,
     },
     policy::{
@@ -62,6 +63,16 @@ pub(super) struct Agent {
     pub(super) events: u64,
     pub(super) lost: u64,
     pub(super) decode_errors: u64,
+    /// Undecodable records already folded into a loss alert.
+    pub(super) decode_errors_seen: u64,
+    /// Loss not yet reported by an `agent.event_loss` alert.
+    pub(super) loss_fold: LossFold,
+    /// Alerts each sink dropped, already folded.
+    pub(super) sink_drops_seen: StdHashMap<String, u64>,
+    /// Watched roots, kept in the state directory across restarts.
+    pub(super) registrations: Registrations,
+    /// Event lines the writer dropped, already counted.
+    pub(super) events_dropped_seen: u64,
     pub(super) gc_removed: u64,
     pub(super) alerts: u64,
     /// Makes every alert (shared with the policy: one id sequence).
@@ -77,6 +88,8 @@ pub(super) struct Agent {
     pub(super) tool_calls_seen: StdHashMap<(u32, String), u64>,
     /// Addresses learnt from DNS answers, per server.
     pub(super) hosts: dns::HostCache,
+    /// DNS queries awaiting their answer.
+    pub(super) queries: dns::Outstanding,
     /// Files each server wrote recently (for write-then-exec).
     pub(super) written: WriteHistory,
     /// stdin/stdout bytes captured.
@@ -200,8 +213,18 @@ impl Agent {
             log::debug!("pid {}: unparsable DNS message of {} bytes", h.pid, s.data.len());
             return;
         };
-        if msg.response && !msg.answers.is_empty() {
-            self.hosts.learn(h.server, &msg.name, &msg.answers);
+        // What the server sends is its own word: a query is remembered, and
+        // only an answer received for it on the same socket from the same
+        // resolver teaches addresses.
+        if let Some(a) = &s.addr
+            && let (Some(ip), Some(port)) = (a.ip(), a.port())
+        {
+            let key = dns::QueryKey::new(h.server, h.pid, s.args[0], msg.id, &msg.name, ip, port);
+            if !s.incoming && !msg.response {
+                self.queries.sent(key, h.ktime_ns);
+            } else if s.incoming && msg.response && self.queries.answered(&key, h.ktime_ns) && !msg.answers.is_empty() {
+                self.hosts.learn(h.server, &msg.name, &msg.answers);
+            }
         }
         self.procs.get_or_load(h.pid);
         let mut r = self.names.base_record(h, h.kind.name(), self.procs.get(h.pid));

@@ -136,6 +136,7 @@ impl Agent {
             self.lost += lost;
             let kind = EventKind::from_u32(key.kind).map(EventKind::name).unwrap_or("unknown");
             let server = self.names.servers.name(key.server);
+            self.loss_fold.ring(server, kind, lost);
             self.metrics.lost(server, kind, lost);
             self.metrics.event(server, "loss");
             log::warn!(
@@ -154,6 +155,7 @@ impl Agent {
         }
         // Drops the probes counted themselves: an unreadable argument, a full map...
         for (probe, reason, n) in self.probe_errors.poll() {
+            self.loss_fold.probe(probe, reason, n);
             self.metrics.probe_errors(probe, reason, n);
             self.metrics.event(None, "loss");
             log::warn!("{n} {probe} records dropped or degraded in the kernel: {reason}");
@@ -166,6 +168,28 @@ impl Agent {
                 ..Default::default()
             };
             self.writer.write(&r);
+        }
+        let decode_errors = self.decode_errors - std::mem::replace(&mut self.decode_errors_seen, self.decode_errors);
+        if decode_errors > 0 {
+            self.loss_fold.agent("kernel_record", "undecodable", decode_errors);
+        }
+        let dropped = self.writer.dropped();
+        if dropped > self.events_dropped_seen {
+            let n = dropped - std::mem::replace(&mut self.events_dropped_seen, dropped);
+            self.metrics.events_dropped(n);
+            self.loss_fold.agent("events_output", "write_failed", n);
+        }
+        for (sink, total) in self.sinks.dropped() {
+            let seen = self.sink_drops_seen.entry(sink.clone()).or_insert(0);
+            if total > *seen {
+                self.loss_fold.sink(&sink, total - *seen);
+                *seen = total;
+            }
+        }
+        // The SOC learns of it through the sinks, at most once per interval.
+        if let Some(alert) = self.loss_fold.due(&self.factory, Clock::now_ktime()) {
+            log::warn!("{}", alert.summary);
+            self.emit_alert(&alert);
         }
     }
 

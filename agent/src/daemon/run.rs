@@ -28,7 +28,9 @@ use crate::{
         metrics::Metrics,
         sinks::Sinks,
     },
-    pipeline::{discovery::Rules, dns, history::WriteHistory, procs::ProcTable, servers::Servers},
+    pipeline::{
+        discovery::Rules, dns, history::WriteHistory, procs::ProcTable, registrations::Registrations, servers::Servers,
+    },
     policy::{Policy, reload::Sources},
 };
 
@@ -76,17 +78,17 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         false => None,
     };
     let metrics_address = endpoint.as_ref().and_then(Endpoint::local_addr);
-    let sinks = Sinks::start(&opts.config, &metrics).context("starting the alert sinks")?;
+    let clock = Clock::new();
+    let factory = AlertFactory::new(clock);
+    let sinks = Sinks::start(&opts.config, &metrics, &factory).context("starting the alert sinks")?;
     let (probes, ring) = loader::load(&opts.load).context("loading the kernel programs")?;
     let mut probes = probes;
     let control = ControlSocket::bind(&opts.socket)?;
     let writer = match &opts.events_out {
-        Some(p) => EventWriter::file(p).with_context(|| format!("opening {}", p.display()))?,
+        Some(p) => EventWriter::file(p, opts.config.events).with_context(|| format!("opening {}", p.display()))?,
         None => EventWriter::stdout(),
     };
     let config: Array<MapData, AgentConfig> = probes.take_config();
-    let clock = Clock::new();
-    let factory = AlertFactory::new(clock);
     let (policy, policy_alerts) = Policy::new(opts.policy.clone(), factory.clone(), opts.config.policy.limits());
 
     let mut state = Agent {
@@ -111,6 +113,14 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         events: 0,
         lost: 0,
         decode_errors: 0,
+        decode_errors_seen: 0,
+        loss_fold: Default::default(),
+        sink_drops_seen: StdHashMap::new(),
+        events_dropped_seen: 0,
+        registrations: Registrations::load(&opts.config.state_dir).unwrap_or_else(|e| {
+            log::error!("watched servers of a previous run are not adopted again: {e}");
+            Registrations::empty(&opts.config.state_dir)
+        }),
         gc_removed: 0,
         alerts: 0,
         factory,
@@ -122,6 +132,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         mcp: Mcp::new(&opts.mcp),
         tool_calls_seen: StdHashMap::new(),
         hosts: dns::HostCache::default(),
+        queries: dns::Outstanding::default(),
         written: WriteHistory::default(),
         stdio_bytes: 0,
         event_counters: StdHashMap::new(),
@@ -131,6 +142,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         state.emit_alert(a);
     }
     state.sync_pins();
+    // What a previous agent watched first, under the names it had; then the rules.
+    state.readopt();
     state.startup_scan();
     state.writer.flush();
     loader::release_free_memory();
@@ -216,14 +229,19 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 ready.tick();
                 if ticks.is_multiple_of(GC_EVERY_TICKS) {
                     state.gc_watched();
+                    if let Err(e) = state.registrations.prune() {
+                        log::error!("{e}");
+                    }
                     // Bursts leave freed heap behind: hand it back.
                     loader::release_free_memory();
                 }
                 state.writer.flush();
             }
             _ = sighup.recv() => {
-                log::info!("SIGHUP: reloading manifests and host configurations");
+                log::info!("SIGHUP: reloading manifests and host configurations, reopening the events file");
                 backlog = drain(ring.get_mut(), &mut state).1;
+                state.writer.flush();
+                state.writer.reopen();
                 let alerts = state.policy.reload();
                 state.after_reload(alerts);
                 state.writer.flush();

@@ -11,7 +11,7 @@ use agent_common::{
 
 use super::agent::{Agent, exec_exe};
 use crate::{
-    alerts::Alert,
+    alerts::{Alert, rules},
     kernel::decode::Event,
     output::events::Clock,
     pipeline::procs::{Proc, ProcTable, read_proc},
@@ -116,6 +116,10 @@ impl Agent {
             log::info!("watching pid {pid} ({}) as {server} ({reason})", p.exe);
             self.procs.insert(p);
             if pid == root {
+                // A restarted agent finds it again under this name.
+                if let Err(e) = self.registrations.add(server, pid) {
+                    log::error!("pid {pid} will not be found again after a restart: {e}");
+                }
                 let source = self.stdio.register_root(pid);
                 log::info!("stdio of pid {pid}: {}", source.describe());
                 let ctx = self.context(id, now, pid, true, true);
@@ -147,6 +151,33 @@ impl Agent {
         let on = !self.rules.is_empty() || self.policy.discovers();
         let flags = if on { CONFIG_DISCOVER_EXEC } else { 0 };
         self.config.set(0, AgentConfig { flags, _pad: 0 }, 0)
+    }
+
+    /// Watches again the roots a previous agent watched (same pid, same
+    /// start time), under the names they had (an entry a pinned map kept
+    /// is rewritten: server ids are this agent's).
+    pub(super) fn readopt(&mut self) {
+        for r in self.registrations.live() {
+            if self.is_agent(r.pid) {
+                continue;
+            }
+            let id = self.watch_tree(r.pid, &r.server, "restart");
+            if self.watched.state(r.pid).is_none() {
+                continue;
+            }
+            // Not silent: the SOC learns the server ran unwatched for a while.
+            let ctx = self.context(id, Clock::now_ktime(), r.pid, true, false);
+            let mut alert = self.factory.raise_about(
+                &rules::AGENT_WATCH_GAP,
+                format!(
+                    "server {} (pid {}) was not watched between the previous agent's end and this one's start",
+                    r.server, r.pid
+                ),
+                &ctx,
+            );
+            alert.evidence = serde_json::json!({ "pid": r.pid, "start_time": r.start_time });
+            self.emit_alert(&alert);
+        }
     }
 
     pub(super) fn startup_scan(&mut self) {

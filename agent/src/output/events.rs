@@ -1,7 +1,6 @@
 //! JSON lines: one object per event, to stdout or a file.
 
 use std::{
-    fs::{File, OpenOptions},
     io::{self, BufWriter, Write},
     path::Path,
     time::{Duration, SystemTime},
@@ -9,6 +8,9 @@ use std::{
 
 use serde::Serialize;
 use serde_json::value::RawValue;
+
+use super::events_file::EventsFile;
+use crate::config::EventsConfig;
 
 /// One ancestor of a process: pid and exe.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
@@ -261,24 +263,31 @@ impl Default for Clock {
 
 /// Where event lines go.
 pub struct EventWriter {
-    out: BufWriter<Box<dyn Write + Send>>,
+    out: Out,
+    /// The line being rendered (reused).
+    line: Vec<u8>,
     failed: u64,
+}
+
+enum Out {
+    Stdout(BufWriter<io::Stdout>),
+    File(EventsFile),
 }
 
 impl EventWriter {
     pub fn stdout() -> Self {
         Self {
-            out: BufWriter::with_capacity(64 << 10, Box::new(io::stdout())),
+            out: Out::Stdout(BufWriter::with_capacity(64 << 10, io::stdout())),
+            line: Vec::new(),
             failed: 0,
         }
     }
 
-    /// Appends to `path`, creating it (mode 0600: events name files and arguments).
-    pub fn file(path: &Path) -> io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let f: File = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    /// Appends to `path` (see [`EventsFile`]: bounded, whole lines).
+    pub fn file(path: &Path, limits: EventsConfig) -> io::Result<Self> {
         Ok(Self {
-            out: BufWriter::with_capacity(64 << 10, Box::new(f)),
+            out: Out::File(EventsFile::open(path, limits)?),
+            line: Vec::new(),
             failed: 0,
         })
     }
@@ -290,14 +299,36 @@ impl EventWriter {
     }
 
     fn write_line<T: Serialize>(&mut self, r: &T) {
-        let res = serde_json::to_writer(&mut self.out, r)
-            .map_err(io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"));
+        self.line.clear();
+        if let Err(e) = serde_json::to_writer(&mut self.line, r) {
+            self.failed(1, &e.into());
+            return;
+        }
+        self.line.push(b'\n');
+        let res = match &mut self.out {
+            Out::Stdout(w) => w.write_all(&self.line),
+            Out::File(f) => f.write_line(&self.line),
+        };
         if let Err(e) = res {
-            self.failed += 1;
-            if self.failed.is_power_of_two() {
-                log::error!("writing events failed ({} so far): {e}", self.failed);
-            }
+            self.failed(1, &e);
+        }
+    }
+
+    fn failed(&mut self, n: u64, e: &io::Error) {
+        let before = self.failed;
+        self.failed += n;
+        // Logged at powers of two: a full disk must not flood the log.
+        if (before + 1..=self.failed).any(u64::is_power_of_two) {
+            log::error!("writing events failed ({} lines dropped so far): {e}", self.dropped());
+        }
+    }
+
+    /// Opens the events file again (SIGHUP, after logrotate moved it).
+    pub fn reopen(&mut self) {
+        if let Out::File(f) = &mut self.out
+            && let Err(e) = f.reopen()
+        {
+            log::error!("reopening the events file failed: {e}");
         }
     }
 
@@ -313,15 +344,22 @@ impl EventWriter {
     }
 
     pub fn flush(&mut self) {
-        if let Err(e) = self.out.flush() {
-            self.failed += 1;
-            log::error!("flushing events failed: {e}");
+        let res = match &mut self.out {
+            Out::Stdout(w) => w.flush(),
+            Out::File(f) => f.flush(),
+        };
+        if let Err(e) = res {
+            log::error!("flushing events failed ({} lines dropped so far): {e}", self.dropped());
         }
     }
 
-    /// Lines that could not be written.
-    pub fn failed(&self) -> u64 {
-        self.failed
+    /// Lines that could not be written (`mcpwatch_events_dropped_total`).
+    pub fn dropped(&self) -> u64 {
+        let file = match &self.out {
+            Out::File(f) => f.dropped(),
+            Out::Stdout(_) => 0,
+        };
+        self.failed + file
     }
 }
 

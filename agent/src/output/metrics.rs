@@ -45,6 +45,7 @@ pub struct Metrics {
     cpu_seconds: prometheus::Gauge,
     rss_bytes: IntGauge,
     decode_errors: IntCounter,
+    events_dropped: IntCounter,
     mcp: McpFamilies,
     servers: Arc<Mutex<HashSet<String>>>,
     tools: Arc<Mutex<HashSet<(String, String)>>>,
@@ -214,6 +215,11 @@ impl Metrics {
             "Kernel records that could not be decoded",
         )?;
         r.register(Box::new(decode_errors.clone()))?;
+        let events_dropped = IntCounter::new(
+            "mcpwatch_events_dropped_total",
+            "Event lines that could not be written to the events output (full disk, closed pipe)",
+        )?;
+        r.register(Box::new(events_dropped.clone()))?;
         let counter = |name: &str, help: &str| -> Result<IntCounter, MetricsError> {
             let c = IntCounter::new(name, help)?;
             r.register(Box::new(c.clone()))?;
@@ -272,6 +278,7 @@ impl Metrics {
             cpu_seconds,
             rss_bytes,
             decode_errors,
+            events_dropped,
             mcp,
             servers: Arc::default(),
             tools: Arc::default(),
@@ -330,6 +337,10 @@ impl Metrics {
 
     pub fn decode_error(&self) {
         self.decode_errors.inc();
+    }
+
+    pub fn events_dropped(&self, n: u64) {
+        self.events_dropped.inc_by(n);
     }
 
     pub fn lost(&self, server: Option<&str>, kind: &str, n: u64) {

@@ -3,6 +3,7 @@
 //! Prometheus metrics with their HTTP endpoint (`metrics`, `http`).
 
 pub mod events;
+pub mod events_file;
 pub mod format;
 pub mod http;
 pub mod lines;

@@ -1,6 +1,11 @@
 //! DNS messages a watched server exchanged with port 53, and the per-server
 //! map of address -> hostname they teach (so a connect can name its host).
 //!
+//! A server controls what it sends, so only answers it *received* teach
+//! anything, and only when they answer a query it sent on the same socket to
+//! the same resolver (id, name, resolver address and port): a forged
+//! "answer" sent to port 53 naming a trusted host teaches nothing.
+//!
 //! Only the question and the A/AAAA answers are read. The parser is ~60
 //! bounded lines over untrusted bytes; a general DNS crate would bring far
 //! more than that for the same two fields.
@@ -106,6 +111,83 @@ pub fn parse(msg: &[u8]) -> Option<DnsMessage> {
     })
 }
 
+/// A query a watched process sent, as its answer must match it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct QueryKey {
+    pub server: u32,
+    pub pid: u32,
+    /// The socket's descriptor in that process.
+    pub fd: u64,
+    pub id: u16,
+    /// Lower-cased: resolvers may answer in another case (0x20 encoding).
+    pub name: String,
+    pub resolver: IpAddr,
+    pub port: u16,
+}
+
+impl QueryKey {
+    pub fn new(server: u32, pid: u32, fd: u64, id: u16, name: &str, resolver: IpAddr, port: u16) -> Self {
+        QueryKey {
+            server,
+            pid,
+            fd,
+            id,
+            name: name.to_ascii_lowercase(),
+            resolver,
+            port,
+        }
+    }
+}
+
+/// Queries awaiting their answer, bounded in number and age.
+#[derive(Default)]
+pub struct Outstanding {
+    sent: HashMap<QueryKey, u64>,
+    order: VecDeque<(QueryKey, u64)>,
+}
+
+/// Queries remembered at most (all servers): beyond, the oldest is forgotten
+/// and its answer, if it ever comes, teaches nothing.
+const OUTSTANDING: usize = 4096;
+/// A resolver answers within seconds; older queries are forgotten.
+const QUERY_TTL_NS: u64 = 30_000_000_000;
+
+impl Outstanding {
+    pub fn sent(&mut self, key: QueryKey, ktime_ns: u64) {
+        self.expire(ktime_ns);
+        self.sent.insert(key.clone(), ktime_ns);
+        self.order.push_back((key, ktime_ns));
+        while self.order.len() > OUTSTANDING
+            && let Some((old, at)) = self.order.pop_front()
+        {
+            self.forget(&old, at);
+        }
+    }
+
+    /// Whether `key` answers a query still outstanding; it is then answered.
+    pub fn answered(&mut self, key: &QueryKey, ktime_ns: u64) -> bool {
+        self.expire(ktime_ns);
+        self.sent.remove(key).is_some()
+    }
+
+    fn expire(&mut self, now: u64) {
+        while let Some((_, at)) = self.order.front()
+            && now.saturating_sub(*at) > QUERY_TTL_NS
+        {
+            if let Some((old, at)) = self.order.pop_front() {
+                self.forget(&old, at);
+            }
+        }
+    }
+
+    /// Forgets `key` if it is the query sent at `at` (not a later resend).
+    fn forget(&mut self, key: &QueryKey, at: u64) {
+        if self.sent.get(key) == Some(&at) {
+            self.sent.remove(key);
+        }
+    }
+}
+
 /// Address -> hostname, per server, bounded (oldest forgotten first).
 #[derive(Default)]
 pub struct HostCache {
@@ -177,6 +259,29 @@ mod tests {
         let mut m = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12];
         m.extend([0, 1, 0, 1]);
         assert!(parse(&m).is_none());
+    }
+
+    #[test]
+    fn only_an_answer_to_an_outstanding_query_matches() {
+        let resolver = IpAddr::from([127, 0, 0, 53]);
+        let key = |fd, id, name: &str, ip: IpAddr| QueryKey::new(1, 10, fd, id, name, ip, 53);
+        let mut q = Outstanding::default();
+        assert!(!q.answered(&key(3, 7, "api.github.com", resolver), 0), "no query sent");
+        q.sent(key(3, 7, "API.github.com", resolver), 0);
+        assert!(!q.answered(&key(4, 7, "api.github.com", resolver), 1), "another socket");
+        assert!(!q.answered(&key(3, 8, "api.github.com", resolver), 1), "another id");
+        assert!(!q.answered(&key(3, 7, "evil.test", resolver), 1), "another name");
+        let other = IpAddr::from([127, 0, 0, 1]);
+        assert!(!q.answered(&key(3, 7, "api.github.com", other), 1), "another resolver");
+        assert!(q.answered(&key(3, 7, "api.github.com", resolver), 1));
+        assert!(!q.answered(&key(3, 7, "api.github.com", resolver), 2), "answered once");
+        q.sent(key(3, 9, "a.test", resolver), 0);
+        assert!(!q.answered(&key(3, 9, "a.test", resolver), QUERY_TTL_NS + 1), "too old");
+        for i in 0..(OUTSTANDING as u64 + 1) {
+            q.sent(key(i, 1, "b.test", resolver), 5);
+        }
+        assert!(!q.answered(&key(0, 1, "b.test", resolver), 6), "oldest forgotten");
+        assert!(q.answered(&key(OUTSTANDING as u64, 1, "b.test", resolver), 6));
     }
 
     #[test]

@@ -6,17 +6,22 @@
 //! delivers from the spool's head, removing an alert only once the sink
 //! accepted it; failures are retried with exponential backoff. A sink that is
 //! down or slow therefore costs disk, and what it missed is replayed in order
-//! when it comes back (or when the agent restarts). When the spool is full
-//! the alert is dropped, logged and counted, and as soon as there is room
-//! again an `agent.sink_overflow` alert telling how many were lost is queued
-//! in their place.
+//! when it comes back (or when the agent restarts).
+//!
+//! Sinks do not share fate: the spools of all sinks usually live on one
+//! filesystem, so when a spool cannot be written (that filesystem is full,
+//! often because another sink is down) the alert waits in a bounded queue in
+//! the sink's own memory instead, and a healthy sink keeps delivering. Only
+//! when both are full is an alert dropped, logged and counted; the drops are
+//! folded into one `agent.sink_overflow` alert per interval telling how many
+//! were lost, queued as soon as there is room again.
 
 pub mod file;
 pub mod spool;
 pub mod syslog;
 pub mod webhook;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use serde_json::json;
 use tokio::{
@@ -26,7 +31,7 @@ use tokio::{
 };
 
 use crate::{
-    alerts::{Alert, Severity, hostname},
+    alerts::{Alert, AlertFactory, rules},
     config::{Config, RetryConfig, SinkConfig, SinkKind},
     output::events::Clock,
     output::metrics::{Metrics, SinkMetrics},
@@ -38,6 +43,10 @@ use spool::{Spool, SpoolError};
 const QUEUE: usize = 4096;
 /// At shutdown, how long a healthy sink may keep delivering its backlog.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Alerts a sink holds in memory while its spool cannot be written.
+const MEMORY: usize = 1024;
+/// At most one `agent.sink_overflow` alert per sink per interval.
+const OVERFLOW_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -114,7 +123,7 @@ pub struct Sinks {
 impl Sinks {
     /// Opens every sink's spool (replaying what a previous run left) and
     /// starts its task. Must run inside the tokio runtime.
-    pub fn start(config: &Config, metrics: &Metrics) -> Result<Self, SinkError> {
+    pub fn start(config: &Config, metrics: &Metrics, factory: &AlertFactory) -> Result<Self, SinkError> {
         let spool_dir = config.spool_dir();
         let mut sinks = Vec::new();
         for cfg in &config.sinks {
@@ -138,8 +147,11 @@ impl Sinks {
                 spool,
                 retry: cfg.retry,
                 m: m.clone(),
+                memory: VecDeque::new(),
                 overflow: 0,
+                overflow_at: None,
                 failing: false,
+                factory: factory.clone(),
             };
             log::info!("sink {} started", cfg.name);
             sinks.push(Handle {
@@ -170,6 +182,16 @@ impl Sinks {
             .map(|s| s.tx.capacity())
             .min()
             .unwrap_or(QUEUE)
+    }
+
+    /// Alerts each sink dropped since it started (queue, spool and memory
+    /// full): the agent folds them into its loss alert, which reaches the
+    /// sinks that are healthy.
+    pub fn dropped(&self) -> Vec<(String, u64)> {
+        self.sinks
+            .iter()
+            .map(|s| (s.name.clone(), s.metrics.dropped.get()))
+            .collect()
     }
 
     pub fn send(&self, alert: &Alert) {
@@ -204,10 +226,16 @@ struct Worker {
     spool: Spool,
     retry: RetryConfig,
     m: SinkMetrics,
+    /// Alerts that came while the spool could not take them, newer than
+    /// everything in the spool (while it holds any, arrivals queue here too).
+    memory: VecDeque<Alert>,
     /// Alerts dropped since the last overflow report.
     overflow: u64,
+    /// When the last overflow report was queued.
+    overflow_at: Option<Instant>,
     /// The last delivery attempt failed.
     failing: bool,
+    factory: AlertFactory,
 }
 
 impl Worker {
@@ -220,16 +248,16 @@ impl Worker {
         self.gauges();
         loop {
             if let Some(at) = closed_at
-                && (self.spool.is_empty() || self.failing || at.elapsed() > SHUTDOWN_GRACE)
+                && (self.is_empty() || self.failing || at.elapsed() > SHUTDOWN_GRACE)
             {
                 break;
             }
-            if self.spool.is_empty() || Instant::now() < next_try {
+            if self.is_empty() || Instant::now() < next_try {
                 if closed_at.is_some() {
                     // Closing with a backlog and a backoff to wait: leave it on disk.
                     break;
                 }
-                let wake = if self.spool.is_empty() { None } else { Some(next_try) };
+                let wake = if self.is_empty() { None } else { Some(next_try) };
                 tokio::select! {
                     a = rx.recv() => match a {
                         Some(a) => self.intake(&a),
@@ -239,9 +267,18 @@ impl Worker {
                 }
                 continue;
             }
-            let alert = match self.head() {
-                Some(a) => a,
-                None => continue,
+            // The spool holds the older alerts: memory only once it is empty.
+            let from_spool = !self.spool.is_empty();
+            let alert = if from_spool {
+                match self.head() {
+                    Some(a) => a,
+                    None => continue,
+                }
+            } else {
+                match self.memory.front() {
+                    Some(a) => a.clone(),
+                    None => continue,
+                }
             };
             let attempt = timeout(self.retry.timeout(), dest.deliver(&alert));
             tokio::pin!(attempt);
@@ -257,13 +294,15 @@ impl Worker {
             };
             match result.unwrap_or(Err(DeliveryError::Timeout(self.retry.timeout()))) {
                 Ok(()) => {
-                    if let Err(e) = self.spool.pop() {
+                    if !from_spool {
+                        self.memory.pop_front();
+                    } else if let Err(e) = self.spool.pop() {
                         self.m.spool_errors.inc();
                         log::error!("sink {}: {e}", self.name);
                     }
                     self.m.delivered.inc();
                     if self.failing {
-                        log::info!("sink {}: delivering again ({} waiting)", self.name, self.spool.len());
+                        log::info!("sink {}: delivering again ({} waiting)", self.name, self.len());
                     }
                     self.failing = false;
                     backoff = initial;
@@ -275,7 +314,7 @@ impl Worker {
                             "sink {}: delivery of {} failed ({} waiting, retrying in {backoff:?}): {e}",
                             self.name,
                             alert.id,
-                            self.spool.len()
+                            self.len()
                         );
                     }
                     self.failing = true;
@@ -298,6 +337,22 @@ impl Worker {
                 self.spool.dir().display()
             );
         }
+        if !self.memory.is_empty() {
+            self.m.dropped.inc_by(self.memory.len() as u64);
+            log::error!(
+                "sink {}: {} alerts held in memory (the spool was unwritable) lost at shutdown",
+                self.name,
+                self.memory.len()
+            );
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.spool.is_empty() && self.memory.is_empty()
+    }
+
+    fn len(&self) -> u64 {
+        self.spool.len() + self.memory.len() as u64
     }
 
     /// The oldest undelivered alert. An unreadable line (should not happen:
@@ -327,25 +382,54 @@ impl Worker {
         }
     }
 
-    /// Puts an arriving alert on disk (after the report of earlier drops, if
+    /// Puts an arriving alert on disk, or in memory when the disk cannot take
+    /// it (after the folded report of earlier drops, when one is due and
     /// there is room for it now).
     fn intake(&mut self, alert: &Alert) {
-        if self.overflow > 0 {
-            let report = overflow_alert(&self.name, self.overflow);
-            if self.push(&report) {
+        let due = self.overflow_at.is_none_or(|at| at.elapsed() >= OVERFLOW_EVERY);
+        if self.overflow > 0 && due {
+            let report = self.overflow_alert();
+            if self.keep(&report) {
                 log::warn!(
                     "sink {}: queued a report of {} dropped alerts",
                     self.name,
                     self.overflow
                 );
                 self.overflow = 0;
+                self.overflow_at = Some(Instant::now());
             }
         }
-        if !self.push(alert) {
+        if !self.keep(alert) {
+            if (self.overflow + 1).is_power_of_two() {
+                log::error!(
+                    "sink {}: alert {} dropped: spool and memory queue full",
+                    self.name,
+                    alert.id
+                );
+            }
             self.overflow += 1;
             self.m.dropped.inc();
         }
         self.gauges();
+    }
+
+    /// Keeps an alert until it is delivered: in the spool, else in memory.
+    fn keep(&mut self, alert: &Alert) -> bool {
+        // Once in memory, arrivals stay there until it drains (order).
+        if self.memory.is_empty() && self.push(alert) {
+            return true;
+        }
+        if self.memory.len() >= MEMORY {
+            return false;
+        }
+        if self.memory.is_empty() {
+            log::warn!(
+                "sink {}: the spool cannot take alerts; holding up to {MEMORY} in memory",
+                self.name
+            );
+        }
+        self.memory.push_back(alert.clone());
+        true
     }
 
     fn push(&mut self, alert: &Alert) -> bool {
@@ -368,48 +452,34 @@ impl Worker {
                 if matches!(e, SpoolError::Io { .. }) {
                     self.m.spool_errors.inc();
                 }
-                if (self.overflow + 1).is_power_of_two() {
-                    log::error!("sink {}: alert {} dropped: {e}", self.name, alert.id);
+                if self.memory.is_empty() {
+                    log::error!("sink {}: alert {} not spooled: {e}", self.name, alert.id);
                 }
                 false
             }
         }
     }
 
-    fn gauges(&self) {
-        self.m.backlog.set(self.spool.len() as i64);
-        self.m.spool_bytes.set(self.spool.bytes() as i64);
+    /// The alert that stands for alerts this sink lost since the last one.
+    fn overflow_alert(&self) -> Alert {
+        let dropped = self.overflow;
+        let mut a = self.factory.raise(
+            &rules::AGENT_SINK_OVERFLOW,
+            Clock::now_ktime(),
+            format!(
+                "{dropped} alerts for sink {} were dropped: its spool and memory queue were full",
+                self.name
+            ),
+        );
+        a.pid = std::process::id();
+        a.count = dropped;
+        a.evidence = json!({ "sink": self.name, "dropped": dropped });
+        a
     }
-}
 
-/// The alert that stands for alerts a sink lost (its spool was full or
-/// unwritable).
-fn overflow_alert(sink: &str, dropped: u64) -> Alert {
-    let ktime = Clock::now_ktime();
-    let clock = Clock::new();
-    Alert {
-        id: format!("{ktime}-overflow-{sink}"),
-        ts: clock.rfc3339(ktime),
-        ktime_ns: ktime,
-        rule: "agent.sink_overflow".into(),
-        severity: Severity::High,
-        summary: format!("{dropped} alerts for sink {sink} were dropped: its spool was full or unwritable"),
-        host: hostname(),
-        server: None,
-        manifest: None,
-        pid: std::process::id(),
-        ppid: 0,
-        uid: 0,
-        exe: String::new(),
-        argv: Vec::new(),
-        ancestry: Vec::new(),
-        evidence: json!({ "sink": sink, "dropped": dropped }),
-        declared: None,
-        mitre: None,
-        tool: None,
-        call_id: None,
-        count: dropped,
-        repeat_of: None,
+    fn gauges(&self) {
+        self.m.backlog.set(self.len() as i64);
+        self.m.spool_bytes.set(self.spool.bytes() as i64);
     }
 }
 
@@ -420,8 +490,8 @@ mod tests {
     use crate::output::format::ecs;
 
     /// A file sink whose directory is missing fails; alerts wait in the
-    /// spool, overflow is counted and reported, and everything kept arrives
-    /// in order once the directory exists.
+    /// spool, then in memory, overflow is counted and reported once, and
+    /// everything kept arrives in order once the directory exists.
     #[tokio::test(flavor = "current_thread")]
     async fn outage_spools_in_order_and_reports_overflow() {
         let base = std::env::temp_dir().join(format!("mcpwatch-sinks-{}", std::process::id()));
@@ -451,33 +521,28 @@ mod tests {
             ..Config::default()
         };
         let metrics = Metrics::new().unwrap();
-        let sinks = Sinks::start(&cfg, &metrics).unwrap();
-        for i in 0..7 {
-            sinks.send(&crate::alerts::test_alert(
-                format!("1-{i}"),
-                "2026-11-21T17:00:00Z".into(),
-                1,
-                1,
-            ));
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let sinks = Sinks::start(&cfg, &metrics, &AlertFactory::new(Clock::new())).unwrap();
+        let alert = |i: usize| crate::alerts::test_alert(format!("1-{i}"), "2026-11-21T17:00:00Z".into(), 1, 1);
+        // 5 fit the spool, MEMORY more the memory queue, 3 are dropped.
+        let sent = 5 + MEMORY + 3;
+        for i in 0..sent {
+            sinks.send(&alert(i));
+            if i % 64 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let m = metrics.sink("f");
-        assert_eq!(m.dropped.get(), 2, "5 fit, 2 dropped");
+        assert_eq!(m.dropped.get(), 3);
         assert!(m.retried.get() >= 1);
         assert_eq!(m.delivered.get(), 0);
         std::fs::create_dir_all(&out_dir).unwrap();
-        // Room again: the next alert brings the overflow report before it.
-        let deadline = Instant::now() + Duration::from_secs(5);
+        // Room again: the next alert brings the one overflow report before it.
+        let deadline = Instant::now() + Duration::from_secs(10);
         while m.backlog.get() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        sinks.send(&crate::alerts::test_alert(
-            "1-7".into(),
-            "2026-11-21T17:00:00Z".into(),
-            1,
-            1,
-        ));
+        sinks.send(&alert(sent));
         sinks.shutdown().await;
         let text = std::fs::read_to_string(out_dir.join("alerts.jsonl")).unwrap();
         let got: Vec<String> = text
@@ -492,8 +557,10 @@ mod tests {
                 }
             })
             .collect();
-        assert_eq!(got, ["1-0", "1-1", "1-2", "1-3", "1-4", "overflow:2", "1-7"]);
-        assert_eq!(m.delivered.get(), 7);
+        let mut want: Vec<String> = (0..5 + MEMORY).map(|i| format!("1-{i}")).collect();
+        want.push("overflow:3".into());
+        want.push(format!("1-{sent}"));
+        assert_eq!(got, want);
         let _ = std::fs::remove_dir_all(&base);
     }
 }
