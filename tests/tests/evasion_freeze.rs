@@ -49,6 +49,18 @@ fn a_fifo_planted_as_host_config_or_manifest_does_not_freeze_the_agent() {
 
 #[test]
 fn idle_control_connections_of_a_user_do_not_lock_out_the_wrapper() {
+    // The agent starts with the usual soft limit of 1024 open files (cargo
+    // raised this test's; the agent inherits it).
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = 1024.min(lim.rlim_max);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
     let agent = Agent::start("freeze-conns", &[]);
     // 1,100 connections held open, as user nobody (more than the agent's
     // default open-file limit of 1024).
