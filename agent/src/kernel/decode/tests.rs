@@ -107,7 +107,8 @@ fn sys_record_with(
         data_len: data.len() as u32,
         data_missing: 0,
         local_port: 0,
-        _pad: [0; 6],
+        _pad: [0; 2],
+        target_pid: 0,
     };
     let mut ev = ev;
     tweak(&mut ev);

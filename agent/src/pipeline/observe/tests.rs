@@ -30,6 +30,8 @@ fn sys(nr: u32, args: [u64; 6], path: Option<&str>, ret: i64) -> Sys {
         data: Vec::new(),
         incoming: false,
         syscall: syscalls::lookup(nr),
+        compat: false,
+        target_pid: None,
         from_user_memory: false,
     }
 }

@@ -1,6 +1,7 @@
 //! Risky operations: no manifest field declares them, so each is a finding
 //! unless it targets the acting process itself.
 
+use agent_common::syscalls;
 use serde_json::json;
 
 use super::Finding;
@@ -27,6 +28,8 @@ pub(super) fn risky(ctx: &ProcContext, r: &RiskyActivity) -> Option<Finding> {
         RiskyOp::Bpf => &rules::PRIV_BPF,
         RiskyOp::Mount => &rules::PRIV_MOUNT,
         RiskyOp::IoUringSetup => &rules::EVASION_IO_URING,
+        RiskyOp::FdSteal => &rules::PROC_FD_STEAL,
+        RiskyOp::CompatSyscall(nr) => return Some(compat(ctx, nr)),
     };
     let target = r.target_pid.map(|p| format!(" on pid {p}")).unwrap_or_default();
     Some(Finding {
@@ -36,6 +39,22 @@ pub(super) fn risky(ctx: &ProcContext, r: &RiskyActivity) -> Option<Finding> {
         declared: None,
         dedup_key: format!("{}:{:?}", r.op.name(), r.target_pid),
     })
+}
+
+/// An ia32 syscall: one finding per process (the first call names it; the
+/// rest are event lines).
+fn compat(ctx: &ProcContext, nr: u32) -> Finding {
+    let name = syscalls::ia32::name(nr).unwrap_or("unknown");
+    Finding {
+        rule: &rules::EVASION_COMPAT_SYSCALL,
+        summary: format!(
+            "{} (pid {}) made the ia32 syscall {name} ({nr}) with int 0x80, outside the x86_64 table",
+            ctx.server, ctx.pid
+        ),
+        evidence: json!({ "op": "compat_syscall", "ia32_nr": nr, "ia32_name": name, "pid": ctx.pid }),
+        declared: None,
+        dedup_key: format!("compat_syscall:{}", ctx.pid),
+    }
 }
 
 #[cfg(test)]
