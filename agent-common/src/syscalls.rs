@@ -5,6 +5,7 @@
 //! A new syscall is one line here, plus its handling in the probe family
 //! when it needs new behaviour, plus its meaning in userspace.
 
+pub mod coverage;
 pub mod ia32;
 
 /// Which probe family handles a followed syscall.
@@ -48,7 +49,7 @@ pub enum Op {
     Ptrace,
     ProcessVmReadv,
     ProcessVmWritev,
-    /// Any set*id call.
+    /// Any set*id call, and setgroups.
     Setid,
     Capset,
     /// init_module and finit_module.
@@ -321,6 +322,8 @@ table! {
     SETRESGID = 119, "setresgid", Risky, Setid {};
     SETFSUID = 122, "setfsuid", Risky, Setid {};
     SETFSGID = 123, "setfsgid", Risky, Setid {};
+    // Supplementary groups: a credential change like the set*gid calls.
+    SETGROUPS = 116, "setgroups", Risky, Setid {};
     CAPSET = 126, "capset", Risky, Capset {};
     // mount(source, target, ...): the target is what is mounted over.
     MOUNT = 165, "mount", Risky, Mount { path: Some(1), path2: Some(0) };

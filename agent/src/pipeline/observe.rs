@@ -331,7 +331,7 @@ fn risky_op(sc: &Syscall) -> Option<RiskyOp> {
         Op::Ptrace => RiskyOp::Ptrace,
         Op::ProcessVmReadv => RiskyOp::ProcessVmReadv,
         Op::ProcessVmWritev => RiskyOp::ProcessVmWritev,
-        Op::Setid if sc.name.contains("gid") => RiskyOp::SetGid,
+        Op::Setid if sc.name.contains("gid") || sc.nr == syscalls::SETGROUPS => RiskyOp::SetGid,
         Op::Setid => RiskyOp::SetUid,
         Op::Capset => RiskyOp::Capset,
         Op::LoadModule => RiskyOp::InitModule,

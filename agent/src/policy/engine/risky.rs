@@ -86,6 +86,19 @@ mod tests {
             ["priv.kernel_module"]
         );
         assert_eq!(rules(&s.evaluate(&ctx, &risky(RiskyOp::SetUid, None))), ["priv.setid"]);
+        let steal = s.evaluate(&ctx, &risky(RiskyOp::FdSteal, Some(999)));
+        assert_eq!(rules(&steal), ["proc.fd_steal"]);
+        assert_eq!(steal[0].rule.mitre.unwrap().0, "T1055");
+        assert!(steal[0].summary.contains("pid 999"));
+        // ia32 calls: one finding per process, naming the first call.
+        let compat = s.evaluate(&ctx, &risky(RiskyOp::CompatSyscall(5), None));
+        assert_eq!(rules(&compat), ["evasion.compat_syscall"]);
+        assert!(compat[0].summary.contains("open (5)"), "{}", compat[0].summary);
+        let again = s.evaluate(&ctx, &risky(RiskyOp::CompatSyscall(102), None));
+        assert_eq!(
+            again.first().map(|f| &f.dedup_key),
+            compat.first().map(|f| &f.dedup_key)
+        );
         // The file open of another process's memory is left to the risky event.
         assert!(s.evaluate(&ctx, &open("/proc/999/mem", false, 3)).is_empty());
     }
