@@ -2,7 +2,8 @@
 //! (x86_64; the ABI is stable per architecture), name, the family of probe
 //! that handles it, the operation it reports, and where its arguments are.
 //!
-//! A new syscall is one line here, plus its handling in the probe family
+//! A new syscall is one line here (and out of `coverage::NOT_FOLLOWED`,
+//! which decides every other number), plus its handling in the probe family
 //! when it needs new behaviour, plus its meaning in userspace.
 
 pub mod coverage;

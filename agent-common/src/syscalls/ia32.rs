@@ -511,33 +511,6 @@ pub const fn path_arg(nr: u32) -> Option<u8> {
     }
 }
 
-/// `socketcall(call, args)`'s operation names (`SYS_SOCKET` = 1...).
-pub const fn socketcall_name(call: u64) -> Option<&'static str> {
-    Some(match call {
-        1 => "socket",
-        2 => "bind",
-        3 => "connect",
-        4 => "listen",
-        5 => "accept",
-        6 => "getsockname",
-        7 => "getpeername",
-        8 => "socketpair",
-        9 => "send",
-        10 => "recv",
-        11 => "sendto",
-        12 => "recvfrom",
-        13 => "shutdown",
-        14 => "setsockopt",
-        15 => "getsockopt",
-        16 => "sendmsg",
-        17 => "recvmsg",
-        18 => "accept4",
-        19 => "recvmmsg",
-        20 => "sendmmsg",
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -569,7 +542,5 @@ mod tests {
         assert_eq!(path_arg(OPEN), Some(0));
         assert_eq!(path_arg(OPENAT), Some(1));
         assert_eq!(path_arg(3), None, "read has no path");
-        assert_eq!(socketcall_name(3), Some("connect"));
-        assert_eq!(socketcall_name(21), None);
     }
 }
