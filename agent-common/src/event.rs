@@ -244,7 +244,10 @@ pub struct SysEvent {
     pub data_missing: u32,
     /// Local port the connection came in on (accept only; host byte order).
     pub local_port: u16,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// The process a call reached into, resolved in the kernel (pidfd_getfd:
+    /// the pidfd's process); 0 when none or unreadable.
+    pub target_pid: u32,
 }
 
 /// `len1` is a path resolved in the kernel from the opened `struct file`.
@@ -267,6 +270,11 @@ pub const SYS_DATA_IN: u32 = 32;
 /// record). What the kernel holds (an opened file, a socket's addresses) is
 /// read from the kernel object instead and carries no flag.
 pub const SYS_USER_MEMORY: u32 = 64;
+/// An ia32 syscall (`int 0x80`) of a 64-bit process, reported at its entry:
+/// `nr` is the ia32 number (see `syscalls::ia32`), `args` the ia32 argument
+/// registers (ebx, ecx, edx, esi, edi, ebp), `ret` 0 (not run yet); the first
+/// path is the path an ia32 open/openat gave, from the caller's memory.
+pub const SYS_COMPAT: u32 = 128;
 
 /// Scratch record a [`SysEvent`] is assembled in (per-CPU map value).
 #[repr(C)]
@@ -338,6 +346,7 @@ const _: () = {
     assert!(offset_of!(SysEvent, data_len) == 160);
     assert!(offset_of!(SysEvent, data_missing) == 164);
     assert!(offset_of!(SysEvent, local_port) == 168);
+    assert!(offset_of!(SysEvent, target_pid) == 172);
     assert!(size_of::<SysRecord>() == size_of::<SysEvent>() + 2 * PATH_MAX + DATA_MAX);
 
     assert!(size_of::<LossKey>() == 8);

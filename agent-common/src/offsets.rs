@@ -115,8 +115,22 @@ pub struct KernelOffsets {
     pub regs_r9: u32,
     /// `pt_regs.orig_ax`
     pub regs_orig_ax: u32,
-    /// Unused.
-    pub _pad: u32,
+    /// `pt_regs.bx` (first ia32 syscall argument)
+    pub regs_bx: u32,
+    /// `pt_regs.cx` (second ia32 syscall argument)
+    pub regs_cx: u32,
+    /// `task_struct.thread_info` (x86: embedded, first member)
+    pub task_thread_info: u32,
+    /// `thread_info.status` (`TS_COMPAT` while an ia32 syscall runs)
+    pub thread_info_status: u32,
+    /// `inode.i_private` (a pidfd's inode: its `struct pid *`)
+    pub inode_private: u32,
+    /// `pid.numbers` (`struct upid[]`, level 0 first)
+    pub pid_numbers: u32,
+    /// `upid.nr`
+    pub upid_nr: u32,
+    /// `pt_regs.bp` (sixth ia32 syscall argument)
+    pub regs_bp: u32,
 }
 
 impl KernelOffsets {
@@ -174,14 +188,21 @@ impl KernelOffsets {
             regs_r8: OFFSET_MISSING,
             regs_r9: OFFSET_MISSING,
             regs_orig_ax: OFFSET_MISSING,
-            _pad: 0,
+            regs_bx: OFFSET_MISSING,
+            regs_cx: OFFSET_MISSING,
+            task_thread_info: OFFSET_MISSING,
+            thread_info_status: OFFSET_MISSING,
+            inode_private: OFFSET_MISSING,
+            pid_numbers: OFFSET_MISSING,
+            upid_nr: OFFSET_MISSING,
+            regs_bp: OFFSET_MISSING,
         }
     }
 }
 
-// Every member a u32 (51 fields and the pad), so the struct has no padding.
+// Every member a u32 (59 fields), so the struct has no padding.
 const _: () = {
-    assert!(core::mem::size_of::<KernelOffsets>() == 52 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 59 * 4);
     assert!(core::mem::align_of::<KernelOffsets>() == 4);
     assert!(core::mem::offset_of!(KernelOffsets, regs_orig_ax) == 50 * 4);
 };

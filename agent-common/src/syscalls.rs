@@ -2,8 +2,12 @@
 //! (x86_64; the ABI is stable per architecture), name, the family of probe
 //! that handles it, the operation it reports, and where its arguments are.
 //!
-//! A new syscall is one line here, plus its handling in the probe family
+//! A new syscall is one line here (and out of `coverage::NOT_FOLLOWED`,
+//! which decides every other number), plus its handling in the probe family
 //! when it needs new behaviour, plus its meaning in userspace.
+
+pub mod coverage;
+pub mod ia32;
 
 /// Which probe family handles a followed syscall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,14 +43,14 @@ pub enum Op {
     Bind,
     Listen,
     Accept,
-    /// sendto and sendmsg.
+    /// sendto, sendmsg and sendmmsg.
     Sendto,
     Recvfrom,
     Recvmsg,
     Ptrace,
     ProcessVmReadv,
     ProcessVmWritev,
-    /// Any set*id call.
+    /// Any set*id call, and setgroups.
     Setid,
     Capset,
     /// init_module and finit_module.
@@ -54,6 +58,8 @@ pub enum Op {
     Bpf,
     Mount,
     IoUringSetup,
+    /// pidfd_getfd: a descriptor taken from another process.
+    FdSteal,
     /// read and readv (stdio).
     Read,
     /// write and writev (stdio).
@@ -64,7 +70,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, for userspace tables.
-    pub const ALL: [Op; 29] = [
+    pub const ALL: [Op; 30] = [
         Op::Open,
         Op::Truncate,
         Op::Rename,
@@ -91,6 +97,7 @@ impl Op {
         Op::Bpf,
         Op::Mount,
         Op::IoUringSetup,
+        Op::FdSteal,
         Op::Read,
         Op::Write,
         Op::Dup,
@@ -125,6 +132,7 @@ impl Op {
             Op::Bpf => "bpf",
             Op::Mount => "mount",
             Op::IoUringSetup => "io_uring_setup",
+            Op::FdSteal => "fd_steal",
             Op::Read => "read",
             Op::Write => "write",
             Op::Dup => "dup",
@@ -264,6 +272,9 @@ table! {
     CREAT = 85, "creat", File, Open { path: Some(0), mode: Some(1), ret_fd: true };
     OPENAT = 257, "openat", File, Open { dirfd: Some(0), path: Some(1), flags: Some(2), mode: Some(3), ret_fd: true };
     OPENAT2 = 437, "openat2", File, Open { dirfd: Some(0), path: Some(1), open_how: Some(2), ret_fd: true };
+    // No path: the opened file is resolved from the descriptor returned (a
+    // failed one reports the mount the handle was looked up on).
+    OPEN_BY_HANDLE_AT = 304, "open_by_handle_at", File, Open { fd: Some(0), flags: Some(2), ret_fd: true };
     TRUNCATE = 76, "truncate", File, Truncate { path: Some(0) };
     FTRUNCATE = 77, "ftruncate", File, Truncate { fd: Some(0) };
     RENAME = 82, "rename", File, Rename { path: Some(0), path2: Some(1) };
@@ -294,6 +305,9 @@ table! {
     SENDTO = 44, "sendto", Net, Sendto { fd: Some(0), buf: Some(1), count: Some(2), sockaddr: Some(4), addrlen: Some(5) };
     RECVFROM = 45, "recvfrom", Net, Recvfrom { fd: Some(0), buf: Some(1), count: Some(2), sockaddr: Some(4), addrlen: Some(5) };
     SENDMSG = 46, "sendmsg", Net, Sendto { fd: Some(0), msghdr: Some(1) };
+    // A `struct mmsghdr` starts with its `struct msghdr`: the first message's
+    // destination and buffer are read like sendmsg's.
+    SENDMMSG = 307, "sendmmsg", Net, Sendto { fd: Some(0), msghdr: Some(1) };
     RECVMSG = 47, "recvmsg", Net, Recvmsg { fd: Some(0), msghdr: Some(1) };
     BIND = 49, "bind", Net, Bind { fd: Some(0), sockaddr: Some(1), addrlen: Some(2) };
     LISTEN = 50, "listen", Net, Listen { fd: Some(0) };
@@ -309,6 +323,8 @@ table! {
     SETRESGID = 119, "setresgid", Risky, Setid {};
     SETFSUID = 122, "setfsuid", Risky, Setid {};
     SETFSGID = 123, "setfsgid", Risky, Setid {};
+    // Supplementary groups: a credential change like the set*gid calls.
+    SETGROUPS = 116, "setgroups", Risky, Setid {};
     CAPSET = 126, "capset", Risky, Capset {};
     // mount(source, target, ...): the target is what is mounted over.
     MOUNT = 165, "mount", Risky, Mount { path: Some(1), path2: Some(0) };
@@ -316,6 +332,9 @@ table! {
     FINIT_MODULE = 313, "finit_module", Risky, LoadModule { fd: Some(0) };
     BPF = 321, "bpf", Risky, Bpf {};
     IO_URING_SETUP = 425, "io_uring_setup", Risky, IoUringSetup {};
+    // pidfd_getfd(pidfd, targetfd, flags): the new descriptor is the stolen
+    // file; the pidfd names the process it was taken from.
+    PIDFD_GETFD = 438, "pidfd_getfd", Risky, FdSteal { fd: Some(0), flags: Some(2), ret_fd: true };
 }
 
 /// Name of a followed syscall, for events ("unknown" for any other).

@@ -83,6 +83,35 @@ pub fn fd_file(fd: u64) -> Option<*const u8> {
     (!file.is_null()).then_some(file)
 }
 
+/// The pid (in the initial namespace) of the process a pidfd refers to:
+/// `file->f_inode->i_private` is the pidfs inode's `struct pid *`, whose
+/// `numbers[0].nr` is the pid at level 0.
+#[inline(always)]
+pub fn pidfd_pid(file: *const u8) -> Option<u32> {
+    let o = offsets();
+    let inode: *const u8 = read(file, &o.file_inode).ok()?;
+    let pid: *const u8 = read(inode, &o.inode_private).ok()?;
+    let off = offset(&o.pid_numbers).checked_add(offset(&o.upid_nr))?;
+    read_at::<u32>(pid, off).ok()
+}
+
+/// `TS_COMPAT` (x86 `thread_info.status`): the syscall being made is an
+/// ia32 one (`int 0x80`), numbered from the ia32 table.
+const TS_COMPAT: u32 = 0x0002;
+
+/// Whether the current task is in an ia32 syscall. Without the offsets
+/// (the feature is off, the agent warned at start-up) it answers no.
+#[inline(always)]
+pub fn in_compat_syscall() -> bool {
+    let o = offsets();
+    let ti = offset(&o.task_thread_info);
+    let st = offset(&o.thread_info_status);
+    if ti == OFFSET_MISSING || st == OFFSET_MISSING {
+        return false;
+    }
+    read_at::<u32>(current_task(), ti.wrapping_add(st)).is_ok_and(|s| s & TS_COMPAT != 0)
+}
+
 /// `file->f_inode->i_mode`.
 #[inline(always)]
 pub fn file_mode(file: *const u8) -> u32 {

@@ -64,6 +64,7 @@ impl Rec {
         ev.data_len = 0;
         ev.data_missing = 0;
         ev.local_port = 0;
+        ev.target_pid = 0;
         Some(Rec { rec, probe })
     }
 

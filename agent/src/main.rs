@@ -33,6 +33,8 @@ enum Command {
     Pins(cli::pins::PinsArgs),
     /// Print the kernel structure offsets the probes would use, resolved from BTF.
     Offsets(cli::offsets::OffsetsArgs),
+    /// Print every x86_64 syscall with what the agent does with it (followed, or why not).
+    Syscalls(cli::syscalls::SyscallsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +46,6 @@ fn main() -> anyhow::Result<()> {
         Command::TestAlert(args) => cli::test_alert::run(args),
         Command::Pins(args) => cli::pins::run(args),
         Command::Offsets(args) => cli::offsets::run(args),
+        Command::Syscalls(args) => cli::syscalls::run(args),
     }
 }

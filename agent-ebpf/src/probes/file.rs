@@ -43,7 +43,7 @@ fn base_dir(dirfd: i64) -> Option<*const u8> {
 
 /// Path 1 resolved from the file behind `fd`, with its mode.
 #[inline(always)]
-fn push_fd(rec: &mut Rec, fd: u64) {
+pub fn push_fd(rec: &mut Rec, fd: u64) {
     let Some(file) = fd_file(fd) else {
         rec.error(Reason::KernelRead);
         return;

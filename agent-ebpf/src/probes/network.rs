@@ -17,7 +17,7 @@ use agent_common::{
     },
     event::{SOCKADDR_ABSTRACT, SYS_DATA_IN, SYS_PATH_TRUNCATED, SYS_USER_MEMORY},
     probe_errors::{Probe, Reason},
-    syscalls::{Op, arg, lookup},
+    syscalls::{Op, SENDMMSG, arg, lookup},
 };
 use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_buf};
 
@@ -249,7 +249,7 @@ pub fn on_exit(st: &Stash, ret: i64) {
             rec.send();
         }
         Op::Sendto => {
-            let (name, namelen, buf, _len) = if sc.msghdr.is_none() {
+            let (name, namelen, buf, len) = if sc.msghdr.is_none() {
                 (
                     arg(a, sc.sockaddr),
                     arg(a, sc.addrlen),
@@ -284,12 +284,15 @@ pub fn on_exit(st: &Stash, ret: i64) {
             } else {
                 sock.map(|(sk, _)| sock_addr(sk, true))
             };
+            // sendmmsg returns a message count: the first message's bytes
+            // are its first buffer (a DNS query is one buffer).
+            let sent = if st.nr == SENDMMSG && ret > 0 { len as i64 } else { ret };
             if let Some(d) = dest
                 && ty == SOCK_DGRAM
                 && d.port == DNS_PORT
-                && ret > 0
+                && sent > 0
             {
-                dns(st, ret, d, buf, false, name != 0);
+                dns(st, sent, d, buf, false, name != 0);
             }
         }
         Op::Recvfrom | Op::Recvmsg => {

@@ -1,15 +1,22 @@
 //! Risky operations of watched processes: ptrace, other processes' memory,
-//! credential changes, kernel modules, bpf(), mount, io_uring. Reported with
-//! their raw arguments (userspace names them); mount also carries its target
-//! and source (the table's path and path2), from the caller's memory.
+//! credential changes, kernel modules, bpf(), mount, io_uring, descriptors
+//! taken from another process. Reported with their raw arguments
+//! (userspace names them); mount also carries its target and source (the
+//! table's path and path2), from the caller's memory; pidfd_getfd the
+//! process the pidfd names and the file it took, both from the kernel.
 
 use agent_common::{
     EventKind,
     event::{SYS_PATH_TRUNCATED, SYS_PATH2_TRUNCATED},
-    syscalls::{arg, lookup},
+    probe_errors::Reason,
+    syscalls::{Op, arg, lookup},
 };
 
-use crate::{maps::Stash, probes::syscalls::record};
+use crate::{
+    kernel::{fd_file, pidfd_pid},
+    maps::Stash,
+    probes::{file::push_fd, syscalls::record},
+};
 
 pub fn on_exit(st: &Stash, ret: i64) {
     let Some(sc) = lookup(st.nr) else {
@@ -18,6 +25,17 @@ pub fn on_exit(st: &Stash, ret: i64) {
     let Some(mut rec) = record(EventKind::Risky, st, ret) else {
         return;
     };
+    if sc.op == Op::FdSteal {
+        // The pidfd is still open at exit: whose descriptor was asked for
+        // is known whether or not the call succeeded.
+        match fd_file(arg(&st.args, sc.fd)).and_then(pidfd_pid) {
+            Some(pid) => rec.ev().target_pid = pid,
+            None => rec.error(Reason::KernelRead),
+        }
+        if ret >= 0 {
+            push_fd(&mut rec, ret as u64);
+        }
+    }
     if sc.path.is_some() {
         rec.push_user_str(arg(&st.args, sc.path), false, SYS_PATH_TRUNCATED);
         rec.push_user_str(arg(&st.args, sc.path2), true, SYS_PATH2_TRUNCATED);

@@ -8,21 +8,24 @@
 //! fds 0 and 1 and the wire's known duplicates (one array read) before any
 //! lookup; fcntl to its duplicating commands. A followed syscall of an
 //! unwatched process costs one lookup on each side (`WATCHED` at enter,
-//! `STASH` at exit).
+//! `STASH` at exit). Every syscall first pays one kernel read
+//! (`thread_info.status`) telling an ia32 call (`int 0x80`, numbered from
+//! another table) from a native one; an ia32 call costs the watched lookup.
 
 use agent_common::{
     EventKind,
     abi::{F_DUPFD, F_DUPFD_CLOEXEC},
     config::WATCH_PENDING,
+    event::{SYS_COMPAT, SYS_PATH_TRUNCATED},
     offsets::OFFSET_MISSING,
     probe_errors::{Probe, Reason},
-    syscalls::{FCNTL, Family, family},
+    syscalls::{FCNTL, Family, arg, family, ia32},
 };
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
     emit::probe_error,
-    kernel::{read, read_at},
+    kernel::{in_compat_syscall, read, read_at},
     maps::{STASH, Stash, offset, offsets, watched},
     probes::{file, network, risky, stdio},
     record::Rec,
@@ -38,6 +41,11 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 
 fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     let nr = ctx.arg::<u64>(1) as u32;
+    // An ia32 number is never looked up in the x86_64 table (int 0x80's
+    // open, 5, is fstat there).
+    if in_compat_syscall() {
+        return compat_enter(ctx, nr);
+    }
     let Some(fam) = family(nr) else {
         return Ok(());
     };
@@ -71,6 +79,45 @@ fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         // The syscall's exit will find nothing: its event is lost.
         probe_error(Probe::SysEnter, Reason::MapFull);
     }
+    Ok(())
+}
+
+/// An ia32 syscall of a watched process, reported at its entry with the
+/// ia32 argument registers and, for the opens, the path as given. Unwatched
+/// processes pay the watched lookup only.
+fn compat_enter(ctx: &RawTracePointContext, nr: u32) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(w) = watched((pid_tgid >> 32) as u32) else {
+        return Ok(());
+    };
+    if w.flags & WATCH_PENDING != 0 {
+        return Ok(());
+    }
+    let regs: *const u8 = ctx.arg(0);
+    let o = offsets();
+    // ia32 arguments are 32-bit: the registers' upper halves are not the call's.
+    let r = |off: &u32| read::<u64>(regs, off).map(|v| v as u32 as u64).unwrap_or(0);
+    let args = [
+        r(&o.regs_bx),
+        r(&o.regs_cx),
+        r(&o.regs_dx),
+        r(&o.regs_si),
+        r(&o.regs_di),
+        r(&o.regs_bp),
+    ];
+    let st = Stash {
+        nr,
+        server: w.server,
+        args,
+    };
+    let Some(mut rec) = record(EventKind::Risky, &st, 0) else {
+        return Ok(());
+    };
+    rec.ev().flags |= SYS_COMPAT;
+    if let Some(i) = ia32::path_arg(nr) {
+        rec.push_user_str(arg(&args, Some(i)), false, SYS_PATH_TRUNCATED);
+    }
+    rec.send();
     Ok(())
 }
 

@@ -136,6 +136,18 @@ rule!(
 rule!(PRIV_BPF, "priv.bpf", High, Some(("T1014", "Rootkit")));
 rule!(PRIV_MOUNT, "priv.mount", High, Some(("T1611", "Escape to Host")));
 rule!(
+    PROC_FD_STEAL,
+    "proc.fd_steal",
+    Critical,
+    Some(("T1055", "Process Injection"))
+);
+rule!(
+    EVASION_COMPAT_SYSCALL,
+    "evasion.compat_syscall",
+    High,
+    Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
+);
+rule!(
     EVASION_IO_URING,
     "evasion.io_uring",
     Medium,
@@ -337,6 +349,8 @@ pub static ALL: &[&Rule] = &[
     &PRIV_KERNEL_MODULE,
     &PRIV_BPF,
     &PRIV_MOUNT,
+    &PROC_FD_STEAL,
+    &EVASION_COMPAT_SYSCALL,
     &EVASION_IO_URING,
     &CRED_SSH,
     &CRED_CLOUD,

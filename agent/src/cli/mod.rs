@@ -7,4 +7,5 @@ pub mod exec;
 pub mod offsets;
 pub mod pins;
 pub mod status;
+pub mod syscalls;
 pub mod test_alert;

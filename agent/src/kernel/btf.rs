@@ -106,6 +106,14 @@ pub const FIELDS: &[(&str, &str, Slot, Need)] = &[
     ("pt_regs", "r8", |o| &mut o.regs_r8, Need::Required),
     ("pt_regs", "r9", |o| &mut o.regs_r9, Need::Required),
     ("pt_regs", "orig_ax", |o| &mut o.regs_orig_ax, Need::Required),
+    ("pt_regs", "bx", |o| &mut o.regs_bx, Need::Optional("ia32 syscall arguments")),
+    ("pt_regs", "cx", |o| &mut o.regs_cx, Need::Optional("ia32 syscall arguments")),
+    ("pt_regs", "bp", |o| &mut o.regs_bp, Need::Optional("ia32 syscall arguments")),
+    ("task_struct", "thread_info", |o| &mut o.task_thread_info, Need::Optional("ia32 syscall detection")),
+    ("thread_info", "status", |o| &mut o.thread_info_status, Need::Optional("ia32 syscall detection")),
+    ("inode", "i_private", |o| &mut o.inode_private, Need::Optional("pidfd_getfd target process")),
+    ("pid", "numbers", |o| &mut o.pid_numbers, Need::Optional("pidfd_getfd target process")),
+    ("upid", "nr", |o| &mut o.upid_nr, Need::Optional("pidfd_getfd target process")),
 ];
 
 /// A parsed BTF blob.

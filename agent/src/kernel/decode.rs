@@ -8,8 +8,8 @@ use agent_common::{
     event::{
         EVENT_UNWATCHED, EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_EXE_TRUNCATED, EXEC_FILENAME_MAX,
         EXEC_FILENAME_TRUNCATED, EXEC_INTERP_TRUNCATED, ExecEvent, FD_CHAR, FD_FILE, FD_NONE, FD_PIPE, FD_SOCKET,
-        SOCKADDR_ABSTRACT, SYS_DATA_IN, SYS_DATA_TRUNCATED, SYS_PATH_RELATIVE, SYS_PATH_RESOLVED, SYS_PATH_TRUNCATED,
-        SYS_PATH2_TRUNCATED, SYS_USER_MEMORY,
+        SOCKADDR_ABSTRACT, SYS_COMPAT, SYS_DATA_IN, SYS_DATA_TRUNCATED, SYS_PATH_RELATIVE, SYS_PATH_RESOLVED,
+        SYS_PATH_TRUNCATED, SYS_PATH2_TRUNCATED, SYS_USER_MEMORY,
     },
     syscalls::{self, Syscall},
 };
@@ -146,8 +146,14 @@ impl Header {
 pub struct Sys {
     pub header: Header,
     pub nr: u32,
-    /// Syscall name.
+    /// Syscall name (from the ia32 table for a compat call).
     pub name: &'static str,
+    /// An ia32 syscall (`int 0x80`) of a 64-bit process: `nr` and `args`
+    /// are the ia32 ones, reported at entry (`ret` 0).
+    pub compat: bool,
+    /// The process the call reached into, resolved in the kernel
+    /// (pidfd_getfd: the pidfd's process).
+    pub target_pid: Option<u32>,
     /// The syscall's entry in the shared table (operation, family, argument
     /// positions); `None` only for a number the table does not follow.
     pub syscall: Option<&'static Syscall>,
@@ -417,12 +423,21 @@ fn decode_sys(bytes: &[u8], kind: EventKind) -> Result<Event, DecodeError> {
     };
     let unix = a.family == AF_UNIX;
     let is_base = e.flags & SYS_PATH_RELATIVE != 0;
-    let syscall = syscalls::lookup(e.nr);
+    // An ia32 number means nothing in the x86_64 table.
+    let compat = e.flags & SYS_COMPAT != 0;
+    let syscall = if compat { None } else { syscalls::lookup(e.nr) };
+    let name = if compat {
+        syscalls::ia32::name(e.nr).unwrap_or("unknown")
+    } else {
+        syscall.map_or("unknown", |s| s.name)
+    };
     Ok(Event::Sys(Sys {
         header: h,
         nr: e.nr,
-        name: syscall.map_or("unknown", |s| s.name),
+        name,
         syscall,
+        compat,
+        target_pid: (e.target_pid != 0).then_some(e.target_pid),
         ret: e.ret,
         args: e.args,
         path: (l1 > 0 && !unix).then(|| text(p1)),

@@ -138,13 +138,22 @@ impl RiskyObservation {
             RiskyOp::Bpf => "bpf",
             RiskyOp::Mount => "mount",
             RiskyOp::IoUringSetup => "io_uring",
+            RiskyOp::FdSteal => "descriptor_theft",
+            RiskyOp::CompatSyscall(_) => "compat_syscall",
         }
     }
 
     pub fn note(&self) -> Option<&'static str> {
-        (self.act.op == RiskyOp::IoUringSetup).then_some(
-            "io_uring submits I/O without syscalls: file and network operations through it bypass syscall tracing",
-        )
+        match self.act.op {
+            RiskyOp::IoUringSetup => Some(
+                "io_uring submits I/O without syscalls: file and network operations through it bypass syscall tracing",
+            ),
+            RiskyOp::CompatSyscall(_) => Some(
+                "an ia32 syscall (int 0x80) of a 64-bit process: numbered from the ia32 table, reported at entry, \
+                 decoded no further than an open's path",
+            ),
+            _ => None,
+        }
     }
 }
 
@@ -182,6 +191,14 @@ impl SysObservation {
 /// Interprets a file, net or risky syscall, by its entry in the syscall
 /// table; `hostname` names a peer address.
 pub fn sys(s: &Sys, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> SysObservation {
+    if s.compat {
+        return SysObservation::Risky(RiskyObservation {
+            act: RiskyActivity {
+                op: RiskyOp::CompatSyscall(s.nr),
+                target_pid: None,
+            },
+        });
+    }
     let Some(sc) = s.syscall.or_else(|| syscalls::lookup(s.nr)) else {
         return SysObservation::Other;
     };
@@ -203,7 +220,9 @@ pub fn sys(s: &Sys, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> SysObse
         Some(op) => SysObservation::Risky(RiskyObservation {
             act: RiskyActivity {
                 op,
-                target_pid: sc.pid.map(|i| syscalls::arg(&s.args, Some(i)) as u32),
+                // The table's pid argument, or the process the kernel
+                // resolved (a pidfd's).
+                target_pid: sc.pid.map(|i| syscalls::arg(&s.args, Some(i)) as u32).or(s.target_pid),
             },
         }),
         None => SysObservation::Other,
@@ -313,13 +332,14 @@ fn risky_op(sc: &Syscall) -> Option<RiskyOp> {
         Op::Ptrace => RiskyOp::Ptrace,
         Op::ProcessVmReadv => RiskyOp::ProcessVmReadv,
         Op::ProcessVmWritev => RiskyOp::ProcessVmWritev,
-        Op::Setid if sc.name.contains("gid") => RiskyOp::SetGid,
+        Op::Setid if sc.name.contains("gid") || sc.nr == syscalls::SETGROUPS => RiskyOp::SetGid,
         Op::Setid => RiskyOp::SetUid,
         Op::Capset => RiskyOp::Capset,
         Op::LoadModule => RiskyOp::InitModule,
         Op::Bpf => RiskyOp::Bpf,
         Op::Mount => RiskyOp::Mount,
         Op::IoUringSetup => RiskyOp::IoUringSetup,
+        Op::FdSteal => RiskyOp::FdSteal,
         _ => return None,
     })
 }

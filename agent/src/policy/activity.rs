@@ -315,6 +315,10 @@ pub enum RiskyOp {
     Bpf,
     Mount,
     IoUringSetup,
+    /// pidfd_getfd: a descriptor taken from another process.
+    FdSteal,
+    /// An ia32 syscall (`int 0x80`) of a 64-bit process, by its ia32 number.
+    CompatSyscall(u32),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -339,6 +343,8 @@ impl RiskyOp {
             RiskyOp::Bpf => "bpf",
             RiskyOp::Mount => "mount",
             RiskyOp::IoUringSetup => "io_uring_setup",
+            RiskyOp::FdSteal => "pidfd_getfd",
+            RiskyOp::CompatSyscall(_) => "compat_syscall",
         }
     }
 }

@@ -107,7 +107,8 @@ fn sys_record_with(
         data_len: data.len() as u32,
         data_missing: 0,
         local_port: 0,
-        _pad: [0; 6],
+        _pad: [0; 2],
+        target_pid: 0,
     };
     let mut ev = ev;
     tweak(&mut ev);
@@ -341,4 +342,47 @@ fn user_memory_flag_is_exposed() {
     );
     let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
     assert!(!s.from_user_memory);
+}
+
+#[test]
+fn a_compat_call_is_named_from_the_ia32_table_and_never_looked_up_as_x86_64() {
+    // ia32 5 is open; x86_64 5 is fstat.
+    let rec = sys_record(
+        EventKind::Risky,
+        5,
+        (0, [0; 16]),
+        [b"/etc/shadow", b"", b""],
+        agent_common::event::SYS_COMPAT | agent_common::event::SYS_USER_MEMORY,
+    );
+    let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
+    assert!(s.compat);
+    assert_eq!((s.name, s.syscall), ("open", None));
+    assert_eq!(s.path.as_deref(), Some("/etc/shadow"));
+    let rec = sys_record(EventKind::File, 5, (0, [0; 16]), [b"", b"", b""], 0);
+    let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
+    assert!(!s.compat);
+    assert_eq!(s.name, "unknown", "x86_64 fstat is not followed");
+}
+
+#[test]
+fn target_pid_has_its_own_field() {
+    let rec = sys_record_with(
+        EventKind::Risky,
+        syscalls::PIDFD_GETFD,
+        (0, [0; 16]),
+        [b"/home/u/.ssh/id_ed25519", b"", b""],
+        agent_common::event::SYS_PATH_RESOLVED,
+        |e| e.target_pid = 4242,
+    );
+    let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
+    assert_eq!((s.name, s.target_pid), ("pidfd_getfd", Some(4242)));
+    let rec = sys_record(
+        EventKind::Risky,
+        syscalls::PIDFD_GETFD,
+        (0, [0; 16]),
+        [b"", b"", b""],
+        0,
+    );
+    let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
+    assert_eq!(s.target_pid, None, "0: not resolved");
 }

@@ -30,6 +30,8 @@ fn sys(nr: u32, args: [u64; 6], path: Option<&str>, ret: i64) -> Sys {
         data: Vec::new(),
         incoming: false,
         syscall: syscalls::lookup(nr),
+        compat: false,
+        target_pid: None,
         from_user_memory: false,
     }
 }
@@ -226,4 +228,51 @@ fn a_write_older_than_the_window_counts_for_neither_the_line_nor_the_judgement()
     let late = crate::pipeline::history::WriteHistory::WINDOW_NS + 1;
     let after = exec(&e, "/srv/drop".into(), |p| h.recent(1, p, late), &no_stdio);
     assert!(!after.act.written_by_server && after.act.written_path.is_none());
+}
+
+#[test]
+fn a_stolen_descriptor_names_the_process_it_was_taken_from() {
+    let mut s = sys(PIDFD_GETFD, [5, 3, 0, 0, 0, 0], Some("/home/u/.aws/credentials"), 4);
+    s.target_pid = Some(77);
+    let SysObservation::Risky(r) = super::sys(&s, |_| None) else {
+        panic!()
+    };
+    assert_eq!(
+        r.act,
+        RiskyActivity {
+            op: RiskyOp::FdSteal,
+            target_pid: Some(77)
+        }
+    );
+    assert_eq!((r.op_name(), r.risk()), ("pidfd_getfd", "descriptor_theft"));
+}
+
+#[test]
+fn a_compat_call_is_risky_whatever_its_number_means_on_x86_64() {
+    // ia32 5 (open) must not be read as x86_64 fstat, nor ia32 102
+    // (socketcall) as getuid.
+    for nr in [5, 102, OPENAT] {
+        let mut s = sys(nr, [0; 6], Some("/etc/shadow"), 0);
+        s.compat = true;
+        s.syscall = None;
+        let SysObservation::Risky(r) = super::sys(&s, |_| None) else {
+            panic!("ia32 {nr}")
+        };
+        assert_eq!(r.act.op, RiskyOp::CompatSyscall(nr));
+        assert_eq!(r.risk(), "compat_syscall");
+        assert!(r.note().unwrap().contains("int 0x80"));
+    }
+}
+
+#[test]
+fn sendmmsg_is_a_send_and_open_by_handle_at_an_open() {
+    let s = sys(SENDMMSG, [3, 0, 2, 0, 0, 0], None, 2);
+    assert!(matches!(super::sys(&s, |_| None), SysObservation::Net(n) if n.op == NetOp::SendTo));
+    let mut s = sys(OPEN_BY_HANDLE_AT, [4, 0, 0, 0, 0, 0], Some("/home/u/.netrc"), 5);
+    s.resolved = true;
+    let SysObservation::File(f) = super::sys(&s, |_| None) else {
+        panic!()
+    };
+    assert_eq!((f.op, f.path.as_deref()), (FileOp::Open, Some("/home/u/.netrc")));
+    assert!(f.access.read && !f.access.write);
 }

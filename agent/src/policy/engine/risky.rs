@@ -1,6 +1,7 @@
 //! Risky operations: no manifest field declares them, so each is a finding
 //! unless it targets the acting process itself.
 
+use agent_common::syscalls;
 use serde_json::json;
 
 use super::Finding;
@@ -27,6 +28,8 @@ pub(super) fn risky(ctx: &ProcContext, r: &RiskyActivity) -> Option<Finding> {
         RiskyOp::Bpf => &rules::PRIV_BPF,
         RiskyOp::Mount => &rules::PRIV_MOUNT,
         RiskyOp::IoUringSetup => &rules::EVASION_IO_URING,
+        RiskyOp::FdSteal => &rules::PROC_FD_STEAL,
+        RiskyOp::CompatSyscall(nr) => return Some(compat(ctx, nr)),
     };
     let target = r.target_pid.map(|p| format!(" on pid {p}")).unwrap_or_default();
     Some(Finding {
@@ -36,6 +39,22 @@ pub(super) fn risky(ctx: &ProcContext, r: &RiskyActivity) -> Option<Finding> {
         declared: None,
         dedup_key: format!("{}:{:?}", r.op.name(), r.target_pid),
     })
+}
+
+/// An ia32 syscall: one finding per process (the first call names it; the
+/// rest are event lines).
+fn compat(ctx: &ProcContext, nr: u32) -> Finding {
+    let name = syscalls::ia32::name(nr).unwrap_or("unknown");
+    Finding {
+        rule: &rules::EVASION_COMPAT_SYSCALL,
+        summary: format!(
+            "{} (pid {}) made the ia32 syscall {name} ({nr}) with int 0x80, outside the x86_64 table",
+            ctx.server, ctx.pid
+        ),
+        evidence: json!({ "op": "compat_syscall", "ia32_nr": nr, "ia32_name": name, "pid": ctx.pid }),
+        declared: None,
+        dedup_key: format!("compat_syscall:{}", ctx.pid),
+    }
 }
 
 #[cfg(test)]
@@ -67,6 +86,19 @@ mod tests {
             ["priv.kernel_module"]
         );
         assert_eq!(rules(&s.evaluate(&ctx, &risky(RiskyOp::SetUid, None))), ["priv.setid"]);
+        let steal = s.evaluate(&ctx, &risky(RiskyOp::FdSteal, Some(999)));
+        assert_eq!(rules(&steal), ["proc.fd_steal"]);
+        assert_eq!(steal[0].rule.mitre.unwrap().0, "T1055");
+        assert!(steal[0].summary.contains("pid 999"));
+        // ia32 calls: one finding per process, naming the first call.
+        let compat = s.evaluate(&ctx, &risky(RiskyOp::CompatSyscall(5), None));
+        assert_eq!(rules(&compat), ["evasion.compat_syscall"]);
+        assert!(compat[0].summary.contains("open (5)"), "{}", compat[0].summary);
+        let again = s.evaluate(&ctx, &risky(RiskyOp::CompatSyscall(102), None));
+        assert_eq!(
+            again.first().map(|f| &f.dedup_key),
+            compat.first().map(|f| &f.dedup_key)
+        );
         // The file open of another process's memory is left to the risky event.
         assert!(s.evaluate(&ctx, &open("/proc/999/mem", false, 3)).is_empty());
     }
