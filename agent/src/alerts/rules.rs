@@ -290,6 +290,19 @@ rule!(
 );
 // The agent's own: proves the delivery path (`mcpwatch test-alert`).
 rule!(AGENT_TEST, "agent.test", Info, None);
+// Kernel tracking state that could not be kept: what follows is unseen.
+rule!(
+    AGENT_WATCHED_MAP_FULL,
+    "agent.watched_map_full",
+    Critical,
+    Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
+);
+rule!(
+    AGENT_SYSCALL_STATE_LOST,
+    "agent.syscall_state_lost",
+    High,
+    Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
+);
 
 /// Every rule, in catalogue order.
 pub static ALL: &[&Rule] = &[
@@ -343,6 +356,8 @@ pub static ALL: &[&Rule] = &[
     &MCP_RUG_PULL_REMOVED,
     &MCP_RUG_PULL_RENAMED,
     &AGENT_TEST,
+    &AGENT_WATCHED_MAP_FULL,
+    &AGENT_SYSCALL_STATE_LOST,
 ];
 
 /// The rule of a credential kind of the catalogue.

@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_common::{AgentConfig, LossKey, WatchedProc};
+use agent_common::{
+    AgentConfig, LossKey, WatchedProc,
+    config::{WATCHED_MAX_ENTRIES, WATCHED_MAX_LIMIT},
+};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -185,10 +188,11 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
     let mut loader = EbpfLoader::new();
     loader
         .btf(Some(&aya_btf))
-        .override_global("OFFSETS", &resolved.offsets, true);
-    if let Some(n) = opts.watched_max {
-        loader.map_max_entries("WATCHED", n);
-    }
+        .override_global("OFFSETS", &resolved.offsets, true)
+        // STASH is task-local storage, a map type aya creates but has no
+        // userspace wrapper for (userspace never reads it).
+        .allow_unsupported_maps();
+    loader.map_max_entries("WATCHED", opts.watched_max.unwrap_or_else(default_watched_max));
     if let Some(n) = opts.ring_bytes {
         loader.map_max_entries("EVENTS", n);
     }
@@ -264,4 +268,15 @@ pub fn release_free_memory() {
 /// Whether `path` is inside a bpffs mount.
 pub fn on_bpffs(path: &Path) -> bool {
     mounts::mount_points("bpf").is_ok_and(|m| m.iter().any(|m| path.starts_with(m)))
+}
+
+/// Capacity of the watched map: the kernel's `pid_max` (no more processes
+/// can exist at once, so a fork can never find it full), within the kernel's
+/// own limit; the object's default when `pid_max` cannot be read.
+fn default_watched_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .map(|n| n.clamp(WATCHED_MAX_ENTRIES, WATCHED_MAX_LIMIT))
+        .unwrap_or(WATCHED_MAX_ENTRIES)
 }
