@@ -115,6 +115,14 @@ pub struct KernelOffsets {
     pub regs_r9: u32,
     /// `pt_regs.orig_ax`
     pub regs_orig_ax: u32,
+    /// `io_kiocb.opcode` (a u8)
+    pub kiocb_opcode: u32,
+    /// `io_kiocb.cqe`
+    pub kiocb_cqe: u32,
+    /// `io_cqe.user_data`
+    pub cqe_user_data: u32,
+    /// `io_cqe.fd` (the sqe's fd, kept until completion)
+    pub cqe_fd: u32,
     /// Unused.
     pub _pad: u32,
 }
@@ -174,14 +182,18 @@ impl KernelOffsets {
             regs_r8: OFFSET_MISSING,
             regs_r9: OFFSET_MISSING,
             regs_orig_ax: OFFSET_MISSING,
+            kiocb_opcode: OFFSET_MISSING,
+            kiocb_cqe: OFFSET_MISSING,
+            cqe_user_data: OFFSET_MISSING,
+            cqe_fd: OFFSET_MISSING,
             _pad: 0,
         }
     }
 }
 
-// Every member a u32 (51 fields and the pad), so the struct has no padding.
+// Every member a u32 (55 fields and the pad), so the struct has no padding.
 const _: () = {
-    assert!(core::mem::size_of::<KernelOffsets>() == 52 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 56 * 4);
     assert!(core::mem::align_of::<KernelOffsets>() == 4);
     assert!(core::mem::offset_of!(KernelOffsets, regs_orig_ax) == 50 * 4);
 };

@@ -97,7 +97,7 @@ impl<T> TaskStorage<T> {
     /// `None` when absent (not `create`) or when the kernel could not
     /// allocate it or was re-entered on this task's storage.
     #[inline(always)]
-    pub fn current(&self, create: bool) -> Option<&mut T> {
+    pub fn current(&self, create: bool) -> Option<*mut T> {
         let flags = if create {
             BPF_LOCAL_STORAGE_GET_F_CREATE as u64
         } else {
@@ -114,9 +114,8 @@ impl<T> TaskStorage<T> {
                 flags,
             )
         };
-        // SAFETY: a non-NULL value is this task's storage, valid for the
-        // program's run; only this thread's own programs write it.
-        unsafe { v.cast::<T>().as_mut() }
+        let v = v.cast::<T>();
+        (!v.is_null()).then_some(v)
     }
 }
 

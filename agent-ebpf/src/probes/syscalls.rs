@@ -63,13 +63,16 @@ fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let args = syscall_args(regs)?;
-    let Some(st) = STASH.current(true) else {
+    let Some(slot) = STASH.current(true) else {
         // No storage for this thread (allocation failed, or the storage was
         // busy under a nested program): the syscall's exit will find
         // nothing and its event is lost.
         probe_error(Probe::SysEnter, Reason::StashUnavailable);
         return Ok(());
     };
+    // SAFETY: this thread's storage, valid for the program's run; only this
+    // thread's own sys_enter and sys_exit touch it, never at once.
+    let st = unsafe { &mut *slot };
     st.nr = nr;
     st.server = w.server;
     st.args = args;
@@ -138,6 +141,8 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(slot) = STASH.current(false) else {
         return Ok(());
     };
+    // SAFETY: as in `try_enter`.
+    let slot = unsafe { &mut *slot };
     let st = *slot;
     slot.nr = STASH_EMPTY;
     if st.nr != nr {

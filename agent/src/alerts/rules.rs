@@ -141,6 +141,12 @@ rule!(
     Medium,
     Some(("T1562", "Impair Defenses"))
 );
+rule!(
+    EVASION_IO_URING_OP,
+    "evasion.io_uring_op",
+    Medium,
+    Some(("T1562", "Impair Defenses"))
+);
 
 rule!(
     CRED_SSH,
@@ -332,6 +338,7 @@ pub static ALL: &[&Rule] = &[
     &PRIV_BPF,
     &PRIV_MOUNT,
     &EVASION_IO_URING,
+    &EVASION_IO_URING_OP,
     &CRED_SSH,
     &CRED_CLOUD,
     &CRED_KUBE,

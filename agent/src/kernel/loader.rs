@@ -25,6 +25,10 @@ const TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_exit", "sched_process_exit"),
 ];
 
+/// Operations submitted through an io_uring; attached when the kernel has
+/// io_uring (its offsets resolved).
+const IO_URING_TRACEPOINT: (&str, &str) = ("io_uring_submit_req", "io_uring_submit_req");
+
 /// Raw tracepoints: (program name, tracepoint).
 const RAW_TRACEPOINTS: &[(&str, &str)] = &[("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
 
@@ -197,7 +201,8 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
         loader.map_max_entries("EVENTS", n);
     }
     let mut ebpf = loader.load(OBJECT)?;
-    attach_all(&mut ebpf, &aya_btf)?;
+    let io_uring = !resolved.disabled.iter().any(|(f, _)| f == btf::IO_URING_OPS);
+    attach_all(&mut ebpf, &aya_btf, io_uring)?;
 
     let mut pinned = Vec::new();
     if let Some(dir) = &opts.pin_dir {
@@ -239,8 +244,9 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
 
 /// Loads and attaches every program of `ebpf` at the agent's hook points
 /// (also the benchmark's floor, which has the same programs).
-pub fn attach_all(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoadError> {
-    for &(name, tracepoint) in TRACEPOINTS {
+pub fn attach_all(ebpf: &mut Ebpf, btf: &Btf, io_uring: bool) -> Result<(), LoadError> {
+    let optional = io_uring.then_some(IO_URING_TRACEPOINT);
+    for &(name, tracepoint) in TRACEPOINTS.iter().chain(optional.iter()) {
         let program: &mut BtfTracePoint = program(ebpf, name)?;
         let err = |source| LoadError::Program { name, source };
         program.load(tracepoint, btf).map_err(err)?;

@@ -7,7 +7,9 @@
 use std::net::IpAddr;
 
 use agent_common::{
+    EventKind,
     abi::{AT_REMOVEDIR, O_ACCMODE, O_APPEND, O_CREAT, O_DIRECTORY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFMT},
+    io_uring,
     syscalls::{self, Op, Syscall},
 };
 
@@ -136,13 +138,13 @@ impl RiskyObservation {
             RiskyOp::InitModule => "kernel_module",
             RiskyOp::Bpf => "bpf",
             RiskyOp::Mount => "mount",
-            RiskyOp::IoUringSetup => "io_uring",
+            RiskyOp::IoUringSetup | RiskyOp::IoUringOp(_) => "io_uring",
         }
     }
 
     pub fn note(&self) -> Option<&'static str> {
         (self.act.op == RiskyOp::IoUringSetup).then_some(
-            "io_uring submits I/O without syscalls: file and network operations through it bypass syscall tracing",
+            "io_uring submits I/O without syscalls: its operations are reported as io_uring_op, without their paths or addresses",
         )
     }
 }
@@ -181,6 +183,15 @@ impl SysObservation {
 /// Interprets a file, net or risky syscall, by its entry in the syscall
 /// table; `hostname` names a peer address.
 pub fn sys(s: &Sys, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> SysObservation {
+    // Not a syscall: an operation a ring submitted (see agent_common::io_uring).
+    if s.header.kind == EventKind::Risky && s.nr == io_uring::IO_URING_OP_NR {
+        return SysObservation::Risky(RiskyObservation {
+            act: RiskyActivity {
+                op: RiskyOp::IoUringOp(s.args[io_uring::ARG_OPCODE] as u8),
+                target_pid: None,
+            },
+        });
+    }
     let Some(sc) = s.syscall.or_else(|| syscalls::lookup(s.nr)) else {
         return SysObservation::Other;
     };

@@ -315,6 +315,8 @@ pub enum RiskyOp {
     Bpf,
     Mount,
     IoUringSetup,
+    /// An operation submitted through an io_uring (`IORING_OP_*` number).
+    IoUringOp(u8),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -339,6 +341,7 @@ impl RiskyOp {
             RiskyOp::Bpf => "bpf",
             RiskyOp::Mount => "mount",
             RiskyOp::IoUringSetup => "io_uring_setup",
+            RiskyOp::IoUringOp(_) => "io_uring_op",
         }
     }
 }

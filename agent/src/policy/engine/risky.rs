@@ -1,6 +1,7 @@
 //! Risky operations: no manifest field declares them, so each is a finding
 //! unless it targets the acting process itself.
 
+use agent_common::io_uring::opcode_name;
 use serde_json::json;
 
 use super::Finding;
@@ -27,6 +28,7 @@ pub(super) fn risky(ctx: &ProcContext, r: &RiskyActivity) -> Option<Finding> {
         RiskyOp::Bpf => &rules::PRIV_BPF,
         RiskyOp::Mount => &rules::PRIV_MOUNT,
         RiskyOp::IoUringSetup => &rules::EVASION_IO_URING,
+        RiskyOp::IoUringOp(opcode) => return Some(io_uring_op(ctx, opcode)),
     };
     let target = r.target_pid.map(|p| format!(" on pid {p}")).unwrap_or_default();
     Some(Finding {
@@ -36,6 +38,19 @@ pub(super) fn risky(ctx: &ProcContext, r: &RiskyActivity) -> Option<Finding> {
         declared: None,
         dedup_key: format!("{}:{:?}", r.op.name(), r.target_pid),
     })
+}
+
+/// An operation submitted through a ring: folded per process and opcode
+/// (a ring's reads and writes would otherwise be an alert each).
+fn io_uring_op(ctx: &ProcContext, opcode: u8) -> Finding {
+    let name = opcode_name(opcode).map_or_else(|| format!("opcode {opcode}"), str::to_owned);
+    Finding {
+        rule: &rules::EVASION_IO_URING_OP,
+        summary: format!("{} submitted {name} through an io_uring (not a syscall)", ctx.server),
+        evidence: json!({ "op": "io_uring_op", "opcode": name }),
+        declared: None,
+        dedup_key: format!("io_uring_op:{}:{opcode}", ctx.pid),
+    }
 }
 
 #[cfg(test)]
