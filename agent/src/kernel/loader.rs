@@ -245,8 +245,16 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
 /// Loads and attaches every program of `ebpf` at the agent's hook points
 /// (also the benchmark's floor, which has the same programs).
 pub fn attach_all(ebpf: &mut Ebpf, btf: &Btf, io_uring: bool) -> Result<(), LoadError> {
-    let optional = io_uring.then_some(IO_URING_TRACEPOINT);
-    for &(name, tracepoint) in TRACEPOINTS.iter().chain(optional.iter()) {
+    if io_uring {
+        // Optional: kernels before 6.0 name this tracepoint differently, and
+        // io_uring may be built out; the rest of the watch does not need it.
+        let (name, tracepoint) = IO_URING_TRACEPOINT;
+        let program: &mut BtfTracePoint = program(ebpf, name)?;
+        if let Err(e) = program.load(tracepoint, btf).and_then(|()| program.attach().map(drop)) {
+            log::warn!("io_uring operations switched off: {name}: {e}");
+        }
+    }
+    for &(name, tracepoint) in TRACEPOINTS {
         let program: &mut BtfTracePoint = program(ebpf, name)?;
         let err = |source| LoadError::Program { name, source };
         program.load(tracepoint, btf).map_err(err)?;
