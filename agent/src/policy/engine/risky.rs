@@ -85,4 +85,26 @@ mod tests {
         // The file open of another process's memory is left to the risky event.
         assert!(s.evaluate(&ctx, &open("/proc/999/mem", false, 3)).is_empty());
     }
+
+    #[test]
+    fn io_uring_operations_fold_per_process_and_opcode() {
+        let (mut s, ctx) = server("{}", NODE);
+        let op = |opcode| {
+            Activity::Risky(RiskyActivity {
+                op: RiskyOp::IoUringOp(opcode),
+                target_pid: None,
+            })
+        };
+        let f = s.evaluate(&ctx, &op(18));
+        assert_eq!(rules(&f), ["evasion.io_uring_op"]);
+        assert!(f[0].summary.contains("openat"), "{}", f[0].summary);
+        // Folded by the dedup key: one per process and opcode.
+        let again = s.evaluate(&ctx, &op(18));
+        assert_eq!(again[0].dedup_key, f[0].dedup_key);
+        let connect = s.evaluate(&ctx, &op(16));
+        assert_eq!(rules(&connect), ["evasion.io_uring_op"]);
+        assert_ne!(connect[0].dedup_key, f[0].dedup_key);
+        let f = s.evaluate(&ctx, &op(200));
+        assert!(f[0].summary.contains("opcode 200"), "{}", f[0].summary);
+    }
 }
