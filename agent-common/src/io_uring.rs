@@ -49,6 +49,17 @@ pub const OPCODES: &[(u8, &str)] = &[
     (57, "listen"),
 ];
 
+/// Opcodes that name their target by path or create a descriptor (openat,
+/// openat2, renameat, unlinkat, mkdirat, symlinkat, linkat, socket): the
+/// kernel reads no descriptor for them at submission (`io_cqe.fd` stays 0;
+/// a dirfd is kept in the operation's own data, not read).
+const NO_FD: &[u8] = &[18, 28, 35, 36, 37, 38, 39, 45];
+
+/// Whether the record's fd is the descriptor `opcode` acts on.
+pub fn acts_on_fd(opcode: u8) -> bool {
+    !NO_FD.contains(&opcode)
+}
+
 /// The name of an opcode, `None` for one outside [`OPCODES`].
 pub fn opcode_name(opcode: u8) -> Option<&'static str> {
     OPCODES.iter().find(|(n, _)| *n == opcode).map(|(_, name)| *name)
@@ -64,5 +75,6 @@ mod tests {
         assert_eq!(opcode_name(18), Some("openat"));
         assert_eq!(opcode_name(16), Some("connect"));
         assert_eq!(opcode_name(0), None, "nop is not named");
+        assert!(!acts_on_fd(18) && acts_on_fd(16));
     }
 }

@@ -196,7 +196,7 @@ print(s.fileno())
             .unwrap_or_else(|| panic!("no io_uring {name}: {}", dump(&ev)))
     };
     let open = op("openat");
-    assert_eq!(open["fd"], -100, "AT_FDCWD: {open}");
+    assert!(open.get("fd").is_none(), "an openat acts on no descriptor: {open}");
     assert_eq!(open["user_data"], 0x1234, "{open}");
     assert_eq!(open["risk"], "io_uring", "{open}");
     let connect = op("connect");

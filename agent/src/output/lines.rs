@@ -189,12 +189,15 @@ impl Names {
 }
 
 /// An io_uring operation's fields: the opcode by name (its number when
-/// unnamed), the descriptor and the submitter's tag.
+/// unnamed), the descriptor it acts on (none for an openat and the other
+/// path operations) and the submitter's tag.
 fn io_uring_fields(opcode: u8, args: &[u64; 6]) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
     let name = io_uring::opcode_name(opcode).map_or_else(|| opcode.to_string(), str::to_owned);
     m.insert("opcode".into(), name.into());
-    m.insert("fd".into(), (args[io_uring::ARG_FD] as i64 as i32).into());
+    if io_uring::acts_on_fd(opcode) {
+        m.insert("fd".into(), (args[io_uring::ARG_FD] as i64 as i32).into());
+    }
     m.insert("user_data".into(), args[io_uring::ARG_USER_DATA].into());
     m
 }

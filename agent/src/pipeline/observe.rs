@@ -144,7 +144,7 @@ impl RiskyObservation {
 
     pub fn note(&self) -> Option<&'static str> {
         (self.act.op == RiskyOp::IoUringSetup).then_some(
-            "io_uring submits I/O without syscalls: its operations are reported as io_uring_op, without their paths or addresses",
+            "io_uring submits I/O without syscalls, which bypasses syscall hooks: its operations are reported as io_uring_op, without their paths or addresses",
         )
     }
 }
