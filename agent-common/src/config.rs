@@ -31,8 +31,13 @@ pub struct AgentConfig {
 /// Send exec events of unwatched processes too, for discovery rules.
 pub const CONFIG_DISCOVER_EXEC: u32 = 1;
 
-/// Default size of the `WATCHED` map (overridable at load time).
-pub const WATCHED_MAX_ENTRIES: u32 = 16384;
+/// Size of the `WATCHED` map in the object; the agent sizes it at load time
+/// to the kernel's `pid_max` (no more processes can exist at once, so it
+/// cannot fill) unless `--watched-max` says otherwise. Entries are allocated
+/// on insert (`BPF_F_NO_PREALLOC`): a large capacity costs no memory.
+pub const WATCHED_MAX_ENTRIES: u32 = 32768;
+/// Largest `pid_max` the kernel allows (`PID_MAX_LIMIT` on 64-bit).
+pub const WATCHED_MAX_LIMIT: u32 = 4 << 20;
 /// Size of the `STDIO_FILES` map (stdio channels of watched servers).
 pub const STDIO_FILES_MAX: u32 = 4096;
 /// Descriptors below this are followed when a server moves its wire to them.

@@ -9,6 +9,7 @@
 pub mod abi;
 pub mod config;
 pub mod event;
+pub mod io_uring;
 pub mod offsets;
 pub mod probe_errors;
 pub mod syscalls;

@@ -131,6 +131,14 @@ pub struct KernelOffsets {
     pub upid_nr: u32,
     /// `pt_regs.bp` (sixth ia32 syscall argument)
     pub regs_bp: u32,
+    /// `io_kiocb.opcode` (a u8)
+    pub kiocb_opcode: u32,
+    /// `io_kiocb.cqe`
+    pub kiocb_cqe: u32,
+    /// `io_cqe.user_data`
+    pub cqe_user_data: u32,
+    /// `io_cqe.fd` (the sqe's fd, kept until completion)
+    pub cqe_fd: u32,
 }
 
 impl KernelOffsets {
@@ -196,13 +204,17 @@ impl KernelOffsets {
             pid_numbers: OFFSET_MISSING,
             upid_nr: OFFSET_MISSING,
             regs_bp: OFFSET_MISSING,
+            kiocb_opcode: OFFSET_MISSING,
+            kiocb_cqe: OFFSET_MISSING,
+            cqe_user_data: OFFSET_MISSING,
+            cqe_fd: OFFSET_MISSING,
         }
     }
 }
 
-// Every member a u32 (59 fields), so the struct has no padding.
+// Every member a u32 (63 fields), so the struct has no padding.
 const _: () = {
-    assert!(core::mem::size_of::<KernelOffsets>() == 59 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 63 * 4);
     assert!(core::mem::align_of::<KernelOffsets>() == 4);
     assert!(core::mem::offset_of!(KernelOffsets, regs_orig_ax) == 50 * 4);
 };

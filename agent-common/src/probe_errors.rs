@@ -37,6 +37,13 @@ pub enum Reason {
     Scratch = 4,
     /// A file's path could not be walked in the kernel.
     PathUnresolved = 5,
+    /// The `WATCHED` map was full: a forked child (or a process held for the
+    /// discovery rules) is not followed in the kernel.
+    WatchedFull = 6,
+    /// The thread's task-local syscall stash could not be had (allocation
+    /// failed, or the storage was busy under a nested program): the
+    /// syscall's event is lost.
+    StashUnavailable = 7,
 }
 
 impl Probe {
@@ -74,7 +81,7 @@ impl Probe {
 }
 
 impl Reason {
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 8;
     pub const ALL: [Reason; Self::COUNT] = [
         Reason::KernelRead,
         Reason::UserRead,
@@ -82,6 +89,8 @@ impl Reason {
         Reason::MapFull,
         Reason::Scratch,
         Reason::PathUnresolved,
+        Reason::WatchedFull,
+        Reason::StashUnavailable,
     ];
 
     /// The `reason` label of `mcpwatch_probe_errors_total`.
@@ -93,6 +102,8 @@ impl Reason {
             Reason::MapFull => "map_full",
             Reason::Scratch => "scratch",
             Reason::PathUnresolved => "path_unresolved",
+            Reason::WatchedFull => "watched_full",
+            Reason::StashUnavailable => "stash_unavailable",
         }
     }
 }

@@ -38,6 +38,6 @@ fn load() -> anyhow::Result<Ebpf> {
         .btf(Some(&aya_btf))
         .override_global("ORIG_AX", &resolved.offsets.regs_orig_ax, true)
         .load(OBJECT)?;
-    loader::attach_all(&mut ebpf, &aya_btf)?;
+    loader::attach_all(&mut ebpf, &aya_btf, false)?;
     Ok(ebpf)
 }

@@ -2,6 +2,7 @@
 //! dispatcher feeding `file`, `network` (with DNS), `risky` and `stdio`.
 
 pub mod file;
+pub mod io_uring;
 pub mod network;
 pub mod process;
 pub mod risky;

@@ -27,9 +27,9 @@ use aya_ebpf::{
 };
 
 use crate::{
-    emit::{WAKE_NOW, count_loss, probe_error, send, send_bytes},
+    emit::{WAKE_NOW, probe_error, send, send_bytes},
     kernel::{current_task, fd_file, fd_kind, file_mode, file_path, fill_header, read, resolve_path},
-    maps::{EXEC_SCRATCH, STASH, WATCHED, config_flags, offset, offsets, watched},
+    maps::{EXEC_SCRATCH, WATCHED, config_flags, offset, offsets, watched},
     probes::stdio,
 };
 
@@ -83,9 +83,9 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
         )
         .is_err()
     {
-        // Map full: the child escapes in-kernel tracking; say so.
-        count_loss(parent.server, kind);
-        probe_error(Probe::Fork, Reason::MapFull);
+        // Map full: the child escapes in-kernel tracking. Counted as what it
+        // is (not as ring loss): userspace logs and alerts it.
+        probe_error(Probe::Fork, Reason::WatchedFull);
     }
     let mut ev = ForkEvent {
         // SAFETY: a header of plain integers: all zeroes is a valid value.
@@ -113,8 +113,6 @@ fn try_exit() -> Result<(), i64> {
     let Some(w) = watched(tgid) else {
         return Ok(());
     };
-    // A syscall this thread died in leaves its stash behind.
-    let _ = STASH.remove(pid_tgid);
     let o = offsets();
     let task = current_task();
     let signal: *const u8 = read(task, &o.task_signal)?;
@@ -164,8 +162,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
                 flags: WATCH_PENDING,
             };
             if WATCHED.insert(tgid, pending, 0).is_err() {
-                count_loss(0, EventKind::Exec as u32);
-                probe_error(Probe::Exec, Reason::MapFull);
+                probe_error(Probe::Exec, Reason::WatchedFull);
             }
             stdio::remember_current(tgid);
             (0, EVENT_UNWATCHED)

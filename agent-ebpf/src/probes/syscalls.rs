@@ -7,10 +7,11 @@
 //! syscall costs no map lookup at all. stdio syscalls are further filtered to
 //! fds 0 and 1 and the wire's known duplicates (one array read) before any
 //! lookup; fcntl to its duplicating commands. A followed syscall of an
-//! unwatched process costs one lookup on each side (`WATCHED` at enter,
-//! `STASH` at exit). Every syscall first pays one kernel read
-//! (`thread_info.status`) telling an ia32 call (`int 0x80`, numbered from
-//! another table) from a native one; an ia32 call costs the watched lookup.
+//! unwatched process costs one lookup on each side (`WATCHED` at enter, the
+//! thread's task-local `STASH` at exit, a pointer walk with no hashing).
+//! Every syscall first pays one kernel read (`thread_info.status`) telling an
+//! ia32 call (`int 0x80`, numbered from another table) from a native one; an
+//! ia32 call costs the watched lookup.
 
 use agent_common::{
     EventKind,
@@ -26,7 +27,7 @@ use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, progra
 use crate::{
     emit::probe_error,
     kernel::{in_compat_syscall, read, read_at},
-    maps::{STASH, Stash, offset, offsets, watched},
+    maps::{STASH, STASH_EMPTY, Stash, offset, offsets, watched},
     probes::{file, network, risky, stdio},
     record::Rec,
 };
@@ -70,15 +71,20 @@ fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     if w.flags & WATCH_PENDING != 0 && fam != Family::Dup {
         return Ok(());
     }
-    let st = Stash {
-        nr,
-        server: w.server,
-        args: syscall_args(regs)?,
+    let args = syscall_args(regs)?;
+    let Some(slot) = STASH.current(true) else {
+        // No storage for this thread (allocation failed, or the storage was
+        // busy under a nested program): the syscall's exit will find
+        // nothing and its event is lost.
+        probe_error(Probe::SysEnter, Reason::StashUnavailable);
+        return Ok(());
     };
-    if STASH.insert(pid_tgid, st, 0).is_err() {
-        // The syscall's exit will find nothing: its event is lost.
-        probe_error(Probe::SysEnter, Reason::MapFull);
-    }
+    // SAFETY: this thread's storage, valid for the program's run; only this
+    // thread's own sys_enter and sys_exit touch it, never at once.
+    let st = unsafe { &mut *slot };
+    st.nr = nr;
+    st.server = w.server;
+    st.args = args;
     Ok(())
 }
 
@@ -180,12 +186,13 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out at once; only this thread's own
-    // sys_enter writes this key.
-    let Some(st) = (unsafe { STASH.get(pid_tgid) }).copied() else {
+    let Some(slot) = STASH.current(false) else {
         return Ok(());
     };
-    let _ = STASH.remove(pid_tgid);
+    // SAFETY: as in `try_enter`.
+    let slot = unsafe { &mut *slot };
+    let st = *slot;
+    slot.nr = STASH_EMPTY;
     if st.nr != nr {
         return Ok(());
     }

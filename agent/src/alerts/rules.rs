@@ -153,6 +153,12 @@ rule!(
     Medium,
     Some(("T1562", "Impair Defenses"))
 );
+rule!(
+    EVASION_IO_URING_OP,
+    "evasion.io_uring_op",
+    Medium,
+    Some(("T1562", "Impair Defenses"))
+);
 
 rule!(
     CRED_SSH,
@@ -321,6 +327,19 @@ rule!(
 // The agent's own: a sink dropped alerts (its spool full or unwritable),
 // folded per interval.
 rule!(AGENT_SINK_OVERFLOW, "agent.sink_overflow", High, None);
+// Kernel tracking state that could not be kept: what follows is unseen.
+rule!(
+    AGENT_WATCHED_MAP_FULL,
+    "agent.watched_map_full",
+    Critical,
+    Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
+);
+rule!(
+    AGENT_SYSCALL_STATE_LOST,
+    "agent.syscall_state_lost",
+    High,
+    Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
+);
 
 /// Every rule, in catalogue order.
 pub static ALL: &[&Rule] = &[
@@ -352,6 +371,7 @@ pub static ALL: &[&Rule] = &[
     &PROC_FD_STEAL,
     &EVASION_COMPAT_SYSCALL,
     &EVASION_IO_URING,
+    &EVASION_IO_URING_OP,
     &CRED_SSH,
     &CRED_CLOUD,
     &CRED_KUBE,
@@ -379,6 +399,8 @@ pub static ALL: &[&Rule] = &[
     &AGENT_EVENT_LOSS,
     &AGENT_WATCH_GAP,
     &AGENT_SINK_OVERFLOW,
+    &AGENT_WATCHED_MAP_FULL,
+    &AGENT_SYSCALL_STATE_LOST,
 ];
 
 /// The rule of a credential kind of the catalogue.

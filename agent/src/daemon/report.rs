@@ -4,11 +4,12 @@
 
 use std::{collections::HashMap as StdHashMap, path::Path};
 
-use agent_common::{EventKind, LossKey, config::WATCH_PENDING};
+use agent_common::{EventKind, LossKey, config::WATCH_PENDING, probe_errors::Reason};
 
 use super::agent::Agent;
 use crate::kernel::watchset::WatchSet;
 use crate::{
+    alerts::rules,
     kernel::decode::StdioChunk,
     mcp::{McpAlert, McpLine, Output},
     output::events::{Clock, Record},
@@ -158,7 +159,7 @@ impl Agent {
             self.loss_fold.probe(probe, reason, n);
             self.metrics.probe_errors(probe, reason, n);
             self.metrics.event(None, "loss");
-            log::warn!("{n} {probe} records dropped or degraded in the kernel: {reason}");
+            self.kernel_state_lost(probe, reason, n);
             let r = Record {
                 ts: self.names.clock.rfc3339(Clock::now_ktime()),
                 kind: "loss",
@@ -191,6 +192,26 @@ impl Agent {
             log::warn!("{}", alert.summary);
             self.emit_alert(&alert);
         }
+    }
+
+    /// Logs a probe-error delta, and alerts when kernel tracking state was
+    /// lost (what follows is unseen, not merely degraded).
+    fn kernel_state_lost(&mut self, probe: &str, reason: &str, n: u64) {
+        let (rule, summary) = if reason == Reason::WatchedFull.name() {
+            let s = format!(
+                "the watched map is full: {n} new processes ({probe}) not followed in the kernel; raise --watched-max"
+            );
+            (&rules::AGENT_WATCHED_MAP_FULL, s)
+        } else if reason == Reason::StashUnavailable.name() {
+            let s = format!("{n} syscalls of watched threads lost: no per-thread state could be had in the kernel");
+            (&rules::AGENT_SYSCALL_STATE_LOST, s)
+        } else {
+            log::warn!("{n} {probe} records dropped or degraded in the kernel: {reason}");
+            return;
+        };
+        log::error!("{summary}");
+        let alert = self.factory.raise(rule, Clock::now_ktime(), summary);
+        self.emit_alert(&alert);
     }
 
     /// Removes watched-map entries whose process is gone (should stay 0).

@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_common::{AgentConfig, LossKey, WatchedProc};
+use agent_common::{
+    AgentConfig, LossKey, WatchedProc,
+    config::{WATCHED_MAX_ENTRIES, WATCHED_MAX_LIMIT},
+};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -21,6 +24,10 @@ const TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_exec", "sched_process_exec"),
     ("sched_process_exit", "sched_process_exit"),
 ];
+
+/// Operations submitted through an io_uring; attached when the kernel has
+/// io_uring (its offsets resolved).
+const IO_URING_TRACEPOINT: (&str, &str) = ("io_uring_submit_req", "io_uring_submit_req");
 
 /// Raw tracepoints: (program name, tracepoint).
 const RAW_TRACEPOINTS: &[(&str, &str)] = &[("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
@@ -185,15 +192,17 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
     let mut loader = EbpfLoader::new();
     loader
         .btf(Some(&aya_btf))
-        .override_global("OFFSETS", &resolved.offsets, true);
-    if let Some(n) = opts.watched_max {
-        loader.map_max_entries("WATCHED", n);
-    }
+        .override_global("OFFSETS", &resolved.offsets, true)
+        // STASH is task-local storage, a map type aya creates but has no
+        // userspace wrapper for (userspace never reads it).
+        .allow_unsupported_maps();
+    loader.map_max_entries("WATCHED", opts.watched_max.unwrap_or_else(default_watched_max));
     if let Some(n) = opts.ring_bytes {
         loader.map_max_entries("EVENTS", n);
     }
     let mut ebpf = loader.load(OBJECT)?;
-    attach_all(&mut ebpf, &aya_btf)?;
+    let io_uring = !resolved.disabled.iter().any(|(f, _)| f == btf::IO_URING_OPS);
+    attach_all(&mut ebpf, &aya_btf, io_uring)?;
 
     let mut pinned = Vec::new();
     if let Some(dir) = &opts.pin_dir {
@@ -235,7 +244,16 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
 
 /// Loads and attaches every program of `ebpf` at the agent's hook points
 /// (also the benchmark's floor, which has the same programs).
-pub fn attach_all(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoadError> {
+pub fn attach_all(ebpf: &mut Ebpf, btf: &Btf, io_uring: bool) -> Result<(), LoadError> {
+    if io_uring {
+        // Optional: kernels before 6.0 name this tracepoint differently, and
+        // io_uring may be built out; the rest of the watch does not need it.
+        let (name, tracepoint) = IO_URING_TRACEPOINT;
+        let program: &mut BtfTracePoint = program(ebpf, name)?;
+        if let Err(e) = program.load(tracepoint, btf).and_then(|()| program.attach().map(drop)) {
+            log::warn!("io_uring operations switched off: {name}: {e}");
+        }
+    }
     for &(name, tracepoint) in TRACEPOINTS {
         let program: &mut BtfTracePoint = program(ebpf, name)?;
         let err = |source| LoadError::Program { name, source };
@@ -264,4 +282,15 @@ pub fn release_free_memory() {
 /// Whether `path` is inside a bpffs mount.
 pub fn on_bpffs(path: &Path) -> bool {
     mounts::mount_points("bpf").is_ok_and(|m| m.iter().any(|m| path.starts_with(m)))
+}
+
+/// Capacity of the watched map: the kernel's `pid_max` (no more processes
+/// can exist at once, so a fork can never find it full), within the kernel's
+/// own limit; the object's default when `pid_max` cannot be read.
+fn default_watched_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .map(|n| n.clamp(WATCHED_MAX_ENTRIES, WATCHED_MAX_LIMIT))
+        .unwrap_or(WATCHED_MAX_ENTRIES)
 }

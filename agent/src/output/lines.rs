@@ -1,7 +1,7 @@
 //! Event lines: the names and timestamps every line carries, and the line of
 //! each kind of event, rendered from the pipeline's typed observations.
 
-use agent_common::EventKind;
+use agent_common::{EventKind, io_uring};
 
 use crate::{
     kernel::decode::{Addr, Exec, FdKind, Header, Sys},
@@ -12,7 +12,7 @@ use crate::{
         procs::Proc,
         servers::Servers,
     },
-    policy::activity::{FileOp, NetOp},
+    policy::activity::{FileOp, NetOp, RiskyOp},
 };
 
 /// Turns ids and kernel times into the names and timestamps lines carry.
@@ -168,6 +168,13 @@ impl Names {
                 }
             }
             SysObservation::Risky(k) => {
+                if let RiskyOp::IoUringOp(opcode) = k.act.op {
+                    // Submitted, not completed: no syscall and no result.
+                    r.syscall = None;
+                    r.result = None;
+                    r.error = None;
+                    r.detail = Some(io_uring_fields(opcode, &s.args));
+                }
                 r.op = Some(k.op_name());
                 r.risk = Some(k.risk());
                 r.target_pid = k.act.target_pid;
@@ -179,4 +186,18 @@ impl Names {
         }
         (r, extra)
     }
+}
+
+/// An io_uring operation's fields: the opcode by name (its number when
+/// unnamed), the descriptor it acts on (none for an openat and the other
+/// path operations) and the submitter's tag.
+fn io_uring_fields(opcode: u8, args: &[u64; 6]) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    let name = io_uring::opcode_name(opcode).map_or_else(|| opcode.to_string(), str::to_owned);
+    m.insert("opcode".into(), name.into());
+    if io_uring::acts_on_fd(opcode) {
+        m.insert("fd".into(), (args[io_uring::ARG_FD] as i64 as i32).into());
+    }
+    m.insert("user_data".into(), args[io_uring::ARG_USER_DATA].into());
+    m
 }

@@ -7,7 +7,9 @@
 use std::net::IpAddr;
 
 use agent_common::{
+    EventKind,
     abi::{AT_REMOVEDIR, O_ACCMODE, O_APPEND, O_CREAT, O_DIRECTORY, O_RDWR, O_TRUNC, O_WRONLY, S_IFDIR, S_IFMT},
+    io_uring,
     syscalls::{self, Op, Syscall},
 };
 
@@ -137,7 +139,7 @@ impl RiskyObservation {
             RiskyOp::InitModule => "kernel_module",
             RiskyOp::Bpf => "bpf",
             RiskyOp::Mount => "mount",
-            RiskyOp::IoUringSetup => "io_uring",
+            RiskyOp::IoUringSetup | RiskyOp::IoUringOp(_) => "io_uring",
             RiskyOp::FdSteal => "descriptor_theft",
             RiskyOp::CompatSyscall(_) => "compat_syscall",
         }
@@ -146,7 +148,7 @@ impl RiskyObservation {
     pub fn note(&self) -> Option<&'static str> {
         match self.act.op {
             RiskyOp::IoUringSetup => Some(
-                "io_uring submits I/O without syscalls: file and network operations through it bypass syscall tracing",
+                "io_uring submits I/O without syscalls, which bypasses syscall hooks: its operations are reported as io_uring_op, without their paths or addresses",
             ),
             RiskyOp::CompatSyscall(_) => Some(
                 "an ia32 syscall (int 0x80) of a 64-bit process: numbered from the ia32 table, reported at entry, \
@@ -195,6 +197,15 @@ pub fn sys(s: &Sys, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> SysObse
         return SysObservation::Risky(RiskyObservation {
             act: RiskyActivity {
                 op: RiskyOp::CompatSyscall(s.nr),
+                target_pid: None,
+            },
+        });
+    }
+    // Not a syscall: an operation a ring submitted (see agent_common::io_uring).
+    if s.header.kind == EventKind::Risky && s.nr == io_uring::IO_URING_OP_NR {
+        return SysObservation::Risky(RiskyObservation {
+            act: RiskyActivity {
+                op: RiskyOp::IoUringOp(s.args[io_uring::ARG_OPCODE] as u8),
                 target_pid: None,
             },
         });

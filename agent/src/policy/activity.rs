@@ -319,6 +319,8 @@ pub enum RiskyOp {
     FdSteal,
     /// An ia32 syscall (`int 0x80`) of a 64-bit process, by its ia32 number.
     CompatSyscall(u32),
+    /// An operation submitted through an io_uring (`IORING_OP_*` number).
+    IoUringOp(u8),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -345,6 +347,7 @@ impl RiskyOp {
             RiskyOp::IoUringSetup => "io_uring_setup",
             RiskyOp::FdSteal => "pidfd_getfd",
             RiskyOp::CompatSyscall(_) => "compat_syscall",
+            RiskyOp::IoUringOp(_) => "io_uring_op",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! unless it targets the acting process itself.
 
 use agent_common::syscalls;
+use agent_common::io_uring::opcode_name;
 use serde_json::json;
 
 use super::Finding;
@@ -30,6 +31,7 @@ pub(super) fn risky(ctx: &ProcContext, r: &RiskyActivity) -> Option<Finding> {
         RiskyOp::IoUringSetup => &rules::EVASION_IO_URING,
         RiskyOp::FdSteal => &rules::PROC_FD_STEAL,
         RiskyOp::CompatSyscall(nr) => return Some(compat(ctx, nr)),
+        RiskyOp::IoUringOp(opcode) => return Some(io_uring_op(ctx, opcode)),
     };
     let target = r.target_pid.map(|p| format!(" on pid {p}")).unwrap_or_default();
     Some(Finding {
@@ -54,6 +56,19 @@ fn compat(ctx: &ProcContext, nr: u32) -> Finding {
         evidence: json!({ "op": "compat_syscall", "ia32_nr": nr, "ia32_name": name, "pid": ctx.pid }),
         declared: None,
         dedup_key: format!("compat_syscall:{}", ctx.pid),
+    }
+}
+
+/// An operation submitted through a ring: folded per process and opcode
+/// (a ring's reads and writes would otherwise be an alert each).
+fn io_uring_op(ctx: &ProcContext, opcode: u8) -> Finding {
+    let name = opcode_name(opcode).map_or_else(|| format!("opcode {opcode}"), str::to_owned);
+    Finding {
+        rule: &rules::EVASION_IO_URING_OP,
+        summary: format!("{} submitted {name} through an io_uring (not a syscall)", ctx.server),
+        evidence: json!({ "op": "io_uring_op", "opcode": name }),
+        declared: None,
+        dedup_key: format!("io_uring_op:{}:{opcode}", ctx.pid),
     }
 }
 
@@ -101,5 +116,27 @@ mod tests {
         );
         // The file open of another process's memory is left to the risky event.
         assert!(s.evaluate(&ctx, &open("/proc/999/mem", false, 3)).is_empty());
+    }
+
+    #[test]
+    fn io_uring_operations_fold_per_process_and_opcode() {
+        let (mut s, ctx) = server("{}", NODE);
+        let op = |opcode| {
+            Activity::Risky(RiskyActivity {
+                op: RiskyOp::IoUringOp(opcode),
+                target_pid: None,
+            })
+        };
+        let f = s.evaluate(&ctx, &op(18));
+        assert_eq!(rules(&f), ["evasion.io_uring_op"]);
+        assert!(f[0].summary.contains("openat"), "{}", f[0].summary);
+        // Folded by the dedup key: one per process and opcode.
+        let again = s.evaluate(&ctx, &op(18));
+        assert_eq!(again[0].dedup_key, f[0].dedup_key);
+        let connect = s.evaluate(&ctx, &op(16));
+        assert_eq!(rules(&connect), ["evasion.io_uring_op"]);
+        assert_ne!(connect[0].dedup_key, f[0].dedup_key);
+        let f = s.evaluate(&ctx, &op(200));
+        assert!(f[0].summary.contains("opcode 200"), "{}", f[0].summary);
     }
 }
