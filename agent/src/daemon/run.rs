@@ -67,6 +67,7 @@ pub struct AgentOptions {
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
+    raise_fd_limit();
     let metrics = Metrics::new().context("creating the metrics registry")?;
     let ready = Arc::new(Readiness::default());
     // Bind before loading anything: a taken port fails fast and leaves nothing behind.
@@ -279,4 +280,30 @@ fn drain(ring: &mut RingBuf<MapData>, state: &mut Agent) -> (usize, bool) {
         n += 1;
     }
     (n, true)
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit: any local user can open
+/// control connections, and the agent running out of descriptors would stop
+/// accepting the wrapper's registration (and opening manifests).
+fn raise_fd_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 || l.rlim_cur >= l.rlim_max {
+            return;
+        }
+        let soft = l.rlim_cur;
+        l.rlim_cur = l.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 {
+            log::info!("open files limit raised from {soft} to {}", l.rlim_max);
+        } else {
+            log::warn!(
+                "cannot raise the open files limit from {soft}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
