@@ -17,3 +17,4 @@ pub mod mcp;
 pub mod output;
 pub mod pipeline;
 pub mod policy;
+pub mod untrusted;

@@ -14,8 +14,8 @@ pub struct CheckManifestsArgs {
 pub fn run(args: CheckManifestsArgs) -> i32 {
     let mut bad = 0;
     for f in &files(&args.paths) {
-        let res = std::fs::read_to_string(f)
-            .map_err(|e| format!("{}: cannot read: {e}", f.display()))
+        let res = mcpwatch::untrusted::read_text(f, mcpwatch::untrusted::MANIFEST_MAX_BYTES)
+            .map_err(|e| e.to_string())
             .and_then(|t| Manifest::parse(f, &t).map_err(|e| e.to_string()));
         match res {
             Ok(m) => {

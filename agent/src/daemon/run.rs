@@ -281,21 +281,6 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Raises the soft limit on open files to the hard one: the control socket,
-/// sinks and map fds must not run out at the default 1024.
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => {
-            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                log::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => log::warn!("cannot read the open-file limit: {e}"),
-    }
-}
-
 /// Handles the records in the ring, at most `DRAIN_BATCH` of them and only
 /// while every sink's queue has `SINK_ROOM` free: the sink tasks run on this
 /// thread between drains, and a burst of alerts must wait in the ring (or be
@@ -314,4 +299,30 @@ fn drain(ring: &mut RingBuf<MapData>, state: &mut Agent) -> (usize, bool) {
         n += 1;
     }
     (n, true)
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit: any local user can open
+/// control connections, and the agent running out of descriptors would stop
+/// accepting the wrapper's registration (and opening manifests).
+fn raise_fd_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 || l.rlim_cur >= l.rlim_max {
+            return;
+        }
+        let soft = l.rlim_cur;
+        l.rlim_cur = l.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 {
+            log::info!("open files limit raised from {soft} to {}", l.rlim_max);
+        } else {
+            log::warn!(
+                "cannot raise the open files limit from {soft}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }

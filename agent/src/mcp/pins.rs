@@ -28,6 +28,9 @@ pub const DESCRIPTION_MAX: usize = 16 << 10;
 pub enum PinError {
     #[error("reading pins {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    /// A pin file that is not a regular file, or too large.
+    #[error("reading pins: {0}")]
+    Untrusted(#[from] crate::untrusted::UntrustedError),
     #[error("pins {path} are not valid JSON (left untouched): {source}")]
     Parse { path: PathBuf, source: serde_json::Error },
     #[error("writing pins {path}: {source}")]
@@ -348,10 +351,10 @@ impl PinStore {
     fn load(&mut self, server: &str) -> Result<Option<&PinFile>, PinError> {
         if !self.files.contains_key(server) {
             let path = self.path(server);
-            let text = match std::fs::read_to_string(&path) {
+            let text = match crate::untrusted::read_text(&path, crate::untrusted::PIN_MAX_BYTES) {
                 Ok(t) => t,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(source) => return Err(PinError::Read { path, source }),
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e.into()),
             };
             let file: PinFile = serde_json::from_str(&text).map_err(|source| PinError::Parse { path, source })?;
             self.files.insert(server.to_owned(), file);
@@ -382,10 +385,7 @@ impl PinStore {
             if path.extension().is_none_or(|x| x != "json") {
                 continue;
             }
-            let text = std::fs::read_to_string(&path).map_err(|source| PinError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            let text = crate::untrusted::read_text(&path, crate::untrusted::PIN_MAX_BYTES)?;
             out.push(serde_json::from_str::<PinFile>(&text).map_err(|source| PinError::Parse { path, source })?);
         }
         out.sort_by(|a, b| a.server.cmp(&b.server));

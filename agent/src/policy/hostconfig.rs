@@ -23,12 +23,8 @@ pub struct HostServer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostConfigError {
-    #[error("{}: cannot read: {source}", file.display())]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(#[from] crate::untrusted::UntrustedError),
     #[error("{}:{line}:{column}: not JSON: {what}", file.display())]
     Json {
         file: PathBuf,
@@ -88,11 +84,8 @@ pub fn expand_arg(p: &Path) -> Vec<PathBuf> {
 
 /// Parses one file (JSON with comments and trailing commas, as VS Code writes).
 pub fn parse_file(file: &Path) -> Result<Vec<HostServer>, HostConfigError> {
-    let text =
-        super::files::read_capped(file, super::files::HOST_CONFIG_MAX).map_err(|source| HostConfigError::Read {
-            file: file.to_owned(),
-            source,
-        })?;
+    // Any user can plant these (a FIFO, a huge file): read them bounded.
+    let text = crate::untrusted::read_text(file, crate::untrusted::HOST_CONFIG_MAX_BYTES)?;
     parse(file, &text)
 }
 

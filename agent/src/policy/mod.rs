@@ -14,7 +14,6 @@ pub mod baseline;
 pub mod catalog;
 pub mod dedup;
 pub mod engine;
-pub mod files;
 pub mod glob;
 pub mod host;
 pub mod hostconfig;

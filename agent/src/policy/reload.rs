@@ -108,13 +108,15 @@ impl Sources {
         let mut out = Loaded::default();
         let mut names: BTreeMap<String, PathBuf> = BTreeMap::new();
         for f in self.manifest_files() {
-            let parsed = super::files::read_capped(&f, super::files::MANIFEST_MAX)
+            // The directory may be writable by others: a FIFO or a huge
+            // file is a load error, never a blocked or stalled loop.
+            let parsed = crate::untrusted::read_text(&f, crate::untrusted::MANIFEST_MAX_BYTES)
                 .map_err(|e| ManifestError {
                     file: f.clone(),
                     line: 0,
                     column: 0,
                     field: ".".into(),
-                    what: format!("cannot read: {e}"),
+                    what: e.to_string(),
                 })
                 .and_then(|text| Manifest::parse(&f, &text));
             let parsed = parsed.and_then(|m| match names.get(&m.name) {

@@ -1,8 +1,8 @@
 //! Risky operations: no manifest field declares them, so each is a finding
 //! unless it targets the acting process itself.
 
-use agent_common::syscalls;
 use agent_common::io_uring::opcode_name;
+use agent_common::syscalls;
 use serde_json::json;
 
 use super::Finding;
