@@ -5,6 +5,7 @@
 //! The agent binary comes from `MCPWATCH_BIN` (set by `cargo xtask test`), or
 //! from the target directory next to the test executable.
 
+pub mod fixtures;
 pub mod mcp;
 pub mod policy;
 

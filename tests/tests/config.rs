@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use mcpwatch_tests::*;
+use mcpwatch_tests::{fixtures::*, *};
 
 fn agent_with(config: &std::path::Path) -> std::process::Output {
     output(
@@ -94,20 +94,7 @@ fn an_alert_burst_larger_than_a_sink_queue_loses_nothing() {
     let alerts = agent.dir.join("alerts.jsonl");
     let prefix = format!("{}/f", dir.display());
     // Distinct files named by the alerts.
-    let ours = || {
-        let text = std::fs::read_to_string(&alerts).unwrap_or_default();
-        let mut files = std::collections::HashSet::new();
-        for (at, _) in text.match_indices(&prefix) {
-            let digits: String = text[at + prefix.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            if !digits.is_empty() {
-                files.insert(digits);
-            }
-        }
-        files.len()
-    };
+    let ours = || distinct_numbered(&alerts, &prefix);
     let got = wait_for(
         "every alert in the sink",
         std::time::Duration::from_secs(60),

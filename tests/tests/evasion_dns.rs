@@ -1,24 +1,7 @@
 //! Lies told to the agent through DNS: a server controls what it sends, so a
 //! forged "answer" it sends to port 53 must not name the hosts it connects to.
 
-use mcpwatch_tests::*;
-
-/// A DNS stub on 127.0.0.53:53 answering one A query with 127.0.0.77.
-fn dns_stub() -> std::thread::JoinHandle<()> {
-    let sock = std::net::UdpSocket::bind("127.0.0.53:53").expect("bind the stub resolver on port 53 (root)");
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        let Ok((n, from)) = sock.recv_from(&mut buf) else {
-            return;
-        };
-        let mut r = buf[..n].to_vec();
-        r[2] = 0x81;
-        r[3] = 0x80;
-        r[7] = 1; // one answer
-        r.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 77]);
-        let _ = sock.send_to(&r, from);
-    })
-}
+use mcpwatch_tests::{fixtures::*, *};
 
 #[test]
 fn a_forged_answer_the_server_sends_names_no_host_but_a_real_answer_does() {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mcpwatch_tests::*;
+use mcpwatch_tests::{fixtures::*, *};
 use serde_json::Value;
 
 /// The alerts of rule `rule` in a file sink's output (ECS lines).
@@ -120,20 +120,7 @@ fn a_full_spool_filesystem_does_not_blind_a_healthy_sink_and_drops_are_folded() 
     agent.run_python("burst", &code);
     let path = agent.dir.join("alerts.jsonl");
     let prefix = format!("{}/f", files.display());
-    let ours = || {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let mut seen = std::collections::HashSet::new();
-        for (at, _) in text.match_indices(&prefix) {
-            let digits: String = text[at + prefix.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            if !digits.is_empty() {
-                seen.insert(digits);
-            }
-        }
-        seen.len()
-    };
+    let ours = || distinct_numbered(&path, &prefix);
     // The healthy sink gets every alert although its spool is unwritable.
     let spool_errors = || {
         let (_, body) = http_get(&agent.metrics_address(), "/metrics").unwrap();

@@ -2,7 +2,7 @@
 //! DNS queries and answers naming the hosts of later connects. A real process
 //! under a real agent.
 
-use mcpwatch_tests::*;
+use mcpwatch_tests::{fixtures::*, *};
 
 #[test]
 fn network_connects_sends_and_listens() {
@@ -57,24 +57,6 @@ a = socket.socket(); a.connect(lo.getsockname()); conn, _ = lo.accept()
     assert_eq!(accept["addr"], "127.0.0.1");
     assert_eq!(accept["local_port"], lo_listen["port"]);
     assert!(agent.stop().success());
-}
-
-/// A DNS stub on 127.0.0.53:53 answering every A query with 127.0.0.77.
-fn dns_stub() -> std::thread::JoinHandle<()> {
-    let sock = std::net::UdpSocket::bind("127.0.0.53:53").expect("bind the stub resolver on port 53 (root)");
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        let Ok((n, from)) = sock.recv_from(&mut buf) else {
-            return;
-        };
-        let q = &buf[..n];
-        let mut r = q.to_vec();
-        r[2] = 0x81;
-        r[3] = 0x80;
-        r[7] = 1; // one answer
-        r.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 77]);
-        let _ = sock.send_to(&r, from);
-    })
 }
 
 #[test]
