@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, run and test mcpwatch with one command each.
 
 mod bench;
+mod host;
 mod setup;
 mod testenv;
 
@@ -106,6 +107,7 @@ fn build(release: bool) -> anyhow::Result<PathBuf> {
 }
 
 fn test(filter: Option<String>) -> anyhow::Result<()> {
+    host::ensure_null()?;
     setup::ensure()?;
     testenv::ensure()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
@@ -163,9 +165,11 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
         .args(&filter)
         .env("MCPWATCH_BIN", &bin)
         .env("MCPWATCH_TESTENV", testenv::dir()))?;
+    host::check_null_after("the tests")?;
     if filter.is_empty() {
         // The benchmark keeps working: every section once, for seconds.
         bench::smoke()?;
+        host::check_null_after("the benchmark smoke run")?;
     }
     Ok(())
 }

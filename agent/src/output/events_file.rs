@@ -3,6 +3,8 @@
 //! (logrotate's SIGHUP convention), and always made of whole lines: a writer
 //! that starts after a crash mid-line drops the torn line first, and a write
 //! that fails part-way (full disk) is cut back, its lines counted as dropped.
+//! Only a regular file is ever scanned, cut or rotated: `--events-out
+//! /dev/null`, a FIFO or a terminal is written to and nothing else.
 
 use std::{
     fs::{File, OpenOptions},
@@ -28,13 +30,16 @@ pub struct EventsFile {
     lines: u64,
     /// Lines that could not be written.
     dropped: u64,
+    /// The open file is a regular file (not a device, FIFO or socket): the
+    /// only kind that is bounded and rotated.
+    regular: bool,
 }
 
 impl EventsFile {
     /// Opens `path` for appending (mode 0600: events name files and
     /// arguments), dropping a torn last line left by a writer that died.
     pub fn open(path: &Path, limits: EventsConfig) -> io::Result<Self> {
-        let (file, size) = open_whole_lines(path)?;
+        let (file, size, regular) = open_whole_lines(path)?;
         Ok(Self {
             path: path.to_owned(),
             limits,
@@ -43,6 +48,7 @@ impl EventsFile {
             buf: Vec::with_capacity(BUFFER),
             lines: 0,
             dropped: 0,
+            regular,
         })
     }
 
@@ -50,7 +56,11 @@ impl EventsFile {
     /// take the file past `max_bytes`.
     pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         let max = self.limits.max_bytes;
-        if max > 0 && self.size + (self.buf.len() + line.len()) as u64 > max && self.size + self.buf.len() as u64 > 0 {
+        if self.regular
+            && max > 0
+            && self.size + (self.buf.len() + line.len()) as u64 > max
+            && self.size + self.buf.len() as u64 > 0
+        {
             self.flush()?;
             self.rotate()?;
         }
@@ -75,7 +85,9 @@ impl EventsFile {
                 self.size += self.buf.len() as u64;
             }
             Err(_) => {
-                let _ = self.file.set_len(self.size);
+                if self.regular {
+                    let _ = self.file.set_len(self.size);
+                }
                 self.dropped += self.lines;
             }
         }
@@ -87,9 +99,10 @@ impl EventsFile {
     /// Opens the path again (after logrotate moved the file away).
     pub fn reopen(&mut self) -> io::Result<()> {
         self.flush()?;
-        let (file, size) = open_whole_lines(&self.path)?;
+        let (file, size, regular) = open_whole_lines(&self.path)?;
         self.file = file;
         self.size = size;
+        self.regular = regular;
         Ok(())
     }
 
@@ -98,47 +111,45 @@ impl EventsFile {
         self.dropped
     }
 
-    /// `path` -> `path.1` -> ... -> `path.keep` (removed beyond), then a new file.
+    /// Rotates (see `output::rotation`), then opens the path again.
     fn rotate(&mut self) -> io::Result<()> {
-        let keep = self.limits.keep;
-        let numbered = |n: u32| {
-            let mut p = self.path.clone().into_os_string();
-            p.push(format!(".{n}"));
-            PathBuf::from(p)
-        };
-        if keep == 0 {
-            std::fs::remove_file(&self.path).or_else(ignore_missing)?;
-        } else {
-            std::fs::remove_file(numbered(keep)).or_else(ignore_missing)?;
-            for n in (1..keep).rev() {
-                std::fs::rename(numbered(n), numbered(n + 1)).or_else(ignore_missing)?;
-            }
-            std::fs::rename(&self.path, numbered(1))?;
-        }
+        super::rotation::rotate(&self.path, self.limits.keep, &self.file)?;
         self.reopen()
     }
 }
 
-fn ignore_missing(e: io::Error) -> io::Result<()> {
-    if e.kind() == io::ErrorKind::NotFound {
-        Ok(())
-    } else {
-        Err(e)
-    }
-}
-
 /// Opens for appending; a last line without its newline (the writer died
-/// mid-line) is cut off so every line of the file parses.
-fn open_whole_lines(path: &Path) -> io::Result<(File, u64)> {
+/// mid-line) is cut off so every line of the file parses. Returns the file,
+/// its size in whole lines and whether it is a regular file; anything else
+/// (a device, a FIFO, a socket) is opened write-only and left as it is.
+fn open_whole_lines(path: &Path) -> io::Result<(File, u64, bool)> {
+    let regular = match std::fs::metadata(path) {
+        Ok(m) => m.file_type().is_file(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+        Err(e) => return Err(e),
+    };
+    if !regular {
+        // O_NONBLOCK: opening a FIFO nobody reads must not hang the agent.
+        let file = OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
+        return Ok((file, 0, false));
+    }
     let mut file = OpenOptions::new()
         .create(true)
         .read(true)
         .append(true)
         .mode(0o600)
         .open(path)?;
-    let len = file.metadata()?.len();
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        // Replaced between the check and the open: write, never cut.
+        return Ok((file, 0, false));
+    }
+    let len = meta.len();
     if len == 0 {
-        return Ok((file, 0));
+        return Ok((file, 0, true));
     }
     // Back from the end to the last newline, a block at a time.
     let mut end = len;
@@ -158,12 +169,12 @@ fn open_whole_lines(path: &Path) -> io::Result<(File, u64)> {
                 );
                 file.set_len(whole)?;
             }
-            return Ok((file, whole));
+            return Ok((file, whole, true));
         }
         if start == 0 {
             log::warn!("{}: dropped a torn line of {len} bytes (no whole line)", path.display());
             file.set_len(0)?;
-            return Ok((file, 0));
+            return Ok((file, 0, true));
         }
         end = start;
     }
@@ -232,6 +243,94 @@ mod tests {
         f.flush().unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "2\n");
         assert_eq!(std::fs::read_to_string(d.join("moved")).unwrap(), "1\n");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// `--events-out /dev/null` (here through a link to it, so a failure
+    /// cannot take the host's /dev/null away) is written, never rotated.
+    #[test]
+    fn a_device_is_never_rotated_or_cut() {
+        let d = dir("device");
+        let p = d.join("events.jsonl");
+        std::os::unix::fs::symlink("/dev/null", &p).unwrap();
+        let limits = EventsConfig {
+            max_bytes: 100,
+            keep: 2,
+        };
+        let mut f = EventsFile::open(&p, limits).unwrap();
+        for _ in 0..20 {
+            f.write_line(&[b'x'; 40]).unwrap();
+        }
+        f.flush().unwrap();
+        assert!(
+            std::fs::symlink_metadata(&p).unwrap().file_type().is_symlink(),
+            "the link was moved away"
+        );
+        assert!(!d.join("events.jsonl.1").exists(), "a device was rotated");
+        assert_eq!(f.dropped(), 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A FIFO: every line reaches the reader, whatever `max_bytes` says.
+    #[test]
+    fn a_fifo_gets_every_line_and_stays_a_fifo() {
+        use std::os::unix::fs::FileTypeExt as _;
+        let d = dir("fifo");
+        let p = d.join("events.fifo");
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let reader = {
+            let p = p.clone();
+            std::thread::spawn(move || std::fs::read(&p).unwrap())
+        };
+        // The reader opens first; a FIFO nobody reads is a clear error instead.
+        let mut f = loop {
+            match EventsFile::open(
+                &p,
+                EventsConfig {
+                    max_bytes: 100,
+                    keep: 2,
+                },
+            ) {
+                Ok(f) => break f,
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        for i in 0..10 {
+            f.write_line(format!("{i:039}\n").as_bytes()).unwrap();
+        }
+        f.flush().unwrap();
+        drop(f);
+        assert_eq!(reader.join().unwrap().len(), 400);
+        assert!(std::fs::symlink_metadata(&p).unwrap().file_type().is_fifo());
+        assert!(!d.join("events.fifo.1").exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// The path replaced by another file between two writes: reopened, and
+    /// the file now there is not renamed away.
+    #[test]
+    fn a_replaced_path_is_reopened_not_rotated() {
+        let d = dir("replaced");
+        let p = d.join("events.jsonl");
+        let mut f = EventsFile::open(
+            &p,
+            EventsConfig {
+                max_bytes: 100,
+                keep: 2,
+            },
+        )
+        .unwrap();
+        f.write_line(&[b'a'; 60]).unwrap();
+        f.flush().unwrap();
+        std::fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink("/dev/null", &p).unwrap();
+        f.write_line(&[b'b'; 60]).unwrap();
+        f.flush().unwrap();
+        assert!(std::fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
+        assert!(!d.join("events.jsonl.1").exists());
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -8,4 +8,5 @@ pub mod format;
 pub mod http;
 pub mod lines;
 pub mod metrics;
+pub mod rotation;
 pub mod sinks;

@@ -1,5 +1,6 @@
 //! JSON lines sink: one ECS document per line, to stdout or to a file rotated
-//! by size (`path` -> `path.1` -> ... -> `path.<keep>`).
+//! by size (`path` -> `path.1` -> ... -> `path.<keep>`, see
+//! `output::rotation`; a device or FIFO is written to, never rotated).
 
 use std::{
     fs::{File, OpenOptions},
@@ -8,7 +9,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{alerts::Alert, config::FileSinkConfig, output::format::ecs};
+use crate::{
+    alerts::Alert,
+    config::FileSinkConfig,
+    output::{format::ecs, rotation},
+};
 
 pub enum FileSink {
     Stdout,
@@ -18,13 +23,15 @@ pub enum FileSink {
         keep: u32,
         file: Option<File>,
         size: u64,
+        /// The open file is a regular file (the only kind rotated).
+        regular: bool,
     },
 }
 
-fn open(path: &Path) -> io::Result<(File, u64)> {
+fn open(path: &Path) -> io::Result<(File, u64, bool)> {
     let f = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
-    let size = f.metadata()?.len();
-    Ok((f, size))
+    let meta = f.metadata()?;
+    Ok((f, meta.len(), meta.file_type().is_file()))
 }
 
 impl FileSink {
@@ -38,6 +45,7 @@ impl FileSink {
             keep: cfg.keep,
             file: None,
             size: 0,
+            regular: false,
         }
     }
 
@@ -56,18 +64,16 @@ impl FileSink {
                 keep,
                 file,
                 size,
+                regular,
             } => {
                 if file.is_none() {
-                    let (f, s) = open(path)?;
-                    *file = Some(f);
-                    *size = s;
+                    (*file, *size, *regular) = open(path).map(|(f, s, r)| (Some(f), s, r))?;
                 }
-                if *rotate_bytes > 0 && *size > 0 && *size + line.len() as u64 > *rotate_bytes {
-                    *file = None;
-                    rotate(path, *keep)?;
-                    let (f, s) = open(path)?;
-                    *file = Some(f);
-                    *size = s;
+                if *regular && *rotate_bytes > 0 && *size > 0 && *size + line.len() as u64 > *rotate_bytes {
+                    if let Some(f) = file.take() {
+                        rotation::rotate(path, *keep, &f)?;
+                    }
+                    (*file, *size, *regular) = open(path).map(|(f, s, r)| (Some(f), s, r))?;
                 }
                 let f = file.as_mut().ok_or_else(|| io::Error::other("file not open"))?;
                 if let Err(e) = f.write_all(&line) {
@@ -80,26 +86,6 @@ impl FileSink {
             }
         }
     }
-}
-
-/// `path.<keep>` is removed, `path.<i>` becomes `path.<i+1>`, `path` becomes `path.1`.
-fn rotate(path: &Path, keep: u32) -> io::Result<()> {
-    let numbered = |i: u32| {
-        let mut p = path.as_os_str().to_owned();
-        p.push(format!(".{i}"));
-        PathBuf::from(p)
-    };
-    if keep == 0 {
-        return std::fs::remove_file(path);
-    }
-    let _ = std::fs::remove_file(numbered(keep));
-    for i in (1..keep).rev() {
-        match std::fs::rename(numbered(i), numbered(i + 1)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-    }
-    std::fs::rename(path, numbered(1))
 }
 
 #[cfg(test)]
@@ -141,6 +127,34 @@ mod tests {
         assert!(std::fs::metadata(&path).unwrap().len() <= 1500);
         // The newest files hold the newest alerts, in order, with no gap.
         assert_eq!(all[..], ids[ids.len() - all.len()..]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// `path = "/dev/null"` (here a link to it, so a failure cannot take the
+    /// host's null device away): written, never rotated.
+    #[test]
+    fn a_device_is_never_rotated() {
+        let d = std::env::temp_dir().join(format!("mcpwatch-filesink-dev-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let path = d.join("alerts.jsonl");
+        std::os::unix::fs::symlink("/dev/null", &path).unwrap();
+        let mut sink = FileSink::new(&FileSinkConfig {
+            path: path.clone(),
+            rotate_bytes: 1500,
+            keep: 2,
+        });
+        for i in 0..12 {
+            sink.deliver(&crate::alerts::test_alert(
+                format!("1-{i}"),
+                "2026-11-21T17:00:00Z".into(),
+                1,
+                1,
+            ))
+            .unwrap();
+        }
+        assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert!(!d.join("alerts.jsonl.1").exists(), "a device was rotated");
         let _ = std::fs::remove_dir_all(&d);
     }
 }
