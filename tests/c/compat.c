@@ -28,6 +28,10 @@ int main(int argc, char **argv) {
     sa.sin_addr.s_addr = htonl(0x7f000001);
     sc_args[0] = (unsigned)s; sc_args[1] = (unsigned)(unsigned long)&sa; sc_args[2] = sizeof sa;
     long c = int80(102, 3, (long)sc_args, 0); /* socketcall(SYS_CONNECT) */
-    printf("%d %ld %ld %ld %ld\n", getpid(), fd, n, s, c);
+    sc_args[0] = AF_INET; sc_args[1] = SOCK_STREAM; sc_args[2] = 0;
+    long s2 = int80(102, 1, (long)sc_args, 0);
+    sa.sin_port = htons(atoi(argv[2]) + 1); /* nobody listens there */
+    long c2 = int80(362, s2, (long)&sa, sizeof sa); /* ia32 connect */
+    printf("%d %ld %ld %ld %ld %ld\n", getpid(), fd, n, s, c, c2);
     return fd >= 0 && n > 0 && s >= 0 && c == 0 ? 0 : 1;
 }

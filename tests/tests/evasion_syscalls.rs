@@ -63,9 +63,19 @@ fn ia32_open_and_socketcall_connect_are_reported_as_compat_syscalls() {
         (Some(token.as_str()), Some(pid as u64))
     );
     assert_eq!(open["risk"], "compat_syscall");
-    find(&ev, "risky", |e| {
-        e["op"] == "compat_syscall" && e["syscall"] == "socketcall"
-    });
+    // Where the socketcall connect (arguments behind a pointer) and the
+    // direct ia32 connect (arguments in registers) went.
+    let port: u64 = port.parse().unwrap();
+    for (syscall, to) in [("socketcall", port), ("connect", port + 1)] {
+        let c = find(&ev, "risky", |e| {
+            e["op"] == "compat_syscall" && e["syscall"] == syscall && e["addr"].is_string()
+        });
+        assert_eq!(
+            (c["addr"].as_str(), c["port"].as_u64(), c["family"].as_str()),
+            (Some("127.0.0.1"), Some(to), Some("inet")),
+            "{syscall}"
+        );
+    }
     assert!(
         !ev.iter().any(|e| e["syscall"] == "fstat" || e["syscall"] == "getuid"),
         "an ia32 number read as an x86_64 one:\n{}",

@@ -15,6 +15,17 @@ pub const OPEN: u32 = 5;
 pub const CREAT: u32 = 8;
 pub const SOCKETCALL: u32 = 102;
 pub const OPENAT: u32 = 295;
+pub const BIND: u32 = 361;
+pub const CONNECT: u32 = 362;
+pub const SENDTO: u32 = 369;
+
+/// socketcall(2)'s call numbers (its first argument) that name an address.
+pub const SYS_BIND: u64 = 2;
+pub const SYS_CONNECT: u64 = 3;
+pub const SYS_SENDTO: u64 = 11;
+/// socketcall's second argument points at this many 32-bit arguments (the
+/// most any call takes).
+pub const SOCKETCALL_ARGS: usize = 6;
 
 /// Highest ia32 syscall number (Linux 6.18: file_setattr).
 pub const MAX: u32 = 469;
@@ -511,6 +522,21 @@ pub const fn path_arg(nr: u32) -> Option<u8> {
     }
 }
 
+/// A compat socket call that names an address: which (`super::Op::Connect`,
+/// `Bind` or `Sendto`), and the indexes of its sockaddr pointer and length
+/// among the call's arguments. For socketcall (`nr` [`SOCKETCALL`], `call` its
+/// first argument) those are indexes into the argument list in user memory its
+/// second argument points at; otherwise into the registers' arguments.
+pub const fn sockaddr_call(nr: u32, call: u64) -> Option<(super::Op, usize, usize)> {
+    use super::Op;
+    match (nr, call) {
+        (CONNECT, _) | (SOCKETCALL, SYS_CONNECT) => Some((Op::Connect, 1, 2)),
+        (BIND, _) | (SOCKETCALL, SYS_BIND) => Some((Op::Bind, 1, 2)),
+        (SENDTO, _) | (SOCKETCALL, SYS_SENDTO) => Some((Op::Sendto, 4, 5)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -527,6 +553,10 @@ mod tests {
             }
         }
         assert_eq!(name(OPEN), Some("open"));
+        assert_eq!(name(BIND), Some("bind"));
+        assert_eq!(name(CONNECT), Some("connect"));
+        assert_eq!(name(SENDTO), Some("sendto"));
+        assert_eq!(name(SOCKETCALL), Some("socketcall"));
         assert_eq!(name(CREAT), Some("creat"));
         assert_eq!(name(OPENAT), Some("openat"));
         assert_eq!(name(SOCKETCALL), Some("socketcall"));

@@ -49,7 +49,7 @@ fn sock_of(fd: u64) -> Option<(*const u8, u16)> {
 /// Reads a user `struct sockaddr` of `len` bytes (a Unix path goes to the
 /// record's path 1); flags the record `SYS_USER_MEMORY`.
 #[inline(always)]
-fn user_sockaddr(rec: &mut Rec, ptr: u64, len: u64) -> Option<SockAddr> {
+pub fn user_sockaddr(rec: &mut Rec, ptr: u64, len: u64) -> Option<SockAddr> {
     if ptr == 0 || len < 2 {
         return None;
     }

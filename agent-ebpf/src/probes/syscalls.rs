@@ -22,7 +22,11 @@ use agent_common::{
     probe_errors::{Probe, Reason},
     syscalls::{FCNTL, Family, arg, family, ia32},
 };
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
 
 use crate::{
     emit::probe_error,
@@ -122,6 +126,21 @@ fn compat_enter(ctx: &RawTracePointContext, nr: u32) -> Result<(), i64> {
     rec.ev().flags |= SYS_COMPAT;
     if let Some(i) = ia32::path_arg(nr) {
         rec.push_user_str(arg(&args, Some(i)), false, SYS_PATH_TRUNCATED);
+    } else if let Some((_, addr_i, len_i)) = ia32::sockaddr_call(nr, args[0]) {
+        // Where a connect, bind or sendto goes, from the caller's memory at
+        // entry (flagged so): the socket does not hold it yet.
+        let (ptr, len) = if nr == ia32::SOCKETCALL {
+            // SAFETY: bpf_probe_read_user checks the user pointer.
+            let list: [u32; ia32::SOCKETCALL_ARGS] =
+                unsafe { bpf_probe_read_user(args[1] as *const [u32; ia32::SOCKETCALL_ARGS]) }.unwrap_or([0; 6]);
+            (list[addr_i] as u64, list[len_i] as u64)
+        } else {
+            (args[addr_i], args[len_i])
+        };
+        match network::user_sockaddr(&mut rec, ptr, len) {
+            Some(a) => rec.ev().addr = a,
+            None => rec.error(Reason::SockaddrUnreadable),
+        }
     }
     rec.send();
     Ok(())

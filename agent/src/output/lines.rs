@@ -8,7 +8,7 @@ use crate::{
     mcp::CallTag,
     output::events::{Ancestor, Clock, Record},
     pipeline::{
-        observe::{ExecObservation, RiskyObservation, SysObservation, errno_name},
+        observe::{ExecObservation, NetObservation, RiskyObservation, SysObservation, errno_name},
         procs::Proc,
         servers::Servers,
     },
@@ -129,7 +129,10 @@ impl Names {
                 r.path = f.path.clone();
                 r.access = Some(f.access.words());
                 if let Some(risky) = &f.other_proc {
-                    let risky = RiskyObservation { act: risky.clone() };
+                    let risky = RiskyObservation {
+                        act: risky.clone(),
+                        net: None,
+                    };
                     let mut x = self.base_record(h, EventKind::Risky.name(), p);
                     x.op = Some("proc_access");
                     x.risk = Some(risky.risk());
@@ -142,18 +145,8 @@ impl Names {
             }
             SysObservation::Net(n) => {
                 r.op = Some(n.op.name());
-                r.proto = n.proto;
-                r.family = n.family;
                 r.local_port = s.local_port;
-                match &n.addr {
-                    Some(Addr::Ip { ip, port, .. }) => {
-                        r.addr = Some(ip.to_string());
-                        r.port = Some(*port);
-                        r.hostname = n.hostname.clone();
-                    }
-                    Some(Addr::Unix { path, .. }) => r.unix_path = Some(path),
-                    None => {}
-                }
+                destination(&mut r, n);
                 if n.op == NetOp::Listen && s.ret == 0 && n.addr.is_some() {
                     r.exposed = Some(n.exposed);
                     if n.exposed {
@@ -181,10 +174,29 @@ impl Names {
                 r.note = k.note();
                 r.path = s.path.clone();
                 r.path2 = s.path2.as_deref();
+                if let Some(n) = &k.net {
+                    destination(&mut r, n);
+                }
             }
             SysObservation::Other => {}
         }
         (r, extra)
+    }
+}
+
+/// A socket call's protocol, family and address (with the name a DNS answer
+/// gave it).
+fn destination<'a>(r: &mut Record<'a>, n: &'a NetObservation) {
+    r.proto = n.proto;
+    r.family = n.family;
+    match &n.addr {
+        Some(Addr::Ip { ip, port, .. }) => {
+            r.addr = Some(ip.to_string());
+            r.port = Some(*port);
+            r.hostname = n.hostname.clone();
+        }
+        Some(Addr::Unix { path, .. }) => r.unix_path = Some(path),
+        None => {}
     }
 }
 

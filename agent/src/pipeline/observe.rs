@@ -116,6 +116,9 @@ impl NetObservation {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RiskyObservation {
     pub act: RiskyActivity,
+    /// Where a compat (ia32) connect, bind or sendto went: judged by the
+    /// network policy as well.
+    pub net: Option<NetObservation>,
 }
 
 impl RiskyObservation {
@@ -184,7 +187,10 @@ impl SysObservation {
                     .collect()
             }
             SysObservation::Net(n) => n.into_activity(s).map(Activity::Net).into_iter().collect(),
-            SysObservation::Risky(r) => vec![Activity::Risky(r.act)],
+            SysObservation::Risky(r) => {
+                let net = r.net.and_then(|n| n.into_activity(s)).map(Activity::Net);
+                std::iter::once(Activity::Risky(r.act)).chain(net).collect()
+            }
             SysObservation::Other => Vec::new(),
         }
     }
@@ -199,6 +205,7 @@ pub fn sys(s: &Sys, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> SysObse
                 op: RiskyOp::CompatSyscall(s.nr),
                 target_pid: None,
             },
+            net: compat_net(s, hostname),
         });
     }
     // Not a syscall: an operation a ring submitted (see agent_common::io_uring).
@@ -208,6 +215,7 @@ pub fn sys(s: &Sys, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> SysObse
                 op: RiskyOp::IoUringOp(s.args[io_uring::ARG_OPCODE] as u8),
                 target_pid: None,
             },
+            net: None,
         });
     }
     let Some(sc) = s.syscall.or_else(|| syscalls::lookup(s.nr)) else {
@@ -217,15 +225,7 @@ pub fn sys(s: &Sys, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> SysObse
         return SysObservation::File(f);
     }
     if let Some(op) = net_op(sc.op) {
-        let ip = s.addr.as_ref().and_then(Addr::ip);
-        return SysObservation::Net(NetObservation {
-            op,
-            proto: proto(s.sock_type, s.addr.as_ref()),
-            family: s.addr.as_ref().map(family),
-            exposed: op == NetOp::Listen && s.ret == 0 && s.addr.as_ref().is_some_and(exposed),
-            hostname: ip.as_ref().and_then(hostname),
-            addr: s.addr.clone(),
-        });
+        return SysObservation::Net(net(s, op, hostname));
     }
     match risky_op(sc) {
         Some(op) => SysObservation::Risky(RiskyObservation {
@@ -235,9 +235,30 @@ pub fn sys(s: &Sys, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> SysObse
                 // resolved (a pidfd's).
                 target_pid: sc.pid.map(|i| syscalls::arg(&s.args, Some(i)) as u32).or(s.target_pid),
             },
+            net: None,
         }),
         None => SysObservation::Other,
     }
+}
+
+fn net(s: &Sys, op: NetOp, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> NetObservation {
+    let ip = s.addr.as_ref().and_then(Addr::ip);
+    NetObservation {
+        op,
+        proto: proto(s.sock_type, s.addr.as_ref()),
+        family: s.addr.as_ref().map(family),
+        exposed: op == NetOp::Listen && s.ret == 0 && s.addr.as_ref().is_some_and(exposed),
+        hostname: ip.as_ref().and_then(hostname),
+        addr: s.addr.clone(),
+    }
+}
+
+/// The destination of a compat connect, bind or sendto (direct or through
+/// socketcall), read at entry: the call's outcome is not known.
+fn compat_net(s: &Sys, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> Option<NetObservation> {
+    let (op, _, _) = syscalls::ia32::sockaddr_call(s.nr, s.args[0])?;
+    s.addr.as_ref()?;
+    Some(net(s, net_op(op)?, hostname))
 }
 
 fn file(s: &Sys, sc: &Syscall) -> Option<FileObservation> {
