@@ -55,7 +55,9 @@ pub fn json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         any::<u16>().prop_map(Value::from),
-        any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f).map(Value::Number)),
+        // Fractions exact in binary and in short decimal: serde_json reads
+        // some long floats a bit off, which is not the parsers' business.
+        (any::<i16>(), 0u32..5).prop_map(|(m, e)| Value::from(f64::from(m) / f64::from(1u32 << e))),
         odd_text().prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
