@@ -105,7 +105,7 @@ fn nul_free() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(2048))]
 
     /// Any bytes, any kind, any length: an event, or an error that says why.
     #[test]

@@ -129,7 +129,7 @@ fn garbage_chunk() -> impl Strategy<Value = StdioChunk> {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(1024))]
 
     /// Split anywhere, re-sent in part: the same messages as the stream unsplit,
     /// which are the messages it was written from.

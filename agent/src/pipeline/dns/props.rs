@@ -98,7 +98,7 @@ fn bounded(d: &DnsMessage) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(2048))]
 
     /// A message built from its fields parses back to them.
     #[test]

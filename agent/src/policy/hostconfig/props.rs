@@ -53,7 +53,7 @@ fn sep(decos: &[Deco], n: &mut usize, out: &mut String) {
 /// Writes `v` as JSONC: decorations from `decos` (cycled) between tokens,
 /// and a trailing comma after the last member of every other container.
 fn jsonc(v: &Value, decos: &[Deco], n: &mut usize, out: &mut String) {
-    let trailing = *n % 2 == 0;
+    let trailing = n.is_multiple_of(2);
     match v {
         Value::Array(items) => {
             out.push('[');
@@ -94,7 +94,7 @@ fn server() -> impl Strategy<Value = (String, String, Vec<String>)> {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(1024))]
 
     /// Comments and trailing commas anywhere between tokens change nothing.
     #[test]

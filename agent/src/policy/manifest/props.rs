@@ -154,7 +154,7 @@ fn manifest() -> impl Strategy<Value = Value> {
 }
 
 proptest! {
-    #![proptest_config(config(128))]
+    #![proptest_config(config(512))]
 
     /// Any text: a manifest, or an error placed in the file.
     #[test]
