@@ -45,6 +45,8 @@ pub enum GlobError {
     NotAbsolute(String),
     #[error("pattern {0:?} has an unclosed {{")]
     UnclosedBrace(String),
+    #[error("pattern of {len} bytes is too large to compile (it starts {head:?})")]
+    TooLarge { len: usize, head: String },
     #[error("name pattern {0:?} spells more than {NAME_ALTERNATIVES_MAX} names with its braces")]
     TooManyAlternatives(String),
 }
@@ -78,7 +80,12 @@ impl PathGlob {
             }
         }
         re.push('$');
-        let re = shared_regex(&re).map_err(|_| GlobError::UnclosedBrace(pattern.to_owned()))?;
+        // `translate` escapes every character and balances braces, so the one
+        // way left to fail is the regex size limit.
+        let re = shared_regex(&re).map_err(|_| GlobError::TooLarge {
+            len: pattern.len(),
+            head: pattern.chars().take(40).collect(),
+        })?;
         Ok(Self {
             text: pattern.to_owned(),
             re,

@@ -464,6 +464,15 @@ mod tests {
         assert!(m.exec[0].matches("/usr/bin/abababbbba"));
     }
 
+    /// Seen while writing `props`: a path pattern too large for the regex
+    /// engine was refused as having "an unclosed {" it did not have.
+    #[test]
+    fn a_path_pattern_too_large_to_compile_says_so() {
+        let e = parse(&format!(r#"{{"read": ["/ok", "/{}"]}}"#, "*a".repeat(10_000))).unwrap_err();
+        assert_eq!(e.field, "read[1]", "{e}");
+        assert!(e.what.contains("pattern of 20001 bytes is too large to compile"), "{e}");
+    }
+
     #[test]
     fn pins_are_validated_and_normalised() {
         let hex = "AB".repeat(32);
