@@ -17,4 +17,6 @@ pub mod mcp;
 pub mod output;
 pub mod pipeline;
 pub mod policy;
+#[cfg(test)]
+mod proptesting;
 pub mod untrusted;

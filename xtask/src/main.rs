@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, run and test mcpwatch with one command each.
 
 mod bench;
+mod fuzz;
 mod host;
 mod setup;
 mod testenv;
@@ -60,6 +61,16 @@ enum Cmd {
         /// The seconds-long smoke run of the test suite instead (figures meaningless).
         #[arg(long)]
         smoke: bool,
+    },
+    /// Fuzz the parsers of untrusted input with cargo-fuzz (nightly; installs
+    /// cargo-fuzz if missing): manifest, hostconfig, jsonrpc, dns, decode.
+    Fuzz {
+        /// One target only (default: each in turn).
+        #[arg(long)]
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
     },
 }
 
@@ -192,6 +203,7 @@ fn main() -> anyhow::Result<()> {
             run(&mut c)
         }
         Cmd::Test { filter } => test(filter),
+        Cmd::Fuzz { target, seconds } => fuzz::fuzz(target.as_deref(), seconds),
         Cmd::Bench {
             out,
             runs,

@@ -24,6 +24,8 @@ pub enum DecodeError {
     },
     #[error("unknown event kind {0}")]
     UnknownKind(u32),
+    #[error("{what} of {len} bytes is longer than its slot ({max} bytes)")]
+    TooLong { what: &'static str, len: usize, max: usize },
 }
 
 /// The fields every event has.
@@ -308,10 +310,16 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let data = &bytes[size_of::<ExecEvent>()..];
             let (exe_len, cwd_len) = (e.exe_len as usize, e.cwd_len as usize);
             let need = 2 * EXEC_FILENAME_MAX + exe_len + cwd_len + e.argv_len as usize;
-            if data.len() < need
-                || e.filename_len as usize > EXEC_FILENAME_MAX
-                || e.interp_len as usize > EXEC_FILENAME_MAX
-            {
+            for (what, len) in [("exec filename", e.filename_len), ("exec interpreter", e.interp_len)] {
+                if len as usize > EXEC_FILENAME_MAX {
+                    return Err(DecodeError::TooLong {
+                        what,
+                        len: len as usize,
+                        max: EXEC_FILENAME_MAX,
+                    });
+                }
+            }
+            if data.len() < need {
                 return Err(DecodeError::TooShort {
                     what: "exec payload",
                     len: bytes.len(),
@@ -472,5 +480,7 @@ pub fn split_exit_code(raw: u32) -> (Option<i32>, Option<i32>) {
     }
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

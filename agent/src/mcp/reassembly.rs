@@ -67,7 +67,8 @@ struct Stream {
 impl Stream {
     fn push(&mut self, offset: u64, data: &[u8], out: &mut Vec<Frame>) {
         let mut data = data;
-        let end = offset + data.len() as u64;
+        // Saturating: offsets come from a record, which a decoder must not trust.
+        let end = offset.saturating_add(data.len() as u64);
         match self.next_offset {
             None if offset > 0 => self.mark(CutReason::MidStream),
             Some(expected) if offset > expected => {
@@ -306,6 +307,27 @@ pub(crate) mod tests {
         assert!(r.push(&chunk(2, 0, b"log\n")).is_empty());
     }
 
+    /// Found by `props::garbage_is_bounded_and_described`: a chunk ending
+    /// past `u64::MAX` overflowed (a panic in debug builds, a wrapped offset
+    /// in release that made later bytes look re-sent).
+    #[test]
+    fn an_offset_at_the_end_of_u64_does_not_overflow() {
+        let mut r = Reassembler::default();
+        let frames = r.push(&chunk(0, u64::MAX - 39, &[b'\n'; 40]));
+        assert!(
+            matches!(
+                frames[0],
+                Frame::Cut {
+                    reason: CutReason::MidStream,
+                    ..
+                }
+            ),
+            "{frames:?}"
+        );
+        assert_eq!(frames.len(), 1, "blank lines after the cut one are not frames");
+        assert_eq!(r.push(&chunk(0, u64::MAX, b"{}\n")), [Frame::Whole(b"{}".to_vec())]);
+    }
+
     #[test]
     fn first_seen_mid_stream_cuts_the_first_line_only() {
         let mut r = Reassembler::default();
@@ -320,3 +342,6 @@ pub(crate) mod tests {
         assert_eq!(frames[1], Frame::Whole(b"{\"b\":1}".to_vec()));
     }
 }
+
+#[cfg(test)]
+mod props;

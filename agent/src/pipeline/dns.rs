@@ -41,10 +41,16 @@ pub fn qtype_name(t: u16) -> String {
     }
 }
 
+/// The longest name DNS allows, in wire octets (RFC 1035 3.1). Pointers let a
+/// small message spell a far longer one: such a name is not DNS.
+pub const NAME_MAX_OCTETS: usize = 255;
+
 /// Reads a (possibly compressed) name at `pos`; returns it and the position after it.
 fn name(msg: &[u8], mut pos: usize) -> Option<(String, usize)> {
     let mut out = String::new();
     let mut end = None;
+    // Wire octets of the name so far: each label's length byte and bytes, the root's 0.
+    let mut octets = 1;
     for _ in 0..128 {
         let len = *msg.get(pos)? as usize;
         match len {
@@ -58,6 +64,10 @@ fn name(msg: &[u8], mut pos: usize) -> Option<(String, usize)> {
             }
             l => {
                 let label = msg.get(pos + 1..pos + 1 + l)?;
+                octets += 1 + l;
+                if octets > NAME_MAX_OCTETS {
+                    return None;
+                }
                 if !out.is_empty() {
                     out.push('.');
                 }
@@ -218,6 +228,9 @@ impl HostCache {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -259,6 +272,36 @@ mod tests {
         let mut m = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12];
         m.extend([0, 1, 0, 1]);
         assert!(parse(&m).is_none());
+    }
+
+    /// Seen while writing `props`: labels chained by pointers spelt names of
+    /// kilobytes (each kept in the outstanding queries and event lines);
+    /// beyond 255 octets it is not DNS.
+    #[test]
+    fn a_name_longer_than_dns_allows_is_none() {
+        let mut m = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        // Four 63-byte labels, each followed by a pointer to the next: 256 octets.
+        let mut at = 12;
+        for i in 0..4u8 {
+            m.push(63);
+            m.extend([b'a' + i; 63]);
+            at += 64 + 2;
+            if i < 3 {
+                m.extend([0xc0 | (at >> 8) as u8, at as u8]);
+            } else {
+                m.push(0);
+            }
+        }
+        m.extend([0, 1, 0, 1]);
+        assert_eq!(parse(&m), None);
+        // Three fit (193 octets).
+        let mut m = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for i in 0..3u8 {
+            m.push(63);
+            m.extend([b'a' + i; 63]);
+        }
+        m.extend([0, 0, 1, 0, 1]);
+        assert_eq!(parse(&m).unwrap().name.len(), 3 * 63 + 2);
     }
 
     #[test]

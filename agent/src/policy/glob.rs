@@ -45,7 +45,15 @@ pub enum GlobError {
     NotAbsolute(String),
     #[error("pattern {0:?} has an unclosed {{")]
     UnclosedBrace(String),
+    #[error("pattern of {len} bytes is too large to compile (it starts {head:?})")]
+    TooLarge { len: usize, head: String },
+    #[error("name pattern {0:?} spells more than {NAME_ALTERNATIVES_MAX} names with its braces")]
+    TooManyAlternatives(String),
 }
+
+/// Names a name pattern may spell with its braces: each is matched on every
+/// exec, and `{a,b}` repeated 40 times spells 2^40 of them.
+pub const NAME_ALTERNATIVES_MAX: usize = 1024;
 
 impl PathGlob {
     pub fn new(pattern: &str) -> Result<Self, GlobError> {
@@ -72,7 +80,12 @@ impl PathGlob {
             }
         }
         re.push('$');
-        let re = shared_regex(&re).map_err(|_| GlobError::UnclosedBrace(pattern.to_owned()))?;
+        // `translate` escapes every character and balances braces, so the one
+        // way left to fail is the regex size limit.
+        let re = shared_regex(&re).map_err(|_| GlobError::TooLarge {
+            len: pattern.len(),
+            head: pattern.chars().take(40).collect(),
+        })?;
         Ok(Self {
             text: pattern.to_owned(),
             re,
@@ -167,6 +180,26 @@ pub fn name_matches(pattern: &str, name: &str) -> bool {
     expand_braces(pattern)
         .iter()
         .any(|p| wildcard(p.as_bytes(), name.as_bytes()))
+}
+
+/// A name pattern that spells at most [`NAME_ALTERNATIVES_MAX`] names.
+pub fn check_name(pattern: &str) -> Result<(), GlobError> {
+    if alternatives(pattern) > NAME_ALTERNATIVES_MAX {
+        return Err(GlobError::TooManyAlternatives(pattern.to_owned()));
+    }
+    Ok(())
+}
+
+/// How many names [`expand_braces`] makes of `p`, without making them.
+fn alternatives(p: &str) -> usize {
+    let (Some(open), Some(close)) = (p.find('{'), p.find('}')) else {
+        return 1;
+    };
+    if close < open {
+        return 1;
+    }
+    let n = p[open + 1..close].split(',').count();
+    n.saturating_mul(alternatives(&p[close + 1..]))
 }
 
 /// `a{b,c}d{e,f}` -> `abde`, `abdf`, `acde`, `acdf` (no nesting).

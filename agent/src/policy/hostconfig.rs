@@ -172,60 +172,83 @@ impl HostServer {
 }
 
 /// Removes `//` and `/* */` comments and trailing commas outside strings.
+/// Works on bytes and copies everything else byte for byte: what it removes
+/// starts and ends at ASCII bytes, so the rest stays valid UTF-8 (a
+/// character-at-a-time copy once mangled non-ASCII text inside strings).
 fn strip_jsonc(text: &str) -> String {
-    let b = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    let mut in_str = false;
-    while i < b.len() {
-        let c = b[i] as char;
-        if in_str {
-            out.push(c);
-            if c == '\\' && i + 1 < b.len() {
-                out.push(b[i + 1] as char);
-                i += 2;
-                continue;
-            }
-            if c == '"' {
-                in_str = false;
-            }
-            i += 1;
-            continue;
+    let out = strip_trailing_commas(&strip_comments(text.as_bytes()));
+    String::from_utf8(out).expect("only whole ASCII-delimited runs are removed")
+}
+
+/// The length of the string literal starting at `b[i]` (a `"`), quotes included.
+fn string_len(b: &[u8], i: usize) -> usize {
+    let mut j = i + 1;
+    while j < b.len() {
+        match b[j] {
+            b'\\' => j += 2,
+            b'"' => return j + 1 - i,
+            _ => j += 1,
         }
-        match c {
-            '"' => {
-                in_str = true;
-                out.push(c);
-                i += 1;
+    }
+    b.len() - i
+}
+
+/// Comments out, newlines kept (error messages keep their line numbers).
+fn strip_comments(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1)) {
+            (b'"', _) => {
+                let n = string_len(b, i);
+                out.extend_from_slice(&b[i..i + n]);
+                i += n;
             }
-            '/' if b.get(i + 1) == Some(&b'/') => {
+            (b'/', Some(b'/')) => {
                 while i < b.len() && b[i] != b'\n' {
                     i += 1;
                 }
             }
-            '/' if b.get(i + 1) == Some(&b'*') => {
+            (b'/', Some(b'*')) => {
                 i += 2;
-                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                    // keep line numbers right for error messages
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
                     if b[i] == b'\n' {
-                        out.push('\n');
+                        out.push(b'\n');
                     }
                     i += 1;
                 }
-                i += 2;
+                i = (i + 2).min(b.len());
             }
-            ',' => {
-                let rest = text[i + 1..].trim_start();
-                if !(rest.starts_with('}') || rest.starts_with(']')) {
-                    out.push(c);
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// A comma followed (after whitespace) by `}` or `]` out; comments are gone.
+fn strip_trailing_commas(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let n = string_len(b, i);
+                out.extend_from_slice(&b[i..i + n]);
+                i += n;
+            }
+            b',' => {
+                let next = b[i + 1..].iter().find(|c| !c.is_ascii_whitespace());
+                if !matches!(next, Some(b'}' | b']')) {
+                    out.push(b',');
                 }
                 i += 1;
             }
-            _ => {
-                // Multi-byte characters outside strings are copied whole.
-                let ch = text[i..].chars().next().expect("in bounds");
-                out.push(ch);
-                i += ch.len_utf8();
+            c => {
+                out.push(c);
+                i += 1;
             }
         }
     }
@@ -294,9 +317,38 @@ mod tests {
         assert!(strip_jsonc(r#"{"a": "http://x//y", "b": "/*no*/"}"#).contains("http://x//y"));
     }
 
+    /// Found by `props::servers_come_back_as_written`: characters inside
+    /// strings were copied a byte at a time as Latin-1 (`\u{feff}` came back
+    /// as `ï»¿`, `josé` as `josÃ©`), so a server whose path holds one never matched.
+    #[test]
+    fn non_ascii_inside_strings_is_kept() {
+        let text =
+            "{\"mcpServers\": {\"é\": {\"command\": \"/home/josé/bin/srv\", \"args\": [\"\u{feff}\", \"日本\"]}}}";
+        let s = parse(Path::new("mcp.json"), text).unwrap();
+        assert_eq!(s[0].command, "/home/josé/bin/srv");
+        assert_eq!(s[0].args, ["\u{feff}", "日本"]);
+        assert_eq!(s[0].name, "-");
+    }
+
+    /// Found by `props::jsonc_means_what_the_json_without_comments_means`: a
+    /// trailing comma followed by a comment was kept, and the file refused.
+    #[test]
+    fn a_trailing_comma_before_a_comment_is_removed() {
+        let text = "[null//\n,null,[null,//\nnull,null],//\n]";
+        assert_eq!(
+            serde_json::from_str::<Value>(&strip_jsonc(text)).unwrap(),
+            serde_json::json!([null, null, [null, null, null]])
+        );
+        let text = "{\"servers\": {\"a\": {\"command\": \"x\", /* last */}, // end\n}}";
+        assert_eq!(parse(Path::new("mcp.json"), text).unwrap()[0].command, "x");
+    }
+
     #[test]
     fn broken_json_says_where() {
         let e = parse(Path::new("/h/.cursor/mcp.json"), "{\n \"mcpServers\": {\n  \"a\": }\n}").unwrap_err();
         assert!(e.to_string().starts_with("/h/.cursor/mcp.json:3:"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod props;

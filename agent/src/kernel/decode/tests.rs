@@ -3,7 +3,7 @@
 use super::*;
 use agent_common::event::EXEC_ARGV_MAX;
 
-fn raw_header(kind: EventKind) -> EventHeader {
+pub(super) fn raw_header(kind: EventKind) -> EventHeader {
     let mut comm = [0u8; 16];
     comm[..4].copy_from_slice(b"node");
     EventHeader {
@@ -20,12 +20,12 @@ fn raw_header(kind: EventKind) -> EventHeader {
     }
 }
 
-fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+pub(super) fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
     // SAFETY: T is a plain repr(C) struct.
     unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
 }
 
-fn exec_record(filename: &[u8], interp: &[u8], argv: &[u8], flags: u32) -> Vec<u8> {
+pub(super) fn exec_record(filename: &[u8], interp: &[u8], argv: &[u8], flags: u32) -> Vec<u8> {
     let ev = ExecEvent {
         header: raw_header(EventKind::Exec),
         old_pid: 101,
@@ -78,7 +78,7 @@ fn sys_record(kind: EventKind, nr: u32, fam_addr: (u16, [u8; 16]), parts: [&[u8]
 }
 
 /// [`sys_record`] with the fixed part changed by `tweak` before encoding.
-fn sys_record_with(
+pub(super) fn sys_record_with(
     kind: EventKind,
     nr: u32,
     (family, addr): (u16, [u8; 16]),
@@ -385,4 +385,26 @@ fn target_pid_has_its_own_field() {
     );
     let Event::Sys(s) = decode(&rec).unwrap() else { panic!() };
     assert_eq!(s.target_pid, None, "0: not resolved");
+}
+
+/// Found by `props::a_cut_record_is_refused_exactly_when_short`: a file name
+/// longer than its slot was reported as "record of 1120 bytes is too short
+/// for a exec payload (1120 bytes)", the length it had as the one it needed.
+#[test]
+fn a_length_beyond_its_slot_is_named_as_such() {
+    let mut rec = exec_record(b"/bin/true", b"", b"true\0", 0);
+    let at = std::mem::offset_of!(ExecEvent, filename_len);
+    rec[at..at + 4].copy_from_slice(&600u32.to_ne_bytes());
+    assert_eq!(
+        decode(&rec),
+        Err(DecodeError::TooLong {
+            what: "exec filename",
+            len: 600,
+            max: EXEC_FILENAME_MAX
+        })
+    );
+    assert_eq!(
+        decode(&rec).unwrap_err().to_string(),
+        "exec filename of 600 bytes is longer than its slot (512 bytes)"
+    );
 }

@@ -446,6 +446,33 @@ mod tests {
         assert!(m.warnings.is_empty(), "{:?}", m.warnings);
     }
 
+    /// Seen while writing `props`: a name pattern is expanded brace by brace
+    /// at every exec (and when a tool's `exec` is compared at load), so
+    /// `{a,b}` forty times hung the agent on 2^40 names. Over 1,024 is refused.
+    #[test]
+    fn a_name_pattern_spelling_too_many_names_is_refused() {
+        let e = parse(&format!(r#"{{"exec": ["{}"]}}"#, "{a,b}".repeat(11))).unwrap_err();
+        assert_eq!(e.field, "exec[0]", "{e}");
+        assert!(e.what.contains("more than 1024 names"), "{e}");
+        let bomb = "{a,b}".repeat(40);
+        let e = parse(&format!(
+            r#"{{"exec": ["git"], "tools": {{"t": {{"exec": ["{bomb}"]}}}}}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "tools.t.exec[0]", "{e}");
+        let m = parse(&format!(r#"{{"exec": ["{}"]}}"#, "{a,b}".repeat(10))).unwrap();
+        assert!(m.exec[0].matches("/usr/bin/abababbbba"));
+    }
+
+    /// Seen while writing `props`: a path pattern too large for the regex
+    /// engine was refused as having "an unclosed {" it did not have.
+    #[test]
+    fn a_path_pattern_too_large_to_compile_says_so() {
+        let e = parse(&format!(r#"{{"read": ["/ok", "/{}"]}}"#, "*a".repeat(10_000))).unwrap_err();
+        assert_eq!(e.field, "read[1]", "{e}");
+        assert!(e.what.contains("pattern of 20001 bytes is too large to compile"), "{e}");
+    }
+
     #[test]
     fn pins_are_validated_and_normalised() {
         let hex = "AB".repeat(32);

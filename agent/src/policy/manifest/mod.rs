@@ -8,6 +8,8 @@
 mod compile;
 mod error;
 mod model;
+#[cfg(test)]
+mod props;
 mod schema;
 
 use std::path::Path;

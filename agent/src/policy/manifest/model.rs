@@ -88,6 +88,7 @@ impl ExePattern {
         } else if s.is_empty() {
             Err(GlobError::Empty)
         } else {
+            crate::policy::glob::check_name(s)?;
             Ok(ExePattern::Name(s.to_owned()))
         }
     }
