@@ -23,8 +23,10 @@ pub const MAX_NESTING: usize = 16;
 /// What exceeds a cap, and where (`field`, the offending value).
 pub(super) type Exceeded = (String, String, EntryError);
 
-/// The depth of nested objects and arrays in `text`, and the byte offset
-/// where it first passes `MAX_NESTING` (the document is not parsed).
+/// The byte offset where objects and arrays in `text` first nest deeper than
+/// `MAX_NESTING`, if they do. A scan, not a parse: serde_json's own limit
+/// (128) is fixed, and placing the error needs only the brackets outside
+/// strings.
 pub(super) fn nesting(text: &str) -> Option<usize> {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for (i, b) in text.bytes().enumerate() {
