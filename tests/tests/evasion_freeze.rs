@@ -174,6 +174,17 @@ time.sleep(30)
     assert!(agent.stop().success());
 }
 
+/// A child killed when dropped: a failed assertion must not leave it running
+/// (it would hold the integration tests' lock, inherited, forever).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Events of `server` written so far.
 fn count_of(agent: &Agent, server: &str) -> usize {
     agent.events().iter().filter(|e| e["server"] == server).count()
@@ -188,18 +199,20 @@ fn a_huge_manifest_is_refused_off_the_loop_while_status_and_events_keep_flowing(
         &["--manifests", m.as_str(), "--no-user-host-configs"],
     );
     // A watched server busy all along: a fork, an exec, an open every 50 ms.
-    let mut busy = agent
-        .wrap(
-            "busy",
-            &[
-                "/bin/sh",
-                "-c",
-                "while :; do cat /etc/hostname >/dev/null; sleep 0.05; done",
-            ],
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn the busy server");
+    let _busy = Killed(
+        agent
+            .wrap(
+                "busy",
+                &[
+                    "/bin/sh",
+                    "-c",
+                    "while :; do cat /etc/hostname >/dev/null; sleep 0.05; done",
+                ],
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn the busy server"),
+    );
     agent.wait_events("the busy server's events", |ev| {
         ev.iter().filter(|e| e["server"] == "busy").count() > 10
     });
@@ -249,8 +262,6 @@ fn a_huge_manifest_is_refused_off_the_loop_while_status_and_events_keep_flowing(
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("huge.json:1:2: read: too many patterns: 300000"), "{err}");
-    let _ = busy.kill();
-    let _ = busy.wait();
     assert!(agent.stop().success());
 }
 
@@ -332,11 +343,11 @@ fn names_a_user_registers_are_capped_and_forgotten_once_their_processes_exit() {
     // 64 live names of one user are admitted, the 65th refused with an alert.
     let mut live = Vec::new();
     for i in 0..64 {
-        live.push(
+        live.push(Killed(
             wrap_as_nobody(&agent, &format!("live-{i}"), &["/bin/sleep", "60"])
                 .spawn()
                 .expect("spawn"),
-        );
+        ));
     }
     agent.wait_events("64 live servers", |ev| {
         ev.iter()
@@ -365,9 +376,6 @@ fn names_a_user_registers_are_capped_and_forgotten_once_their_processes_exit() {
         .collect();
     assert_eq!(refusals.len(), 1, "folded: {}", dump(&ev));
     assert_eq!(refusals[0]["uid"], 65534, "{}", refusals[0]);
-    for mut c in live {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    drop(live);
     assert!(agent.stop().success());
 }
