@@ -265,6 +265,11 @@ fn a_huge_manifest_is_refused_off_the_loop_while_status_and_events_keep_flowing(
     assert!(agent.stop().success());
 }
 
+/// What 300 forgotten servers may leave in the agent's RSS: allocator
+/// fragmentation and state that expires by time (repeat windows); the agent
+/// of the start code grew by about 75 MiB and never gave it back.
+const RSS_MARGIN_KIB: u64 = 24 << 10;
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -320,7 +325,7 @@ fn names_a_user_registers_are_capped_and_forgotten_once_their_processes_exit() {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             (rss, metrics) = (rss_kib(agent.pid()), metrics_bytes(&addr));
-            if (metrics <= metrics0 + 2048 && rss <= rss0 + 8192) || Instant::now() > deadline {
+            if (metrics <= metrics0 + 2048 && rss <= rss0 + RSS_MARGIN_KIB) || Instant::now() > deadline {
                 break;
             }
             std::thread::sleep(Duration::from_millis(250));
@@ -337,7 +342,7 @@ fn names_a_user_registers_are_capped_and_forgotten_once_their_processes_exit() {
         "/metrics grew from {metrics0} to {metrics} bytes:\n{}",
         http_get(&addr, "/metrics").unwrap().1
     );
-    assert!(rss <= rss0 + 8192, "RSS grew from {rss0} to {rss} KiB");
+    assert!(rss <= rss0 + RSS_MARGIN_KIB, "RSS grew from {rss0} to {rss} KiB");
     assert!(agent.log().contains("forgotten: no process left"), "{}", agent.log());
 
     // 64 live names of one user are admitted, the 65th refused with an alert.
