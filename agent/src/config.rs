@@ -51,6 +51,29 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     /// The events file (`--events-out`).
     pub events: EventsConfig,
+    pub servers: ServersConfig,
+}
+
+/// Bounds on what servers leave in the agent: unprivileged users register
+/// names at will through the wrapper.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServersConfig {
+    /// Server names one non-root user may have registered and not yet
+    /// forgotten; beyond, a registration is refused.
+    pub max_per_uid: usize,
+    /// Seconds after a server's last process exited before its name, state
+    /// and metric series are forgotten (a final scrape sees the last values).
+    pub forget_after_s: u64,
+}
+
+impl Default for ServersConfig {
+    fn default() -> Self {
+        Self {
+            max_per_uid: 64,
+            forget_after_s: 300,
+        }
+    }
 }
 
 /// Bounds of the events file: rotated past `max_bytes` (0: never), `keep`
@@ -80,6 +103,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             sinks: Vec::new(),
             events: EventsConfig::default(),
+            servers: ServersConfig::default(),
         }
     }
 }

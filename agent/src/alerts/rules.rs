@@ -340,6 +340,15 @@ rule!(
     High,
     Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
 );
+// The agent's own: a non-root user asked for more live server names than
+// `[servers] max_per_uid`; the server runs unwatched (or not at all with
+// `--require-agent`). Folded: one per user per minute, with the count.
+rule!(
+    AGENT_REGISTRATION_REFUSED,
+    "agent.registration_refused",
+    Medium,
+    Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
+);
 
 /// Every rule, in catalogue order.
 pub static ALL: &[&Rule] = &[
@@ -401,6 +410,7 @@ pub static ALL: &[&Rule] = &[
     &AGENT_SINK_OVERFLOW,
     &AGENT_WATCHED_MAP_FULL,
     &AGENT_SYSCALL_STATE_LOST,
+    &AGENT_REGISTRATION_REFUSED,
 ];
 
 /// The rule of a credential kind of the catalogue.

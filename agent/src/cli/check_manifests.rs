@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use mcpwatch::policy::manifest::Manifest;
+use mcpwatch::policy::manifest::{Manifest, limits};
 
 #[derive(clap::Args)]
 pub struct CheckManifestsArgs {
@@ -13,10 +13,24 @@ pub struct CheckManifestsArgs {
 /// Returns the exit code: 0 when every manifest is valid, 1 otherwise.
 pub fn run(args: CheckManifestsArgs) -> i32 {
     let mut bad = 0;
+    // The agent's cap on all manifests together, counted as it loads them.
+    let mut patterns = 0;
     for f in &files(&args.paths) {
         let res = mcpwatch::untrusted::read_text(f, mcpwatch::untrusted::MANIFEST_MAX_BYTES)
             .map_err(|e| e.to_string())
-            .and_then(|t| Manifest::parse(f, &t).map_err(|e| e.to_string()));
+            .and_then(|t| Manifest::parse(f, &t).map_err(|e| e.to_string()))
+            .and_then(|m| match patterns + m.patterns {
+                n if n > limits::MAX_TOTAL_PATTERNS => Err(format!(
+                    "{}: its {} patterns bring the manifests' total to {n} (at most {}): refused",
+                    f.display(),
+                    m.patterns,
+                    limits::MAX_TOTAL_PATTERNS
+                )),
+                n => {
+                    patterns = n;
+                    Ok(m)
+                }
+            });
         match res {
             Ok(m) => {
                 eprintln!("{}: ok (server {})", f.display(), m.name);

@@ -94,6 +94,8 @@ pub(super) struct Agent {
     pub(super) written: WriteHistory,
     /// stdin/stdout bytes captured.
     pub(super) stdio_bytes: u64,
+    /// Names per user, and servers to forget.
+    pub(super) bounds: super::bounds::ServerBounds,
 }
 impl Agent {
     pub(super) fn handle(&mut self, bytes: &[u8]) {
@@ -365,6 +367,7 @@ impl Agent {
             );
             return Ok(current);
         }
+        self.admit_registration(req)?;
         self.watch_tree(req.pid, &req.server, "wrapper");
         self.watched
             .state(req.pid)

@@ -117,6 +117,7 @@ impl Agent {
             .map(|(id, n)| (self.names.server_name(*id).unwrap_or("?"), *n))
             .collect();
         self.metrics.watched(&named);
+        self.bounds_tick(&per_server);
     }
 
     /// Reports ring-buffer loss counted by the kernel since the last check.

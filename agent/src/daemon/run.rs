@@ -136,6 +136,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         written: WriteHistory::default(),
         stdio_bytes: 0,
         event_counters: StdHashMap::new(),
+        bounds: super::bounds::ServerBounds::new(opts.config.servers),
     };
     state.set_discovery().context("writing the CONFIG map")?;
     for a in &policy_alerts {
@@ -155,6 +156,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     if let Some(a) = metrics_address {
         log::info!("metrics on http://{a}/metrics");
     }
+    // Manifests and host configurations are read and compiled off the loop.
+    let mut reloader = state.policy.reloader().context("starting the policy reload thread")?;
     state.refresh_watched();
     ready.tick();
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns it.
@@ -212,6 +215,11 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                     }
                 }
             }
+            Some(loaded) = reloader.loaded.recv() => {
+                backlog = drain(ring.get_mut(), &mut state).1;
+                state.policy_loaded(loaded);
+                state.writer.flush();
+            }
             Some(msg) = rx.recv() => {
                 // Events already in the ring come first: they happened before.
                 backlog = drain(ring.get_mut(), &mut state).1;
@@ -242,9 +250,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 backlog = drain(ring.get_mut(), &mut state).1;
                 state.writer.flush();
                 state.writer.reopen();
-                let alerts = state.policy.reload();
-                state.after_reload(alerts);
-                state.writer.flush();
+                reloader.force();
             }
             _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { log::info!("SIGTERM: shutting down"); break; }

@@ -15,6 +15,7 @@ use crate::{
     kernel::decode::Event,
     output::events::Clock,
     pipeline::procs::{Proc, ProcTable, read_proc},
+    policy::reload::Loaded,
 };
 use crate::{kernel::watchset::WatchSet, pipeline::discovery};
 
@@ -215,15 +216,18 @@ impl Agent {
         false
     }
 
-    /// Reloads on change; delivers repeat summaries.
+    /// Delivers repeat summaries.
     pub(super) fn policy_tick(&mut self) {
-        if let Some(alerts) = self.policy.poll() {
-            log::info!("manifests or host configurations changed: reloaded");
-            self.after_reload(alerts);
-        }
         for a in self.policy.tick(Clock::now_ktime()) {
             self.emit_alert(&a);
         }
+    }
+
+    /// Swaps in what the reload thread loaded (a change, or SIGHUP).
+    pub(super) fn policy_loaded(&mut self, loaded: Loaded) {
+        log::info!("manifests or host configurations reloaded");
+        let alerts = self.policy.apply(loaded);
+        self.after_reload(alerts);
     }
 
     pub(super) fn after_reload(&mut self, alerts: Vec<Alert>) {

@@ -242,6 +242,12 @@ impl Calls {
         self.servers.values().map(|s| s.in_flight.len()).sum()
     }
 
+    /// Forgets a server whose processes all exited.
+    pub fn forget_server(&mut self, server: u32) {
+        self.servers.remove(&server);
+        self.counters.retain(|(s, _), _| *s != server);
+    }
+
     /// Per (server id, tool) counters of completed calls.
     pub fn tool_counters(&self) -> impl Iterator<Item = (u32, &str, &ToolCounters)> {
         self.counters.iter().map(|((s, t), c)| (*s, t.as_str(), c))

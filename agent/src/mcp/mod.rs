@@ -170,6 +170,19 @@ impl Mcp {
         }
     }
 
+    /// Forgets what is kept of a server whose processes all exited (its
+    /// streams went with its processes' exits). Its pin file stays: it is the
+    /// baseline if the server runs again.
+    pub fn forget_server(&mut self, server: u32) {
+        self.calls.forget_server(server);
+        self.listings.remove(&server);
+        self.known_tools.remove(&server);
+        self.listed.remove(&server);
+        self.scanned.retain(|(s, _)| *s != server);
+        self.list_changed.remove(&server);
+        self.trouble.retain(|(s, _, _), _| *s != server);
+    }
+
     /// Pins a manifest ships for `server` (its `pins` field): they replace the
     /// pin file as the baseline of that server's tools.
     pub fn expect_pins(&mut self, server: &str, pins: ExpectedPins) {

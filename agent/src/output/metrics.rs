@@ -387,6 +387,24 @@ impl Metrics {
         self.watched_servers.set(per_server.len() as i64);
     }
 
+    /// A server was forgotten (its processes all exited a while ago): every
+    /// series labelled with its name is removed, and its place under the
+    /// label cap is freed. A server counted as `other` has no series of its own.
+    pub fn forget_server(&self, server: &str) {
+        if !self.servers.lock().unwrap_or_else(|e| e.into_inner()).remove(server) {
+            return;
+        }
+        self.tools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(s, _)| s != server);
+        forget_series(&self.events, server);
+        forget_series(&self.alerts, server);
+        forget_series(&self.lost, server);
+        forget_series(&self.tool_calls, server);
+        forget_series(&self.watched_processes, server);
+    }
+
     /// A sink's counters, created at 0 (a quiet sink still has series).
     pub fn sink(&self, name: &str) -> SinkMetrics {
         let l = [name];
@@ -421,6 +439,21 @@ impl Metrics {
             log::error!("encoding metrics: {e}");
         }
         String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+/// Removes every series of `vec` whose `server` label is `server`.
+fn forget_series<T: prometheus::core::MetricVecBuilder>(vec: &prometheus::core::MetricVec<T>, server: &str) {
+    use prometheus::core::Collector;
+    for family in vec.collect() {
+        for m in family.get_metric() {
+            let labels: std::collections::HashMap<&str, &str> =
+                m.get_label().iter().map(|l| (l.name(), l.value())).collect();
+            if labels.get("server") == Some(&server) {
+                // Listed a moment ago: it exists.
+                let _ = vec.remove(&labels);
+            }
+        }
     }
 }
 
@@ -459,5 +492,22 @@ mod tests {
         );
         assert!(text.contains("mcpwatch_agent_resident_memory_bytes "));
         assert!(text.contains("mcpwatch_build_info{"));
+    }
+
+    #[test]
+    fn a_forgotten_server_leaves_no_series_and_frees_its_place() {
+        let m = Metrics::new().unwrap();
+        m.server_seen("gone", &["exec", "fork"]);
+        m.alert(Some("gone"), "file.read_undeclared", "medium", 0.001);
+        m.tool_call("gone", "read_file");
+        m.watched(&[("gone", 2)]);
+        m.event(Some("kept"), "exec");
+        assert!(m.render().contains(r#"server="gone""#));
+        m.forget_server("gone");
+        let text = m.render();
+        assert!(!text.contains(r#"server="gone""#), "{text}");
+        assert!(text.contains(r#"mcpwatch_events_total{kind="exec",server="kept"} 1"#));
+        assert!(!m.servers.lock().unwrap().contains("gone"));
+        assert!(m.tools.lock().unwrap().is_empty());
     }
 }

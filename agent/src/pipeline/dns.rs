@@ -222,6 +222,11 @@ impl HostCache {
         }
     }
 
+    /// Forgets a server whose processes all exited.
+    pub fn forget(&mut self, server: u32) {
+        self.by_server.remove(&server);
+    }
+
     pub fn lookup(&self, server: u32, addr: &IpAddr) -> Option<&str> {
         self.by_server.get(&server)?.0.get(addr).map(String::as_str)
     }

@@ -1,11 +1,16 @@
 //! Server names and the small integer ids the kernel carries.
+//!
+//! A forgotten server's id is never given again: a late record of its
+//! processes must not be taken for another server's.
 
 use std::collections::HashMap;
 
 #[derive(Default)]
 pub struct Servers {
     by_name: HashMap<String, u32>,
-    names: Vec<String>,
+    names: HashMap<u32, String>,
+    /// The last id given.
+    last: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,16 +43,31 @@ impl Servers {
         if let Some(&id) = self.by_name.get(name) {
             return id;
         }
-        self.names.push(name.to_owned());
-        let id = self.names.len() as u32;
+        self.last += 1;
+        let id = self.last;
+        self.names.insert(id, name.to_owned());
         self.by_name.insert(name.to_owned(), id);
         id
     }
 
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
     pub fn name(&self, id: u32) -> Option<&str> {
-        id.checked_sub(1)
-            .and_then(|i| self.names.get(i as usize))
-            .map(String::as_str)
+        self.names.get(&id).map(String::as_str)
+    }
+
+    /// Every (id, name) known.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.names.iter().map(|(id, n)| (*id, n.as_str()))
+    }
+
+    /// Forgets a server (all its processes exited); returns its name.
+    pub fn forget(&mut self, id: u32) -> Option<String> {
+        let name = self.names.remove(&id)?;
+        self.by_name.remove(&name);
+        Some(name)
     }
 
     pub fn len(&self) -> usize {
@@ -71,6 +91,10 @@ mod tests {
         assert_eq!(s.id("fs"), 1);
         assert_eq!(s.name(2), Some("git"));
         assert_eq!(s.name(0), None);
+        assert_eq!(s.forget(1).as_deref(), Some("fs"));
+        assert_eq!(s.name(1), None);
+        assert_eq!(s.id("fs"), 3, "a forgotten id is not given again");
+        assert_eq!(s.len(), 2);
     }
 
     #[test]

@@ -32,7 +32,13 @@ pub enum HostConfigError {
         column: usize,
         what: String,
     },
+    #[error("{}: {count} servers (at most {cap} per host configuration): refused", file.display())]
+    TooManyServers { file: PathBuf, count: usize, cap: usize },
 }
+
+/// Servers one host configuration may declare (each becomes a discovery
+/// rule every exec is matched against; hosts list a few dozen).
+pub const MAX_SERVERS: usize = 256;
 
 /// The host configuration files of one home directory.
 pub fn user_files(home: &Path) -> Vec<PathBuf> {
@@ -106,6 +112,13 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<HostServer>, HostConfigError
     let Some(table) = table else {
         return Ok(Vec::new());
     };
+    if table.len() > MAX_SERVERS {
+        return Err(HostConfigError::TooManyServers {
+            file: file.to_owned(),
+            count: table.len(),
+            cap: MAX_SERVERS,
+        });
+    }
     let mut out = Vec::new();
     for (name, s) in table {
         let Some(command) = s.get("command").and_then(Value::as_str) else {
@@ -341,6 +354,19 @@ mod tests {
         );
         let text = "{\"servers\": {\"a\": {\"command\": \"x\", /* last */}, // end\n}}";
         assert_eq!(parse(Path::new("mcp.json"), text).unwrap()[0].command, "x");
+    }
+
+    #[test]
+    fn too_many_servers_are_refused() {
+        let servers: Vec<String> = (0..=MAX_SERVERS)
+            .map(|i| format!(r#""s{i}": {{"command": "x"}}"#))
+            .collect();
+        let text = format!(r#"{{"mcpServers": {{{}}}}}"#, servers.join(","));
+        let e = parse(Path::new("/h/.cursor/mcp.json"), &text).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/h/.cursor/mcp.json: 257 servers (at most 256 per host configuration): refused"
+        );
     }
 
     #[test]

@@ -70,16 +70,22 @@ impl Policy {
         (p, alerts)
     }
 
-    /// Reloads when a file changed since the last load. Returns alerts for
-    /// broken manifests; `None` when nothing changed.
-    pub fn poll(&mut self) -> Option<Vec<Alert>> {
-        (self.sources.snapshot() != self.snapshot).then(|| self.reload())
-    }
-
-    /// Reloads every source now (start-up, SIGHUP, a change).
+    /// Reloads every source now, on the calling thread (start-up).
     pub fn reload(&mut self) -> Vec<Alert> {
         self.snapshot = self.sources.snapshot();
         let l = self.sources.load(&self.loaded);
+        self.apply(l)
+    }
+
+    /// Watches the sources from now on off the caller's thread; what it
+    /// loads is handed to [`Policy::apply`].
+    pub fn reloader(&self) -> std::io::Result<reload::Reloader> {
+        reload::Reloader::start(self.sources.clone(), self.snapshot.clone(), self.loaded.clone())
+    }
+
+    /// Swaps in what a load produced, in one step. Returns alerts for broken
+    /// manifests (each keeps its last good version, if any).
+    pub fn apply(&mut self, l: reload::Loaded) -> Vec<Alert> {
         let mut alerts = Vec::new();
         for e in &l.errors {
             let kept = l.manifests.contains_key(&e.file);
@@ -101,16 +107,23 @@ impl Policy {
         self.hosts = l.hosts;
         self.engine.set_manifests(self.loaded.values().cloned().collect());
         log::info!(
-            "policy: {} manifests ({}), {} servers from host configurations",
+            "policy: {} manifests ({}), {} servers from host configurations (loaded in {} ms)",
             self.loaded.len(),
             self.loaded
                 .values()
                 .map(|m| m.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            self.hosts.len()
+            self.hosts.len(),
+            l.took.as_millis()
         );
         alerts
+    }
+
+    /// Forgets a server whose processes all exited: set up afresh (and
+    /// announced again when undeclared) if it runs again.
+    pub fn forget_server(&mut self, name: &str) {
+        self.engine.forget(name);
     }
 
     /// Whether exec events of unwatched processes must be looked at.

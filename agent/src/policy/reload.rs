@@ -1,23 +1,35 @@
 //! Where manifests and host configurations come from, and noticing changes.
 //!
-//! Files are polled (size, mtime, inode) on the agent's one-second tick and
-//! reloaded on SIGHUP. Polling rather than inotify: it needs no extra thread
-//! or dependency, it sees editors' write-to-temp-then-rename and files that
-//! appear in directories created later (a new user's `~/.cursor`), and costs a
-//! few dozen `stat` calls a second. The engine swaps its manifests inside the
-//! event loop between two events: watching never stops.
+//! Files are polled (size, mtime, inode) once a second and reloaded on
+//! SIGHUP, by the [`Reloader`]'s thread: reading and compiling happen off the
+//! event loop (a large manifest took seconds to compile, and the loop must
+//! keep serving events and the control socket meanwhile). Polling rather
+//! than inotify: it sees editors' write-to-temp-then-rename and files that
+//! appear in directories created later (a new user's `~/.cursor`), and costs
+//! a few dozen `stat` calls a second. The loop swaps in what the thread
+//! loaded between two events, in one step: the old policy is in force until
+//! then, and watching never stops.
 
 use std::{
     collections::BTreeMap,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, mpsc as std_mpsc},
+    time::{Duration, Instant},
 };
+
+use tokio::sync::mpsc;
 
 use super::{
     hostconfig::{self, HostConfigError, HostServer},
-    manifest::{Manifest, ManifestError},
+    manifest::{Manifest, ManifestError, limits},
 };
+
+/// How often the sources are checked for changes.
+const POLL: Duration = Duration::from_secs(1);
+/// Servers all host configurations together may declare (each is matched
+/// against every exec of an unwatched process).
+pub const MAX_HOST_SERVERS: usize = 4096;
 
 /// Where the agent reads manifests from when no `--manifests` is given.
 pub const DEFAULT_MANIFEST_DIR: &str = "/etc/mcpwatch/manifests";
@@ -32,7 +44,7 @@ pub struct Sources {
 }
 
 /// (size, mtime ns, inode) of every file read, absent ones included.
-type Snapshot = BTreeMap<PathBuf, Option<(u64, i128, u64)>>;
+pub type Snapshot = BTreeMap<PathBuf, Option<(u64, i128, u64)>>;
 
 /// What one load produced.
 #[derive(Default)]
@@ -43,6 +55,8 @@ pub struct Loaded {
     /// Errors found by this load, each new one once.
     pub errors: Vec<ManifestError>,
     pub host_errors: Vec<HostConfigError>,
+    /// How long reading and compiling took.
+    pub took: Duration,
 }
 
 impl Sources {
@@ -105,8 +119,11 @@ impl Sources {
     /// Loads everything; `previous` supplies the last good version of a file
     /// that is now broken.
     pub fn load(&self, previous: &BTreeMap<PathBuf, Arc<Manifest>>) -> Loaded {
+        let started = Instant::now();
         let mut out = Loaded::default();
         let mut names: BTreeMap<String, PathBuf> = BTreeMap::new();
+        // Patterns of the manifests kept so far, against the total cap.
+        let mut patterns = 0usize;
         for f in self.manifest_files() {
             // The directory may be writable by others: a FIFO or a huge
             // file is a load error, never a blocked or stalled loop.
@@ -129,13 +146,29 @@ impl Sources {
                 }),
                 None => Ok(m),
             });
+            let parsed = parsed.and_then(|m| match patterns + m.patterns {
+                n if n > limits::MAX_TOTAL_PATTERNS => Err(ManifestError {
+                    file: f.clone(),
+                    line: 0,
+                    column: 0,
+                    field: ".".into(),
+                    what: format!(
+                        "its {} patterns would bring the manifests' total to {n} (at most {}): refused",
+                        m.patterns,
+                        limits::MAX_TOTAL_PATTERNS
+                    ),
+                }),
+                _ => Ok(m),
+            });
             match parsed {
                 Ok(m) => {
+                    patterns += m.patterns;
                     names.insert(m.name.clone(), f.clone());
                     out.manifests.insert(f, Arc::new(m));
                 }
                 Err(e) => {
                     if let Some(old) = previous.get(&f) {
+                        patterns += old.patterns;
                         names.insert(old.name.clone(), f.clone());
                         out.manifests.insert(f, old.clone());
                     }
@@ -148,11 +181,70 @@ impl Sources {
                 continue;
             }
             match hostconfig::parse_file(&f) {
+                Ok(h) if out.hosts.len() + h.len() > MAX_HOST_SERVERS => {
+                    out.host_errors.push(HostConfigError::TooManyServers {
+                        file: f,
+                        count: out.hosts.len() + h.len(),
+                        cap: MAX_HOST_SERVERS,
+                    })
+                }
                 Ok(h) => out.hosts.extend(h),
                 Err(e) => out.host_errors.push(e),
             }
         }
+        out.took = started.elapsed();
         out
+    }
+}
+
+/// Watches the sources from a thread of its own and hands every new load to
+/// the event loop through `loaded`.
+pub struct Reloader {
+    force: std_mpsc::Sender<()>,
+    pub loaded: mpsc::Receiver<Loaded>,
+}
+
+impl Reloader {
+    /// Starts watching `sources`, as last seen in `snapshot` and loaded
+    /// into `previous` (the last good version of each manifest).
+    pub fn start(
+        sources: Sources,
+        mut snapshot: Snapshot,
+        mut previous: BTreeMap<PathBuf, Arc<Manifest>>,
+    ) -> std::io::Result<Self> {
+        let (force, requests) = std_mpsc::channel();
+        // One load in flight at most: the thread waits for the loop to take it.
+        let (tx, loaded) = mpsc::channel(1);
+        std::thread::Builder::new()
+            .name("policy-reload".into())
+            .spawn(move || {
+                loop {
+                    let forced = match requests.recv_timeout(POLL) {
+                        Ok(()) => true,
+                        Err(std_mpsc::RecvTimeoutError::Timeout) => false,
+                        // The agent is stopping.
+                        Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+                    };
+                    // SIGHUPs sent while a load ran are one request.
+                    while requests.try_recv().is_ok() {}
+                    let now = sources.snapshot();
+                    if !forced && now == snapshot {
+                        continue;
+                    }
+                    snapshot = now;
+                    let l = sources.load(&previous);
+                    previous = l.manifests.clone();
+                    if tx.blocking_send(l).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self { force, loaded })
+    }
+
+    /// Reloads everything now, changed or not (SIGHUP).
+    pub fn force(&self) {
+        let _ = self.force.send(());
     }
 }
 

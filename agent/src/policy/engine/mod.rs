@@ -197,6 +197,11 @@ impl Engine {
         }
     }
 
+    /// Forgets a server whose processes all exited.
+    pub fn forget(&mut self, name: &str) {
+        self.servers.remove(name);
+    }
+
     pub fn server(&self, name: &str) -> Option<&ServerPolicy> {
         self.servers.get(name)
     }

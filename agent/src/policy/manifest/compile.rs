@@ -101,6 +101,7 @@ impl Manifest {
             tools,
             pins,
             warnings: Vec::new(),
+            patterns: 0,
             raw,
         };
         m.warnings = m.tool_warnings();

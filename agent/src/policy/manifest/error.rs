@@ -36,6 +36,15 @@ pub enum EntryError {
     Name(#[from] crate::pipeline::servers::NameError),
     #[error("a tool name must not be empty")]
     EmptyToolName,
+    #[error("pattern of {len} bytes (at most {cap})")]
+    PatternTooLong { len: usize, cap: usize },
+    #[error("too many patterns: {count} (at most {cap} per manifest; `{field}` alone has {in_field})")]
+    TooManyPatterns {
+        count: usize,
+        cap: usize,
+        field: String,
+        in_field: usize,
+    },
     #[error("{0:?} is not a tool pin: `sha256:` and 64 hex digits, as `mcpwatch pins show` prints")]
     Pin(String),
 }
@@ -54,6 +63,21 @@ impl ManifestError {
             column: inner.column(),
             field,
             what: strip_position(&inner.to_string()),
+        }
+    }
+
+    /// Objects and arrays nested deeper than the cap, at byte `offset` of `text`.
+    pub(super) fn nested(file: &Path, text: &str, offset: usize) -> Self {
+        let (line, column) = position(text, offset);
+        ManifestError {
+            file: file.to_owned(),
+            line,
+            column,
+            field: ".".into(),
+            what: format!(
+                "objects and arrays nested more than {} deep: refused",
+                super::limits::MAX_NESTING
+            ),
         }
     }
 
@@ -83,14 +107,17 @@ fn locate(text: &str, value: &str) -> (usize, usize) {
     let quoted = serde_json::to_string(value).unwrap_or_default();
     let at = text.find(&quoted).or_else(|| text.find(value));
     match at {
-        Some(i) => {
-            let before = &text[..i];
-            let line = before.matches('\n').count() + 1;
-            let column = i - before.rfind('\n').map(|n| n + 1).unwrap_or(0) + 1;
-            (line, column)
-        }
+        Some(i) => position(text, i),
         None => (0, 0),
     }
+}
+
+/// Line and column (1-based) of byte `i` of `text`.
+fn position(text: &str, i: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..i.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = i - before.iter().rposition(|&b| b == b'\n').map(|n| n + 1).unwrap_or(0) + 1;
+    (line, column)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 mod compile;
 mod error;
+pub mod limits;
 mod model;
 #[cfg(test)]
 mod props;
@@ -21,14 +22,21 @@ pub use schema::ManifestFile;
 
 impl Manifest {
     /// Parses and checks one manifest file's text.
+    /// Caps (`limits`) are checked before anything is compiled.
     pub fn parse(file: &Path, text: &str) -> Result<Self, ManifestError> {
+        if let Some(at) = limits::nesting(text) {
+            return Err(ManifestError::nested(file, text, at));
+        }
         let de = &mut serde_json::Deserializer::from_str(text);
         let raw: ManifestFile = serde_path_to_error::deserialize(de).map_err(|e| ManifestError::syntax(file, e))?;
         let stem = file
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        Self::compile(raw, Some(file), &stem).map_err(|f| ManifestError::entry(file, text, f))
+        let patterns = limits::check(&raw).map_err(|f| ManifestError::entry(file, text, f))?;
+        let mut m = Self::compile(raw, Some(file), &stem).map_err(|f| ManifestError::entry(file, text, f))?;
+        m.patterns = patterns;
+        Ok(m)
     }
 
     /// The manifest of a server nobody declared: the runtime baseline only.

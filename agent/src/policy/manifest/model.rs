@@ -40,6 +40,8 @@ pub struct Manifest {
     /// What is valid but probably not meant (a tool grant wider than the
     /// server's...): logged at load, printed by `check-manifests`.
     pub warnings: Vec<String>,
+    /// Patterns declared (counted against the caps of `limits`).
+    pub patterns: usize,
     /// The declaration as written, for the `declared` field of alerts.
     pub raw: ManifestFile,
 }
