@@ -51,6 +51,18 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     /// The events file (`--events-out`).
     pub events: EventsConfig,
+    pub kernel: KernelConfig,
+}
+
+/// The kernel objects (`--pin`, `--keep-sensors-on-exit`).
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelConfig {
+    /// The bpffs directory the maps and links are pinned in (default
+    /// `/sys/fs/bpf/mcpwatch`).
+    pub pin_dir: Option<PathBuf>,
+    /// Leave them pinned and attached at a clean stop, for the next agent.
+    pub keep_sensors_on_exit: bool,
 }
 
 /// Bounds of the events file: rotated past `max_bytes` (0: never), `keep`
@@ -80,6 +92,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             sinks: Vec::new(),
             events: EventsConfig::default(),
+            kernel: KernelConfig::default(),
         }
     }
 }

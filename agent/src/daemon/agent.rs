@@ -11,6 +11,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuHashMap};
 use crate::{
     alerts::{Alert, AlertAncestor, AlertFactory, loss::LossFold, rules},
     daemon::control::{ControlMsg, ServerStatus, Status, WatchRequest},
+    daemon::handover::Handover,
     kernel::watchset::WatchSet,
     kernel::{
         decode::{self, Event, Exec, Sys},
@@ -94,6 +95,9 @@ pub(super) struct Agent {
     pub(super) written: WriteHistory,
     /// stdin/stdout bytes captured.
     pub(super) stdio_bytes: u64,
+    pub(super) state_dir: std::path::PathBuf,
+    /// What the next agent needs to read the kept kernel objects.
+    pub(super) handover: Handover,
 }
 impl Agent {
     pub(super) fn handle(&mut self, bytes: &[u8]) {

@@ -1,10 +1,12 @@
 //! The running agent: its event loop (`run`), its state and the pass each
 //! event takes (`agent`), what is watched (`watch`), its periodic reports
-//! (`report`), the control socket the wrapper and the CLI talk to
+//! (`report`), what the next agent needs to read the kept kernel
+//! objects (`handover`), the control socket the wrapper and the CLI talk to
 //! (`control`) and the wrapper itself (`wrapper`).
 
 mod agent;
 pub mod control;
+pub mod handover;
 mod report;
 pub mod run;
 mod watch;

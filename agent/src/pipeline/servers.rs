@@ -44,6 +44,22 @@ impl Servers {
         id
     }
 
+    /// The ids a previous agent gave, in order (id 1 first): the kernel's
+    /// kept maps and queued records carry them.
+    pub fn from_names(names: &[String]) -> Self {
+        let mut s = Self::default();
+        for n in names {
+            s.names.push(n.clone());
+            s.by_name.entry(n.clone()).or_insert(s.names.len() as u32);
+        }
+        s
+    }
+
+    /// Every name, by id (id 1 first).
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
     pub fn name(&self, id: u32) -> Option<&str> {
         id.checked_sub(1)
             .and_then(|i| self.names.get(i as usize))
@@ -71,6 +87,8 @@ mod tests {
         assert_eq!(s.id("fs"), 1);
         assert_eq!(s.name(2), Some("git"));
         assert_eq!(s.name(0), None);
+        let again = Servers::from_names(s.names());
+        assert_eq!((again.name(1), again.name(2)), (Some("fs"), Some("git")));
     }
 
     #[test]
