@@ -180,8 +180,8 @@ fn pins_of_another_object_are_removed_and_the_gap_is_reported() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("object-"))
         .expect("an object marker next to the pins");
-    let (_, nonce) = marker.split_once('.').unwrap();
-    let stale = format!("object-0000000000000000-w1-r4096.{nonce}");
+    let (_, nonce) = marker.split_once('_').unwrap();
+    let stale = format!("object-0000000000000000-w1-r4096_{nonce}");
     std::fs::rename(pins.join(&marker), pins.join(&stale)).unwrap();
     let state = k.dir.join("state/kernel-objects.json");
     let text = std::fs::read_to_string(&state).unwrap();

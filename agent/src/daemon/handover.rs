@@ -87,7 +87,7 @@ mod tests {
         assert!(Handover::load(&dir).is_none());
         let h = Handover {
             pin_dir: "/sys/fs/bpf/mcpwatch".into(),
-            marker: "object-ab-w1-r2.3".into(),
+            marker: "object-ab-w1-r2_3".into(),
             servers: vec!["fs".into(), "git".into()],
             loss: vec![(1, 2, 30)],
             probe_errors: vec![0, 4],
@@ -97,7 +97,7 @@ mod tests {
         assert_eq!(back, h);
         assert_eq!(
             back.marker_for(Path::new("/sys/fs/bpf/mcpwatch")),
-            Some("object-ab-w1-r2.3")
+            Some("object-ab-w1-r2_3")
         );
         assert_eq!(back.marker_for(Path::new("/sys/fs/bpf/other")), None);
         std::fs::write(dir.join(FILE), "{").unwrap();

@@ -7,7 +7,8 @@
 //! Tetragon's `--keep-sensors-on-exit`).
 //!
 //! The directory holds `<MAP>` for each kept map, `links/<program>` for each
-//! link, and one marker directory `object-<stamp>.<nonce>`, made last: the
+//! link, and one marker directory `object-<stamp>_<nonce>`, made last (bpffs refuses
+//! names with a dot): the
 //! stamp names the eBPF object and the map sizes (a pinned map is reused as
 //! it is, so only the same layout may reopen it), the nonce this set of pins
 //! (the state directory records it with the server names the kernel's ids
@@ -46,6 +47,7 @@ pub const KEPT_MAPS: &[&str] = &[
 
 const LINKS: &str = "links";
 const MARKER_PREFIX: &str = "object-";
+const NONCE_SEP: char = '_';
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeepError {
@@ -156,7 +158,10 @@ impl KeepDir {
                 n => format!("{n} object markers"),
             });
         };
-        let pinned_stamp = marker[MARKER_PREFIX.len()..].split('.').next().unwrap_or_default();
+        let pinned_stamp = marker[MARKER_PREFIX.len()..]
+            .split(NONCE_SEP)
+            .next()
+            .unwrap_or_default();
         if pinned_stamp != self.stamp {
             return Err(format!(
                 "pinned by another eBPF object or with other map sizes ({pinned_stamp}, this agent: {})",
@@ -225,7 +230,7 @@ impl KeepDir {
             pinned.push(link.pin(&path).map_err(|source| KeepError::Pin { path, source })?);
         }
         drop(old);
-        let marker = marker.unwrap_or_else(|| format!("{MARKER_PREFIX}{}.{}", self.stamp, nonce()));
+        let marker = marker.unwrap_or_else(|| format!("{MARKER_PREFIX}{}{NONCE_SEP}{}", self.stamp, nonce()));
         let p = self.dir.join(&marker);
         std::fs::create_dir(&p).map_err(io_err(&p))?;
         Ok((marker, pinned))
@@ -285,7 +290,10 @@ mod tests {
         assert_ne!(a, stamp(b"other", 4096, 8 << 20));
         assert_ne!(a, stamp(b"object", 8192, 8 << 20));
         assert_ne!(a, stamp(b"object", 4096, 16 << 20));
-        assert!(!a.contains('.'), "the nonce separator");
+        assert!(
+            !a.contains(NONCE_SEP) && !a.contains('.'),
+            "the nonce separator; bpffs refuses dots"
+        );
     }
 
     #[test]
@@ -297,16 +305,16 @@ mod tests {
         let keep = KeepDir::new(dir.clone(), "abc-w1-r2".into());
         assert!(matches!(keep.inspect(None, &[]), Previous::Discarded(r) if r.contains("incomplete")));
         assert!(!dir.exists());
-        std::fs::create_dir_all(dir.join("object-old-w1-r2.1")).unwrap();
+        std::fs::create_dir_all(dir.join("object-old-w1-r2_1")).unwrap();
         std::fs::write(dir.join("WATCHED"), "").unwrap();
         std::fs::write(dir.join("someone-elses"), "").unwrap();
-        let expected = Some("object-old-w1-r2.1");
+        let expected = Some("object-old-w1-r2_1");
         assert!(matches!(keep.inspect(expected, &[]), Previous::Discarded(r) if r.contains("another eBPF object")));
-        assert!(!dir.join("WATCHED").exists() && !dir.join("object-old-w1-r2.1").exists());
+        assert!(!dir.join("WATCHED").exists() && !dir.join("object-old-w1-r2_1").exists());
         assert!(dir.join("someone-elses").exists(), "not ours: left alone");
-        std::fs::create_dir_all(dir.join("object-abc-w1-r2.1")).unwrap();
+        std::fs::create_dir_all(dir.join("object-abc-w1-r2_1")).unwrap();
         assert!(
-            matches!(keep.inspect(Some("object-abc-w1-r2.2"), &[]), Previous::Discarded(r) if r.contains("state directory"))
+            matches!(keep.inspect(Some("object-abc-w1-r2_2"), &[]), Previous::Discarded(r) if r.contains("state directory"))
         );
         let _ = std::fs::remove_dir_all(&dir);
         assert!(matches!(keep.inspect(None, &[]), Previous::Nothing));

@@ -246,6 +246,8 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
         }
     };
 
+    // Removing a stale set may have removed the emptied directory too.
+    let _ = std::fs::create_dir_all(keep.dir());
     let aya_btf = Btf::from_sys_fs()?;
     let mut loader = EbpfLoader::new();
     loader
