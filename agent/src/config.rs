@@ -52,6 +52,7 @@ pub struct Config {
     /// The events file (`--events-out`).
     pub events: EventsConfig,
     pub servers: ServersConfig,
+    pub kernel: KernelConfig,
 }
 
 /// Bounds on what servers leave in the agent: unprivileged users register
@@ -74,6 +75,17 @@ impl Default for ServersConfig {
             forget_after_s: 300,
         }
     }
+}
+
+/// The kernel objects (`--pin`, `--keep-sensors-on-exit`).
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelConfig {
+    /// The bpffs directory the maps and links are pinned in (default
+    /// `/sys/fs/bpf/mcpwatch`).
+    pub pin_dir: Option<PathBuf>,
+    /// Leave them pinned and attached at a clean stop, for the next agent.
+    pub keep_sensors_on_exit: bool,
 }
 
 /// Bounds of the events file: rotated past `max_bytes` (0: never), `keep`
@@ -104,6 +116,7 @@ impl Default for Config {
             sinks: Vec::new(),
             events: EventsConfig::default(),
             servers: ServersConfig::default(),
+            kernel: KernelConfig::default(),
         }
     }
 }

@@ -68,6 +68,11 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 pub struct Agent {
     child: Option<Child>,
     pub dir: PathBuf,
+    /// The bpffs directory its kernel objects are pinned in (the test's own).
+    pub pin_dir: PathBuf,
+    /// Removed when the agent is dropped (a killed agent leaves its programs
+    /// attached while they are pinned), unless [`Agent::kill9`] handed it on.
+    remove_pins: bool,
     pub socket: PathBuf,
     pub events_path: PathBuf,
     pub log_path: PathBuf,
@@ -102,12 +107,20 @@ impl Agent {
         let events_path = dir.join("events.jsonl");
         let log_path = dir.join("agent.log");
         let log = std::fs::File::create(&log_path).expect("agent log");
+        // Pins of its own, never the host's: named after the test's directory,
+        // so an agent started again in it finds what the previous one kept.
+        let pin_dir = match args.iter().position(|a| *a == "--pin") {
+            Some(i) => PathBuf::from(args[i + 1]),
+            None => Path::new("/sys/fs/bpf").join(dir.file_name().expect("scratch dir name")),
+        };
         let child = Command::new(bin())
             .arg("agent")
             .arg("--socket")
             .arg(&socket)
             .arg("--events-out")
             .arg(&events_path)
+            .args(if args.contains(&"--pin") { None } else { Some("--pin") })
+            .args((!args.contains(&"--pin")).then_some(&pin_dir))
             .args(args)
             .args(
                 if args
@@ -135,6 +148,8 @@ impl Agent {
         let mut agent = Agent {
             child: Some(child),
             dir,
+            pin_dir,
+            remove_pins: true,
             socket,
             events_path,
             log_path,
@@ -247,8 +262,20 @@ impl Agent {
         c
     }
 
+    /// `kill -9`: no shutdown, nothing written or removed on the way out;
+    /// its pinned kernel objects stay for the next agent started in `dir`.
+    pub fn kill9(mut self) {
+        self.remove_pins = false;
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
+    /// The agent removes its pins itself: left for the test to check.
     pub fn stop(mut self) -> ExitStatus {
+        self.remove_pins = false;
         let mut child = self.child.take().expect("running");
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -271,6 +298,10 @@ impl Drop for Agent {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // Detaches what a killed agent kept attached.
+        if self.remove_pins {
+            let _ = std::fs::remove_dir_all(&self.pin_dir);
         }
     }
 }

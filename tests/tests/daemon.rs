@@ -19,7 +19,10 @@ fn shutdown_detaches_everything_and_removes_pins() {
     let socket = agent.socket.clone();
     assert!(agent.stop().success());
     assert!(!socket.exists(), "control socket removed");
-    assert!(!pin_dir.join("WATCHED").exists(), "pins removed without --keep-pins");
+    assert!(
+        !pin_dir.join("WATCHED").exists(),
+        "pins removed without --keep-sensors-on-exit"
+    );
     let _ = std::fs::remove_dir(&pin_dir);
     let deadline = std::time::Instant::now() + PATIENCE;
     while loaded_map_ids("WATCHED").contains(&ours) {

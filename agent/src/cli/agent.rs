@@ -24,12 +24,15 @@ pub struct AgentArgs {
     /// Control socket the wrapper registers on.
     #[arg(long, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// Pin the maps (WATCHED, CONFIG, LOSS) in this bpffs directory.
+    /// The bpffs directory the kernel objects (maps, links) are pinned in, so that
+    /// they outlive a killed agent and the next one takes them over
+    /// (overrides `kernel.pin_dir`; default /sys/fs/bpf/mcpwatch).
     #[arg(long, value_name = "DIR")]
     pin: Option<PathBuf>,
-    /// Leave the pinned maps in place at exit (default: remove them).
-    #[arg(long, requires = "pin")]
-    keep_pins: bool,
+    /// At SIGINT/SIGTERM, leave the kernel objects pinned and attached for the next
+    /// agent (an upgrade) instead of detaching (overrides `kernel.keep_sensors_on_exit`).
+    #[arg(long)]
+    keep_sensors_on_exit: bool,
     /// Capacity of the watched-process map.
     #[arg(long, value_name = "N")]
     watched_max: Option<u32>,
@@ -108,11 +111,12 @@ pub fn run(mut args: AgentArgs) -> anyhow::Result<()> {
         rules: Rules(args.watch),
         socket: args.socket,
         load: LoadOptions {
-            pin_dir: args.pin,
+            pin_dir: args.pin.or_else(|| config.kernel.pin_dir.clone()),
+            expected_marker: None,
             watched_max: args.watched_max,
             ring_bytes: args.ring_bytes,
         },
-        keep_pins: args.keep_pins,
+        keep_sensors_on_exit: args.keep_sensors_on_exit || config.kernel.keep_sensors_on_exit,
         mcp: McpOptions {
             state_dir: config.state_dir.clone(),
             audit_tool_calls: args.audit_tool_calls,

@@ -11,6 +11,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuHashMap};
 use crate::{
     alerts::{Alert, AlertAncestor, AlertFactory, loss::LossFold, rules},
     daemon::control::{ControlMsg, ServerStatus, Status, WatchRequest},
+    daemon::handover::Handover,
     kernel::watchset::WatchSet,
     kernel::{
         decode::{self, Event, Exec, Sys},
@@ -96,6 +97,9 @@ pub(super) struct Agent {
     pub(super) stdio_bytes: u64,
     /// Names per user, and servers to forget.
     pub(super) bounds: super::bounds::ServerBounds,
+    pub(super) state_dir: std::path::PathBuf,
+    /// What the next agent needs to read the kept kernel objects.
+    pub(super) handover: Handover,
 }
 impl Agent {
     pub(super) fn handle(&mut self, bytes: &[u8]) {

@@ -1,12 +1,14 @@
 //! The running agent: its event loop (`run`), its state and the pass each
 //! event takes (`agent`), what is watched (`watch`), its periodic reports
-//! (`report`), the control socket the wrapper and the CLI talk to
+//! (`report`), what the next agent needs to read the kept kernel
+//! objects (`handover`), the control socket the wrapper and the CLI talk to
 //! (`control`) and the wrapper itself (`wrapper`); `bounds`: what servers
 //! may leave behind (names per user, forgetting exited servers).
 
 mod agent;
 mod bounds;
 pub mod control;
+pub mod handover;
 mod report;
 pub mod run;
 mod watch;

@@ -120,8 +120,21 @@ impl Agent {
         self.bounds_tick(&per_server);
     }
 
+    /// Saves what the next agent needs to read the kept kernel objects:
+    /// the server names behind the ids, the kernel counters reported.
+    pub(super) fn save_handover(&mut self) {
+        (self.handover.servers, self.handover.last_server_id) = self.names.servers.entries();
+        self.handover.loss = self.loss_seen.iter().map(|(k, n)| (k.server, k.kind, *n)).collect();
+        self.handover.loss.sort_unstable();
+        self.handover.probe_errors = self.probe_errors.seen().to_vec();
+        if let Err(e) = self.handover.save(&self.state_dir) {
+            log::error!("the next agent may misname servers or report loss twice: {e}");
+        }
+    }
+
     /// Reports ring-buffer loss counted by the kernel since the last check.
     pub(super) fn report_loss(&mut self) {
+        let mut moved = false;
         let entries: Vec<(LossKey, u64)> = self
             .loss
             .iter()
@@ -135,6 +148,7 @@ impl Agent {
             }
             let lost = total - *seen;
             *seen = total;
+            moved = true;
             self.lost += lost;
             let kind = EventKind::from_u32(key.kind).map(EventKind::name).unwrap_or("unknown");
             let server = self.names.servers.name(key.server);
@@ -157,6 +171,7 @@ impl Agent {
         }
         // Drops the probes counted themselves: an unreadable argument, a full map...
         for (probe, reason, n) in self.probe_errors.poll() {
+            moved = true;
             self.loss_fold.probe(probe, reason, n);
             self.metrics.probe_errors(probe, reason, n);
             self.metrics.event(None, "loss");
@@ -170,6 +185,9 @@ impl Agent {
                 ..Default::default()
             };
             self.writer.write(&r);
+        }
+        if moved {
+            self.save_handover();
         }
         let decode_errors = self.decode_errors - std::mem::replace(&mut self.decode_errors_seen, self.decode_errors);
         if decode_errors > 0 {

@@ -5,7 +5,7 @@
 
 use std::{collections::HashMap as StdHashMap, path::PathBuf, sync::Arc, time::Duration};
 
-use agent_common::AgentConfig;
+use agent_common::{AgentConfig, LossKey};
 use anyhow::Context as _;
 use aya::maps::{Array, MapData, RingBuf};
 use tokio::{
@@ -19,7 +19,8 @@ use crate::{
     alerts::AlertFactory,
     config::Config,
     daemon::control::ControlSocket,
-    kernel::loader::{self, LoadOptions},
+    daemon::handover::Handover,
+    kernel::loader::{self, LoadOptions, Origin},
     mcp::{Mcp, McpOptions},
     output::{
         events::{Clock, EventWriter},
@@ -60,7 +61,9 @@ pub struct AgentOptions {
     pub rules: Rules,
     pub socket: PathBuf,
     pub load: LoadOptions,
-    pub keep_pins: bool,
+    /// At a clean stop, leave the kernel objects pinned for the next agent
+    /// (an upgrade) instead of detaching.
+    pub keep_sensors_on_exit: bool,
     pub mcp: McpOptions,
     /// Manifests and host configurations.
     pub policy: Sources,
@@ -81,8 +84,26 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let clock = Clock::new();
     let factory = AlertFactory::new(clock);
     let sinks = Sinks::start(&opts.config, &metrics, &factory).context("starting the alert sinks")?;
-    let (probes, ring) = loader::load(&opts.load).context("loading the kernel programs")?;
+    // What the previous agent said about the kernel objects it kept: only
+    // the pins it describes are reused (their server ids mean its names).
+    let previous = Handover::load(&opts.config.state_dir);
+    let mut load = opts.load.clone();
+    load.expected_marker = previous
+        .as_ref()
+        .and_then(|h| h.marker_for(&load.pin_dir()))
+        .map(str::to_owned);
+    let (probes, ring) = loader::load(&load).context("loading the kernel programs")?;
     let mut probes = probes;
+    let kept = probes.origin == Origin::Kept;
+    let previous = previous.filter(|_| kept).unwrap_or_default();
+    let handover = Handover {
+        pin_dir: probes.pin_dir().to_owned(),
+        marker: probes.marker.clone(),
+        ..previous
+    };
+    if let Err(e) = handover.save(&opts.config.state_dir) {
+        log::error!("the next agent will not reuse the kernel objects: {e}");
+    }
     let control = ControlSocket::bind(&opts.socket)?;
     let writer = match &opts.events_out {
         Some(p) => EventWriter::file(p, opts.config.events).with_context(|| format!("opening {}", p.display()))?,
@@ -97,9 +118,13 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         config,
         policy,
         loss: probes.take_loss(),
-        probe_errors: probes.take_probe_errors(),
+        probe_errors: {
+            let mut p = probes.take_probe_errors();
+            p.set_seen(&handover.probe_errors);
+            p
+        },
         names: Names {
-            servers: Servers::default(),
+            servers: Servers::restore(&handover.servers, handover.last_server_id),
             clock,
             ts_cache: Default::default(),
         },
@@ -109,7 +134,11 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         sinks,
         metrics_address: metrics_address.map(|a| a.to_string()),
-        loss_seen: StdHashMap::new(),
+        loss_seen: handover
+            .loss
+            .iter()
+            .map(|&(server, kind, n)| (LossKey { server, kind }, n))
+            .collect(),
         events: 0,
         lost: 0,
         decode_errors: 0,
@@ -137,14 +166,31 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         stdio_bytes: 0,
         event_counters: StdHashMap::new(),
         bounds: super::bounds::ServerBounds::new(opts.config.servers),
+        state_dir: opts.config.state_dir.clone(),
+        handover,
     };
     state.set_discovery().context("writing the CONFIG map")?;
     for a in &policy_alerts {
         state.emit_alert(a);
     }
     state.sync_pins();
+    let mut ring = ring;
+    if kept {
+        // What the kernel queued while no agent ran happened first.
+        let mut n = 0;
+        loop {
+            let (done, more) = drain(&mut ring, &mut state);
+            n += done;
+            if !more {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        log::info!("{n} records queued while no agent ran, handled");
+        state.writer.flush();
+    }
     // What a previous agent watched first, under the names it had; then the rules.
-    state.readopt();
+    state.readopt(kept);
     state.startup_scan();
     state.writer.flush();
     loader::release_free_memory();
@@ -272,14 +318,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     if let Some(h) = http {
         h.abort();
     }
-    if opts.keep_pins {
-        for p in probes.pinned() {
-            log::info!("leaving {} pinned (--keep-pins)", p.display());
-        }
-    } else {
-        probes.unpin();
-    }
-    // Dropping the probes detaches every program and closes every map.
+    state.save_handover();
+    probes.release(opts.keep_sensors_on_exit);
+    // Dropping the probes closes every descriptor: unpinned, the programs
+    // detach and the maps go.
     drop(state);
     drop(ring);
     drop(probes);

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use agent_common::{
     AgentConfig, EventKind, WatchedProc,
-    config::{CONFIG_DISCOVER_EXEC, WATCH_ROOT},
+    config::{CONFIG_DISCOVER_EXEC, WATCH_PENDING, WATCH_ROOT},
 };
 
 use super::agent::{Agent, exec_exe};
@@ -94,6 +94,11 @@ impl Agent {
     /// before userspace saw the root). Returns the server id.
     pub(super) fn watch_tree(&mut self, root: u32, server: &str, reason: &str) -> u32 {
         let id = self.names.servers.id(server);
+        if self.names.servers.len() > self.handover.servers.len() {
+            // Saved before the kernel carries the id: a next agent that
+            // takes the kernel objects over must know what it names.
+            self.save_handover();
+        }
         let kinds = EventKind::ALL.map(EventKind::name);
         self.metrics.server_seen(server, &kinds);
         for pid in ProcTable::descendants_from_proc(root) {
@@ -155,15 +160,18 @@ impl Agent {
     }
 
     /// Watches again the roots a previous agent watched (same pid, same
-    /// start time), under the names they had (an entry a pinned map kept
-    /// is rewritten: server ids are this agent's).
-    pub(super) fn readopt(&mut self) {
+    /// start time), under the names they had. With the kernel objects
+    /// `kept`, the kernel never stopped watching them (`takeover`: no gap);
+    /// otherwise they ran unwatched from the previous agent's end
+    /// (`restart`: an `agent.watch_gap` each).
+    pub(super) fn readopt(&mut self, kept: bool) {
+        let reason = if kept { "takeover" } else { "restart" };
         for r in self.registrations.live() {
             if self.is_agent(r.pid) {
                 continue;
             }
-            let id = self.watch_tree(r.pid, &r.server, "restart");
-            if self.watched.state(r.pid).is_none() {
+            let id = self.watch_tree(r.pid, &r.server, reason);
+            if kept || self.watched.state(r.pid).is_none() {
                 continue;
             }
             // Not silent: the SOC learns the server ran unwatched for a while.
@@ -178,6 +186,18 @@ impl Agent {
             );
             alert.evidence = serde_json::json!({ "pid": r.pid, "start_time": r.start_time });
             self.emit_alert(&alert);
+        }
+        if kept {
+            // Watched processes whose root is gone keep the id the kernel
+            // gave them, which the previous agent's names resolve.
+            for (pid, w) in self.watched.entries() {
+                if w.flags & WATCH_PENDING == 0
+                    && let Some(p) = self.procs.get_mut(pid)
+                    && p.server.is_none()
+                {
+                    p.server = Some(w.server);
+                }
+            }
         }
     }
 

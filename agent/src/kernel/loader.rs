@@ -5,15 +5,26 @@ use std::path::{Path, PathBuf};
 
 use agent_common::{
     AgentConfig, LossKey, WatchedProc,
-    config::{WATCHED_MAX_ENTRIES, WATCHED_MAX_LIMIT},
+    config::{EVENTS_RING_BYTES, WATCHED_MAX_ENTRIES, WATCHED_MAX_LIMIT},
 };
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{BtfTracePoint, RawTracePoint},
+    programs::{
+        BtfTracePoint, RawTracePoint,
+        links::{FdLink, PinnedLink},
+        raw_trace_point::RawTracePointLinkId,
+        tp_btf::BtfTracePointLinkId,
+    },
 };
 
-use crate::kernel::{btf, mounts, probe_errors::ProbeErrors, stdio::StdioChannels};
+use crate::kernel::{
+    btf,
+    keep::{self, KeepDir, Previous},
+    mounts,
+    probe_errors::ProbeErrors,
+    stdio::StdioChannels,
+};
 
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpwatch"));
@@ -31,9 +42,6 @@ const IO_URING_TRACEPOINT: (&str, &str) = ("io_uring_submit_req", "io_uring_subm
 
 /// Raw tracepoints: (program name, tracepoint).
 const RAW_TRACEPOINTS: &[(&str, &str)] = &[("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
-
-/// Maps pinned with `--pin`.
-const PINNABLE: &[&str] = &["WATCHED", "CONFIG", "LOSS", "PROBE_ERRORS"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -63,27 +71,44 @@ pub enum LoadError {
     NotBpffs(PathBuf),
     #[error("the object has no map {0}")]
     MissingMap(&'static str),
-    #[error("pinning map {name} at {path}: {source}")]
-    Pin {
-        name: &'static str,
-        path: PathBuf,
-        #[source]
-        source: aya::pin::PinError,
-    },
+    #[error("keeping the kernel objects: {0}")]
+    Keep(#[from] keep::KeepError),
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
-    /// Pin the maps under this bpffs directory (for bpftool and other readers).
+    /// The bpffs directory the kernel objects are pinned in (default
+    /// [`keep::DEFAULT_DIR`]).
     pub pin_dir: Option<PathBuf>,
+    /// The marker the state directory recorded for the pins (see
+    /// `daemon/handover.rs`): a kept set is reused only when it is this one.
+    pub expected_marker: Option<String>,
     /// Size of the watched-process map.
     pub watched_max: Option<u32>,
     /// Size of the event ring buffer in bytes (a power of two, page multiple).
     pub ring_bytes: Option<u32>,
 }
 
-/// The loaded, attached programs and their maps. Dropping it detaches
-/// everything and closes the maps.
+impl LoadOptions {
+    pub fn pin_dir(&self) -> PathBuf {
+        self.pin_dir.clone().unwrap_or_else(|| PathBuf::from(keep::DEFAULT_DIR))
+    }
+}
+
+/// Where the kernel objects come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Kept by a previous agent: the watched set and the ring carried on.
+    Kept,
+    /// Created now; `discarded` says why what a previous agent left was not
+    /// reused (none: nothing was there).
+    Fresh { discarded: Option<String> },
+}
+
+/// The loaded, attached programs and their maps, pinned (see `keep.rs`).
+/// Dropping it closes this agent's descriptors: the programs stay attached
+/// while their links are pinned, and detach once [`Probes::release`]
+/// removed the pins.
 pub struct Probes {
     watched: Option<HashMap<MapData, u32, WatchedProc>>,
     config: Option<Array<MapData, AgentConfig>>,
@@ -92,8 +117,12 @@ pub struct Probes {
     stdio: Option<StdioChannels>,
     /// Optional fields the kernel lacks, with the feature switched off.
     pub disabled: Vec<(String, btf::OffsetError)>,
-    pinned: Vec<PathBuf>,
-    // Owns programs and links: detached before the mounts go.
+    pub origin: Origin,
+    /// The marker of this set of pins (recorded in the state directory).
+    pub marker: String,
+    keep: KeepDir,
+    // Closed before the programs and the mounts go.
+    _links: Vec<PinnedLink>,
     _ebpf: Ebpf,
     _mounts: Vec<mounts::OwnedMount>,
 }
@@ -125,17 +154,25 @@ impl Probes {
         self.stdio.take().expect("stdio maps taken once")
     }
 
-    /// Files pinned at load (removed by [`Probes::unpin`]).
-    pub fn pinned(&self) -> &[PathBuf] {
-        &self.pinned
+    pub fn pin_dir(&self) -> &Path {
+        self.keep.dir()
     }
 
-    /// Removes the pinned files so nothing outlives the agent.
-    pub fn unpin(&mut self) {
-        for p in self.pinned.drain(..) {
-            if let Err(e) = std::fs::remove_file(&p) {
-                log::warn!("cannot remove pinned map {}: {e}", p.display());
+    /// At a clean stop: removes the pins, so the programs detach and the
+    /// maps go when this agent's descriptors close, unless `keep_on_exit`
+    /// (an upgrade): then the pins, and the bpffs mount they live on, stay
+    /// for the next agent, and the kernel keeps watching meanwhile.
+    pub fn release(&mut self, keep_on_exit: bool) {
+        if keep_on_exit {
+            for m in self._mounts.drain(..) {
+                std::mem::forget(m);
             }
+            log::info!(
+                "leaving the kernel objects pinned in {} for the next agent (keep_sensors_on_exit)",
+                self.keep.dir().display()
+            );
+        } else {
+            self.keep.remove_all();
         }
     }
 }
@@ -169,13 +206,12 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
     // BTF tracepoints attach by BTF id and need no tracefs, but the agent's
     // other users (and later probe families) do: mount both when absent.
     for (fstype, target) in [("tracefs", mounts::TRACEFS), ("bpf", mounts::BPFFS)] {
-        let (_, owned) = mounts::ensure(fstype, target)?;
-        // Pins may be kept after exit: never unmount the bpffs they live on.
-        if fstype == "bpf" && opts.pin_dir.is_some() {
-            std::mem::forget(owned);
-            continue;
-        }
-        owned_mounts.extend(owned);
+        owned_mounts.extend(mounts::ensure(fstype, target)?.1);
+    }
+    let pin_dir = opts.pin_dir();
+    let _ = std::fs::create_dir_all(&pin_dir);
+    if !on_bpffs(&pin_dir) {
+        return Err(LoadError::NotBpffs(pin_dir));
     }
 
     let kernel_btf = btf::KernelBtf::running()?;
@@ -188,6 +224,30 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
     }
     log::debug!("kernel offsets: {:?}", resolved.offsets);
 
+    let watched_max = opts.watched_max.unwrap_or_else(default_watched_max);
+    let ring_bytes = opts.ring_bytes.unwrap_or(EVENTS_RING_BYTES);
+    let keep = KeepDir::new(pin_dir, keep::stamp(OBJECT, watched_max, ring_bytes));
+    let required: Vec<&str> = TRACEPOINTS.iter().chain(RAW_TRACEPOINTS).map(|(p, _)| *p).collect();
+    let (origin, marker, old_links) = match keep.inspect(opts.expected_marker.as_deref(), &required) {
+        Previous::Kept { marker, links } => {
+            log::info!(
+                "taking over the kernel objects a previous agent kept in {}: the watched set and the events queued meanwhile",
+                keep.dir().display()
+            );
+            (Origin::Kept, Some(marker), links)
+        }
+        Previous::Nothing => (Origin::Fresh { discarded: None }, None, Vec::new()),
+        Previous::Discarded(why) => {
+            log::warn!(
+                "removed the kernel objects pinned in {}: {why}; starting afresh (what happened meanwhile is not seen)",
+                keep.dir().display()
+            );
+            (Origin::Fresh { discarded: Some(why) }, None, Vec::new())
+        }
+    };
+
+    // Removing a stale set may have removed the emptied directory too.
+    let _ = std::fs::create_dir_all(keep.dir());
     let aya_btf = Btf::from_sys_fs()?;
     let mut loader = EbpfLoader::new();
     loader
@@ -196,32 +256,19 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
         // STASH is task-local storage, a map type aya creates but has no
         // userspace wrapper for (userspace never reads it).
         .allow_unsupported_maps();
-    loader.map_max_entries("WATCHED", opts.watched_max.unwrap_or_else(default_watched_max));
-    if let Some(n) = opts.ring_bytes {
-        loader.map_max_entries("EVENTS", n);
+    loader.map_max_entries("WATCHED", watched_max);
+    loader.map_max_entries("EVENTS", ring_bytes);
+    // Opened when pinned (kept), created and pinned at once otherwise.
+    let map_paths: Vec<PathBuf> = keep::KEPT_MAPS.iter().map(|m| keep.map_path(m)).collect();
+    for (name, path) in keep::KEPT_MAPS.iter().zip(&map_paths) {
+        loader.map_pin_path(name, path.as_path());
     }
     let mut ebpf = loader.load(OBJECT)?;
     let io_uring = !resolved.disabled.iter().any(|(f, _)| f == btf::IO_URING_OPS);
-    attach_all(&mut ebpf, &aya_btf, io_uring)?;
-
-    let mut pinned = Vec::new();
-    if let Some(dir) = &opts.pin_dir {
-        let _ = std::fs::create_dir_all(dir);
-        if !on_bpffs(dir) {
-            return Err(LoadError::NotBpffs(dir.clone()));
-        }
-        for &name in PINNABLE {
-            let path = dir.join(name);
-            let _ = std::fs::remove_file(&path);
-            let map = ebpf.map(name).ok_or(LoadError::MissingMap(name))?;
-            map.pin(&path).map_err(|source| LoadError::Pin {
-                name,
-                path: path.clone(),
-                source,
-            })?;
-            pinned.push(path);
-        }
-    }
+    let attached = attach_all(&mut ebpf, &aya_btf, io_uring)?;
+    let links = take_links(&mut ebpf, attached)?;
+    // Pinned right after attaching: from here a SIGKILL leaves them running.
+    let (marker, links) = keep.commit(marker, links, old_links)?;
 
     release_free_memory();
     let events = take(&mut ebpf, "EVENTS")?;
@@ -235,38 +282,69 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
             take(&mut ebpf, "STDIO_AT_EXEC")?,
         )),
         disabled: resolved.disabled,
-        pinned,
+        origin,
+        marker,
+        keep,
+        _links: links,
         _ebpf: ebpf,
         _mounts: owned_mounts,
     };
     Ok((probes, events))
 }
 
+/// A program attached by [`attach_all`], with its link's id.
+pub enum Attached {
+    Btf(&'static str, BtfTracePointLinkId),
+    Raw(&'static str, RawTracePointLinkId),
+}
+
 /// Loads and attaches every program of `ebpf` at the agent's hook points
-/// (also the benchmark's floor, which has the same programs).
-pub fn attach_all(ebpf: &mut Ebpf, btf: &Btf, io_uring: bool) -> Result<(), LoadError> {
+/// (also the benchmark's floor, which has the same programs). The links stay
+/// with their programs unless taken.
+pub fn attach_all(ebpf: &mut Ebpf, btf: &Btf, io_uring: bool) -> Result<Vec<Attached>, LoadError> {
+    let mut attached = Vec::new();
     if io_uring {
         // Optional: kernels before 6.0 name this tracepoint differently, and
         // io_uring may be built out; the rest of the watch does not need it.
         let (name, tracepoint) = IO_URING_TRACEPOINT;
         let program: &mut BtfTracePoint = program(ebpf, name)?;
-        if let Err(e) = program.load(tracepoint, btf).and_then(|()| program.attach().map(drop)) {
-            log::warn!("io_uring operations switched off: {name}: {e}");
+        match program.load(tracepoint, btf).and_then(|()| program.attach()) {
+            Ok(id) => attached.push(Attached::Btf(name, id)),
+            Err(e) => log::warn!("io_uring operations switched off: {name}: {e}"),
         }
     }
     for &(name, tracepoint) in TRACEPOINTS {
         let program: &mut BtfTracePoint = program(ebpf, name)?;
         let err = |source| LoadError::Program { name, source };
         program.load(tracepoint, btf).map_err(err)?;
-        program.attach().map_err(err)?;
+        attached.push(Attached::Btf(name, program.attach().map_err(err)?));
     }
     for &(name, tracepoint) in RAW_TRACEPOINTS {
         let program: &mut RawTracePoint = program(ebpf, name)?;
         let err = |source| LoadError::Program { name, source };
         program.load().map_err(err)?;
-        program.attach(tracepoint).map_err(err)?;
+        attached.push(Attached::Raw(name, program.attach(tracepoint).map_err(err)?));
     }
-    Ok(())
+    Ok(attached)
+}
+
+/// Takes the links from their programs, to be pinned.
+fn take_links(ebpf: &mut Ebpf, attached: Vec<Attached>) -> Result<Vec<(&'static str, FdLink)>, LoadError> {
+    attached
+        .into_iter()
+        .map(|a| match a {
+            Attached::Btf(name, id) => {
+                let p: &mut BtfTracePoint = program(ebpf, name)?;
+                let link = p.take_link(id).map_err(|source| LoadError::Program { name, source })?;
+                Ok((name, FdLink::from(link)))
+            }
+            Attached::Raw(name, id) => {
+                let p: &mut RawTracePoint = program(ebpf, name)?;
+                let link = p.take_link(id).map_err(|source| LoadError::Program { name, source })?;
+                Ok((name, FdLink::from(link)))
+            }
+        })
+        .collect()
 }
 
 /// Returns the heap's free pages to the kernel (glibc keeps them otherwise:

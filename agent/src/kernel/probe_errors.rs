@@ -34,6 +34,19 @@ impl<S: ProbeErrorSource> ProbeErrors<S> {
         }
     }
 
+    /// What was reported, by slot (a kept `PROBE_ERRORS` map goes on
+    /// counting across agents: the next one starts from here).
+    pub fn seen(&self) -> &[u64] {
+        &self.seen
+    }
+
+    /// Starts from what a previous agent reported on the same map.
+    pub fn set_seen(&mut self, seen: &[u64]) {
+        for (s, v) in self.seen.iter_mut().zip(seen) {
+            *s = *v;
+        }
+    }
+
     /// Counters that moved since the last poll: (probe name, reason name,
     /// new count), names as in `mcpwatch_probe_errors_total{probe,reason}`.
     pub fn poll(&mut self) -> Vec<ProbeErrorDelta> {

@@ -54,6 +54,27 @@ impl Servers {
         self.by_name.contains_key(name)
     }
 
+    /// The ids a previous agent gave (`entries`) and the last id it gave:
+    /// the kernel's kept maps and queued records carry them, and a forgotten
+    /// id is not given again by this agent either.
+    pub fn restore(entries: &[(u32, String)], last: u32) -> Self {
+        let mut s = Self::default();
+        for (id, n) in entries {
+            s.names.insert(*id, n.clone());
+            s.by_name.entry(n.clone()).or_insert(*id);
+            s.last = s.last.max(*id);
+        }
+        s.last = s.last.max(last);
+        s
+    }
+
+    /// Every (id, name) known, by id, and the last id given.
+    pub fn entries(&self) -> (Vec<(u32, String)>, u32) {
+        let mut v: Vec<(u32, String)> = self.names.iter().map(|(id, n)| (*id, n.clone())).collect();
+        v.sort_unstable();
+        (v, self.last)
+    }
+
     pub fn name(&self, id: u32) -> Option<&str> {
         self.names.get(&id).map(String::as_str)
     }
@@ -95,6 +116,11 @@ mod tests {
         assert_eq!(s.name(1), None);
         assert_eq!(s.id("fs"), 3, "a forgotten id is not given again");
         assert_eq!(s.len(), 2);
+        let (entries, last) = s.entries();
+        let again = Servers::restore(&entries, last);
+        assert_eq!((again.name(1), again.name(2), again.name(3)), (None, Some("git"), Some("fs")));
+        let mut again = again;
+        assert_eq!(again.id("new"), 4, "ids given before the handover are not given again");
     }
 
     #[test]
