@@ -51,6 +51,10 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     /// The events file (`--events-out`).
     pub events: EventsConfig,
+    /// Enforcement: the default mode, the seccomp list, degraded kernels.
+    pub enforce: crate::enforce::config::EnforceConfig,
+    /// `mcpwatch exec`: fail closed, where it reports.
+    pub wrapper: crate::enforce::config::WrapperConfig,
 }
 
 /// Bounds of the events file: rotated past `max_bytes` (0: never), `keep`
@@ -80,6 +84,8 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             sinks: Vec::new(),
             events: EventsConfig::default(),
+            enforce: Default::default(),
+            wrapper: Default::default(),
         }
     }
 }
@@ -354,6 +360,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
+        self.enforce.validate()?;
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.sinks.iter().enumerate() {
             let at = |f: &str| format!("sinks[{i}].{f}");

@@ -7,5 +7,6 @@ pub mod exec;
 pub mod offsets;
 pub mod pins;
 pub mod status;
+pub mod enforce_check;
 pub mod syscalls;
 pub mod test_alert;

@@ -8,7 +8,7 @@ use regex::Regex;
 use super::{
     error::{EntryError, Failed},
     model::{ArgBinding, ExePattern, Manifest, Outbound, ToolGrant},
-    schema::{InboundSpec, ManifestFile, Mode, OutboundSpec, ToolSpec},
+    schema::{InboundSpec, ManifestFile, OutboundSpec, ToolSpec},
 };
 use crate::{
     mcp::pins::ExpectedPins,
@@ -27,9 +27,6 @@ impl Manifest {
     ) -> Result<Self, (String, String, EntryError)> {
         let name = raw.name.clone().unwrap_or_else(|| stem.to_owned());
         crate::pipeline::servers::validate_name(&name).map_err(|e| ("name".to_owned(), name.clone(), e.into()))?;
-        if raw.mode == Mode::Enforce {
-            return Err(("mode".into(), "enforce".into(), EntryError::EnforceReserved));
-        }
         let mut args = Vec::new();
         for (k, a) in &raw.args {
             let from = Regex::new(&a.from).map_err(|e| (format!("args.{k}.from"), a.from.clone(), e.into()))?;
@@ -88,6 +85,7 @@ impl Manifest {
         let mut m = Self {
             name,
             file: file.map(Path::to_owned),
+            mode: raw.mode,
             match_servers: raw.matcher.server.clone(),
             match_exe,
             match_argv,
