@@ -48,7 +48,10 @@ fn probe(agent: &Agent, server: &str, bin: &str, ia32: bool) -> (String, std::pr
 }
 
 fn by_rule<'a>(ev: &'a [Value], server: &str, rule: &str) -> Vec<&'a Value> {
-    alerts(ev, Some(server)).into_iter().filter(|a| a["rule"] == rule).collect()
+    alerts(ev, Some(server))
+        .into_iter()
+        .filter(|a| a["rule"] == rule)
+        .collect()
 }
 
 #[test]
@@ -63,7 +66,10 @@ fn filesystem_server_enforced_reads_and_writes_its_root_and_is_refused_outside_e
     let node = node_server("server-filesystem");
     let mut s = McpSession::new(&["node", node.to_str().unwrap(), r])
         .call("read_text_file", json!({"path": format!("{r}/notes.txt")}))
-        .call("write_file", json!({"path": format!("{r}/out.txt"), "content": "written"}))
+        .call(
+            "write_file",
+            json!({"path": format!("{r}/out.txt"), "content": "written"}),
+        )
         .call("read_text_file", json!({"path": format!("{o}/secret.txt")}));
     // The client names the outside directory as a root: the server trusts
     // roots over its command line, the sandbox does not.
@@ -138,7 +144,10 @@ fn audit_mode_leaves_the_same_servers_untouched_and_marks_what_enforcement_would
     assert!(status.success(), "{status}");
     let ring = by_rule(&ev, "sbx", "evasion.io_uring");
     assert!(!ring.is_empty(), "{}", dump(&ev));
-    assert_eq!((ring[0]["would_block"].as_bool(), ring[0]["layer"].as_str()), (Some(true), Some("seccomp")));
+    assert_eq!(
+        (ring[0]["would_block"].as_bool(), ring[0]["layer"].as_str()),
+        (Some(true), Some("seccomp"))
+    );
     let ptrace = by_rule(&ev, "sbx", "proc.ptrace");
     assert_eq!(ptrace[0]["would_block"], true, "{}", dump(&ev));
     assert!(by_rule(&ev, "sbx", "enforce.denied").is_empty());
@@ -161,9 +170,16 @@ fn audit_mode_leaves_the_same_servers_untouched_and_marks_what_enforcement_would
         .iter()
         .find(|a| a["evidence"]["path"] == format!("{o}/secret.txt").as_str())
         .unwrap_or_else(|| panic!("{}", dump(&ev)));
-    assert_eq!((a["would_block"].as_bool(), a["layer"].as_str()), (Some(true), Some("landlock")));
+    assert_eq!(
+        (a["would_block"].as_bool(), a["layer"].as_str()),
+        (Some(true), Some("landlock"))
+    );
     let m = http_get(&agent.metrics_address(), "/metrics").unwrap().1;
-    assert!(m.lines().any(|l| l.starts_with("mcpwatch_enforce_total{") && l.contains("would_block")), "{m}");
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("mcpwatch_enforce_total{") && l.contains("would_block")),
+        "{m}"
+    );
     assert!(agent.stop().success());
 }
 
@@ -175,7 +191,12 @@ fn enforce_check_reports_each_layer_and_a_simulated_missing_one_degrades_the_ser
     let dir = scratch_dir("enf-check-cfg");
     let cfg = dir.join("config.toml");
     std::fs::write(&cfg, "[enforce]\nsimulate_missing = [\"landlock\"]\n").unwrap();
-    let out = output(Command::new(bin()).args(["enforce-check", "--json"]).arg("--config").arg(&cfg));
+    let out = output(
+        Command::new(bin())
+            .args(["enforce-check", "--json"])
+            .arg("--config")
+            .arg(&cfg),
+    );
     let layers: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -187,7 +208,12 @@ fn enforce_check_reports_each_layer_and_a_simulated_missing_one_degrades_the_ser
     assert_eq!(of("cgroup")["enforced"], false);
     assert!(of("kill")["detail"].as_str().unwrap().contains("not built"));
     assert_eq!(out.status.code(), Some(1), "a sandbox layer is missing");
-    let plain = output(Command::new(bin()).arg("enforce-check").arg("--config").arg(dir.join("none.toml")));
+    let plain = output(
+        Command::new(bin())
+            .arg("enforce-check")
+            .arg("--config")
+            .arg(dir.join("none.toml")),
+    );
     assert!(!plain.status.success());
 
     let d = manifest("enf-degraded", "sbx", json!({"name": "sbx", "mode": "enforce"}));
@@ -197,7 +223,11 @@ fn enforce_check_reports_each_layer_and_a_simulated_missing_one_degrades_the_ser
         "[enforce]\nsimulate_missing = [\"landlock\"]\n[metrics]\naddress = \"127.0.0.1:0\"\n",
         &["--manifests", &m, "--no-user-host-configs"],
     );
-    assert!(agent.log().contains("enforcement layer landlock: NOT enforced"), "{}", agent.log());
+    assert!(
+        agent.log().contains("enforcement layer landlock: NOT enforced"),
+        "{}",
+        agent.log()
+    );
     let bin = cc(&scratch_dir("enf-degraded-prog"), "sandboxed");
     let (stdout, _, ev) = probe(&agent, "sbx", &bin, false);
     assert!(stdout.starts_with("ptrace=-1 "), "seccomp still applies: {stdout}");
@@ -205,8 +235,14 @@ fn enforce_check_reports_each_layer_and_a_simulated_missing_one_degrades_the_ser
     assert_eq!(deg.len(), 1, "{}", dump(&ev));
     assert_eq!(deg[0]["evidence"]["missing"], json!(["landlock"]));
     let metrics = http_get(&agent.metrics_address(), "/metrics").unwrap().1;
-    assert!(metrics.contains("mcpwatch_enforce_layer_enforced{layer=\"landlock\"} 0"), "{metrics}");
-    assert!(metrics.contains("mcpwatch_enforce_layer_enforced{layer=\"seccomp\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("mcpwatch_enforce_layer_enforced{layer=\"landlock\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mcpwatch_enforce_layer_enforced{layer=\"seccomp\"} 1"),
+        "{metrics}"
+    );
     assert!(agent.stop().success());
 
     // Refused when the configuration says so.

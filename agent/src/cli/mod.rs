@@ -3,10 +3,10 @@
 
 pub mod agent;
 pub mod check_manifests;
+pub mod enforce_check;
 pub mod exec;
 pub mod offsets;
 pub mod pins;
 pub mod status;
-pub mod enforce_check;
 pub mod syscalls;
 pub mod test_alert;

@@ -7,7 +7,7 @@
 
 use std::{
     os::unix::process::CommandExt,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::Duration,
 };
@@ -136,7 +136,7 @@ pub fn run(o: Options<'_>) -> i32 {
     EXIT_EXEC_FAILED
 }
 
-fn report(socket: &PathBuf, outcome: Outcome, server: &str, reason: &str) {
+fn report(socket: &Path, outcome: Outcome, server: &str, reason: &str) {
     if let Err(e) = failopen::report(socket, outcome, server, reason) {
         eprintln!("mcpwatch exec: could not report to syslog at {}: {e}", socket.display());
     }

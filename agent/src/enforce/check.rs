@@ -51,7 +51,11 @@ pub fn layers(simulated: &[Layer]) -> Vec<LayerState> {
                     format!(
                         "Landlock ABI {abi}: files{}{}",
                         if abi >= 4 { ", TCP bind/connect ports" } else { "" },
-                        if abi >= 6 { ", abstract Unix socket and signal scoping" } else { "" }
+                        if abi >= 6 {
+                            ", abstract Unix socket and signal scoping"
+                        } else {
+                            ""
+                        }
                     ),
                 ),
                 Layer::Landlock => (false, "Landlock is not enabled in this kernel".into()),

@@ -38,7 +38,10 @@ impl EnforceConfig {
             if seccomp::number(n).is_none() {
                 return Err((
                     format!("enforce.seccomp_deny[{i}]"),
-                    format!("`{n}` is not a syscall the filter knows ({})", seccomp::known().join(", ")),
+                    format!(
+                        "`{n}` is not a syscall the filter knows ({})",
+                        seccomp::known().join(", ")
+                    ),
                 ));
             }
         }

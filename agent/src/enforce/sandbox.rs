@@ -59,14 +59,20 @@ pub fn hierarchy(pattern: &str) -> Option<(String, bool)> {
 
 /// Whether `path` lies in one of the hierarchies `dirs`.
 pub fn under(path: &str, dirs: &[String]) -> bool {
-    dirs.iter().any(|d| {
-        path == d || (path.starts_with(d.as_str()) && path.as_bytes().get(d.len()) == Some(&b'/')) || d == "/"
-    })
+    dirs.iter()
+        .any(|d| path == d || (path.starts_with(d.as_str()) && path.as_bytes().get(d.len()) == Some(&b'/')) || d == "/")
 }
 
 /// Library directories: the dynamic loader and shared objects are opened
 /// for execution, so they need Landlock's execute right.
-pub const LIB_DIRS: &[&str] = &["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/libexec", "/usr/local/lib"];
+pub const LIB_DIRS: &[&str] = &[
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/libexec",
+    "/usr/local/lib",
+];
 
 /// Where a program given by name is looked for.
 pub const BIN_DIRS: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"];
@@ -111,7 +117,10 @@ mod tests {
     fn patterns_compile_to_their_literal_prefix_and_say_when_wider() {
         assert_eq!(hierarchy("/data/projects"), Some(("/data/projects".into(), false)));
         assert_eq!(hierarchy("/data/*.csv"), Some(("/data".into(), true)));
-        assert_eq!(hierarchy("/home/u/.cache/{a,b}/x"), Some(("/home/u/.cache".into(), true)));
+        assert_eq!(
+            hierarchy("/home/u/.cache/{a,b}/x"),
+            Some(("/home/u/.cache".into(), true))
+        );
         assert_eq!(hierarchy("**/node_modules/**"), None);
         assert_eq!(hierarchy("/"), None);
         assert!(under("/data/a/b", &["/data".into()]));

@@ -133,7 +133,10 @@ pub fn from_ecs(doc: &Value) -> Result<Alert, NotAnAlert> {
         mitre,
         tool: opt_str("/mcpwatch/tool"),
         call_id: opt_str("/mcpwatch/call_id"),
-        would_block: doc.pointer("/mcpwatch/would_block").and_then(Value::as_bool).unwrap_or(false),
+        would_block: doc
+            .pointer("/mcpwatch/would_block")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         layer: doc
             .pointer("/mcpwatch/layer")
             .and_then(Value::as_str)
@@ -176,6 +179,8 @@ pub(crate) mod tests {
             }),
             tool: Some("read_file".into()),
             call_id: Some("7".into()),
+            would_block: true,
+            layer: Some(crate::enforce::Layer::Landlock),
             count: 1,
             repeat_of: Some("1-1".into()),
         }

@@ -161,22 +161,17 @@ impl ServerPolicy {
             ),
             Activity::Net(n) => (
                 format!("{} tcp", n.op.name()),
-                format!(
-                    "{}:{}",
-                    n.addr.map(|a| a.to_string()).unwrap_or_default(),
-                    n.port
-                ),
+                format!("{}:{}", n.addr.map(|a| a.to_string()).unwrap_or_default(), n.port),
             ),
-            Activity::Risky(r) => (r.op.name().to_owned(), r.target_pid.map(|p| p.to_string()).unwrap_or_default()),
+            Activity::Risky(r) => (
+                r.op.name().to_owned(),
+                r.target_pid.map(|p| p.to_string()).unwrap_or_default(),
+            ),
             Activity::Exec(e) => ("exec".to_owned(), e.filename.clone()),
         };
         let would_have_been: Vec<&str> = findings.iter().map(|f| f.rule.id).collect();
         let declared = findings.iter().find_map(|f| f.declared.clone());
-        let during = ctx
-            .tool
-            .as_deref()
-            .map(|t| format!(" during {t}"))
-            .unwrap_or_default();
+        let during = ctx.tool.as_deref().map(|t| format!(" during {t}")).unwrap_or_default();
         *findings = vec![Finding {
             rule: &rules::ENFORCE_DENIED,
             summary: format!("{}: {} denied {op} of {target}{during}", ctx.server, layer.name()),
