@@ -5,12 +5,7 @@
 //! message of the wrapper goes to stderr. A server started unwatched, or
 //! refused, is also reported to syslog (the agent may be what failed).
 
-use std::{
-    os::unix::process::CommandExt,
-    path::Path,
-    process::Command,
-    time::Duration,
-};
+use std::{os::unix::process::CommandExt, path::Path, process::Command, time::Duration};
 
 use crate::{
     config::Config,

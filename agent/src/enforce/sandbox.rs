@@ -57,6 +57,40 @@ pub fn hierarchy(pattern: &str) -> Option<(String, bool)> {
     Some((format!("/{}", literal.join("/")), widened))
 }
 
+/// What Landlock makes of each path pattern a manifest grants (`field`,
+/// pattern): one note per pattern it cannot express exactly.
+pub fn landlock_notes<'a>(patterns: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    let mut out = Vec::new();
+    // `~` and `${arg}` are literal once expanded: judged as such.
+    let bound = regex::Regex::new(r"\$\{[^}]*\}").expect("valid regex");
+    for (field, p) in patterns {
+        let expanded = bound.replace_all(p.strip_prefix('~').map_or(p, |_| &p[1..]), "ARG");
+        let expanded = if p.starts_with('~') {
+            format!("/HOME{expanded}")
+        } else {
+            expanded.into_owned()
+        };
+        match hierarchy(&expanded) {
+            Some((dir, true)) => {
+                let dir = if p.starts_with('~') {
+                    dir.replacen("/HOME", "~", 1)
+                } else {
+                    dir
+                };
+                out.push(format!(
+                "{field} {p:?}: Landlock grants all of {dir} (it has no globs); the monitor still alerts on the exact pattern"
+                ))
+            }
+            Some(_) => {}
+            None => out.push(format!(
+                "{field} {p:?}: no directory to grant (it would be `/`): Landlock refuses it unless another grant \
+                 covers it; the monitor still alerts on the exact pattern"
+            )),
+        }
+    }
+    out
+}
+
 /// Whether `path` lies in one of the hierarchies `dirs`.
 pub fn under(path: &str, dirs: &[String]) -> bool {
     dirs.iter()
@@ -123,6 +157,15 @@ mod tests {
         );
         assert_eq!(hierarchy("**/node_modules/**"), None);
         assert_eq!(hierarchy("/"), None);
+        let notes = landlock_notes([
+            ("read", "/data/*.csv"),
+            ("read", "/data/x"),
+            ("exec", "**/bin/tool"),
+            ("read", "${roots}"),
+            ("write", "~/.cache/x"),
+        ]);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("grants all of /data"), "{notes:?}");
         assert!(under("/data/a/b", &["/data".into()]));
         assert!(under("/data", &["/data".into()]));
         assert!(!under("/database", &["/data".into()]));
