@@ -187,3 +187,67 @@ impl ServerPolicy {
         }];
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use crate::policy::activity::{Activity, PathFacts, RiskyActivity, RiskyOp};
+
+    const FS: &str = r#"{"args": {"roots": {"from": "server-filesystem/dist/index\\.js$"}},
+                         "read": ["${roots}"], "write": ["${roots}"], "mode": "MODE"}"#;
+
+    /// A filesystem server launched by the wrapper, its sandbox compiled.
+    fn sandboxed(mode: &str) -> (ServerPolicy, ProcContext) {
+        let (mut s, ctx) = server(&FS.replace("MODE", mode), NODE);
+        let launch: Vec<String> = NODE.iter().map(|a| a.to_string()).collect();
+        let mut cmd = vec!["/usr/bin/node".to_owned()];
+        cmd.extend(launch[1..].iter().cloned());
+        let mut sb = s.compile_sandbox(&cmd, None, &PathFacts::default());
+        sb.seccomp_deny = vec!["ptrace".into()];
+        s.sandbox = Some(sb);
+        (s, ctx)
+    }
+
+    #[test]
+    fn the_sandbox_grants_the_roots_the_runtime_tree_and_the_launch_program() {
+        let (s, _) = sandboxed("enforce");
+        let sb = s.sandbox().unwrap();
+        assert!(sb.read.contains(&"/data/projects".to_owned()), "{sb:?}");
+        assert!(sb.write.contains(&"/data/projects".to_owned()), "{sb:?}");
+        assert!(sb.read.contains(&"/srv/node_modules".to_owned()), "{sb:?}");
+        assert!(sb.exec.contains(&"/usr/bin/node".to_owned()), "{sb:?}");
+        assert!(!sb.read.iter().any(|d| d == "/" || d == "/data"), "{sb:?}");
+        assert_eq!(sb.connect_tcp, Some(vec![]), "no outbound grant: no TCP port");
+        assert_eq!(sb.bind_tcp, Some(vec![]));
+    }
+
+    #[test]
+    fn a_refused_read_in_enforce_mode_is_a_denial_naming_the_tool() {
+        let (mut s, ctx) = sandboxed("enforce");
+        let during = during(&ctx, "read_text_file", "5");
+        let f = s.evaluate(&during, &open("/etc/secret.txt", false, -13));
+        assert_eq!(rules(&f), ["enforce.denied"]);
+        assert_eq!(f[0].would_block, Some(crate::enforce::Layer::Landlock));
+        assert!(f[0].summary.contains("during read_text_file"), "{}", f[0].summary);
+        // A failure that is no refusal raises nothing; inside the roots nothing either.
+        assert!(s.evaluate(&ctx, &open("/etc/missing", false, -2)).is_empty());
+        assert!(s.evaluate(&ctx, &open("/data/projects/a", false, 3)).is_empty());
+        let ptrace = Activity::Risky(RiskyActivity {
+            op: RiskyOp::Ptrace,
+            target_pid: Some(PID),
+        });
+        assert_eq!(rules(&s.evaluate(&ctx, &ptrace)), ["enforce.denied"]);
+    }
+
+    #[test]
+    fn audit_mode_marks_what_the_sandbox_would_block_and_nothing_else() {
+        let (mut s, ctx) = sandboxed("audit");
+        let f = s.evaluate(&ctx, &open("/etc/secret.txt", false, 3));
+        assert_eq!(rules(&f), ["file.read_undeclared"]);
+        assert_eq!(f[0].would_block, Some(crate::enforce::Layer::Landlock));
+        // A refused read in audit mode is no sandbox's doing: nothing.
+        assert!(s.evaluate(&ctx, &open("/etc/other", false, -13)).is_empty());
+        let f = s.evaluate(&ctx, &connect("10.0.0.1", 443, None));
+        assert_eq!(f[0].would_block, Some(crate::enforce::Layer::Landlock));
+    }
+}
