@@ -95,7 +95,9 @@ fn filesystem_server_enforced_reads_and_writes_its_root_and_is_refused_outside_e
     assert_eq!(d["tool"], "read_text_file");
     assert!(d["call_id"].is_string(), "{d}");
     assert!(
-        by_rule(&ev, "filesystem", "file.read_undeclared").is_empty(),
+        by_rule(&ev, "filesystem", "file.read_undeclared")
+            .iter()
+            .all(|a| a["evidence"]["path"] != secret.as_str()),
         "the refused read is the denial, not a read:\n{}",
         dump(&ev)
     );
