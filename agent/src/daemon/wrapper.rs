@@ -42,18 +42,18 @@ pub fn register(socket: &Path, server: &str, command: &[String]) -> Result<Reply
     )
 }
 
-/// `program` as exec will find it (through PATH when it names no directory).
+/// `program` as exec will find it (through PATH when it names no
+/// directory), made absolute but not resolved: what exec is given stays what
+/// the host asked for (Landlock follows the link when it grants it).
 fn resolve(program: &str) -> String {
     if program.contains('/') {
-        return std::fs::canonicalize(program)
+        return std::path::absolute(program)
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|_| program.to_owned());
     }
     which::which(program)
-        .ok()
-        .and_then(|p| std::fs::canonicalize(p).ok())
         .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|| program.to_owned())
+        .unwrap_or_else(|_| program.to_owned())
 }
 
 /// The `[wrapper]` section of the agent's configuration file (the defaults
