@@ -53,6 +53,10 @@ pub struct Config {
     pub events: EventsConfig,
     pub servers: ServersConfig,
     pub kernel: KernelConfig,
+    /// Enforcement: the default mode, the seccomp list, degraded kernels.
+    pub enforce: crate::enforce::config::EnforceConfig,
+    /// `mcpwatch exec`: fail closed, where it reports.
+    pub wrapper: crate::enforce::config::WrapperConfig,
 }
 
 /// Bounds on what servers leave in the agent: unprivileged users register
@@ -117,6 +121,8 @@ impl Default for Config {
             events: EventsConfig::default(),
             servers: ServersConfig::default(),
             kernel: KernelConfig::default(),
+            enforce: Default::default(),
+            wrapper: Default::default(),
         }
     }
 }
@@ -391,6 +397,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
+        self.enforce.validate()?;
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.sinks.iter().enumerate() {
             let at = |f: &str| format!("sinks[{i}].{f}");

@@ -12,6 +12,7 @@
 pub mod alerts;
 pub mod config;
 pub mod daemon;
+pub mod enforce;
 pub mod kernel;
 pub mod mcp;
 pub mod output;

@@ -35,6 +35,8 @@ enum Command {
     Offsets(cli::offsets::OffsetsArgs),
     /// Print every x86_64 syscall with what the agent does with it (followed, or why not).
     Syscalls(cli::syscalls::SyscallsArgs),
+    /// Print, per enforcement layer, whether this kernel enforces it.
+    EnforceCheck(cli::enforce_check::EnforceCheckArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         Command::Pins(args) => cli::pins::run(args),
         Command::Offsets(args) => cli::offsets::run(args),
         Command::Syscalls(args) => cli::syscalls::run(args),
+        Command::EnforceCheck(args) => std::process::exit(cli::enforce_check::run(args)?),
     }
 }

@@ -17,7 +17,7 @@ import os
 import sys
 
 import anyio
-from mcp import ClientSession
+from mcp import ClientSession, types
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 
@@ -27,6 +27,8 @@ def parse():
     p.add_argument("--env", action="append", default=[], metavar="K=V")
     p.add_argument("--cwd", default=None)
     p.add_argument("--allow-errors", action="store_true")
+    p.add_argument("--root", action="append", default=[], metavar="DIR",
+                   help="offer the MCP roots capability naming DIR (repeatable)")
     a = p.parse_args()
     cmd = json.loads(os.environ.get("SESSION_SERVER_CMD", "[]"))
     if not cmd:
@@ -52,8 +54,16 @@ async def run(a, cmd):
     params = StdioServerParameters(command=cmd[0], args=cmd[1:], env=env, cwd=a.cwd)
     report = {"tools": [], "calls": []}
     async with stdio_client(params) as (read, write):
-        async with ClientSession(read, write) as session:
+        roots = None
+        if a.root:
+            async def roots(_ctx):
+                return types.ListRootsResult(roots=[types.Root(uri=f"file://{d}") for d in a.root])
+        async with ClientSession(read, write, list_roots_callback=roots) as session:
             init = await session.initialize()
+            if a.root:
+                # The server asks for the roots once initialized; let it
+                # have them before the first call.
+                await anyio.sleep(1.0)
             report["server"] = init.server_info.name
             tools = await session.list_tools()
             report["tools"] = sorted(t.name for t in tools.tools)

@@ -537,6 +537,8 @@ pub struct McpSession {
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
     pub allow_errors: bool,
+    /// Directories the client offers as MCP roots.
+    pub roots: Vec<PathBuf>,
 }
 
 impl McpSession {
@@ -547,6 +549,7 @@ impl McpSession {
             env: Vec::new(),
             cwd: None,
             allow_errors: false,
+            roots: Vec::new(),
         }
     }
 
@@ -597,6 +600,9 @@ impl McpSession {
         }
         if self.allow_errors {
             c.arg("--allow-errors");
+        }
+        for r in &self.roots {
+            c.arg("--root").arg(r);
         }
         c.env(
             "SESSION_SERVER_CMD",

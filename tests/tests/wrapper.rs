@@ -49,3 +49,110 @@ fn a_watched_process_cannot_move_to_another_server() {
     assert!(ev.iter().all(|e| e["server"] != "other"), "{}", dump(&ev));
     assert!(agent.stop().success());
 }
+
+/// A real rsyslogd listening on a private Unix log socket (as `/dev/log`);
+/// every message it receives is written, one per line, to the returned file.
+fn rsyslog_on(dir: &std::path::Path, socket: &std::path::Path) -> (Daemon, std::path::PathBuf) {
+    let out = dir.join("received.log");
+    let conf = dir.join("rsyslog.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"global(workDirectory="{dir}")
+module(load="imuxsock" SysSock.Use="off")
+template(name="line" type="string" string="%syslogfacility-text%.%syslogseverity-text% %syslogtag%%msg%\n")
+ruleset(name="r") {{ action(type="omfile" file="{out}" template="line") }}
+input(type="imuxsock" socket="{socket}" ruleset="r")
+"#,
+            dir = dir.display(),
+            out = out.display(),
+            socket = socket.display(),
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::spawn(
+        "rsyslogd",
+        std::process::Command::new("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid")),
+        dir.join("rsyslogd.log"),
+    );
+    wait_for(
+        "rsyslogd's socket",
+        std::time::Duration::from_secs(10),
+        || {
+            d.assert_running();
+            socket.exists().then_some(())
+        },
+        || std::fs::read_to_string(dir.join("rsyslogd.log")).unwrap_or_default(),
+    );
+    (d, out)
+}
+
+#[test]
+fn a_server_started_unwatched_or_refused_is_reported_to_syslog_and_fail_closed_refuses() {
+    require_root();
+    let dir = scratch_dir("wrapper-syslog");
+    let log_socket = dir.join("log.sock");
+    let (_rsyslog, received) = rsyslog_on(&dir, &log_socket);
+    let agent_socket = dir.join("nobody-listens.sock");
+    let exec = |config: &std::path::Path| {
+        output(
+            std::process::Command::new(bin())
+                .args(["exec", "--server", "fs", "--socket"])
+                .arg(&agent_socket)
+                .arg("--config")
+                .arg(config)
+                .args(["--", "/bin/echo", "ran"]),
+        )
+    };
+    let open = dir.join("open.toml");
+    std::fs::write(
+        &open,
+        format!("[wrapper]\nsyslog_socket = \"{}\"\n", log_socket.display()),
+    )
+    .unwrap();
+    let ran = exec(&open);
+    assert!(ran.status.success());
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "ran\n");
+    let closed = dir.join("closed.toml");
+    std::fs::write(
+        &closed,
+        format!(
+            "[wrapper]\nfail_closed = true\nsyslog_socket = \"{}\"\n",
+            log_socket.display()
+        ),
+    )
+    .unwrap();
+    let refused = exec(&closed);
+    assert_eq!(refused.status.code(), Some(69));
+    assert!(refused.stdout.is_empty(), "the server did not run");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("fail_closed"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let lines = wait_for(
+        "both reports in syslog",
+        std::time::Duration::from_secs(10),
+        || {
+            let t = std::fs::read_to_string(&received).unwrap_or_default();
+            (t.lines().count() >= 2).then_some(t)
+        },
+        || std::fs::read_to_string(&received).unwrap_or_default(),
+    );
+    let mut it = lines.lines();
+    let first = it.next().unwrap();
+    assert!(
+        first.starts_with("auth.warning mcpwatch-exec[") && first.contains("\"fs\" started UNWATCHED"),
+        "{lines}"
+    );
+    let second = it.next().unwrap();
+    assert!(
+        second.starts_with("auth.err mcpwatch-exec[") && second.contains("refused to start (fail_closed)"),
+        "{lines}"
+    );
+}

@@ -213,6 +213,9 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let st = *slot;
     slot.nr = STASH_EMPTY;
     if st.nr != nr {
+        if fam == Family::Risky && ret == -EPERM {
+            return seccomp_denied(regs, nr, ret, pid_tgid);
+        }
         return Ok(());
     }
     match fam {
@@ -224,6 +227,30 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
     Ok(())
 }
+
+/// EPERM from a risky syscall whose entry was never seen: a seccomp filter
+/// (an enforced server's sandbox) refused it before the sys_enter
+/// tracepoint, which runs after seccomp. The exit still runs; the arguments
+/// are still in the registers. Reported as the risky call with its EPERM, so
+/// the denial is an alert and not silence.
+fn seccomp_denied(regs: *const u8, nr: u32, ret: i64, pid_tgid: u64) -> Result<(), i64> {
+    let Some(w) = watched((pid_tgid >> 32) as u32) else {
+        return Ok(());
+    };
+    if w.flags & WATCH_PENDING != 0 {
+        return Ok(());
+    }
+    let st = Stash {
+        nr,
+        server: w.server,
+        args: syscall_args(regs)?,
+    };
+    risky::on_exit(&st, ret);
+    Ok(())
+}
+
+/// EPERM, as a syscall returns it.
+const EPERM: i64 = 1;
 
 /// Starts a record of `kind` for the syscall in `st`.
 #[inline(always)]

@@ -89,6 +89,12 @@ pub struct Alert {
     pub tool: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_id: Option<String>,
+    /// Audit mode: enforcement would have blocked this (see `layer`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub would_block: bool,
+    /// The enforcement layer that blocked it (`enforce.denied`) or would have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<crate::enforce::Layer>,
     /// Occurrences this alert stands for (1, or the count of a deduplicated repeat).
     pub count: u64,
     /// For a repeat summary: the id of the first alert, sent in full.
@@ -131,6 +137,8 @@ impl Alert {
             }),
             tool: None,
             call_id: None,
+            would_block: false,
+            layer: None,
             count: 1,
             repeat_of: None,
         }

@@ -349,9 +349,27 @@ rule!(
     Medium,
     Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
 );
+// Enforcement: a layer of an enforced server's sandbox denied an operation
+// (the alert names the layer, the operation and the tool call in flight).
+rule!(
+    ENFORCE_DENIED,
+    "enforce.denied",
+    High,
+    Some(("T1562", "Impair Defenses"))
+);
+// Enforcement: a server in enforce mode started without a layer it needs
+// (this kernel lacks it); what that layer would have blocked is only seen.
+rule!(
+    ENFORCE_DEGRADED,
+    "enforce.degraded",
+    High,
+    Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
+);
 
 /// Every rule, in catalogue order.
 pub static ALL: &[&Rule] = &[
+    &ENFORCE_DENIED,
+    &ENFORCE_DEGRADED,
     &SERVER_UNDECLARED,
     &MANIFEST_INVALID,
     &EXEC_UNDECLARED,

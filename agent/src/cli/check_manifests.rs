@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
-use mcpwatch::policy::manifest::{Manifest, limits};
+use mcpwatch::{
+    enforce::sandbox::landlock_notes,
+    policy::manifest::{ExePattern, Manifest, Mode, limits},
+};
 
 #[derive(clap::Args)]
 pub struct CheckManifestsArgs {
@@ -37,6 +40,11 @@ pub fn run(args: CheckManifestsArgs) -> i32 {
                 for w in &m.warnings {
                     eprintln!("{}: warning: {w}", f.display());
                 }
+                if m.mode == Some(Mode::Enforce) {
+                    for n in landlock_notes(enforced_patterns(&m)) {
+                        eprintln!("{}: enforce: {n}", f.display());
+                    }
+                }
             }
             Err(e) => {
                 bad += 1;
@@ -45,6 +53,20 @@ pub fn run(args: CheckManifestsArgs) -> i32 {
         }
     }
     i32::from(bad > 0)
+}
+
+/// The path patterns Landlock is given: read, write, and exec paths (a
+/// program named without a directory is looked up in the bin directories).
+fn enforced_patterns(m: &Manifest) -> Vec<(&'static str, &str)> {
+    let mut out: Vec<(&'static str, &str)> = Vec::new();
+    out.extend(m.read.iter().map(|p| ("read", p.as_str())));
+    out.extend(m.write.iter().map(|p| ("write", p.as_str())));
+    for e in &m.exec {
+        if let ExePattern::Path(g) = e {
+            out.push(("exec", g.text.as_str()));
+        }
+    }
+    out
 }
 
 /// The files named, a directory standing for its `*.json` (schemas aside), sorted.

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod check_manifests;
+pub mod enforce_check;
 pub mod exec;
 pub mod offsets;
 pub mod pins;

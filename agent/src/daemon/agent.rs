@@ -10,8 +10,9 @@ use aya::maps::{Array, HashMap, MapData, PerCpuHashMap};
 
 use crate::{
     alerts::{Alert, AlertAncestor, AlertFactory, loss::LossFold, rules},
-    daemon::control::{ControlMsg, ServerStatus, Status, WatchRequest},
+    daemon::control::{ControlMsg, Registered, ServerStatus, Status, WatchRequest},
     daemon::handover::Handover,
+    enforce::{Layer, config::EnforceConfig},
     kernel::watchset::WatchSet,
     kernel::{
         decode::{self, Event, Exec, Sys},
@@ -100,6 +101,10 @@ pub(super) struct Agent {
     pub(super) state_dir: std::path::PathBuf,
     /// What the next agent needs to read the kept kernel objects.
     pub(super) handover: Handover,
+    /// `[enforce]` of the configuration.
+    pub(super) enforce: EnforceConfig,
+    /// Sandbox layers this kernel lacks (or the configuration simulates missing).
+    pub(super) enforce_missing: Vec<Layer>,
 }
 impl Agent {
     pub(super) fn handle(&mut self, bytes: &[u8]) {
@@ -359,24 +364,70 @@ impl Agent {
         }
     }
 
-    pub(super) fn register(&mut self, req: &WatchRequest) -> Result<String, String> {
+    pub(super) fn register(&mut self, req: &WatchRequest) -> Result<Registered, String> {
         validate_name(&req.server).map_err(|e| e.to_string())?;
         if let Some(w) = self.watched.state(req.pid) {
-            // A watched process cannot launder itself into another server.
+            // A watched process cannot launder itself into another server
+            // (nor shed the sandbox of the server it belongs to).
             let current = self.names.server_name(w.server).unwrap_or("?").to_owned();
             log::warn!(
                 "pid {} asked to be watched as {} but is already watched as {current}",
                 req.pid,
                 req.server
             );
-            return Ok(current);
+            return Ok(Registered {
+                server: current,
+                sandbox: None,
+            });
         }
         self.admit_registration(req)?;
         self.watch_tree(req.pid, &req.server, "wrapper");
-        self.watched
-            .state(req.pid)
-            .map(|_| req.server.clone())
-            .ok_or_else(|| format!("could not add pid {} (uid {}) to the watched map", req.pid, req.uid))
+        if self.watched.state(req.pid).is_none() {
+            return Err(format!(
+                "could not add pid {} (uid {}) to the watched map",
+                req.pid, req.uid
+            ));
+        }
+        let sandbox = self.sandbox_for(req)?;
+        Ok(Registered {
+            server: req.server.clone(),
+            sandbox,
+        })
+    }
+
+    /// The sandbox the wrapper applies for an enforced server (none in
+    /// audit mode: it is still compiled, to mark what it would block). A
+    /// missing layer raises `enforce.degraded`, or refuses the server when
+    /// the configuration says so.
+    fn sandbox_for(&mut self, req: &WatchRequest) -> Result<Option<crate::enforce::sandbox::Sandbox>, String> {
+        if req.command.is_empty() {
+            return Ok(None);
+        }
+        let Some((mut sb, mode)) = self.policy.sandbox(&req.server, &req.command, req.cwd.as_deref()) else {
+            return Ok(None);
+        };
+        sb.seccomp_deny = self.enforce.deny_list();
+        sb.agent_pid = self.agent_pid;
+        sb.missing = self.enforce_missing.clone();
+        self.policy.set_sandbox(&req.server, &sb);
+        if mode != crate::policy::manifest::Mode::Enforce {
+            return Ok(None);
+        }
+        if !sb.missing.is_empty() {
+            let refused = self.enforce.refuse_degraded;
+            let id = self.names.servers.id(&req.server);
+            let ctx = self.context(id, Clock::now_ktime(), req.pid, false, false);
+            let a = self.policy.degraded_alert(&ctx, &sb.missing, refused);
+            self.emit_alert(&a);
+            if refused {
+                return Err(format!(
+                    "{} is in enforce mode and this kernel lacks {} (enforce.refuse_degraded)",
+                    req.server,
+                    sb.missing.iter().map(|l| l.name()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        Ok(Some(sb))
     }
 
     pub(super) fn status(&self) -> Status {
@@ -428,6 +479,12 @@ impl Agent {
             alert.severity.as_str(),
             latency_ns as f64 / 1e9,
         );
+        if let Some(l) = alert.layer
+            && (alert.would_block || alert.rule == rules::ENFORCE_DENIED.id)
+        {
+            self.metrics
+                .enforcement(alert.server.as_deref(), l.name(), !alert.would_block);
+        }
         self.sinks.send(alert);
     }
 }

@@ -11,6 +11,8 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+
+use crate::enforce::sandbox::Sandbox;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
@@ -33,8 +35,16 @@ const ROOT_CONNECTIONS: usize = 1024;
 #[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// Watch the calling process under `server`.
-    Watch { server: String },
+    /// Watch the calling process under `server`; it is about to run
+    /// `command` (program resolved) in `cwd`, from which its sandbox is
+    /// compiled when its manifest is in enforce mode.
+    Watch {
+        server: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        command: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cwd: Option<String>,
+    },
     /// Is the agent there?
     Ping,
     /// What the agent watches (root only).
@@ -91,6 +101,17 @@ pub struct Reply {
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_id: Option<String>,
+    /// The sandbox to apply before exec (a server in enforce mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<Sandbox>,
+}
+
+/// A registration accepted: the server the process is watched under, and
+/// its sandbox when enforced.
+#[derive(Debug)]
+pub struct Registered {
+    pub server: String,
+    pub sandbox: Option<Sandbox>,
 }
 
 impl Reply {
@@ -122,7 +143,9 @@ pub struct WatchRequest {
     pub pid: u32,
     pub uid: u32,
     pub server: String,
-    pub reply: oneshot::Sender<Result<String, String>>,
+    pub command: Vec<String>,
+    pub cwd: Option<String>,
+    pub reply: oneshot::Sender<Result<Registered, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -297,7 +320,7 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
                 },
                 Err(r) => r,
             },
-            Ok(Request::Watch { server }) => match cred.pid() {
+            Ok(Request::Watch { server, command, cwd }) => match cred.pid() {
                 Some(pid) if pid > 0 => {
                     let uid = cred.uid();
                     let pid = pid as u32;
@@ -306,15 +329,18 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
                             pid,
                             uid,
                             server,
+                            command,
+                            cwd,
                             reply,
                         })
                     })
                     .await
                     {
-                        Ok(Ok(server)) => Reply {
+                        Ok(Ok(r)) => Reply {
                             ok: true,
-                            server: Some(server),
+                            server: Some(r.server),
                             pid: Some(pid),
+                            sandbox: r.sandbox,
                             ..Default::default()
                         },
                         Ok(Err(e)) => Reply::error(e),
@@ -386,7 +412,12 @@ mod tests {
     #[test]
     fn request_wire_format() {
         assert_eq!(
-            serde_json::to_string(&Request::Watch { server: "fs".into() }).unwrap(),
+            serde_json::to_string(&Request::Watch {
+                server: "fs".into(),
+                command: vec![],
+                cwd: None
+            })
+            .unwrap(),
             r#"{"op":"watch","server":"fs"}"#
         );
         assert_eq!(
@@ -408,7 +439,12 @@ mod tests {
                 panic!("no watch request")
             };
             assert_eq!(req.pid, std::process::id());
-            req.reply.send(Ok(req.server.clone())).unwrap();
+            req.reply
+                .send(Ok(Registered {
+                    server: req.server.clone(),
+                    sandbox: None,
+                }))
+                .unwrap();
         });
         let mut s = UnixStream::connect(&path).await.unwrap();
         s.write_all(b"{\"op\":\"watch\",\"server\":\"fs\"}\n").await.unwrap();

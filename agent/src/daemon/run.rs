@@ -168,7 +168,19 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         bounds: super::bounds::ServerBounds::new(opts.config.servers),
         state_dir: opts.config.state_dir.clone(),
         handover,
+        enforce: opts.config.enforce.clone(),
+        enforce_missing: Vec::new(),
     };
+    state.policy.set_default_mode(opts.config.enforce.default_mode);
+    // No silent non-enforcement: what this kernel enforces, per layer, in
+    // the log and the metrics.
+    let layers = crate::enforce::check::layers(&opts.config.enforce.simulated_missing());
+    for l in &layers {
+        let state_word = if l.enforced { "enforced" } else { "NOT enforced" };
+        log::info!("enforcement layer {}: {state_word} ({})", l.layer.name(), l.detail);
+        state.metrics.enforce_layer(l.layer.name(), l.enforced);
+    }
+    state.enforce_missing = crate::enforce::check::missing_for_sandbox(&layers);
     state.set_discovery().context("writing the CONFIG map")?;
     for a in &policy_alerts {
         state.emit_alert(a);

@@ -1,49 +1,138 @@
-//! `mcpwatch exec`: register with the agent, then become the server.
+//! `mcpwatch exec`: register with the agent, apply the sandbox it hands back
+//! for a server in enforce mode, then become the server.
 //!
 //! Stdout is the MCP channel of the server this process becomes: every
-//! message of the wrapper goes to stderr.
+//! message of the wrapper goes to stderr. A server started unwatched, or
+//! refused, is also reported to syslog (the agent may be what failed).
 
 use std::{os::unix::process::CommandExt, path::Path, process::Command, time::Duration};
 
-use crate::daemon::control::{self, ClientError, Reply, Request};
+use crate::{
+    config::Config,
+    daemon::control::{self, ClientError, Reply, Request},
+    enforce::{
+        apply,
+        config::WrapperConfig,
+        failopen::{self, Outcome},
+    },
+};
 
 /// How long the wrapper waits for the agent's acknowledgement.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Exit status when the agent is required but not reachable (EX_UNAVAILABLE).
 pub const EXIT_NO_AGENT: i32 = 69;
+/// Exit status when the configuration file cannot be read (EX_CONFIG).
+pub const EXIT_CONFIG: i32 = 78;
+/// Exit status when the sandbox cannot be applied (EX_OSERR).
+pub const EXIT_SANDBOX: i32 = 71;
 /// Exit status when the command cannot be executed.
 pub const EXIT_EXEC_FAILED: i32 = 127;
 
-/// Asks the agent at `socket` to watch this process under `server`.
-pub fn register(socket: &Path, server: &str) -> Result<Reply, ClientError> {
+/// Asks the agent at `socket` to watch this process under `server`, about to run `command`.
+pub fn register(socket: &Path, server: &str, command: &[String]) -> Result<Reply, ClientError> {
     control::call(
         socket,
         &Request::Watch {
             server: server.to_owned(),
+            command: command.to_vec(),
+            cwd: std::env::current_dir().ok().map(|d| d.to_string_lossy().into_owned()),
         },
         ACK_TIMEOUT,
     )
 }
 
-/// Registers, then replaces this process with `cmd`. Returns only on failure,
-/// with the exit status to use.
-pub fn run(socket: &Path, server: &str, require_agent: bool, cmd: &[String]) -> i32 {
-    let Some((program, args)) = cmd.split_first() else {
+/// `program` as exec will find it (through PATH when it names no
+/// directory), made absolute but not resolved: what exec is given stays what
+/// the host asked for (Landlock follows the link when it grants it).
+fn resolve(program: &str) -> String {
+    if program.contains('/') {
+        return std::path::absolute(program)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| program.to_owned());
+    }
+    which::which(program)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| program.to_owned())
+}
+
+/// The `[wrapper]` section of the agent's configuration file (the defaults
+/// when there is none); an unreadable file is an error.
+fn wrapper_config(path: &Path, explicit: bool) -> Result<WrapperConfig, String> {
+    Config::load(path, explicit)
+        .map(|c| c.wrapper)
+        .map_err(|e| e.to_string())
+}
+
+pub struct Options<'a> {
+    pub socket: &'a Path,
+    pub server: &'a str,
+    pub require_agent: bool,
+    pub config: &'a Path,
+    pub config_explicit: bool,
+    pub cmd: &'a [String],
+}
+
+/// Registers, applies the sandbox, then replaces this process with the
+/// command. Returns only on failure, with the exit status to use.
+pub fn run(o: Options<'_>) -> i32 {
+    let Some((program, args)) = o.cmd.split_first() else {
         eprintln!("mcpwatch exec: no command given");
         return 2;
     };
-    match register(socket, server) {
-        Ok(_) => {}
-        Err(e) if require_agent => {
-            eprintln!("mcpwatch exec: {e}; refusing to start {server:?} unwatched (--require-agent)");
+    let server = o.server;
+    let cfg = match wrapper_config(o.config, o.config_explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mcpwatch exec: {e}; refusing to start {server:?} (cannot tell whether to fail closed)");
+            report(&WrapperConfig::default().syslog_socket, Outcome::Refused, server, &e);
+            return EXIT_CONFIG;
+        }
+    };
+    let mut command = vec![resolve(program)];
+    command.extend(args.iter().cloned());
+    match register(o.socket, server, &command) {
+        Ok(reply) => {
+            if let Some(sb) = reply.sandbox {
+                match apply::apply(&sb) {
+                    Ok(a) => {
+                        for what in &a.not_enforced {
+                            eprintln!("mcpwatch exec: {server:?}: not enforced by this kernel: {what}");
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("mcpwatch exec: cannot sandbox {server:?}: {e}; refusing to start it");
+                        return EXIT_SANDBOX;
+                    }
+                }
+            }
+        }
+        Err(e) if o.require_agent || cfg.fail_closed => {
+            let why = if cfg.fail_closed {
+                "[wrapper] fail_closed"
+            } else {
+                "--require-agent"
+            };
+            eprintln!("mcpwatch exec: {e}; refusing to start {server:?} unwatched ({why})");
+            report(&cfg.syslog_socket, Outcome::Refused, server, &e.to_string());
             return EXIT_NO_AGENT;
         }
         Err(e) => {
-            eprintln!("mcpwatch exec: {e}; starting {server:?} UNWATCHED (use --require-agent to refuse)");
+            eprintln!(
+                "mcpwatch exec: {e}; starting {server:?} UNWATCHED (use --require-agent or [wrapper] fail_closed to refuse)"
+            );
+            report(&cfg.syslog_socket, Outcome::StartedUnwatched, server, &e.to_string());
         }
     }
-    let err = Command::new(program).args(args).exec();
+    // The path the sandbox was compiled for (a PATH search would try
+    // directories Landlock may now refuse).
+    let err = Command::new(&command[0]).arg0(program).args(args).exec();
     eprintln!("mcpwatch exec: cannot execute {program:?}: {err}");
     EXIT_EXEC_FAILED
+}
+
+fn report(socket: &Path, outcome: Outcome, server: &str, reason: &str) {
+    if let Err(e) = failopen::report(socket, outcome, server, reason) {
+        eprintln!("mcpwatch exec: could not report to syslog at {}: {e}", socket.display());
+    }
 }

@@ -35,6 +35,8 @@ pub struct Metrics {
     registry: Registry,
     events: IntCounterVec,
     alerts: IntCounterVec,
+    enforcement: IntCounterVec,
+    enforce_layers: IntGaugeVec,
     lost: IntCounterVec,
     probe_errors: IntCounterVec,
     tool_calls: IntCounterVec,
@@ -122,6 +124,19 @@ impl Metrics {
             "mcpwatch_alerts_total",
             "Alerts raised, by server, rule and severity",
             &["server", "rule", "severity"],
+        )?;
+        let enforcement = counter_vec(
+            &r,
+            "mcpwatch_enforce_total",
+            "Operations an enforcement layer denied (outcome denied) or would have denied in audit mode \
+             (outcome would_block), by server and layer",
+            &["server", "layer", "outcome"],
+        )?;
+        let enforce_layers = gauge_vec(
+            &r,
+            "mcpwatch_enforce_layer_enforced",
+            "Whether this kernel enforces a layer (1) or not (0): landlock, seccomp, cgroup, kill",
+            &["layer"],
         )?;
         let lost = counter_vec(
             &r,
@@ -265,6 +280,8 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION"), kernel.as_str()])
             .set(1);
         Ok(Self {
+            enforcement,
+            enforce_layers,
             registry: r,
             events,
             alerts,
@@ -359,6 +376,18 @@ impl Metrics {
         let s = self.server_label(server);
         self.alerts.with_label_values(&[s.as_str(), rule, severity]).inc();
         self.alert_latency.observe(latency_s);
+    }
+
+    /// An operation a layer denied, or would have in audit mode.
+    pub fn enforcement(&self, server: Option<&str>, layer: &str, denied: bool) {
+        let s = self.server_label(server);
+        let outcome = if denied { "denied" } else { "would_block" };
+        self.enforcement.with_label_values(&[s.as_str(), layer, outcome]).inc();
+    }
+
+    /// Whether this kernel enforces `layer` (start-up).
+    pub fn enforce_layer(&self, layer: &str, enforced: bool) {
+        self.enforce_layers.with_label_values(&[layer]).set(i64::from(enforced));
     }
 
     /// An MCP tool call of `server` (for the protocol capture stage).

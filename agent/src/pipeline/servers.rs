@@ -118,7 +118,10 @@ mod tests {
         assert_eq!(s.len(), 2);
         let (entries, last) = s.entries();
         let again = Servers::restore(&entries, last);
-        assert_eq!((again.name(1), again.name(2), again.name(3)), (None, Some("git"), Some("fs")));
+        assert_eq!(
+            (again.name(1), again.name(2), again.name(3)),
+            (None, Some("git"), Some("fs"))
+        );
         let mut again = again;
         assert_eq!(again.id("new"), 4, "ids given before the handover are not given again");
     }

@@ -146,6 +146,11 @@ impl FileActivity {
     pub fn succeeded(&self) -> bool {
         self.result >= 0
     }
+
+    /// Failed with EACCES or EPERM (what Landlock answers).
+    pub fn refused(&self) -> bool {
+        self.result == -13 || self.result == -1
+    }
 }
 
 /// A path under `/proc` by the process it names, relative to the acting one.

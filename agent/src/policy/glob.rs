@@ -291,6 +291,15 @@ mod tests {
         assert!(!GlobSet::new(&[]).matches("/x"));
     }
 
+    /// Seen while writing the manifest properties: a pattern too large for
+    /// the regex engine was refused as having "an unclosed {" it did not have.
+    #[test]
+    fn a_pattern_too_large_to_compile_says_so() {
+        let e = PathGlob::new(&format!("/{}", "*a".repeat(10_000))).unwrap_err();
+        assert!(matches!(e, GlobError::TooLarge { len: 20001, .. }), "{e}");
+        assert!(e.to_string().contains("too large to compile"), "{e}");
+    }
+
     #[test]
     fn names() {
         assert!(name_matches("python3*", "python3.11"));

@@ -177,7 +177,9 @@ impl Policy {
     /// and module search paths).
     pub fn judges(&self, act: &Activity) -> bool {
         match act {
-            Activity::File(f) => f.succeeded() || catalog::classify(&f.path).is_some(),
+            // EACCES and EPERM may be a sandbox's refusal (`enforce.denied`);
+            // the engine drops what they raise otherwise.
+            Activity::File(f) => f.succeeded() || f.refused() || catalog::classify(&f.path).is_some(),
             _ => true,
         }
     }
@@ -237,6 +239,49 @@ impl Policy {
         out
     }
 
+    /// The mode of manifests that set none.
+    pub fn set_default_mode(&mut self, mode: manifest::Mode) {
+        self.engine.set_default_mode(mode);
+    }
+
+    /// The sandbox of a wrapped server about to run `command` in `cwd`,
+    /// and its mode; `None` for a server not set up (not watched).
+    pub fn sandbox(
+        &mut self,
+        server: &str,
+        command: &[String],
+        cwd: Option<&str>,
+    ) -> Option<(crate::enforce::sandbox::Sandbox, manifest::Mode)> {
+        let paths = host::path_facts(command, cwd);
+        let sb = self.engine.compile_sandbox(server, command, cwd, &paths)?;
+        let mode = self.engine.server(server)?.mode();
+        Some((sb, mode))
+    }
+
+    pub fn set_sandbox(&mut self, server: &str, sb: &crate::enforce::sandbox::Sandbox) {
+        self.engine.set_sandbox(server, sb);
+    }
+
+    /// `enforce.degraded`: a server in enforce mode starts (or is refused)
+    /// without layers this kernel lacks.
+    pub fn degraded_alert(&mut self, ctx: &ProcContext, missing: &[crate::enforce::Layer], refused: bool) -> Alert {
+        let names: Vec<&str> = missing.iter().map(|l| l.name()).collect();
+        let what = if refused { "refused" } else { "started without" };
+        let mut a = self.base(
+            &rules::ENFORCE_DEGRADED,
+            format!(
+                "{} is in enforce mode: {what} {} (not enforced by this kernel); the monitor still reports",
+                ctx.server,
+                names.join(", ")
+            ),
+            ctx,
+        );
+        a.manifest = self.manifest_of(&ctx.server).map(|(m, _)| m);
+        a.evidence = json!({ "missing": names, "refused": refused });
+        a.layer = missing.first().copied();
+        a
+    }
+
     /// The manifest a server is judged against (file label) and whether it is undeclared.
     pub fn manifest_of(&self, server: &str) -> Option<(String, bool)> {
         self.engine
@@ -253,6 +298,10 @@ impl Policy {
         a.manifest = manifest;
         a.evidence = f.evidence;
         a.declared = f.declared;
+        if let Some(l) = f.would_block {
+            a.layer = Some(l);
+            a.would_block = f.rule.id != rules::ENFORCE_DENIED.id;
+        }
         a
     }
 

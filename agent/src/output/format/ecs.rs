@@ -42,6 +42,12 @@ pub fn to_ecs(a: &Alert) -> Value {
     if let Some(d) = &a.declared {
         mcp.insert("declared".into(), d.clone());
     }
+    if a.would_block {
+        mcp.insert("would_block".into(), json!(true));
+    }
+    if let Some(l) = a.layer {
+        mcp.insert("layer".into(), json!(l));
+    }
     let mut doc = json!({
         "@timestamp": a.ts,
         "ecs": { "version": ECS_VERSION },
@@ -127,6 +133,14 @@ pub fn from_ecs(doc: &Value) -> Result<Alert, NotAnAlert> {
         mitre,
         tool: opt_str("/mcpwatch/tool"),
         call_id: opt_str("/mcpwatch/call_id"),
+        would_block: doc
+            .pointer("/mcpwatch/would_block")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        layer: doc
+            .pointer("/mcpwatch/layer")
+            .and_then(Value::as_str)
+            .and_then(crate::enforce::Layer::parse),
         count: u64_at("/mcpwatch/count")?,
         repeat_of: opt_str("/mcpwatch/repeat_of"),
     })
@@ -165,6 +179,8 @@ pub(crate) mod tests {
             }),
             tool: Some("read_file".into()),
             call_id: Some("7".into()),
+            would_block: true,
+            layer: Some(crate::enforce::Layer::Landlock),
             count: 1,
             repeat_of: Some("1-1".into()),
         }

@@ -38,6 +38,7 @@ impl ServerPolicy {
             evidence: evidence.clone(),
             declared,
             dedup_key: program.clone(),
+            would_block: None,
         };
         if e.fileless {
             return Some(finding(
@@ -125,7 +126,7 @@ impl ServerPolicy {
 
     /// The directory of the script an interpreter was launched with, where
     /// the host found it (links resolved; a script that is no file teaches nothing).
-    fn learn_code_dir(&mut self, argv: &[String], cwd: Option<&str>, paths: &PathFacts) {
+    pub(super) fn learn_code_dir(&mut self, argv: &[String], cwd: Option<&str>, paths: &PathFacts) {
         let Some(real) = script_arg(argv).and_then(|s| paths.file(&PathFacts::absolute(s, cwd))) else {
             return;
         };

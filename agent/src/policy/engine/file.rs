@@ -63,6 +63,7 @@ impl ServerPolicy {
             evidence,
             declared: Some(declared),
             dedup_key: tool_key(ctx, path),
+            would_block: None,
         };
         let mut out = Vec::new();
         for path in &paths {
@@ -81,13 +82,16 @@ impl ServerPolicy {
                             evidence: e,
                             declared: Some(declared),
                             dedup_key: path.clone(),
+                            would_block: None,
                         });
                     }
                 }
                 continue;
             }
-            // A failed access touched nothing (probing credentials is the exception, above).
-            if !f.succeeded() {
+            // A failed access touched nothing (probing credentials is the
+            // exception, above), unless a sandbox refused it: judged so the
+            // refusal can be named (the engine keeps only `enforce.denied`).
+            if !f.succeeded() && !f.refused() {
                 continue;
             }
             // An interpreter reading the script it was started with: judged at its exec.
@@ -113,6 +117,7 @@ impl ServerPolicy {
                 evidence: evidence(path),
                 declared: Some(declared),
                 dedup_key: path.clone(),
+                would_block: None,
             });
         }
         out

@@ -7,6 +7,7 @@
 //! `scope` (whose grants apply, resolved), one module per activity family:
 //! `exec`, `file`, `net`, `risky`.
 
+mod enforce;
 mod exec;
 
 pub use exec::runs_scripts;
@@ -25,9 +26,12 @@ use serde_json::Value;
 use super::{
     activity::{Activity, PathFacts, ProcContext},
     baseline::Runtime,
-    manifest::Manifest,
+    manifest::{Manifest, Mode},
 };
-use crate::alerts::rules::RuleId;
+use crate::{
+    alerts::rules::RuleId,
+    enforce::{Layer, sandbox::Sandbox},
+};
 use scope::Paths;
 
 /// What one rule found in one activity.
@@ -39,6 +43,8 @@ pub struct Finding {
     pub declared: Option<Value>,
     /// What makes a repeat the same alert (rule and server are added).
     pub dedup_key: String,
+    /// Audit mode: the enforcement layer that would have blocked it.
+    pub would_block: Option<Layer>,
 }
 
 /// The command line of the process that identified a server, with what the
@@ -66,11 +72,17 @@ pub struct ServerPolicy {
     /// server.py`, `node dist/index.js`): its own package tree.
     code_dirs: Vec<String>,
     root: RootCommand,
+    /// The mode of manifests that set none.
+    default_mode: Mode,
+    /// What the wrapper was told to apply (wrapped servers only).
+    sandbox: Option<Sandbox>,
 }
 
 impl ServerPolicy {
     fn new(manifest: Arc<Manifest>, undeclared: bool, home: String) -> Self {
         Self {
+            default_mode: Mode::Audit,
+            sandbox: None,
             manifest,
             undeclared,
             runtimes: BTreeSet::new(),
@@ -125,12 +137,27 @@ impl ServerPolicy {
 
     /// Judges one activity; `paths` are the host's answers for an exec's command line.
     fn judge(&mut self, ctx: &ProcContext, act: &Activity, paths: &PathFacts) -> Vec<Finding> {
-        match act {
+        let mut findings = match act {
             Activity::Exec(e) => self.exec(ctx, e, paths).into_iter().collect(),
             Activity::File(f) => self.file(ctx, f),
             Activity::Net(n) => self.net(ctx, n).into_iter().collect(),
             Activity::Risky(r) => risky::risky(ctx, r).into_iter().collect(),
+        };
+        self.enforcement(ctx, act, &mut findings);
+        // A failed access touched nothing: only a sandbox's refusal and
+        // probing for credentials are worth an alert.
+        if let Activity::File(f) = act
+            && !f.succeeded()
+            && crate::policy::catalog::classify(&f.path).is_none()
+        {
+            findings.retain(|f| f.rule.id == crate::alerts::rules::ENFORCE_DENIED.id);
         }
+        findings
+    }
+
+    /// What the wrapper was told to apply, if it was.
+    pub fn sandbox(&self) -> Option<&Sandbox> {
+        self.sandbox.as_ref()
     }
 }
 
@@ -139,6 +166,8 @@ impl ServerPolicy {
 pub struct Engine {
     manifests: Vec<Arc<Manifest>>,
     servers: HashMap<String, ServerPolicy>,
+    /// The mode of manifests that set none (`enforce.default_mode`).
+    default_mode: Mode,
 }
 
 impl Engine {
@@ -183,9 +212,40 @@ impl Engine {
             Some(m) => (m, false),
             None => (Arc::new(Manifest::least_privilege(&ctx.server)), true),
         };
-        self.servers
-            .insert(ctx.server.clone(), ServerPolicy::new(m, undeclared, home));
+        let mut s = ServerPolicy::new(m, undeclared, home);
+        s.default_mode = self.default_mode;
+        self.servers.insert(ctx.server.clone(), s);
         undeclared
+    }
+
+    pub fn set_default_mode(&mut self, mode: Mode) {
+        self.default_mode = mode;
+        for s in self.servers.values_mut() {
+            s.default_mode = mode;
+        }
+    }
+
+    /// The sandbox of `server` (set up by [`Engine::add_server`]) about to
+    /// run `command` in `cwd`; `paths`: the host's answers for `command`.
+    pub fn compile_sandbox(
+        &mut self,
+        server: &str,
+        command: &[String],
+        cwd: Option<&str>,
+        paths: &PathFacts,
+    ) -> Option<Sandbox> {
+        let s = self.servers.get_mut(server)?;
+        let mut sb = s.compile_sandbox(command, cwd, paths);
+        sb.server = server.to_owned();
+        Some(sb)
+    }
+
+    /// Completes the sandbox the wrapper is told to apply (seccomp list,
+    /// agent pid, missing layers), remembered for judging.
+    pub fn set_sandbox(&mut self, server: &str, sb: &Sandbox) {
+        if let Some(s) = self.servers.get_mut(server) {
+            s.sandbox = Some(sb.clone());
+        }
     }
 
     /// `ctx`'s process was put under watch (wrapper, rule, scan): the next

@@ -74,6 +74,7 @@ impl ServerPolicy {
             evidence: evidence.clone(),
             declared: declared(s),
             dedup_key: target.clone(),
+            would_block: None,
         };
         let outside_tool = |s: &Self, what: &str, to: &str| Finding {
             dedup_key: tool_key(ctx, &target),

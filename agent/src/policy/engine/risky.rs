@@ -40,6 +40,7 @@ pub(super) fn risky(ctx: &ProcContext, r: &RiskyActivity) -> Option<Finding> {
         evidence: json!({ "op": r.op.name(), "target_pid": r.target_pid }),
         declared: None,
         dedup_key: format!("{}:{:?}", r.op.name(), r.target_pid),
+        would_block: None,
     })
 }
 
@@ -56,6 +57,7 @@ fn compat(ctx: &ProcContext, nr: u32) -> Finding {
         evidence: json!({ "op": "compat_syscall", "ia32_nr": nr, "ia32_name": name, "pid": ctx.pid }),
         declared: None,
         dedup_key: format!("compat_syscall:{}", ctx.pid),
+        would_block: None,
     }
 }
 
@@ -69,6 +71,7 @@ fn io_uring_op(ctx: &ProcContext, opcode: u8) -> Finding {
         evidence: json!({ "op": "io_uring_op", "opcode": name }),
         declared: None,
         dedup_key: format!("io_uring_op:{}:{opcode}", ctx.pid),
+        would_block: None,
     }
 }
 

@@ -24,9 +24,9 @@ pub(super) type Scope<'a> = Option<&'a str>;
 
 /// Baseline, server-wide and per-tool paths, `~` and `${arg}` expanded.
 pub(super) struct Paths {
-    base_read: Vec<PathGlob>,
-    base_write: Vec<PathGlob>,
-    server: Resolved,
+    pub(super) base_read: Vec<PathGlob>,
+    pub(super) base_write: Vec<PathGlob>,
+    pub(super) server: Resolved,
     /// Tools that narrow `read` or `write`, built at their first call.
     tools: HashMap<String, Resolved>,
 }

@@ -28,8 +28,6 @@ pub enum EntryError {
     Regex(#[from] regex::Error),
     #[error("`${{{0}}}` refers to no entry of `args`")]
     UnknownArg(String),
-    #[error("mode `enforce` is reserved for a later version of mcpwatch; use `audit`")]
-    EnforceReserved,
     #[error("transport {0:?} is neither tcp nor udp")]
     Transport(String),
     #[error("{0}")]
@@ -124,6 +122,7 @@ fn position(text: &str, i: usize) -> (usize, usize) {
 mod tests {
     use super::super::tests::parse;
     use super::*;
+    use crate::policy::manifest::Mode;
 
     #[test]
     fn syntax_errors_give_file_line_column() {
@@ -148,8 +147,9 @@ mod tests {
         assert!(e.what.contains("not absolute"), "{e}");
         let e = parse("{\"read\": [\"${repo}/**\"]}").unwrap_err();
         assert!(e.what.contains("refers to no entry of `args`"), "{e}");
-        let e = parse("{\"mode\": \"enforce\"}").unwrap_err();
-        assert!(e.what.contains("reserved"), "{e}");
+        assert_eq!(parse("{\"mode\": \"enforce\"}").unwrap().mode, Some(Mode::Enforce));
+        let e = parse("{\"mode\": \"block\"}").unwrap_err();
+        assert_eq!(e.field, "mode");
         let e = parse("{\"network\": {\"outbound\": {\"allow_host\": [\"bad host!\"]}}}").unwrap_err();
         assert_eq!(e.field, "network.outbound.allow_host[0]");
         let e = parse("{\"listen\": [\"127.0.0.1\"]}").unwrap_err();

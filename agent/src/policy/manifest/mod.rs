@@ -18,7 +18,7 @@ use std::path::Path;
 pub use compile::expand;
 pub use error::ManifestError;
 pub use model::{ArgBinding, ExePattern, Manifest, Outbound, ToolGrant, basename};
-pub use schema::ManifestFile;
+pub use schema::{ManifestFile, Mode};
 
 impl Manifest {
     /// Parses and checks one manifest file's text.

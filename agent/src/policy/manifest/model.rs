@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use regex::Regex;
 
-use super::schema::ManifestFile;
+use super::schema::{ManifestFile, Mode};
 use crate::{
     mcp::pins::ExpectedPins,
     policy::{
@@ -21,6 +21,8 @@ pub struct Manifest {
     pub name: String,
     /// The file it came from (`None`: the built-in default).
     pub file: Option<PathBuf>,
+    /// As written (`None`: the configuration's default mode).
+    pub mode: Option<Mode>,
     pub match_servers: Vec<String>,
     pub match_exe: Vec<ExePattern>,
     pub match_argv: Vec<Regex>,

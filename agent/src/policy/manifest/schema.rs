@@ -15,8 +15,9 @@ pub struct ManifestFile {
     pub name: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// `audit` or `enforce` (none: the configuration's `enforce.default_mode`).
     #[serde(default)]
-    pub mode: Mode,
+    pub mode: Option<Mode>,
     #[serde(default, rename = "match")]
     pub matcher: MatchSpec,
     /// Values taken from the server's own command line, usable as `${NAME}` in paths.
@@ -115,13 +116,23 @@ where
     unique_map(d).map(Some)
 }
 
-#[derive(Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Deserialize, Serialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// Report only; alerts enforcement would have blocked say so (`would_block`).
     #[default]
     Audit,
-    /// Reserved for a later version: rejected today.
+    /// The wrapper sandboxes the server (Landlock, seccomp) before it runs.
     Enforce,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Audit => "audit",
+            Mode::Enforce => "enforce",
+        }
+    }
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]

@@ -1,0 +1,253 @@
+//! A server's grants as a sandbox for the wrapper, and which findings the
+//! sandbox blocks: in audit mode they carry `would_block` and the layer; in
+//! enforce mode an attempt the sandbox refused becomes `enforce.denied`.
+
+use serde_json::json;
+
+use super::{Finding, ServerPolicy};
+use crate::{
+    alerts::rules,
+    enforce::{
+        Layer,
+        sandbox::{BIN_DIRS, LIB_DIRS, Sandbox, hierarchy, push_unique, runtime_trees, under},
+    },
+    policy::{
+        activity::{Activity, NetOp, PathFacts, ProcContext, Proto, RiskyOp},
+        baseline::Runtime,
+        manifest::{ExePattern, Mode},
+    },
+};
+
+/// EACCES and EPERM, as syscalls return them: what Landlock answers.
+const EACCES: i64 = -13;
+const EPERM: i64 = -1;
+
+impl ServerPolicy {
+    /// The mode the server runs in.
+    pub fn mode(&self) -> Mode {
+        self.manifest.mode.unwrap_or(self.default_mode)
+    }
+
+    /// The sandbox for the server about to run `command` (program resolved
+    /// by the wrapper) in `cwd`; remembered to judge what it would block.
+    pub(super) fn compile_sandbox(&mut self, command: &[String], cwd: Option<&str>, paths: &PathFacts) -> Sandbox {
+        if let Some(program) = command.first() {
+            self.learn(program, command, cwd, paths);
+            self.learn_code_dir(command, cwd, paths);
+        }
+        self.resolved(None);
+        let p = self.paths.as_ref().expect("resolved above");
+        let mut sb = Sandbox::default();
+        let grant = |list: &mut Vec<String>, text: &str| {
+            if let Some((dir, _)) = hierarchy(text) {
+                push_unique(list, dir);
+            }
+        };
+        for g in p.server.read.iter().chain(&p.server.write).chain(&p.base_read) {
+            grant(&mut sb.read, &g.text);
+        }
+        for g in p.server.write.iter().chain(&p.base_write) {
+            grant(&mut sb.write, &g.text);
+        }
+        let launched = command.iter().filter(|a| a.starts_with('/')).chain(&self.code_dirs);
+        for a in launched {
+            for t in runtime_trees(a) {
+                push_unique(&mut sb.read, t);
+            }
+        }
+        for d in LIB_DIRS {
+            push_unique(&mut sb.exec, (*d).to_owned());
+        }
+        if let Some(program) = command.first().filter(|p| p.starts_with('/')) {
+            push_unique(&mut sb.exec, program.clone());
+            push_unique(&mut sb.read, program.clone());
+        }
+        for e in &self.manifest.exec {
+            match e {
+                ExePattern::Path(g) => grant(&mut sb.exec, &g.text),
+                ExePattern::Name(n) if n.contains(['*', '?', '[', '{']) => {
+                    for d in BIN_DIRS {
+                        push_unique(&mut sb.exec, (*d).to_owned());
+                    }
+                }
+                ExePattern::Name(n) => {
+                    for d in BIN_DIRS {
+                        push_unique(&mut sb.exec, format!("{d}/{n}"));
+                    }
+                }
+            }
+        }
+        let ob = &self.manifest.outbound;
+        sb.connect_tcp = (!ob.all)
+            .then(|| {
+                let mut ports = Vec::new();
+                for h in &ob.hosts {
+                    match h.port {
+                        Some(p) => ports.push(p),
+                        None if ob.ports.is_empty() => return None,
+                        None => ports.extend(&ob.ports),
+                    }
+                }
+                // The package registries the runtimes fetch from.
+                if self.runtimes.contains(&Runtime::Npx) || self.runtimes.contains(&Runtime::Uv) {
+                    ports.push(443);
+                }
+                ports.sort_unstable();
+                ports.dedup();
+                Some(ports)
+            })
+            .flatten();
+        sb.bind_tcp = self.manifest.listen.iter().map(|l| l.port).collect();
+        self.sandbox = Some(sb.clone());
+        sb
+    }
+
+    /// The layer of the sandbox that blocks `act` (none: no sandbox, or it
+    /// allows it).
+    fn blocking_layer(&self, act: &Activity) -> Option<Layer> {
+        let sb = self.sandbox.as_ref()?;
+        let blocked = match act {
+            Activity::File(f) if f.writes() => !under(&f.path, &sb.write),
+            Activity::File(f) => !under(&f.path, &sb.read) && !under(&f.path, &sb.write),
+            Activity::Exec(e) => !under(&e.filename, &sb.exec),
+            Activity::Net(n) if n.proto == Proto::Tcp && n.op == NetOp::Connect => {
+                sb.connect_tcp.as_ref().is_some_and(|p| !p.contains(&n.port))
+            }
+            Activity::Net(n) if n.proto == Proto::Tcp && n.op == NetOp::Bind => {
+                sb.bind_tcp.as_ref().is_some_and(|p| !p.contains(&n.port))
+            }
+            Activity::Net(_) => false,
+            Activity::Risky(r) => {
+                return match r.op {
+                    RiskyOp::CompatSyscall(_) => Some(Layer::Seccomp),
+                    op => sb.seccomp_deny.iter().any(|d| d == op.name()).then_some(Layer::Seccomp),
+                };
+            }
+        };
+        blocked.then_some(Layer::Landlock)
+    }
+
+    /// Marks what the sandbox would block (audit) or turns what it blocked
+    /// into `enforce.denied` (enforce).
+    pub(super) fn enforcement(&self, ctx: &ProcContext, act: &Activity, findings: &mut Vec<Finding>) {
+        if findings.is_empty() {
+            return;
+        }
+        let Some(layer) = self.blocking_layer(act) else {
+            return;
+        };
+        let sb = self.sandbox.as_ref().expect("a layer needs a sandbox");
+        if self.mode() == Mode::Audit || sb.missing.contains(&layer) {
+            for f in findings.iter_mut() {
+                f.would_block = Some(layer);
+            }
+            return;
+        }
+        let refused = match act {
+            Activity::File(f) => f.result == EACCES || f.result == EPERM,
+            Activity::Net(n) => n.result == EACCES || n.result == EPERM,
+            // The filter denies these unconditionally: a call seen is a call refused.
+            Activity::Risky(_) => true,
+            // A refused exec never becomes a process: nothing to see here.
+            Activity::Exec(_) => false,
+        };
+        if !refused {
+            return;
+        }
+        let (op, target) = match act {
+            Activity::File(f) => (
+                format!("{} ({})", f.op.name(), if f.writes() { "write" } else { "read" }),
+                f.path.clone(),
+            ),
+            Activity::Net(n) => (
+                format!("{} tcp", n.op.name()),
+                format!("{}:{}", n.addr.map(|a| a.to_string()).unwrap_or_default(), n.port),
+            ),
+            Activity::Risky(r) => (
+                r.op.name().to_owned(),
+                r.target_pid.map(|p| p.to_string()).unwrap_or_default(),
+            ),
+            Activity::Exec(e) => ("exec".to_owned(), e.filename.clone()),
+        };
+        let would_have_been: Vec<&str> = findings.iter().map(|f| f.rule.id).collect();
+        let declared = findings.iter().find_map(|f| f.declared.clone());
+        let during = ctx.tool.as_deref().map(|t| format!(" during {t}")).unwrap_or_default();
+        *findings = vec![Finding {
+            rule: &rules::ENFORCE_DENIED,
+            summary: format!("{}: {} denied {op} of {target}{during}", ctx.server, layer.name()),
+            evidence: json!({
+                "layer": layer,
+                "op": op,
+                "target": target,
+                "rules": would_have_been,
+            }),
+            declared,
+            dedup_key: format!("{}:{op}:{target}", layer.name()),
+            would_block: Some(layer),
+        }];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use crate::policy::activity::{Activity, PathFacts, RiskyActivity, RiskyOp};
+
+    const FS: &str = r#"{"args": {"roots": {"from": "server-filesystem/dist/index\\.js$"}},
+                         "read": ["${roots}"], "write": ["${roots}"], "mode": "MODE"}"#;
+
+    /// A filesystem server launched by the wrapper, its sandbox compiled.
+    fn sandboxed(mode: &str) -> (ServerPolicy, ProcContext) {
+        let (mut s, ctx) = server(&FS.replace("MODE", mode), NODE);
+        let launch: Vec<String> = NODE.iter().map(|a| a.to_string()).collect();
+        let mut cmd = vec!["/usr/bin/node".to_owned()];
+        cmd.extend(launch[1..].iter().cloned());
+        let mut sb = s.compile_sandbox(&cmd, None, &PathFacts::default());
+        sb.seccomp_deny = vec!["ptrace".into()];
+        s.sandbox = Some(sb);
+        (s, ctx)
+    }
+
+    #[test]
+    fn the_sandbox_grants_the_roots_the_runtime_tree_and_the_launch_program() {
+        let (s, _) = sandboxed("enforce");
+        let sb = s.sandbox().unwrap();
+        assert!(sb.read.contains(&"/data/projects".to_owned()), "{sb:?}");
+        assert!(sb.write.contains(&"/data/projects".to_owned()), "{sb:?}");
+        assert!(sb.read.contains(&"/srv/node_modules".to_owned()), "{sb:?}");
+        assert!(sb.exec.contains(&"/usr/bin/node".to_owned()), "{sb:?}");
+        assert!(!sb.read.iter().any(|d| d == "/" || d == "/data"), "{sb:?}");
+        assert_eq!(sb.connect_tcp, Some(vec![]), "no outbound grant: no TCP port");
+        assert_eq!(sb.bind_tcp, Some(vec![]));
+    }
+
+    #[test]
+    fn a_refused_read_in_enforce_mode_is_a_denial_naming_the_tool() {
+        let (mut s, ctx) = sandboxed("enforce");
+        let during = during(&ctx, "read_text_file", "5");
+        let f = s.evaluate(&during, &open("/etc/secret.txt", false, -13));
+        assert_eq!(rules(&f), ["enforce.denied"]);
+        assert_eq!(f[0].would_block, Some(crate::enforce::Layer::Landlock));
+        assert!(f[0].summary.contains("during read_text_file"), "{}", f[0].summary);
+        // A failure that is no refusal raises nothing; inside the roots nothing either.
+        assert!(s.evaluate(&ctx, &open("/etc/missing", false, -2)).is_empty());
+        assert!(s.evaluate(&ctx, &open("/data/projects/a", false, 3)).is_empty());
+        let ptrace = Activity::Risky(RiskyActivity {
+            op: RiskyOp::Ptrace,
+            target_pid: Some(PID),
+        });
+        assert_eq!(rules(&s.evaluate(&ctx, &ptrace)), ["enforce.denied"]);
+    }
+
+    #[test]
+    fn audit_mode_marks_what_the_sandbox_would_block_and_nothing_else() {
+        let (mut s, ctx) = sandboxed("audit");
+        let f = s.evaluate(&ctx, &open("/etc/secret.txt", false, 3));
+        assert_eq!(rules(&f), ["file.read_undeclared"]);
+        assert_eq!(f[0].would_block, Some(crate::enforce::Layer::Landlock));
+        // A refused read in audit mode is no sandbox's doing: nothing.
+        assert!(s.evaluate(&ctx, &open("/etc/other", false, -13)).is_empty());
+        let f = s.evaluate(&ctx, &connect("10.0.0.1", 443, None));
+        assert_eq!(f[0].would_block, Some(crate::enforce::Layer::Landlock));
+    }
+}
