@@ -21,6 +21,12 @@ pub const SOCKADDR_IN_ADDR: usize = 4;
 pub const SOCKADDR_IN6_ADDR: usize = 8;
 pub const SOCKADDR_UN_PATH: usize = 2;
 
+/// `struct mmsghdr` (sendmmsg, recvmmsg): its `struct msghdr` (56 bytes on
+/// x86_64), then `msg_len`, the bytes that message moved.
+pub const MMSGHDR_MSG_LEN: u64 = 56;
+/// The size of one `struct mmsghdr` (padded to 8).
+pub const MMSGHDR_SIZE: u64 = 64;
+
 /// File type bits of an inode mode (`i_mode`, `st_mode`).
 pub const S_IFMT: u32 = 0o170000;
 pub const S_IFSOCK: u32 = 0o140000;

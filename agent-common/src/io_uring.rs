@@ -4,7 +4,11 @@
 //!
 //! A submitted operation goes out as a `Risky` [`crate::event::SysEvent`]
 //! whose `nr` is [`IO_URING_OP_NR`] and whose arguments are
-//! [`ARG_OPCODE`], [`ARG_FD`] and [`ARG_USER_DATA`].
+//! [`ARG_OPCODE`], [`ARG_FD`] and [`ARG_USER_DATA`]. What the operation names
+//! comes with it, read from the kernel's own copy made by the opcode's prep
+//! before the tracepoint fires (never the submitter's memory, which another
+//! thread could rewrite): an openat's path as path 1 (with [`ARG_OPEN_FLAGS`]),
+//! a connect's or a send's destination as the record's address.
 
 /// `SysEvent::nr` of an io_uring operation: io_uring_enter's number (the
 /// syscall that submits; a ring polled by a kernel thread has none).
@@ -16,6 +20,31 @@ pub const ARG_OPCODE: usize = 0;
 pub const ARG_FD: usize = 1;
 /// Argument index of the submitter's `user_data` tag.
 pub const ARG_USER_DATA: usize = 2;
+
+/// Argument index of an openat's or openat2's open flags (`open_how.flags`,
+/// the kernel's copy made at prep).
+pub const ARG_OPEN_FLAGS: usize = 3;
+
+/// The opcodes whose operands are read (include/uapi/linux/io_uring.h).
+pub const OP_SENDMSG: u8 = 9;
+pub const OP_CONNECT: u8 = 16;
+pub const OP_OPENAT: u8 = 18;
+pub const OP_SEND: u8 = 26;
+pub const OP_OPENAT2: u8 = 28;
+pub const OP_SEND_ZC: u8 = 47;
+pub const OP_SENDMSG_ZC: u8 = 48;
+
+/// An open by path: the record's path 1 is the kernel's copy of the path
+/// (`io_open.filename`), relative to the descriptor in [`ARG_FD`].
+pub fn opens(opcode: u8) -> bool {
+    opcode == OP_OPENAT || opcode == OP_OPENAT2
+}
+
+/// A send that may name its destination (the kernel's copy in the
+/// request's `io_async_msghdr`; none on a connected socket).
+pub fn sends(opcode: u8) -> bool {
+    matches!(opcode, OP_SENDMSG | OP_SEND | OP_SEND_ZC | OP_SENDMSG_ZC)
+}
 
 /// `IORING_OP_*` numbers (include/uapi/linux/io_uring.h, a stable ABI) and
 /// names, for the opcodes that move files or network data. The others are

@@ -139,6 +139,32 @@ pub struct KernelOffsets {
     pub cqe_user_data: u32,
     /// `io_cqe.fd` (the sqe's fd, kept until completion)
     pub cqe_fd: u32,
+    /// `io_kiocb.cmd` (the operation's own data: `io_open`, `io_connect`...)
+    pub kiocb_cmd: u32,
+    /// `io_kiocb.flags` (`REQ_F_FIXED_FILE` is bit 0)
+    pub kiocb_flags: u32,
+    /// `io_kiocb.async_data` (what prep copied: a connect's or send's address)
+    pub kiocb_async_data: u32,
+    /// `io_open.dfd`
+    pub open_dfd: u32,
+    /// `io_open.filename` (a `struct filename *`, the kernel's copy of the path)
+    pub open_filename: u32,
+    /// `io_open.how` (a `struct open_how`)
+    pub open_how: u32,
+    /// `open_how.flags`
+    pub how_flags: u32,
+    /// `filename.name`
+    pub filename_name: u32,
+    /// `io_async_msghdr.addr` (a connect's address before Linux 7.1 and its stable backports)
+    pub async_msg_addr: u32,
+    /// `io_async_msghdr.msg` (a `struct msghdr`)
+    pub async_msg_msg: u32,
+    /// `msghdr.msg_name` (kernel copy of a send's destination, or NULL)
+    pub msghdr_name: u32,
+    /// `msghdr.msg_namelen`
+    pub msghdr_namelen: u32,
+    /// `io_connect.addr_len`
+    pub connect_addr_len: u32,
 }
 
 impl KernelOffsets {
@@ -208,13 +234,26 @@ impl KernelOffsets {
             kiocb_cqe: OFFSET_MISSING,
             cqe_user_data: OFFSET_MISSING,
             cqe_fd: OFFSET_MISSING,
+            kiocb_cmd: OFFSET_MISSING,
+            kiocb_flags: OFFSET_MISSING,
+            kiocb_async_data: OFFSET_MISSING,
+            open_dfd: OFFSET_MISSING,
+            open_filename: OFFSET_MISSING,
+            open_how: OFFSET_MISSING,
+            how_flags: OFFSET_MISSING,
+            filename_name: OFFSET_MISSING,
+            async_msg_addr: OFFSET_MISSING,
+            async_msg_msg: OFFSET_MISSING,
+            msghdr_name: OFFSET_MISSING,
+            msghdr_namelen: OFFSET_MISSING,
+            connect_addr_len: OFFSET_MISSING,
         }
     }
 }
 
-// Every member a u32 (63 fields), so the struct has no padding.
+// Every member a u32 (76 fields), so the struct has no padding.
 const _: () = {
-    assert!(core::mem::size_of::<KernelOffsets>() == 63 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 76 * 4);
     assert!(core::mem::align_of::<KernelOffsets>() == 4);
     assert!(core::mem::offset_of!(KernelOffsets, regs_orig_ax) == 50 * 4);
 };

@@ -309,6 +309,9 @@ table! {
     // destination and buffer are read like sendmsg's.
     SENDMMSG = 307, "sendmmsg", Net, Sendto { fd: Some(0), msghdr: Some(1) };
     RECVMSG = 47, "recvmsg", Net, Recvmsg { fd: Some(0), msghdr: Some(1) };
+    // Like sendmmsg: the first message's sender and buffer are read like
+    // recvmsg's, its length from the first `mmsghdr.msg_len`.
+    RECVMMSG = 299, "recvmmsg", Net, Recvmsg { fd: Some(0), msghdr: Some(1) };
     BIND = 49, "bind", Net, Bind { fd: Some(0), sockaddr: Some(1), addrlen: Some(2) };
     LISTEN = 50, "listen", Net, Listen { fd: Some(0) };
 

@@ -7,7 +7,7 @@ use agent_common::{
     event::{DATA_MAX, PATH_MAX, SYS_USER_MEMORY, SysEvent, SysRecord},
     probe_errors::{Probe, Reason},
 };
-use aya_ebpf::helpers::{bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes};
+use aya_ebpf::helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes};
 
 use crate::{
     emit::{probe_error, send_bytes, wake_flags},
@@ -130,6 +130,30 @@ impl Rec {
             self.ev().flags |= SYS_USER_MEMORY;
         }
         self.set_len(n, second);
+        n
+    }
+
+    /// Pushes a NUL-terminated kernel string (a copy the kernel already made
+    /// of a path, not the caller's memory) as path 1; returns its length.
+    #[inline(always)]
+    pub fn push_kernel_str(&mut self, ptr: *const u8, trunc_flag: u32) -> usize {
+        if ptr.is_null() {
+            return 0;
+        }
+        let slot = self.slot(PATH_MAX);
+        // SAFETY: the helper checks the kernel pointer and writes at most
+        // `slot.len()` bytes into the slice.
+        let n = match unsafe { bpf_probe_read_kernel_str_bytes(ptr, slot) } {
+            Ok(s) => s.len(),
+            Err(_) => {
+                self.error(Reason::KernelRead);
+                return 0;
+            }
+        };
+        if n + 1 >= PATH_MAX {
+            self.ev().flags |= trunc_flag;
+        }
+        self.set_len(n, false);
         n
     }
 

@@ -1,5 +1,7 @@
 /* Syscalls a credential thief can use that an agent following only the
- * usual ones misses: evade sendmmsg PORT | evade handle PATH | evade getfd PATH */
+ * usual ones misses: evade sendmmsg PORT | evade handle PATH | evade getfd PATH
+ * | evade recvmmsg NAME (a DNS query for NAME to 127.0.0.53, its answer
+ * received with recvmmsg, then a connect to the address it gave, port 443) */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -10,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static int send_many(int port) {
@@ -66,9 +69,48 @@ static int steal_fd(const char *path) {
     return fd >= 0 && n > 0 ? 0 : 1;
 }
 
+static int resolve_many(const char *name) {
+    unsigned char q[512] = {0x42, 0x43, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
+    size_t n = 12;
+    for (const char *l = name; *l;) {
+        size_t len = strcspn(l, ".");
+        q[n++] = (unsigned char)len;
+        memcpy(q + n, l, len);
+        n += len;
+        l += len;
+        if (*l == '.') l++;
+    }
+    q[n++] = 0;
+    q[n++] = 0; q[n++] = 1; q[n++] = 0; q[n++] = 1; /* A, IN */
+    struct sockaddr_in ns = {.sin_family = AF_INET, .sin_port = htons(53)};
+    ns.sin_addr.s_addr = inet_addr("127.0.0.53");
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    if (sendto(s, q, n, 0, (struct sockaddr *)&ns, sizeof ns) != (ssize_t)n) { perror("sendto"); return 1; }
+    unsigned char answer[512];
+    struct sockaddr_in from;
+    struct iovec iov = {answer, sizeof answer};
+    struct mmsghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_hdr.msg_name = &from;
+    m.msg_hdr.msg_namelen = sizeof from;
+    m.msg_hdr.msg_iov = &iov;
+    m.msg_hdr.msg_iovlen = 1;
+    struct timespec timeout = {5, 0};
+    int got = recvmmsg(s, &m, 1, MSG_WAITFORONE, &timeout);
+    if (got != 1 || m.msg_len < 16) { perror("recvmmsg"); return 1; }
+    /* The answer's address is its last four bytes. */
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(443)};
+    memcpy(&to.sin_addr, answer + m.msg_len - 4, 4);
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    int r = connect(c, (struct sockaddr *)&to, sizeof to);
+    printf("%s %d\n", inet_ntoa(to.sin_addr), r);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "sendmmsg")) return send_many(atoi(argv[2]));
     if (argc == 4 && !strcmp(argv[1], "handle")) return open_by_handle(argv[2], argv[3]);
     if (argc == 3 && !strcmp(argv[1], "getfd")) return steal_fd(argv[2]);
+    if (argc == 3 && !strcmp(argv[1], "recvmmsg")) return resolve_many(argv[2]);
     return 2;
 }

@@ -1,6 +1,8 @@
 //! Evasion through syscalls the probes did not follow: ia32 calls made
-//! with `int 0x80` from a 64-bit process, sendmmsg, open_by_handle_at and
-//! pidfd_getfd. Each is a real C program (tests/c/) run as a watched server.
+//! with `int 0x80` from a 64-bit process, sendmmsg, recvmmsg,
+//! open_by_handle_at, pidfd_getfd, and operations submitted through an
+//! io_uring instead of a syscall. Each is a real C program (tests/c/) run as
+//! a watched server.
 
 use std::{
     net::{TcpListener, UdpSocket},
@@ -8,7 +10,7 @@ use std::{
     process::Command,
 };
 
-use mcpwatch_tests::*;
+use mcpwatch_tests::{fixtures::dns_stub, *};
 use serde_json::Value;
 
 /// Compiles tests/c/`name`.c into the scratch directory `dir`.
@@ -167,5 +169,119 @@ fn pidfd_getfd_reports_the_target_process_and_the_stolen_file() {
     assert_eq!(alert["severity"], "critical");
     assert_eq!(alert["evidence"]["target_pid"].as_u64(), Some(child));
     assert!(alert["summary"].as_str().unwrap().contains(&format!("pid {child}")));
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn a_dns_answer_received_with_recvmmsg_names_the_connect_that_follows() {
+    let dir = scratch_dir("evasion-recvmmsg-prog");
+    let bin = cc(&dir, "evade", &[]);
+    let stub = dns_stub();
+    let agent = Agent::start("evasion-recvmmsg", &[]);
+    let (stdout, ev) = run(
+        &agent,
+        "recvmmsg",
+        &[bin.to_str().unwrap(), "recvmmsg", "mmsg.example.test"],
+    );
+    stub.join().unwrap();
+    assert!(stdout.starts_with("127.0.0.77 "), "{stdout}");
+    let answer = find(&ev, "dns", |e| e["syscall"] == "recvmmsg");
+    assert_eq!(answer["dns"]["name"], "mmsg.example.test", "{answer}");
+    let connect = find(&ev, "net", |e| e["op"] == "connect" && e["addr"] == "127.0.0.77");
+    assert_eq!(connect["hostname"], "mmsg.example.test", "{}", dump(&ev));
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn io_uring_operations_report_the_path_and_address_they_name_and_are_judged() {
+    let dir = scratch_dir("evasion-ring-prog");
+    let bin = cc(&dir, "ring", &[]);
+    std::fs::create_dir_all(dir.join(".ssh")).unwrap();
+    let key = dir.join(".ssh/id_rsa");
+    std::fs::write(&key, "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n").unwrap();
+    let key = key.to_str().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = sink.local_addr().unwrap().port();
+    let agent = Agent::start("evasion-ring", &[]);
+    // The key is opened relative to a directory descriptor: the path is the
+    // kernel's copy, joined to the directory resolved in the kernel.
+    let (stdout, ev) = run(
+        &agent,
+        "ringer",
+        &[
+            bin.to_str().unwrap(),
+            dir.to_str().unwrap(),
+            ".ssh/id_rsa",
+            &port.to_string(),
+            &udp_port.to_string(),
+        ],
+    );
+    assert!(stdout.contains("connect=0"), "{stdout}");
+    let op = |name: &str| find(&ev, "risky", |e| e["op"] == "io_uring_op" && e["opcode"] == name);
+    let open = op("openat");
+    assert_eq!(
+        (
+            open["path"].as_str(),
+            open["path_as_given"].as_str(),
+            open["user_data"].as_u64()
+        ),
+        (Some(key), Some(".ssh/id_rsa"), Some(0x1234)),
+        "{open}"
+    );
+    assert_eq!(open["access"], serde_json::json!(["read"]), "{open}");
+    let connect = op("connect");
+    assert_eq!(
+        (
+            connect["addr"].as_str(),
+            connect["port"].as_u64(),
+            connect["proto"].as_str(),
+            connect["family"].as_str(),
+            connect["user_data"].as_u64()
+        ),
+        (
+            Some("127.0.0.1"),
+            Some(port as u64),
+            Some("tcp"),
+            Some("inet"),
+            Some(0x5678)
+        ),
+        "{connect}"
+    );
+    let send = op("sendmsg");
+    assert_eq!(
+        (send["addr"].as_str(), send["port"].as_u64(), send["proto"].as_str()),
+        (Some("127.0.0.1"), Some(udp_port as u64), Some("udp")),
+        "{send}"
+    );
+    // No syscall made any of them.
+    assert!(
+        !ev.iter()
+            .any(|e| (e["kind"] == "file" && e["path"] == key) || (e["kind"] == "net" && e["port"] == port)),
+        "{}",
+        dump(&ev)
+    );
+    // Judged like the syscalls: the key is a credential, the port undeclared.
+    let ev = agent.wait_events("the credential and network alerts", |ev| {
+        let a = alerts(ev, Some("ringer"));
+        a.iter().any(|a| a["rule"] == "cred.ssh") && a.iter().any(|a| a["rule"] == "net.connect_undeclared")
+    });
+    let a = alerts(&ev, Some("ringer"));
+    let cred = a.iter().find(|a| a["rule"] == "cred.ssh").unwrap();
+    assert_eq!(
+        (cred["evidence"]["path"].as_str(), cred["evidence"]["via"].as_str()),
+        (Some(key), Some("io_uring")),
+        "{cred}"
+    );
+    let net = a
+        .iter()
+        .find(|a| a["rule"] == "net.connect_undeclared" && a["evidence"]["port"] == port)
+        .unwrap_or_else(|| panic!("no alert for the ring's connect:\n{}", dump(&ev)));
+    assert_eq!(
+        (net["evidence"]["address"].as_str(), net["evidence"]["via"].as_str()),
+        (Some("127.0.0.1"), Some("io_uring")),
+        "{net}"
+    );
     assert!(agent.stop().success());
 }

@@ -39,7 +39,6 @@ const KEYS: &str = "the kernel keyring: not followed";
 const SANDBOX: &str = "narrows what the process may do (seccomp, Landlock): nothing gained";
 const NOSYS: &str = "not implemented on this kernel (returns -ENOSYS)";
 const UPROBE: &str = "entered only from the kernel's uprobe trampolines";
-const RECVMMSG: &str = "received datagrams: DNS answers are learnt from recvfrom and recvmsg only";
 const HANDLE: &str = "returns a handle and opens nothing: the open by handle (open_by_handle_at) is followed";
 const MEMFD: &str = "an anonymous memory file: an exec of it is reported as fileless";
 const PIDFD: &str = "a handle on another process: what it is used for (pidfd_getfd) is followed";
@@ -293,7 +292,6 @@ pub const NOT_FOLLOWED: &[(u32, &str, &str)] = &[
     (296, "pwritev", FD),
     (297, "rt_tgsigqueueinfo", SIG),
     (298, "perf_event_open", ADMIN),
-    (299, "recvmmsg", RECVMMSG),
     (300, "fanotify_init", ADMIN),
     (301, "fanotify_mark", ADMIN),
     (302, "prlimit64", SCHED),

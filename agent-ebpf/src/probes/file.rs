@@ -29,7 +29,7 @@ use crate::{
 
 /// The directory a relative path of `dirfd` is relative to: `struct path *`.
 #[inline(always)]
-fn base_dir(dirfd: i64) -> Option<*const u8> {
+pub fn base_dir(dirfd: i64) -> Option<*const u8> {
     if dirfd == AT_FDCWD {
         let o = offsets();
         let fs: *const u8 = read(current_task(), &o.task_fs).ok()?;

@@ -12,12 +12,12 @@
 use agent_common::{
     EventKind, SockAddr,
     abi::{
-        AF_INET, AF_INET6, AF_UNIX, DNS_PORT, SOCK_DGRAM, SOCKADDR_IN_ADDR, SOCKADDR_IN6_ADDR, SOCKADDR_PORT,
-        SOCKADDR_UN_PATH,
+        AF_INET, AF_INET6, AF_UNIX, DNS_PORT, MMSGHDR_MSG_LEN, SOCK_DGRAM, SOCKADDR_IN_ADDR, SOCKADDR_IN6_ADDR,
+        SOCKADDR_PORT, SOCKADDR_UN_PATH,
     },
     event::{SOCKADDR_ABSTRACT, SYS_DATA_IN, SYS_PATH_TRUNCATED, SYS_USER_MEMORY},
     probe_errors::{Probe, Reason},
-    syscalls::{Op, SENDMMSG, arg, lookup},
+    syscalls::{Op, RECVMMSG, SENDMMSG, arg, lookup},
 };
 use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_buf};
 
@@ -37,7 +37,7 @@ const EINPROGRESS: i64 = -115;
 
 /// The `struct sock *` behind socket fd `fd`, and the socket type.
 #[inline(always)]
-fn sock_of(fd: u64) -> Option<(*const u8, u16)> {
+pub fn sock_of(fd: u64) -> Option<(*const u8, u16)> {
     let o = offsets();
     let file = fd_file(fd)?;
     let socket: *const u8 = read(file, &o.file_private).ok()?;
@@ -350,8 +350,17 @@ pub fn on_exit(st: &Stash, ret: i64) {
                     from.addr = unsafe { bpf_probe_read_user(at) }.unwrap_or([0; 16]);
                 }
             }
-            if from.port == DNS_PORT {
-                dns(st, ret, from, buf, true, user);
+            // recvmmsg returns a message count: the first message's bytes
+            // are in its `mmsghdr.msg_len`, which the kernel wrote.
+            let got = if st.nr == RECVMMSG {
+                let at = (arg(a, sc.msghdr) + MMSGHDR_MSG_LEN) as *const u32;
+                // SAFETY: checked user read.
+                unsafe { bpf_probe_read_user(at) }.map(i64::from).unwrap_or(0)
+            } else {
+                ret
+            };
+            if from.port == DNS_PORT && got > 0 {
+                dns(st, got, from, buf, true, user);
             }
         }
         _ => {}

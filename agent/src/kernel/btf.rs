@@ -57,6 +57,11 @@ type Slot = fn(&mut KernelOffsets) -> &mut u32;
 /// The feature the io_uring fields serve (switched off, with its probe left
 /// unattached, on a kernel without io_uring).
 pub const IO_URING_OPS: &str = "io_uring operations";
+/// What an io_uring operation names (an openat's path, a connect's or
+/// send's address): the structures the opcodes' prep filled, private to
+/// io_uring and renamed more often than the rest. Without them operations
+/// are still reported, with opcode, descriptor and user_data.
+pub const IO_URING_OPERANDS: &str = "io_uring operands";
 
 pub const FIELDS: &[(&str, &str, Slot, Need)] = &[
     ("task_struct", "pid", |o| &mut o.task_pid, Need::Required),
@@ -262,6 +267,74 @@ pub const FIELDS: &[(&str, &str, Slot, Need)] = &[
         Need::Optional(IO_URING_OPS),
     ),
     ("io_cqe", "fd", |o| &mut o.cqe_fd, Need::Optional(IO_URING_OPS)),
+    (
+        "io_kiocb",
+        "cmd",
+        |o| &mut o.kiocb_cmd,
+        Need::Optional(IO_URING_OPERANDS),
+    ),
+    (
+        "io_kiocb",
+        "flags",
+        |o| &mut o.kiocb_flags,
+        Need::Optional(IO_URING_OPERANDS),
+    ),
+    (
+        "io_kiocb",
+        "async_data",
+        |o| &mut o.kiocb_async_data,
+        Need::Optional(IO_URING_OPERANDS),
+    ),
+    ("io_open", "dfd", |o| &mut o.open_dfd, Need::Optional(IO_URING_OPERANDS)),
+    (
+        "io_open",
+        "filename",
+        |o| &mut o.open_filename,
+        Need::Optional(IO_URING_OPERANDS),
+    ),
+    ("io_open", "how", |o| &mut o.open_how, Need::Optional(IO_URING_OPERANDS)),
+    (
+        "open_how",
+        "flags",
+        |o| &mut o.how_flags,
+        Need::Optional(IO_URING_OPERANDS),
+    ),
+    (
+        "filename",
+        "name",
+        |o| &mut o.filename_name,
+        Need::Optional(IO_URING_OPERANDS),
+    ),
+    (
+        "io_async_msghdr",
+        "addr",
+        |o| &mut o.async_msg_addr,
+        Need::Optional(IO_URING_OPERANDS),
+    ),
+    (
+        "io_async_msghdr",
+        "msg",
+        |o| &mut o.async_msg_msg,
+        Need::Optional(IO_URING_OPERANDS),
+    ),
+    (
+        "msghdr",
+        "msg_name",
+        |o| &mut o.msghdr_name,
+        Need::Optional(IO_URING_OPERANDS),
+    ),
+    (
+        "msghdr",
+        "msg_namelen",
+        |o| &mut o.msghdr_namelen,
+        Need::Optional(IO_URING_OPERANDS),
+    ),
+    (
+        "io_connect",
+        "addr_len",
+        |o| &mut o.connect_addr_len,
+        Need::Optional(IO_URING_OPERANDS),
+    ),
 ];
 
 /// A parsed BTF blob.

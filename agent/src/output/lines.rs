@@ -132,6 +132,7 @@ impl Names {
                     let risky = RiskyObservation {
                         act: risky.clone(),
                         net: None,
+                        file: None,
                     };
                     let mut x = self.base_record(h, EventKind::Risky.name(), p);
                     x.op = Some("proc_access");
@@ -174,6 +175,14 @@ impl Names {
                 r.note = k.note();
                 r.path = s.path.clone();
                 r.path2 = s.path2.as_deref();
+                if let Some(f) = &k.file {
+                    // An io_uring open: the path made absolute, as given, and
+                    // the access its flags ask for.
+                    r.path = f.path.clone();
+                    r.path_as_given = s.path.as_deref();
+                    r.path_truncated = Some(s.path_truncated);
+                    r.access = Some(f.access.words());
+                }
                 if let Some(n) = &k.net {
                     destination(&mut r, n);
                 }

@@ -67,6 +67,7 @@ impl FileObservation {
             result: s.ret,
             path_truncated: s.path_truncated,
             proc_path: self.proc_path,
+            via: None,
         })
     }
 }
@@ -108,6 +109,7 @@ impl NetObservation {
             hostname: self.hostname,
             exposed,
             result: s.ret,
+            via: None,
         })
     }
 }
@@ -116,9 +118,11 @@ impl NetObservation {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RiskyObservation {
     pub act: RiskyActivity,
-    /// Where a compat (ia32) connect, bind or sendto went: judged by the
-    /// network policy as well.
+    /// Where a compat (ia32) connect, bind or sendto, or an io_uring
+    /// connect or send, went: judged by the network policy as well.
     pub net: Option<NetObservation>,
+    /// The file an io_uring openat opens: judged by the file policy as well.
+    pub file: Option<FileObservation>,
 }
 
 impl RiskyObservation {
@@ -151,7 +155,7 @@ impl RiskyObservation {
     pub fn note(&self) -> Option<&'static str> {
         match self.act.op {
             RiskyOp::IoUringSetup => Some(
-                "io_uring submits I/O without syscalls, which bypasses syscall hooks: its operations are reported as io_uring_op, without their paths or addresses",
+                "io_uring submits I/O without syscalls, which bypasses syscall hooks: its operations are reported as io_uring_op, an openat with its path, a connect or send with its destination",
             ),
             RiskyOp::CompatSyscall(_) => Some(
                 "an ia32 syscall (int 0x80) of a 64-bit process: numbered from the ia32 table, reported at entry, \
@@ -188,8 +192,21 @@ impl SysObservation {
             }
             SysObservation::Net(n) => n.into_activity(s).map(Activity::Net).into_iter().collect(),
             SysObservation::Risky(r) => {
-                let net = r.net.and_then(|n| n.into_activity(s)).map(Activity::Net);
-                std::iter::once(Activity::Risky(r.act)).chain(net).collect()
+                let via = matches!(r.act.op, RiskyOp::IoUringOp(_)).then_some("io_uring");
+                let net = r
+                    .net
+                    .and_then(|n| n.into_activity(s))
+                    .map(|n| Activity::Net(NetActivity { via, ..n }));
+                let (other_proc, file) = match r.file {
+                    Some(mut f) => (f.other_proc.take().map(Activity::Risky), f.into_activity(s)),
+                    None => (None, None),
+                };
+                let file = file.map(|f| Activity::File(FileActivity { via, ..f }));
+                std::iter::once(Activity::Risky(r.act))
+                    .chain(other_proc)
+                    .chain(file)
+                    .chain(net)
+                    .collect()
             }
             SysObservation::Other => Vec::new(),
         }
@@ -206,16 +223,19 @@ pub fn sys(s: &Sys, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> SysObse
                 target_pid: None,
             },
             net: compat_net(s, hostname),
+            file: None,
         });
     }
     // Not a syscall: an operation a ring submitted (see agent_common::io_uring).
     if s.header.kind == EventKind::Risky && s.nr == io_uring::IO_URING_OP_NR {
+        let opcode = s.args[io_uring::ARG_OPCODE] as u8;
         return SysObservation::Risky(RiskyObservation {
             act: RiskyActivity {
-                op: RiskyOp::IoUringOp(s.args[io_uring::ARG_OPCODE] as u8),
+                op: RiskyOp::IoUringOp(opcode),
                 target_pid: None,
             },
-            net: None,
+            net: io_uring_net(s, opcode, hostname),
+            file: io_uring_file(s, opcode),
         });
     }
     let Some(sc) = s.syscall.or_else(|| syscalls::lookup(s.nr)) else {
@@ -236,6 +256,7 @@ pub fn sys(s: &Sys, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> SysObse
                 target_pid: sc.pid.map(|i| syscalls::arg(&s.args, Some(i)) as u32).or(s.target_pid),
             },
             net: None,
+            file: None,
         }),
         None => SysObservation::Other,
     }
@@ -261,8 +282,41 @@ fn compat_net(s: &Sys, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> Opti
     Some(net(s, net_op(op)?, hostname))
 }
 
+/// Where an io_uring connect or send went (a send on a connected socket
+/// names nothing: its connect did), from the kernel's copy of the address;
+/// submitted, so its outcome is not known.
+fn io_uring_net(s: &Sys, opcode: u8, hostname: impl FnOnce(&IpAddr) -> Option<String>) -> Option<NetObservation> {
+    let op = if opcode == io_uring::OP_CONNECT {
+        NetOp::Connect
+    } else if io_uring::sends(opcode) {
+        NetOp::SendTo
+    } else {
+        return None;
+    };
+    s.addr.as_ref()?;
+    Some(net(s, op, hostname))
+}
+
+/// The file an io_uring openat or openat2 opens: the kernel's copy of the
+/// path (joined to its kernel-resolved base when relative) and the access
+/// its flags ask for. Submitted, not completed: the file is not known to
+/// exist, and the path is not resolved through symlinks.
+fn io_uring_file(s: &Sys, opcode: u8) -> Option<FileObservation> {
+    if !io_uring::opens(opcode) {
+        return None;
+    }
+    s.path.as_ref()?;
+    let access = open_access(s.args[io_uring::ARG_OPEN_FLAGS], 0);
+    Some(file_observation(s, FileOp::Open, access))
+}
+
 fn file(s: &Sys, sc: &Syscall) -> Option<FileObservation> {
     let (op, access) = file_op(s, sc)?;
+    Some(file_observation(s, op, access))
+}
+
+/// A file operation's paths, made absolute, and whose `/proc` entry it names.
+fn file_observation(s: &Sys, op: FileOp, access: Access) -> FileObservation {
     let path = absolute_path(s);
     let target = matches!(op, FileOp::Rename | FileOp::Link)
         .then(|| s.path2.as_deref().map(|p2| absolute(p2, s.base.as_deref())))
@@ -275,7 +329,7 @@ fn file(s: &Sys, sc: &Syscall) -> Option<FileObservation> {
         }),
         _ => None,
     });
-    Some(FileObservation {
+    FileObservation {
         op,
         rmdir: op == FileOp::Unlink && access.directory,
         access,
@@ -283,7 +337,7 @@ fn file(s: &Sys, sc: &Syscall) -> Option<FileObservation> {
         target,
         proc_path,
         other_proc,
-    })
+    }
 }
 
 /// The operation and access of a file syscall.

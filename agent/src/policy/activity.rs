@@ -132,6 +132,9 @@ pub struct FileActivity {
     pub path_truncated: bool,
     /// `path` is under /proc: whose process it names.
     pub proc_path: Option<ProcPath>,
+    /// Not a syscall: how the operation was made (`io_uring`: submitted
+    /// through a ring, its outcome unknown when judged).
+    pub via: Option<&'static str>,
 }
 
 impl FileActivity {
@@ -303,6 +306,8 @@ pub struct NetActivity {
     /// A listen on a non-loopback address.
     pub exposed: bool,
     pub result: i64,
+    /// Not a syscall: how the operation was made (see [`FileActivity::via`]).
+    pub via: Option<&'static str>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -424,6 +424,7 @@ mod tests {
                 result: 3,
                 path_truncated: false,
                 proc_path: None,
+                via: None,
             })
         };
         let rules_of = |alerts: Vec<Alert>| alerts.into_iter().map(|a| a.rule).collect::<Vec<_>>();

@@ -44,13 +44,17 @@ impl ServerPolicy {
         let narrowed = scopes[0].is_some();
         const FILE_GRANTS: &[&str] = &["read", "write"];
         let evidence = |path: &str| {
-            json!({
+            let mut e = json!({
                 "op": f.op.name(),
                 "path": path,
                 "path2": f.path2,
                 "access": if writes { "write" } else { "read" },
                 "result": f.result,
-            })
+            });
+            if let Some(via) = f.via {
+                e["via"] = json!(via);
+            }
+            e
         };
         let (tool_rule, verb) = if writes {
             (&rules::TOOL_WRITE_OUTSIDE_GRANT, "wrote")

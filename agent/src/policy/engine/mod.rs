@@ -381,6 +381,7 @@ mod test_support {
             result,
             path_truncated: false,
             proc_path: ProcPath::parse(path, PID),
+            via: None,
         })
     }
 
@@ -394,6 +395,7 @@ mod test_support {
             hostname: hostname.map(str::to_owned),
             exposed: false,
             result: 0,
+            via: None,
         })
     }
 

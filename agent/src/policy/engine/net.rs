@@ -52,7 +52,7 @@ impl ServerPolicy {
         let scopes = self.scopes(ctx);
         let narrowed = scopes[0].is_some();
         let addr = n.addr.map(|a| crate::policy::net::normalise(&a));
-        let evidence = json!({
+        let mut evidence = json!({
             "op": n.op.name(),
             "proto": match n.proto { Proto::Tcp => "tcp", Proto::Udp => "udp", Proto::Other => "other" },
             "address": addr.map(|a| a.to_string()),
@@ -61,6 +61,9 @@ impl ServerPolicy {
             "unix_path": n.unix_path,
             "result": n.result,
         });
+        if let Some(via) = n.via {
+            evidence["via"] = json!(via);
+        }
         let target = match (&n.unix_path, addr) {
             (Some(u), _) => u.clone(),
             (None, Some(a)) => format!("{a}:{}", n.port),
@@ -195,6 +198,7 @@ mod tests {
             hostname: None,
             exposed: false,
             result: 0,
+            via: None,
         });
         assert_eq!(check(unix), ["net.connect_undeclared"]);
         let (mut all, ctx) = server(r#"{"network": {"outbound": {"insecure_allow_all": true}}}"#, NODE);
@@ -214,6 +218,7 @@ mod tests {
                 hostname: None,
                 exposed: false,
                 result: 0,
+                via: None,
             })
         };
         assert!(s.evaluate(&ctx, &listen("127.0.0.1", 8080)).is_empty());

@@ -301,6 +301,7 @@ mod tests {
                 hostname: None,
                 exposed: false,
                 result: 0,
+                via: None,
             })
         };
         assert!(s.evaluate(&search, &accept("127.0.0.1")).is_empty());
