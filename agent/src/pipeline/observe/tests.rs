@@ -276,3 +276,50 @@ fn sendmmsg_is_a_send_and_open_by_handle_at_an_open() {
     assert_eq!((f.op, f.path.as_deref()), (FileOp::Open, Some("/home/u/.netrc")));
     assert!(f.access.read && !f.access.write);
 }
+
+#[test]
+fn an_io_uring_openat_is_judged_as_an_open_and_a_connect_as_a_connect_via_the_ring() {
+    use agent_common::io_uring::{ARG_OPCODE, ARG_OPEN_FLAGS, IO_URING_OP_NR, OP_CONNECT, OP_OPENAT};
+    let mut open = sys(IO_URING_OP_NR, [0; 6], Some(".ssh/id_rsa"), 0);
+    open.header.kind = EventKind::Risky;
+    open.args[ARG_OPCODE] = OP_OPENAT as u64;
+    open.args[ARG_OPEN_FLAGS] = agent_common::abi::O_WRONLY;
+    let acts = super::sys(&open, |_| None).into_activities(&open);
+    let file = acts.iter().find_map(|a| match a {
+        Activity::File(f) => Some(f),
+        _ => None,
+    });
+    let file = file.expect("a file activity");
+    assert_eq!(
+        (file.path.as_str(), file.access.write, file.via),
+        ("/work/.ssh/id_rsa", true, Some("io_uring"))
+    );
+    assert!(
+        matches!(acts[0], Activity::Risky(_)),
+        "the ring operation itself comes first"
+    );
+
+    let mut connect = sys(IO_URING_OP_NR, [0; 6], None, 0);
+    connect.header.kind = EventKind::Risky;
+    connect.args[ARG_OPCODE] = OP_CONNECT as u64;
+    connect.addr = Some(Addr::Ip {
+        ip: "127.0.0.1".parse().unwrap(),
+        port: 4444,
+        mapped: false,
+    });
+    connect.sock_type = 1;
+    let acts = super::sys(&connect, |_| Some("evil.test".into())).into_activities(&connect);
+    let net = acts.iter().find_map(|a| match a {
+        Activity::Net(n) => Some(n),
+        _ => None,
+    });
+    let net = net.expect("a net activity");
+    assert_eq!(
+        (net.op, net.port, net.hostname.as_deref(), net.via),
+        (NetOp::Connect, 4444, Some("evil.test"), Some("io_uring"))
+    );
+    // Without an address (a send on a connected socket) nothing more is judged.
+    connect.addr = None;
+    let acts = super::sys(&connect, |_| None).into_activities(&connect);
+    assert_eq!(acts.len(), 1);
+}
