@@ -155,7 +155,7 @@ pub struct KernelOffsets {
     pub how_flags: u32,
     /// `filename.name`
     pub filename_name: u32,
-    /// `io_async_msghdr.addr` (a connect's address before Linux 7.1 and its stable backports)
+    /// `io_async_msghdr.addr` (a connect's address on kernels without upstream commit 3979840cd858)
     pub async_msg_addr: u32,
     /// `io_async_msghdr.msg` (a `struct msghdr`)
     pub async_msg_msg: u32,

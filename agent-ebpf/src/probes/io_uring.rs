@@ -140,8 +140,9 @@ fn destination(rec: &mut Rec, req: *const u8, opcode: u8, fd: i32) {
     let (sa, len) = if opcode == OP_CONNECT {
         let len: i32 = read_at(req, at(offset(&o.kiocb_cmd), offset(&o.connect_addr_len))).unwrap_or(0);
         // io_connect_prep copies the address to the start of async_data
-        // since Linux 7.1 (and its stable backports), into
-        // `io_async_msghdr.addr` before. The old layout starts with a
+        // since upstream commit 3979840cd858 (2026, backported to stable
+        // kernels), into `io_async_msghdr.addr` before: BTF cannot tell
+        // which, the struct is the same. The old layout starts with a
         // kernel pointer or NULL (`vec.iovec`), 8-aligned, so its first two
         // bytes are never AF_UNIX, AF_INET or AF_INET6: the first bytes tell
         // the layouts apart without guessing at the kernel version.
