@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod abi;
+pub mod cgroup_net;
 pub mod config;
 pub mod event;
 pub mod io_uring;

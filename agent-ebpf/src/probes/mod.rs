@@ -1,6 +1,7 @@
 //! One module per hook family. `syscalls` is the sys_enter/sys_exit
 //! dispatcher feeding `file`, `network` (with DNS), `risky` and `stdio`.
 
+pub mod cgroup_net;
 pub mod file;
 pub mod io_uring;
 pub mod network;

@@ -6,7 +6,7 @@ use std::{io::Write as _, path::PathBuf};
 
 use mcpwatch::{
     config::{Config, DEFAULT_CONFIG},
-    enforce::check,
+    enforce::{cgroup, check},
 };
 
 #[derive(clap::Args)]
@@ -19,11 +19,11 @@ pub struct EnforceCheckArgs {
     json: bool,
 }
 
-/// Exit status 0 when the sandbox layers (landlock, seccomp) are enforced, 1 when one is not.
+/// Exit status 0 when the sandbox layers (landlock, seccomp, cgroup) are enforced, 1 when one is not.
 pub fn run(args: EnforceCheckArgs) -> anyhow::Result<i32> {
     let path = args.config.clone().unwrap_or_else(|| DEFAULT_CONFIG.into());
     let config = Config::load(&path, args.config.is_some())?;
-    let layers = check::layers(&config.enforce.simulated_missing());
+    let layers = check::layers(&config.enforce.simulated_missing(), &cgroup::trial());
     let mut out = std::io::stdout().lock();
     for l in &layers {
         if args.json {

@@ -105,6 +105,8 @@ pub(super) struct Agent {
     pub(super) enforce: EnforceConfig,
     /// Sandbox layers this kernel lacks (or the configuration simulates missing).
     pub(super) enforce_missing: Vec<Layer>,
+    /// The per-server cgroup network allowlist (none: the layer is missing).
+    pub(super) cgroup_net: Option<crate::enforce::cgroup::CgroupLayer>,
 }
 impl Agent {
     pub(super) fn handle(&mut self, bytes: &[u8]) {
@@ -409,8 +411,32 @@ impl Agent {
         sb.seccomp_deny = self.enforce.deny_list();
         sb.agent_pid = self.agent_pid;
         sb.missing = self.enforce_missing.clone();
+        let ports = (sb.connect_tcp.take(), sb.bind_tcp.take());
+        let enforced = mode == crate::policy::manifest::Mode::Enforce;
+        // The cgroup layer judges addresses and names; Landlock's TCP port
+        // rules stand in for it only where it is missing.
+        let cgroup = match (&mut self.cgroup_net, &sb.net) {
+            (Some(layer), Some(allow)) if !sb.missing.contains(&Layer::Cgroup) => {
+                if enforced {
+                    let id = self.names.servers.id(&req.server);
+                    layer.enforce(id, &req.server, req.pid, allow).map_err(|e| {
+                        log::error!("{}: the cgroup network allowlist is not applied: {e}", req.server);
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Err(()),
+        };
+        if cgroup.is_err() {
+            (sb.connect_tcp, sb.bind_tcp) = ports;
+            sb.net = None;
+            if !sb.missing.contains(&Layer::Cgroup) && self.cgroup_net.is_some() {
+                sb.missing.push(Layer::Cgroup);
+            }
+        }
         self.policy.set_sandbox(&req.server, &sb);
-        if mode != crate::policy::manifest::Mode::Enforce {
+        if !enforced {
             return Ok(None);
         }
         if !sb.missing.is_empty() {

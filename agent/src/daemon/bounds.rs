@@ -209,6 +209,9 @@ impl Agent {
             self.loss_seen.remove(&k);
         }
         self.hosts.forget(id);
+        if let Some(c) = self.cgroup_net.as_mut() {
+            c.forget(id);
+        }
         self.mcp.forget_server(id);
         self.policy.forget_server(&name);
         self.metrics.forget_server(&name);

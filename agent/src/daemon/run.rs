@@ -170,11 +170,25 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         handover,
         enforce: opts.config.enforce.clone(),
         enforce_missing: Vec::new(),
+        cgroup_net: None,
     };
     state.policy.set_default_mode(opts.config.enforce.default_mode);
     // No silent non-enforcement: what this kernel enforces, per layer, in
     // the log and the metrics.
-    let layers = crate::enforce::check::layers(&opts.config.enforce.simulated_missing());
+    let simulated = opts.config.enforce.simulated_missing();
+    let cgroup = if simulated.contains(&crate::enforce::Layer::Cgroup) {
+        Err("simulated".to_owned())
+    } else {
+        match crate::enforce::cgroup::CgroupLayer::start(probes.ebpf_mut(), opts.config.enforce.upstream()) {
+            Ok(layer) => {
+                let at = format!("attached to {}", layer.root().display());
+                state.cgroup_net = Some(layer);
+                Ok(at)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let layers = crate::enforce::check::layers(&simulated, &cgroup);
     for l in &layers {
         let state_word = if l.enforced { "enforced" } else { "NOT enforced" };
         log::info!("enforcement layer {}: {state_word} ({})", l.layer.name(), l.detail);

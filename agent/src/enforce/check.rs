@@ -39,8 +39,10 @@ pub fn seccomp_available() -> bool {
     unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) >= 0 }
 }
 
-/// Every layer's state on this kernel; `simulated` are reported missing.
-pub fn layers(simulated: &[Layer]) -> Vec<LayerState> {
+/// Every layer's state on this kernel; `simulated` are reported missing;
+/// `cgroup`: whether the cgroup `sock_addr` programs attached (the agent's
+/// own attach, or `enforce-check`'s trial attach), with the reason if not.
+pub fn layers(simulated: &[Layer], cgroup: &Result<String, String>) -> Vec<LayerState> {
     let abi = landlock_abi();
     Layer::ALL
         .into_iter()
@@ -61,7 +63,13 @@ pub fn layers(simulated: &[Layer]) -> Vec<LayerState> {
                 Layer::Landlock => (false, "Landlock is not enabled in this kernel".into()),
                 Layer::Seccomp if seccomp_available() => (true, "seccomp filters".into()),
                 Layer::Seccomp => (false, "seccomp is not built into this kernel".into()),
-                Layer::Cgroup => (false, "not built in this version of mcpwatch".into()),
+                Layer::Cgroup => match cgroup {
+                    Ok(where_) => (
+                        true,
+                        format!("cgroup v2 connect/sendmsg/bind programs attach ({where_}): network allowlist by address and name"),
+                    ),
+                    Err(why) => (false, format!("cgroup v2 sock_addr programs do not attach here: {why}")),
+                },
                 Layer::Kill => (false, "not built in this version of mcpwatch".into()),
             };
             if simulated.contains(&layer) {
@@ -80,11 +88,11 @@ pub fn layers(simulated: &[Layer]) -> Vec<LayerState> {
         .collect()
 }
 
-/// The layers the wrapper's sandbox needs that are missing.
+/// The layers an enforced server the wrapper launches needs that are missing.
 pub fn missing_for_sandbox(states: &[LayerState]) -> Vec<Layer> {
     states
         .iter()
-        .filter(|s| matches!(s.layer, Layer::Landlock | Layer::Seccomp) && !s.enforced)
+        .filter(|s| matches!(s.layer, Layer::Landlock | Layer::Seccomp | Layer::Cgroup) && !s.enforced)
         .map(|s| s.layer)
         .collect()
 }
@@ -95,11 +103,11 @@ mod tests {
 
     #[test]
     fn this_kernel_reports_every_layer_and_a_simulated_gap() {
-        let all = layers(&[]);
+        let all = layers(&[], &Err("no cgroup2".into()));
         assert_eq!(all.len(), 4);
         let cg = all.iter().find(|s| s.layer == Layer::Cgroup).unwrap();
-        assert!(!cg.enforced && cg.detail.contains("not built"));
-        let sim = layers(&[Layer::Landlock]);
+        assert!(!cg.enforced && cg.detail.contains("no cgroup2"));
+        let sim = layers(&[Layer::Landlock], &Ok("/sys/fs/cgroup/mcpwatch".into()));
         assert!(!sim[0].enforced && sim[0].detail.contains("simulated"));
         assert_eq!(missing_for_sandbox(&sim), [Layer::Landlock]);
     }

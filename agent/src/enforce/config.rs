@@ -18,6 +18,10 @@ pub struct EnforceConfig {
     /// Layers treated as missing on this kernel: tests the degraded path on
     /// a kernel that has them all.
     pub simulate_missing: Vec<String>,
+    /// Where the resolver of enforced servers forwards the names their
+    /// manifests declare (`ip:port`; default: the first nameserver of
+    /// /etc/resolv.conf, port 53).
+    pub dns_upstream: Option<String>,
 }
 
 impl Default for EnforceConfig {
@@ -27,6 +31,7 @@ impl Default for EnforceConfig {
             refuse_degraded: false,
             seccomp_deny: Vec::new(),
             simulate_missing: Vec::new(),
+            dns_upstream: None,
         }
     }
 }
@@ -53,7 +58,25 @@ impl EnforceConfig {
                 ));
             }
         }
+        if let Some(u) = &self.dns_upstream
+            && u.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err((
+                "enforce.dns_upstream".into(),
+                format!("`{u}` is not an ip:port (e.g. 127.0.0.53:53)"),
+            ));
+        }
         Ok(())
+    }
+
+    /// The resolver's upstream: the setting, else /etc/resolv.conf's first
+    /// nameserver, else 127.0.0.53:53.
+    pub fn upstream(&self) -> std::net::SocketAddr {
+        self.dns_upstream
+            .as_deref()
+            .and_then(|u| u.parse().ok())
+            .or_else(super::resolver::system_upstream)
+            .unwrap_or_else(|| ([127, 0, 0, 53], 53).into())
     }
 
     /// The syscalls the filter denies.

@@ -5,21 +5,25 @@
 //! it execs the server (a Landlock ruleset, a seccomp filter); `apply` is the
 //! wrapper's side; `seccomp` the filter; `check` what this kernel can
 //! enforce; `config` the `[enforce]` and `[wrapper]` settings; `failopen`
-//! how the wrapper reports a server it starts unwatched.
+//! how the wrapper reports a server it starts unwatched; `cgroup` the
+//! per-server cgroup network allowlist (`allowlist` what it allows,
+//! `resolver` the DNS resolver that allows declared names' addresses).
 
+pub mod allowlist;
 pub mod apply;
+pub mod cgroup;
 pub mod check;
 pub mod config;
 pub mod failopen;
+pub mod resolver;
 pub mod sandbox;
 pub mod seccomp;
 
 use serde::{Deserialize, Serialize};
 
-/// A layer that blocks. `Cgroup` (the network allowlist in a per-server
-/// cgroup) and `Kill` (in-kernel kill of servers the agent did not launch)
-/// are named so alerts, metrics and `enforce-check` have one vocabulary;
-/// this version does not build them yet and says so.
+/// A layer that blocks: the wrapper's Landlock and seccomp, `Cgroup` (the
+/// network allowlist in a per-server cgroup) and `Kill` (in-kernel kill of
+/// servers the agent did not launch).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Layer {

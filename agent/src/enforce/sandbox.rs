@@ -36,6 +36,11 @@ pub struct Sandbox {
     /// the wrapper does not apply them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<Layer>,
+    /// The cgroup layer's network allowlist (the agent applies it, not the
+    /// wrapper: never sent). When it is enforced, Landlock's TCP port
+    /// rules are left to it (`connect_tcp`, `bind_tcp` are `None`).
+    #[serde(skip)]
+    pub net: Option<super::allowlist::NetAllow>,
 }
 
 /// Where a pattern's Landlock grant lies: the hierarchy, and whether it is

@@ -29,6 +29,11 @@ use crate::kernel::{
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpwatch"));
 
+/// The eBPF object (empty in a check-only build).
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
 /// Every program in the object: (program name, BTF tracepoint).
 const TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_fork", "sched_process_fork"),
@@ -152,6 +157,12 @@ impl Probes {
     /// The stdio capture's channel maps; once.
     pub fn take_stdio(&mut self) -> StdioChannels {
         self.stdio.take().expect("stdio maps taken once")
+    }
+
+    /// The loaded object, for the programs attached elsewhere (the cgroup
+    /// network allowlist, `kernel/cgroup_net.rs`).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self._ebpf
     }
 
     pub fn pin_dir(&self) -> &Path {

@@ -9,6 +9,7 @@ use crate::{
     alerts::rules,
     enforce::{
         Layer,
+        allowlist::NetAllow,
         sandbox::{BIN_DIRS, LIB_DIRS, Sandbox, hierarchy, push_unique, runtime_trees, under},
     },
     policy::{
@@ -98,6 +99,14 @@ impl ServerPolicy {
             })
             .flatten();
         sb.bind_tcp = self.manifest.listen.iter().map(|l| l.port).collect();
+        let registries: &[(&str, u16)] = if self.runtimes.contains(&Runtime::Npx) {
+            &[("registry.npmjs.org", 443)]
+        } else if self.runtimes.contains(&Runtime::Uv) {
+            &[("pypi.org", 443), ("files.pythonhosted.org", 443)]
+        } else {
+            &[]
+        };
+        sb.net = Some(NetAllow::compile(ob, &self.manifest.listen, registries));
         self.sandbox = Some(sb.clone());
         sb
     }
@@ -110,13 +119,16 @@ impl ServerPolicy {
             Activity::File(f) if f.writes() => !under(&f.path, &sb.write),
             Activity::File(f) => !under(&f.path, &sb.read) && !under(&f.path, &sb.write),
             Activity::Exec(e) => !under(&e.filename, &sb.exec),
-            Activity::Net(n) if n.proto == Proto::Tcp && n.op == NetOp::Connect => {
+            Activity::Net(n) if n.proto == Proto::Tcp && n.op == NetOp::Connect && sb.net.is_none() => {
                 sb.connect_tcp.as_ref().is_some_and(|p| !p.contains(&n.port))
             }
-            Activity::Net(n) if n.proto == Proto::Tcp && n.op == NetOp::Bind => {
+            Activity::Net(n) if n.proto == Proto::Tcp && n.op == NetOp::Bind && sb.net.is_none() => {
                 sb.bind_tcp.as_ref().is_some_and(|p| !p.contains(&n.port))
             }
-            Activity::Net(_) => false,
+            // The cgroup layer judges addresses, ports and names of TCP and UDP alike.
+            Activity::Net(n) => {
+                return sb.net.as_ref().is_some_and(|a| !a.allows(n)).then_some(Layer::Cgroup);
+            }
             Activity::Risky(r) => {
                 return match r.op {
                     RiskyOp::CompatSyscall(_) => Some(Layer::Seccomp),
@@ -160,7 +172,15 @@ impl ServerPolicy {
                 f.path.clone(),
             ),
             Activity::Net(n) => (
-                format!("{} tcp", n.op.name()),
+                format!(
+                    "{} {}",
+                    n.op.name(),
+                    match n.proto {
+                        Proto::Tcp => "tcp",
+                        Proto::Udp => "udp",
+                        Proto::Other => "other",
+                    }
+                ),
                 format!("{}:{}", n.addr.map(|a| a.to_string()).unwrap_or_default(), n.port),
             ),
             Activity::Risky(r) => (
@@ -247,7 +267,8 @@ mod tests {
         assert_eq!(f[0].would_block, Some(crate::enforce::Layer::Landlock));
         // A refused read in audit mode is no sandbox's doing: nothing.
         assert!(s.evaluate(&ctx, &open("/etc/other", false, -13)).is_empty());
+        // The network is the cgroup layer's (by address, not only port).
         let f = s.evaluate(&ctx, &connect("10.0.0.1", 443, None));
-        assert_eq!(f[0].would_block, Some(crate::enforce::Layer::Landlock));
+        assert_eq!(f[0].would_block, Some(crate::enforce::Layer::Cgroup));
     }
 }

@@ -1,0 +1,130 @@
+//! The cgroup network allowlist's kernel side: the `sock_addr` programs
+//! (`agent-ebpf/src/probes/cgroup_net.rs`) attached once to the agent's
+//! cgroup subtree, and the maps they read.
+
+use std::{
+    fs::File,
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use agent_common::cgroup_net::CgroupPolicy;
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData},
+    programs::{CgroupAttachMode, CgroupSockAddr},
+};
+
+use crate::enforce::resolver::AllowMap;
+
+/// connect, sendmsg and bind decide; recvmsg gives DNS answers their source back.
+pub const PROGRAMS: &[&str] = &[
+    "cg_connect4",
+    "cg_connect6",
+    "cg_sendmsg4",
+    "cg_sendmsg6",
+    "cg_bind4",
+    "cg_bind6",
+    "cg_recvmsg4",
+    "cg_recvmsg6",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupNetError {
+    #[error("opening the cgroup {0}: {1}")]
+    Open(String, #[source] std::io::Error),
+    #[error("the object has no program {0}")]
+    NoProgram(&'static str),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("the object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+}
+
+/// The attached programs' maps. The programs stay attached while the
+/// object that loaded them lives (the agent's).
+pub struct CgroupNet {
+    pub policy: HashMap<MapData, u64, CgroupPolicy>,
+    pub allow: Arc<Mutex<AllowMap>>,
+}
+
+fn attach_programs(ebpf: &mut Ebpf, subtree: &Path, names: &[&'static str]) -> Result<(), CgroupNetError> {
+    let dir = File::open(subtree).map_err(|e| CgroupNetError::Open(subtree.display().to_string(), e))?;
+    for &name in names {
+        let err = |source| CgroupNetError::Program { name, source };
+        let p: &mut CgroupSockAddr = ebpf
+            .program_mut(name)
+            .ok_or(CgroupNetError::NoProgram(name))?
+            .try_into()
+            .map_err(err)?;
+        p.load().map_err(err)?;
+        // A link (kernel 5.7+) runs beside other programs on the cgroup
+        // anyway, and the kernel refuses link flags (EINVAL): Single.
+        p.attach(&dir, CgroupAttachMode::Single).map_err(err)?;
+    }
+    Ok(())
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CgroupNetError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(CgroupNetError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| CgroupNetError::Map { name, source })
+}
+
+/// An error with its sources (aya's syscall errors keep the errno there).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// Attaches every program to `subtree` and takes the maps.
+pub fn attach(ebpf: &mut Ebpf, subtree: &Path) -> Result<CgroupNet, CgroupNetError> {
+    attach_programs(ebpf, subtree, PROGRAMS)?;
+    Ok(CgroupNet {
+        policy: take(ebpf, "NET_POLICY")?,
+        allow: Arc::new(Mutex::new(take(ebpf, "NET_ALLOW")?)),
+    })
+}
+
+/// Whether cgroup v2 `sock_addr` programs attach here: loads the object
+/// (with small maps) and attaches `cg_connect4` to a scratch cgroup under
+/// `mount`, then removes both. For `enforce-check`, which runs no agent.
+pub fn probe(mount: &Path) -> Result<(), String> {
+    let object = super::loader::object();
+    if object.is_empty() {
+        return Err("this binary was built without its eBPF object (AYA_BUILD_SKIP=1)".into());
+    }
+    let dir = mount.join(format!("mcpwatch-check-{}", std::process::id()));
+    std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let res = (|| {
+        let mut ebpf = EbpfLoader::new()
+            .allow_unsupported_maps()
+            .map_max_entries("EVENTS", 4096)
+            .map_max_entries("WATCHED", 1024)
+            .load(object)
+            .map_err(|e| e.to_string())?;
+        attach_programs(&mut ebpf, &dir, &["cg_connect4"]).map_err(|e| chain(&e))
+    })();
+    let _ = std::fs::remove_dir(&dir);
+    res
+}
