@@ -166,6 +166,49 @@ fn rule_exprs() -> Vec<(String, String)> {
     out
 }
 
+/// The rules' own unit tests (dashboards/prometheus-rules.test.yml): the
+/// first high alert fires and keeps its severity, loss, backlog, drops and
+/// a down agent each alert when they should and not before.
+#[test]
+fn promtool_rule_unit_tests_pass() {
+    let out = output(
+        Command::new("promtool")
+            .arg("test")
+            .arg("rules")
+            .arg(dashboards().join("prometheus-rules.test.yml"))
+            .stdout(Stdio::piped()),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `promtool check metrics` on a live /metrics: no lint finding.
+fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics:\n{said}"
+    );
+}
+
 #[test]
 fn promtool_accepts_the_rules() {
     let out = output(
@@ -208,6 +251,17 @@ fn mcp_tool_call(agent: &Agent) {
     );
 }
 
+/// A child killed when the test ends, passed or not: the wrapped server
+/// blocks on a fifo and must not outlive a failed test.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
     let agent = Agent::start_with_config(
@@ -237,12 +291,33 @@ fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
 
     // Activity after the first scrape, so rates see it: a watched server
     // that stays up (undeclared: it raises policy alerts of its own), three
-    // test alerts, and a tool call.
-    let mut server = agent
-        .wrap("promsrv", &["sh", "-c", "/bin/true; /bin/true; exec sleep 120"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("wrapped server");
+    // test alerts, and a tool call. The server reads an SSH key (a high
+    // alert) only once Prometheus has seen its alert series at 0.
+    let fifo = dir.join("go");
+    assert!(output(Command::new("mkfifo").arg(&fifo)).status.success());
+    let script = format!(
+        "/bin/true; /bin/true; read x < {}; cat {}/.ssh/id_rsa 2>/dev/null; exec sleep 120",
+        fifo.display(),
+        dir.display()
+    );
+    let mut server = Reaped(
+        agent
+            .wrap("promsrv", &["sh", "-c", &script])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("wrapped server"),
+    );
+    wait_for(
+        "the server's alert series at 0 in Prometheus before its first alert",
+        Duration::from_secs(30),
+        || {
+            let r =
+                prom.try_query("mcpwatch_alerts_total{server=\"promsrv\",rule=\"cred.ssh\",severity=\"high\"} == 0")?;
+            (!r.is_empty()).then_some(())
+        },
+        || http_get(&addr, "/metrics").map(|r| r.1).unwrap_or_default(),
+    );
+    std::fs::write(&fifo, "go\n").expect("fifo");
     agent.wait_events("the server's sleep", |ev| {
         ev.iter().any(|e| {
             e["kind"] == "exec" && e["server"] == "promsrv" && e["exe"].as_str().unwrap_or("").ends_with("sleep")
@@ -289,7 +364,13 @@ fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
         8,
         "one zero series per kernel kind (process, file, net, dns, risky, stdio): {lost:?}"
     );
-    assert!(!prom.query("mcpwatch_agent_resident_memory_bytes > 1e6").is_empty());
+    assert!(
+        !prom
+            .query("process_resident_memory_bytes{job=\"mcpwatch\"} > 1e6")
+            .is_empty()
+    );
+    assert!(!prom.query("process_cpu_seconds_total{job=\"mcpwatch\"} > 0").is_empty());
+    promtool_check_metrics(&http_get(&addr, "/metrics").unwrap().1);
     assert!(!prom.query("mcpwatch_build_info == 1").is_empty());
 
     // Every dashboard query returns data.
@@ -352,12 +433,49 @@ fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
         },
         &prom_log,
     );
-    // The agent is up: the down rule is quiet; the test alerts are info, so
-    // the high-severity rule is quiet too.
+    // The first high alert (the SSH key) fires, with its own severity; the
+    // agent is up and the test alerts are info: nothing else fires.
+    wait_for(
+        "McpwatchHighSeverityAlert firing for the first cred.ssh",
+        Duration::from_secs(20),
+        || {
+            let firing = prom.api("/api/v1/alerts");
+            firing["alerts"]
+                .as_array()?
+                .iter()
+                .any(|a| {
+                    a["state"] == "firing"
+                        && a["labels"]["alertname"] == "McpwatchHighSeverityAlert"
+                        && a["labels"]["rule"] == "cred.ssh"
+                        && a["labels"]["server"] == "promsrv"
+                        && a["labels"]["severity"] == "high"
+                        && a["labels"]["route"] == "page"
+                })
+                .then_some(())
+        },
+        &prom_log,
+    );
     let firing = prom.api("/api/v1/alerts");
-    assert!(firing["alerts"].as_array().unwrap().is_empty(), "{firing}");
+    for a in firing["alerts"].as_array().unwrap() {
+        assert_eq!(a["labels"]["alertname"], "McpwatchHighSeverityAlert", "{firing}");
+        assert!(
+            ["high", "critical"].contains(&a["labels"]["severity"].as_str().unwrap_or("")),
+            "{firing}"
+        );
+    }
 
-    let _ = server.kill();
-    let _ = server.wait();
+    let _ = server.0.kill();
+    let _ = server.0.wait();
+    // Nothing watched any more: the server's gauge stays, at 0.
+    wait_for(
+        "the watched gauge of the exited server at 0",
+        Duration::from_secs(20),
+        || {
+            let text = http_get(&addr, "/metrics").ok()?.1;
+            text.contains("mcpwatch_watched_processes{server=\"promsrv\"} 0")
+                .then_some(())
+        },
+        || http_get(&addr, "/metrics").map(|r| r.1).unwrap_or_default(),
+    );
     agent.stop();
 }
