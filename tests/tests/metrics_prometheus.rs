@@ -85,13 +85,18 @@ fn substitute(expr: &str) -> String {
     expr.replace("$instance", ".*")
         .replace("$server", ".*")
         .replace("$__rate_interval", "1m")
+        .replace("$__interval", "1m")
         .replace("$__range", "5m")
 }
 
 fn metric_names(expr: &str) -> Vec<String> {
+    names_with_prefix(expr, "mcpwatch_")
+}
+
+fn names_with_prefix(expr: &str, prefix: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = expr;
-    while let Some(i) = rest.find("mcpwatch_") {
+    while let Some(i) = rest.find(prefix) {
         let tail = &rest[i..];
         let end = tail
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -100,6 +105,105 @@ fn metric_names(expr: &str) -> Vec<String> {
         rest = &tail[end..];
     }
     out
+}
+
+/// The metrics whose samples a `rate()`, `irate()` or `increase()` of `expr`
+/// reads (its range-vector arguments).
+fn rated_metrics(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in ["rate(", "increase("] {
+        for (i, _) in expr.match_indices(f) {
+            let arg = &expr[i + f.len()..];
+            let arg = &arg[..arg.find(']').unwrap_or(arg.len())];
+            out.extend(names_with_prefix(arg, "mcpwatch_"));
+            out.extend(names_with_prefix(arg, "process_"));
+        }
+    }
+    out
+}
+
+/// The colour a stat shows for `value` under its absolute thresholds.
+fn colour_at(steps: &[Value], value: f64) -> String {
+    let mut colour = String::new();
+    for s in steps {
+        if s["value"].as_f64().is_none_or(|v| value >= v) {
+            colour = s["color"].as_str().unwrap_or_default().to_owned();
+        }
+    }
+    colour
+}
+
+/// What an operator reads off a panel: a description, a unit, thresholds on
+/// stats that turn loss and backlog away from green, totals from increase()
+/// over non-overlapping windows, one unit per axis.
+fn check_panel_presentation(p: &Value, title: &str) {
+    assert!(
+        p["description"].as_str().is_some_and(|d| !d.trim().is_empty()),
+        "{title}: a description"
+    );
+    let defaults = &p["fieldConfig"]["defaults"];
+    assert!(
+        defaults["unit"].as_str().is_some_and(|u| !u.is_empty()),
+        "{title}: a unit"
+    );
+    let exprs: Vec<&str> = p["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["expr"].as_str())
+        .collect();
+    if p["type"] == "stat" {
+        let steps = defaults["thresholds"]["steps"].as_array().expect("stat thresholds");
+        assert!(
+            !steps.is_empty() && steps[0]["value"].is_null(),
+            "{title}: thresholds start at a base step"
+        );
+        assert_eq!(
+            defaults["color"]["mode"], "thresholds",
+            "{title}: coloured by thresholds"
+        );
+        let bad = ["lost", "backlog", "dropped", "alerts_total"];
+        if exprs.iter().any(|e| bad.iter().any(|b| e.contains(b))) {
+            assert_ne!(colour_at(steps, 0.0), "red", "{title}: 0 is fine");
+            assert!(
+                !["green", ""].contains(&colour_at(steps, 5.0).as_str()),
+                "{title}: 5 must not show green"
+            );
+        }
+        if exprs.iter().any(|e| e.contains("count(mcpwatch_build_info")) {
+            assert_eq!(colour_at(steps, 0.0), "red", "{title}: no agent is red");
+        }
+    }
+    for e in &exprs {
+        // increase() over $__rate_interval overlaps from one point to the
+        // next: totals are counted twice.
+        assert!(
+            !(e.contains("increase(") && e.contains("[$__rate_interval]")),
+            "{title}: increase() over $__rate_interval double-counts: {e}"
+        );
+    }
+    // Bytes next to counts: the bytes have their own unit (and axis).
+    for t in p["targets"].as_array().unwrap() {
+        let e = t["expr"].as_str().unwrap_or_default();
+        let bytes = metric_names(e).iter().any(|m| m.ends_with("_bytes"))
+            || names_with_prefix(e, "process_").iter().any(|m| m.ends_with("_bytes"));
+        let overridden = p["fieldConfig"]["overrides"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|o| o["matcher"]["id"] == "byFrameRefID" && o["matcher"]["options"] == t["refId"]);
+        let unit = overridden
+            .and_then(|o| {
+                o["properties"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["id"] == "unit")
+                    .and_then(|p| p["value"].as_str())
+            })
+            .or(defaults["unit"].as_str())
+            .unwrap_or_default();
+        assert_eq!(bytes, unit == "bytes", "{title}: {e} shown in {unit}");
+    }
 }
 
 /// Every (panel title, expr) of the dashboard, after checking the structure
@@ -139,6 +243,7 @@ fn dashboard_queries() -> Vec<(String, String)> {
             "{title}"
         );
         assert_eq!(p["datasource"]["uid"], ds_ref.as_str(), "{title}");
+        check_panel_presentation(p, &title);
         let targets = p["targets"].as_array().expect("targets");
         assert!(!targets.is_empty(), "{title}");
         for t in targets {
@@ -398,6 +503,19 @@ fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(empty.is_empty(), "{}", empty.join("\n"));
+    // rate() and increase() only on counters (and histogram buckets), as
+    // the live agent declares their types.
+    let meta = prom.api("/api/v1/metadata");
+    for (title, expr) in &queries {
+        for m in rated_metrics(expr) {
+            let base = m.strip_suffix("_bucket").unwrap_or(&m);
+            let ty = meta[base][0]["type"].as_str().unwrap_or("unknown");
+            assert!(
+                ["counter", "histogram"].contains(&ty),
+                "panel {title:?}: rate/increase of {m}, a {ty}"
+            );
+        }
+    }
     let checked = queries.len();
     assert!(checked >= 20, "{checked} dashboard queries checked");
     // The template variables resolve.
