@@ -148,8 +148,10 @@ fn rsyslog_receives_rfc5424_alerts_over_tcp_udp_and_unix_that_parse_back() {
             other => panic!("unexpected input {other}"),
         };
         assert!(
-            sd.contains(&format!("id=\"{id}\"")) && sd.contains("rule=\"agent.test\""),
-            "{sd}"
+            sd.starts_with("[mcpwatch@32473 ")
+                && sd.contains(&format!("id=\"{id}\""))
+                && sd.contains("rule=\"agent.test\""),
+            "the default enterprise number: {sd}"
         );
         per_input.entry(input.as_str()).or_default().push(id);
     }
@@ -171,7 +173,7 @@ fn rsyslog_receives_cef_with_the_file_and_peer_under_cefs_own_keys() {
         "syslogcef",
         &format!(
             "spool_dir = \"{{dir}}/spool\"\n[metrics]\naddress = \"127.0.0.1:0\"\n\
-             [[sinks]]\nname = \"udp-cef\"\nsyslog = {{ transport = \"udp\", address = \"127.0.0.1:{udp}\", format = \"cef\" }}\n"
+             [[sinks]]\nname = \"udp-cef\"\nsyslog = {{ transport = \"udp\", address = \"127.0.0.1:{udp}\", format = \"cef\", enterprise_number = 64999 }}\n"
         ),
         &[],
     );
@@ -194,7 +196,12 @@ socket.create_connection(("127.0.0.1", {port})).close()
     let wanted = ["cred.ssh", "net.connect_undeclared"];
     let cef_of = |text: &str, rule: &str| {
         text.lines()
-            .filter_map(|l| cef::parse(l.split('\t').nth(7)?))
+            .filter_map(|l| {
+                // The organisation's own enterprise number in the SD-ID.
+                let sd = l.split('\t').nth(6)?;
+                assert!(sd.starts_with("[mcpwatch@64999 "), "{l}");
+                cef::parse(l.split('\t').nth(7)?)
+            })
             .find(|p| p.header[4] == rule)
     };
     let text = wait_for(
