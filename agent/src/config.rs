@@ -307,6 +307,15 @@ pub struct SyslogSinkConfig {
     /// APP-NAME of the RFC 5424 header.
     #[serde(default = "default_app_name")]
     pub app_name: String,
+    /// The IANA private enterprise number in the SD-ID (`mcpwatch@<n>`):
+    /// an organisation sets its own; the default, 32473, is the number
+    /// RFC 5612 reserves for documentation and examples.
+    #[serde(default = "default_enterprise_number")]
+    pub enterprise_number: u32,
+}
+
+fn default_enterprise_number() -> u32 {
+    32473
 }
 
 fn default_facility() -> u8 {
@@ -434,6 +443,12 @@ impl Config {
                 Some(SinkKind::Syslog(sl)) => {
                     if sl.transport != SyslogTransport::Unix && sl.address.parse::<SocketAddr>().is_err() {
                         return Err((at("syslog.address"), format!("`{}` is not an ip:port", sl.address)));
+                    }
+                    if sl.enterprise_number == 0 {
+                        return Err((
+                            at("syslog.enterprise_number"),
+                            "a private enterprise number (0 is reserved)".into(),
+                        ));
                     }
                     if sl.facility > 23 {
                         return Err((at("syslog.facility"), "0-23".into()));

@@ -85,13 +85,18 @@ fn substitute(expr: &str) -> String {
     expr.replace("$instance", ".*")
         .replace("$server", ".*")
         .replace("$__rate_interval", "1m")
+        .replace("$__interval", "1m")
         .replace("$__range", "5m")
 }
 
 fn metric_names(expr: &str) -> Vec<String> {
+    names_with_prefix(expr, "mcpwatch_")
+}
+
+fn names_with_prefix(expr: &str, prefix: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = expr;
-    while let Some(i) = rest.find("mcpwatch_") {
+    while let Some(i) = rest.find(prefix) {
         let tail = &rest[i..];
         let end = tail
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -100,6 +105,105 @@ fn metric_names(expr: &str) -> Vec<String> {
         rest = &tail[end..];
     }
     out
+}
+
+/// The metrics whose samples a `rate()`, `irate()` or `increase()` of `expr`
+/// reads (its range-vector arguments).
+fn rated_metrics(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in ["rate(", "increase("] {
+        for (i, _) in expr.match_indices(f) {
+            let arg = &expr[i + f.len()..];
+            let arg = &arg[..arg.find(']').unwrap_or(arg.len())];
+            out.extend(names_with_prefix(arg, "mcpwatch_"));
+            out.extend(names_with_prefix(arg, "process_"));
+        }
+    }
+    out
+}
+
+/// The colour a stat shows for `value` under its absolute thresholds.
+fn colour_at(steps: &[Value], value: f64) -> String {
+    let mut colour = String::new();
+    for s in steps {
+        if s["value"].as_f64().is_none_or(|v| value >= v) {
+            colour = s["color"].as_str().unwrap_or_default().to_owned();
+        }
+    }
+    colour
+}
+
+/// What an operator reads off a panel: a description, a unit, thresholds on
+/// stats that turn loss and backlog away from green, totals from increase()
+/// over non-overlapping windows, one unit per axis.
+fn check_panel_presentation(p: &Value, title: &str) {
+    assert!(
+        p["description"].as_str().is_some_and(|d| !d.trim().is_empty()),
+        "{title}: a description"
+    );
+    let defaults = &p["fieldConfig"]["defaults"];
+    assert!(
+        defaults["unit"].as_str().is_some_and(|u| !u.is_empty()),
+        "{title}: a unit"
+    );
+    let exprs: Vec<&str> = p["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["expr"].as_str())
+        .collect();
+    if p["type"] == "stat" {
+        let steps = defaults["thresholds"]["steps"].as_array().expect("stat thresholds");
+        assert!(
+            !steps.is_empty() && steps[0]["value"].is_null(),
+            "{title}: thresholds start at a base step"
+        );
+        assert_eq!(
+            defaults["color"]["mode"], "thresholds",
+            "{title}: coloured by thresholds"
+        );
+        let bad = ["lost", "backlog", "dropped", "alerts_total"];
+        if exprs.iter().any(|e| bad.iter().any(|b| e.contains(b))) {
+            assert_ne!(colour_at(steps, 0.0), "red", "{title}: 0 is fine");
+            assert!(
+                !["green", ""].contains(&colour_at(steps, 5.0).as_str()),
+                "{title}: 5 must not show green"
+            );
+        }
+        if exprs.iter().any(|e| e.contains("count(mcpwatch_build_info")) {
+            assert_eq!(colour_at(steps, 0.0), "red", "{title}: no agent is red");
+        }
+    }
+    for e in &exprs {
+        // increase() over $__rate_interval overlaps from one point to the
+        // next: totals are counted twice.
+        assert!(
+            !(e.contains("increase(") && e.contains("[$__rate_interval]")),
+            "{title}: increase() over $__rate_interval double-counts: {e}"
+        );
+    }
+    // Bytes next to counts: the bytes have their own unit (and axis).
+    for t in p["targets"].as_array().unwrap() {
+        let e = t["expr"].as_str().unwrap_or_default();
+        let bytes = metric_names(e).iter().any(|m| m.ends_with("_bytes"))
+            || names_with_prefix(e, "process_").iter().any(|m| m.ends_with("_bytes"));
+        let overridden = p["fieldConfig"]["overrides"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|o| o["matcher"]["id"] == "byFrameRefID" && o["matcher"]["options"] == t["refId"]);
+        let unit = overridden
+            .and_then(|o| {
+                o["properties"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["id"] == "unit")
+                    .and_then(|p| p["value"].as_str())
+            })
+            .or(defaults["unit"].as_str())
+            .unwrap_or_default();
+        assert_eq!(bytes, unit == "bytes", "{title}: {e} shown in {unit}");
+    }
 }
 
 /// Every (panel title, expr) of the dashboard, after checking the structure
@@ -139,6 +243,7 @@ fn dashboard_queries() -> Vec<(String, String)> {
             "{title}"
         );
         assert_eq!(p["datasource"]["uid"], ds_ref.as_str(), "{title}");
+        check_panel_presentation(p, &title);
         let targets = p["targets"].as_array().expect("targets");
         assert!(!targets.is_empty(), "{title}");
         for t in targets {
@@ -164,6 +269,49 @@ fn rule_exprs() -> Vec<(String, String)> {
     }
     assert_eq!(out.len(), 5, "{text}");
     out
+}
+
+/// The rules' own unit tests (dashboards/prometheus-rules.test.yml): the
+/// first high alert fires and keeps its severity, loss, backlog, drops and
+/// a down agent each alert when they should and not before.
+#[test]
+fn promtool_rule_unit_tests_pass() {
+    let out = output(
+        Command::new("promtool")
+            .arg("test")
+            .arg("rules")
+            .arg(dashboards().join("prometheus-rules.test.yml"))
+            .stdout(Stdio::piped()),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `promtool check metrics` on a live /metrics: no lint finding.
+fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics:\n{said}"
+    );
 }
 
 #[test]
@@ -208,6 +356,17 @@ fn mcp_tool_call(agent: &Agent) {
     );
 }
 
+/// A child killed when the test ends, passed or not: the wrapped server
+/// blocks on a fifo and must not outlive a failed test.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
     let agent = Agent::start_with_config(
@@ -237,12 +396,33 @@ fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
 
     // Activity after the first scrape, so rates see it: a watched server
     // that stays up (undeclared: it raises policy alerts of its own), three
-    // test alerts, and a tool call.
-    let mut server = agent
-        .wrap("promsrv", &["sh", "-c", "/bin/true; /bin/true; exec sleep 120"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("wrapped server");
+    // test alerts, and a tool call. The server reads an SSH key (a high
+    // alert) only once Prometheus has seen its alert series at 0.
+    let fifo = dir.join("go");
+    assert!(output(Command::new("mkfifo").arg(&fifo)).status.success());
+    let script = format!(
+        "/bin/true; /bin/true; read x < {}; cat {}/.ssh/id_rsa 2>/dev/null; exec sleep 120",
+        fifo.display(),
+        dir.display()
+    );
+    let mut server = Reaped(
+        agent
+            .wrap("promsrv", &["sh", "-c", &script])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("wrapped server"),
+    );
+    wait_for(
+        "the server's alert series at 0 in Prometheus before its first alert",
+        Duration::from_secs(30),
+        || {
+            let r =
+                prom.try_query("mcpwatch_alerts_total{server=\"promsrv\",rule=\"cred.ssh\",severity=\"high\"} == 0")?;
+            (!r.is_empty()).then_some(())
+        },
+        || http_get(&addr, "/metrics").map(|r| r.1).unwrap_or_default(),
+    );
+    std::fs::write(&fifo, "go\n").expect("fifo");
     agent.wait_events("the server's sleep", |ev| {
         ev.iter().any(|e| {
             e["kind"] == "exec" && e["server"] == "promsrv" && e["exe"].as_str().unwrap_or("").ends_with("sleep")
@@ -289,7 +469,13 @@ fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
         8,
         "one zero series per kernel kind (process, file, net, dns, risky, stdio): {lost:?}"
     );
-    assert!(!prom.query("mcpwatch_agent_resident_memory_bytes > 1e6").is_empty());
+    assert!(
+        !prom
+            .query("process_resident_memory_bytes{job=\"mcpwatch\"} > 1e6")
+            .is_empty()
+    );
+    assert!(!prom.query("process_cpu_seconds_total{job=\"mcpwatch\"} > 0").is_empty());
+    promtool_check_metrics(&http_get(&addr, "/metrics").unwrap().1);
     assert!(!prom.query("mcpwatch_build_info == 1").is_empty());
 
     // Every dashboard query returns data.
@@ -317,6 +503,19 @@ fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(empty.is_empty(), "{}", empty.join("\n"));
+    // rate() and increase() only on counters (and histogram buckets), as
+    // the live agent declares their types.
+    let meta = prom.api("/api/v1/metadata");
+    for (title, expr) in &queries {
+        for m in rated_metrics(expr) {
+            let base = m.strip_suffix("_bucket").unwrap_or(&m);
+            let ty = meta[base][0]["type"].as_str().unwrap_or("unknown");
+            assert!(
+                ["counter", "histogram"].contains(&ty),
+                "panel {title:?}: rate/increase of {m}, a {ty}"
+            );
+        }
+    }
     let checked = queries.len();
     assert!(checked >= 20, "{checked} dashboard queries checked");
     // The template variables resolve.
@@ -352,12 +551,49 @@ fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
         },
         &prom_log,
     );
-    // The agent is up: the down rule is quiet; the test alerts are info, so
-    // the high-severity rule is quiet too.
+    // The first high alert (the SSH key) fires, with its own severity; the
+    // agent is up and the test alerts are info: nothing else fires.
+    wait_for(
+        "McpwatchHighSeverityAlert firing for the first cred.ssh",
+        Duration::from_secs(20),
+        || {
+            let firing = prom.api("/api/v1/alerts");
+            firing["alerts"]
+                .as_array()?
+                .iter()
+                .any(|a| {
+                    a["state"] == "firing"
+                        && a["labels"]["alertname"] == "McpwatchHighSeverityAlert"
+                        && a["labels"]["rule"] == "cred.ssh"
+                        && a["labels"]["server"] == "promsrv"
+                        && a["labels"]["severity"] == "high"
+                        && a["labels"]["route"] == "page"
+                })
+                .then_some(())
+        },
+        &prom_log,
+    );
     let firing = prom.api("/api/v1/alerts");
-    assert!(firing["alerts"].as_array().unwrap().is_empty(), "{firing}");
+    for a in firing["alerts"].as_array().unwrap() {
+        assert_eq!(a["labels"]["alertname"], "McpwatchHighSeverityAlert", "{firing}");
+        assert!(
+            ["high", "critical"].contains(&a["labels"]["severity"].as_str().unwrap_or("")),
+            "{firing}"
+        );
+    }
 
-    let _ = server.kill();
-    let _ = server.wait();
+    let _ = server.0.kill();
+    let _ = server.0.wait();
+    // Nothing watched any more: the server's gauge stays, at 0.
+    wait_for(
+        "the watched gauge of the exited server at 0",
+        Duration::from_secs(20),
+        || {
+            let text = http_get(&addr, "/metrics").ok()?.1;
+            text.contains("mcpwatch_watched_processes{server=\"promsrv\"} 0")
+                .then_some(())
+        },
+        || http_get(&addr, "/metrics").map(|r| r.1).unwrap_or_default(),
+    );
     agent.stop();
 }

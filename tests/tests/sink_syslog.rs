@@ -148,13 +148,100 @@ fn rsyslog_receives_rfc5424_alerts_over_tcp_udp_and_unix_that_parse_back() {
             other => panic!("unexpected input {other}"),
         };
         assert!(
-            sd.contains(&format!("id=\"{id}\"")) && sd.contains("rule=\"agent.test\""),
-            "{sd}"
+            sd.starts_with("[mcpwatch@32473 ")
+                && sd.contains(&format!("id=\"{id}\""))
+                && sd.contains("rule=\"agent.test\""),
+            "the default enterprise number: {sd}"
         );
         per_input.entry(input.as_str()).or_default().push(id);
     }
     for input in ["imtcp", "imudp", "imuxsock"] {
         assert_eq!(per_input[input], ids, "{input}: every alert once, in order");
     }
+    agent.stop();
+}
+
+/// A real policy alert's file and peer reach rsyslog under CEF's own keys
+/// (`filePath`, `dst`, `dpt`), with `act`, `cat`, `sproc` and `suser`,
+/// not only inside the `cs3` evidence JSON.
+#[test]
+fn rsyslog_receives_cef_with_the_file_and_peer_under_cefs_own_keys() {
+    let dir = scratch_dir("rsyslog-cef");
+    let (tcp, udp) = (free_port(), free_udp_port());
+    let mut rsyslog = start_rsyslog(&dir, tcp, udp, &dir.join("log.sock"));
+    let agent = Agent::start_with_config(
+        "syslogcef",
+        &format!(
+            "spool_dir = \"{{dir}}/spool\"\n[metrics]\naddress = \"127.0.0.1:0\"\n\
+             [[sinks]]\nname = \"udp-cef\"\nsyslog = {{ transport = \"udp\", address = \"127.0.0.1:{udp}\", format = \"cef\", enterprise_number = 64999 }}\n"
+        ),
+        &[],
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    agent.run_python(
+        "cefsrv",
+        &format!(
+            r#"
+import os, socket
+try:
+    open(os.path.expanduser("~/.ssh/id_rsa_mcpwatch_cef"))
+except OSError:
+    pass
+socket.create_connection(("127.0.0.1", {port})).close()
+"#
+        ),
+    );
+    let received = dir.join("received.log");
+    let wanted = ["cred.ssh", "net.connect_undeclared"];
+    let cef_of = |text: &str, rule: &str| {
+        text.lines()
+            .filter_map(|l| {
+                // The organisation's own enterprise number in the SD-ID.
+                let sd = l.split('\t').nth(6)?;
+                assert!(sd.starts_with("[mcpwatch@64999 "), "{l}");
+                cef::parse(l.split('\t').nth(7)?)
+            })
+            .find(|p| p.header[4] == rule)
+    };
+    let text = wait_for(
+        "the credential and connect alerts in rsyslog",
+        Duration::from_secs(20),
+        || {
+            rsyslog.assert_running();
+            let text = std::fs::read_to_string(&received).unwrap_or_default();
+            wanted.iter().all(|r| cef_of(&text, r).is_some()).then_some(text)
+        },
+        || {
+            format!(
+                "{}\n{}",
+                std::fs::read_to_string(&received).unwrap_or_default(),
+                agent.log()
+            )
+        },
+    );
+    let cred = cef_of(&text, "cred.ssh").unwrap();
+    let path = cred.get("filePath").expect("filePath");
+    assert!(path.ends_with("/.ssh/id_rsa_mcpwatch_cef"), "{cred:?}");
+    assert_eq!(cred.get("cat"), Some("cred"));
+    // The same decision as the alert in the event stream (audit mode marks
+    // what enforcement would have blocked).
+    let events = agent.events();
+    let original = alerts(&events, Some("cefsrv"))
+        .into_iter()
+        .find(|a| a["rule"] == "cred.ssh")
+        .expect("the cred.ssh alert in the event stream");
+    let act = if original["would_block"] == true {
+        "would_block"
+    } else {
+        "alert"
+    };
+    assert_eq!(cred.get("act"), Some(act), "{original}");
+    assert!(cred.get("sproc").is_some_and(|p| p.contains("python")), "{cred:?}");
+    assert_eq!(cred.get("suser"), Some("root"));
+    let conn = cef_of(&text, "net.connect_undeclared").unwrap();
+    assert_eq!(conn.get("dst"), Some("127.0.0.1"), "{conn:?}");
+    assert_eq!(conn.get("dpt"), Some(port.to_string().as_str()), "{conn:?}");
+    assert_eq!(conn.get("cat"), Some("net"));
     agent.stop();
 }

@@ -82,6 +82,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     };
     let metrics_address = endpoint.as_ref().and_then(Endpoint::local_addr);
     let clock = Clock::new();
+    let agent_id = crate::output::agent_id::load_or_create(&opts.config.state_dir)?;
+    log::info!("agent id {agent_id}");
     let factory = AlertFactory::new(clock);
     let sinks = Sinks::start(&opts.config, &metrics, &factory).context("starting the alert sinks")?;
     // What the previous agent said about the kernel objects it kept: only

@@ -1,4 +1,5 @@
-//! Prometheus metrics: one registry, every family prefixed `mcpwatch_`.
+//! Prometheus metrics: one registry, every family prefixed `mcpwatch_`
+//! except the standard `process_*` families of the agent itself.
 //!
 //! Labels stay bounded: server names, event kinds, rule ids, severities, sink
 //! names and tool names, never a pid or a path. Server and tool names come
@@ -6,10 +7,11 @@
 //! distinct values is capped; past the cap they are counted as `other`.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
 };
 
+use crate::alerts::rules;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -44,8 +46,6 @@ pub struct Metrics {
     watched_servers: IntGauge,
     alert_latency: Histogram,
     sink: SinkFamilies,
-    cpu_seconds: prometheus::Gauge,
-    rss_bytes: IntGauge,
     decode_errors: IntCounter,
     events_dropped: IntCounter,
     mcp: McpFamilies,
@@ -218,13 +218,9 @@ impl Metrics {
                 &["sink"],
             )?,
         };
-        let cpu_seconds = prometheus::Gauge::new(
-            "mcpwatch_agent_cpu_seconds_total",
-            "CPU time used by the agent (user + system)",
-        )?;
-        r.register(Box::new(cpu_seconds.clone()))?;
-        let rss_bytes = IntGauge::new("mcpwatch_agent_resident_memory_bytes", "Resident memory of the agent")?;
-        r.register(Box::new(rss_bytes.clone()))?;
+        // The agent's own CPU, memory, fds and threads under the names every
+        // Prometheus user knows (process_cpu_seconds_total...), read at scrape time.
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         let decode_errors = IntCounter::new(
             "mcpwatch_decode_errors_total",
             "Kernel records that could not be decoded",
@@ -279,7 +275,7 @@ impl Metrics {
         build
             .with_label_values(&[env!("CARGO_PKG_VERSION"), kernel.as_str()])
             .set(1);
-        Ok(Self {
+        let m = Self {
             enforcement,
             enforce_layers,
             registry: r,
@@ -292,14 +288,15 @@ impl Metrics {
             watched_servers,
             alert_latency,
             sink,
-            cpu_seconds,
-            rss_bytes,
             decode_errors,
             events_dropped,
             mcp,
             servers: Arc::default(),
             tools: Arc::default(),
-        })
+        };
+        // The agent's own alerts (loss, sink overflow...) belong to no server.
+        m.zero_alerts(NO_SERVER);
+        Ok(m)
     }
 
     /// The label value for a server name: itself while under the cap.
@@ -316,13 +313,26 @@ impl Metrics {
         s.to_owned()
     }
 
-    /// A server appeared: its loss and event counters start at 0, so that
-    /// dashboards and rate() see the series before anything happens.
+    /// A server appeared: its loss, event and alert counters and its
+    /// watched-process gauge start at 0, so that dashboards see the series
+    /// before anything happens and `increase()` sees the first alert (a
+    /// series born at 1 has no earlier sample to increase from).
     pub fn server_seen(&self, server: &str, kinds: &[&str]) {
         let s = self.server_label(Some(server));
         for &k in kinds {
             self.lost.with_label_values(&[s.as_str(), k]);
             self.events.with_label_values(&[s.as_str(), k]);
+        }
+        self.zero_alerts(&s);
+        self.watched_processes.with_label_values(&[s.as_str()]);
+    }
+
+    /// One `mcpwatch_alerts_total` series at 0 per rule of the catalogue,
+    /// at the severity its alerts carry.
+    fn zero_alerts(&self, server_label: &str) {
+        for r in rules::ALL {
+            self.alerts
+                .with_label_values(&[server_label, r.id, r.severity.as_str()]);
         }
     }
 
@@ -406,12 +416,21 @@ impl Metrics {
         self.tool_calls.with_label_values(&[s.as_str(), tool]).inc();
     }
 
-    /// The watched set now: processes per server.
+    /// The watched set now: processes per server. A server seen before and
+    /// not in the set now is at 0 (its series stays until it is forgotten).
     pub fn watched(&self, per_server: &[(&str, usize)]) {
-        self.watched_processes.reset();
+        let mut now: HashMap<String, i64> = self
+            .servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|s| (s.clone(), 0))
+            .collect();
         for (server, n) in per_server {
-            let s = self.server_label(Some(server));
-            self.watched_processes.with_label_values(&[s.as_str()]).add(*n as i64);
+            *now.entry(self.server_label(Some(server))).or_default() += *n as i64;
+        }
+        for (s, n) in now {
+            self.watched_processes.with_label_values(&[s.as_str()]).set(n);
         }
         self.watched_servers.set(per_server.len() as i64);
     }
@@ -448,21 +467,8 @@ impl Metrics {
         }
     }
 
-    /// The agent's own CPU time and resident memory, read at scrape time.
-    fn refresh_self(&self) {
-        let Ok(me) = procfs::process::Process::myself() else {
-            return;
-        };
-        if let Ok(stat) = me.stat() {
-            let tps = procfs::ticks_per_second() as f64;
-            self.cpu_seconds.set((stat.utime + stat.stime) as f64 / tps);
-            self.rss_bytes.set((stat.rss * procfs::page_size()) as i64);
-        }
-    }
-
     /// The text exposition format.
     pub fn render(&self) -> String {
-        self.refresh_self();
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
             log::error!("encoding metrics: {e}");
@@ -503,7 +509,7 @@ mod tests {
         }
         let text = m.render();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
-            assert!(line.starts_with("mcpwatch_"), "{line}");
+            assert!(line.starts_with("mcpwatch_") || line.starts_with("process_"), "{line}");
         }
         assert!(
             text.contains(r#"mcpwatch_events_total{kind="exec",server="fs"} 1"#),
@@ -519,8 +525,31 @@ mod tests {
             text.contains(r#"mcpwatch_probe_errors_total{probe="net",reason="sockaddr_unreadable"} 3"#),
             "{text}"
         );
-        assert!(text.contains("mcpwatch_agent_resident_memory_bytes "));
+        assert!(text.contains("process_resident_memory_bytes "));
+        assert!(text.contains("process_cpu_seconds_total "));
         assert!(text.contains("mcpwatch_build_info{"));
+    }
+
+    #[test]
+    fn a_seen_server_has_every_alert_series_at_zero_and_keeps_its_watched_gauge() {
+        let m = Metrics::new().unwrap();
+        m.server_seen("fs", &["exec"]);
+        let text = m.render();
+        for r in rules::ALL {
+            let line = format!(
+                r#"mcpwatch_alerts_total{{rule="{}",server="fs",severity="{}"}} 0"#,
+                r.id,
+                r.severity.as_str()
+            );
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+        assert!(text.contains(r#"mcpwatch_alerts_total{rule="agent.event_loss",server="-",severity="high"} 0"#));
+        m.watched(&[("fs", 3)]);
+        assert!(m.render().contains(r#"mcpwatch_watched_processes{server="fs"} 3"#));
+        m.watched(&[]);
+        let text = m.render();
+        assert!(text.contains(r#"mcpwatch_watched_processes{server="fs"} 0"#), "{text}");
+        assert!(text.contains("mcpwatch_watched_servers 0"), "{text}");
     }
 
     #[test]

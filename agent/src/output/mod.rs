@@ -2,6 +2,7 @@
 //! delivery with spools (`sinks`), the formats SIEMs read (`format`) and the
 //! Prometheus metrics with their HTTP endpoint (`metrics`, `http`).
 
+pub mod agent_id;
 pub mod events;
 pub mod events_file;
 pub mod format;

@@ -70,8 +70,9 @@ pub fn format(a: &Alert) -> String {
     ext.extend([
         ("dvchost", a.host.clone()),
         ("msg", a.summary.clone()),
+        ("act", action(a).into()),
+        ("cat", a.rule.split('.').next().unwrap_or_default().into()),
         ("spid", a.pid.to_string()),
-        ("sproc", a.exe.clone()),
         ("suid", a.uid.to_string()),
         ("cn1Label", "ppid".into()),
         ("cn1", a.ppid.to_string()),
@@ -83,6 +84,14 @@ pub fn format(a: &Alert) -> String {
         ("cs3Label", "evidence".into()),
         ("cs3", a.evidence.to_string()),
     ]);
+    // The agent's own alerts have no process: no empty sproc/suser.
+    if !a.exe.is_empty() {
+        ext.push(("sproc", a.exe.clone()));
+        if let Ok(Some(u)) = nix::unistd::User::from_uid(a.uid.into()) {
+            ext.push(("suser", u.name));
+        }
+    }
+    ext.extend(evidence_keys(&a.evidence));
     let optional = [
         ("cs4Label", "cs4", "tool", a.tool.clone()),
         ("cs5Label", "cs5", "manifest", a.manifest.clone()),
@@ -102,6 +111,46 @@ pub fn format(a: &Alert) -> String {
     for (i, (k, v)) in ext.iter().enumerate() {
         let sep = if i == 0 { "" } else { " " };
         let _ = write!(out, "{sep}{k}={}", escape_value(v));
+    }
+    out
+}
+
+/// CEF `act`: what mcpwatch did about it.
+fn action(a: &Alert) -> &'static str {
+    if a.rule == crate::alerts::rules::ENFORCE_DENIED.id {
+        "blocked"
+    } else if a.would_block {
+        "would_block"
+    } else {
+        "alert"
+    }
+}
+
+/// The evidence's file and peer under CEF's own keys (the whole evidence
+/// stays in `cs3`): `filePath`; the peer of a connect or send as
+/// `dst`/`dpt`/`dhost`, of an accept as `src`/`spt`/`shost`, a local
+/// bind or listen as `dpt` (the port offered).
+fn evidence_keys(e: &serde_json::Value) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let text = |k: &str| e[k].as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    if let Some(p) = text("path") {
+        out.push(("filePath", p));
+    }
+    let port = e["port"].as_u64().filter(|p| *p > 0).map(|p| p.to_string());
+    let (ip, port_key, host) = match e["op"].as_str() {
+        Some("accept") => ("src", "spt", "shost"),
+        Some("bind" | "listen") => {
+            out.extend(port.map(|p| ("dpt", p)));
+            return out;
+        }
+        _ => ("dst", "dpt", "dhost"),
+    };
+    if let Some(a) = text("address") {
+        out.push((ip, a));
+        out.extend(port.map(|p| (port_key, p)));
+    }
+    if let Some(h) = text("hostname") {
+        out.push((host, h));
     }
     out
 }
@@ -190,6 +239,29 @@ mod tests {
     use crate::output::format::ecs::tests::full_alert;
 
     #[test]
+    fn peers_go_to_cefs_own_keys_by_direction() {
+        let mut a = full_alert();
+        a.evidence = serde_json::json!({"op": "connect", "address": "10.0.0.9", "port": 443, "hostname": "x.example"});
+        a.would_block = true;
+        let p = parse(&format(&a)).unwrap();
+        assert_eq!(
+            [p.get("dst"), p.get("dpt"), p.get("dhost"), p.get("act")],
+            [Some("10.0.0.9"), Some("443"), Some("x.example"), Some("would_block")]
+        );
+        a.evidence = serde_json::json!({"op": "accept", "address": "10.0.0.8", "port": 5000});
+        let p = parse(&format(&a)).unwrap();
+        assert_eq!(
+            [p.get("src"), p.get("spt"), p.get("dst")],
+            [Some("10.0.0.8"), Some("5000"), None]
+        );
+        a.evidence = serde_json::json!({"op": "listen", "address": "0.0.0.0", "port": 8080});
+        let p = parse(&format(&a)).unwrap();
+        assert_eq!([p.get("dpt"), p.get("dst"), p.get("src")], [Some("8080"), None, None]);
+        a.exe = String::new();
+        assert_eq!(parse(&format(&a)).unwrap().get("sproc"), None, "no empty sproc");
+    }
+
+    #[test]
     fn escapes_header_and_extension_per_the_rules() {
         assert_eq!(escape_header(r"a|b\c=d"), r"a\|b\\c=d");
         assert_eq!(escape_value("a|b\\c=d\ne"), r"a|b\\c\=d\ne");
@@ -215,6 +287,9 @@ mod tests {
         assert_eq!(get("cs3"), Some(r#"{"path":"/home/u/.ssh/id_rsa"}"#));
         assert_eq!(get("cs6"), Some("T1552.004 Unsecured Credentials: Private Keys"));
         assert_eq!(get("rt"), Some("1795280400000"));
+        assert_eq!(get("filePath"), Some("/home/u/.ssh/id_rsa"));
+        assert_eq!(get("act"), Some("would_block"), "full_alert is an audit-mode alert");
+        assert_eq!(get("cat"), Some("rule|with\\pipe"));
         assert!(
             parsed
                 .extension

@@ -48,39 +48,129 @@ pub fn to_ecs(a: &Alert) -> Value {
     if let Some(l) = a.layer {
         mcp.insert("layer".into(), json!(l));
     }
+    let (category, kind) = category_and_type(a);
+    let family = a.rule.split('.').next().unwrap_or_default();
     let mut doc = json!({
         "@timestamp": a.ts,
         "ecs": { "version": ECS_VERSION },
         "event": {
             "id": a.id,
             "kind": "alert",
+            "category": [category],
+            "type": [kind],
+            "action": a.rule,
+            "outcome": outcome(a),
             "module": "mcpwatch",
             "dataset": "mcpwatch.alert",
             "severity": severity_number(a.severity),
         },
+        "agent": {
+            "type": "mcpwatch",
+            "name": "mcpwatch",
+            "version": env!("CARGO_PKG_VERSION"),
+        },
         "log": { "level": a.severity.as_str() },
-        "rule": { "id": a.rule, "ruleset": "mcpwatch" },
+        "rule": { "id": a.rule, "name": a.rule, "category": family, "ruleset": "mcpwatch" },
         "message": a.summary,
-        "host": { "hostname": a.host },
+        "host": { "hostname": a.host, "name": a.host },
         "process": {
             "pid": a.pid,
-            "executable": a.exe,
             "args": a.argv,
             "parent": { "pid": a.ppid },
         },
         "user": { "id": a.uid.to_string() },
         "mcpwatch": mcp,
     });
+    if let Some(id) = crate::output::agent_id::get() {
+        doc["agent"]["id"] = json!(id);
+    }
+    // The agent's own alerts have no process: no empty executable.
+    if !a.exe.is_empty() {
+        doc["process"]["executable"] = json!(a.exe);
+        let name = a.exe.rsplit('/').next().unwrap_or(&a.exe);
+        doc["process"]["name"] = json!(name);
+    }
     if let Some(s) = &a.server {
         doc["service"] = json!({ "name": s });
     }
+    add_evidence_fields(&mut doc, &a.evidence);
     if let Some(m) = &a.mitre {
-        doc["threat"] = json!({
-            "framework": "MITRE ATT&CK",
-            "technique": { "id": m.id, "name": m.name },
-        });
+        // `T1059.004 "Command and Scripting Interpreter: Unix Shell"`: the
+        // technique and its sub-technique, each where ECS wants it.
+        let (tid, sub) = match m.id.split_once('.') {
+            Some((t, _)) => (t, Some(m.id.as_str())),
+            None => (m.id.as_str(), None),
+        };
+        let (tname, sname) = match (sub, m.name.split_once(": ")) {
+            (Some(_), Some((t, s))) => (t, Some(s)),
+            _ => (m.name.as_str(), None),
+        };
+        let mut technique = json!({ "id": [tid], "name": [tname] });
+        if let Some(sub) = sub {
+            technique["subtechnique"] = json!({ "id": [sub] });
+            if let Some(n) = sname {
+                technique["subtechnique"]["name"] = json!([n]);
+            }
+        }
+        doc["threat"] = json!({ "framework": "MITRE ATT&CK", "technique": technique });
     }
     doc
+}
+
+/// ECS `event.category` and `event.type` (one each, from ECS' allowed
+/// values) for the rule's family.
+fn category_and_type(a: &Alert) -> (&'static str, &'static str) {
+    match a.rule.split('.').next().unwrap_or_default() {
+        "file" | "cred" if a.rule.contains("write") => ("file", "change"),
+        "file" | "cred" => ("file", "access"),
+        "net" => ("network", "connection"),
+        "exec" => ("process", "start"),
+        "proc" | "priv" | "evasion" | "tool" => ("process", "info"),
+        "enforce" if a.rule == crate::alerts::rules::ENFORCE_DENIED.id => ("intrusion_detection", "denied"),
+        "agent" => ("host", "info"),
+        _ => ("intrusion_detection", "info"),
+    }
+}
+
+/// ECS `event.outcome`: a refused operation failed; an operation whose
+/// result the evidence carries succeeded or failed by it; else unknown.
+fn outcome(a: &Alert) -> &'static str {
+    if a.rule == crate::alerts::rules::ENFORCE_DENIED.id {
+        return "failure";
+    }
+    match a.evidence["result"].as_i64() {
+        Some(r) if r < 0 => "failure",
+        Some(_) => "success",
+        None => "unknown",
+    }
+}
+
+/// The evidence's file and peer in ECS' own fields (the whole evidence
+/// stays under `mcpwatch.evidence`): `file.path`; the peer of a connect or
+/// send as `destination.*`, of an accept as `source.*`.
+fn add_evidence_fields(doc: &mut Value, e: &Value) {
+    let text = |k: &str| e[k].as_str().filter(|s| !s.is_empty());
+    if let Some(p) = text("path") {
+        doc["file"] = json!({ "path": p });
+    }
+    let side = match e["op"].as_str() {
+        Some("accept") => "source",
+        Some("bind" | "listen") | None => return,
+        Some(_) => "destination",
+    };
+    let mut peer = Map::new();
+    if let Some(ip) = text("address").filter(|a| a.parse::<std::net::IpAddr>().is_ok()) {
+        peer.insert("ip".into(), json!(ip));
+        if let Some(port) = e["port"].as_u64().filter(|p| *p > 0) {
+            peer.insert("port".into(), json!(port));
+        }
+    }
+    if let Some(h) = text("hostname") {
+        peer.insert("domain".into(), json!(h));
+    }
+    if !peer.is_empty() {
+        doc[side] = Value::Object(peer);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,8 +195,17 @@ pub fn from_ecs(doc: &Value) -> Result<Alert, NotAnAlert> {
         Some(v) => serde_json::from_value(v.clone()).map_err(|_| NotAnAlert("/mcpwatch/ancestry"))?,
         None => Vec::new(),
     };
-    let mitre = match (opt_str("/threat/technique/id"), opt_str("/threat/technique/name")) {
-        (Some(id), Some(name)) => Some(Mitre { id, name }),
+    let mitre = match (
+        opt_str("/threat/technique/id/0"),
+        opt_str("/threat/technique/name/0"),
+        opt_str("/threat/technique/subtechnique/id/0"),
+        opt_str("/threat/technique/subtechnique/name/0"),
+    ) {
+        (Some(_), Some(name), Some(id), Some(sub)) => Some(Mitre {
+            id,
+            name: format!("{name}: {sub}"),
+        }),
+        (Some(_), Some(name), Some(id), None) | (Some(id), Some(name), None, _) => Some(Mitre { id, name }),
         _ => None,
     };
     Ok(Alert {
@@ -122,7 +221,7 @@ pub fn from_ecs(doc: &Value) -> Result<Alert, NotAnAlert> {
         pid: u64_at("/process/pid")? as u32,
         ppid: u64_at("/process/parent/pid")? as u32,
         uid: str_at("/user/id")?.parse().map_err(|_| NotAnAlert("/user/id"))?,
-        exe: str_at("/process/executable")?.to_owned(),
+        exe: opt_str("/process/executable").unwrap_or_default(),
         argv,
         ancestry,
         evidence: doc
@@ -194,9 +293,35 @@ pub(crate) mod tests {
         assert_eq!(doc["service"]["name"], "fs");
         assert_eq!(doc["user"]["id"], "1000");
         assert_eq!(from_ecs(&doc).unwrap(), full);
+        // The sub-technique in its own field, the technique without it.
+        assert_eq!(doc["threat"]["technique"]["id"], json!(["T1552"]));
+        assert_eq!(doc["threat"]["technique"]["name"], json!(["Unsecured Credentials"]));
+        assert_eq!(doc["threat"]["technique"]["subtechnique"]["id"], json!(["T1552.004"]));
+        assert_eq!(
+            doc["threat"]["technique"]["subtechnique"]["name"],
+            json!(["Private Keys"])
+        );
+        assert_eq!(doc["file"]["path"], "/home/u/.ssh/id_rsa");
+        assert_eq!(doc["process"]["name"], "node");
+        assert_eq!(doc["host"]["name"], "h1");
+        assert_eq!(doc["event"]["category"], json!(["file"]));
+        assert_eq!(doc["event"]["action"], "cred.ssh_key");
+        assert_eq!(doc["rule"]["name"], "cred.ssh_key");
+        let mut net = full.clone();
+        net.rule = "net.connect_undeclared".into();
+        net.evidence =
+            json!({"op": "connect", "address": "10.1.2.3", "port": 443, "hostname": "x.example", "result": -111});
+        let doc = to_ecs(&net);
+        assert_eq!(
+            doc["destination"],
+            json!({"ip": "10.1.2.3", "port": 443, "domain": "x.example"})
+        );
+        assert_eq!(doc["event"]["outcome"], "failure");
+        assert_eq!(from_ecs(&doc).unwrap(), net);
         let min = crate::alerts::test_alert("1-1".into(), "t".into(), 1, 9);
         let doc = to_ecs(&min);
         assert!(doc.get("service").is_none() && doc.get("threat").is_none());
+        assert!(doc["process"].get("executable").is_none(), "no empty executable: {doc}");
         assert_eq!(from_ecs(&doc).unwrap(), min);
     }
 }

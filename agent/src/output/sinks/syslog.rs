@@ -15,10 +15,9 @@ use crate::{
     output::format::{cef, ecs},
 };
 
-/// Private enterprise number for structured data: 32473 is the one RFC 5612
-/// reserves for documentation and examples, which is what SD-IDs of a
-/// product without its own PEN use.
-const SD_ID: &str = "mcpwatch@32473";
+/// The SD-ID's name; the private enterprise number after `@` is a setting
+/// (`enterprise_number`, by default RFC 5612's documentation number).
+const SD_NAME: &str = "mcpwatch";
 
 enum Conn {
     Udp(UdpSocket),
@@ -70,14 +69,14 @@ fn timestamp(ts: &str) -> String {
 }
 
 /// The RFC 5424 message for an alert.
-pub fn format(a: &Alert, facility: u8, app_name: &str, procid: u32, fmt: MessageFormat) -> String {
+pub fn format(a: &Alert, facility: u8, app_name: &str, pen: u32, procid: u32, fmt: MessageFormat) -> String {
     let pri = u32::from(facility) * 8 + u32::from(syslog_severity(a.severity));
     let msg = match fmt {
         MessageFormat::Json => ecs::to_ecs(a).to_string(),
         MessageFormat::Cef => cef::format(a),
     };
     format!(
-        "<{pri}>1 {} {} {} {procid} alert [{SD_ID} id=\"{}\" rule=\"{}\" severity=\"{}\" server=\"{}\"] {msg}",
+        "<{pri}>1 {} {} {} {procid} alert [{SD_NAME}@{pen} id=\"{}\" rule=\"{}\" severity=\"{}\" server=\"{}\"] {msg}",
         timestamp(&a.ts),
         header_field(&a.host, 255),
         header_field(app_name, 48),
@@ -124,6 +123,7 @@ impl SyslogSink {
             alert,
             self.cfg.facility,
             &self.cfg.app_name,
+            self.cfg.enterprise_number,
             self.procid,
             self.cfg.format,
         );
@@ -184,6 +184,7 @@ mod tests {
             format: MessageFormat::Json,
             facility: 13,
             app_name: "mcpwatch".into(),
+            enterprise_number: 32473,
         };
         let mut sink = SyslogSink::new(&cfg);
         let mut a = full_alert();
@@ -209,14 +210,14 @@ mod tests {
     fn rfc5424_header_and_structured_data() {
         let mut a = full_alert();
         a.id = "1-\"]x".into();
-        let m = format(&a, 13, "mcpwatch", 77, MessageFormat::Json);
+        let m = format(&a, 13, "mcpwatch", 32473, 77, MessageFormat::Json);
         let prefix = "<107>1 2026-11-21T17:00:00.000000Z h1 mcpwatch 77 alert [mcpwatch@32473 id=\"1-\\\"\\]x\" \
                       rule=\"cred.ssh_key\" severity=\"high\" server=\"fs\"] {";
         assert!(m.starts_with(prefix), "{m}");
         let json = &m[prefix.len() - 1..];
         let back = ecs::from_ecs(&serde_json::from_str(json).unwrap()).unwrap();
         assert_eq!(back, a);
-        let c = format(&a, 13, "mcpwatch", 77, MessageFormat::Cef);
+        let c = format(&a, 13, "mcpwatch", 32473, 77, MessageFormat::Cef);
         assert!(c.contains("] CEF:0|mcpwatch|"), "{c}");
     }
 }
