@@ -227,7 +227,7 @@ struct HostSink<'a> {
 }
 
 impl HostSink<'_> {
-    fn to_server(&mut self, bytes: &[u8]) {
+    fn forward(&mut self, bytes: &[u8]) {
         if let Some(s) = &mut self.server
             && s.write_all(bytes).is_err()
         {
@@ -241,11 +241,11 @@ impl Sink for HostSink<'_> {
     fn line(&mut self, line: &[u8]) {
         let verdict = lock(self.gate).from_host(line);
         match verdict {
-            Verdict::Forward => self.to_server(line),
-            Verdict::Rewrite(b) => self.to_server(&b),
+            Verdict::Forward => self.forward(line),
+            Verdict::Rewrite(b) => self.forward(&b),
             Verdict::Answer { forward, answer } => {
                 if let Some(f) = forward {
-                    self.to_server(&f);
+                    self.forward(&f);
                 }
                 if let Some(a) = answer {
                     lock(self.out).answer(a);
