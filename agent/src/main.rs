@@ -25,6 +25,8 @@ enum Command {
     /// Register with the running agent as server NAME, then exec CMD.
     /// Use it as the server's command in an MCP host configuration.
     Exec(cli::exec::ExecArgs),
+    /// Show the tools the gate withheld from SERVER and approve the TOOLs named (root).
+    Approve(cli::approve::ApproveArgs),
     /// Show what the running agent watches (root).
     Status(cli::status::StatusArgs),
     /// Ask the running agent to emit a test alert through every output (root).
@@ -44,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => cli::agent::run(args),
         Command::CheckManifests(args) => std::process::exit(cli::check_manifests::run(args)),
         Command::Exec(args) => std::process::exit(cli::exec::run(args)),
+        Command::Approve(args) => cli::approve::run(args),
         Command::Status(args) => cli::status::run(args),
         Command::TestAlert(args) => cli::test_alert::run(args),
         Command::Pins(args) => cli::pins::run(args),

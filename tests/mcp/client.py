@@ -19,6 +19,7 @@ import sys
 
 import anyio
 from mcp.client.session import ClientSession
+from mcp.shared.exceptions import MCPError
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 
@@ -66,7 +67,14 @@ async def main(plan, cmd):
                     out = {"step": "list", "id": last_id(write, "tools/list"),
                            "tools": [{"name": t.name, "description": t.description} for t in res.tools]}
                 elif step[0] == "call":
-                    res = await session.call_tool(step[1], step[2] if len(step) > 2 else {})
+                    try:
+                        res = await session.call_tool(step[1], step[2] if len(step) > 2 else {})
+                    except MCPError as e:
+                        # A JSON-RPC error (the gate refusing a call, for one).
+                        out = {"step": "call", "tool": step[1], "id": last_id(write, "tools/call"),
+                               "error": {"code": e.error.code, "message": e.error.message}}
+                        print(json.dumps(out), flush=True)
+                        continue
                     text = [c.text for c in res.content if getattr(c, "text", None) is not None]
                     out = {"step": "call", "tool": step[1], "id": last_id(write, "tools/call"),
                            "is_error": bool(res.is_error), "text": text}

@@ -306,6 +306,28 @@ rule!(
     High,
     Some(("T1195.002", "Supply Chain Compromise: Compromise Software Supply Chain"))
 );
+// The gate (`mcpwatch exec` relaying a gated server): what it refused or
+// let through unapproved. Calling a tool nobody approved is the plugin
+// compromise ATLAS describes; a refused unreadable message has no technique.
+rule!(
+    GATE_DENIED,
+    "gate.denied",
+    Medium,
+    Some(("AML.T0053", "LLM Plugin Compromise"))
+);
+rule!(
+    GATE_WITHHELD,
+    "gate.withheld",
+    Medium,
+    Some(("AML.T0053", "LLM Plugin Compromise"))
+);
+rule!(
+    GATE_UNLISTED_ALLOWED,
+    "gate.unlisted_allowed",
+    Low,
+    Some(("AML.T0053", "LLM Plugin Compromise"))
+);
+rule!(GATE_REFUSED_MESSAGE, "gate.refused_message", Medium, None);
 // The agent's own: proves the delivery path (`mcpwatch test-alert`).
 rule!(AGENT_TEST, "agent.test", Info, None);
 // The agent's own: records were lost (a full ring, a probe's drop, an
@@ -422,6 +444,10 @@ pub static ALL: &[&Rule] = &[
     &MCP_RUG_PULL_ADDED,
     &MCP_RUG_PULL_REMOVED,
     &MCP_RUG_PULL_RENAMED,
+    &GATE_DENIED,
+    &GATE_WITHHELD,
+    &GATE_UNLISTED_ALLOWED,
+    &GATE_REFUSED_MESSAGE,
     &AGENT_TEST,
     &AGENT_EVENT_LOSS,
     &AGENT_WATCH_GAP,

@@ -22,6 +22,10 @@ pub struct ExecArgs {
     /// `[wrapper] fail_closed = true` in the configuration file makes refusing the default).
     #[arg(long)]
     require_agent: bool,
+    /// Relay the server through the gate: only approved tools are listed and callable
+    /// (a manifest's `gate` section does the same).
+    #[arg(long)]
+    gate: bool,
     #[arg(long, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
     /// The agent's configuration file, for its `[wrapper]` section.
@@ -47,5 +51,6 @@ pub fn run(args: ExecArgs) -> i32 {
         config: args.config.as_ref().unwrap_or(&default),
         config_explicit: args.config.is_some(),
         cmd: &args.cmd,
+        gate: args.gate,
     })
 }

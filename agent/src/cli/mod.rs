@@ -2,6 +2,7 @@
 //! what it does. `main.rs` parses the command line and dispatches here.
 
 pub mod agent;
+pub mod approve;
 pub mod check_manifests;
 pub mod enforce_check;
 pub mod exec;

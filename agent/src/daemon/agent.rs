@@ -349,6 +349,7 @@ impl Agent {
                 let res = self.register(&req);
                 let _ = req.reply.send(res);
             }
+            ControlMsg::Gate(req) => self.gate_request(req),
             ControlMsg::Status(reply) => {
                 let _ = reply.send(self.status());
             }
@@ -377,10 +378,7 @@ impl Agent {
                 req.pid,
                 req.server
             );
-            return Ok(Registered {
-                server: current,
-                sandbox: None,
-            });
+            return Ok(self.registered(current, None, req.gate));
         }
         self.admit_registration(req)?;
         self.watch_tree(req.pid, &req.server, "wrapper");
@@ -391,10 +389,7 @@ impl Agent {
             ));
         }
         let sandbox = self.sandbox_for(req)?;
-        Ok(Registered {
-            server: req.server.clone(),
-            sandbox,
-        })
+        Ok(self.registered(req.server.clone(), sandbox, req.gate))
     }
 
     /// The sandbox the wrapper applies for an enforced server (none in

@@ -12,7 +12,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::enforce::sandbox::Sandbox;
+use crate::{
+    enforce::sandbox::Sandbox,
+    mcp::gate::{GateEvent, GateSpec},
+};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
@@ -23,8 +26,9 @@ use tokio::{
 pub const DEFAULT_SOCKET: &str = "/run/mcpwatch/control.sock";
 /// Environment variable that overrides the socket path for the wrapper.
 pub const SOCKET_ENV: &str = "MCPWATCH_SOCKET";
-/// Longest request line accepted.
-const MAX_REQUEST: usize = 4096;
+/// Longest request line accepted (a gate's report carries a withheld tool's
+/// definition; the gate cuts one that would not fit).
+pub const MAX_REQUEST: usize = 64 << 10;
 /// A connection that sends no request within this is closed (idle
 /// connections must not pile up until the agent runs out of descriptors).
 const IDLE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -32,7 +36,7 @@ const IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 const USER_CONNECTIONS: usize = 32;
 const ROOT_CONNECTIONS: usize = 1024;
 
-#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Watch the calling process under `server`; it is about to run
@@ -44,7 +48,15 @@ pub enum Request {
         command: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cwd: Option<String>,
+        /// The wrapper gates the server (`mcpwatch exec --gate`): the reply
+        /// carries the gate's settings even when the manifest has none.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        gate: bool,
     },
+    /// The gate's current settings for the caller's server (approvals made since it started).
+    GateApprovals,
+    /// A decision of the caller's gate, to alert.
+    GateReport { event: GateEvent },
     /// Is the agent there?
     Ping,
     /// What the agent watches (root only).
@@ -104,6 +116,9 @@ pub struct Reply {
     /// The sandbox to apply before exec (a server in enforce mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<Sandbox>,
+    /// The gate to relay the server through (a manifest `gate` section, or asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateSpec>,
 }
 
 /// A registration accepted: the server the process is watched under, and
@@ -112,6 +127,7 @@ pub struct Reply {
 pub struct Registered {
     pub server: String,
     pub sandbox: Option<Sandbox>,
+    pub gate: Option<GateSpec>,
 }
 
 impl Reply {
@@ -134,6 +150,16 @@ pub enum ControlMsg {
         pid: u32,
         reply: oneshot::Sender<String>,
     },
+    /// From the gate of the server `pid` is watched under.
+    Gate(GateRequest),
+}
+
+/// What a gate asks: its settings (`report: None`) or to alert a decision.
+#[derive(Debug)]
+pub struct GateRequest {
+    pub pid: u32,
+    pub report: Option<GateEvent>,
+    pub reply: oneshot::Sender<Result<GateSpec, String>>,
 }
 
 /// A registration: watch `pid` under `server`. The reply names the server the
@@ -145,6 +171,7 @@ pub struct WatchRequest {
     pub server: String,
     pub command: Vec<String>,
     pub cwd: Option<String>,
+    pub gate: bool,
     pub reply: oneshot::Sender<Result<Registered, String>>,
 }
 
@@ -320,7 +347,14 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
                 },
                 Err(r) => r,
             },
-            Ok(Request::Watch { server, command, cwd }) => match cred.pid() {
+            Ok(Request::GateApprovals) => gate(&tx, cred.pid(), None).await,
+            Ok(Request::GateReport { event }) => gate(&tx, cred.pid(), Some(event)).await,
+            Ok(Request::Watch {
+                server,
+                command,
+                cwd,
+                gate,
+            }) => match cred.pid() {
                 Some(pid) if pid > 0 => {
                     let uid = cred.uid();
                     let pid = pid as u32;
@@ -331,6 +365,7 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
                             server,
                             command,
                             cwd,
+                            gate,
                             reply,
                         })
                     })
@@ -341,6 +376,7 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
                             server: Some(r.server),
                             pid: Some(pid),
                             sandbox: r.sandbox,
+                            gate: r.gate,
                             ..Default::default()
                         },
                         Ok(Err(e)) => Reply::error(e),
@@ -356,6 +392,24 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
     let mut out = serde_json::to_vec(&reply).unwrap_or_default();
     out.push(b'\n');
     let _ = w.write_all(&out).await;
+}
+
+/// A gate's request: answered for the server its pid is watched under only
+/// (a process cannot read or alert for another server's gate).
+async fn gate(tx: &mpsc::Sender<ControlMsg>, pid: Option<i32>, report: Option<GateEvent>) -> Reply {
+    let Some(pid) = pid.filter(|p| *p > 0) else {
+        return Reply::error("peer pid unknown (caller in another pid namespace?)");
+    };
+    let pid = pid as u32;
+    match ask(tx, |reply| ControlMsg::Gate(GateRequest { pid, report, reply })).await {
+        Ok(Ok(spec)) => Reply {
+            ok: true,
+            gate: Some(spec),
+            ..Default::default()
+        },
+        Ok(Err(e)) => Reply::error(e),
+        Err(r) => r,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -415,7 +469,8 @@ mod tests {
             serde_json::to_string(&Request::Watch {
                 server: "fs".into(),
                 command: vec![],
-                cwd: None
+                cwd: None,
+                gate: false,
             })
             .unwrap(),
             r#"{"op":"watch","server":"fs"}"#
@@ -443,6 +498,7 @@ mod tests {
                 .send(Ok(Registered {
                     server: req.server.clone(),
                     sandbox: None,
+                    gate: None,
                 }))
                 .unwrap();
         });

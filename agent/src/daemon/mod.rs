@@ -8,6 +8,8 @@
 mod agent;
 mod bounds;
 pub mod control;
+mod gate;
+mod gating;
 pub mod handover;
 mod report;
 pub mod run;

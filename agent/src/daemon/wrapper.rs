@@ -7,6 +7,7 @@
 
 use std::{os::unix::process::CommandExt, path::Path, process::Command, time::Duration};
 
+use super::gate;
 use crate::{
     config::Config,
     daemon::control::{self, ClientError, Reply, Request},
@@ -15,6 +16,7 @@ use crate::{
         config::WrapperConfig,
         failopen::{self, Outcome},
     },
+    mcp::gate::{GateSpec, approvals::Approvals},
 };
 
 /// How long the wrapper waits for the agent's acknowledgement.
@@ -30,13 +32,14 @@ pub const EXIT_SANDBOX: i32 = 71;
 pub const EXIT_EXEC_FAILED: i32 = 127;
 
 /// Asks the agent at `socket` to watch this process under `server`, about to run `command`.
-pub fn register(socket: &Path, server: &str, command: &[String]) -> Result<Reply, ClientError> {
+pub fn register(socket: &Path, server: &str, command: &[String], gate: bool) -> Result<Reply, ClientError> {
     control::call(
         socket,
         &Request::Watch {
             server: server.to_owned(),
             command: command.to_vec(),
             cwd: std::env::current_dir().ok().map(|d| d.to_string_lossy().into_owned()),
+            gate,
         },
         ACK_TIMEOUT,
     )
@@ -64,6 +67,13 @@ fn wrapper_config(path: &Path, explicit: bool) -> Result<WrapperConfig, String> 
         .map_err(|e| e.to_string())
 }
 
+/// The agent's state directory (approvals) as the configuration names it.
+fn cfg_state_dir(path: &Path, explicit: bool) -> std::path::PathBuf {
+    Config::load(path, explicit)
+        .map(|c| c.state_dir)
+        .unwrap_or_else(|_| Config::default().state_dir)
+}
+
 pub struct Options<'a> {
     pub socket: &'a Path,
     pub server: &'a str,
@@ -71,6 +81,8 @@ pub struct Options<'a> {
     pub config: &'a Path,
     pub config_explicit: bool,
     pub cmd: &'a [String],
+    /// Relay the server through the gate (`--gate`) even when its manifest has no `gate` section.
+    pub gate: bool,
 }
 
 /// Registers, applies the sandbox, then replaces this process with the
@@ -91,9 +103,26 @@ pub fn run(o: Options<'_>) -> i32 {
     };
     let mut command = vec![resolve(program)];
     command.extend(args.iter().cloned());
-    match register(o.socket, server, &command) {
+    let mut gate = None;
+    match register(o.socket, server, &command, o.gate) {
         Ok(reply) => {
+            gate = reply.gate;
             if let Some(sb) = reply.sandbox {
+                if gate.is_some() {
+                    // The sandbox is the server's: applied in the child, after
+                    // the fork, so that the gate keeps its own pipes and rights.
+                    return gate::run(
+                        gate::Launch {
+                            server,
+                            socket: o.socket,
+                            path: &command[0],
+                            arg0: program,
+                            args,
+                            sandbox: Some(sb),
+                        },
+                        gate.unwrap_or_default(),
+                    );
+                }
                 match apply::apply(&sb) {
                     Ok(a) => {
                         for what in &a.not_enforced {
@@ -122,7 +151,34 @@ pub fn run(o: Options<'_>) -> i32 {
                 "mcpwatch exec: {e}; starting {server:?} UNWATCHED (use --require-agent or [wrapper] fail_closed to refuse)"
             );
             report(&cfg.syslog_socket, Outcome::StartedUnwatched, server, &e.to_string());
+            if o.gate {
+                // The gate still decides: with this host's approvals when
+                // they are readable here, else nothing is approved.
+                let approved = Approvals::new(&cfg_state_dir(o.config, o.config_explicit))
+                    .approved_here(server)
+                    .unwrap_or_else(|e| {
+                        eprintln!("mcpwatch exec: {e}; no tool of {server:?} is approved");
+                        Default::default()
+                    });
+                gate = Some(GateSpec {
+                    approved,
+                    ..Default::default()
+                });
+            }
         }
+    }
+    if let Some(spec) = gate {
+        return gate::run(
+            gate::Launch {
+                server,
+                socket: o.socket,
+                path: &command[0],
+                arg0: program,
+                args,
+                sandbox: None,
+            },
+            spec,
+        );
     }
     // The path the sandbox was compiled for (a PATH search would try
     // directories Landlock may now refuse).

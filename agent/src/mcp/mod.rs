@@ -11,6 +11,7 @@ mod alerts;
 pub mod audit;
 pub mod calls;
 pub mod chunk;
+pub mod gate;
 pub mod jsonrpc;
 pub mod pins;
 pub mod poison;

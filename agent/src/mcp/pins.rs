@@ -51,16 +51,16 @@ impl Tool {
         let Some(tools) = result.get("tools").and_then(Value::as_array) else {
             return Vec::new();
         };
-        tools
-            .iter()
-            .filter_map(|t| {
-                Some(Tool {
-                    name: t.get("name")?.as_str()?.to_owned(),
-                    description: t.get("description").and_then(Value::as_str).unwrap_or("").to_owned(),
-                    input_schema: t.get("inputSchema").cloned().unwrap_or(Value::Null),
-                })
-            })
-            .collect()
+        tools.iter().filter_map(Tool::from_value).collect()
+    }
+
+    /// One entry of a `tools/list` result (None without a name).
+    pub fn from_value(t: &Value) -> Option<Tool> {
+        Some(Tool {
+            name: t.get("name")?.as_str()?.to_owned(),
+            description: t.get("description").and_then(Value::as_str).unwrap_or("").to_owned(),
+            input_schema: t.get("inputSchema").cloned().unwrap_or(Value::Null),
+        })
     }
 
     pub fn pin(&self) -> ToolPin {

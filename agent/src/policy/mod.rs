@@ -239,6 +239,21 @@ impl Policy {
         out
     }
 
+    /// The gate of a watched server: its manifest's `gate` section (or the
+    /// defaults, when `asked`), with the pins the manifest ships as
+    /// approvals; `None` when neither asks for a gate.
+    pub fn gate_of(&self, server: &str, asked: bool) -> Option<crate::mcp::gate::GateSpec> {
+        let m = self.engine.server(server).map(|s| &s.manifest);
+        let section = m.and_then(|m| m.gate);
+        if section.is_none() && !asked {
+            return None;
+        }
+        Some(crate::mcp::gate::GateSpec {
+            unlisted: section.map(|g| g.unlisted).unwrap_or_default(),
+            approved: m.and_then(|m| m.pins.clone()).unwrap_or_default(),
+        })
+    }
+
     /// The mode of manifests that set none.
     pub fn set_default_mode(&mut self, mode: manifest::Mode) {
         self.engine.set_default_mode(mode);

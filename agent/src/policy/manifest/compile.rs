@@ -98,6 +98,7 @@ impl Manifest {
             exec,
             tools,
             pins,
+            gate: raw.gate,
             warnings: Vec::new(),
             patterns: 0,
             raw,

@@ -39,6 +39,8 @@ pub struct Manifest {
     pub tools: BTreeMap<String, ToolGrant>,
     /// Expected tool pins (normalised to lowercase hex).
     pub pins: Option<ExpectedPins>,
+    /// The `gate` section, when the server is to be relayed through the gate.
+    pub gate: Option<super::schema::GateSection>,
     /// What is valid but probably not meant (a tool grant wider than the
     /// server's...): logged at load, printed by `check-manifests`.
     pub warnings: Vec<String>,

@@ -47,6 +47,17 @@ pub struct ManifestFile {
     /// first listing seen.
     #[serde(default, deserialize_with = "unique_map_some")]
     pub pins: Option<BTreeMap<String, String>>,
+    /// Relay the server through the wrapper's gate.
+    #[serde(default)]
+    pub gate: Option<GateSection>,
+}
+
+/// The `gate` section: the wrapper relays the server and lets only approved tools through.
+#[derive(Deserialize, Debug, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct GateSection {
+    #[serde(default)]
+    pub unlisted: crate::mcp::gate::Unlisted,
 }
 
 /// One tool's grants as written: an absent category falls back to the

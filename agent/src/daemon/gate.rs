@@ -1,0 +1,385 @@
+//! `mcpwatch exec` as a gate: the server runs as the wrapper's child on
+//! new pipes, and the wrapper relays the host's stdio to it line by line,
+//! applying `mcp::gate::decide`. The child's stderr is the host's; its exit
+//! status (or the signal that killed it) becomes the wrapper's; SIGINT,
+//! SIGTERM and SIGHUP sent to the wrapper are forwarded to it.
+//!
+//! Decisions are reported to the agent on the control socket from a thread
+//! of their own (never on the relay's path); with no agent, the gate still
+//! decides and each decision is written to standard error.
+
+use std::{
+    fs::File,
+    io::{Read as _, Write as _},
+    os::{
+        fd::FromRawFd as _,
+        unix::process::{CommandExt as _, ExitStatusExt as _},
+    },
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use nix::sys::signal::{SigSet, Signal};
+
+use super::control::{self, Request};
+use crate::{
+    enforce::{apply, sandbox::Sandbox},
+    mcp::gate::{
+        GateEvent, GateSpec,
+        decide::{Gate, HOLD_MAX, Verdict},
+        frame::{Framer, Sink},
+    },
+};
+
+/// How long the gate waits for the agent when it asks for newer approvals.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bytes read from either side at once.
+const READ_CHUNK: usize = 64 << 10;
+/// Signals forwarded to the server.
+const FORWARDED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+pub struct Launch<'a> {
+    pub server: &'a str,
+    pub socket: &'a Path,
+    /// The program as resolved, the name the host gave it, its arguments.
+    pub path: &'a str,
+    pub arg0: &'a str,
+    pub args: &'a [String],
+    pub sandbox: Option<Sandbox>,
+}
+
+/// Runs the server behind the gate; returns the wrapper's exit status (or
+/// re-raises the signal that killed the server).
+pub fn run(l: Launch<'_>, spec: GateSpec) -> i32 {
+    let forwarded: SigSet = FORWARDED.iter().copied().collect();
+    // Blocked here (and unblocked in the child) so that only the signal
+    // thread receives them.
+    if let Err(e) = forwarded.thread_block() {
+        eprintln!("mcpwatch exec: cannot block signals for the gate: {e}");
+    }
+    let mut child = match spawn(&l, forwarded) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mcpwatch exec: cannot start {:?} behind the gate: {e}", l.arg0);
+            return super::wrapper::EXIT_EXEC_FAILED;
+        }
+    };
+    let child_pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    std::thread::spawn(move || {
+        while let Ok(sig) = forwarded.wait() {
+            let _ = nix::sys::signal::kill(child_pid, sig);
+        }
+    });
+
+    let reports = reporter(l.socket.to_owned());
+    let socket = l.socket.to_owned();
+    let refresh = Box::new(move || {
+        control::call(&socket, &Request::GateApprovals, REFRESH_TIMEOUT)
+            .ok()
+            .and_then(|r| r.gate)
+    });
+    let gate = Arc::new(Mutex::new(Gate::new(l.server, spec, refresh)));
+    // SAFETY: fd 1 is this process's stdout, open for its whole life; the
+    // gate is its only writer from here on (the wrapper writes nothing else there).
+    let out = Arc::new(Mutex::new(Out {
+        file: unsafe { File::from_raw_fd(1) },
+        mid_line: false,
+        queued: Vec::new(),
+        broken: false,
+    }));
+    let to_server = child.stdin.take().expect("piped");
+    let from_server = child.stdout.take().expect("piped");
+
+    {
+        let (gate, out, reports) = (gate.clone(), out.clone(), reports.clone());
+        std::thread::spawn(move || host_to_server(gate, out, reports, to_server));
+    }
+    server_to_host(&gate, &out, &reports, from_server);
+    exit_like(&mut child)
+}
+
+fn spawn(l: &Launch<'_>, forwarded: SigSet) -> std::io::Result<Child> {
+    let sandbox = l.sandbox.clone();
+    let mut cmd = Command::new(l.path);
+    cmd.arg0(l.arg0)
+        .args(l.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    // SAFETY: runs in the forked child before exec, while the wrapper is
+    // still single-threaded (no thread is started before the spawn), so the
+    // allocations of the sandbox's setup cannot meet a lock held elsewhere.
+    unsafe {
+        cmd.pre_exec(move || {
+            forwarded.thread_unblock().map_err(std::io::Error::from)?;
+            // Dies with the gate, as the server dies with the wrapper it replaces.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            if let Some(sb) = &sandbox {
+                let applied = apply::apply(sb).map_err(std::io::Error::other)?;
+                for what in &applied.not_enforced {
+                    eprintln!("mcpwatch exec: not enforced by this kernel: {what}");
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Waits for the server and ends like it: its exit code, or its signal.
+fn exit_like(child: &mut Child) -> i32 {
+    let status = match child.wait() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mcpwatch exec: waiting for the server: {e}");
+            return super::wrapper::EXIT_EXEC_FAILED;
+        }
+    };
+    if let Some(code) = status.code() {
+        return code;
+    }
+    if let Some(sig) = status.signal().and_then(|s| Signal::try_from(s).ok()) {
+        let _ = std::io::stdout().flush();
+        let one: SigSet = [sig].into_iter().collect();
+        // SAFETY: restoring the default disposition of a signal this
+        // process is about to die of; no handler is replaced mid-use.
+        unsafe {
+            let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl);
+        }
+        let _ = one.thread_unblock();
+        let _ = nix::sys::signal::raise(sig);
+    }
+    128 + status.signal().unwrap_or(0)
+}
+
+/// Sends decisions to the agent; when it cannot, writes them to stderr.
+fn reporter(socket: PathBuf) -> mpsc::Sender<GateEvent> {
+    let (tx, rx) = mpsc::channel::<GateEvent>();
+    std::thread::spawn(move || {
+        for event in rx {
+            let event = fit(event);
+            if let Err(e) = control::call(&socket, &Request::GateReport { event: event.clone() }, REFRESH_TIMEOUT) {
+                let json = serde_json::to_string(&event).unwrap_or_default();
+                eprintln!("mcpwatch exec: gate decision not reported to the agent ({e}): {json}");
+            }
+        }
+    });
+    tx
+}
+
+/// A report small enough for the control socket: withheld definitions too
+/// large are cut to their name and description.
+fn fit(event: GateEvent) -> GateEvent {
+    let size = serde_json::to_vec(&event).map_or(0, |v| v.len());
+    match event {
+        GateEvent::Withheld { mut tools } if size >= control::MAX_REQUEST - 256 => {
+            let each = control::MAX_REQUEST / 2 / tools.len().max(1);
+            for t in &mut tools {
+                let d = t.definition.get("description").and_then(|d| d.as_str()).unwrap_or("");
+                let d = crate::mcp::pins::cap(d, each);
+                t.definition =
+                    serde_json::json!({"name": t.name, "description": d, "inputSchema": "(cut: too large to report)"});
+            }
+            GateEvent::Withheld { tools }
+        }
+        e => e,
+    }
+}
+
+/// The host's side of stdout, shared by both directions.
+struct Out {
+    file: File,
+    /// A long server line is being streamed: answers wait for its end.
+    mid_line: bool,
+    queued: Vec<Vec<u8>>,
+    broken: bool,
+}
+
+impl Out {
+    fn write(&mut self, bytes: &[u8]) {
+        if !self.broken && self.file.write_all(bytes).is_err() {
+            self.broken = true;
+        }
+    }
+
+    fn answer(&mut self, bytes: Vec<u8>) {
+        if self.mid_line {
+            self.queued.push(bytes);
+        } else {
+            self.write(&bytes);
+        }
+    }
+
+    fn end_line(&mut self) {
+        self.mid_line = false;
+        for q in std::mem::take(&mut self.queued) {
+            self.write(&q);
+        }
+    }
+}
+
+struct HostSink<'a> {
+    gate: &'a Mutex<Gate>,
+    out: &'a Mutex<Out>,
+    server: Option<ChildStdin>,
+    discarding: bool,
+}
+
+impl HostSink<'_> {
+    fn forward(&mut self, bytes: &[u8]) {
+        if let Some(s) = &mut self.server
+            && s.write_all(bytes).is_err()
+        {
+            // The server stopped reading: what follows cannot reach it (as without a gate).
+            self.server = None;
+        }
+    }
+}
+
+impl Sink for HostSink<'_> {
+    fn line(&mut self, line: &[u8]) {
+        let verdict = lock(self.gate).from_host(line);
+        match verdict {
+            Verdict::Forward => self.forward(line),
+            Verdict::Rewrite(b) => self.forward(&b),
+            Verdict::Answer { forward, answer } => {
+                if let Some(f) = forward {
+                    self.forward(&f);
+                }
+                if let Some(a) = answer {
+                    lock(self.out).answer(a);
+                }
+            }
+        }
+    }
+
+    fn long(&mut self, _head: &[u8]) {
+        let a = lock(self.gate).long_from_host();
+        lock(self.out).answer(a);
+        self.discarding = true;
+    }
+
+    fn more(&mut self, _bytes: &[u8], end: bool) {
+        if end {
+            self.discarding = false;
+        }
+    }
+}
+
+fn host_to_server(gate: Arc<Mutex<Gate>>, out: Arc<Mutex<Out>>, reports: mpsc::Sender<GateEvent>, server: ChildStdin) {
+    let mut sink = HostSink {
+        gate: &gate,
+        out: &out,
+        server: Some(server),
+        discarding: false,
+    };
+    let mut framer = Framer::default();
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = match stdin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        framer.push(&buf[..n], HOLD_MAX, &mut sink);
+        send_reports(&gate, &reports);
+    }
+    framer.finish(&mut sink);
+    send_reports(&gate, &reports);
+    // Dropping the pipe gives the server its end of input, as the host's would.
+    drop(sink.server.take());
+}
+
+struct ServerSink<'a> {
+    gate: &'a Mutex<Gate>,
+    out: &'a Mutex<Out>,
+    streaming: bool,
+}
+
+impl Sink for ServerSink<'_> {
+    fn line(&mut self, line: &[u8]) {
+        let verdict = lock(self.gate).from_server(line);
+        let mut out = lock(self.out);
+        match verdict {
+            Verdict::Forward => out.write(line),
+            Verdict::Rewrite(b) => out.write(&b),
+            Verdict::Answer { forward, answer } => {
+                for b in forward.iter().chain(answer.iter()) {
+                    out.write(b);
+                }
+            }
+        }
+    }
+
+    fn long(&mut self, head: &[u8]) {
+        let replacement = lock(self.gate).long_from_server();
+        let mut out = lock(self.out);
+        match replacement {
+            None => {
+                out.mid_line = true;
+                out.write(head);
+                self.streaming = true;
+            }
+            Some(r) => {
+                out.write(&r);
+                self.streaming = false;
+            }
+        }
+    }
+
+    fn more(&mut self, bytes: &[u8], end: bool) {
+        let mut out = lock(self.out);
+        if self.streaming {
+            out.write(bytes);
+        }
+        if end {
+            self.streaming = false;
+            out.end_line();
+        }
+    }
+}
+
+fn server_to_host(
+    gate: &Mutex<Gate>,
+    out: &Mutex<Out>,
+    reports: &mpsc::Sender<GateEvent>,
+    mut server: std::process::ChildStdout,
+) {
+    let mut sink = ServerSink {
+        gate,
+        out,
+        streaming: false,
+    };
+    let mut framer = Framer::default();
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = match server.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let limit = lock(gate).server_limit();
+        framer.push(&buf[..n], limit, &mut sink);
+        send_reports(gate, reports);
+        if lock(out).broken {
+            // The host stopped reading: the server gets EPIPE, as it would without a gate.
+            break;
+        }
+    }
+    framer.finish(&mut sink);
+    send_reports(gate, reports);
+}
+
+fn send_reports(gate: &Mutex<Gate>, reports: &mpsc::Sender<GateEvent>) {
+    for e in lock(gate).take_events() {
+        let _ = reports.send(e);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

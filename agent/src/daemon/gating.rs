@@ -1,0 +1,102 @@
+//! The agent's side of the gate: the settings a gate is relayed with (its
+//! manifest's `gate` section, the pins it ships and this host's local
+//! approvals) and the alerts of its decisions.
+
+use serde_json::json;
+
+use super::{
+    agent::Agent,
+    control::{GateRequest, Registered},
+};
+use crate::{
+    alerts::rules,
+    kernel::watchset::WatchSet as _,
+    mcp::gate::{GateEvent, GateSpec, approvals::Approvals},
+    output::events::Clock,
+};
+
+impl Agent {
+    /// The gate of `server` (`None`: not gated): manifest pins and local
+    /// approvals together.
+    pub(super) fn gate_spec(&self, server: &str, asked: bool) -> Option<GateSpec> {
+        let mut spec = self.policy.gate_of(server, asked)?;
+        match Approvals::new(&self.state_dir).approved_here(server) {
+            Ok(local) => spec.approved.extend(local),
+            Err(e) => log::warn!("gate of {server}: {e}; only the manifest's pins approve its tools"),
+        }
+        Some(spec)
+    }
+
+    pub(super) fn registered(
+        &self,
+        server: String,
+        sandbox: Option<crate::enforce::sandbox::Sandbox>,
+        gate: bool,
+    ) -> Registered {
+        let gate = self.gate_spec(&server, gate);
+        Registered { server, sandbox, gate }
+    }
+
+    /// A gate's request: answered for the server the caller is watched under.
+    pub(super) fn gate_request(&mut self, req: GateRequest) {
+        let Some(w) = self.watched.state(req.pid) else {
+            let _ = req
+                .reply
+                .send(Err(format!("pid {} is not a watched server's gate", req.pid)));
+            return;
+        };
+        let Some(server) = self.names.server_name(w.server).map(str::to_owned) else {
+            let _ = req.reply.send(Err("server unknown".into()));
+            return;
+        };
+        if let Some(event) = req.report {
+            self.gate_alert(w.server, &server, req.pid, event);
+        }
+        let spec = self.gate_spec(&server, true).unwrap_or_default();
+        let _ = req.reply.send(Ok(spec));
+    }
+
+    fn gate_alert(&mut self, id: u32, server: &str, pid: u32, event: GateEvent) {
+        let (rule, summary, tool, call_id) = match &event {
+            GateEvent::Denied { tool, call_id, why } => (
+                &rules::GATE_DENIED,
+                format!("gate of server {server} refused a call of tool {tool} ({why:?})"),
+                Some(tool.clone()),
+                call_id.clone(),
+            ),
+            GateEvent::Withheld { tools } => {
+                if let Err(e) = Approvals::new(&self.state_dir).record_pending(server, tools) {
+                    log::warn!("gate of {server}: recording withheld tools: {e}");
+                }
+                let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+                (
+                    &rules::GATE_WITHHELD,
+                    format!(
+                        "gate of server {server} withheld unapproved tool(s) {} from tools/list (mcpwatch approve {server})",
+                        names.join(", ")
+                    ),
+                    (names.len() == 1).then(|| names[0].to_owned()),
+                    None,
+                )
+            }
+            GateEvent::AllowedUnlisted { tool, call_id, why } => (
+                &rules::GATE_UNLISTED_ALLOWED,
+                format!("gate of server {server} let unapproved tool {tool} through ({why:?}, unlisted: allow)"),
+                Some(tool.clone()),
+                call_id.clone(),
+            ),
+            GateEvent::Refused { from, reason } => (
+                &rules::GATE_REFUSED_MESSAGE,
+                format!("gate of server {server} refused a message from the {from}: {reason}"),
+                None,
+                None,
+            ),
+        };
+        let ctx = self.context(id, Clock::now_ktime(), pid, false, false);
+        let mut a = self.factory.raise_about(rule, summary, &ctx);
+        a.tool = tool;
+        a.call_id = call_id;
+        a.evidence = json!({ "gate": event });
+        self.emit_alert(&a);
+    }
+}

@@ -1,0 +1,352 @@
+//! The gate's decisions, message by message.
+//!
+//! Only two kinds of message are judged: a `tools/call` from the host (its
+//! tool must be approved, with the definition it was approved with) and the
+//! server's response to a `tools/list` the host sent (unapproved tools are
+//! removed). Everything else is passed as it came, unparsed when possible:
+//! server lines are not even parsed while no `tools/list` is pending.
+//!
+//! What the gate cannot read is handled by one rule: from the host it is
+//! refused (a JSON-RPC error with a null id, as a server answers a parse
+//! error; a lenient server could read a `tools/call` the gate could not),
+//! from the server it is passed, unless a `tools/list` response is awaited
+//! (it could be that listing, unfiltered), when it is replaced by an error.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{Value, json};
+
+use super::{GateEvent, GateSpec, Unapproved, Unlisted, WithheldTool};
+use crate::mcp::{pins::Tool, reassembly::MAX_MESSAGE};
+
+/// JSON-RPC error code of a refused call (implementation-defined range).
+pub const CODE_REFUSED: i64 = -32001;
+/// A server line longer than this is streamed, not held (unless a listing is awaited).
+pub const STREAM_ABOVE: usize = 1 << 20;
+/// The longest line held whole: a host message, or a server line while a listing is awaited.
+pub const HOLD_MAX: usize = MAX_MESSAGE;
+
+/// What to do with one line.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    /// Pass it as it came.
+    Forward,
+    /// Pass this instead (a line, newline included).
+    Rewrite(Vec<u8>),
+    /// Pass `forward` on (nothing when `None`) and send `answer` back to the sender.
+    Answer {
+        forward: Option<Vec<u8>>,
+        answer: Option<Vec<u8>>,
+    },
+}
+
+/// Asks for the current approvals (the agent may know of newer ones).
+pub type Refresh = Box<dyn FnMut() -> Option<GateSpec> + Send>;
+
+pub struct Gate {
+    server: String,
+    spec: GateSpec,
+    /// Ids (as JSON text) of the host's tools/list requests awaiting their response.
+    lists: HashSet<String>,
+    /// Each tool's definition hash as last listed.
+    listed: HashMap<String, String>,
+    refresh: Refresh,
+    /// Decisions not yet reported.
+    events: Vec<GateEvent>,
+}
+
+impl Gate {
+    pub fn new(server: &str, spec: GateSpec, refresh: Refresh) -> Self {
+        Self {
+            server: server.to_owned(),
+            spec,
+            lists: HashSet::new(),
+            listed: HashMap::new(),
+            refresh,
+            events: Vec::new(),
+        }
+    }
+
+    /// The decisions made since the last call, to report.
+    pub fn take_events(&mut self) -> Vec<GateEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The longest server line to hold whole now.
+    pub fn server_limit(&self) -> usize {
+        if self.lists.is_empty() { STREAM_ABOVE } else { HOLD_MAX }
+    }
+
+    /// A line from the host, for the server.
+    pub fn from_host(&mut self, line: &[u8]) -> Verdict {
+        let text = line.trim_ascii();
+        if text.is_empty() {
+            return Verdict::Forward;
+        }
+        let v: Value = match serde_json::from_slice(text) {
+            Ok(v) => v,
+            Err(e) => return self.refuse_host(-32700, format!("not JSON: {e}")),
+        };
+        match v {
+            Value::Object(_) => match self.host_message(&v) {
+                Ok(()) => Verdict::Forward,
+                Err(answer) => Verdict::Answer {
+                    forward: None,
+                    answer: answer.map(|a| to_line(&a)),
+                },
+            },
+            Value::Array(items) => {
+                let mut keep = Vec::new();
+                let mut answers = Vec::new();
+                let mut refused = false;
+                for item in items {
+                    match self.host_message(&item) {
+                        Ok(()) => keep.push(item),
+                        Err(a) => {
+                            refused = true;
+                            answers.extend(a);
+                        }
+                    }
+                }
+                if !refused {
+                    return Verdict::Forward;
+                }
+                Verdict::Answer {
+                    forward: (!keep.is_empty()).then(|| to_line(&Value::Array(keep))),
+                    answer: (!answers.is_empty()).then(|| to_line(&Value::Array(answers))),
+                }
+            }
+            // Not a request at all: the server answers it as it would.
+            _ => Verdict::Forward,
+        }
+    }
+
+    /// A host line longer than [`HOLD_MAX`]: refused (its head is all the gate saw).
+    pub fn long_from_host(&mut self) -> Vec<u8> {
+        let answer = self.refuse_host(-32600, format!("message longer than {HOLD_MAX} bytes"));
+        match answer {
+            Verdict::Answer { answer: Some(a), .. } => a,
+            _ => unreachable!("refuse_host answers"),
+        }
+    }
+
+    /// A server line longer than [`Gate::server_limit`]: `None` to stream it
+    /// through, or the line to send instead (a listing is awaited).
+    pub fn long_from_server(&mut self) -> Option<Vec<u8>> {
+        if self.lists.is_empty() {
+            return None;
+        }
+        Some(self.refuse_server(format!(
+            "message longer than {HOLD_MAX} bytes while a tools/list was pending"
+        )))
+    }
+
+    /// A line from the server, for the host.
+    pub fn from_server(&mut self, line: &[u8]) -> Verdict {
+        if self.lists.is_empty() {
+            return Verdict::Forward;
+        }
+        let text = line.trim_ascii();
+        if text.is_empty() {
+            return Verdict::Forward;
+        }
+        let mut v: Value = match serde_json::from_slice(text) {
+            Ok(v) => v,
+            Err(e) => {
+                return Verdict::Rewrite(self.refuse_server(format!("not JSON while a tools/list was pending: {e}")));
+            }
+        };
+        let mut refreshed = false;
+        let changed = match &mut v {
+            Value::Array(items) => {
+                let mut changed = false;
+                for item in items {
+                    changed |= self.server_message(item, &mut refreshed);
+                }
+                changed
+            }
+            v => self.server_message(v, &mut refreshed),
+        };
+        if changed {
+            Verdict::Rewrite(to_line(&v))
+        } else {
+            Verdict::Forward
+        }
+    }
+
+    /// Judges one host message; `Err` carries the answer (none for a notification).
+    fn host_message(&mut self, v: &Value) -> Result<(), Option<Value>> {
+        let id = v.get("id").filter(|i| !i.is_null());
+        match v.get("method").and_then(Value::as_str) {
+            Some("tools/list") => {
+                if let Some(id) = id {
+                    self.lists.insert(id.to_string());
+                }
+                Ok(())
+            }
+            Some("tools/call") => {
+                // A name that is not a string names no approved tool.
+                let tool = v.pointer("/params/name").and_then(Value::as_str).unwrap_or("");
+                let call_id = id.map(display_id);
+                let mut refreshed = false;
+                match self.judge(tool, None, &mut refreshed) {
+                    Ok(None) => Ok(()),
+                    Ok(Some(why)) => {
+                        self.events.push(GateEvent::AllowedUnlisted {
+                            tool: tool.to_owned(),
+                            call_id,
+                            why,
+                        });
+                        Ok(())
+                    }
+                    Err(why) => {
+                        self.events.push(GateEvent::Denied {
+                            tool: tool.to_owned(),
+                            call_id,
+                            why,
+                        });
+                        let message = refusal(tool, &self.server, why);
+                        Err(id.map(|id| error(id.clone(), CODE_REFUSED, &message)))
+                    }
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Filters a response to a pending tools/list; true when it changed.
+    fn server_message(&mut self, v: &mut Value, refreshed: &mut bool) -> bool {
+        if v.get("method").is_some() {
+            return false;
+        }
+        let Some(key) = v.get("id").map(Value::to_string) else {
+            return false;
+        };
+        if !self.lists.remove(&key) {
+            return false;
+        }
+        let Some(tools) = v.pointer_mut("/result/tools").and_then(Value::as_array_mut) else {
+            return false;
+        };
+        let mut withheld = Vec::new();
+        let mut kept = Vec::with_capacity(tools.len());
+        for t in tools.drain(..) {
+            let Some(tool) = Tool::from_value(&t) else {
+                // Nameless: no host can call it; passed as listed.
+                kept.push(t);
+                continue;
+            };
+            let hash = tool.pin().hash;
+            self.listed.insert(tool.name.clone(), hash.clone());
+            match self.judge(&tool.name, Some(&hash), refreshed) {
+                Ok(None) => kept.push(t),
+                Ok(Some(why)) => {
+                    self.events.push(GateEvent::AllowedUnlisted {
+                        tool: tool.name,
+                        call_id: None,
+                        why,
+                    });
+                    kept.push(t);
+                }
+                Err(why) => withheld.push(WithheldTool {
+                    name: tool.name,
+                    hash,
+                    why,
+                    definition: t,
+                }),
+            }
+        }
+        *tools = kept;
+        if withheld.is_empty() {
+            return false;
+        }
+        self.events.push(GateEvent::Withheld { tools: withheld });
+        true
+    }
+
+    /// Whether `tool` passes: `Ok(None)` approved, `Ok(Some(why))` not
+    /// approved but allowed (`unlisted: allow`), `Err(why)` refused. The
+    /// approvals are refreshed once before refusing.
+    fn judge(
+        &mut self,
+        tool: &str,
+        hash: Option<&str>,
+        refreshed: &mut bool,
+    ) -> Result<Option<Unapproved>, Unapproved> {
+        let mut why = self.why(tool, hash);
+        if why.is_some() && !*refreshed {
+            *refreshed = true;
+            if let Some(spec) = (self.refresh)() {
+                self.spec = spec;
+                why = self.why(tool, hash);
+            }
+        }
+        match why {
+            None => Ok(None),
+            Some(w) if self.spec.unlisted == Unlisted::Allow => Ok(Some(w)),
+            Some(w) => Err(w),
+        }
+    }
+
+    fn why(&self, tool: &str, hash: Option<&str>) -> Option<Unapproved> {
+        let listed = hash.or_else(|| self.listed.get(tool).map(String::as_str));
+        match self.spec.approved.get(tool) {
+            None => Some(Unapproved::NotApproved),
+            Some(a) if listed.is_some_and(|h| !h.eq_ignore_ascii_case(a)) => Some(Unapproved::Changed),
+            Some(_) => None,
+        }
+    }
+
+    fn refuse_host(&mut self, code: i64, reason: String) -> Verdict {
+        let message = format!("refused by the mcpwatch gate of server '{}': {reason}", self.server);
+        self.events.push(GateEvent::Refused {
+            from: "host".into(),
+            reason,
+        });
+        Verdict::Answer {
+            forward: None,
+            answer: Some(to_line(&error(Value::Null, code, &message))),
+        }
+    }
+
+    fn refuse_server(&mut self, reason: String) -> Vec<u8> {
+        let message = format!(
+            "the server '{}' sent a message the mcpwatch gate refused: {reason}",
+            self.server
+        );
+        self.events.push(GateEvent::Refused {
+            from: "server".into(),
+            reason,
+        });
+        to_line(&error(Value::Null, -32603, &message))
+    }
+}
+
+/// The message of a refused call (the model and the user read it).
+pub fn refusal(tool: &str, server: &str, why: Unapproved) -> String {
+    let base = format!("tool '{tool}' is not approved for server '{server}' (mcpwatch)");
+    match why {
+        Unapproved::NotApproved => base,
+        Unapproved::Changed => format!("{base}: its definition changed since it was approved"),
+    }
+}
+
+fn error(id: Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+fn display_id(id: &Value) -> String {
+    match id {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+fn to_line(v: &Value) -> Vec<u8> {
+    let mut out = serde_json::to_vec(v).expect("a Value serializes");
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests;

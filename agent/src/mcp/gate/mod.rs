@@ -1,0 +1,85 @@
+//! The MCP gate: what `mcpwatch exec` decides on the wire when it relays a
+//! gated server's stdio (`daemon/gate.rs` owns the pipes and the child).
+//!
+//! `frame` cuts each direction into lines without touching a byte,
+//! `decide` judges the lines that matter (tools/list responses, tools/call
+//! requests) against the approvals of `approvals` and passes everything else
+//! through as it came. What the gate decided is a [`GateEvent`], which the
+//! wrapper sends to the agent to become an alert.
+
+pub mod approvals;
+pub mod decide;
+pub mod frame;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What the gate does with a tool that is not approved.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Unlisted {
+    /// Withheld from listings, calls refused.
+    #[default]
+    Deny,
+    /// Passed, and alerted (the audit path before switching to `deny`).
+    Allow,
+}
+
+/// The gate's settings for one server, as the agent hands them to the
+/// wrapper: the manifest's `gate` section and the approved tools (the
+/// manifest's `pins` and this host's local approvals).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct GateSpec {
+    #[serde(default)]
+    pub unlisted: Unlisted,
+    /// Tool name -> the `sha256:` hash of its approved definition
+    /// (`mcp::pins::Tool::pin`).
+    #[serde(default)]
+    pub approved: BTreeMap<String, String>,
+}
+
+/// Why a tool is not approved.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Unapproved {
+    /// No approval names it.
+    NotApproved,
+    /// Its definition (name, description or schema) differs from the approved one.
+    Changed,
+}
+
+/// One decision of the gate, reported to the agent (an alert each).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum GateEvent {
+    /// A tools/call refused: the server never received it.
+    Denied {
+        tool: String,
+        call_id: Option<String>,
+        why: Unapproved,
+    },
+    /// Tools removed from a tools/list response: their definitions, for
+    /// `mcpwatch approve` to show.
+    Withheld { tools: Vec<WithheldTool> },
+    /// An unapproved tool listed or called in `unlisted: "allow"` mode.
+    AllowedUnlisted {
+        tool: String,
+        call_id: Option<String>,
+        why: Unapproved,
+    },
+    /// A message the gate could not judge (not JSON, too long), refused;
+    /// `from` is `host` or `server`.
+    Refused { from: String, reason: String },
+}
+
+/// A withheld tool's definition as the server listed it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct WithheldTool {
+    pub name: String,
+    pub hash: String,
+    pub why: Unapproved,
+    /// The tool object as listed (name, description, inputSchema...).
+    pub definition: Value,
+}

@@ -1,0 +1,199 @@
+//! The MCP gate (`mcpwatch exec --gate`): the official SDK client sees only
+//! approved tools and gets a refusal for the others, which the server never
+//! receives (its own record of what it read proves it); `mcpwatch approve`
+//! makes a withheld tool callable; what the gate does not decide on passes
+//! byte for byte, and the server's exit status passes through.
+
+use std::{
+    io::{Read as _, Write as _},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use mcpwatch_tests::{mcp::*, *};
+use serde_json::{Value, json};
+
+fn gated(agent: &Agent, record: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        bin().to_string_lossy().into_owned(),
+        "exec".into(),
+        "--gate".into(),
+        "--server".into(),
+        "rec".into(),
+        "--require-agent".into(),
+        "--socket".into(),
+        agent.socket.to_string_lossy().into_owned(),
+        "--".into(),
+        python().to_string_lossy().into_owned(),
+        server_script("recorder.py"),
+        record.to_string_lossy().into_owned(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn record_dir(name: &str) -> PathBuf {
+    let d = scratch_dir(&format!("{name}-record"));
+    for f in ["in", "out"] {
+        let _ = std::fs::remove_file(d.join(f));
+    }
+    d
+}
+
+/// The methods (and tool names of calls) the server read.
+fn server_read(record: &Path) -> Vec<String> {
+    std::fs::read_to_string(record.join("in"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|m| match m["params"]["name"].as_str() {
+            Some(tool) => format!("{} {tool}", m["method"].as_str().unwrap_or("")),
+            None => m["method"].as_str().unwrap_or("").to_owned(),
+        })
+        .collect()
+}
+
+#[test]
+fn unapproved_tools_are_invisible_and_refused_until_approved() {
+    let agent = agent("gate-approve");
+    let state = state_dir("gate-approve");
+    let record = record_dir("gate-approve");
+    let args = gated(&agent, &record, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    let steps = client_of(
+        &agent,
+        json!([["list"], ["call", "rm", {"path": "/etc/passwd"}]]),
+        &args,
+    );
+    assert_eq!(steps[0]["tools"], json!([]), "nothing approved yet: {steps:?}");
+    assert_eq!(
+        steps[1]["error"]["message"], "tool 'rm' is not approved for server 'rec' (mcpwatch)",
+        "{steps:?}"
+    );
+    assert!(
+        !server_read(&record).iter().any(|m| m.starts_with("tools/call")),
+        "the server received a refused call: {:?}",
+        server_read(&record)
+    );
+    // Each decision is an alert, with the refused call's id.
+    let events = agent.wait_events("gate alerts", |ev| {
+        !alerts_by_rule(ev, "gate.withheld").is_empty() && !alerts_by_rule(ev, "gate.denied").is_empty()
+    });
+    let denied = alerts_by_rule(&events, "gate.denied")[0];
+    assert_eq!(denied["server"], "rec");
+    assert_eq!(denied["tool"], "rm");
+    assert_eq!(denied["call_id"], steps[1]["id"].to_string().trim_matches('"'));
+
+    // The withheld tools are shown with their definition; approving one makes it callable.
+    let shown = output(
+        Command::new(bin())
+            .args(["approve", "rec", "add", "--state-dir"])
+            .arg(&state),
+    );
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(
+        text.contains("Adds two numbers.") && text.contains("Removes a file."),
+        "{text}"
+    );
+    assert!(text.contains("\"properties\""), "schema shown: {text}");
+
+    let steps = client_of(
+        &agent,
+        json!([["list"], ["call", "add", {"a": 2, "b": 3}], ["call", "rm", {"path": "/x"}]]),
+        &args,
+    );
+    let names: Vec<&Value> = steps[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["name"])
+        .collect();
+    assert_eq!(names, [&json!("add")], "{steps:?}");
+    assert_eq!(steps[1]["text"], json!(["5"]), "{steps:?}");
+    assert!(
+        steps[2]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'rm' is not approved")
+    );
+    let calls: Vec<String> = server_read(&record)
+        .into_iter()
+        .filter(|m| m.starts_with("tools/call"))
+        .collect();
+    assert_eq!(calls, ["tools/call add"]);
+}
+
+#[test]
+fn what_the_gate_does_not_decide_passes_byte_for_byte_and_the_exit_status_too() {
+    let agent = agent("gate-bytes");
+    let record = record_dir("gate-bytes");
+    let args = gated(&agent, &record, &["7"]);
+    let mut child = Command::new(&args[0])
+        .args(&args[1..])
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Odd spacing, key order, a CRLF line, a notification, a batch, a
+    // progress token, a cancellation, an unknown method: none is rewritten.
+    let sent: &[u8] = b"{ \"jsonrpc\":\"2.0\",  \"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{\"roots\":{}},\"clientInfo\":{\"name\":\"t\",\"version\":\"0\"}}}\n\
+{\"method\":\"notifications/initialized\",\"jsonrpc\":\"2.0\"}\r\n\
+[{\"jsonrpc\":\"2.0\",\"id\":\"b1\",\"method\":\"ping\"},{\"jsonrpc\":\"2.0\",\"id\":\"b2\",\"method\":\"resources/list\"}]\n\
+{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"prompts/get\",\"params\":{\"name\":\"p\",\"_meta\":{\"progressToken\":\"t\xc3\xa9\"}}}\n\
+{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":2}}\n\
+{\"jsonrpc\":\"2.0\",\"method\":\"notifications/echo\"}\n\
+{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"x/unknown\",\"params\":[1,2.50,null]}\n";
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(sent).unwrap();
+    drop(stdin);
+    let mut got = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut got).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(7), "the server's exit status");
+    assert_eq!(std::fs::read(record.join("in")).unwrap(), sent, "host -> server");
+    let wrote = std::fs::read(record.join("out")).unwrap();
+    assert!(!wrote.is_empty());
+    assert_eq!(got, wrote, "server -> host");
+}
+
+#[test]
+fn signals_reach_the_server_and_its_death_is_the_wrappers() {
+    let agent = agent("gate-signal");
+    let record = record_dir("gate-signal");
+    let args = gated(&agent, &record, &[]);
+    let mut child = Command::new(&args[0])
+        .args(&args[1..])
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The server is up once it answered.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n")
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 256];
+    assert!(out.read(&mut buf).unwrap() > 0);
+    // SIGTERM to the wrapper alone: the server (python, default disposition) dies of it.
+    // SAFETY: kill(2) on the pid of a child this test owns and has not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = wait_for(
+        "wrapper exit",
+        Duration::from_secs(10),
+        || child.try_wait().unwrap(),
+        || agent.log(),
+    );
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    drop(stdin);
+}
