@@ -210,6 +210,7 @@ mod tests {
             hostname: hostname.map(str::to_owned),
             exposed: false,
             result: 0,
+            via: None,
         }
     }
 
