@@ -45,3 +45,30 @@ pub fn check_null_after(what: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The bpffs directory the integration tests pin each agent's kernel objects
+/// under (`tests/src/lib.rs`: `/sys/fs/bpf/mcpwatch-it-<test>-<pid>`).
+const BPFFS: &str = "/sys/fs/bpf";
+const TEST_PIN_PREFIX: &str = "mcpwatch-it-";
+
+/// Removes the pins a killed earlier run left (its agent never reached its
+/// clean stop): pinned links keep their programs attached, so every later
+/// syscall of the machine would pay for them and the suite's timings drift.
+/// Only the tests' own prefix is touched; bpffs not mounted means nothing left.
+pub fn remove_stale_test_pins() -> anyhow::Result<()> {
+    let entries = match std::fs::read_dir(BPFFS) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("listing {BPFFS}")),
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {BPFFS}"))?;
+        if !entry.file_name().to_string_lossy().starts_with(TEST_PIN_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        eprintln!("xtask: removing {} (pins left by a killed earlier run)", path.display());
+        std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}

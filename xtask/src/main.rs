@@ -119,6 +119,7 @@ fn build(release: bool) -> anyhow::Result<PathBuf> {
 
 fn test(filter: Option<String>) -> anyhow::Result<()> {
     host::ensure_null()?;
+    host::remove_stale_test_pins()?;
     setup::ensure()?;
     testenv::ensure()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
