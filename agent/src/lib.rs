@@ -18,6 +18,7 @@ pub mod mcp;
 pub mod output;
 pub mod pipeline;
 pub mod policy;
+pub mod private_file;
 #[cfg(test)]
 mod proptesting;
 pub mod untrusted;

@@ -7,7 +7,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::Write as _,
     path::{Path, PathBuf},
 };
 
@@ -151,28 +150,8 @@ impl Approvals {
 
     /// Writes atomically (temporary file, then rename), mode 0600.
     fn store(&self, file: &GateFile) -> Result<(), ApprovalError> {
-        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
         let path = self.path(&file.server);
-        let err = |source| ApprovalError::Write {
-            path: path.clone(),
-            source,
-        };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(err)?;
-        let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        let text = serde_json::to_string_pretty(file).map_err(|e| err(e.into()))?;
-        f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)
+        crate::private_file::write_json(&self.dir, &path, file).map_err(|source| ApprovalError::Write { path, source })
     }
 }
 
