@@ -276,11 +276,15 @@ fn rule_exprs() -> Vec<(String, String)> {
 /// a down agent each alert when they should and not before.
 #[test]
 fn promtool_rule_unit_tests_pass() {
+    promtool_succeeds(&["test", "rules"], "prometheus-rules.test.yml");
+}
+
+/// Runs `promtool ARGS dashboards/FILE` and asserts it succeeds.
+fn promtool_succeeds(args: &[&str], file: &str) {
     let out = output(
         Command::new("promtool")
-            .arg("test")
-            .arg("rules")
-            .arg(dashboards().join("prometheus-rules.test.yml"))
+            .args(args)
+            .arg(dashboards().join(file))
             .stdout(Stdio::piped()),
     );
     assert!(
@@ -316,19 +320,7 @@ fn promtool_check_metrics(text: &str) {
 
 #[test]
 fn promtool_accepts_the_rules() {
-    let out = output(
-        Command::new("promtool")
-            .arg("check")
-            .arg("rules")
-            .arg(dashboards().join("prometheus-rules.yml"))
-            .stdout(Stdio::piped()),
-    );
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_succeeds(&["check", "rules"], "prometheus-rules.yml");
 }
 
 /// One `echo` call to the npm server-everything, wrapped as server `promtools`.

@@ -104,37 +104,11 @@ pub fn run(o: Options<'_>) -> i32 {
     let mut command = vec![resolve(program)];
     command.extend(args.iter().cloned());
     let mut gate = None;
+    let mut sandbox = None;
     match register(o.socket, server, &command, o.gate) {
         Ok(reply) => {
             gate = reply.gate;
-            if let Some(sb) = reply.sandbox {
-                if gate.is_some() {
-                    // The sandbox is the server's: applied in the child, after
-                    // the fork, so that the gate keeps its own pipes and rights.
-                    return gate::run(
-                        gate::Launch {
-                            server,
-                            socket: o.socket,
-                            path: &command[0],
-                            arg0: program,
-                            args,
-                            sandbox: Some(sb),
-                        },
-                        gate.unwrap_or_default(),
-                    );
-                }
-                match apply::apply(&sb) {
-                    Ok(a) => {
-                        for what in &a.not_enforced {
-                            eprintln!("mcpwatch exec: {server:?}: not enforced by this kernel: {what}");
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("mcpwatch exec: cannot sandbox {server:?}: {e}; refusing to start it");
-                        return EXIT_SANDBOX;
-                    }
-                }
-            }
+            sandbox = reply.sandbox;
         }
         Err(e) if o.require_agent || cfg.fail_closed => {
             let why = if cfg.fail_closed {
@@ -168,6 +142,8 @@ pub fn run(o: Options<'_>) -> i32 {
         }
     }
     if let Some(spec) = gate {
+        // The sandbox is the server's: applied in the child, after the fork,
+        // so that the gate keeps its own pipes and rights.
         return gate::run(
             gate::Launch {
                 server,
@@ -175,10 +151,23 @@ pub fn run(o: Options<'_>) -> i32 {
                 path: &command[0],
                 arg0: program,
                 args,
-                sandbox: None,
+                sandbox,
             },
             spec,
         );
+    }
+    if let Some(sb) = sandbox {
+        match apply::apply(&sb) {
+            Ok(a) => {
+                for what in &a.not_enforced {
+                    eprintln!("mcpwatch exec: {server:?}: not enforced by this kernel: {what}");
+                }
+            }
+            Err(e) => {
+                eprintln!("mcpwatch exec: cannot sandbox {server:?}: {e}; refusing to start it");
+                return EXIT_SANDBOX;
+            }
+        }
     }
     // The path the sandbox was compiled for (a PATH search would try
     // directories Landlock may now refuse).
