@@ -28,6 +28,13 @@ fn main() -> anyhow::Result<()> {
             .join("../agent-ebpf/Cargo.toml")
             .display()
     );
+    // aya-build turns every line the inner cargo prints on stderr into a
+    // `cargo:warning`: its ~35 "Compiling ..." lines were repeated on every
+    // build of the agent. A quiet inner cargo still reports its errors, and
+    // the compiler's own diagnostics reach us through its JSON stdout.
+    // SAFETY: the build script is single-threaded here; no other thread reads
+    // the environment while it is changed.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     let ebpf_dir = std::path::Path::new(&manifest_dir).join("../agent-ebpf");
     let ebpf_dir = ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
     aya_build::build_ebpf(

@@ -12,8 +12,38 @@ use clap::{Parser, Subcommand};
     about = "Watch what MCP servers do, in the kernel, against what they declared"
 )]
 struct Cli {
+    /// More log output on stderr, repeatable: the agent logs at info and every
+    /// other verb at warn; -v adds debug, -vv trace.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Log filter, overriding -v and RUST_LOG: a level (error, warn, info,
+    /// debug, trace) or env_logger's `module=level,...` list.
+    #[arg(long, value_name = "FILTER", global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Sets up the log: `--log-level`, else RUST_LOG when no `-v` is given, else
+/// the verb's level raised by each `-v`.
+fn init_log(cli: &Cli) {
+    const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+    let base = if matches!(cli.command, Command::Agent(_)) { 2 } else { 1 };
+    let level = LEVELS[(base + usize::from(cli.verbose)).min(LEVELS.len() - 1)];
+    let mut b = match (&cli.log_level, cli.verbose) {
+        (Some(f), _) => {
+            let mut b = env_logger::Builder::new();
+            b.parse_filters(f);
+            b
+        }
+        (None, 0) => env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)),
+        (None, _) => {
+            let mut b = env_logger::Builder::new();
+            b.parse_filters(level);
+            b
+        }
+    };
+    b.init();
 }
 
 #[derive(Subcommand)]
@@ -42,7 +72,9 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_log(&cli);
+    match cli.command {
         Command::Agent(args) => cli::agent::run(args),
         Command::CheckManifests(args) => std::process::exit(cli::check_manifests::run(args)),
         Command::Exec(args) => std::process::exit(cli::exec::run(args)),

@@ -64,6 +64,18 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     d
 }
 
+/// The capabilities the agent runs with in the shipped systemd unit (setpriv's
+/// names), for the least-privilege runs (`MCPWATCH_LEAST_PRIVILEGE=1`).
+pub const AGENT_CAPS: &str = "bpf,perfmon,sys_ptrace,net_admin,dac_read_search";
+
+/// `mcpwatch` run as root with no capability but `caps` (setpriv's names).
+pub fn with_caps(caps: &str) -> Command {
+    let bounding: Vec<String> = caps.split(',').map(|c| format!("+{}", c.trim())).collect();
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--bounding-set=-all,{}", bounding.join(","))).arg(bin());
+    c
+}
+
 /// A running agent with its own control socket and event file.
 pub struct Agent {
     child: Option<Child>,
@@ -101,8 +113,19 @@ impl Agent {
     /// Starts an agent in an existing directory (its state, spool and
     /// events file as a previous agent there left them).
     pub fn start_in(name: &str, dir: PathBuf, args: &[&str]) -> Agent {
-        require_root();
         let _ = name;
+        let least = std::env::var("MCPWATCH_LEAST_PRIVILEGE").is_ok_and(|v| v == "1");
+        Self::launch(dir, args, least)
+    }
+
+    /// Starts an agent as root with only [`AGENT_CAPS`], whatever
+    /// MCPWATCH_LEAST_PRIVILEGE says.
+    pub fn start_least_privileged(name: &str, args: &[&str]) -> Agent {
+        Self::launch(scratch_dir(name), args, true)
+    }
+
+    fn launch(dir: PathBuf, args: &[&str], least_privilege: bool) -> Agent {
+        require_root();
         let socket = dir.join("control.sock");
         let events_path = dir.join("events.jsonl");
         let log_path = dir.join("agent.log");
@@ -113,7 +136,12 @@ impl Agent {
             Some(i) => PathBuf::from(args[i + 1]),
             None => Path::new("/sys/fs/bpf").join(dir.file_name().expect("scratch dir name")),
         };
-        let child = Command::new(bin())
+        // Least privilege: root with only AGENT_CAPS, as the systemd unit runs it.
+        let mut cmd = match least_privilege {
+            true => with_caps(AGENT_CAPS),
+            false => Command::new(bin()),
+        };
+        let child = cmd
             .arg("agent")
             .arg("--socket")
             .arg(&socket)

@@ -177,6 +177,24 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
         .args(&filter)
         .env("MCPWATCH_BIN", &bin)
         .env("MCPWATCH_TESTENV", testenv::dir()))?;
+    if filter.is_empty() {
+        // The process, policy and network-enforcement rooms again, with the agent holding only the
+        // systemd unit's capabilities instead of full root.
+        run(cargo()
+            .args(["test", "--package", "mcpwatch-tests"])
+            .args([
+                "--test",
+                "probe_process",
+                "--test",
+                "policy_attacks",
+                "--test",
+                "enforce_network",
+            ])
+            .args(["--", "--test-threads=1"])
+            .env("MCPWATCH_BIN", &bin)
+            .env("MCPWATCH_TESTENV", testenv::dir())
+            .env("MCPWATCH_LEAST_PRIVILEGE", "1"))?;
+    }
     host::check_null_after("the tests")?;
     if filter.is_empty() {
         // The benchmark keeps working: every section once, for seconds.

@@ -21,7 +21,7 @@ pub struct AgentArgs {
     /// Applies to every exec and, at start-up, to every running process.
     #[arg(long = "watch", value_name = "NAME=PATTERN")]
     watch: Vec<WatchRule>,
-    /// Control socket the wrapper registers on.
+    /// Control socket: wrappers register on it, `status`, `test-alert` and `approve` talk to it.
     #[arg(long, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
     /// The bpffs directory the kernel objects (maps, links) are pinned in, so that
@@ -33,13 +33,14 @@ pub struct AgentArgs {
     /// agent (an upgrade) instead of detaching (overrides `kernel.keep_sensors_on_exit`).
     #[arg(long)]
     keep_sensors_on_exit: bool,
-    /// Capacity of the watched-process map.
+    /// Capacity of the watched-process map (default: the kernel's pid_max, at least 32768).
     #[arg(long, value_name = "N")]
     watched_max: Option<u32>,
-    /// Size of the kernel event ring buffer (bytes; a power of two, at least 4096).
+    /// Size of the kernel event ring buffer (bytes; a power of two, at least 4096; default 8 MiB).
     #[arg(long, value_name = "BYTES", value_parser = parse_ring_bytes)]
     ring_bytes: Option<u32>,
-    /// Where the agent keeps state: tool pins go under DIR/pins/ (overrides `state_dir`).
+    /// Where the agent keeps state: tool pins go under DIR/pins/ (overrides `state_dir`;
+    /// default /var/lib/mcpwatch).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Write a `tool_call` line per MCP tool call (arguments redacted, duration, outcome, OS activity).
@@ -59,13 +60,13 @@ pub struct AgentArgs {
     /// Configuration file (TOML). The default path may be absent; a path given here must exist.
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// Serve /metrics, /healthz and /readyz here (overrides `metrics.address`).
+    /// Serve /metrics, /healthz and /readyz here (overrides `metrics.address`; default 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR", conflicts_with = "no_metrics")]
     metrics_address: Option<SocketAddr>,
     /// No metrics endpoint (overrides `metrics.enabled`).
     #[arg(long)]
     no_metrics: bool,
-    /// Directory of the sinks' spools (overrides `spool_dir`).
+    /// Directory of the sinks' spools (overrides `spool_dir`; default STATE_DIR/spool).
     #[arg(long, value_name = "DIR")]
     spool_dir: Option<PathBuf>,
 }
@@ -104,7 +105,6 @@ fn config(args: &mut AgentArgs) -> anyhow::Result<Config> {
 }
 
 pub fn run(mut args: AgentArgs) -> anyhow::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = config(&mut args)?;
     let opts = AgentOptions {
         events_out: args.events_out,

@@ -9,16 +9,23 @@ use mcpwatch::{
 
 #[derive(clap::Args)]
 pub struct CheckManifestsArgs {
+    /// Manifest files, or directories standing for their `*.json` files (schemas aside).
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
 }
 
-/// Returns the exit code: 0 when every manifest is valid, 1 otherwise.
+/// Returns the exit code: 0 when every manifest is valid, 1 otherwise (a
+/// directory without manifests counts as wrong: nothing was checked, and an
+/// agent reading it would declare no server).
 pub fn run(args: CheckManifestsArgs) -> i32 {
-    let mut bad = 0;
+    let (files, empty) = files(&args.paths);
+    let mut bad = empty.len();
+    for d in &empty {
+        eprintln!("{}: no manifests here (no *.json file)", d.display());
+    }
     // The agent's cap on all manifests together, counted as it loads them.
     let mut patterns = 0;
-    for f in &files(&args.paths) {
+    for f in &files {
         let res = mcpwatch::untrusted::read_text(f, mcpwatch::untrusted::MANIFEST_MAX_BYTES)
             .map_err(|e| e.to_string())
             .and_then(|t| Manifest::parse(f, &t).map_err(|e| e.to_string()))
@@ -69,9 +76,11 @@ fn enforced_patterns(m: &Manifest) -> Vec<(&'static str, &str)> {
     out
 }
 
-/// The files named, a directory standing for its `*.json` (schemas aside), sorted.
-fn files(paths: &[PathBuf]) -> Vec<PathBuf> {
+/// The files named, a directory standing for its `*.json` (schemas aside),
+/// sorted; and the directories that hold none.
+fn files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut files = Vec::new();
+    let mut empty = Vec::new();
     for p in paths {
         match std::fs::read_dir(p) {
             Ok(rd) => {
@@ -83,10 +92,13 @@ fn files(paths: &[PathBuf]) -> Vec<PathBuf> {
                     })
                     .collect();
                 v.sort();
+                if v.is_empty() {
+                    empty.push(p.clone());
+                }
                 files.extend(v);
             }
             Err(_) => files.push(p.clone()),
         }
     }
-    files
+    (files, empty)
 }

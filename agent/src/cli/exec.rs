@@ -26,11 +26,13 @@ pub struct ExecArgs {
     /// (a manifest's `gate` section does the same).
     #[arg(long)]
     gate: bool,
+    /// The running agent's control socket.
     #[arg(long, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
     /// The agent's configuration file, for its `[wrapper]` section.
     #[arg(long, value_name = "PATH", env = CONFIG_ENV)]
     config: Option<PathBuf>,
+    /// The server's command and its arguments (after `--`).
     #[arg(
         required = true,
         trailing_var_arg = true,

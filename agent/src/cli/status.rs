@@ -6,6 +6,7 @@ use mcpwatch::daemon::control::{self, DEFAULT_SOCKET, Request, SOCKET_ENV};
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
+    /// The running agent's control socket.
     #[arg(long, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
 }

@@ -94,6 +94,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         .as_ref()
         .and_then(|h| h.marker_for(&load.pin_dir()))
         .map(str::to_owned);
+    super::privileges::check()?;
     let (probes, ring) = loader::load(&load).context("loading the kernel programs")?;
     let mut probes = probes;
     let kept = probes.origin == Origin::Kept;

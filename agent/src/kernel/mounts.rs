@@ -12,7 +12,9 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 pub enum MountError {
     #[error("cannot read /proc/mounts: {0}")]
     Mounts(#[source] std::io::Error),
-    #[error("cannot mount {fstype} on {target}: {source}")]
+    #[error(
+        "cannot mount {fstype} on {target}: {source} (mounting needs CAP_SYS_ADMIN: mount it before the agent starts, or run the agent as root)"
+    )]
     Mount {
         fstype: &'static str,
         target: PathBuf,

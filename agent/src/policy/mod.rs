@@ -103,6 +103,9 @@ impl Policy {
         for e in &l.host_errors {
             log::warn!("host configuration skipped: {e}");
         }
+        for w in &l.dir_warnings {
+            log::warn!("{w}");
+        }
         self.loaded = l.manifests;
         self.hosts = l.hosts;
         self.engine.set_manifests(self.loaded.values().cloned().collect());

@@ -55,8 +55,19 @@ pub struct Loaded {
     /// Errors found by this load, each new one once.
     pub errors: Vec<ManifestError>,
     pub host_errors: Vec<HostConfigError>,
+    /// Manifest directories that are missing or hold no manifest: every
+    /// server would be judged as undeclared, which an operator must hear of.
+    pub dir_warnings: Vec<String>,
     /// How long reading and compiling took.
     pub took: Duration,
+}
+
+/// A manifest file: `*.json`, the JSON Schema aside.
+fn is_manifest(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "json")
+        && !p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".schema.json"))
 }
 
 impl Sources {
@@ -64,18 +75,30 @@ impl Sources {
         let mut out = Vec::new();
         for d in &self.manifest_dirs {
             let Ok(rd) = std::fs::read_dir(d) else { continue };
-            let mut files: Vec<PathBuf> = rd
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.extension().is_some_and(|e| e == "json")
-                        && !p
-                            .file_name()
-                            .is_some_and(|n| n.to_string_lossy().ends_with(".schema.json"))
-                })
-                .collect();
+            let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| is_manifest(p)).collect();
             files.sort();
             out.extend(files);
+        }
+        out
+    }
+
+    fn dir_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in &self.manifest_dirs {
+            let what = match std::fs::read_dir(d) {
+                Err(e) => format!("cannot be read ({e})"),
+                Ok(mut rd) => {
+                    if rd.any(|e| e.is_ok_and(|e| is_manifest(&e.path()))) {
+                        continue;
+                    }
+                    "holds no manifest (*.json)".to_owned()
+                }
+            };
+            out.push(format!(
+                "manifest directory {} {what}: no server is declared there, so every server is judged \
+                 as undeclared; install the shipped manifests there or give --manifests DIR",
+                d.display()
+            ));
         }
         out
     }
@@ -124,6 +147,7 @@ impl Sources {
         let mut names: BTreeMap<String, PathBuf> = BTreeMap::new();
         // Patterns of the manifests kept so far, against the total cap.
         let mut patterns = 0usize;
+        out.dir_warnings = self.dir_warnings();
         for f in self.manifest_files() {
             // The directory may be writable by others: a FIFO or a huge
             // file is a load error, never a blocked or stalled loop.
@@ -298,6 +322,33 @@ mod tests {
         .load(&BTreeMap::new());
         assert_eq!(l.manifests.len(), 1);
         assert!(l.errors[0].what.contains("already declared"), "{}", l.errors[0]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_missing_or_empty_manifest_directory_is_a_warning() {
+        let d = dir("empty");
+        std::fs::write(d.join("manifest.schema.json"), "{}").unwrap();
+        let missing = d.join("absent");
+        let l = Sources {
+            manifest_dirs: vec![d.clone(), missing.clone()],
+            ..Default::default()
+        }
+        .load(&BTreeMap::new());
+        assert_eq!(l.dir_warnings.len(), 2, "{:?}", l.dir_warnings);
+        assert!(l.dir_warnings[0].contains("holds no manifest"), "{}", l.dir_warnings[0]);
+        assert!(
+            l.dir_warnings[1].contains(&missing.display().to_string()),
+            "{}",
+            l.dir_warnings[1]
+        );
+        std::fs::write(d.join("git.json"), r#"{"exec": ["git"]}"#).unwrap();
+        let l = Sources {
+            manifest_dirs: vec![d.clone()],
+            ..Default::default()
+        }
+        .load(&BTreeMap::new());
+        assert!(l.dir_warnings.is_empty(), "{:?}", l.dir_warnings);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
