@@ -127,3 +127,23 @@ print(len(files))
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
 }
+
+#[test]
+fn a_directory_without_manifests_is_an_error_for_check_manifests_and_a_warning_for_the_agent() {
+    let d = scratch_dir("pol-empty");
+    std::fs::write(d.join("manifest.schema.json"), "{}").unwrap();
+    let out = output(std::process::Command::new(bin()).arg("check-manifests").arg(&d));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "nothing was checked: {err}");
+    assert!(err.contains(&format!("{}: no manifests here", d.display())), "{err}");
+    let missing = d.join("absent");
+    let agent = Agent::start("pol-empty-agent", &["--manifests", missing.to_str().unwrap()]);
+    wait_log(&agent, "manifest directory", 1);
+    let log = agent.log();
+    assert!(
+        log.contains(&format!("manifest directory {} cannot be read", missing.display()))
+            && log.contains("every server is judged as undeclared"),
+        "{log}"
+    );
+    assert!(agent.stop().success());
+}
