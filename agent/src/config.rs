@@ -562,4 +562,37 @@ mod tests {
             assert!(e.contains(field), "{text:?}: {e}");
         }
     }
+
+    /// The commented configuration the package installs: as shipped it is
+    /// the defaults; every `# key = value` uncommented gives the defaults
+    /// too (the comments tell the truth); the `##` examples are valid.
+    #[test]
+    fn the_shipped_config_states_the_defaults() {
+        let text = include_str!("../../packaging/config.toml");
+        let p = Path::new("packaging/config.toml");
+        assert_eq!(Config::parse(text, p).unwrap(), Config::default());
+        let setting = regex::Regex::new(r"^(\[\[?[a-z]+\]\]?|[a-z_]+ = .+)$").unwrap();
+        let uncomment = |text: &str, prefix: &str| -> (String, usize) {
+            let mut n = 0;
+            let out = text
+                .lines()
+                .map(|l| match l.strip_prefix(prefix).filter(|r| setting.is_match(r)) {
+                    Some(r) => {
+                        n += 1;
+                        r.to_owned()
+                    }
+                    None => l.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            (out, n)
+        };
+        let (all, n) = uncomment(text, "# ");
+        assert!(n >= 20, "only {n} settings uncommented");
+        assert_eq!(Config::parse(&all, p).unwrap(), Config::default());
+        let (examples, n) = uncomment(&all, "## ");
+        assert!(n >= 5, "only {n} examples uncommented");
+        let c = Config::parse(&examples, p).unwrap();
+        assert_eq!(c.sinks.len(), 2);
+    }
 }

@@ -69,6 +69,9 @@ enum Command {
     Syscalls(cli::syscalls::SyscallsArgs),
     /// Print, per enforcement layer, whether this kernel enforces it.
     EnforceCheck(cli::enforce_check::EnforceCheckArgs),
+    /// Write the man pages or the shell completions (the installer runs it).
+    #[command(hide = true)]
+    Generate(cli::generate::GenerateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,5 +88,6 @@ fn main() -> anyhow::Result<()> {
         Command::Offsets(args) => cli::offsets::run(args),
         Command::Syscalls(args) => cli::syscalls::run(args),
         Command::EnforceCheck(args) => std::process::exit(cli::enforce_check::run(args)?),
+        Command::Generate(args) => cli::generate::run::<Cli>(args),
     }
 }

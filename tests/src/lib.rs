@@ -115,16 +115,21 @@ impl Agent {
     pub fn start_in(name: &str, dir: PathBuf, args: &[&str]) -> Agent {
         let _ = name;
         let least = std::env::var("MCPWATCH_LEAST_PRIVILEGE").is_ok_and(|v| v == "1");
-        Self::launch(dir, args, least)
+        Self::launch(dir, args, least, &[])
+    }
+
+    /// Starts an agent with extra environment variables.
+    pub fn start_with_env(name: &str, env: &[(&str, &str)], args: &[&str]) -> Agent {
+        Self::launch(scratch_dir(name), args, false, env)
     }
 
     /// Starts an agent as root with only [`AGENT_CAPS`], whatever
     /// MCPWATCH_LEAST_PRIVILEGE says.
     pub fn start_least_privileged(name: &str, args: &[&str]) -> Agent {
-        Self::launch(scratch_dir(name), args, true)
+        Self::launch(scratch_dir(name), args, true, &[])
     }
 
-    fn launch(dir: PathBuf, args: &[&str], least_privilege: bool) -> Agent {
+    fn launch(dir: PathBuf, args: &[&str], least_privilege: bool, env: &[(&str, &str)]) -> Agent {
         require_root();
         let socket = dir.join("control.sock");
         let events_path = dir.join("events.jsonl");
@@ -168,6 +173,7 @@ impl Agent {
             })
             .args((!args.contains(&"--state-dir")).then(|| dir.join("state")))
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -3,6 +3,7 @@
 mod bench;
 mod fuzz;
 mod host;
+mod install;
 mod setup;
 mod testenv;
 
@@ -62,6 +63,19 @@ enum Cmd {
         #[arg(long)]
         smoke: bool,
     },
+    /// Build in release mode and install the agent, the shipped manifests, a
+    /// commented /etc/mcpwatch/config.toml (an existing one is kept) and the
+    /// hardened systemd unit (root).
+    Install {
+        /// Install under this directory instead of / (packaging, a look first).
+        #[arg(long, value_name = "DIR")]
+        destdir: Option<PathBuf>,
+        /// Where the binary goes: PREFIX/bin/mcpwatch.
+        #[arg(long, value_name = "DIR", default_value = "/usr/local")]
+        prefix: PathBuf,
+    },
+    /// Build the Debian package target/debian/mcpwatch_VERSION_amd64.deb.
+    Deb,
     /// Fuzz the parsers of untrusted input with cargo-fuzz (nightly; installs
     /// cargo-fuzz if missing): manifest, hostconfig, jsonrpc, dns, decode.
     Fuzz {
@@ -104,7 +118,7 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn build(release: bool) -> anyhow::Result<PathBuf> {
+pub fn build(release: bool) -> anyhow::Result<PathBuf> {
     let mut c = cargo();
     c.args(["build", "--package", "mcpwatch"]);
     if release {
@@ -200,6 +214,7 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
         // The benchmark keeps working: every section once, for seconds.
         bench::smoke()?;
         host::check_null_after("the benchmark smoke run")?;
+        install::package_check()?;
     }
     Ok(())
 }
@@ -222,6 +237,14 @@ fn main() -> anyhow::Result<()> {
             run(&mut c)
         }
         Cmd::Test { filter } => test(filter),
+        Cmd::Install { destdir, prefix } => {
+            setup::ensure()?;
+            install::install(destdir.as_deref(), &prefix)
+        }
+        Cmd::Deb => {
+            setup::ensure()?;
+            install::deb().map(drop)
+        }
         Cmd::Fuzz { target, seconds } => fuzz::fuzz(target.as_deref(), seconds),
         Cmd::Bench {
             out,

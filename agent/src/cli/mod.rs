@@ -6,6 +6,7 @@ pub mod approve;
 pub mod check_manifests;
 pub mod enforce_check;
 pub mod exec;
+pub mod generate;
 pub mod offsets;
 pub mod pins;
 pub mod status;

@@ -11,6 +11,7 @@ pub mod control;
 mod gate;
 mod gating;
 pub mod handover;
+mod notify;
 pub mod privileges;
 mod report;
 pub mod run;

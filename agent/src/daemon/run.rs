@@ -244,12 +244,15 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(TICK);
     let mut ticks = 0u64;
-    log::info!(
+    let running = format!(
         "mcpwatch agent running: {} processes in table, {} discovery rules, control socket {}",
         state.procs.len(),
         state.rules.0.len(),
         socket_path.display()
     );
+    log::info!("{running}");
+    let mut notifier = super::notify::Notifier::new();
+    notifier.ready(&running);
 
     // The kernel rations wakeups (agent-ebpf/src/emit.rs): once woken, poll
     // every millisecond until the ring stayed empty a few times in a row.
@@ -310,6 +313,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 state.mcp_tick();
                 state.refresh_watched();
                 ready.tick();
+                notifier.tick(TICK);
                 if ticks.is_multiple_of(GC_EVERY_TICKS) {
                     state.gc_watched();
                     if let Err(e) = state.registrations.prune() {
@@ -332,6 +336,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         }
     }
 
+    notifier.stopping();
     ctl.abort();
     let _ = ctl.await;
     // Everything left, giving the sinks their turns (for a few seconds: a
