@@ -57,6 +57,8 @@ pub struct Config {
     pub enforce: crate::enforce::config::EnforceConfig,
     /// `mcpwatch exec`: fail closed, where it reports.
     pub wrapper: crate::enforce::config::WrapperConfig,
+    /// Seconds between `agent.heartbeat` alerts (0: none).
+    pub heartbeat_s: u64,
 }
 
 /// Bounds on what servers leave in the agent: unprivileged users register
@@ -123,6 +125,7 @@ impl Default for Config {
             kernel: KernelConfig::default(),
             enforce: Default::default(),
             wrapper: Default::default(),
+            heartbeat_s: 300,
         }
     }
 }

@@ -22,3 +22,4 @@ pub mod private_file;
 #[cfg(test)]
 mod proptesting;
 pub mod untrusted;
+pub mod view;

@@ -61,6 +61,10 @@ enum Command {
     Status(cli::status::StatusArgs),
     /// Ask the running agent to emit a test alert through every output (root).
     TestAlert(cli::test_alert::TestAlertArgs),
+    /// Follow the events file as readable lines, filtered by server, kind, tool, severity.
+    Tail(cli::tail::TailArgs),
+    /// Per server: tool calls, what each tool touched (files, hosts, programs), alerts.
+    Report(cli::report::ReportArgs),
     /// Tool pins the agent stored (state directory): what a manifest's `pins` can ship.
     Pins(cli::pins::PinsArgs),
     /// Print the kernel structure offsets the probes would use, resolved from BTF.
@@ -85,6 +89,8 @@ fn main() -> anyhow::Result<()> {
         Command::Status(args) => cli::status::run(args),
         Command::TestAlert(args) => cli::test_alert::run(args),
         Command::Pins(args) => cli::pins::run(args),
+        Command::Tail(args) => cli::tail::run(args),
+        Command::Report(args) => cli::report::run(args),
         Command::Offsets(args) => cli::offsets::run(args),
         Command::Syscalls(args) => cli::syscalls::run(args),
         Command::EnforceCheck(args) => std::process::exit(cli::enforce_check::run(args)?),

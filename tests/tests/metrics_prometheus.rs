@@ -267,7 +267,7 @@ fn rule_exprs() -> Vec<(String, String)> {
             out.push((name.clone(), e.to_owned()));
         }
     }
-    assert_eq!(out.len(), 5, "{text}");
+    assert_eq!(out.len(), 7, "{text}");
     out
 }
 

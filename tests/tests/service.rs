@@ -118,3 +118,37 @@ fn the_shipped_unit_verifies_and_is_hardened() {
     assert!(text.contains("Type=notify") && text.contains("WatchdogSec="));
     assert!(!Path::new(&path).with_extension("tmp").exists());
 }
+
+#[test]
+fn heartbeats_reach_the_sinks_at_the_configured_interval() {
+    let agent = Agent::start_with_config(
+        "heartbeat",
+        "heartbeat_s = 1\n[[sinks]]\nname = \"f\"\nfile = { path = \"{dir}/alerts.jsonl\" }\n",
+        &[],
+    );
+    let path = agent.dir.join("alerts.jsonl");
+    let beats = wait_for(
+        "three heartbeats in the file sink",
+        PATIENCE,
+        || {
+            let t = std::fs::read_to_string(&path).ok()?;
+            let beats: Vec<serde_json::Value> = t
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|a| a["rule"] == "agent.heartbeat")
+                .collect();
+            (beats.len() >= 3).then_some(beats)
+        },
+        || agent.log(),
+    );
+    assert_eq!(beats[0]["severity"], "info");
+    assert!(beats[0]["evidence"]["uptime_s"].as_u64().is_some(), "{}", beats[0]);
+    assert_eq!(beats[0]["evidence"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(beats[0]["evidence"]["processes_watched"].is_u64(), "{}", beats[0]);
+    let uptimes: Vec<u64> = beats
+        .iter()
+        .map(|b| b["evidence"]["uptime_s"].as_u64().unwrap())
+        .collect();
+    assert!(uptimes.windows(2).all(|w| w[1] > w[0]), "{uptimes:?}");
+    assert!(agent.stop().success());
+}

@@ -330,6 +330,9 @@ rule!(
 rule!(GATE_REFUSED_MESSAGE, "gate.refused_message", Medium, None);
 // The agent's own: proves the delivery path (`mcpwatch test-alert`).
 rule!(AGENT_TEST, "agent.test", Info, None);
+// The agent's own: it is alive and watching (`heartbeat_s`), so a SIEM can
+// tell a quiet host from a silenced agent.
+rule!(AGENT_HEARTBEAT, "agent.heartbeat", Info, None);
 // The agent's own: records were lost (a full ring, a probe's drop, an
 // undecodable record), folded per interval; what was lost is unseen.
 rule!(

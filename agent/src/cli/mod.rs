@@ -9,6 +9,8 @@ pub mod exec;
 pub mod generate;
 pub mod offsets;
 pub mod pins;
+pub mod report;
 pub mod status;
 pub mod syscalls;
+pub mod tail;
 pub mod test_alert;

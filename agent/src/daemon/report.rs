@@ -120,6 +120,29 @@ impl Agent {
         self.bounds_tick(&per_server);
     }
 
+    /// The heartbeat alert: alive, and what it watches, through every sink.
+    pub(super) fn heartbeat(&mut self, uptime: std::time::Duration) {
+        let st = self.status();
+        let mut alert = self.factory.raise(
+            &rules::AGENT_HEARTBEAT,
+            Clock::now_ktime(),
+            format!(
+                "mcpwatch agent alive: {} servers, {} processes watched",
+                st.servers.len(),
+                st.watched.len()
+            ),
+        );
+        alert.evidence = serde_json::json!({
+            "uptime_s": uptime.as_secs(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "servers": st.servers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            "processes_watched": st.watched.len(),
+            "events": st.events,
+            "lost": st.lost,
+        });
+        self.emit_alert(&alert);
+    }
+
     /// Saves what the next agent needs to read the kept kernel objects:
     /// the server names behind the ids, the kernel counters reported.
     pub(super) fn save_handover(&mut self) {

@@ -251,6 +251,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         socket_path.display()
     );
     log::info!("{running}");
+    let started = std::time::Instant::now();
+    let heartbeat = Duration::from_secs(opts.config.heartbeat_s);
+    let mut last_heartbeat = started;
     let mut notifier = super::notify::Notifier::new();
     notifier.ready(&running);
 
@@ -314,6 +317,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 state.refresh_watched();
                 ready.tick();
                 notifier.tick(TICK);
+                if !heartbeat.is_zero() && last_heartbeat.elapsed() >= heartbeat {
+                    last_heartbeat = std::time::Instant::now();
+                    state.heartbeat(started.elapsed());
+                }
                 if ticks.is_multiple_of(GC_EVERY_TICKS) {
                     state.gc_watched();
                     if let Err(e) = state.registrations.prune() {
