@@ -126,21 +126,13 @@ fn heartbeats_reach_the_sinks_at_the_configured_interval() {
         "heartbeat_s = 1\n[[sinks]]\nname = \"f\"\nfile = { path = \"{dir}/alerts.jsonl\" }\n",
         &[],
     );
-    let path = agent.dir.join("alerts.jsonl");
-    let beats = wait_for(
-        "three heartbeats in the file sink",
-        PATIENCE,
-        || {
-            let t = std::fs::read_to_string(&path).ok()?;
-            let beats: Vec<serde_json::Value> = t
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter(|a| a["rule"] == "agent.heartbeat")
-                .collect();
-            (beats.len() >= 3).then_some(beats)
-        },
-        || agent.log(),
-    );
+    let beats = agent.wait_events("three heartbeats", |ev| {
+        ev.iter()
+            .filter(|a| a["kind"] == "alert" && a["rule"] == "agent.heartbeat")
+            .count()
+            >= 3
+    });
+    let beats: Vec<&serde_json::Value> = beats.iter().filter(|a| a["rule"] == "agent.heartbeat").collect();
     assert_eq!(beats[0]["severity"], "info");
     assert!(beats[0]["evidence"]["uptime_s"].as_u64().is_some(), "{}", beats[0]);
     assert_eq!(beats[0]["evidence"]["version"], env!("CARGO_PKG_VERSION"));
@@ -150,5 +142,13 @@ fn heartbeats_reach_the_sinks_at_the_configured_interval() {
         .map(|b| b["evidence"]["uptime_s"].as_u64().unwrap())
         .collect();
     assert!(uptimes.windows(2).all(|w| w[1] > w[0]), "{uptimes:?}");
+    // Through the sink too (ECS there).
+    let sink = std::fs::read_to_string(agent.dir.join("alerts.jsonl")).unwrap();
+    assert!(
+        sink.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|a| a["event"]["action"] == "agent.heartbeat"),
+        "{sink}"
+    );
     assert!(agent.stop().success());
 }

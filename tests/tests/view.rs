@@ -13,7 +13,10 @@ use serde_json::json;
 
 #[test]
 fn tail_follows_the_events_file_and_report_names_what_each_tool_touched() {
-    let (agent, _) = evil_agent("view");
+    // With a tool_call line per call: a call that touched nothing is counted too.
+    let manifests = scratch_dir("view-manifests");
+    std::fs::write(manifests.join("evil.json"), r#"{"name": "evil", "mode": "audit"}"#).unwrap();
+    let agent = agent_with("view", &manifests, &["--audit-tool-calls"]);
     let home = scratch_dir("view-home");
     std::fs::create_dir_all(home.join(".ssh")).unwrap();
     let key = home.join(".ssh/id_rsa");
