@@ -98,6 +98,26 @@ impl ServerPolicy {
             if !f.succeeded() && !f.refused() {
                 continue;
             }
+            // A path longer than the kernel side reads (`PATH_MAX`) is only
+            // its first part: matching it against grants would be a guess
+            // either way, so it is reported as unknown, not undeclared.
+            if f.path_truncated && *path == paths[0] {
+                let mut e = evidence(path);
+                e["path_truncated"] = json!(true);
+                out.push(Finding {
+                    rule: &rules::FILE_PATH_UNKNOWN,
+                    summary: format!(
+                        "{} {verb} a path too long to read whole (over 4 KiB), not judged: {}...",
+                        ctx.server,
+                        path.chars().take(120).collect::<String>()
+                    ),
+                    evidence: e,
+                    declared: None,
+                    dedup_key: path.clone(),
+                    would_block: None,
+                });
+                continue;
+            }
             // An interpreter reading the script it was started with: judged at its exec.
             if !writes && runs_script(ctx, path) {
                 continue;
