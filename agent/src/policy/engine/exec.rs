@@ -338,6 +338,17 @@ mod tests {
             ["file.read_undeclared"],
             "/tmp is not the server's code"
         );
+        let listing = match open("/tmp", false, 3) {
+            Activity::File(mut f) => {
+                f.access.directory = true;
+                Activity::File(f)
+            }
+            _ => unreachable!(),
+        };
+        assert!(
+            s.evaluate(&ctx, &listing).is_empty(),
+            "listing the script's directory (Python's sys.path[0]) reads names, not contents"
+        );
         let mut reader = ctx.clone();
         reader.argv = argv(&["cat", "/tmp/server.py"]);
         reader.exe = "/usr/bin/cat".into();

@@ -24,8 +24,10 @@ impl ServerPolicy {
             || (!writes
                 && f.access.directory
                 && (self.resolved(scope).is_ancestor_of_declared(path)
-                    // Interpreters list their working directory (Python's sys.path[0]).
-                    || ctx.cwd.as_deref() == Some(path)))
+                    // Interpreters list their working directory, and the
+                    // script's (Python's sys.path[0]): names, not contents.
+                    || ctx.cwd.as_deref() == Some(path)
+                    || self.code_dirs.iter().any(|c| c.strip_prefix(path).is_some_and(|r| r.starts_with('/')))))
     }
 
     pub(super) fn file(&mut self, ctx: &ProcContext, f: &FileActivity) -> Vec<Finding> {
