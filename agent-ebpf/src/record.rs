@@ -4,7 +4,7 @@
 
 use agent_common::{
     EventKind,
-    event::{DATA_MAX, PATH_MAX, SYS_USER_MEMORY, SysEvent, SysRecord},
+    event::{DATA_MAX, PATH_MAX, SYS_PATH_TRUNCATED, SYS_USER_MEMORY, SysEvent, SysRecord},
     probe_errors::{Probe, Reason},
 };
 use aya_ebpf::helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes};
@@ -173,13 +173,17 @@ impl Rec {
     }
 
     /// Pushes a kernel-resolved path as data (the base directory of a relative path).
+    /// A cut base cuts the path joined to it: flagged on path 1.
     #[inline(always)]
     pub fn push_path_data(&mut self, path: *const u8) -> usize {
         let slot = self.slot(PATH_MAX);
-        let Some((n, _)) = resolve_path(path, slot) else {
+        let Some((n, cut)) = resolve_path(path, slot) else {
             self.error(Reason::PathUnresolved);
             return 0;
         };
+        if cut {
+            self.ev().flags |= SYS_PATH_TRUNCATED;
+        }
         self.ev().data_len = n as u32;
         n
     }

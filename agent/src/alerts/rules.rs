@@ -69,6 +69,7 @@ rule!(
     Some(("T1005", "Data from Local System"))
 );
 rule!(FILE_WRITE_UNDECLARED, "file.write_undeclared", Medium, None);
+rule!(FILE_PATH_UNKNOWN, "file.path_unknown", Medium, None);
 rule!(
     NET_CONNECT_UNDECLARED,
     "net.connect_undeclared",
@@ -163,6 +164,12 @@ rule!(
 rule!(
     CRED_SSH,
     "cred.ssh",
+    High,
+    Some(("T1552.004", "Unsecured Credentials: Private Keys"))
+);
+rule!(
+    CRED_TLS_KEY,
+    "cred.tls_key",
     High,
     Some(("T1552.004", "Unsecured Credentials: Private Keys"))
 );
@@ -404,6 +411,7 @@ pub static ALL: &[&Rule] = &[
     &EXEC_FILELESS,
     &FILE_READ_UNDECLARED,
     &FILE_WRITE_UNDECLARED,
+    &FILE_PATH_UNKNOWN,
     &NET_CONNECT_UNDECLARED,
     &NET_LISTEN_UNDECLARED,
     &NET_LISTEN_EXPOSED,
@@ -425,6 +433,7 @@ pub static ALL: &[&Rule] = &[
     &EVASION_IO_URING,
     &EVASION_IO_URING_OP,
     &CRED_SSH,
+    &CRED_TLS_KEY,
     &CRED_CLOUD,
     &CRED_KUBE,
     &CRED_DOTENV,
@@ -461,6 +470,11 @@ pub static ALL: &[&Rule] = &[
 ];
 
 /// The rule of a credential kind of the catalogue.
+/// Whether a rule id is a credential catalogue rule (never folded away).
+pub fn is_credential(id: &str) -> bool {
+    id.starts_with("cred.")
+}
+
 pub fn credential(id: &str) -> RuleId {
     ALL.iter()
         .copied()

@@ -31,7 +31,7 @@ use crate::{
         dns,
         history::WriteHistory,
         observe::{self, SysObservation},
-        procs::{self, Proc, ProcTable},
+        procs::{self, ForkedCall, Proc, ProcTable},
         registrations::Registrations,
         servers::validate_name,
     },
@@ -140,6 +140,12 @@ impl Agent {
             Event::Stdio(_) => None,
         };
         let tag = activity.and_then(|k| self.mcp.note_activity(event.header().server, k));
+        // A process forked during a call belongs to that call, whatever the
+        // server is doing now.
+        let tag = match self.procs.get(event.header().pid).and_then(|p| p.call.as_ref()) {
+            Some(c) => Some(c.tag.clone()),
+            None => tag,
+        };
         let h = event.header();
         self.count_event(h.server, h.kind);
         match event {
@@ -148,6 +154,16 @@ impl Agent {
             Event::Fork(f) => {
                 let h = &f.header;
                 let parent = self.procs.get_or_load(h.pid).cloned().unwrap_or_default();
+                let call = parent.call.clone().or_else(|| {
+                    tag.clone().map(|tag| ForkedCall {
+                        tools_in_flight: if tag.in_flight > 1 {
+                            self.mcp.tools_in_flight(h.server)
+                        } else {
+                            Vec::new()
+                        },
+                        tag,
+                    })
+                });
                 self.procs.insert(Proc {
                     pid: f.child_pid,
                     ppid: h.pid,
@@ -155,6 +171,7 @@ impl Agent {
                     exe: parent.exe.clone(),
                     argv: parent.argv.clone(),
                     server: Some(h.server),
+                    call,
                     ..Default::default()
                 });
                 let mut r = self.names.base_record(h, EventKind::Fork.name(), Some(&parent));
@@ -267,6 +284,8 @@ impl Agent {
         let o = observe::exec(&e, exe, |p| written.recent(server, p, now), &|fd, kind| {
             procs::stdio_kind(pid, fd, kind)
         });
+        // An exec keeps the call the process was forked during.
+        let call = self.procs.get(h.pid).and_then(|p| p.call.clone());
         self.procs.insert(Proc {
             pid: h.pid,
             ppid: h.ppid,
@@ -274,6 +293,7 @@ impl Agent {
             exe: o.exe.clone(),
             argv: e.argv.clone(),
             server: Some(h.server),
+            call,
             ..Default::default()
         });
         let ancestry = self.procs.ancestry(h.pid);
@@ -320,10 +340,17 @@ impl Agent {
         let ancestry = if ancestry { self.procs.ancestry(pid) } else { Vec::new() };
         let p = self.procs.get(pid).cloned().unwrap_or_default();
         let parent_argv = self.procs.get(p.ppid).map(|pp| pp.argv.clone()).unwrap_or_default();
-        let call = self.mcp.current_call(server);
-        let tools_in_flight = match &call {
-            Some(c) if c.in_flight > 1 => self.mcp.tools_in_flight(server),
-            _ => Vec::new(),
+        let (call, tools_in_flight) = match &p.call {
+            // Forked during a call: that call, for the process's whole life.
+            Some(c) => (Some(c.tag.clone()), c.tools_in_flight.clone()),
+            None => {
+                let call = self.mcp.current_call(server);
+                let tools = match &call {
+                    Some(c) if c.in_flight > 1 => self.mcp.tools_in_flight(server),
+                    _ => Vec::new(),
+                };
+                (call, tools)
+            }
         };
         ProcContext {
             server: self.names.server_name(server).unwrap_or("?").to_owned(),

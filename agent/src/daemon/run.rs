@@ -353,6 +353,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         tokio::task::yield_now().await;
     }
     state.report_loss();
+    state.policy_drain();
     state.mcp_tick();
     state.writer.flush();
     std::mem::take(&mut state.sinks).shutdown().await;

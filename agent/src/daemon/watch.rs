@@ -243,6 +243,14 @@ impl Agent {
         }
     }
 
+    /// Delivers every pending repeat summary (SIGTERM/SIGINT: the counts
+    /// are reported, not lost with the agent).
+    pub(super) fn policy_drain(&mut self) {
+        for a in self.policy.drain_repeats() {
+            self.emit_alert(&a);
+        }
+    }
+
     /// Swaps in what the reload thread loaded (a change, or SIGHUP).
     pub(super) fn policy_loaded(&mut self, loaded: Loaded) {
         log::info!("manifests or host configurations reloaded");

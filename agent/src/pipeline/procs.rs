@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
-use crate::{kernel::decode::FdKind, output::events::Json, policy::activity::StdioKind};
+use crate::{kernel::decode::FdKind, mcp::CallTag, output::events::Json, policy::activity::StdioKind};
 
 /// How many ancestors an event carries at most.
 pub const MAX_ANCESTRY: usize = 16;
@@ -21,8 +21,19 @@ pub struct Proc {
     pub argv: Vec<String>,
     /// Server id when watched.
     pub server: Option<u32>,
+    /// The tool call in flight when it was forked (or its parent's): a child
+    /// that outlives its call still belongs to it, for its whole life.
+    pub call: Option<ForkedCall>,
     /// exe and argv as JSON, rendered when the entry enters the table.
     pub rendered: Rendered,
+}
+
+/// The call a process was forked during, and the tools in flight then (when
+/// several calls were: the policy judges against all of their grants).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForkedCall {
+    pub tag: CallTag,
+    pub tools_in_flight: Vec<String>,
 }
 
 /// A process's exe and argv as JSON text: every event line of the process
@@ -82,6 +93,7 @@ pub fn read_proc(pid: u32) -> Option<Proc> {
         exe,
         argv,
         server: None,
+        call: None,
         rendered: Rendered::default(),
     })
 }

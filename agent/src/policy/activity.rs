@@ -232,6 +232,10 @@ fn thread_tail(tail: &str) -> &str {
 pub struct PathFacts {
     /// Absolute as written -> (real path, whether it is a regular file).
     real: HashMap<String, (String, bool)>,
+    /// Real path of a file -> the package it belongs to: the nearest
+    /// directory above it holding project or package metadata (never a
+    /// shared directory such as `/tmp` or a home).
+    packages: HashMap<String, String>,
 }
 
 impl PathFacts {
@@ -263,6 +267,16 @@ impl PathFacts {
     /// The real path (links and `..` resolved) of an absolute path as written.
     pub fn real(&self, absolute: &str) -> Option<&str> {
         self.real.get(absolute).map(|(r, _)| r.as_str())
+    }
+
+    /// `real` (a file) belongs to the package rooted at `root`.
+    pub fn insert_package(&mut self, real: String, root: String) {
+        self.packages.insert(real, root);
+    }
+
+    /// The package root of a real file, when it has one.
+    pub fn package(&self, real: &str) -> Option<&str> {
+        self.packages.get(real).map(String::as_str)
     }
 
     /// The real path, when it is a regular file.

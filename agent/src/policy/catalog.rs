@@ -26,6 +26,23 @@ pub const CATALOGUE: &[CredentialKind] = &[
         patterns: &["**/.ssh/**", "/etc/ssh/ssh_host_*_key"],
         markers: &[".ssh", "ssh_host_"],
     },
+    // Private key material wherever a system keeps it: certificates and trust
+    // stores beside them stay in the every-process baseline (`/etc/ssl`), the
+    // keys do not. Web servers' keys (`/etc/nginx`, `/etc/apache2`,
+    // `/var/lib/caddy`...) are `*.key` files under these roots. A `.pem` is a key only by its name here (the agent judges
+    // the open, not the bytes): `privkey.pem`, `server-key.pem`, `x.key.pem`.
+    CredentialKind {
+        rule: "cred.tls_key",
+        what: "a TLS private key",
+        patterns: &[
+            "/etc/ssl/private/**",
+            "/etc/pki/**/private/**",
+            "/etc/letsencrypt/{live,archive,keys}/**",
+            "/{etc,srv,opt,usr/local/etc,var/lib}/**/*.key",
+            "/{etc,srv,opt,usr/local/etc,var/lib}/**/*{privkey,private,-key,_key,.key}*.pem",
+        ],
+        markers: &["private", ".key", "privkey", "-key", "_key", "letsencrypt"],
+    },
     CredentialKind {
         rule: "cred.cloud",
         what: "cloud provider credentials",
@@ -181,6 +198,18 @@ mod tests {
         let r = |p: &str| classify(p).map(|k| k.rule);
         assert_eq!(r("/tmp/fakehome/.ssh/id_rsa"), Some("cred.ssh"));
         assert_eq!(r("/root/.aws/credentials"), Some("cred.cloud"));
+        assert_eq!(r("/etc/ssl/private/ssl-cert-snakeoil.key"), Some("cred.tls_key"));
+        assert_eq!(r("/etc/pki/tls/private/localhost.key"), Some("cred.tls_key"));
+        assert_eq!(r("/etc/letsencrypt/live/example.org/privkey.pem"), Some("cred.tls_key"));
+        assert_eq!(r("/etc/nginx/certs/site.key"), Some("cred.tls_key"));
+        assert_eq!(r("/srv/app/tls/server-key.pem"), Some("cred.tls_key"));
+        assert_eq!(r("/opt/app/server.key.pem"), Some("cred.tls_key"));
+        // Certificates and trust stores are not keys.
+        assert_eq!(r("/etc/ssl/certs/ca-certificates.crt"), None);
+        assert_eq!(r("/etc/ssl/certs/ISRG_Root_X1.pem"), None);
+        assert_eq!(r("/etc/pki/tls/certs/ca-bundle.crt"), None);
+        assert_eq!(r("/etc/letsencrypt/options-ssl-nginx.conf"), None);
+        assert_eq!(r("/usr/share/ca-certificates/mozilla/ISRG_Root_X1.crt"), None);
         assert_eq!(r("/home/u/.kube/config"), Some("cred.kube"));
         assert_eq!(r("/srv/app/.env"), Some("cred.dotenv"));
         assert_eq!(r("/srv/app/.env.production"), Some("cred.dotenv"));

@@ -2,11 +2,14 @@
 //! counted and reported once per window as one alert with `count` and
 //! `repeat_of`. A loop reading a thousand different keys cannot flood the SIEM
 //! either: past a few distinct alerts per rule and server in a window, the rest
-//! are folded into one.
+//! are folded into one, except credential alerts: every distinct credential
+//! path keeps an alert of its own (twenty decoys must not hide the real key).
+//! Repeats are keyed by tool call too: a second tool touching the same file is
+//! its own alert. What is pending at shutdown is summarised, not lost.
 
 use std::collections::HashMap;
 
-use crate::alerts::Alert;
+use crate::alerts::{Alert, rules};
 
 /// How long repeats are folded into the first alert (default).
 pub const WINDOW_NS: u64 = 60_000_000_000;
@@ -38,7 +41,8 @@ struct Entry {
 #[derive(Default)]
 pub struct Dedup {
     limits: Limits,
-    entries: HashMap<(String, String, String), Entry>,
+    /// (rule, server, tool, key) -> the first alert and its repeats.
+    entries: HashMap<(String, String, String, String), Entry>,
     /// (rule, server) -> (distinct keys this window, window start)
     distinct: HashMap<(String, String), (u32, u64)>,
 }
@@ -61,7 +65,8 @@ impl Dedup {
         if now.saturating_sub(d.1) >= self.limits.window_ns {
             *d = (0, now);
         }
-        let mut k = (alert.rule.clone(), server, key.to_owned());
+        let tool = alert.tool.clone().unwrap_or_default();
+        let mut k = (alert.rule.clone(), server, tool, key.to_owned());
         let mut summary = None;
         if let Some(e) = self.entries.get(&k)
             && now.saturating_sub(e.since) >= self.limits.window_ns
@@ -71,8 +76,8 @@ impl Dedup {
         }
         if !self.entries.contains_key(&k) {
             d.0 += 1;
-            if d.0 > self.limits.distinct_max {
-                k.2 = "*".into();
+            if d.0 > self.limits.distinct_max && !rules::is_credential(&alert.rule) {
+                k.3 = "*".into();
             }
         }
         match self.entries.get_mut(&k) {
@@ -106,6 +111,19 @@ impl Dedup {
         expired
             .into_iter()
             .filter_map(|k| self.entries.remove(&k).and_then(|e| summary_of(e, window_s)))
+            .collect()
+    }
+}
+
+impl Dedup {
+    /// Summaries of every pending window (at shutdown: the repeats counted
+    /// so far are reported rather than lost).
+    pub fn drain(&mut self) -> Vec<Alert> {
+        let window_s = self.limits.window_ns / 1_000_000_000;
+        self.distinct.clear();
+        self.entries
+            .drain()
+            .filter_map(|(_, e)| summary_of(e, window_s))
             .collect()
     }
 }
@@ -164,6 +182,36 @@ mod tests {
         assert_eq!(emitted as u32, DISTINCT_MAX + 1);
         let out = d.flush(WINDOW_NS + 1000);
         assert_eq!(out.iter().map(|a| a.count).sum::<u64>(), 1000 - emitted as u64);
+    }
+
+    #[test]
+    fn credential_paths_are_never_folded() {
+        let mut d = Dedup::default();
+        let emitted = (0..100)
+            .filter(|i| d.admit(&alert("cred.ssh", "a"), &format!("/h/.ssh/decoy{i}"), *i).0)
+            .count();
+        assert_eq!(emitted, 100, "every distinct credential path is an alert");
+        assert!(d.admit(&alert("cred.ssh", "b"), "/h/.ssh/id_rsa", 200).0);
+        assert!(
+            !d.admit(&alert("cred.ssh", "c"), "/h/.ssh/id_rsa", 201).0,
+            "a repeat still folds"
+        );
+    }
+
+    #[test]
+    fn another_tool_is_another_alert_and_shutdown_drains() {
+        let mut d = Dedup::default();
+        let mut a = alert("file.read_undeclared", "1");
+        a.tool = Some("peek".into());
+        assert!(d.admit(&a, "/f", 0).0);
+        assert!(!d.admit(&a, "/f", 1).0);
+        let mut b = alert("file.read_undeclared", "2");
+        b.tool = Some("grep".into());
+        assert!(d.admit(&b, "/f", 2).0, "a second tool on the same file");
+        let out = d.drain();
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].count, out[0].repeat_of.as_deref()), (1, Some("1")));
+        assert!(d.drain().is_empty());
     }
 
     #[test]

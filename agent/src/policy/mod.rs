@@ -169,7 +169,12 @@ impl Policy {
     /// server is new and has no manifest.
     fn watch(&mut self, ctx: &ProcContext, pid: u32) -> bool {
         let fresh = self.engine.server(&ctx.server).is_none() && self.engine.add_server(ctx, host::home_of(ctx.uid));
-        let paths = host::path_facts(&ctx.argv, ctx.cwd.as_deref());
+        let home = self
+            .engine
+            .server(&ctx.server)
+            .map(|s| s.home().to_owned())
+            .unwrap_or_default();
+        let paths = host::path_facts(&ctx.argv, ctx.cwd.as_deref(), &home);
         self.engine.launching(ctx, pid, &paths);
         fresh
     }
@@ -198,7 +203,14 @@ impl Policy {
             out.extend(self.undeclared_alert(ctx));
         }
         let paths = match act {
-            Activity::Exec(e) if self.engine.needs_paths(ctx, act) => host::path_facts(&e.argv, ctx.cwd.as_deref()),
+            Activity::Exec(e) if self.engine.needs_paths(ctx, act) => {
+                let home = self
+                    .engine
+                    .server(&ctx.server)
+                    .map(|s| s.home().to_owned())
+                    .unwrap_or_default();
+                host::path_facts(&e.argv, ctx.cwd.as_deref(), &home)
+            }
             _ => PathFacts::default(),
         };
         let (findings, manifest) = self.engine.evaluate(ctx, act, &paths);
@@ -218,6 +230,11 @@ impl Policy {
     /// Repeat summaries of windows that ended.
     pub fn tick(&mut self, now_ktime: u64) -> Vec<Alert> {
         self.dedup.flush(now_ktime)
+    }
+
+    /// Every pending repeat summary (at shutdown).
+    pub fn drain_repeats(&mut self) -> Vec<Alert> {
+        self.dedup.drain()
     }
 
     /// The tool pins manifests ship, by server name: under every name a
@@ -270,7 +287,8 @@ impl Policy {
         command: &[String],
         cwd: Option<&str>,
     ) -> Option<(crate::enforce::sandbox::Sandbox, manifest::Mode)> {
-        let paths = host::path_facts(command, cwd);
+        let home = self.engine.server(server)?.home().to_owned();
+        let paths = host::path_facts(command, cwd, &home);
         let sb = self.engine.compile_sandbox(server, command, cwd, &paths)?;
         let mode = self.engine.server(server)?.mode();
         Some((sb, mode))

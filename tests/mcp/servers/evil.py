@@ -55,6 +55,49 @@ def drop_and_run(directory: str) -> str:
 
 
 @mcp.tool()
+def read_files(paths: list[str]) -> str:
+    """Opens and reads each path in turn (probing: a missing one is skipped)."""
+    done = 0
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                f.read()
+            done += 1
+        except OSError:
+            pass
+    return f"read {done} of {len(paths)}"
+
+
+@mcp.tool()
+def spawn_late(path: str, delay: float) -> str:
+    """Starts a child that reads `path` after `delay` seconds, and returns at once."""
+    code = "import sys, time; time.sleep(float(sys.argv[2])); open(sys.argv[1], 'rb').read()"
+    subprocess.Popen(
+        [sys.executable, "-c", code, path, str(delay)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return "started"
+
+
+@mcp.tool()
+def write_deep(directory: str, depth: int) -> str:
+    """Creates `depth` nested directories below `directory` and a file at the bottom."""
+    here = os.getcwd()
+    os.chdir(directory)
+    try:
+        for _ in range(depth):
+            os.mkdir("d")
+            os.chdir("d")
+        with open("f", "w") as f:
+            f.write("deep\n")
+    finally:
+        os.chdir(here)
+    return "written"
+
+
+@mcp.tool()
 def hello(name: str) -> str:
     """Harmless."""
     return f"hello {name}"

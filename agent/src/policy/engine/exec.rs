@@ -124,19 +124,18 @@ impl ServerPolicy {
         ))
     }
 
-    /// The directory of the script an interpreter was launched with, where
-    /// the host found it (links resolved; a script that is no file teaches nothing).
+    /// The code of the script an interpreter was launched with, where the
+    /// host found it (links resolved; a script that is no file teaches
+    /// nothing): its package (the directory holding its project metadata),
+    /// else the script file alone. Never the directory it merely sits in:
+    /// `python /tmp/x.py` does not make `/tmp` (or a home) the server's code.
     pub(super) fn learn_code_dir(&mut self, argv: &[String], cwd: Option<&str>, paths: &PathFacts) {
         let Some(real) = script_arg(argv).and_then(|s| paths.file(&PathFacts::absolute(s, cwd))) else {
             return;
         };
-        if let Some(dir) = std::path::Path::new(real)
-            .parent()
-            .map(|d| d.to_string_lossy().into_owned())
-            && dir != "/"
-            && !self.code_dirs.contains(&dir)
-        {
-            self.code_dirs.push(dir);
+        let code = paths.package(real).unwrap_or(real).to_owned();
+        if code != "/" && !self.code_dirs.contains(&code) {
+            self.code_dirs.push(code);
             self.paths = None;
         }
     }
@@ -298,6 +297,7 @@ mod tests {
         let facts_at = |cwd: &str| {
             let mut f = PathFacts::default();
             f.insert(format!("{cwd}/server.py"), "/opt/real/server.py".into(), true);
+            f.insert_package("/opt/real/server.py".into(), "/opt/real".into());
             f
         };
         let mut s = ServerPolicy::new(manifest("{}"), false, "/home/u".into());
@@ -322,6 +322,39 @@ mod tests {
             rules(&s.evaluate(&ctx, &open("/srv/app/other.py", false, 3))),
             ["file.read_undeclared"],
             "the link's directory is not the code's"
+        );
+        // Without package metadata only the script itself is the code.
+        let mut s = ServerPolicy::new(manifest("{}"), false, "/home/u".into());
+        s.launching(10, "/usr/local/bin/mcpwatch", &wrapper, None, &PathFacts::default());
+        let mut loose = PathFacts::default();
+        loose.insert("/tmp/server.py".into(), "/tmp/server.py".into(), true);
+        let launch = ProcContext {
+            cwd: Some("/tmp".into()),
+            ..launch
+        };
+        assert!(s.judge(&launch, &exec("/usr/bin/python3", &a), &loose).is_empty());
+        assert_eq!(
+            rules(&s.evaluate(&ctx, &open("/tmp/other-users-file", false, 3))),
+            ["file.read_undeclared"],
+            "/tmp is not the server's code"
+        );
+        let listing = match open("/tmp", false, 3) {
+            Activity::File(mut f) => {
+                f.access.directory = true;
+                Activity::File(f)
+            }
+            _ => unreachable!(),
+        };
+        assert!(
+            s.evaluate(&ctx, &listing).is_empty(),
+            "listing the script's directory (Python's sys.path[0]) reads names, not contents"
+        );
+        let mut reader = ctx.clone();
+        reader.argv = argv(&["cat", "/tmp/server.py"]);
+        reader.exe = "/usr/bin/cat".into();
+        assert!(
+            s.evaluate(&reader, &open("/tmp/server.py", false, 3)).is_empty(),
+            "the script itself is"
         );
     }
 

@@ -24,8 +24,10 @@ impl ServerPolicy {
             || (!writes
                 && f.access.directory
                 && (self.resolved(scope).is_ancestor_of_declared(path)
-                    // Interpreters list their working directory (Python's sys.path[0]).
-                    || ctx.cwd.as_deref() == Some(path)))
+                    // Interpreters list their working directory, and the
+                    // script's (Python's sys.path[0]): names, not contents.
+                    || ctx.cwd.as_deref() == Some(path)
+                    || self.code_dirs.iter().any(|c| c.strip_prefix(path).is_some_and(|r| r.starts_with('/')))))
     }
 
     pub(super) fn file(&mut self, ctx: &ProcContext, f: &FileActivity) -> Vec<Finding> {
@@ -96,6 +98,26 @@ impl ServerPolicy {
             // exception, above), unless a sandbox refused it: judged so the
             // refusal can be named (the engine keeps only `enforce.denied`).
             if !f.succeeded() && !f.refused() {
+                continue;
+            }
+            // A path longer than the kernel side reads (`PATH_MAX`) is only
+            // its first part: matching it against grants would be a guess
+            // either way, so it is reported as unknown, not undeclared.
+            if f.path_truncated && *path == paths[0] {
+                let mut e = evidence(path);
+                e["path_truncated"] = json!(true);
+                out.push(Finding {
+                    rule: &rules::FILE_PATH_UNKNOWN,
+                    summary: format!(
+                        "{} {verb} a path too long to read whole (over 4 KiB), not judged: {}...",
+                        ctx.server,
+                        path.chars().take(120).collect::<String>()
+                    ),
+                    evidence: e,
+                    declared: None,
+                    dedup_key: path.clone(),
+                    would_block: None,
+                });
                 continue;
             }
             // An interpreter reading the script it was started with: judged at its exec.

@@ -79,6 +79,11 @@ pub struct ServerPolicy {
 }
 
 impl ServerPolicy {
+    /// The owner's home (`~` in its manifest).
+    pub fn home(&self) -> &str {
+        &self.home
+    }
+
     fn new(manifest: Arc<Manifest>, undeclared: bool, home: String) -> Self {
         Self {
             default_mode: Mode::Audit,
