@@ -231,7 +231,8 @@ impl Default for SpoolConfig {
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
-    /// First wait after a failed delivery; doubles up to `max_backoff_ms`.
+    /// Ceiling of the first wait after a failed delivery; doubles up to
+    /// `max_backoff_ms`, each wait drawn at random below it (full jitter).
     pub initial_backoff_ms: u64,
     pub max_backoff_ms: u64,
     /// One delivery attempt at most (connect + send + answer).
@@ -334,8 +335,35 @@ pub enum WebhookFormat {
     Json,
     /// Splunk HTTP Event Collector (`/services/collector/event`).
     SplunkHec,
-    /// Elasticsearch `_bulk` (one `index` action per alert, `_id` = alert id).
+    /// Elasticsearch `_bulk` (one `create` action per alert, `_id` = alert id).
     ElasticBulk,
+}
+
+impl WebhookFormat {
+    /// Formats that carry many alerts in one request.
+    pub fn batches(self) -> bool {
+        matches!(self, WebhookFormat::SplunkHec | WebhookFormat::ElasticBulk)
+    }
+}
+
+/// How many alerts one request may carry (`splunk_hec`, `elastic_bulk`).
+/// A request takes what waits when the previous one is answered, up to
+/// these caps: no alert is held back to fill a batch.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    pub max_events: usize,
+    /// Bytes of the alerts' spooled form; one alert always goes alone.
+    pub max_bytes: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_events: 100,
+            max_bytes: 1 << 20,
+        }
+    }
 }
 
 #[derive(Deserialize, Debug, Clone, PartialEq)]
@@ -344,16 +372,31 @@ pub struct WebhookSinkConfig {
     pub url: String,
     #[serde(default)]
     pub format: WebhookFormat,
-    /// Index for `elastic_bulk`.
-    #[serde(default = "default_index")]
-    pub index: String,
+    /// The index: `elastic_bulk`'s (default `mcpwatch-alerts`, may be a data
+    /// stream), or `splunk_hec`'s (default: the token's default index).
+    pub index: Option<String>,
+    /// Splunk HEC `source`.
+    #[serde(default = "default_hec_source")]
+    pub source: String,
+    /// Splunk HEC `sourcetype`.
+    #[serde(default = "default_hec_sourcetype")]
+    pub sourcetype: String,
+    #[serde(default)]
+    pub batch: BatchConfig,
     pub auth: Option<AuthConfig>,
     /// Extra PEM CA certificate(s) to trust for https (a private SIEM CA).
     pub ca_file: Option<PathBuf>,
 }
 
-fn default_index() -> String {
-    "mcpwatch-alerts".into()
+/// `elastic_bulk`'s index when none is set.
+pub const DEFAULT_ELASTIC_INDEX: &str = "mcpwatch-alerts";
+
+fn default_hec_source() -> String {
+    "mcpwatch".into()
+}
+
+fn default_hec_sourcetype() -> String {
+    "mcpwatch:alert".into()
 }
 
 /// An authorization header whose value is read from a file or an environment
@@ -369,6 +412,25 @@ pub struct AuthConfig {
 
 fn default_auth_header() -> String {
     "Authorization".into()
+}
+
+/// `host:port` where host is an IP address (IPv6 in brackets) or a DNS name
+/// (resolved at connect time, not here: the SIEM may not resolve yet).
+fn is_host_port(s: &str) -> bool {
+    if s.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    port.parse::<u16>().is_ok_and(|p| p > 0) && host.len() <= 253 && host.trim_end_matches('.').split('.').all(label_ok)
 }
 
 impl Config {
@@ -441,8 +503,11 @@ impl Config {
                     return Err((at("file.path"), "empty path".into()));
                 }
                 Some(SinkKind::Syslog(sl)) => {
-                    if sl.transport != SyslogTransport::Unix && sl.address.parse::<SocketAddr>().is_err() {
-                        return Err((at("syslog.address"), format!("`{}` is not an ip:port", sl.address)));
+                    if sl.transport != SyslogTransport::Unix && !is_host_port(&sl.address) {
+                        return Err((
+                            at("syslog.address"),
+                            format!("`{}` is not host:port (a name, an IPv4 address or [IPv6])", sl.address),
+                        ));
                     }
                     if sl.enterprise_number == 0 {
                         return Err((
@@ -458,6 +523,9 @@ impl Config {
                     let url = reqwest::Url::parse(&w.url).map_err(|e| (at("webhook.url"), e.to_string()))?;
                     if !matches!(url.scheme(), "http" | "https") {
                         return Err((at("webhook.url"), "http or https only".into()));
+                    }
+                    if w.batch.max_events == 0 || w.batch.max_bytes == 0 {
+                        return Err((at("webhook.batch"), "max_events and max_bytes must be above 0".into()));
                     }
                     if let Some(a) = &w.auth
                         && a.value_file.is_some() == a.value_env.is_some()
@@ -531,6 +599,33 @@ mod tests {
         assert_eq!(c.sinks[0].spool.max_bytes, SpoolConfig::default().max_bytes);
         assert!(matches!(c.sinks[1].kind(), Some(SinkKind::Webhook(w)) if w.format == WebhookFormat::SplunkHec));
         assert!(matches!(c.sinks[2].kind(), Some(SinkKind::File(f)) if f.keep == 5));
+    }
+
+    #[test]
+    fn syslog_targets_may_be_host_names() {
+        for ok in [
+            "siem.example.com:514",
+            "siem:6514",
+            "10.0.0.5:514",
+            "[::1]:514",
+            "siem.example.com.:514",
+        ] {
+            assert!(is_host_port(ok), "{ok}");
+        }
+        for bad in [
+            "siem.example.com",
+            "siem:0",
+            "siem:99999",
+            ":514",
+            "a..b:514",
+            "-x.y:514",
+            "a b:514",
+            "::1:514",
+        ] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
+        let text = "[[sinks]]\nname = \"a\"\nsyslog = { transport = \"udp\", address = \"siem.example.com:514\" }";
+        parse(text).unwrap();
     }
 
     #[test]

@@ -101,6 +101,27 @@ impl Agent {
     /// Starts an agent in an existing directory (its state, spool and
     /// events file as a previous agent there left them).
     pub fn start_in(name: &str, dir: PathBuf, args: &[&str]) -> Agent {
+        Self::start_prepared(name, dir, args, |_| {})
+    }
+
+    /// Like [`Agent::start_with_config`], with `prepare` given the agent's
+    /// command before it is spawned (say, to run it in a namespace).
+    pub fn start_with_config_prepared(
+        name: &str,
+        config: &str,
+        args: &[&str],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Agent {
+        let dir = scratch_dir(name);
+        let path = dir.join("config.toml");
+        std::fs::write(&path, config.replace("{dir}", &dir.to_string_lossy())).expect("write config");
+        let path = path.to_string_lossy().into_owned();
+        let mut all = vec!["--config", path.as_str()];
+        all.extend_from_slice(args);
+        Self::start_prepared(name, dir, &all, prepare)
+    }
+
+    fn start_prepared(name: &str, dir: PathBuf, args: &[&str], prepare: impl FnOnce(&mut Command)) -> Agent {
         require_root();
         let _ = name;
         let socket = dir.join("control.sock");
@@ -113,7 +134,9 @@ impl Agent {
             Some(i) => PathBuf::from(args[i + 1]),
             None => Path::new("/sys/fs/bpf").join(dir.file_name().expect("scratch dir name")),
         };
-        let child = Command::new(bin())
+        let mut cmd = Command::new(bin());
+        prepare(&mut cmd);
+        let child = cmd
             .arg("agent")
             .arg("--socket")
             .arg(&socket)

@@ -4,7 +4,8 @@
 //! Each sink runs in a task of its own behind a bounded queue. The task
 //! appends what arrives to the sink's on-disk [`spool::Spool`] at once and
 //! delivers from the spool's head, removing an alert only once the sink
-//! accepted it; failures are retried with exponential backoff. A sink that is
+//! accepted it; failures are retried with capped exponential backoff with
+//! full jitter ([`backoff`]). A sink that is
 //! down or slow therefore costs disk, and what it missed is replayed in order
 //! when it comes back (or when the agent restarts).
 //!
@@ -16,12 +17,13 @@
 //! folded into one `agent.sink_overflow` alert per interval telling how many
 //! were lost, queued as soon as there is room again.
 
+pub mod backoff;
 pub mod file;
 pub mod spool;
 pub mod syslog;
 pub mod webhook;
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{collections::VecDeque, io::Write as _, os::unix::fs::OpenOptionsExt as _, sync::Arc, time::Duration};
 
 use serde_json::json;
 use tokio::{
@@ -37,6 +39,7 @@ use crate::{
     output::metrics::{Metrics, SinkMetrics},
 };
 use spool::{Spool, SpoolError};
+use webhook::{Item, WebhookError};
 
 /// Alerts waiting between the event loop and a sink task (the task only moves
 /// them to disk, so this fills only if the disk stalls).
@@ -45,6 +48,8 @@ const QUEUE: usize = 4096;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Alerts a sink holds in memory while its spool cannot be written.
 const MEMORY: usize = 1024;
+/// Alerts a receiver refused for good, in the sink's spool directory.
+pub const DEAD_LETTER: &str = "dead-letter.jsonl";
 /// At most one `agent.sink_overflow` alert per sink per interval.
 const OVERFLOW_EVERY: Duration = Duration::from_secs(10);
 
@@ -74,6 +79,8 @@ enum DeliveryError {
     Webhook(#[from] webhook::WebhookError),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    #[error("the receiver refused an item for now: {0}")]
+    Item(String),
 }
 
 enum Destination {
@@ -97,13 +104,34 @@ impl Destination {
         })
     }
 
-    async fn deliver(&mut self, alert: &Alert) -> Result<(), DeliveryError> {
+    /// Alerts per attempt at most: (count, spooled bytes).
+    fn batch(&self) -> (usize, usize) {
         match self {
-            Destination::File(f) => f.deliver(alert)?,
-            Destination::Syslog(s) => s.deliver(alert).await?,
-            Destination::Webhook(w) => w.deliver(alert).await?,
+            Destination::Webhook(w) if w.format().batches() => (w.batch().max_events, w.batch().max_bytes),
+            _ => (1, usize::MAX),
         }
-        Ok(())
+    }
+
+    /// Delivers `alerts` (at most `batch()` of them): what became of each
+    /// alert when the receiver answered.
+    async fn deliver(&mut self, alerts: &[Alert]) -> Result<Vec<Item>, DeliveryError> {
+        let mut items = Vec::with_capacity(alerts.len());
+        for alert in alerts {
+            let res = match self {
+                Destination::File(f) => f.deliver(alert).map_err(DeliveryError::from),
+                Destination::Syslog(s) => s.deliver(alert).await.map_err(DeliveryError::from),
+                Destination::Webhook(w) => return Ok(w.deliver(alerts).await?),
+            };
+            match res {
+                Ok(()) => items.push(Item::Accepted),
+                Err(e) if items.is_empty() => return Err(e),
+                Err(e) => {
+                    items.push(Item::Retry(e.to_string()));
+                    break;
+                }
+            }
+        }
+        Ok(items)
     }
 }
 
@@ -240,11 +268,14 @@ struct Worker {
 
 impl Worker {
     async fn run(mut self, mut dest: Destination, mut rx: mpsc::Receiver<Arc<Alert>>) {
-        let initial = Duration::from_millis(self.retry.initial_backoff_ms);
-        let max = Duration::from_millis(self.retry.max_backoff_ms);
-        let mut backoff = initial;
+        let mut backoff = backoff::Backoff::new(
+            Duration::from_millis(self.retry.initial_backoff_ms),
+            Duration::from_millis(self.retry.max_backoff_ms),
+        );
         let mut next_try = Instant::now();
         let mut closed_at: Option<Instant> = None;
+        // Alerts still to send one at a time (a batch was refused whole).
+        let mut isolate = 0usize;
         self.gauges();
         loop {
             if let Some(at) = closed_at
@@ -269,18 +300,16 @@ impl Worker {
             }
             // The spool holds the older alerts: memory only once it is empty.
             let from_spool = !self.spool.is_empty();
-            let alert = if from_spool {
-                match self.head() {
-                    Some(a) => a,
+            let cap = if isolate > 0 { (1, usize::MAX) } else { dest.batch() };
+            let (batch, lines) = if from_spool {
+                match self.head(cap) {
+                    Some(b) => b,
                     None => continue,
                 }
             } else {
-                match self.memory.front() {
-                    Some(a) => a.clone(),
-                    None => continue,
-                }
+                (self.memory.iter().take(cap.0).cloned().collect(), Vec::new())
             };
-            let attempt = timeout(self.retry.timeout(), dest.deliver(&alert));
+            let attempt = timeout(self.retry.timeout(), dest.deliver(&batch));
             tokio::pin!(attempt);
             // Keep taking alerts in while a slow sink answers.
             let result = loop {
@@ -292,34 +321,73 @@ impl Worker {
                     },
                 }
             };
-            match result.unwrap_or(Err(DeliveryError::Timeout(self.retry.timeout()))) {
-                Ok(()) => {
-                    if !from_spool {
-                        self.memory.pop_front();
-                    } else if let Err(e) = self.spool.pop() {
-                        self.m.spool_errors.inc();
-                        log::error!("sink {}: {e}", self.name);
-                    }
-                    self.m.delivered.inc();
+            let (items, failure) = match result.unwrap_or(Err(DeliveryError::Timeout(self.retry.timeout()))) {
+                Ok(items) => {
+                    // Settled: the leading items accepted or refused for good;
+                    // from the first one to retry on, everything goes again
+                    // (an accepted one comes back as a conflict, not a copy).
+                    let settled = items.iter().take_while(|i| !matches!(i, Item::Retry(_))).count();
+                    let failure = items.get(settled).map(|i| match i {
+                        Item::Retry(r) => DeliveryError::Item(r.clone()),
+                        _ => DeliveryError::Item("unknown".into()),
+                    });
+                    let failure = failure
+                        .or_else(|| (items.len() < batch.len()).then(|| DeliveryError::Item("items missing".into())));
+                    (items[..settled].to_vec(), failure)
+                }
+                Err(DeliveryError::Webhook(WebhookError::Refused { status, body })) if batch.len() == 1 => {
+                    (vec![Item::Refused(format!("{status}: {body}"))], None)
+                }
+                Err(DeliveryError::Webhook(WebhookError::Refused { status, body })) => {
+                    // Which of them? Send them one by one to find out.
+                    log::warn!(
+                        "sink {}: a batch of {} was refused ({status}: {body}); sending them one at a time",
+                        self.name,
+                        batch.len()
+                    );
+                    isolate = batch.len();
+                    self.gauges();
+                    continue;
+                }
+                Err(e) => (Vec::new(), Some(e)),
+            };
+            for (alert, item) in batch.iter().zip(&items) {
+                match item {
+                    Item::Refused(reason) => self.dead_letter(alert, reason),
+                    _ => self.m.delivered.inc(),
+                }
+            }
+            if from_spool {
+                if let Err(e) = self.spool.pop_many(&lines[..items.len()]) {
+                    self.m.spool_errors.inc();
+                    log::error!("sink {}: {e}", self.name);
+                }
+            } else {
+                self.memory.drain(..items.len());
+            }
+            isolate = isolate.saturating_sub(items.len());
+            match failure {
+                None => {
                     if self.failing {
                         log::info!("sink {}: delivering again ({} waiting)", self.name, self.len());
                     }
                     self.failing = false;
-                    backoff = initial;
+                    backoff.reset();
                 }
-                Err(e) => {
+                Some(e) => {
                     self.m.retried.inc();
-                    if !self.failing || backoff == max {
+                    let log_it = !self.failing || backoff.at_max();
+                    let wait = backoff.next_wait();
+                    if log_it {
                         log::warn!(
-                            "sink {}: delivery of {} failed ({} waiting, retrying in {backoff:?}): {e}",
+                            "sink {}: delivery of {} failed ({} waiting, retrying in {wait:?}): {e}",
                             self.name,
-                            alert.id,
+                            batch.get(items.len()).map_or("?", |a| a.id.as_str()),
                             self.len()
                         );
                     }
                     self.failing = true;
-                    next_try = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(max);
+                    next_try = Instant::now() + wait;
                 }
             }
             self.gauges();
@@ -355,29 +423,75 @@ impl Worker {
         self.spool.len() + self.memory.len() as u64
     }
 
-    /// The oldest undelivered alert. An unreadable line (should not happen:
-    /// the agent wrote it) is dropped and counted so it cannot wedge the sink.
-    fn head(&mut self) -> Option<Alert> {
-        let line = match self.spool.peek() {
-            Ok(Some(l)) => l,
-            Ok(None) => return None,
+    /// The oldest undelivered alerts (up to `cap`: count, bytes) and their
+    /// spooled lines. An unreadable line (should not happen: the agent
+    /// wrote it) at the head is dropped and counted so it cannot wedge the
+    /// sink; one further on ends the batch before it.
+    fn head(&mut self, cap: (usize, usize)) -> Option<(Vec<Alert>, Vec<Vec<u8>>)> {
+        let mut lines = match self.spool.peek_many(cap.0, cap.1) {
+            Ok(l) => l,
             Err(e) => {
                 self.m.spool_errors.inc();
                 log::error!("sink {}: {e}", self.name);
                 return None;
             }
         };
-        match serde_json::from_slice(&line) {
-            Ok(a) => Some(a),
+        let mut alerts = Vec::with_capacity(lines.len());
+        for line in &lines {
+            match serde_json::from_slice(line) {
+                Ok(a) => alerts.push(a),
+                Err(e) if alerts.is_empty() => {
+                    log::error!("sink {}: dropping an unreadable spooled alert: {e}", self.name);
+                    self.m.dropped.inc();
+                    self.overflow += 1;
+                    if let Err(e) = self.spool.pop_many(&lines[..1]) {
+                        self.m.spool_errors.inc();
+                        log::error!("sink {}: {e}", self.name);
+                    }
+                    return None;
+                }
+                Err(_) => break,
+            }
+        }
+        lines.truncate(alerts.len());
+        Some((alerts, lines))
+    }
+
+    /// Keeps an alert the receiver refused for good in the sink's
+    /// dead-letter file (`dead-letter.jsonl` in its spool directory, one
+    /// JSON object a line: when, why, the alert), so it no longer holds
+    /// the alerts behind it. Counted; a failed write counts as a drop.
+    fn dead_letter(&mut self, alert: &Alert, reason: &str) {
+        self.m.dead_lettered.inc();
+        let path = self.spool.dir().join(DEAD_LETTER);
+        let line = json!({
+            "at": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+            "sink": self.name,
+            "reason": reason,
+            "alert": alert,
+        });
+        let res = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+        match res {
+            Ok(()) => log::error!(
+                "sink {}: alert {} refused for good ({reason}); kept in {}",
+                self.name,
+                alert.id,
+                path.display()
+            ),
             Err(e) => {
-                log::error!("sink {}: dropping an unreadable spooled alert: {e}", self.name);
                 self.m.dropped.inc();
                 self.overflow += 1;
-                if let Err(e) = self.spool.pop() {
-                    self.m.spool_errors.inc();
-                    log::error!("sink {}: {e}", self.name);
-                }
-                None
+                log::error!(
+                    "sink {}: alert {} refused for good ({reason}) and lost: {}: {e}",
+                    self.name,
+                    alert.id,
+                    path.display()
+                );
             }
         }
     }

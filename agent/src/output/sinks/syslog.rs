@@ -1,8 +1,17 @@
 //! Syslog sink: RFC 5424 messages over UDP (one datagram each), TCP
 //! (octet-counted framing, RFC 6587 3.4.1) or a Unix datagram socket (like
 //! /dev/log), the message being the ECS JSON document or a CEF line.
+//!
+//! A `host:port` target is resolved each time a connection is made: at the
+//! first alert, after any failure, and (UDP, whose failures mostly go
+//! unnoticed) at least every [`UDP_RESOLVE_EVERY`]; so a SIEM whose name
+//! moves to another address is followed.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use tokio::{
     io::AsyncWriteExt as _,
@@ -18,6 +27,8 @@ use crate::{
 /// The SD-ID's name; the private enterprise number after `@` is a setting
 /// (`enterprise_number`, by default RFC 5612's documentation number).
 const SD_NAME: &str = "mcpwatch";
+/// A UDP "connection" is redone (the name resolved again) this often.
+pub const UDP_RESOLVE_EVERY: Duration = Duration::from_secs(60);
 
 enum Conn {
     Udp(UdpSocket),
@@ -28,6 +39,8 @@ enum Conn {
 pub struct SyslogSink {
     cfg: SyslogSinkConfig,
     conn: Option<Conn>,
+    /// When `conn` was made.
+    since: Instant,
     procid: u32,
 }
 
@@ -92,6 +105,7 @@ impl SyslogSink {
         Self {
             cfg: cfg.clone(),
             conn: None,
+            since: Instant::now(),
             procid: std::process::id(),
         }
     }
@@ -99,7 +113,7 @@ impl SyslogSink {
     async fn connect(&self) -> std::io::Result<Conn> {
         Ok(match self.cfg.transport {
             SyslogTransport::Udp => {
-                let addr: SocketAddr = self.cfg.address.parse().map_err(std::io::Error::other)?;
+                let addr = self.resolve().await?;
                 let local: SocketAddr = if addr.is_ipv4() {
                     ([0, 0, 0, 0], 0).into()
                 } else {
@@ -109,13 +123,22 @@ impl SyslogSink {
                 s.connect(addr).await?;
                 Conn::Udp(s)
             }
-            SyslogTransport::Tcp => Conn::Tcp(TcpStream::connect(&self.cfg.address).await?),
+            // Every address of the name in turn (tokio resolves it anew).
+            SyslogTransport::Tcp => Conn::Tcp(TcpStream::connect(self.cfg.address.as_str()).await?),
             SyslogTransport::Unix => {
                 let s = UnixDatagram::unbound()?;
                 s.connect(PathBuf::from(&self.cfg.address))?;
                 Conn::Unix(s)
             }
         })
+    }
+
+    /// The first address `host:port` resolves to now.
+    async fn resolve(&self) -> std::io::Result<SocketAddr> {
+        tokio::net::lookup_host(self.cfg.address.as_str())
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("{} resolves to no address", self.cfg.address)))
     }
 
     pub async fn deliver(&mut self, alert: &Alert) -> std::io::Result<()> {
@@ -135,8 +158,12 @@ impl SyslogSink {
         {
             self.conn = None;
         }
+        if matches!(self.conn, Some(Conn::Udp(_))) && self.since.elapsed() >= UDP_RESOLVE_EVERY {
+            self.conn = None;
+        }
         if self.conn.is_none() {
             self.conn = Some(self.connect().await?);
+            self.since = Instant::now();
         }
         let res = match self.conn.as_mut() {
             Some(Conn::Udp(s)) => s.send(msg.as_bytes()).await.map(drop),
