@@ -99,6 +99,29 @@ pub struct KernelConfig {
 pub struct EventsConfig {
     pub max_bytes: u64,
     pub keep: u32,
+    /// The lines' schema: the agent's own (`mcpwatch`) or OCSF.
+    pub format: EventsFormat,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EventsFormat {
+    /// The agent's own lines (`"kind":"exec"`...).
+    #[default]
+    Mcpwatch,
+    /// OCSF 1.6.0 events (see `output::format::ocsf`).
+    Ocsf,
+}
+
+/// The document an alert becomes in the JSON sinks.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Schema {
+    /// Elastic Common Schema 8.11.
+    #[default]
+    Ecs,
+    /// OCSF 1.6.0 Detection Finding.
+    Ocsf,
 }
 
 impl Default for EventsConfig {
@@ -106,6 +129,7 @@ impl Default for EventsConfig {
         Self {
             max_bytes: 256 << 20,
             keep: 4,
+            format: EventsFormat::default(),
         }
     }
 }
@@ -266,6 +290,8 @@ pub struct FileSinkConfig {
     /// Rotated files kept (`path.1` newest ... `path.N`).
     #[serde(default = "default_keep")]
     pub keep: u32,
+    #[serde(default)]
+    pub schema: Schema,
 }
 
 fn default_rotate_bytes() -> u64 {
@@ -302,6 +328,9 @@ pub struct SyslogSinkConfig {
     pub address: String,
     #[serde(default)]
     pub format: MessageFormat,
+    /// The JSON message's schema (`format = "json"`).
+    #[serde(default)]
+    pub schema: Schema,
     /// Syslog facility number (default 13, "log audit").
     #[serde(default = "default_facility")]
     pub facility: u8,
@@ -383,6 +412,9 @@ pub struct WebhookSinkConfig {
     pub sourcetype: String,
     #[serde(default)]
     pub batch: BatchConfig,
+    /// The document each alert becomes.
+    #[serde(default)]
+    pub schema: Schema,
     pub auth: Option<AuthConfig>,
     /// Extra PEM CA certificate(s) to trust for https (a private SIEM CA).
     pub ca_file: Option<PathBuf>,
@@ -514,6 +546,9 @@ impl Config {
                             at("syslog.enterprise_number"),
                             "a private enterprise number (0 is reserved)".into(),
                         ));
+                    }
+                    if sl.format == MessageFormat::Cef && sl.schema != Schema::Ecs {
+                        return Err((at("syslog.schema"), "a schema for `format = \"json\"` only".into()));
                     }
                     if sl.facility > 23 {
                         return Err((at("syslog.facility"), "0-23".into()));

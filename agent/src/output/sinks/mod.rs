@@ -80,7 +80,7 @@ enum DeliveryError {
 }
 
 enum Destination {
-    File(file::FileSink),
+    File(file::FileSink, crate::config::Schema),
     Syslog(syslog::SyslogSink),
     Webhook(Box<webhook::WebhookSink>),
 }
@@ -88,7 +88,7 @@ enum Destination {
 impl Destination {
     fn new(cfg: &SinkConfig) -> Result<Self, SinkError> {
         Ok(match cfg.kind() {
-            Some(SinkKind::File(f)) => Destination::File(file::FileSink::new(f)),
+            Some(SinkKind::File(f)) => Destination::File(file::FileSink::new(f), f.schema),
             Some(SinkKind::Syslog(s)) => Destination::Syslog(syslog::SyslogSink::new(s)),
             Some(SinkKind::Webhook(w)) => Destination::Webhook(Box::new(
                 webhook::WebhookSink::new(w, cfg.retry.timeout()).map_err(|source| SinkError::Webhook {
@@ -114,7 +114,7 @@ impl Destination {
         let mut items = Vec::with_capacity(alerts.len());
         for alert in alerts {
             let res = match self {
-                Destination::File(f) => f.deliver(alert).map_err(DeliveryError::from),
+                Destination::File(f, schema) => f.deliver(alert, *schema).map_err(DeliveryError::from),
                 Destination::Syslog(s) => s.deliver(alert).await.map_err(DeliveryError::from),
                 Destination::Webhook(w) => return Ok(w.deliver(alerts).await?),
             };
@@ -277,6 +277,7 @@ mod tests {
                     path: out_dir.join("alerts.jsonl"),
                     rotate_bytes: 0,
                     keep: 1,
+                    schema: Default::default(),
                 }),
                 syslog: None,
                 webhook: None,

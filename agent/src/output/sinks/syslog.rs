@@ -20,8 +20,8 @@ use tokio::{
 
 use crate::{
     alerts::{Alert, Severity},
-    config::{MessageFormat, SyslogSinkConfig, SyslogTransport},
-    output::format::{cef, ecs},
+    config::{MessageFormat, Schema, SyslogSinkConfig, SyslogTransport},
+    output::format::{cef, document},
 };
 
 /// The SD-ID's name; the private enterprise number after `@` is a setting
@@ -82,10 +82,18 @@ fn timestamp(ts: &str) -> String {
 }
 
 /// The RFC 5424 message for an alert.
-pub fn format(a: &Alert, facility: u8, app_name: &str, pen: u32, procid: u32, fmt: MessageFormat) -> String {
+pub fn format(
+    a: &Alert,
+    facility: u8,
+    app_name: &str,
+    pen: u32,
+    procid: u32,
+    fmt: MessageFormat,
+    schema: Schema,
+) -> String {
     let pri = u32::from(facility) * 8 + u32::from(syslog_severity(a.severity));
     let msg = match fmt {
-        MessageFormat::Json => ecs::to_ecs(a).to_string(),
+        MessageFormat::Json => document(a, schema).to_string(),
         MessageFormat::Cef => cef::format(a),
     };
     format!(
@@ -149,6 +157,7 @@ impl SyslogSink {
             self.cfg.enterprise_number,
             self.procid,
             self.cfg.format,
+            self.cfg.schema,
         );
         // A TCP peer that went away is only noticed on read: check before
         // writing, or the first alert after an outage would vanish into a
@@ -209,6 +218,7 @@ mod tests {
             transport: SyslogTransport::Tcp,
             address: listener.local_addr().unwrap().to_string(),
             format: MessageFormat::Json,
+            schema: Schema::Ecs,
             facility: 13,
             app_name: "mcpwatch".into(),
             enterprise_number: 32473,
@@ -237,14 +247,14 @@ mod tests {
     fn rfc5424_header_and_structured_data() {
         let mut a = full_alert();
         a.id = "1-\"]x".into();
-        let m = format(&a, 13, "mcpwatch", 32473, 77, MessageFormat::Json);
+        let m = format(&a, 13, "mcpwatch", 32473, 77, MessageFormat::Json, Schema::Ecs);
         let prefix = "<107>1 2026-11-21T17:00:00.000000Z h1 mcpwatch 77 alert [mcpwatch@32473 id=\"1-\\\"\\]x\" \
                       rule=\"cred.ssh_key\" severity=\"high\" server=\"fs\"] {";
         assert!(m.starts_with(prefix), "{m}");
         let json = &m[prefix.len() - 1..];
-        let back = ecs::from_ecs(&serde_json::from_str(json).unwrap()).unwrap();
+        let back = crate::output::format::ecs::from_ecs(&serde_json::from_str(json).unwrap()).unwrap();
         assert_eq!(back, a);
-        let c = format(&a, 13, "mcpwatch", 32473, 77, MessageFormat::Cef);
+        let c = format(&a, 13, "mcpwatch", 32473, 77, MessageFormat::Cef, Schema::Ecs);
         assert!(c.contains("] CEF:0|mcpwatch|"), "{c}");
     }
 }

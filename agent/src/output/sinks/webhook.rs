@@ -12,8 +12,8 @@ use serde_json::json;
 
 use crate::{
     alerts::Alert,
-    config::{AuthConfig, BatchConfig, DEFAULT_ELASTIC_INDEX, WebhookFormat, WebhookSinkConfig},
-    output::format::ecs,
+    config::{AuthConfig, BatchConfig, DEFAULT_ELASTIC_INDEX, Schema, WebhookFormat, WebhookSinkConfig},
+    output::format::document,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,7 @@ pub struct WebhookSink {
     source: String,
     sourcetype: String,
     batch: BatchConfig,
+    schema: Schema,
     auth: Option<(HeaderName, HeaderValue)>,
 }
 
@@ -107,6 +108,7 @@ impl WebhookSink {
             source: cfg.source.clone(),
             sourcetype: cfg.sourcetype.clone(),
             batch: cfg.batch,
+            schema: cfg.schema,
             auth: cfg.auth.as_ref().map(auth_header).transpose()?,
         })
     }
@@ -123,7 +125,7 @@ impl WebhookSink {
     pub fn body(&self, alerts: &[Alert]) -> (Vec<u8>, &'static str) {
         match self.format {
             WebhookFormat::Json => {
-                let doc = alerts.first().map(ecs::to_ecs).unwrap_or_default();
+                let doc = alerts.first().map(|a| document(a, self.schema)).unwrap_or_default();
                 (doc.to_string().into_bytes(), "application/json")
             }
             WebhookFormat::SplunkHec => {
@@ -139,7 +141,7 @@ impl WebhookSink {
                         "host": alert.host,
                         "source": self.source,
                         "sourcetype": self.sourcetype,
-                        "event": ecs::to_ecs(alert),
+                        "event": document(alert, self.schema),
                     });
                     if let Some(index) = &self.index {
                         ev["index"] = json!(index);
@@ -156,7 +158,7 @@ impl WebhookSink {
                 let mut body = Vec::new();
                 for alert in alerts {
                     let action = json!({ "create": { "_index": index, "_id": alert.id } });
-                    body.extend_from_slice(format!("{action}\n{}\n", ecs::to_ecs(alert)).as_bytes());
+                    body.extend_from_slice(format!("{action}\n{}\n", document(alert, self.schema)).as_bytes());
                 }
                 (body, "application/x-ndjson")
             }
@@ -231,6 +233,7 @@ fn bulk_items(text: &str, n: usize) -> Result<Vec<Item>, WebhookError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::format::ecs;
     use crate::output::format::ecs::tests::full_alert;
 
     fn sink(format: WebhookFormat) -> WebhookSink {
@@ -241,6 +244,7 @@ mod tests {
             source: "mcpwatch".into(),
             sourcetype: "mcpwatch:alert".into(),
             batch: Default::default(),
+            schema: Default::default(),
             auth: None,
             ca_file: None,
         };
