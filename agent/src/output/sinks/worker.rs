@@ -98,7 +98,11 @@ impl Worker {
                     // Settled: the leading items accepted or refused for good;
                     // from the first one to retry on, everything goes again
                     // (an accepted one comes back as a conflict, not a copy).
-                    let settled = items.iter().take_while(|i| !matches!(i, Item::Retry(_))).count();
+                    let settled = items
+                        .iter()
+                        .take(batch.len())
+                        .take_while(|i| !matches!(i, Item::Retry(_)))
+                        .count();
                     let failure = items.get(settled).map(|i| match i {
                         Item::Retry(r) => DeliveryError::Item(r.clone()),
                         _ => DeliveryError::Item("unknown".into()),
