@@ -80,7 +80,7 @@ fn file(path: &str) -> Value {
 }
 
 /// A `process` object: pid, executable, command line, user, parent.
-fn process(pid: u64, ppid: u64, uid: u64, exe: &str, argv: &[Value]) -> Value {
+fn process(pid: u64, ppid: u64, uid: u64, exe: &str, argv: &[&str]) -> Value {
     let mut p = json!({
         "pid": pid,
         "user": { "uid": uid.to_string() },
@@ -91,9 +91,8 @@ fn process(pid: u64, ppid: u64, uid: u64, exe: &str, argv: &[Value]) -> Value {
         p["name"] = json!(exe.rsplit('/').next().unwrap_or(exe));
         p["file"] = file(exe);
     }
-    let args: Vec<&str> = argv.iter().filter_map(Value::as_str).collect();
-    if !args.is_empty() {
-        p["cmd_line"] = json!(args.join(" "));
+    if !argv.is_empty() {
+        p["cmd_line"] = json!(argv.join(" "));
     }
     p
 }
@@ -179,13 +178,8 @@ pub fn from_alert(a: &Alert) -> Value {
     });
     // The agent's own alerts have no process.
     if a.pid != 0 || !a.exe.is_empty() {
-        let p = process(
-            a.pid.into(),
-            a.ppid.into(),
-            a.uid.into(),
-            &a.exe,
-            &json!(a.argv).as_array().cloned().unwrap_or_default(),
-        );
+        let argv: Vec<&str> = a.argv.iter().map(String::as_str).collect();
+        let p = process(a.pid.into(), a.ppid.into(), a.uid.into(), &a.exe, &argv);
         let mut actor = json!({ "process": p });
         if let Some(s) = &a.server {
             actor["app_name"] = json!(s);
@@ -309,7 +303,10 @@ pub fn from_event(n: &Value) -> Value {
         "metadata": metadata(&["host"], None, kind),
         "device": device(host()),
     });
-    let argv = n["argv"].as_array().cloned().unwrap_or_default();
+    let argv: Vec<&str> = n["argv"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     let me = process(u("pid"), u("ppid"), u("uid"), s("exe"), &argv);
     let mut actor = json!({ "process": me });
     if let Some(server) = n["server"].as_str() {
