@@ -636,6 +636,54 @@ mod tests {
         assert!(matches!(c.sinks[2].kind(), Some(SinkKind::File(f)) if f.keep == 5));
     }
 
+    /// The delivery example of the README's Alert delivery section.
+    #[test]
+    fn the_readme_delivery_example_parses() {
+        let c = parse(
+            r#"
+            [[sinks]]
+            name = "siem"
+            syslog = { transport = "tcp", address = "siem.example.com:514", format = "cef" }
+            [[sinks]]
+            name = "splunk"
+            retry = { initial_backoff_ms = 500, max_backoff_ms = 60000, timeout_ms = 10000 }
+            [sinks.webhook]
+            url = "https://splunk.example.com:8088/services/collector/event"
+            format = "splunk_hec"
+            index = "security"
+            sourcetype = "mcpwatch:alert"
+            batch = { max_events = 200 }
+            auth = { value_file = "/etc/mcpwatch/hec.token" }
+            [[sinks]]
+            name = "lake"
+            [sinks.webhook]
+            url = "https://es.example.com:9200/_bulk"
+            format = "elastic_bulk"
+            index = "logs-mcpwatch-default"
+            schema = "ocsf"
+            auth = { value_env = "ES_AUTH" }
+            [events]
+            format = "ocsf"
+            "#,
+        )
+        .unwrap();
+        let Some(SinkKind::Webhook(hec)) = c.sinks[1].kind() else {
+            panic!()
+        };
+        assert_eq!(
+            (hec.index.as_deref(), hec.batch.max_events, hec.batch.max_bytes),
+            (Some("security"), 200, 1 << 20)
+        );
+        assert_eq!(hec.source, "mcpwatch");
+        let Some(SinkKind::Webhook(lake)) = c.sinks[2].kind() else {
+            panic!()
+        };
+        assert_eq!(lake.schema, Schema::Ocsf);
+        assert_eq!(c.events.format, EventsFormat::Ocsf);
+        let cef_ocsf = "[[sinks]]\nname = \"a\"\nsyslog = { transport = \"udp\", address = \"h:1\", format = \"cef\", schema = \"ocsf\" }";
+        assert!(parse(cef_ocsf).unwrap_err().to_string().contains("syslog.schema"));
+    }
+
     #[test]
     fn syslog_targets_may_be_host_names() {
         for ok in [
