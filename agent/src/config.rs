@@ -6,10 +6,12 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use serde::Deserialize;
+
+mod sinks;
+pub use sinks::*;
 
 /// Where the agent looks when `--config` is not given; a missing file there is fine.
 pub const DEFAULT_CONFIG: &str = "/etc/mcpwatch/config.toml";
@@ -101,6 +103,18 @@ pub struct KernelConfig {
 pub struct EventsConfig {
     pub max_bytes: u64,
     pub keep: u32,
+    /// The lines' schema: the agent's own (`mcpwatch`) or OCSF.
+    pub format: EventsFormat,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EventsFormat {
+    /// The agent's own lines (`"kind":"exec"`...).
+    #[default]
+    Mcpwatch,
+    /// OCSF 1.6.0 events (see `output::format::ocsf`).
+    Ocsf,
 }
 
 impl Default for EventsConfig {
@@ -108,6 +122,7 @@ impl Default for EventsConfig {
         Self {
             max_bytes: 256 << 20,
             keep: 4,
+            format: EventsFormat::default(),
         }
     }
 }
@@ -180,200 +195,6 @@ impl PolicyConfig {
     }
 }
 
-/// One alert destination. Exactly one of `file`, `syslog`, `webhook`.
-#[derive(Deserialize, Debug, Clone, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    /// Names the sink in metrics, logs and the spool directory.
-    pub name: String,
-    #[serde(default)]
-    pub spool: SpoolConfig,
-    #[serde(default)]
-    pub retry: RetryConfig,
-    pub file: Option<FileSinkConfig>,
-    pub syslog: Option<SyslogSinkConfig>,
-    pub webhook: Option<WebhookSinkConfig>,
-}
-
-/// The destination part of a sink, once validated.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SinkKind<'a> {
-    File(&'a FileSinkConfig),
-    Syslog(&'a SyslogSinkConfig),
-    Webhook(&'a WebhookSinkConfig),
-}
-
-impl SinkConfig {
-    pub fn kind(&self) -> Option<SinkKind<'_>> {
-        match (&self.file, &self.syslog, &self.webhook) {
-            (Some(f), None, None) => Some(SinkKind::File(f)),
-            (None, Some(s), None) => Some(SinkKind::Syslog(s)),
-            (None, None, Some(w)) => Some(SinkKind::Webhook(w)),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct SpoolConfig {
-    /// Alerts waiting on disk at most; beyond, new alerts are dropped and counted.
-    pub max_alerts: u64,
-    pub max_bytes: u64,
-}
-
-impl Default for SpoolConfig {
-    fn default() -> Self {
-        Self {
-            max_alerts: 100_000,
-            max_bytes: 256 << 20,
-        }
-    }
-}
-
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetryConfig {
-    /// First wait after a failed delivery; doubles up to `max_backoff_ms`.
-    pub initial_backoff_ms: u64,
-    pub max_backoff_ms: u64,
-    /// One delivery attempt at most (connect + send + answer).
-    pub timeout_ms: u64,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            initial_backoff_ms: 200,
-            max_backoff_ms: 30_000,
-            timeout_ms: 10_000,
-        }
-    }
-}
-
-impl RetryConfig {
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-}
-
-#[derive(Deserialize, Debug, Clone, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FileSinkConfig {
-    /// A file path, or `-` for stdout.
-    pub path: PathBuf,
-    /// Rotate when the file would grow past this (0: never).
-    #[serde(default = "default_rotate_bytes")]
-    pub rotate_bytes: u64,
-    /// Rotated files kept (`path.1` newest ... `path.N`).
-    #[serde(default = "default_keep")]
-    pub keep: u32,
-}
-
-fn default_rotate_bytes() -> u64 {
-    64 << 20
-}
-
-fn default_keep() -> u32 {
-    5
-}
-
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SyslogTransport {
-    Udp,
-    Tcp,
-    Unix,
-}
-
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum MessageFormat {
-    /// The alert as an ECS JSON document.
-    #[default]
-    Json,
-    /// ArcSight Common Event Format.
-    Cef,
-}
-
-#[derive(Deserialize, Debug, Clone, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SyslogSinkConfig {
-    pub transport: SyslogTransport,
-    /// `host:port` for udp/tcp, a socket path for unix (datagram, like /dev/log).
-    pub address: String,
-    #[serde(default)]
-    pub format: MessageFormat,
-    /// Syslog facility number (default 13, "log audit").
-    #[serde(default = "default_facility")]
-    pub facility: u8,
-    /// APP-NAME of the RFC 5424 header.
-    #[serde(default = "default_app_name")]
-    pub app_name: String,
-    /// The IANA private enterprise number in the SD-ID (`mcpwatch@<n>`):
-    /// an organisation sets its own; the default, 32473, is the number
-    /// RFC 5612 reserves for documentation and examples.
-    #[serde(default = "default_enterprise_number")]
-    pub enterprise_number: u32,
-}
-
-fn default_enterprise_number() -> u32 {
-    32473
-}
-
-fn default_facility() -> u8 {
-    13
-}
-
-fn default_app_name() -> String {
-    "mcpwatch".into()
-}
-
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum WebhookFormat {
-    /// POST the ECS document as `application/json`.
-    #[default]
-    Json,
-    /// Splunk HTTP Event Collector (`/services/collector/event`).
-    SplunkHec,
-    /// Elasticsearch `_bulk` (one `index` action per alert, `_id` = alert id).
-    ElasticBulk,
-}
-
-#[derive(Deserialize, Debug, Clone, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookSinkConfig {
-    pub url: String,
-    #[serde(default)]
-    pub format: WebhookFormat,
-    /// Index for `elastic_bulk`.
-    #[serde(default = "default_index")]
-    pub index: String,
-    pub auth: Option<AuthConfig>,
-    /// Extra PEM CA certificate(s) to trust for https (a private SIEM CA).
-    pub ca_file: Option<PathBuf>,
-}
-
-fn default_index() -> String {
-    "mcpwatch-alerts".into()
-}
-
-/// An authorization header whose value is read from a file or an environment
-/// variable, never from the config file itself, and never logged.
-#[derive(Deserialize, Debug, Clone, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    #[serde(default = "default_auth_header")]
-    pub header: String,
-    pub value_file: Option<PathBuf>,
-    pub value_env: Option<String>,
-}
-
-fn default_auth_header() -> String {
-    "Authorization".into()
-}
-
 impl Config {
     /// Loads the file at `path`. `explicit`: given with `--config` (then a
     /// missing file is an error; the default path may be absent).
@@ -412,64 +233,10 @@ impl Config {
         self.enforce.validate()?;
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.sinks.iter().enumerate() {
-            let at = |f: &str| format!("sinks[{i}].{f}");
-            let name_ok = !s.name.is_empty()
-                && s.name.len() <= 64
-                && s.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                && !s.name.starts_with('.');
-            if !name_ok {
-                return Err((
-                    at("name"),
-                    "1-64 characters of [A-Za-z0-9._-], not starting with '.'".into(),
-                ));
-            }
             if !names.insert(&s.name) {
-                return Err((at("name"), format!("`{}` names two sinks", s.name)));
+                return Err((format!("sinks[{i}].name"), format!("`{}` names two sinks", s.name)));
             }
-            if s.spool.max_alerts == 0 || s.spool.max_bytes == 0 {
-                return Err((at("spool"), "max_alerts and max_bytes must be above 0".into()));
-            }
-            if s.retry.initial_backoff_ms == 0
-                || s.retry.max_backoff_ms < s.retry.initial_backoff_ms
-                || s.retry.timeout_ms == 0
-            {
-                return Err((
-                    at("retry"),
-                    "need 0 < initial_backoff_ms <= max_backoff_ms and timeout_ms > 0".into(),
-                ));
-            }
-            match s.kind() {
-                None => return Err((at("{file,syslog,webhook}"), "exactly one destination is needed".into())),
-                Some(SinkKind::File(f)) if f.path.as_os_str().is_empty() => {
-                    return Err((at("file.path"), "empty path".into()));
-                }
-                Some(SinkKind::Syslog(sl)) => {
-                    if sl.transport != SyslogTransport::Unix && sl.address.parse::<SocketAddr>().is_err() {
-                        return Err((at("syslog.address"), format!("`{}` is not an ip:port", sl.address)));
-                    }
-                    if sl.enterprise_number == 0 {
-                        return Err((
-                            at("syslog.enterprise_number"),
-                            "a private enterprise number (0 is reserved)".into(),
-                        ));
-                    }
-                    if sl.facility > 23 {
-                        return Err((at("syslog.facility"), "0-23".into()));
-                    }
-                }
-                Some(SinkKind::Webhook(w)) => {
-                    let url = reqwest::Url::parse(&w.url).map_err(|e| (at("webhook.url"), e.to_string()))?;
-                    if !matches!(url.scheme(), "http" | "https") {
-                        return Err((at("webhook.url"), "http or https only".into()));
-                    }
-                    if let Some(a) = &w.auth
-                        && a.value_file.is_some() == a.value_env.is_some()
-                    {
-                        return Err((at("webhook.auth"), "exactly one of value_file, value_env".into()));
-                    }
-                }
-                Some(SinkKind::File(_)) => {}
-            }
+            s.validate(i)?;
         }
         Ok(())
     }

@@ -68,6 +68,11 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 /// names), for the least-privilege runs (`MCPWATCH_LEAST_PRIVILEGE=1`).
 pub const AGENT_CAPS: &str = "bpf,perfmon,sys_ptrace,net_admin,dac_read_search";
 
+/// MCPWATCH_LEAST_PRIVILEGE=1: every agent the harness starts holds only [`AGENT_CAPS`].
+fn least_privilege_from_env() -> bool {
+    std::env::var("MCPWATCH_LEAST_PRIVILEGE").is_ok_and(|v| v == "1")
+}
+
 /// `mcpwatch` run as root with no capability but `caps` (setpriv's names).
 pub fn with_caps(caps: &str) -> Command {
     let bounding: Vec<String> = caps.split(',').map(|c| format!("+{}", c.trim())).collect();
@@ -112,24 +117,45 @@ impl Agent {
 
     /// Starts an agent in an existing directory (its state, spool and
     /// events file as a previous agent there left them).
-    pub fn start_in(name: &str, dir: PathBuf, args: &[&str]) -> Agent {
-        let _ = name;
-        let least = std::env::var("MCPWATCH_LEAST_PRIVILEGE").is_ok_and(|v| v == "1");
-        Self::launch(dir, args, least, &[])
+    pub fn start_in(_name: &str, dir: PathBuf, args: &[&str]) -> Agent {
+        Self::launch(dir, args, least_privilege_from_env(), &[], |_| {})
+    }
+
+    /// Like [`Agent::start_with_config`], with `prepare` given the agent's
+    /// command before it is spawned (say, to run it in a namespace).
+    pub fn start_with_config_prepared(
+        name: &str,
+        config: &str,
+        args: &[&str],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Agent {
+        let dir = scratch_dir(name);
+        let path = dir.join("config.toml");
+        std::fs::write(&path, config.replace("{dir}", &dir.to_string_lossy())).expect("write config");
+        let path = path.to_string_lossy().into_owned();
+        let mut all = vec!["--config", path.as_str()];
+        all.extend_from_slice(args);
+        Self::launch(dir, &all, least_privilege_from_env(), &[], prepare)
     }
 
     /// Starts an agent with extra environment variables.
     pub fn start_with_env(name: &str, env: &[(&str, &str)], args: &[&str]) -> Agent {
-        Self::launch(scratch_dir(name), args, false, env)
+        Self::launch(scratch_dir(name), args, false, env, |_| {})
     }
 
     /// Starts an agent as root with only [`AGENT_CAPS`], whatever
     /// MCPWATCH_LEAST_PRIVILEGE says.
     pub fn start_least_privileged(name: &str, args: &[&str]) -> Agent {
-        Self::launch(scratch_dir(name), args, true, &[])
+        Self::launch(scratch_dir(name), args, true, &[], |_| {})
     }
 
-    fn launch(dir: PathBuf, args: &[&str], least_privilege: bool, env: &[(&str, &str)]) -> Agent {
+    fn launch(
+        dir: PathBuf,
+        args: &[&str],
+        least_privilege: bool,
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Agent {
         require_root();
         let socket = dir.join("control.sock");
         let events_path = dir.join("events.jsonl");
@@ -146,6 +172,7 @@ impl Agent {
             true => with_caps(AGENT_CAPS),
             false => Command::new(bin()),
         };
+        prepare(&mut cmd);
         let child = cmd
             .arg("agent")
             .arg("--socket")

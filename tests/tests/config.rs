@@ -23,7 +23,8 @@ fn invalid_config_names_the_field_and_exits_non_zero() {
         ("typo.toml", "[metrics]\nadress = \"127.0.0.1:9464\"\n", "adress"),
         (
             "sink.toml",
-            "[[sinks]]\nname = \"siem\"\nsyslog = { transport = \"tcp\", address = \"siem:514\" }\n",
+            // A host name is fine (resolved at connect); one without a port is not.
+            "[[sinks]]\nname = \"siem\"\nsyslog = { transport = \"tcp\", address = \"siem.example.com\" }\n",
             "sinks[0].syslog.address",
         ),
         (

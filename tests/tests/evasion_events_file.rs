@@ -104,3 +104,87 @@ for i in range(20000):
     assert!(std::fs::metadata(&moved).unwrap().len() <= max);
     assert_every_line_parses(&moved);
 }
+
+/// logrotate's copy-less rotation in the middle of a stream of events: the
+/// file is renamed while the agent writes, then SIGHUP. The lines written
+/// before the SIGHUP are in the renamed file, the following ones in a new
+/// file at the path, and together they hold every event once.
+#[test]
+fn a_rename_and_sighup_mid_stream_loses_and_repeats_no_line() {
+    let agent = Agent::start_with_config(
+        "evasion-events-hup",
+        "state_dir = \"{dir}/state\"\n[metrics]\naddress = \"127.0.0.1:0\"\n[events]\nmax_bytes = 0\n",
+        &["--no-user-host-configs"],
+    );
+    let n = 3000;
+    let py = python();
+    let code = format!(
+        r#"
+import os, time
+for i in range({n}):
+    try: os.open("/nonexistent/hup-%d" % i, os.O_RDONLY)
+    except OSError: pass
+    if i % 100 == 0: time.sleep(0.02)
+"#
+    );
+    let mut child = agent
+        .wrap("hupflood", &[py.to_str().unwrap(), "-c", &code])
+        .spawn()
+        .expect("spawn the flood");
+    let events = agent.events_path.clone();
+    let moved = agent.dir.join("events.jsonl.moved");
+    // Wait until the stream is under way, then rotate as logrotate does.
+    wait_for(
+        "the flood's first opens in the events file",
+        std::time::Duration::from_secs(20),
+        || {
+            lines(&events)
+                .iter()
+                .any(|l| l.contains("/nonexistent/hup-"))
+                .then_some(())
+        },
+        || agent.log(),
+    );
+    std::fs::rename(&events, &moved).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+    assert!(child.wait().unwrap().success());
+    wait_for(
+        "the flood's exit in the new events file",
+        std::time::Duration::from_secs(20),
+        || {
+            lines(&events)
+                .iter()
+                .any(|l| l.contains("\"kind\":\"exit\"") && l.contains("\"server\":\"hupflood\""))
+                .then_some(())
+        },
+        || agent.log(),
+    );
+    assert!(agent.stop().success());
+    let numbers = |path: &std::path::Path| -> Vec<usize> {
+        lines(path)
+            .iter()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                let p = v["path"].as_str()?.strip_prefix("/nonexistent/hup-")?;
+                (v["kind"] == "file").then(|| p.parse().unwrap())
+            })
+            .collect()
+    };
+    let (before, after) = (numbers(&moved), numbers(&events));
+    assert!(
+        !before.is_empty() && !after.is_empty(),
+        "{} before, {} after the SIGHUP",
+        before.len(),
+        after.len()
+    );
+    assert!(
+        before.iter().max() < after.iter().min(),
+        "the renamed file ends where the new one starts"
+    );
+    let mut all: Vec<usize> = before.into_iter().chain(after).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..n).collect::<Vec<_>>(), "every open once");
+    assert_every_line_parses(&moved);
+    assert_every_line_parses(&events);
+}

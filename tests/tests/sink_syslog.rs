@@ -3,7 +3,14 @@
 //! messages from the agent over TCP (octet-counted), UDP and a Unix socket,
 //! as JSON (ECS) and CEF; what it parsed gives the original alerts back.
 
-use std::{collections::HashMap, path::Path, process::Command, time::Duration};
+use std::{
+    collections::HashMap,
+    ffi::CString,
+    os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
+    path::Path,
+    process::Command,
+    time::Duration,
+};
 
 use mcpwatch::{
     alerts::Alert,
@@ -17,6 +24,10 @@ const TEMPLATE: &str = "%inputname%\\t%pri%\\t%protocol-version%\\t%hostname%\\t
                         %structured-data%\\t%msg%\\n";
 
 fn start_rsyslog(dir: &Path, tcp: u16, udp: u16, unix: &Path) -> Daemon {
+    start_rsyslog_on(dir, "127.0.0.1", tcp, udp, unix)
+}
+
+fn start_rsyslog_on(dir: &Path, ip: &str, tcp: u16, udp: u16, unix: &Path) -> Daemon {
     let out = dir.join("received.log");
     let conf = dir.join("rsyslog.conf");
     std::fs::write(
@@ -28,8 +39,8 @@ module(load="imudp")
 module(load="imuxsock" SysSock.Use="off")
 template(name="fields" type="string" string="{TEMPLATE}")
 ruleset(name="alerts") {{ action(type="omfile" file="{out}" template="fields") }}
-input(type="imtcp" port="{tcp}" address="127.0.0.1" ruleset="alerts")
-input(type="imudp" port="{udp}" address="127.0.0.1" ruleset="alerts")
+input(type="imtcp" port="{tcp}" address="{ip}" ruleset="alerts")
+input(type="imudp" port="{udp}" address="{ip}" ruleset="alerts")
 input(type="imuxsock" socket="{unix}" ruleset="alerts" useSpecialParser="off" parseHostname="on")
 "#,
             dir = dir.display(),
@@ -53,7 +64,7 @@ input(type="imuxsock" socket="{unix}" ruleset="alerts" useSpecialParser="off" pa
         Duration::from_secs(10),
         || {
             d.assert_running();
-            (std::net::TcpStream::connect(("127.0.0.1", tcp)).is_ok() && unix.exists()).then_some(())
+            (std::net::TcpStream::connect((ip, tcp)).is_ok() && unix.exists()).then_some(())
         },
         || std::fs::read_to_string(dir.join("rsyslogd.log")).unwrap_or_default(),
     );
@@ -243,5 +254,96 @@ socket.create_connection(("127.0.0.1", {port})).close()
     assert_eq!(conn.get("dst"), Some("127.0.0.1"), "{conn:?}");
     assert_eq!(conn.get("dpt"), Some(port.to_string().as_str()), "{conn:?}");
     assert_eq!(conn.get("cat"), Some("net"));
+    agent.stop();
+}
+
+/// Ids of the `agent.test` alerts an rsyslogd wrote so far.
+fn received_ids(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("received.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let doc: Value = serde_json::from_str(l.split('\t').nth(7)?).ok()?;
+            Some(ecs::from_ecs(&doc).ok()?.id)
+        })
+        .collect()
+}
+
+/// A syslog target given as a host name is resolved when the agent connects
+/// and again after a failure: when the name moves to another address (here
+/// in the agent's own /etc/hosts, bind-mounted in a private mount namespace)
+/// and the old receiver goes away, the next alert reaches the new one.
+#[test]
+fn a_syslog_host_name_is_resolved_again_after_a_failure_and_followed() {
+    let dir = scratch_dir("rsyslog-name");
+    let (old_dir, new_dir) = (dir.join("old"), dir.join("new"));
+    std::fs::create_dir_all(&old_dir).unwrap();
+    std::fs::create_dir_all(&new_dir).unwrap();
+    // The same port on two loopback addresses: only the name's address moves.
+    let (tcp, udp) = (free_port(), free_udp_port());
+    let old = start_rsyslog_on(&old_dir, "127.0.0.1", tcp, udp, &old_dir.join("log.sock"));
+    let mut new = start_rsyslog_on(&new_dir, "127.0.0.2", tcp, udp, &new_dir.join("log.sock"));
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 siem.mcpwatch.test\n").unwrap();
+    let hosts_c = CString::new(hosts.as_os_str().as_bytes()).unwrap();
+    let agent = Agent::start_with_config_prepared(
+        "syslogname",
+        &format!(
+            "spool_dir = \"{{dir}}/spool\"\n[metrics]\naddress = \"127.0.0.1:0\"\n\
+             [[sinks]]\nname = \"by-name\"\nretry = {{ initial_backoff_ms = 50, max_backoff_ms = 200 }}\n\
+             syslog = {{ transport = \"tcp\", address = \"siem.mcpwatch.test:{tcp}\" }}\n"
+        ),
+        &[],
+        |cmd| {
+            // SAFETY: only async-signal-safe system calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let none = std::ptr::null();
+                    if libc::unshare(libc::CLONE_NEWNS) != 0
+                        || libc::mount(
+                            c"none".as_ptr(),
+                            c"/".as_ptr(),
+                            none,
+                            libc::MS_REC | libc::MS_PRIVATE,
+                            none.cast(),
+                        ) != 0
+                        || libc::mount(
+                            hosts_c.as_ptr(),
+                            c"/etc/hosts".as_ptr(),
+                            none,
+                            libc::MS_BIND,
+                            none.cast(),
+                        ) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                })
+            };
+        },
+    );
+    let first = agent.test_alert();
+    wait_for(
+        "the first alert at the name's first address",
+        Duration::from_secs(20),
+        || received_ids(&old_dir).contains(&first).then_some(()),
+        || agent.log(),
+    );
+    // The name moves (rewritten in place: the bind mount keeps the inode),
+    // and the receiver at the old address goes away.
+    std::fs::write(&hosts, "127.0.0.2 siem.mcpwatch.test\n").unwrap();
+    drop(old);
+    let second = agent.test_alert();
+    wait_for(
+        "the second alert at the name's new address",
+        Duration::from_secs(20),
+        || {
+            new.assert_running();
+            received_ids(&new_dir).contains(&second).then_some(())
+        },
+        || agent.log(),
+    );
+    assert_eq!(received_ids(&old_dir), [first]);
+    assert_eq!(received_ids(&new_dir), [second]);
     agent.stop();
 }

@@ -33,7 +33,14 @@ struct Receiver {
     thread: Option<JoinHandle<()>>,
 }
 
-fn handle<S: Read + Write>(mut stream: S) -> std::io::Result<Received> {
+/// The receiver's answer to a request: status and JSON body.
+type Answer = Arc<dyn Fn(&Received) -> (u16, String) + Send + Sync>;
+
+fn ok_answer() -> Answer {
+    Arc::new(|_| (200, "{\"text\":\"Success\",\"code\":0}".into()))
+}
+
+fn handle<S: Read + Write>(mut stream: S, answer: &Answer) -> std::io::Result<Received> {
     let mut r = BufReader::new(&mut stream);
     let mut line = String::new();
     r.read_line(&mut line)?;
@@ -57,20 +64,28 @@ fn handle<S: Read + Write>(mut stream: S) -> std::io::Result<Received> {
     let mut body = vec![0; len];
     r.read_exact(&mut body)?;
     drop(r);
-    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")?;
+    let got = Received { path, auth, body };
+    let (status, text) = answer(&got);
+    stream.write_all(
+        format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+            text.len()
+        )
+        .as_bytes(),
+    )?;
     stream.flush()?;
-    Ok(Received { path, auth, body })
+    Ok(got)
 }
 
 /// One connection, in TLS when the receiver has a server config.
-fn serve(conn: TcpStream, tls: Option<&Arc<rustls::ServerConfig>>) -> std::io::Result<Received> {
+fn serve(conn: TcpStream, tls: Option<&Arc<rustls::ServerConfig>>, answer: &Answer) -> std::io::Result<Received> {
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     match tls {
-        None => handle(conn),
+        None => handle(conn, answer),
         Some(cfg) => {
             let session = rustls::ServerConnection::new(cfg.clone()).map_err(std::io::Error::other)?;
             let mut stream = rustls::StreamOwned::new(session, conn);
-            let got = handle(&mut stream)?;
+            let got = handle(&mut stream, answer)?;
             stream.conn.send_close_notify();
             let _ = stream.flush();
             Ok(got)
@@ -84,6 +99,15 @@ impl Receiver {
     }
 
     fn start_tls(port: u16, got: Arc<Mutex<Vec<Received>>>, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
+        Self::start_answering(port, got, tls, ok_answer())
+    }
+
+    fn start_answering(
+        port: u16,
+        got: Arc<Mutex<Vec<Received>>>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        answer: Answer,
+    ) -> Receiver {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("receiver port");
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -94,7 +118,7 @@ impl Receiver {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                if let Ok(req) = serve(conn, tls.as_ref()) {
+                if let Ok(req) = serve(conn, tls.as_ref(), &answer) {
                     g.lock().unwrap().push(req);
                 }
             }
@@ -122,11 +146,19 @@ fn ids(got: &Mutex<Vec<Received>>, path: &str) -> Vec<String> {
         .unwrap()
         .iter()
         .filter(|r| r.path == path)
-        .map(|r| {
-            let v: Value = serde_json::from_slice(&r.body).expect("JSON body");
+        .flat_map(|r| hec_events(&r.body))
+        .map(|v| {
             let doc = if path == "/hook" { v } else { v["event"].clone() };
             ecs::from_ecs(&doc).expect("an ECS alert").id
         })
+        .collect()
+}
+
+/// The JSON objects of a body, one after the other (HEC batches events so).
+fn hec_events(body: &[u8]) -> Vec<Value> {
+    serde_json::Deserializer::from_slice(body)
+        .into_iter()
+        .map(|v| v.expect("JSON body"))
         .collect()
 }
 
@@ -300,6 +332,212 @@ fn https_with_a_private_ca_delivers_and_an_unknown_ca_is_refused() {
         metric(&agent, "mcpwatch_sink_alerts_delivered_total{sink=\"tls\"}"),
         2.0
     );
+    receiver.stop();
+    agent.stop();
+}
+
+/// What an Elasticsearch data stream does with a `_bulk` request, per item:
+/// only `create` is allowed (an `index` action is refused, as data streams
+/// do), an `_id` it holds already is a 409 conflict, the 2nd distinct alert
+/// is refused for good (a mapping error), the 3rd is refused with a 429 the
+/// first time it comes. Stored documents are kept in arrival order.
+#[derive(Default)]
+struct DataStream {
+    stored: Vec<String>,
+    seen: Vec<String>,
+    /// Answers given per `_id` (status codes, in order).
+    answers: std::collections::HashMap<String, Vec<u64>>,
+}
+
+impl DataStream {
+    fn bulk(&mut self, body: &[u8]) -> (u16, String) {
+        let lines: Vec<Value> = std::str::from_utf8(body)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let mut items = Vec::new();
+        for pair in lines.chunks(2) {
+            let (op, meta) = pair[0].as_object().unwrap().iter().next().unwrap();
+            let id = meta["_id"].as_str().unwrap_or("").to_owned();
+            if !self.seen.contains(&id) {
+                self.seen.push(id.clone());
+            }
+            let nth = self.seen.iter().position(|s| *s == id).unwrap() + 1;
+            let first_time = !self.answers.contains_key(&id);
+            let (status, error) = if op != "create" {
+                (
+                    400,
+                    Some((
+                        "illegal_argument_exception",
+                        "only write ops with an op_type of create are allowed in data streams",
+                    )),
+                )
+            } else if self.stored.contains(&id) {
+                (
+                    409,
+                    Some(("version_conflict_engine_exception", "document already exists")),
+                )
+            } else if nth == 2 {
+                (
+                    400,
+                    Some(("document_parsing_exception", "failed to parse field [event.severity]")),
+                )
+            } else if nth == 3 && first_time {
+                (429, Some(("es_rejected_execution_exception", "rejected execution")))
+            } else {
+                self.stored.push(id.clone());
+                (201, None)
+            };
+            self.answers.entry(id.clone()).or_default().push(status);
+            let mut item = serde_json::json!({ "_index": meta["_index"], "_id": id, "status": status });
+            if let Some((t, r)) = error {
+                item["error"] = serde_json::json!({ "type": t, "reason": r });
+            }
+            items.push(serde_json::json!({ op.as_str(): item }));
+        }
+        let errors = items
+            .iter()
+            .any(|i| i.as_object().unwrap().values().next().unwrap()["status"].as_u64() >= Some(300));
+        (
+            200,
+            serde_json::json!({ "took": 1, "errors": errors, "items": items }).to_string(),
+        )
+    }
+}
+
+/// Alerts pile up while the receiver is down; when it comes back, one
+/// `_bulk` request carries them all as `create` actions and its answer is
+/// read item by item: the refused alert goes to the dead-letter file
+/// (counted), the one refused for now is sent again, the accepted ones are
+/// neither lost nor stored twice. The same backlog reaches Splunk HEC as
+/// one POST of many events, each with the configured index, source and
+/// sourcetype.
+#[test]
+fn elastic_bulk_items_are_settled_one_by_one_and_hec_batches() {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let port = free_port();
+    let config = format!(
+        "spool_dir = \"{{dir}}/spool\"\n[metrics]\naddress = \"127.0.0.1:0\"\n\
+         [[sinks]]\nname = \"elastic\"\nretry = {{ initial_backoff_ms = 50, max_backoff_ms = 200, timeout_ms = 2000 }}\n\
+         webhook = {{ url = \"http://127.0.0.1:{port}/_bulk\", format = \"elastic_bulk\", index = \"logs-mcpwatch-default\" }}\n\
+         [[sinks]]\nname = \"hec\"\nretry = {{ initial_backoff_ms = 50, max_backoff_ms = 200, timeout_ms = 2000 }}\n\
+         [sinks.webhook]\nurl = \"http://127.0.0.1:{port}/services/collector/event\"\nformat = \"splunk_hec\"\n\
+         index = \"mcpwatch\"\nsource = \"host-agent\"\nsourcetype = \"mcpwatch:test\"\n\
+         batch = {{ max_events = 4 }}\n"
+    );
+    let agent = Agent::start_with_config("webhook-elastic", &config, &[]);
+    let sent: Vec<String> = (0..6).map(|_| agent.test_alert()).collect();
+    wait_for(
+        "6 alerts waiting in each spool",
+        PATIENCE,
+        || {
+            (metric(&agent, "mcpwatch_sink_backlog_alerts{sink=\"elastic\"}") == 6.0
+                && metric(&agent, "mcpwatch_sink_backlog_alerts{sink=\"hec\"}") == 6.0)
+                .then_some(())
+        },
+        || agent.log(),
+    );
+    let stream = Arc::new(Mutex::new(DataStream::default()));
+    let s = stream.clone();
+    let answer: Answer = Arc::new(move |r: &Received| {
+        if r.path == "/_bulk" {
+            s.lock().unwrap().bulk(&r.body)
+        } else {
+            (200, "{\"text\":\"Success\",\"code\":0}".into())
+        }
+    });
+    let receiver = Receiver::start_answering(port, got.clone(), None, answer);
+    wait_for(
+        "5 documents stored and 6 HEC events",
+        PATIENCE,
+        || {
+            (stream.lock().unwrap().stored.len() >= 5
+                && ids(&got, "/services/collector/event").len() >= 6
+                && metric(&agent, "mcpwatch_sink_backlog_alerts{sink=\"elastic\"}") == 0.0)
+                .then_some(())
+        },
+        || agent.log(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let ds = stream.lock().unwrap();
+    let mut want = sent.clone();
+    let refused = want.remove(1);
+    // A bulk request's items are settled independently: the one retried
+    // lands after those behind it (Elasticsearch orders by @timestamp).
+    let mut stored = ds.stored.clone();
+    stored.sort_by_key(|id| sent.iter().position(|s| s == id));
+    assert_eq!(stored, want, "every accepted alert once");
+    assert_eq!(ds.answers[&sent[2]], [429, 201], "refused for now, then sent again");
+    assert_eq!(ds.answers[&refused], [400], "refused for good: not sent again");
+    for later in &sent[3..] {
+        assert_eq!(
+            ds.answers[later],
+            [201, 409],
+            "sent again after the 429: a conflict, not a copy"
+        );
+    }
+    let bulks: Vec<Received> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path == "/_bulk")
+        .cloned()
+        .collect();
+    let first = String::from_utf8(bulks[0].body.clone()).unwrap();
+    let actions: Vec<Value> = first
+        .lines()
+        .step_by(2)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(actions.len(), 6, "the backlog in one request: {first}");
+    for (a, id) in actions.iter().zip(&sent) {
+        assert_eq!(
+            a,
+            &serde_json::json!({ "create": { "_index": "logs-mcpwatch-default", "_id": id } })
+        );
+    }
+    let dead = std::fs::read_to_string(agent.dir.join("spool/elastic/dead-letter.jsonl")).expect("a dead-letter file");
+    let dead: Vec<Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["alert"]["id"], refused.as_str());
+    assert!(
+        dead[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("400 document_parsing_exception"),
+        "{}",
+        dead[0]
+    );
+    assert_eq!(
+        metric(&agent, "mcpwatch_sink_alerts_dead_lettered_total{sink=\"elastic\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&agent, "mcpwatch_sink_alerts_delivered_total{sink=\"elastic\"}"),
+        5.0
+    );
+    drop(ds);
+
+    // HEC: the backlog in POSTs of at most 4 events, in order, with the settings.
+    assert_eq!(ids(&got, "/services/collector/event"), sent);
+    let posts: Vec<Vec<Value>> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path == "/services/collector/event")
+        .map(|r| hec_events(&r.body))
+        .collect();
+    assert_eq!(
+        posts.iter().map(Vec::len).collect::<Vec<_>>(),
+        [4, 2],
+        "batches of at most 4"
+    );
+    for ev in posts.iter().flatten() {
+        assert_eq!(ev["index"], "mcpwatch");
+        assert_eq!(ev["source"], "host-agent");
+        assert_eq!(ev["sourcetype"], "mcpwatch:test");
+    }
     receiver.stop();
     agent.stop();
 }

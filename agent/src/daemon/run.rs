@@ -110,7 +110,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let control = ControlSocket::bind(&opts.socket)?;
     let writer = match &opts.events_out {
         Some(p) => EventWriter::file(p, opts.config.events).with_context(|| format!("opening {}", p.display()))?,
-        None => EventWriter::stdout(),
+        None => EventWriter::stdout(opts.config.events.format),
     };
     let config: Array<MapData, AgentConfig> = probes.take_config();
     let (policy, policy_alerts) = Policy::new(opts.policy.clone(), factory.clone(), opts.config.policy.limits());

@@ -9,8 +9,8 @@ use std::{
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::events_file::EventsFile;
-use crate::config::EventsConfig;
+use super::{events_file::EventsFile, format::ocsf};
+use crate::config::{EventsConfig, EventsFormat};
 
 /// One ancestor of a process: pid and exe.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
@@ -264,6 +264,7 @@ impl Default for Clock {
 /// Where event lines go.
 pub struct EventWriter {
     out: Out,
+    format: EventsFormat,
     /// The line being rendered (reused).
     line: Vec<u8>,
     failed: u64,
@@ -275,9 +276,10 @@ enum Out {
 }
 
 impl EventWriter {
-    pub fn stdout() -> Self {
+    pub fn stdout(format: EventsFormat) -> Self {
         Self {
             out: Out::Stdout(BufWriter::with_capacity(64 << 10, io::stdout())),
+            format,
             line: Vec::new(),
             failed: 0,
         }
@@ -287,6 +289,7 @@ impl EventWriter {
     pub fn file(path: &Path, limits: EventsConfig) -> io::Result<Self> {
         Ok(Self {
             out: Out::File(EventsFile::open(path, limits)?),
+            format: limits.format,
             line: Vec::new(),
             failed: 0,
         })
@@ -295,7 +298,14 @@ impl EventWriter {
     /// Writes one line. A failed write (full disk, closed pipe) is logged and
     /// counted; the agent keeps watching.
     pub fn write(&mut self, r: &Record<'_>) {
-        self.write_line(r);
+        match self.format {
+            EventsFormat::Mcpwatch => self.write_line(r),
+            // The record's JSON value is mapped, not text parsed back.
+            EventsFormat::Ocsf => match serde_json::to_value(r) {
+                Ok(v) => self.write_line(&ocsf::from_event(&v)),
+                Err(e) => self.failed(1, &e.into()),
+            },
+        }
     }
 
     fn write_line<T: Serialize>(&mut self, r: &T) {
@@ -334,6 +344,10 @@ impl EventWriter {
 
     /// Writes an alert as a line of its own: `{"kind":"alert", ...alert fields}`.
     pub fn write_alert(&mut self, alert: &crate::alerts::Alert) {
+        if self.format == EventsFormat::Ocsf {
+            self.write_line(&ocsf::from_alert(alert));
+            return;
+        }
         #[derive(Serialize)]
         struct Line<'a> {
             kind: &'static str,

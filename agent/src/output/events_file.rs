@@ -216,6 +216,7 @@ mod tests {
         let limits = EventsConfig {
             max_bytes: 100,
             keep: 2,
+            ..Default::default()
         };
         let mut f = EventsFile::open(&p, limits).unwrap();
         let line = [b'x'; 39].iter().copied().chain([b'\n']).collect::<Vec<u8>>();
@@ -256,6 +257,7 @@ mod tests {
         let limits = EventsConfig {
             max_bytes: 100,
             keep: 2,
+            ..Default::default()
         };
         let mut f = EventsFile::open(&p, limits).unwrap();
         for _ in 0..20 {
@@ -289,6 +291,7 @@ mod tests {
                 EventsConfig {
                     max_bytes: 100,
                     keep: 2,
+                    ..Default::default()
                 },
             ) {
                 Ok(f) => break f,
@@ -320,6 +323,7 @@ mod tests {
             EventsConfig {
                 max_bytes: 100,
                 keep: 2,
+                ..Default::default()
             },
         )
         .unwrap();

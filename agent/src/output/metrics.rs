@@ -60,6 +60,7 @@ struct SinkFamilies {
     spooled: IntCounterVec,
     dropped: IntCounterVec,
     spool_errors: IntCounterVec,
+    dead_lettered: IntCounterVec,
     backlog: IntGaugeVec,
     spool_bytes: IntGaugeVec,
 }
@@ -94,6 +95,7 @@ pub struct SinkMetrics {
     pub spooled: IntCounter,
     pub dropped: IntCounter,
     pub spool_errors: IntCounter,
+    pub dead_lettered: IntCounter,
     pub backlog: IntGauge,
     pub spool_bytes: IntGauge,
 }
@@ -203,6 +205,12 @@ impl Metrics {
                 &r,
                 "mcpwatch_sink_spool_errors_total",
                 "Spool writes that failed (full disk...)",
+                &["sink"],
+            )?,
+            dead_lettered: counter_vec(
+                &r,
+                "mcpwatch_sink_alerts_dead_lettered_total",
+                "Alerts the receiver refused for good (a 4xx other than 429 for the item), moved to the sink's dead-letter file",
                 &["sink"],
             )?,
             backlog: gauge_vec(
@@ -462,6 +470,7 @@ impl Metrics {
             spooled: self.sink.spooled.with_label_values(&l),
             dropped: self.sink.dropped.with_label_values(&l),
             spool_errors: self.sink.spool_errors.with_label_values(&l),
+            dead_lettered: self.sink.dead_lettered.with_label_values(&l),
             backlog: self.sink.backlog.with_label_values(&l),
             spool_bytes: self.sink.spool_bytes.with_label_values(&l),
         }

@@ -11,8 +11,8 @@ use std::{
 
 use crate::{
     alerts::Alert,
-    config::FileSinkConfig,
-    output::{format::ecs, rotation},
+    config::{FileSinkConfig, Schema},
+    output::{format, rotation},
 };
 
 pub enum FileSink {
@@ -49,8 +49,8 @@ impl FileSink {
         }
     }
 
-    pub fn deliver(&mut self, alert: &Alert) -> io::Result<()> {
-        let mut line = serde_json::to_vec(&ecs::to_ecs(alert))?;
+    pub fn deliver(&mut self, alert: &Alert, schema: Schema) -> io::Result<()> {
+        let mut line = serde_json::to_vec(&format::document(alert, schema))?;
         line.push(b'\n');
         match self {
             FileSink::Stdout => {
@@ -102,11 +102,12 @@ mod tests {
             path: path.clone(),
             rotate_bytes: 1500,
             keep: 2,
+            schema: Schema::Ecs,
         });
         let mut ids = Vec::new();
         for i in 0..12 {
             let a = crate::alerts::test_alert(format!("1-{i}"), "2026-11-21T17:00:00Z".into(), 1, 1);
-            sink.deliver(&a).unwrap();
+            sink.deliver(&a, Schema::Ecs).unwrap();
             ids.push(a.id);
         }
         let read = |p: &Path| -> Vec<String> {
@@ -143,15 +144,11 @@ mod tests {
             path: path.clone(),
             rotate_bytes: 1500,
             keep: 2,
+            schema: Schema::Ecs,
         });
         for i in 0..12 {
-            sink.deliver(&crate::alerts::test_alert(
-                format!("1-{i}"),
-                "2026-11-21T17:00:00Z".into(),
-                1,
-                1,
-            ))
-            .unwrap();
+            let a = crate::alerts::test_alert(format!("1-{i}"), "2026-11-21T17:00:00Z".into(), 1, 1);
+            sink.deliver(&a, Schema::Ecs).unwrap();
         }
         assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
         assert!(!d.join("alerts.jsonl.1").exists(), "a device was rotated");

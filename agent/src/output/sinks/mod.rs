@@ -4,7 +4,8 @@
 //! Each sink runs in a task of its own behind a bounded queue. The task
 //! appends what arrives to the sink's on-disk [`spool::Spool`] at once and
 //! delivers from the spool's head, removing an alert only once the sink
-//! accepted it; failures are retried with exponential backoff. A sink that is
+//! accepted it; failures are retried with capped exponential backoff with
+//! full jitter ([`backoff`]). A sink that is
 //! down or slow therefore costs disk, and what it missed is replayed in order
 //! when it comes back (or when the agent restarts).
 //!
@@ -16,27 +17,25 @@
 //! folded into one `agent.sink_overflow` alert per interval telling how many
 //! were lost, queued as soon as there is room again.
 
+pub mod backoff;
 pub mod file;
 pub mod spool;
 pub mod syslog;
 pub mod webhook;
+mod worker;
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
-use serde_json::json;
-use tokio::{
-    sync::mpsc,
-    task::JoinHandle,
-    time::{Instant, sleep_until, timeout},
-};
+use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
 use crate::{
-    alerts::{Alert, AlertFactory, rules},
-    config::{Config, RetryConfig, SinkConfig, SinkKind},
-    output::events::Clock,
+    alerts::{Alert, AlertFactory},
+    config::{Config, SinkConfig, SinkKind},
     output::metrics::{Metrics, SinkMetrics},
 };
 use spool::{Spool, SpoolError};
+use webhook::Item;
+use worker::Worker;
 
 /// Alerts waiting between the event loop and a sink task (the task only moves
 /// them to disk, so this fills only if the disk stalls).
@@ -45,6 +44,8 @@ const QUEUE: usize = 4096;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Alerts a sink holds in memory while its spool cannot be written.
 const MEMORY: usize = 1024;
+/// Alerts a receiver refused for good, in the sink's spool directory.
+pub const DEAD_LETTER: &str = "dead-letter.jsonl";
 /// At most one `agent.sink_overflow` alert per sink per interval.
 const OVERFLOW_EVERY: Duration = Duration::from_secs(10);
 
@@ -74,10 +75,12 @@ enum DeliveryError {
     Webhook(#[from] webhook::WebhookError),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    #[error("the receiver refused an item for now: {0}")]
+    Item(String),
 }
 
 enum Destination {
-    File(file::FileSink),
+    File(file::FileSink, crate::config::Schema),
     Syslog(syslog::SyslogSink),
     Webhook(Box<webhook::WebhookSink>),
 }
@@ -85,7 +88,7 @@ enum Destination {
 impl Destination {
     fn new(cfg: &SinkConfig) -> Result<Self, SinkError> {
         Ok(match cfg.kind() {
-            Some(SinkKind::File(f)) => Destination::File(file::FileSink::new(f)),
+            Some(SinkKind::File(f)) => Destination::File(file::FileSink::new(f), f.schema),
             Some(SinkKind::Syslog(s)) => Destination::Syslog(syslog::SyslogSink::new(s)),
             Some(SinkKind::Webhook(w)) => Destination::Webhook(Box::new(
                 webhook::WebhookSink::new(w, cfg.retry.timeout()).map_err(|source| SinkError::Webhook {
@@ -97,13 +100,34 @@ impl Destination {
         })
     }
 
-    async fn deliver(&mut self, alert: &Alert) -> Result<(), DeliveryError> {
+    /// Alerts per attempt at most: (count, spooled bytes).
+    fn batch(&self) -> (usize, usize) {
         match self {
-            Destination::File(f) => f.deliver(alert)?,
-            Destination::Syslog(s) => s.deliver(alert).await?,
-            Destination::Webhook(w) => w.deliver(alert).await?,
+            Destination::Webhook(w) if w.format().batches() => (w.batch().max_events, w.batch().max_bytes),
+            _ => (1, usize::MAX),
         }
-        Ok(())
+    }
+
+    /// Delivers `alerts` (at most `batch()` of them): what became of each
+    /// alert when the receiver answered.
+    async fn deliver(&mut self, alerts: &[Alert]) -> Result<Vec<Item>, DeliveryError> {
+        let mut items = Vec::with_capacity(alerts.len());
+        for alert in alerts {
+            let res = match self {
+                Destination::File(f, schema) => f.deliver(alert, *schema).map_err(DeliveryError::from),
+                Destination::Syslog(s) => s.deliver(alert).await.map_err(DeliveryError::from),
+                Destination::Webhook(w) => return Ok(w.deliver(alerts).await?),
+            };
+            match res {
+                Ok(()) => items.push(Item::Accepted),
+                Err(e) if items.is_empty() => return Err(e),
+                Err(e) => {
+                    items.push(Item::Retry(e.to_string()));
+                    break;
+                }
+            }
+        }
+        Ok(items)
     }
 }
 
@@ -221,272 +245,11 @@ impl Sinks {
     }
 }
 
-struct Worker {
-    name: String,
-    spool: Spool,
-    retry: RetryConfig,
-    m: SinkMetrics,
-    /// Alerts that came while the spool could not take them, newer than
-    /// everything in the spool (while it holds any, arrivals queue here too).
-    memory: VecDeque<Alert>,
-    /// Alerts dropped since the last overflow report.
-    overflow: u64,
-    /// When the last overflow report was queued.
-    overflow_at: Option<Instant>,
-    /// The last delivery attempt failed.
-    failing: bool,
-    factory: AlertFactory,
-}
-
-impl Worker {
-    async fn run(mut self, mut dest: Destination, mut rx: mpsc::Receiver<Arc<Alert>>) {
-        let initial = Duration::from_millis(self.retry.initial_backoff_ms);
-        let max = Duration::from_millis(self.retry.max_backoff_ms);
-        let mut backoff = initial;
-        let mut next_try = Instant::now();
-        let mut closed_at: Option<Instant> = None;
-        self.gauges();
-        loop {
-            if let Some(at) = closed_at
-                && (self.is_empty() || self.failing || at.elapsed() > SHUTDOWN_GRACE)
-            {
-                break;
-            }
-            if self.is_empty() || Instant::now() < next_try {
-                if closed_at.is_some() {
-                    // Closing with a backlog and a backoff to wait: leave it on disk.
-                    break;
-                }
-                let wake = if self.is_empty() { None } else { Some(next_try) };
-                tokio::select! {
-                    a = rx.recv() => match a {
-                        Some(a) => self.intake(&a),
-                        None => closed_at = Some(Instant::now()),
-                    },
-                    _ = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
-                }
-                continue;
-            }
-            // The spool holds the older alerts: memory only once it is empty.
-            let from_spool = !self.spool.is_empty();
-            let alert = if from_spool {
-                match self.head() {
-                    Some(a) => a,
-                    None => continue,
-                }
-            } else {
-                match self.memory.front() {
-                    Some(a) => a.clone(),
-                    None => continue,
-                }
-            };
-            let attempt = timeout(self.retry.timeout(), dest.deliver(&alert));
-            tokio::pin!(attempt);
-            // Keep taking alerts in while a slow sink answers.
-            let result = loop {
-                tokio::select! {
-                    r = &mut attempt => break r,
-                    a = rx.recv(), if closed_at.is_none() => match a {
-                        Some(a) => self.intake(&a),
-                        None => closed_at = Some(Instant::now()),
-                    },
-                }
-            };
-            match result.unwrap_or(Err(DeliveryError::Timeout(self.retry.timeout()))) {
-                Ok(()) => {
-                    if !from_spool {
-                        self.memory.pop_front();
-                    } else if let Err(e) = self.spool.pop() {
-                        self.m.spool_errors.inc();
-                        log::error!("sink {}: {e}", self.name);
-                    }
-                    self.m.delivered.inc();
-                    if self.failing {
-                        log::info!("sink {}: delivering again ({} waiting)", self.name, self.len());
-                    }
-                    self.failing = false;
-                    backoff = initial;
-                }
-                Err(e) => {
-                    self.m.retried.inc();
-                    if !self.failing || backoff == max {
-                        log::warn!(
-                            "sink {}: delivery of {} failed ({} waiting, retrying in {backoff:?}): {e}",
-                            self.name,
-                            alert.id,
-                            self.len()
-                        );
-                    }
-                    self.failing = true;
-                    next_try = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(max);
-                }
-            }
-            self.gauges();
-        }
-        // What the channel still holds goes to disk for the next run.
-        rx.close();
-        while let Ok(a) = rx.try_recv() {
-            self.intake(&a);
-        }
-        if !self.spool.is_empty() {
-            log::info!(
-                "sink {}: {} alerts kept in {} for the next run",
-                self.name,
-                self.spool.len(),
-                self.spool.dir().display()
-            );
-        }
-        if !self.memory.is_empty() {
-            self.m.dropped.inc_by(self.memory.len() as u64);
-            log::error!(
-                "sink {}: {} alerts held in memory (the spool was unwritable) lost at shutdown",
-                self.name,
-                self.memory.len()
-            );
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.spool.is_empty() && self.memory.is_empty()
-    }
-
-    fn len(&self) -> u64 {
-        self.spool.len() + self.memory.len() as u64
-    }
-
-    /// The oldest undelivered alert. An unreadable line (should not happen:
-    /// the agent wrote it) is dropped and counted so it cannot wedge the sink.
-    fn head(&mut self) -> Option<Alert> {
-        let line = match self.spool.peek() {
-            Ok(Some(l)) => l,
-            Ok(None) => return None,
-            Err(e) => {
-                self.m.spool_errors.inc();
-                log::error!("sink {}: {e}", self.name);
-                return None;
-            }
-        };
-        match serde_json::from_slice(&line) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                log::error!("sink {}: dropping an unreadable spooled alert: {e}", self.name);
-                self.m.dropped.inc();
-                self.overflow += 1;
-                if let Err(e) = self.spool.pop() {
-                    self.m.spool_errors.inc();
-                    log::error!("sink {}: {e}", self.name);
-                }
-                None
-            }
-        }
-    }
-
-    /// Puts an arriving alert on disk, or in memory when the disk cannot take
-    /// it (after the folded report of earlier drops, when one is due and
-    /// there is room for it now).
-    fn intake(&mut self, alert: &Alert) {
-        let due = self.overflow_at.is_none_or(|at| at.elapsed() >= OVERFLOW_EVERY);
-        if self.overflow > 0 && due {
-            let report = self.overflow_alert();
-            if self.keep(&report) {
-                log::warn!(
-                    "sink {}: queued a report of {} dropped alerts",
-                    self.name,
-                    self.overflow
-                );
-                self.overflow = 0;
-                self.overflow_at = Some(Instant::now());
-            }
-        }
-        if !self.keep(alert) {
-            if (self.overflow + 1).is_power_of_two() {
-                log::error!(
-                    "sink {}: alert {} dropped: spool and memory queue full",
-                    self.name,
-                    alert.id
-                );
-            }
-            self.overflow += 1;
-            self.m.dropped.inc();
-        }
-        self.gauges();
-    }
-
-    /// Keeps an alert until it is delivered: in the spool, else in memory.
-    fn keep(&mut self, alert: &Alert) -> bool {
-        // Once in memory, arrivals stay there until it drains (order).
-        if self.memory.is_empty() && self.push(alert) {
-            return true;
-        }
-        if self.memory.len() >= MEMORY {
-            return false;
-        }
-        if self.memory.is_empty() {
-            log::warn!(
-                "sink {}: the spool cannot take alerts; holding up to {MEMORY} in memory",
-                self.name
-            );
-        }
-        self.memory.push_back(alert.clone());
-        true
-    }
-
-    fn push(&mut self, alert: &Alert) -> bool {
-        let backlog = !self.spool.is_empty() || self.failing;
-        let line = match serde_json::to_vec(alert) {
-            Ok(l) => l,
-            Err(e) => {
-                log::error!("sink {}: cannot serialise alert {}: {e}", self.name, alert.id);
-                return false;
-            }
-        };
-        match self.spool.push(&line) {
-            Ok(()) => {
-                if backlog {
-                    self.m.spooled.inc();
-                }
-                true
-            }
-            Err(e) => {
-                if matches!(e, SpoolError::Io { .. }) {
-                    self.m.spool_errors.inc();
-                }
-                if self.memory.is_empty() {
-                    log::error!("sink {}: alert {} not spooled: {e}", self.name, alert.id);
-                }
-                false
-            }
-        }
-    }
-
-    /// The alert that stands for alerts this sink lost since the last one.
-    fn overflow_alert(&self) -> Alert {
-        let dropped = self.overflow;
-        let mut a = self.factory.raise(
-            &rules::AGENT_SINK_OVERFLOW,
-            Clock::now_ktime(),
-            format!(
-                "{dropped} alerts for sink {} were dropped: its spool and memory queue were full",
-                self.name
-            ),
-        );
-        a.pid = std::process::id();
-        a.count = dropped;
-        a.evidence = json!({ "sink": self.name, "dropped": dropped });
-        a
-    }
-
-    fn gauges(&self) {
-        self.m.backlog.set(self.len() as i64);
-        self.m.spool_bytes.set(self.spool.bytes() as i64);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{FileSinkConfig, SpoolConfig};
+    use crate::config::{FileSinkConfig, RetryConfig, SpoolConfig};
+    use crate::output::events::Clock;
     use crate::output::format::ecs;
 
     /// A file sink whose directory is missing fails; alerts wait in the
@@ -514,6 +277,7 @@ mod tests {
                     path: out_dir.join("alerts.jsonl"),
                     rotate_bytes: 0,
                     keep: 1,
+                    schema: Default::default(),
                 }),
                 syslog: None,
                 webhook: None,

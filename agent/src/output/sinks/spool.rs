@@ -218,8 +218,67 @@ impl Spool {
                 self.head_len.take().unwrap_or(0)
             }
         };
-        self.head += len;
-        self.count -= 1;
+        self.advance(1, len)
+    }
+
+    /// Up to `max` of the oldest undelivered lines, in order, without their
+    /// newlines, no more than `max_bytes` together (but at least one).
+    pub fn peek_many(&mut self, max: usize, max_bytes: usize) -> Result<Vec<Vec<u8>>, SpoolError> {
+        let mut lines = Vec::new();
+        let mut line = Vec::new();
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 64 << 10];
+        let mut off = self.head;
+        let want = (self.count as usize).min(max);
+        while lines.len() < want && off < self.end {
+            let n = self.file.read_at(&mut buf, off).map_err(|source| SpoolError::Io {
+                dir: self.dir.clone(),
+                what: "reading",
+                source,
+            })?;
+            if n == 0 {
+                break;
+            }
+            for &b in &buf[..n] {
+                if b != b'\n' {
+                    line.push(b);
+                    continue;
+                }
+                if !lines.is_empty() && total + line.len() + 1 > max_bytes {
+                    return Ok(lines);
+                }
+                total += line.len() + 1;
+                lines.push(std::mem::take(&mut line));
+                if lines.len() == want {
+                    return Ok(lines);
+                }
+            }
+            off += n as u64;
+        }
+        if lines.len() < want {
+            return Err(SpoolError::Io {
+                dir: self.dir.clone(),
+                what: "reading",
+                source: io::Error::new(io::ErrorKind::UnexpectedEof, "queue shorter than counted"),
+            });
+        }
+        Ok(lines)
+    }
+
+    /// Removes the first `lines` of what `peek_many` returned (delivered, or
+    /// moved to the dead-letter file).
+    pub fn pop_many(&mut self, lines: &[Vec<u8>]) -> Result<(), SpoolError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.head_len = None;
+        let bytes = lines.iter().map(|l| l.len() as u64 + 1).sum();
+        self.advance(lines.len() as u64, bytes)
+    }
+
+    fn advance(&mut self, lines: u64, bytes: u64) -> Result<(), SpoolError> {
+        self.head += bytes;
+        self.count -= lines;
         let res = if self.count == 0 {
             // Truncate first: a crash before the cursor is written leaves a
             // cursor past the end, which `recover` clamps to "empty".
@@ -306,6 +365,33 @@ mod tests {
             s.pop().unwrap();
         }
         out
+    }
+
+    #[test]
+    fn peek_many_is_bounded_and_pop_many_removes_a_prefix() {
+        let d = dir("many");
+        let mut s = Spool::open(&d, limits(100, 1 << 20)).unwrap();
+        for i in 0..10 {
+            s.push(format!("alert-{i}").as_bytes()).unwrap();
+        }
+        let all = s.peek_many(4, 1 << 20).unwrap();
+        assert_eq!(
+            all,
+            (0..4).map(|i| format!("alert-{i}").into_bytes()).collect::<Vec<_>>()
+        );
+        // Two lines of 8 bytes (with newlines) fit 17 bytes; one is always given.
+        assert_eq!(s.peek_many(10, 17).unwrap().len(), 2);
+        assert_eq!(s.peek_many(10, 1).unwrap().len(), 1);
+        s.pop_many(&all[..3]).unwrap();
+        assert_eq!(s.len(), 7);
+        assert_eq!(s.peek().unwrap().unwrap(), b"alert-3");
+        drop(s);
+        let mut s = Spool::open(&d, limits(100, 1 << 20)).unwrap();
+        let rest = s.peek_many(100, 1 << 20).unwrap();
+        assert_eq!(rest.len(), 7);
+        s.pop_many(&rest).unwrap();
+        assert!(s.is_empty());
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

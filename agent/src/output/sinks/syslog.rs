@@ -1,8 +1,17 @@
 //! Syslog sink: RFC 5424 messages over UDP (one datagram each), TCP
 //! (octet-counted framing, RFC 6587 3.4.1) or a Unix datagram socket (like
 //! /dev/log), the message being the ECS JSON document or a CEF line.
+//!
+//! A `host:port` target is resolved each time a connection is made: at the
+//! first alert, after any failure, and (UDP, whose failures mostly go
+//! unnoticed) at least every [`UDP_RESOLVE_EVERY`]; so a SIEM whose name
+//! moves to another address is followed.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use tokio::{
     io::AsyncWriteExt as _,
@@ -11,13 +20,15 @@ use tokio::{
 
 use crate::{
     alerts::{Alert, Severity},
-    config::{MessageFormat, SyslogSinkConfig, SyslogTransport},
-    output::format::{cef, ecs},
+    config::{MessageFormat, Schema, SyslogSinkConfig, SyslogTransport},
+    output::format::{cef, document},
 };
 
 /// The SD-ID's name; the private enterprise number after `@` is a setting
 /// (`enterprise_number`, by default RFC 5612's documentation number).
 const SD_NAME: &str = "mcpwatch";
+/// A UDP "connection" is redone (the name resolved again) this often.
+pub const UDP_RESOLVE_EVERY: Duration = Duration::from_secs(60);
 
 enum Conn {
     Udp(UdpSocket),
@@ -28,6 +39,8 @@ enum Conn {
 pub struct SyslogSink {
     cfg: SyslogSinkConfig,
     conn: Option<Conn>,
+    /// When `conn` was made.
+    since: Instant,
     procid: u32,
 }
 
@@ -69,10 +82,18 @@ fn timestamp(ts: &str) -> String {
 }
 
 /// The RFC 5424 message for an alert.
-pub fn format(a: &Alert, facility: u8, app_name: &str, pen: u32, procid: u32, fmt: MessageFormat) -> String {
+pub fn format(
+    a: &Alert,
+    facility: u8,
+    app_name: &str,
+    pen: u32,
+    procid: u32,
+    fmt: MessageFormat,
+    schema: Schema,
+) -> String {
     let pri = u32::from(facility) * 8 + u32::from(syslog_severity(a.severity));
     let msg = match fmt {
-        MessageFormat::Json => ecs::to_ecs(a).to_string(),
+        MessageFormat::Json => document(a, schema).to_string(),
         MessageFormat::Cef => cef::format(a),
     };
     format!(
@@ -92,6 +113,7 @@ impl SyslogSink {
         Self {
             cfg: cfg.clone(),
             conn: None,
+            since: Instant::now(),
             procid: std::process::id(),
         }
     }
@@ -99,7 +121,7 @@ impl SyslogSink {
     async fn connect(&self) -> std::io::Result<Conn> {
         Ok(match self.cfg.transport {
             SyslogTransport::Udp => {
-                let addr: SocketAddr = self.cfg.address.parse().map_err(std::io::Error::other)?;
+                let addr = self.resolve().await?;
                 let local: SocketAddr = if addr.is_ipv4() {
                     ([0, 0, 0, 0], 0).into()
                 } else {
@@ -109,13 +131,22 @@ impl SyslogSink {
                 s.connect(addr).await?;
                 Conn::Udp(s)
             }
-            SyslogTransport::Tcp => Conn::Tcp(TcpStream::connect(&self.cfg.address).await?),
+            // Every address of the name in turn (tokio resolves it anew).
+            SyslogTransport::Tcp => Conn::Tcp(TcpStream::connect(self.cfg.address.as_str()).await?),
             SyslogTransport::Unix => {
                 let s = UnixDatagram::unbound()?;
                 s.connect(PathBuf::from(&self.cfg.address))?;
                 Conn::Unix(s)
             }
         })
+    }
+
+    /// The first address `host:port` resolves to now.
+    async fn resolve(&self) -> std::io::Result<SocketAddr> {
+        tokio::net::lookup_host(self.cfg.address.as_str())
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("{} resolves to no address", self.cfg.address)))
     }
 
     pub async fn deliver(&mut self, alert: &Alert) -> std::io::Result<()> {
@@ -126,6 +157,7 @@ impl SyslogSink {
             self.cfg.enterprise_number,
             self.procid,
             self.cfg.format,
+            self.cfg.schema,
         );
         // A TCP peer that went away is only noticed on read: check before
         // writing, or the first alert after an outage would vanish into a
@@ -135,8 +167,12 @@ impl SyslogSink {
         {
             self.conn = None;
         }
+        if matches!(self.conn, Some(Conn::Udp(_))) && self.since.elapsed() >= UDP_RESOLVE_EVERY {
+            self.conn = None;
+        }
         if self.conn.is_none() {
             self.conn = Some(self.connect().await?);
+            self.since = Instant::now();
         }
         let res = match self.conn.as_mut() {
             Some(Conn::Udp(s)) => s.send(msg.as_bytes()).await.map(drop),
@@ -182,6 +218,7 @@ mod tests {
             transport: SyslogTransport::Tcp,
             address: listener.local_addr().unwrap().to_string(),
             format: MessageFormat::Json,
+            schema: Schema::Ecs,
             facility: 13,
             app_name: "mcpwatch".into(),
             enterprise_number: 32473,
@@ -210,14 +247,14 @@ mod tests {
     fn rfc5424_header_and_structured_data() {
         let mut a = full_alert();
         a.id = "1-\"]x".into();
-        let m = format(&a, 13, "mcpwatch", 32473, 77, MessageFormat::Json);
+        let m = format(&a, 13, "mcpwatch", 32473, 77, MessageFormat::Json, Schema::Ecs);
         let prefix = "<107>1 2026-11-21T17:00:00.000000Z h1 mcpwatch 77 alert [mcpwatch@32473 id=\"1-\\\"\\]x\" \
                       rule=\"cred.ssh_key\" severity=\"high\" server=\"fs\"] {";
         assert!(m.starts_with(prefix), "{m}");
         let json = &m[prefix.len() - 1..];
-        let back = ecs::from_ecs(&serde_json::from_str(json).unwrap()).unwrap();
+        let back = crate::output::format::ecs::from_ecs(&serde_json::from_str(json).unwrap()).unwrap();
         assert_eq!(back, a);
-        let c = format(&a, 13, "mcpwatch", 32473, 77, MessageFormat::Cef);
+        let c = format(&a, 13, "mcpwatch", 32473, 77, MessageFormat::Cef, Schema::Ecs);
         assert!(c.contains("] CEF:0|mcpwatch|"), "{c}");
     }
 }

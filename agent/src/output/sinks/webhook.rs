@@ -1,8 +1,9 @@
-//! HTTP webhook sink: one POST per alert, as plain ECS JSON, a Splunk HEC
-//! event or an Elasticsearch `_bulk` request. TLS through rustls (webpki
-//! roots plus an optional private CA). The auth header's value is read once
-//! from a file or an environment variable and marked sensitive, so it never
-//! appears in logs or debug output.
+//! HTTP webhook sink: a POST per alert as plain ECS JSON, or per batch of
+//! alerts as Splunk HEC events or an Elasticsearch `_bulk` request (whose
+//! answer is read item by item). TLS through rustls (webpki roots plus an
+//! optional private CA). The auth header's value is read once from a file or
+//! an environment variable and marked sensitive, so it never appears in logs
+//! or debug output.
 
 use std::time::Duration;
 
@@ -11,8 +12,8 @@ use serde_json::json;
 
 use crate::{
     alerts::Alert,
-    config::{AuthConfig, WebhookFormat, WebhookSinkConfig},
-    output::format::ecs,
+    config::{AuthConfig, BatchConfig, DEFAULT_ELASTIC_INDEX, Schema, WebhookFormat, WebhookSinkConfig},
+    output::format::document,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -29,15 +30,34 @@ pub enum WebhookError {
     Send(#[source] reqwest::Error),
     #[error("the receiver answered {status}: {body}")]
     Status { status: u16, body: String },
-    #[error("Elasticsearch rejected the document: {0}")]
-    Rejected(String),
+    /// The receiver refused the content itself (400, 413, 422): sending the
+    /// same request again cannot help.
+    #[error("the receiver refused the content ({status}): {body}")]
+    Refused { status: u16, body: String },
+    #[error("unexpected Elasticsearch answer: {0}")]
+    BadAnswer(String),
+}
+
+/// What became of one alert of a request the receiver answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Accepted,
+    /// Refused for good (an Elasticsearch item's 4xx other than 409 and
+    /// 429): to the dead-letter file.
+    Refused(String),
+    /// Failed for now (429, 5xx): sent again.
+    Retry(String),
 }
 
 pub struct WebhookSink {
     client: reqwest::Client,
     url: reqwest::Url,
     format: WebhookFormat,
-    index: String,
+    index: Option<String>,
+    source: String,
+    sourcetype: String,
+    batch: BatchConfig,
+    schema: Schema,
     auth: Option<(HeaderName, HeaderValue)>,
 }
 
@@ -85,46 +105,77 @@ impl WebhookSink {
             url: reqwest::Url::parse(&cfg.url).map_err(|e| WebhookError::Url(e.to_string()))?,
             format: cfg.format,
             index: cfg.index.clone(),
+            source: cfg.source.clone(),
+            sourcetype: cfg.sourcetype.clone(),
+            batch: cfg.batch,
+            schema: cfg.schema,
             auth: cfg.auth.as_ref().map(auth_header).transpose()?,
         })
     }
 
-    /// The request body and content type for an alert.
-    pub fn body(&self, alert: &Alert) -> (Vec<u8>, &'static str) {
-        let doc = ecs::to_ecs(alert);
+    pub fn format(&self) -> WebhookFormat {
+        self.format
+    }
+
+    pub fn batch(&self) -> BatchConfig {
+        self.batch
+    }
+
+    /// The request body and content type for alerts (`json` carries one).
+    pub fn body(&self, alerts: &[Alert]) -> (Vec<u8>, &'static str) {
         match self.format {
-            WebhookFormat::Json => (doc.to_string().into_bytes(), "application/json"),
+            WebhookFormat::Json => {
+                let doc = alerts.first().map(|a| document(a, self.schema)).unwrap_or_default();
+                (doc.to_string().into_bytes(), "application/json")
+            }
             WebhookFormat::SplunkHec => {
-                let time = humantime::parse_rfc3339(&alert.ts)
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs_f64());
-                let ev = json!({
-                    "time": time,
-                    "host": alert.host,
-                    "source": "mcpwatch",
-                    "sourcetype": "mcpwatch:alert",
-                    "event": doc,
-                });
-                (ev.to_string().into_bytes(), "application/json")
+                // HEC takes events one after the other in one body.
+                let mut body = Vec::new();
+                for alert in alerts {
+                    let time = humantime::parse_rfc3339(&alert.ts)
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs_f64());
+                    let mut ev = json!({
+                        "time": time,
+                        "host": alert.host,
+                        "source": self.source,
+                        "sourcetype": self.sourcetype,
+                        "event": document(alert, self.schema),
+                    });
+                    if let Some(index) = &self.index {
+                        ev["index"] = json!(index);
+                    }
+                    body.extend_from_slice(ev.to_string().as_bytes());
+                    body.push(b'\n');
+                }
+                (body, "application/json")
             }
             WebhookFormat::ElasticBulk => {
-                // `_id` is the alert id: a replay after an unanswered request
-                // overwrites instead of duplicating.
-                let action = json!({ "index": { "_index": self.index, "_id": alert.id } });
-                (format!("{action}\n{doc}\n").into_bytes(), "application/x-ndjson")
+                // `create` (data streams refuse `index`), `_id` the alert id:
+                // a replay after an unanswered request is a 409, not a copy.
+                let index = self.index.as_deref().unwrap_or(DEFAULT_ELASTIC_INDEX);
+                let mut body = Vec::new();
+                for alert in alerts {
+                    let action = json!({ "create": { "_index": index, "_id": alert.id } });
+                    body.extend_from_slice(format!("{action}\n{}\n", document(alert, self.schema)).as_bytes());
+                }
+                (body, "application/x-ndjson")
             }
         }
     }
 
-    pub async fn deliver(&mut self, alert: &Alert) -> Result<(), WebhookError> {
-        let (body, ctype) = self.body(alert);
+    /// Sends `alerts` in one request; on an answer, what became of each.
+    pub async fn deliver(&mut self, alerts: &[Alert]) -> Result<Vec<Item>, WebhookError> {
+        let (body, ctype) = self.body(alerts);
         let mut req = self
             .client
             .post(self.url.clone())
             .header(CONTENT_TYPE, ctype)
-            .header("x-mcpwatch-alert-id", alert.id.as_str())
             .body(body);
+        if let Some(first) = alerts.first() {
+            req = req.header("x-mcpwatch-alert-id", first.id.as_str());
+        }
         if let Some((name, value)) = &self.auth {
             req = req.header(name.clone(), value.clone());
         }
@@ -132,31 +183,68 @@ impl WebhookSink {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
-            return Err(WebhookError::Status {
-                status: status.as_u16(),
-                body: text.chars().take(200).collect(),
+            let body = text.chars().take(200).collect();
+            let status = status.as_u16();
+            return Err(if matches!(status, 400 | 413 | 422) {
+                WebhookError::Refused { status, body }
+            } else {
+                WebhookError::Status { status, body }
             });
         }
         if self.format == WebhookFormat::ElasticBulk {
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            if v["errors"] != json!(false) {
-                return Err(WebhookError::Rejected(text.chars().take(300).collect()));
-            }
+            return bulk_items(&text, alerts.len());
         }
-        Ok(())
+        Ok(vec![Item::Accepted; alerts.len()])
     }
+}
+
+/// Each item of a `_bulk` answer, in the request's order: created, or
+/// already there (409: a replay of an alert whose answer was lost) is
+/// accepted; 429 and 5xx are retried; any other status is refused for good.
+fn bulk_items(text: &str, n: usize) -> Result<Vec<Item>, WebhookError> {
+    let bad = || WebhookError::BadAnswer(text.chars().take(300).collect());
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|_| bad())?;
+    let items = v["items"].as_array().ok_or_else(bad)?;
+    if items.len() != n {
+        return Err(bad());
+    }
+    items
+        .iter()
+        .map(|item| {
+            let result = item.as_object().and_then(|o| o.values().next()).ok_or_else(bad)?;
+            let status = result["status"].as_u64().ok_or_else(bad)?;
+            let reason = || {
+                let e = &result["error"];
+                format!(
+                    "{status} {}: {}",
+                    e["type"].as_str().unwrap_or("error"),
+                    e["reason"].as_str().unwrap_or("")
+                )
+            };
+            Ok(match status {
+                200..=299 | 409 => Item::Accepted,
+                429 | 500.. => Item::Retry(reason()),
+                _ => Item::Refused(reason()),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::format::ecs;
     use crate::output::format::ecs::tests::full_alert;
 
     fn sink(format: WebhookFormat) -> WebhookSink {
         let cfg = WebhookSinkConfig {
             url: "http://127.0.0.1:1/x".into(),
             format,
-            index: "idx".into(),
+            index: Some("idx".into()),
+            source: "mcpwatch".into(),
+            sourcetype: "mcpwatch:alert".into(),
+            batch: Default::default(),
+            schema: Default::default(),
             auth: None,
             ca_file: None,
         };
@@ -166,18 +254,52 @@ mod tests {
     #[test]
     fn shapes_of_the_three_formats() {
         let a = full_alert();
-        let (b, t) = sink(WebhookFormat::ElasticBulk).body(&a);
+        let mut b2 = a.clone();
+        b2.id = "123-5".into();
+        let (b, t) = sink(WebhookFormat::ElasticBulk).body(&[a.clone(), b2.clone()]);
         assert_eq!(t, "application/x-ndjson");
         let text = String::from_utf8(b).unwrap();
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(lines[0], json!({"index": {"_index": "idx", "_id": "123-4"}}));
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0], json!({"create": {"_index": "idx", "_id": "123-4"}}));
         assert_eq!(ecs::from_ecs(&lines[1]).unwrap(), a);
+        assert_eq!(lines[2], json!({"create": {"_index": "idx", "_id": "123-5"}}));
         assert!(text.ends_with('\n'));
-        let (b, _) = sink(WebhookFormat::SplunkHec).body(&a);
-        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        let (b, _) = sink(WebhookFormat::SplunkHec).body(&[a.clone(), b2]);
+        let events: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&b)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(events.len(), 2);
+        let v = &events[0];
         assert_eq!(v["sourcetype"], "mcpwatch:alert");
+        assert_eq!(v["index"], "idx");
         assert!(v["time"].as_f64().unwrap() > 1.7e9);
         assert_eq!(ecs::from_ecs(&v["event"]).unwrap(), a);
+        assert_eq!(ecs::from_ecs(&events[1]["event"]).unwrap().id, "123-5");
+    }
+
+    /// Elasticsearch's per-item statuses: created and conflict (a replay)
+    /// are delivered, 429/5xx retried, another 4xx refused for good; an
+    /// answer that does not match the request is a failure of the whole.
+    #[test]
+    fn bulk_answers_are_read_item_by_item() {
+        let text = r#"{"took":3,"errors":true,"items":[
+            {"create":{"_index":"i","_id":"a","status":201}},
+            {"create":{"_index":"i","_id":"b","status":409,"error":{"type":"version_conflict_engine_exception","reason":"exists"}}},
+            {"create":{"_index":"i","_id":"c","status":400,"error":{"type":"document_parsing_exception","reason":"bad field"}}},
+            {"create":{"_index":"i","_id":"d","status":429,"error":{"type":"es_rejected_execution_exception","reason":"busy"}}},
+            {"create":{"_index":"i","_id":"e","status":503,"error":{"type":"unavailable_shards_exception","reason":"x"}}}]}"#;
+        let items = bulk_items(text, 5).unwrap();
+        assert_eq!(items[..2], [Item::Accepted, Item::Accepted]);
+        assert_eq!(
+            items[2],
+            Item::Refused("400 document_parsing_exception: bad field".into())
+        );
+        assert!(matches!(&items[3], Item::Retry(r) if r.starts_with("429")));
+        assert!(matches!(&items[4], Item::Retry(r) if r.starts_with("503")));
+        assert!(bulk_items(text, 4).is_err());
+        assert!(bulk_items("{}", 1).is_err());
     }
 
     #[test]
