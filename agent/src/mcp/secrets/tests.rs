@@ -460,3 +460,62 @@ fn a_secret_repeated_in_structured_content_is_redacted_twice_and_reported_once()
     );
     assert_eq!(events.len(), 1, "{events:?}");
 }
+
+#[test]
+fn the_gate_scans_the_results_of_the_calls_it_forwards_and_holds_them_whole() {
+    use crate::mcp::gate::{
+        GateSpec, Unlisted,
+        decide::{Gate, HOLD_MAX, STREAM_ABOVE},
+    };
+    let spec = GateSpec {
+        unlisted: Unlisted::Allow,
+        ..Default::default()
+    };
+    let mut g = Gate::new("notes", spec, Box::new(|| None));
+    assert_eq!(g.server_limit(), STREAM_ABOVE);
+    assert_eq!(g.from_host(&call(json!(3), json!({"path": "k"}))), Verdict::Forward);
+    // A result larger than the streaming threshold must be held to be scanned.
+    assert_eq!(g.server_limit(), HOLD_MAX);
+    let Verdict::Rewrite(out) = g.from_server(&result(json!(3), &pem())) else {
+        panic!("not redacted")
+    };
+    assert_eq!(parsed(&out)["result"]["content"][0]["text"], "[REDACTED:private-key]\n");
+    assert_eq!(g.server_limit(), STREAM_ABOVE);
+    let events = g.take_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, GateEvent::Secret { finding, .. } if finding.rule == "private-key")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn the_capture_alerts_secrets_in_results_unless_the_gate_reports_them() {
+    use crate::mcp::{Mcp, McpOptions, Output, reassembly::tests::chunk};
+    for gated in [false, true] {
+        let dir = std::env::temp_dir().join(format!("mcpwatch-secrets-{gated}-{}", std::process::id()));
+        let mut mcp = Mcp::new(&McpOptions {
+            state_dir: dir.clone(),
+            audit_tool_calls: false,
+        });
+        mcp.set_gated("srv", gated);
+        let mut out = Vec::new();
+        for (fd, l) in [(0, call(json!(1), json!({}))), (1, result(json!(1), &pem()))] {
+            out.extend(mcp.on_chunk("srv", &chunk(fd, 0, &l)));
+        }
+        let rules: Vec<(&str, Option<&str>, Value)> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Alert(a) => Some((a.rule.id, a.call_id.as_deref(), a.evidence["finding"]["rule"].clone())),
+                Output::Line(_) => None,
+            })
+            .collect();
+        if gated {
+            assert_eq!(rules, [], "the gate reports a gated server's secrets");
+        } else {
+            assert_eq!(rules, [("mcp.secret_in_result", Some("1"), json!("private-key"))]);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
