@@ -287,6 +287,21 @@ rule!(
     Medium,
     Some(("AML.T0051.001", "LLM Prompt Injection: Indirect"))
 );
+// Secrets on the wire: a credential in a tool's result reaches the model
+// (and whatever it talks to); one in a call's arguments leaves through the
+// tool.
+rule!(
+    MCP_SECRET_IN_RESULT,
+    "mcp.secret_in_result",
+    High,
+    Some(("T1552", "Unsecured Credentials"))
+);
+rule!(
+    MCP_SECRET_IN_ARGUMENTS,
+    "mcp.secret_in_arguments",
+    High,
+    Some(("AML.T0057", "LLM Data Leakage"))
+);
 // Rug pulls: a tool's definition differs from its pin (a supply-chain change
 // after approval).
 rule!(
@@ -452,6 +467,8 @@ pub static ALL: &[&Rule] = &[
     &MCP_POISON_LONG_DESCRIPTION,
     &MCP_POISON_CREDENTIAL_REFERENCE,
     &MCP_POISON_TOOL_SHADOWING,
+    &MCP_SECRET_IN_RESULT,
+    &MCP_SECRET_IN_ARGUMENTS,
     &MCP_RUG_PULL_CHANGED,
     &MCP_RUG_PULL_ADDED,
     &MCP_RUG_PULL_REMOVED,

@@ -28,12 +28,14 @@ impl Agent {
     }
 
     pub(super) fn registered(
-        &self,
+        &mut self,
         server: String,
         sandbox: Option<crate::enforce::sandbox::Sandbox>,
         gate: bool,
     ) -> Registered {
         let gate = self.gate_spec(&server, gate);
+        // The gate reports what it finds on the wire; the capture underneath must not again.
+        self.mcp.set_gated(&server, gate.is_some());
         Registered { server, sandbox, gate }
     }
 
@@ -90,6 +92,18 @@ impl Agent {
                 format!("gate of server {server} refused a message from the {from}: {reason}"),
                 None,
                 None,
+            ),
+            GateEvent::Secret {
+                tool,
+                call_id,
+                place,
+                finding,
+                more,
+            } => (
+                crate::mcp::secrets::rule_of(*place, finding),
+                crate::mcp::secrets::summary(server, tool, call_id.as_deref(), *place, finding, *more, "the gate"),
+                Some(tool.clone()),
+                call_id.clone(),
             ),
         };
         let ctx = self.context(id, Clock::now_ktime(), pid, false, false);

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{At, McpAlert, pins, pins::Change, poison};
+use super::{At, McpAlert, Output, pins, pins::Change, poison, secrets};
 use crate::alerts::rules::RuleId;
 
 /// A poisoning finding about `subject` (`tool`, `result of tool`) of a tool, as an alert.
@@ -31,6 +31,41 @@ pub(super) fn poison_alert(
         pid: at.pid,
         ktime_ns: at.ktime_ns,
     }
+}
+
+/// Secrets in a tool result the capture reassembled (audit mode): an alert
+/// each (at most [`secrets::wire::MAX_REPORTED`], the last counting the rest).
+pub(super) fn secret_alerts(at: At<'_>, (tool, call_id): (&str, Option<String>), result: &Value) -> Vec<Output> {
+    let found = secrets::audit_findings(result);
+    let found: Vec<&secrets::Finding> = found.reported().collect();
+    let reported = found.len().min(secrets::wire::MAX_REPORTED);
+    found
+        .iter()
+        .take(reported)
+        .enumerate()
+        .map(|(i, f)| {
+            let more = if i + 1 == reported { found.len() - reported } else { 0 };
+            Output::Alert(McpAlert {
+                rule: secrets::rule_of(secrets::Place::Result, f),
+                server: at.server,
+                shipped_pins: false,
+                summary: secrets::summary(
+                    at.name,
+                    tool,
+                    call_id.as_deref(),
+                    secrets::Place::Result,
+                    f,
+                    more,
+                    "the capture (no gate)",
+                ),
+                evidence: json!({ "finding": f, "via": "capture", "more": more }),
+                tool: Some(tool.to_owned()),
+                call_id: call_id.clone(),
+                pid: at.pid,
+                ktime_ns: at.ktime_ns,
+            })
+        })
+        .collect()
 }
 
 /// What a poisoning rule found, in words.

@@ -17,6 +17,7 @@ pub mod pins;
 pub mod poison;
 pub mod reassembly;
 pub mod redact;
+pub mod secrets;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -29,7 +30,7 @@ use crate::{alerts::rules::RuleId, output::metrics::McpTotals};
 
 pub use self::calls::{ActivityKind, CallTag, ToolCounters};
 use self::{
-    alerts::{poison_alert, rug_pull_alert},
+    alerts::{poison_alert, rug_pull_alert, secret_alerts},
     calls::Calls,
     chunk::{Direction, StdioChunk},
     jsonrpc::{Id, Message, Outcome},
@@ -45,6 +46,8 @@ const GARBAGE_EXCERPT: usize = 64;
 pub const MAX_LISTED_TOOLS: usize = 10_000;
 /// Tool versions remembered as scanned at most (then forgotten, and rescanned if seen again).
 const MAX_SCANNED: usize = 100_000;
+/// Gated server names remembered at most.
+const MAX_GATED: usize = 4096;
 
 #[derive(Clone, Debug)]
 pub struct McpOptions {
@@ -151,6 +154,9 @@ pub struct Mcp {
     list_changed: HashMap<u32, u64>,
     trouble: BTreeMap<(u32, u32, Direction), StreamTrouble>,
     stats: McpTotals,
+    /// Servers relayed through the gate (by name): their secrets are the
+    /// gate's to report, the capture sees its output.
+    gated: HashSet<String>,
 }
 
 impl Mcp {
@@ -168,6 +174,18 @@ impl Mcp {
             list_changed: HashMap::new(),
             trouble: BTreeMap::new(),
             stats: McpTotals::default(),
+            gated: HashSet::new(),
+        }
+    }
+
+    /// Whether `server` is relayed through the gate (it registered with one).
+    pub fn set_gated(&mut self, server: &str, gated: bool) {
+        if !gated {
+            self.gated.remove(server);
+        } else if self.gated.len() < MAX_GATED {
+            self.gated.insert(server.to_owned());
+        } else {
+            log::warn!("more than {MAX_GATED} gated servers: secrets of {server} may be alerted twice");
         }
     }
 
@@ -457,6 +475,9 @@ impl Mcp {
                 f,
                 evidence,
             )));
+        }
+        if !self.gated.contains(at.name) {
+            out.extend(secret_alerts(at, call, result));
         }
     }
 

@@ -264,13 +264,14 @@ impl Policy {
     /// approvals; `None` when neither asks for a gate.
     pub fn gate_of(&self, server: &str, asked: bool) -> Option<crate::mcp::gate::GateSpec> {
         let m = self.engine.server(server).map(|s| &s.manifest);
-        let section = m.and_then(|m| m.gate);
+        let section = m.and_then(|m| m.gate.as_ref());
         if section.is_none() && !asked {
             return None;
         }
         Some(crate::mcp::gate::GateSpec {
             unlisted: section.map(|g| g.unlisted).unwrap_or_default(),
             approved: m.and_then(|m| m.pins.clone()).unwrap_or_default(),
+            secrets: section.map(|g| g.secrets.clone()).unwrap_or_default(),
         })
     }
 

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Value, json};
 
 use super::{GateEvent, GateSpec, Unapproved, Unlisted, WithheldTool};
-use crate::mcp::{pins::Tool, reassembly::MAX_MESSAGE};
+use crate::mcp::{pins::Tool, reassembly::MAX_MESSAGE, secrets::wire::Wire};
 
 /// JSON-RPC error code of a refused call (implementation-defined range).
 pub const CODE_REFUSED: i64 = -32001;
@@ -53,12 +53,15 @@ pub struct Gate {
     refresh: Refresh,
     /// Decisions not yet reported.
     events: Vec<GateEvent>,
+    /// Secrets and poisoning in the calls' arguments and results.
+    wire: Wire,
 }
 
 impl Gate {
     pub fn new(server: &str, spec: GateSpec, refresh: Refresh) -> Self {
         Self {
             server: server.to_owned(),
+            wire: Wire::new(spec.secrets.clone()),
             spec,
             lists: HashSet::new(),
             listed: HashMap::new(),
@@ -74,11 +77,20 @@ impl Gate {
 
     /// The longest server line to hold whole now.
     pub fn server_limit(&self) -> usize {
-        if self.lists.is_empty() { STREAM_ABOVE } else { HOLD_MAX }
+        if self.lists.is_empty() && !self.wire.awaiting() {
+            STREAM_ABOVE
+        } else {
+            HOLD_MAX
+        }
     }
 
     /// A line from the host, for the server.
     pub fn from_host(&mut self, line: &[u8]) -> Verdict {
+        let verdict = self.judge_host(line);
+        self.wire.host(&self.server, line, verdict, &mut self.events)
+    }
+
+    fn judge_host(&mut self, line: &[u8]) -> Verdict {
         let text = line.trim_ascii();
         if text.is_empty() {
             return Verdict::Forward;
@@ -143,6 +155,11 @@ impl Gate {
 
     /// A line from the server, for the host.
     pub fn from_server(&mut self, line: &[u8]) -> Verdict {
+        let verdict = self.judge_server(line);
+        self.wire.server(&self.server, line, verdict, &mut self.events)
+    }
+
+    fn judge_server(&mut self, line: &[u8]) -> Verdict {
         if self.lists.is_empty() {
             return Verdict::Forward;
         }

@@ -38,6 +38,9 @@ pub struct GateSpec {
     /// (`mcp::pins::Tool::pin`).
     #[serde(default)]
     pub approved: BTreeMap<String, String>,
+    /// The manifest's `gate.secrets`: actions per secret rule.
+    #[serde(default)]
+    pub secrets: crate::mcp::secrets::Settings,
 }
 
 /// Why a tool is not approved.
@@ -72,6 +75,15 @@ pub enum GateEvent {
     /// A message the gate could not judge (not JSON, too long), refused;
     /// `from` is `host` or `server`.
     Refused { from: String, reason: String },
+    /// A secret (or poisoning indicator) in a call's arguments or result;
+    /// `more` counts the message's findings not reported.
+    Secret {
+        tool: String,
+        call_id: Option<String>,
+        place: crate::mcp::secrets::Place,
+        finding: crate::mcp::secrets::Finding,
+        more: usize,
+    },
 }
 
 /// A withheld tool's definition as the server listed it.

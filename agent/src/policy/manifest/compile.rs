@@ -82,6 +82,11 @@ impl Manifest {
                 Some(out)
             }
         };
+        if let Some(g) = &raw.gate {
+            g.secrets
+                .check()
+                .map_err(|e| ("gate.secrets".into(), String::new(), EntryError::SecretRule(e)))?;
+        }
         let mut m = Self {
             name,
             file: file.map(Path::to_owned),
@@ -98,7 +103,7 @@ impl Manifest {
             exec,
             tools,
             pins,
-            gate: raw.gate,
+            gate: raw.gate.clone(),
             warnings: Vec::new(),
             patterns: 0,
             raw,

@@ -45,6 +45,8 @@ pub enum EntryError {
     },
     #[error("{0:?} is not a tool pin: `sha256:` and 64 hex digits, as `mcpwatch pins show` prints")]
     Pin(String),
+    #[error("{0}")]
+    SecretRule(String),
 }
 
 /// An entry that failed: the field, the value, what is wrong.

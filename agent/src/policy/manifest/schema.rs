@@ -53,11 +53,14 @@ pub struct ManifestFile {
 }
 
 /// The `gate` section: the wrapper relays the server and lets only approved tools through.
-#[derive(Deserialize, Debug, Default, Clone, Copy)]
+#[derive(Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct GateSection {
     #[serde(default)]
     pub unlisted: crate::mcp::gate::Unlisted,
+    /// Secret rule id (or `*`) -> `redact`, `block`, `alert` or `off`.
+    #[serde(default)]
+    pub secrets: crate::mcp::secrets::Settings,
 }
 
 /// One tool's grants as written: an absent category falls back to the

@@ -20,6 +20,7 @@ fn gate(approved: &[&Value], unlisted: Unlisted) -> Gate {
             .iter()
             .map(|t| (t["name"].as_str().unwrap().to_owned(), hash(t)))
             .collect(),
+        ..Default::default()
     };
     Gate::new("calc", spec, Box::new(|| None))
 }
@@ -89,6 +90,7 @@ fn a_changed_definition_is_withheld_and_refused_until_reapproved() {
         GateSpec {
             unlisted: Unlisted::Deny,
             approved: [("add".to_owned(), hash(&add))].into(),
+            ..Default::default()
         },
         Box::new(move || a2.lock().unwrap().clone()),
     );
@@ -111,6 +113,7 @@ fn a_changed_definition_is_withheld_and_refused_until_reapproved() {
     *approvals.lock().unwrap() = Some(GateSpec {
         unlisted: Unlisted::Deny,
         approved: [("add".to_owned(), hash(&poisoned))].into(),
+        ..Default::default()
     });
     assert_eq!(g.from_host(&call), Verdict::Forward);
 }
