@@ -410,11 +410,11 @@ impl Agent {
         let enforced = mode == crate::policy::manifest::Mode::Enforce;
         // The cgroup layer judges addresses and names; Landlock's TCP port
         // rules stand in for it only where it is missing.
-        let cgroup = match (&mut self.cgroup_net, &sb.net) {
-            (Some(layer), Some(allow)) if !sb.missing.contains(&Layer::Cgroup) => {
+        let cgroup = match &mut self.cgroup_net {
+            Some(layer) if sb.net.is_some() && !sb.missing.contains(&Layer::Cgroup) => {
                 if enforced {
                     let id = self.names.servers.id(&req.server);
-                    layer.enforce(id, &req.server, req.pid, allow).map_err(|e| {
+                    layer.enforce(id, req.pid, &sb).map_err(|e| {
                         log::error!("{}: the cgroup network allowlist is not applied: {e}", req.server);
                     })
                 } else {
@@ -423,6 +423,10 @@ impl Agent {
             }
             _ => Err(()),
         };
+        if enforced && cgroup.is_ok() {
+            // The next agent takes the server's cgroup over from this record.
+            self.save_handover();
+        }
         if cgroup.is_err() {
             (sb.connect_tcp, sb.bind_tcp) = ports;
             sb.net = None;

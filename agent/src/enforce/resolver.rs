@@ -29,6 +29,7 @@ use ipnet::Ipv6Net;
 use tokio::net::UdpSocket;
 
 use super::allowlist::{NameRule, Rule, key, v6};
+use crate::output::metrics::ResolverMetrics;
 
 pub type AllowMap = LpmTrie<MapData, AllowData, u32>;
 
@@ -49,6 +50,8 @@ pub struct ResolverCtx {
     pub allow: Arc<Mutex<AllowMap>>,
     /// Keys of the static rules: never inserted or expired by the resolver.
     pub fixed: HashSet<(u32, AllowData)>,
+    /// The server's `mcpwatch_resolver_*` series.
+    pub counters: ResolverMetrics,
 }
 
 /// A running resolver; stops when dropped.
@@ -70,9 +73,16 @@ struct State {
 }
 
 /// Starts a resolver on 127.0.0.1 (and `[::1]` when this host has IPv6) on
-/// a free port.
-pub fn spawn(ctx: ResolverCtx) -> std::io::Result<Resolver> {
-    let v4 = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// `port` if it is free (a previous agent's resolver of the server, whose
+/// port the kept programs steer to), else on a free port. `learnt`: the
+/// addresses a previous agent's resolver allowed (still in the map), which
+/// expire [`MIN_TTL`] from now.
+pub fn spawn(ctx: ResolverCtx, port: u16, learnt: Vec<(u32, AllowData)>) -> std::io::Result<Resolver> {
+    let v4 = match std::net::UdpSocket::bind(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(_) if port != 0 => std::net::UdpSocket::bind("127.0.0.1:0")?,
+        Err(e) => return Err(e),
+    };
     let port = v4.local_addr()?.port();
     v4.set_nonblocking(true)?;
     let v6 = std::net::UdpSocket::bind(("::1", port)).ok();
@@ -84,9 +94,10 @@ pub fn spawn(ctx: ResolverCtx) -> std::io::Result<Resolver> {
         }
         None => None,
     };
+    let until = Instant::now() + MIN_TTL;
     let state = Arc::new(State {
         ctx,
-        learnt: Mutex::new(HashMap::new()),
+        learnt: Mutex::new(learnt.into_iter().map(|k| (k, until)).collect()),
     });
     let task = tokio::spawn(serve(v4, v6, state));
     Ok(Resolver { port, task })
@@ -133,14 +144,17 @@ async fn answer(sock: Arc<UdpSocket>, query: Vec<u8>, from: SocketAddr, state: A
             "{}: resolver refused {name:?}: not a host its manifest declares",
             state.ctx.server
         );
+        state.ctx.counters.refused.inc();
         error(&q, ResponseCode::Refused)
     } else {
         match forward(&query, q.id(), state.ctx.upstream).await {
             Ok((bytes, m)) => {
                 state.allow_answers(&m, &rules);
+                state.ctx.counters.answered.inc();
                 Some(bytes)
             }
             Err(e) => {
+                state.ctx.counters.upstream_failed.inc();
                 log::warn!(
                     "{}: resolver: {name:?} via {}: {e}",
                     state.ctx.server,
@@ -217,7 +231,10 @@ impl State {
                     log::warn!("{}: resolver: allowing {ip}: {e}", self.ctx.server);
                     continue;
                 }
-                let e = learnt.entry(k).or_insert(until);
+                let e = learnt.entry(k).or_insert_with(|| {
+                    self.ctx.counters.allowed.inc();
+                    until
+                });
                 *e = (*e).max(until);
                 log::debug!("{}: resolver allowed {ip} for {}", self.ctx.server, r.name);
             }

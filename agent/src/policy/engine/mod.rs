@@ -168,6 +168,9 @@ pub struct Engine {
     servers: HashMap<String, ServerPolicy>,
     /// The mode of manifests that set none (`enforce.default_mode`).
     default_mode: Mode,
+    /// Sandboxes of servers not set up yet (a previous agent's enforced
+    /// servers, taken over before their first event): given at set-up.
+    pending_sandboxes: HashMap<String, Sandbox>,
 }
 
 impl Engine {
@@ -214,6 +217,7 @@ impl Engine {
         };
         let mut s = ServerPolicy::new(m, undeclared, home);
         s.default_mode = self.default_mode;
+        s.sandbox = self.pending_sandboxes.remove(&ctx.server);
         self.servers.insert(ctx.server.clone(), s);
         undeclared
     }
@@ -242,9 +246,13 @@ impl Engine {
 
     /// Completes the sandbox the wrapper is told to apply (seccomp list,
     /// agent pid, missing layers), remembered for judging.
+    /// The sandbox `server` runs in; kept for its set-up when it has none yet.
     pub fn set_sandbox(&mut self, server: &str, sb: &Sandbox) {
-        if let Some(s) = self.servers.get_mut(server) {
-            s.sandbox = Some(sb.clone());
+        match self.servers.get_mut(server) {
+            Some(s) => s.sandbox = Some(sb.clone()),
+            None => {
+                self.pending_sandboxes.insert(server.to_owned(), sb.clone());
+            }
         }
     }
 
@@ -260,6 +268,7 @@ impl Engine {
     /// Forgets a server whose processes all exited.
     pub fn forget(&mut self, name: &str) {
         self.servers.remove(name);
+        self.pending_sandboxes.remove(name);
     }
 
     pub fn server(&self, name: &str) -> Option<&ServerPolicy> {
