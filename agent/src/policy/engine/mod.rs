@@ -24,7 +24,7 @@ use std::{
 use serde_json::Value;
 
 use super::{
-    activity::{Activity, PathFacts, ProcContext},
+    activity::{Activity, FileOp, PathFacts, ProcContext},
     baseline::Runtime,
     manifest::{Manifest, Mode},
 };
@@ -139,6 +139,8 @@ impl ServerPolicy {
     fn judge(&mut self, ctx: &ProcContext, act: &Activity, paths: &PathFacts) -> Vec<Finding> {
         let mut findings = match act {
             Activity::Exec(e) => self.exec(ctx, e, paths).into_iter().collect(),
+            // Never a process: only the sandbox's refusal is worth an alert.
+            Activity::File(f) if f.op == FileOp::Exec => return self.refused_exec(ctx, f).into_iter().collect(),
             Activity::File(f) => self.file(ctx, f),
             Activity::Net(n) => self.net(ctx, n).into_iter().collect(),
             Activity::Risky(r) => risky::risky(ctx, r).into_iter().collect(),
