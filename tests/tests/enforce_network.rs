@@ -207,6 +207,17 @@ fn enforced_server_reaches_only_declared_addresses_and_names_resolved_by_the_age
     let dgram = target(format!("127.0.0.1:{p_udp}"));
     assert_eq!(dgram["evidence"]["op"], "sendto udp", "{dgram}");
     assert!(denied.iter().all(|a| a["layer"] == "cgroup"), "{}", dump(&ev));
+    // The monitor agrees with the kernel: the query steered to the agent's
+    // resolver and the connect to the address it answered for a declared
+    // name are no undeclared connects.
+    let undeclared = by_rule(&ev, "net", "net.connect_undeclared");
+    assert!(
+        !undeclared
+            .iter()
+            .any(|a| a["evidence"]["proto"] == "udp" || a["evidence"]["address"] == "127.0.0.77"),
+        "{}",
+        dump(&ev)
+    );
     let metrics = http_get(&agent.metrics_address(), "/metrics").unwrap().1;
     assert!(
         metrics

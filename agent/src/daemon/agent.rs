@@ -367,6 +367,18 @@ impl Agent {
         }
     }
 
+    /// The names the enforced servers' resolvers answered: their connects
+    /// to those addresses are judged by name, like a DNS answer the server
+    /// received itself.
+    pub(super) fn learn_resolved(&mut self) {
+        let Some(c) = &self.cgroup_net else {
+            return;
+        };
+        for (id, name, addrs) in c.resolved() {
+            self.hosts.learn(id, &name, &addrs);
+        }
+    }
+
     pub(super) fn register(&mut self, req: &WatchRequest) -> Result<Registered, String> {
         validate_name(&req.server).map_err(|e| e.to_string())?;
         if let Some(w) = self.watched.state(req.pid) {
@@ -418,11 +430,14 @@ impl Agent {
                         log::error!("{}: the cgroup network allowlist is not applied: {e}", req.server);
                     })
                 } else {
-                    Ok(())
+                    Ok(None)
                 }
             }
             _ => Err(()),
         };
+        if let Ok(port) = cgroup {
+            sb.resolver_port = port;
+        }
         if enforced && cgroup.is_ok() {
             // The next agent takes the server's cgroup over from this record.
             self.save_handover();

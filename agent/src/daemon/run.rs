@@ -383,6 +383,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
 /// counted lost by the kernel there), never overflow a sink's queue. Returns
 /// how many were handled and whether some may be left.
 fn drain(ring: &mut RingBuf<MapData>, state: &mut Agent) -> (usize, bool) {
+    // Sent before the servers got the answers: named before their connects.
+    state.learn_resolved();
     let mut n = 0;
     while n < DRAIN_BATCH {
         if state.sinks.room() < SINK_ROOM {

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     allowlist::NetAllow,
-    resolver::{self, Resolver, ResolverCtx},
+    resolver::{self, Resolved, Resolver, ResolverCtx},
     sandbox::Sandbox,
 };
 use crate::{
@@ -81,6 +81,7 @@ impl CgroupRecord {
     pub fn full_sandbox(&self) -> Sandbox {
         Sandbox {
             net: Some(self.net.clone()),
+            resolver_port: (self.dns_port != 0).then_some(self.dns_port),
             ..self.sandbox.clone()
         }
     }
@@ -112,6 +113,8 @@ pub struct CgroupLayer {
     upstream: SocketAddr,
     metrics: Metrics,
     servers: HashMap<u32, Enforced>,
+    resolved_tx: std::sync::mpsc::SyncSender<Resolved>,
+    resolved: std::sync::mpsc::Receiver<Resolved>,
 }
 
 impl CgroupLayer {
@@ -135,12 +138,15 @@ impl CgroupLayer {
             }
         }
         let (kernel, links) = cgroup_net::attach(ebpf, &root)?;
+        let (resolved_tx, resolved) = std::sync::mpsc::sync_channel(resolver::RESOLVED_QUEUE);
         let mut layer = Self {
             root,
             kernel,
             upstream,
             metrics,
             servers: HashMap::new(),
+            resolved_tx,
+            resolved,
         };
         layer.take_over(previous);
         Ok((layer, links))
@@ -191,15 +197,17 @@ impl CgroupLayer {
     }
 
     /// Puts `pid` (the wrapper, about to exec server `id`) in the server's
-    /// cgroup under the allowlist of `sb`.
-    pub fn enforce(&mut self, id: u32, pid: u32, sb: &Sandbox) -> Result<(), CgroupError> {
+    /// cgroup under the allowlist of `sb`. Returns its resolver's port
+    /// (none: every destination is allowed, DNS is not steered).
+    pub fn enforce(&mut self, id: u32, pid: u32, sb: &Sandbox) -> Result<Option<u16>, CgroupError> {
         if !self.servers.contains_key(&id) {
             let e = self.create(id, sb)?;
             self.servers.insert(id, e);
         }
-        let dir = &self.servers[&id].dir;
-        let procs = dir.join("cgroup.procs");
-        std::fs::write(&procs, pid.to_string()).map_err(|e| CgroupError::Io(procs.display().to_string(), e))
+        let e = &self.servers[&id];
+        let procs = e.dir.join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string()).map_err(|e| CgroupError::Io(procs.display().to_string(), e))?;
+        Ok((e.record.dns_port != 0).then_some(e.record.dns_port))
     }
 
     fn create(&mut self, id: u32, sb: &Sandbox) -> Result<Enforced, CgroupError> {
@@ -248,6 +256,8 @@ impl CgroupLayer {
             None
         } else {
             let ctx = ResolverCtx {
+                id: record.id,
+                resolved: self.resolved_tx.clone(),
                 server: server.clone(),
                 cgroup,
                 names: allow.names.clone(),
@@ -277,6 +287,12 @@ impl CgroupLayer {
             record,
             _resolver: resolver,
         })
+    }
+
+    /// The names the resolvers answered since the last call, for the
+    /// monitor's host cache.
+    pub fn resolved(&self) -> Vec<Resolved> {
+        self.resolved.try_iter().collect()
     }
 
     /// What the next agent needs to take over the enforced servers.

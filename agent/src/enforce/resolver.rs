@@ -41,8 +41,17 @@ pub const MIN_TTL: Duration = Duration::from_secs(60);
 /// How often expired addresses leave the allowlist.
 const SWEEP: Duration = Duration::from_secs(5);
 
+/// What a resolver answered for a server: (server id, name, addresses),
+/// for the monitor, which names the server's connects by it (the query it
+/// sees went to the resolver, not to port 53, so it learns nothing itself).
+pub type Resolved = (u32, String, Vec<IpAddr>);
+
+/// Answers waiting for the agent's loop, at most (then dropped, logged).
+pub const RESOLVED_QUEUE: usize = 4096;
+
 /// What one server's resolver needs.
 pub struct ResolverCtx {
+    pub id: u32,
     pub server: String,
     pub cgroup: u64,
     pub names: Vec<NameRule>,
@@ -52,6 +61,9 @@ pub struct ResolverCtx {
     pub fixed: HashSet<(u32, AllowData)>,
     /// The server's `mcpwatch_resolver_*` series.
     pub counters: ResolverMetrics,
+    /// Where the answers go for the monitor (before the server gets them:
+    /// the agent takes them before the events the server makes next).
+    pub resolved: std::sync::mpsc::SyncSender<Resolved>,
 }
 
 /// A running resolver; stops when dropped.
@@ -203,8 +215,30 @@ async fn forward(query: &[u8], id: u16, upstream: SocketAddr) -> std::io::Result
 
 impl State {
     /// Allows every A/AAAA address of the answer for the rules that
-    /// matched the query's name, until its TTL (at least [`MIN_TTL`]).
+    /// matched the query's name, until its TTL (at least [`MIN_TTL`]), and
+    /// tells the monitor the name of each.
     fn allow_answers(&self, m: &Message, rules: &[&NameRule]) {
+        let addrs: Vec<IpAddr> = m
+            .answers()
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect();
+        if let Some(q) = m.queries().first()
+            && !addrs.is_empty()
+        {
+            let name = q.name().to_ascii().trim_end_matches('.').to_owned();
+            if self.ctx.resolved.try_send((self.ctx.id, name, addrs)).is_err() {
+                // The connect is then judged by address (and alerted as undeclared).
+                log::warn!(
+                    "{}: resolver: the agent's queue of answers is full; an answer's name is not learnt",
+                    self.ctx.server
+                );
+            }
+        }
         let now = Instant::now();
         let mut learnt = self.learnt.lock().expect("resolver state");
         let mut map = self.ctx.allow.lock().expect("allow map");

@@ -322,6 +322,27 @@ mod tests {
     }
 
     #[test]
+    fn a_dns_query_steered_to_the_servers_resolver_is_no_undeclared_connect() {
+        let (mut s, ctx) = sandboxed("enforce");
+        let udp = |port| {
+            let Activity::Net(n) = connect("127.0.0.1", port, None) else {
+                unreachable!()
+            };
+            Activity::Net(crate::policy::activity::NetActivity {
+                proto: crate::policy::activity::Proto::Udp,
+                ..n
+            })
+        };
+        assert!(!s.evaluate(&ctx, &udp(40000)).is_empty(), "no resolver yet: undeclared");
+        s.sandbox.as_mut().unwrap().resolver_port = Some(40000);
+        assert!(s.evaluate(&ctx, &udp(40000)).is_empty());
+        assert!(
+            !s.evaluate(&ctx, &udp(40001)).is_empty(),
+            "another port is not the resolver"
+        );
+    }
+
+    #[test]
     fn audit_mode_marks_what_the_sandbox_would_block_and_nothing_else() {
         let (mut s, ctx) = sandboxed("audit");
         let f = s.evaluate(&ctx, &open("/etc/secret.txt", false, 3));
