@@ -66,11 +66,14 @@ pub enum Op {
     Write,
     /// dup, dup2, dup3, fcntl(F_DUPFD*).
     Dup,
+    /// execve and execveat: reported only when refused (EACCES, EPERM: a
+    /// sandbox's answer); a successful exec is the exec tracepoint's.
+    Exec,
 }
 
 impl Op {
     /// Every operation, for userspace tables.
-    pub const ALL: [Op; 30] = [
+    pub const ALL: [Op; 31] = [
         Op::Open,
         Op::Truncate,
         Op::Rename,
@@ -101,6 +104,7 @@ impl Op {
         Op::Read,
         Op::Write,
         Op::Dup,
+        Op::Exec,
     ];
 
     /// The operation's name in event lines and policies.
@@ -136,6 +140,7 @@ impl Op {
             Op::Read => "read",
             Op::Write => "write",
             Op::Dup => "dup",
+            Op::Exec => "exec",
         }
     }
 }
@@ -294,6 +299,10 @@ table! {
     FCHMOD = 91, "fchmod", File, Chmod { fd: Some(0), mode: Some(1) };
     FCHMODAT = 268, "fchmodat", File, Chmod { dirfd: Some(0), path: Some(1), mode: Some(2) };
     FCHMODAT2 = 452, "fchmodat2", File, Chmod { dirfd: Some(0), path: Some(1), mode: Some(2), flags: Some(3) };
+    // A refused exec never becomes a process: the failing syscall is all
+    // there is of it (the probe reports EACCES and EPERM only).
+    EXECVE = 59, "execve", File, Exec { path: Some(0) };
+    EXECVEAT = 322, "execveat", File, Exec { dirfd: Some(0), path: Some(1), flags: Some(4) };
     CHOWN = 92, "chown", File, Chown { path: Some(0) };
     FCHOWN = 93, "fchown", File, Chown { fd: Some(0) };
     LCHOWN = 94, "lchown", File, Chown { path: Some(0) };

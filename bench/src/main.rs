@@ -5,7 +5,8 @@
 //! Each workload writes one JSON object to `--result` (not stdout: under the
 //! wrapper stdout is a server's wire, captured as its MCP conversation).
 //!
-//! - `openat N`: openat(2) of a missing path, N times.
+//! - `openat N [--path P]`: openat(2) of a missing path (or of P, closed
+//!   again), N times.
 //! - `connect N PORT`: socket + connect to a closed loopback port + close.
 //! - `forkexec N`: fork, exec /bin/true, wait.
 //! - `rate R SECONDS`: openat of a missing path at R per second, paced in
@@ -40,6 +41,9 @@ struct Cli {
 enum Mode {
     Openat {
         count: u64,
+        /// An existing file to open (and close) instead of a missing one.
+        #[arg(long)]
+        path: Option<PathBuf>,
     },
     Connect {
         count: u64,
@@ -72,10 +76,16 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let result = match cli.mode {
         Mode::Floor => return floor::run(),
-        Mode::Openat { count } => {
-            let path = CString::new(MISSING)?;
+        Mode::Openat { count, path } => {
+            let path = match path {
+                Some(p) => CString::new(p.as_os_str().as_encoded_bytes())?,
+                None => CString::new(MISSING)?,
+            };
             let ns = timed(count, || unsafe {
-                libc::openat(libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY);
+                let fd = libc::openat(libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY);
+                if fd >= 0 {
+                    libc::close(fd);
+                }
             });
             json!({"mode": "openat", "ops": count, "ns_per_op": ns})
         }

@@ -5,6 +5,7 @@
  *   tcp,ADDR,PORT         connect from an IPv4 socket
  *   tcp6,ADDR6,PORT       connect from an IPv6 socket (e.g. ::ffff:127.0.0.1)
  *   udp,ADDR,PORT         sendto from an unconnected IPv4 socket
+ *   wait,PATH             waits (up to 60 s) until PATH exists: 0, or -ETIMEDOUT
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -19,6 +20,14 @@
 static long op(char *arg) {
     char *kind = strtok(arg, ","), *a = strtok(NULL, ","), *p = strtok(NULL, ",");
     if (!kind || !a) return -EINVAL;
+    if (strcmp(kind, "wait") == 0) {
+        /* access() is metadata: Landlock does not restrict it. */
+        for (int i = 0; i < 6000; i++) {
+            if (access(a, F_OK) == 0) return 0;
+            usleep(10000);
+        }
+        return -ETIMEDOUT;
+    }
     if (strcmp(kind, "resolve") == 0) {
         struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
         int r = getaddrinfo(a, NULL, &hints, &res);

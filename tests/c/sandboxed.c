@@ -2,6 +2,8 @@
  * denies and prints each result (0 or more: it ran; -errno: refused).
  *   sandboxed AGENT_PID          ptrace, io_uring_setup, kill(AGENT_PID, 0)
  *   sandboxed AGENT_PID ia32     then an int 0x80 getpid (killed when enforced)
+ *   sandboxed AGENT_PID exec     then execs /usr/bin/id (refused by Landlock
+ *                                when enforced: prints exec=-errno)
  */
 #include <errno.h>
 #include <linux/io_uring.h>
@@ -30,6 +32,10 @@ int main(int argc, char **argv) {
         long ret;
         __asm__ volatile("int $0x80" : "=a"(ret) : "a"(20L) : "memory", "r8", "r9", "r10", "r11");
         printf("ia32=%ld\n", ret);
+    }
+    if (argc > 2 && strcmp(argv[2], "exec") == 0) {
+        execl("/usr/bin/id", "id", (char *)NULL);
+        printf("exec=%d\n", -errno);
     }
     return 0;
 }

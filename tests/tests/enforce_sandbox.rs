@@ -26,14 +26,13 @@ fn manifest(test: &str, name: &str, body: Value) -> std::path::PathBuf {
     d
 }
 
-/// Runs the seccomp probe program wrapped as `server`; returns its stdout,
-/// exit status and the server's events once it exited.
-fn probe(agent: &Agent, server: &str, bin: &str, ia32: bool) -> (String, std::process::ExitStatus, Vec<Value>) {
+/// Runs the sandbox probe program wrapped as `server` (`then`: `ia32` or
+/// `exec`, tried last); returns its stdout, exit status and the server's
+/// events once it exited.
+fn probe(agent: &Agent, server: &str, bin: &str, then: Option<&str>) -> (String, std::process::ExitStatus, Vec<Value>) {
     let pid = agent.pid().to_string();
     let mut args = vec![bin, pid.as_str()];
-    if ia32 {
-        args.push("ia32");
-    }
+    args.extend(then);
     let out = output(&mut agent.wrap(server, &args));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -115,7 +114,7 @@ fn seccomp_refuses_ptrace_io_uring_and_signals_to_the_agent_and_kills_ia32_calls
     let d = manifest("enf-sec", "sbx", json!({"name": "sbx", "mode": "enforce"}));
     let agent = agent_with("enf-sec", &d, &[]);
     let bin = cc(&scratch_dir("enf-sec-prog"), "sandboxed");
-    let (stdout, status, ev) = probe(&agent, "sbx", &bin, true);
+    let (stdout, status, ev) = probe(&agent, "sbx", &bin, Some("ia32"));
     assert!(
         stdout.starts_with("ptrace=-1 io_uring=-1 kill=-1\n"),
         "EPERM for each: {stdout}"
@@ -135,12 +134,31 @@ fn seccomp_refuses_ptrace_io_uring_and_signals_to_the_agent_and_kills_ia32_calls
 }
 
 #[test]
+fn landlock_refuses_the_exec_of_an_undeclared_program_and_the_refusal_is_an_alert() {
+    let d = manifest("enf-exec", "sbx", json!({"name": "sbx", "mode": "enforce"}));
+    let agent = agent_with("enf-exec", &d, &[]);
+    let bin = cc(&scratch_dir("enf-exec-prog"), "sandboxed");
+    let (stdout, status, ev) = probe(&agent, "sbx", &bin, Some("exec"));
+    assert!(stdout.contains("\nexec=-13\n"), "EACCES from Landlock: {stdout}");
+    assert!(status.success(), "{status}");
+    let denied: Vec<&Value> = by_rule(&ev, "sbx", "enforce.denied")
+        .into_iter()
+        .filter(|a| a["evidence"]["op"] == "exec")
+        .collect();
+    assert_eq!(denied.len(), 1, "{}", dump(&ev));
+    assert_eq!(denied[0]["layer"], "landlock", "{}", denied[0]);
+    assert_eq!(denied[0]["evidence"]["target"], "/usr/bin/id", "{}", denied[0]);
+    assert!(exec_of(&ev, "/id").is_empty(), "never a process: {}", dump(&ev));
+    assert!(agent.stop().success());
+}
+
+#[test]
 fn audit_mode_leaves_the_same_servers_untouched_and_marks_what_enforcement_would_block() {
     let d = manifest("enf-audit", "sbx", json!({"name": "sbx", "mode": "audit"}));
     std::fs::copy(shipped_manifests().join("filesystem.json"), d.join("filesystem.json")).unwrap();
     let agent = agent_with("enf-audit", &d, &[]);
     let bin = cc(&scratch_dir("enf-audit-prog"), "sandboxed");
-    let (stdout, status, ev) = probe(&agent, "sbx", &bin, true);
+    let (stdout, status, ev) = probe(&agent, "sbx", &bin, Some("ia32"));
     assert!(stdout.starts_with("ptrace=-3 io_uring="), "{stdout}");
     assert!(stdout.contains(" kill=0\nia32="), "{stdout}");
     assert!(status.success(), "{status}");
@@ -231,7 +249,7 @@ fn enforce_check_reports_each_layer_and_a_simulated_missing_one_degrades_the_ser
         agent.log()
     );
     let bin = cc(&scratch_dir("enf-degraded-prog"), "sandboxed");
-    let (stdout, _, ev) = probe(&agent, "sbx", &bin, false);
+    let (stdout, _, ev) = probe(&agent, "sbx", &bin, None);
     assert!(stdout.starts_with("ptrace=-1 "), "seccomp still applies: {stdout}");
     let deg = by_rule(&ev, "sbx", "enforce.degraded");
     assert_eq!(deg.len(), 1, "{}", dump(&ev));

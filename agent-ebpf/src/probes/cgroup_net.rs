@@ -146,6 +146,12 @@ fn judge(ctx: &SockAddrContext, v6: bool, op: Op) -> i32 {
         unsafe { steer(ctx, sa, v6, addr, port_net, pol.dns_port) };
         return ALLOW;
     }
+    // Already steered to the server's resolver: while one agent takes over
+    // from another, both agents' programs run on the cgroup, and the second
+    // sees the first one's rewrite.
+    if op == Op::Out && pol.dns_port != 0 && port == pol.dns_port && steered_to(&addr) {
+        return ALLOW;
+    }
     if op == Op::Out && pol.flags & POLICY_ANY_OUT != 0 {
         return ALLOW;
     }
@@ -172,6 +178,15 @@ fn judge(ctx: &SockAddrContext, v6: bool, op: Op) -> i32 {
         }
     }
     DENY
+}
+
+/// Whether `addr` is where [`steer`] sends a query: 127.0.0.1 (IPv4-mapped
+/// here) or ::1.
+#[inline(always)]
+fn steered_to(addr: &[u8; 16]) -> bool {
+    const LO4: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1];
+    const LO6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    *addr == LO4 || *addr == LO6
 }
 
 /// Sends the DNS query to the server's resolver on loopback, remembering

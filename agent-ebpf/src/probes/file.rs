@@ -4,9 +4,9 @@
 //! An open that succeeded is reported with the absolute path resolved in the
 //! kernel from the opened `struct file` (dentries walked across mounts), so
 //! relative paths, dirfds, `..`, symlinks and `/proc/self/cwd` all resolve to
-//! the real file; the path as given comes second. A failed open, and the
-//! path-based operations (rename, unlink, mkdir, link, symlink, chmod,
-//! chown, truncate), have no kernel object to read: they carry the path as
+//! the real file; the path as given comes second. A failed open, a refused
+//! exec, and the path-based operations (rename, unlink, mkdir, link,
+//! symlink, chmod, chown, truncate), have no kernel object to read: they carry the path as
 //! given, read from the caller's memory at exit (flagged
 //! `SYS_USER_MEMORY`), plus, when it is relative, the directory it is
 //! relative to (cwd or dirfd) resolved in the kernel.
@@ -16,7 +16,7 @@ use agent_common::{
     abi::AT_FDCWD,
     event::{SYS_PATH_RELATIVE, SYS_PATH_RESOLVED, SYS_PATH_TRUNCATED, SYS_PATH2_TRUNCATED},
     probe_errors::Reason,
-    syscalls::{Family, arg, lookup},
+    syscalls::{Family, Op, arg, lookup},
 };
 use aya_ebpf::helpers::bpf_probe_read_user;
 
@@ -26,6 +26,9 @@ use crate::{
     probes::syscalls::record,
     record::Rec,
 };
+
+const EACCES: i64 = 13;
+const EPERM: i64 = 1;
 
 /// The directory a relative path of `dirfd` is relative to: `struct path *`.
 #[inline(always)]
@@ -59,6 +62,13 @@ pub fn on_exit(st: &Stash, ret: i64) {
         return;
     };
     if sc.family != Family::File {
+        return;
+    }
+    // A successful exec returns in the new image (its path is no longer in
+    // memory; the exec tracepoint reported it), and a PATH search fails with
+    // ENOENT in every directory before the one with the program: only a
+    // refusal, a sandbox's answer, is reported.
+    if sc.op == Op::Exec && ret != -EACCES && ret != -EPERM {
         return;
     }
     let a = &st.args;

@@ -394,6 +394,18 @@ impl Agent {
         }
     }
 
+    /// The names the enforced servers' resolvers answered: their connects
+    /// to those addresses are judged by name, like a DNS answer the server
+    /// received itself.
+    pub(super) fn learn_resolved(&mut self) {
+        let Some(c) = &self.cgroup_net else {
+            return;
+        };
+        for (id, name, addrs) in c.resolved() {
+            self.hosts.learn(id, &name, &addrs);
+        }
+    }
+
     pub(super) fn register(&mut self, req: &WatchRequest) -> Result<Registered, String> {
         validate_name(&req.server).map_err(|e| e.to_string())?;
         if let Some(w) = self.watched.state(req.pid) {
@@ -437,19 +449,26 @@ impl Agent {
         let enforced = mode == crate::policy::manifest::Mode::Enforce;
         // The cgroup layer judges addresses and names; Landlock's TCP port
         // rules stand in for it only where it is missing.
-        let cgroup = match (&mut self.cgroup_net, &sb.net) {
-            (Some(layer), Some(allow)) if !sb.missing.contains(&Layer::Cgroup) => {
+        let cgroup = match &mut self.cgroup_net {
+            Some(layer) if sb.net.is_some() && !sb.missing.contains(&Layer::Cgroup) => {
                 if enforced {
                     let id = self.names.servers.id(&req.server);
-                    layer.enforce(id, &req.server, req.pid, allow).map_err(|e| {
+                    layer.enforce(id, req.pid, &sb).map_err(|e| {
                         log::error!("{}: the cgroup network allowlist is not applied: {e}", req.server);
                     })
                 } else {
-                    Ok(())
+                    Ok(None)
                 }
             }
             _ => Err(()),
         };
+        if let Ok(port) = cgroup {
+            sb.resolver_port = port;
+        }
+        if enforced && cgroup.is_ok() {
+            // The next agent takes the server's cgroup over from this record.
+            self.save_handover();
+        }
         if cgroup.is_err() {
             (sb.connect_tcp, sb.bind_tcp) = ports;
             sb.net = None;

@@ -209,8 +209,8 @@ impl Agent {
             self.loss_seen.remove(&k);
         }
         self.hosts.forget(id);
-        if let Some(c) = self.cgroup_net.as_mut() {
-            c.forget(id);
+        if self.cgroup_net.as_mut().is_some_and(|c| c.forget(id)) {
+            self.save_handover();
         }
         self.mcp.forget_server(id);
         self.policy.forget_server(&name);

@@ -3,7 +3,8 @@
 //! describes (the marker), the server each id in `WATCHED` and in the ring's
 //! records names, and the kernel counters already reported (the pinned
 //! `LOSS` and `PROBE_ERRORS` keep counting across agents: what the previous
-//! one reported is not reported again).
+//! one reported is not reported again), and the enforced servers' cgroups
+//! (their allowlists are in the kept maps).
 
 use std::{
     io,
@@ -11,6 +12,8 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+
+use crate::enforce::cgroup::CgroupRecord;
 
 /// File name under the state directory.
 pub const FILE: &str = "kernel-objects.json";
@@ -31,6 +34,9 @@ pub struct Handover {
     /// Probe-error counters already reported, by slot.
     #[serde(default)]
     pub probe_errors: Vec<u64>,
+    /// The enforced servers' cgroups, whose allowlists are in the kept maps.
+    #[serde(default)]
+    pub cgroups: Vec<CgroupRecord>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +101,7 @@ mod tests {
             last_server_id: 4,
             loss: vec![(1, 2, 30)],
             probe_errors: vec![0, 4],
+            cgroups: Vec::new(),
         };
         h.save(&dir).unwrap();
         let back = Handover::load(&dir).unwrap();

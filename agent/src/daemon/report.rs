@@ -144,12 +144,14 @@ impl Agent {
     }
 
     /// Saves what the next agent needs to read the kept kernel objects:
-    /// the server names behind the ids, the kernel counters reported.
+    /// the server names behind the ids, the kernel counters reported, the
+    /// enforced servers' cgroups.
     pub(super) fn save_handover(&mut self) {
         (self.handover.servers, self.handover.last_server_id) = self.names.servers.entries();
         self.handover.loss = self.loss_seen.iter().map(|(k, n)| (k.server, k.kind, *n)).collect();
         self.handover.loss.sort_unstable();
         self.handover.probe_errors = self.probe_errors.seen().to_vec();
+        self.handover.cgroups = self.cgroup_net.as_ref().map(|c| c.records()).unwrap_or_default();
         if let Err(e) = self.handover.save(&self.state_dir) {
             log::error!("the next agent may misname servers or report loss twice: {e}");
         }

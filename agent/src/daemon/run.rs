@@ -179,18 +179,38 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     // No silent non-enforcement: what this kernel enforces, per layer, in
     // the log and the metrics.
     let simulated = opts.config.enforce.simulated_missing();
+    let previous_cgroups = std::mem::take(&mut state.handover.cgroups);
+    let mut cgroup_links = Vec::new();
     let cgroup = if simulated.contains(&crate::enforce::Layer::Cgroup) {
         Err("simulated".to_owned())
     } else {
-        match crate::enforce::cgroup::CgroupLayer::start(probes.ebpf_mut(), opts.config.enforce.upstream()) {
-            Ok(layer) => {
+        match crate::enforce::cgroup::CgroupLayer::start(
+            probes.ebpf_mut(),
+            opts.config.enforce.upstream(),
+            metrics.clone(),
+            &previous_cgroups,
+        ) {
+            Ok((layer, links)) => {
                 let at = format!("attached to {}", layer.root().display());
                 state.cgroup_net = Some(layer);
+                cgroup_links = links;
                 Ok(at)
             }
             Err(e) => Err(e.to_string()),
         }
     };
+    // Pinned like the tracepoints' links, replacing a previous agent's
+    // (which kept its enforced servers' allowlists in force until now).
+    if let Err(e) = probes.keep_links(cgroup_links) {
+        log::error!("the cgroup programs are not kept across a restart: {e}");
+    }
+    // The servers whose cgroups were taken over are judged by the sandbox
+    // they run in (their refusals are `enforce.denied`), from their first
+    // event on: what was queued while no agent ran included.
+    for r in state.cgroup_net.as_ref().map(|c| c.records()).unwrap_or_default() {
+        state.policy.set_sandbox(&r.sandbox.server, &r.full_sandbox());
+    }
+    state.save_handover();
     let layers = crate::enforce::check::layers(&simulated, &cgroup);
     for l in &layers {
         let state_word = if l.enforced { "enforced" } else { "NOT enforced" };
@@ -377,6 +397,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
 /// counted lost by the kernel there), never overflow a sink's queue. Returns
 /// how many were handled and whether some may be left.
 fn drain(ring: &mut RingBuf<MapData>, state: &mut Agent) -> (usize, bool) {
+    // Sent before the servers got the answers: named before their connects.
+    state.learn_resolved();
     let mut n = 0;
     while n < DRAIN_BATCH {
         if state.sinks.room() < SINK_ROOM {

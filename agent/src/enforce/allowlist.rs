@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use agent_common::cgroup_net::{ALLOW_FIXED_BITS, AllowData, KIND_BIND, KIND_OUT};
 use ipnet::Ipv6Net;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::{
     activity::{NetActivity, NetOp, Proto},
@@ -19,7 +20,7 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
 /// An address range with a protocol (0: either) and a port (0: any).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
     /// IPv6; IPv4 as IPv4-mapped (`::ffff:0:0/96` and below).
     pub net: Ipv6Net,
@@ -28,7 +29,7 @@ pub struct Rule {
 }
 
 /// A declared host name (`api.github.com`) or domain (`.github.com`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameRule {
     pub name: String,
     /// Every name below `name` too.
@@ -44,7 +45,9 @@ impl NameRule {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Serialized for the next agent, which takes over the server's cgroup
+/// (`cgroup::CgroupRecord`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetAllow {
     /// `insecure_allow_all`: every destination.
     pub any_out: bool,

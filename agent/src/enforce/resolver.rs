@@ -29,6 +29,7 @@ use ipnet::Ipv6Net;
 use tokio::net::UdpSocket;
 
 use super::allowlist::{NameRule, Rule, key, v6};
+use crate::output::metrics::ResolverMetrics;
 
 pub type AllowMap = LpmTrie<MapData, AllowData, u32>;
 
@@ -40,8 +41,17 @@ pub const MIN_TTL: Duration = Duration::from_secs(60);
 /// How often expired addresses leave the allowlist.
 const SWEEP: Duration = Duration::from_secs(5);
 
+/// What a resolver answered for a server: (server id, name, addresses),
+/// for the monitor, which names the server's connects by it (the query it
+/// sees went to the resolver, not to port 53, so it learns nothing itself).
+pub type Resolved = (u32, String, Vec<IpAddr>);
+
+/// Answers waiting for the agent's loop, at most (then dropped, logged).
+pub const RESOLVED_QUEUE: usize = 4096;
+
 /// What one server's resolver needs.
 pub struct ResolverCtx {
+    pub id: u32,
     pub server: String,
     pub cgroup: u64,
     pub names: Vec<NameRule>,
@@ -49,6 +59,11 @@ pub struct ResolverCtx {
     pub allow: Arc<Mutex<AllowMap>>,
     /// Keys of the static rules: never inserted or expired by the resolver.
     pub fixed: HashSet<(u32, AllowData)>,
+    /// The server's `mcpwatch_resolver_*` series.
+    pub counters: ResolverMetrics,
+    /// Where the answers go for the monitor (before the server gets them:
+    /// the agent takes them before the events the server makes next).
+    pub resolved: std::sync::mpsc::SyncSender<Resolved>,
 }
 
 /// A running resolver; stops when dropped.
@@ -70,9 +85,16 @@ struct State {
 }
 
 /// Starts a resolver on 127.0.0.1 (and `[::1]` when this host has IPv6) on
-/// a free port.
-pub fn spawn(ctx: ResolverCtx) -> std::io::Result<Resolver> {
-    let v4 = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// `port` if it is free (a previous agent's resolver of the server, whose
+/// port the kept programs steer to), else on a free port. `learnt`: the
+/// addresses a previous agent's resolver allowed (still in the map), which
+/// expire [`MIN_TTL`] from now.
+pub fn spawn(ctx: ResolverCtx, port: u16, learnt: Vec<(u32, AllowData)>) -> std::io::Result<Resolver> {
+    let v4 = match std::net::UdpSocket::bind(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(_) if port != 0 => std::net::UdpSocket::bind("127.0.0.1:0")?,
+        Err(e) => return Err(e),
+    };
     let port = v4.local_addr()?.port();
     v4.set_nonblocking(true)?;
     let v6 = std::net::UdpSocket::bind(("::1", port)).ok();
@@ -84,9 +106,10 @@ pub fn spawn(ctx: ResolverCtx) -> std::io::Result<Resolver> {
         }
         None => None,
     };
+    let until = Instant::now() + MIN_TTL;
     let state = Arc::new(State {
         ctx,
-        learnt: Mutex::new(HashMap::new()),
+        learnt: Mutex::new(learnt.into_iter().map(|k| (k, until)).collect()),
     });
     let task = tokio::spawn(serve(v4, v6, state));
     Ok(Resolver { port, task })
@@ -133,14 +156,17 @@ async fn answer(sock: Arc<UdpSocket>, query: Vec<u8>, from: SocketAddr, state: A
             "{}: resolver refused {name:?}: not a host its manifest declares",
             state.ctx.server
         );
+        state.ctx.counters.refused.inc();
         error(&q, ResponseCode::Refused)
     } else {
         match forward(&query, q.id(), state.ctx.upstream).await {
             Ok((bytes, m)) => {
                 state.allow_answers(&m, &rules);
+                state.ctx.counters.answered.inc();
                 Some(bytes)
             }
             Err(e) => {
+                state.ctx.counters.upstream_failed.inc();
                 log::warn!(
                     "{}: resolver: {name:?} via {}: {e}",
                     state.ctx.server,
@@ -189,8 +215,30 @@ async fn forward(query: &[u8], id: u16, upstream: SocketAddr) -> std::io::Result
 
 impl State {
     /// Allows every A/AAAA address of the answer for the rules that
-    /// matched the query's name, until its TTL (at least [`MIN_TTL`]).
+    /// matched the query's name, until its TTL (at least [`MIN_TTL`]), and
+    /// tells the monitor the name of each.
     fn allow_answers(&self, m: &Message, rules: &[&NameRule]) {
+        let addrs: Vec<IpAddr> = m
+            .answers()
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect();
+        if let Some(q) = m.queries().first()
+            && !addrs.is_empty()
+        {
+            let name = q.name().to_ascii().trim_end_matches('.').to_owned();
+            if self.ctx.resolved.try_send((self.ctx.id, name, addrs)).is_err() {
+                // The connect is then judged by address (and alerted as undeclared).
+                log::warn!(
+                    "{}: resolver: the agent's queue of answers is full; an answer's name is not learnt",
+                    self.ctx.server
+                );
+            }
+        }
         let now = Instant::now();
         let mut learnt = self.learnt.lock().expect("resolver state");
         let mut map = self.ctx.allow.lock().expect("allow map");
@@ -217,7 +265,10 @@ impl State {
                     log::warn!("{}: resolver: allowing {ip}: {e}", self.ctx.server);
                     continue;
                 }
-                let e = learnt.entry(k).or_insert(until);
+                let e = learnt.entry(k).or_insert_with(|| {
+                    self.ctx.counters.allowed.inc();
+                    until
+                });
                 *e = (*e).max(until);
                 log::debug!("{}: resolver allowed {ip} for {}", self.ctx.server, r.name);
             }

@@ -41,6 +41,10 @@ pub struct Sandbox {
     /// rules are left to it (`connect_tcp`, `bind_tcp` are `None`).
     #[serde(skip)]
     pub net: Option<super::allowlist::NetAllow>,
+    /// The loopback port of the server's resolver in the agent, where the
+    /// cgroup layer steers its DNS queries (agent-side only).
+    #[serde(skip)]
+    pub resolver_port: Option<u16>,
 }
 
 /// Where a pattern's Landlock grant lies: the hierarchy, and whether it is

@@ -12,10 +12,10 @@ use agent_common::cgroup_net::CgroupPolicy;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData},
-    programs::{CgroupAttachMode, CgroupSockAddr},
+    programs::{CgroupAttachMode, CgroupSockAddr, links::FdLink},
 };
 
-use crate::enforce::resolver::AllowMap;
+use crate::{enforce::resolver::AllowMap, kernel::keep::NamedLinks};
 
 /// connect, sendmsg and bind decide; recvmsg gives DNS answers their source back.
 pub const PROGRAMS: &[&str] = &[
@@ -49,19 +49,24 @@ pub enum CgroupNetError {
     },
     #[error("the object has no map {0}")]
     MissingMap(&'static str),
+    #[error("program {0}: this kernel attached it without a link (cgroup links need kernel 5.7)")]
+    NoLink(&'static str),
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
 }
 
-/// The attached programs' maps. The programs stay attached while the
-/// object that loaded them lives (the agent's).
+/// The attached programs' maps (pinned with the agent's other kept maps,
+/// `kernel/keep.rs`), and their links, to be pinned by the agent: pinned,
+/// the programs stay attached when the agent dies, and the next agent
+/// takes them over like the tracepoints.
 pub struct CgroupNet {
     pub policy: HashMap<MapData, u64, CgroupPolicy>,
     pub allow: Arc<Mutex<AllowMap>>,
 }
 
-fn attach_programs(ebpf: &mut Ebpf, subtree: &Path, names: &[&'static str]) -> Result<(), CgroupNetError> {
+fn attach_programs(ebpf: &mut Ebpf, subtree: &Path, names: &[&'static str]) -> Result<NamedLinks, CgroupNetError> {
     let dir = File::open(subtree).map_err(|e| CgroupNetError::Open(subtree.display().to_string(), e))?;
+    let mut links = Vec::new();
     for &name in names {
         let err = |source| CgroupNetError::Program { name, source };
         let p: &mut CgroupSockAddr = ebpf
@@ -72,9 +77,14 @@ fn attach_programs(ebpf: &mut Ebpf, subtree: &Path, names: &[&'static str]) -> R
         p.load().map_err(err)?;
         // A link (kernel 5.7+) runs beside other programs on the cgroup
         // anyway, and the kernel refuses link flags (EINVAL): Single.
-        p.attach(&dir, CgroupAttachMode::Single).map_err(err)?;
+        let id = p.attach(&dir, CgroupAttachMode::Single).map_err(err)?;
+        let link = p.take_link(id).map_err(err)?;
+        // A kernel without cgroup links (before 5.7) attaches the old way:
+        // nothing to pin, so nothing the next agent could take over.
+        let link = FdLink::try_from(link).map_err(|_| CgroupNetError::NoLink(name))?;
+        links.push((name, link));
     }
-    Ok(())
+    Ok(links)
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CgroupNetError>
@@ -97,13 +107,15 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Attaches every program to `subtree` and takes the maps.
-pub fn attach(ebpf: &mut Ebpf, subtree: &Path) -> Result<CgroupNet, CgroupNetError> {
-    attach_programs(ebpf, subtree, PROGRAMS)?;
-    Ok(CgroupNet {
+/// Attaches every program to `subtree` and takes the maps; the links are
+/// for the caller to pin.
+pub fn attach(ebpf: &mut Ebpf, subtree: &Path) -> Result<(CgroupNet, NamedLinks), CgroupNetError> {
+    let links = attach_programs(ebpf, subtree, PROGRAMS)?;
+    let net = CgroupNet {
         policy: take(ebpf, "NET_POLICY")?,
         allow: Arc::new(Mutex::new(take(ebpf, "NET_ALLOW")?)),
-    })
+    };
+    Ok((net, links))
 }
 
 /// Whether cgroup v2 `sock_addr` programs attach here: loads the object
@@ -123,7 +135,9 @@ pub fn probe(mount: &Path) -> Result<(), String> {
             .map_max_entries("WATCHED", 1024)
             .load(object)
             .map_err(|e| e.to_string())?;
-        attach_programs(&mut ebpf, &dir, &["cg_connect4"]).map_err(|e| chain(&e))
+        attach_programs(&mut ebpf, &dir, &["cg_connect4"])
+            .map(drop)
+            .map_err(|e| chain(&e))
     })();
     let _ = std::fs::remove_dir(&dir);
     res

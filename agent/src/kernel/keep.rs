@@ -23,6 +23,9 @@ use std::{
 use aya::programs::links::{FdLink, PinnedLink};
 use sha2::{Digest as _, Sha256};
 
+/// Links by the name of their program, to be pinned.
+pub type NamedLinks = Vec<(&'static str, FdLink)>;
+
 /// Default pin directory.
 pub const DEFAULT_DIR: &str = "/sys/fs/bpf/mcpwatch";
 
@@ -43,9 +46,19 @@ pub const KEPT_MAPS: &[&str] = &[
     "STDIO_FILES",
     "STDIO_AT_EXEC",
     "STDIO_FDS",
+    // The cgroup network allowlist (`kernel/cgroup_net.rs`): the policies of
+    // the enforced servers, their allowed destinations (the resolver's
+    // included) and the DNS queries in flight. Kept, with the cgroup
+    // programs' links, an enforced server's allowlist neither opens nor
+    // closes while no agent runs.
+    "NET_POLICY",
+    "NET_ALLOW",
+    "DNS_ORIG",
 ];
 
 const LINKS: &str = "links";
+/// A link pinned here first, then renamed over the old one (`replace`).
+const NEW_PREFIX: &str = "new-";
 const MARKER_PREFIX: &str = "object-";
 const NONCE_SEP: char = '_';
 
@@ -77,9 +90,12 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeepError + '_ {
 pub enum Previous {
     /// Nothing: a first start (or a reboot, or a clean stop before).
     Nothing,
-    /// A complete, compatible set: reused. The old links are held open so
-    /// the old programs stay attached until this agent's are.
-    Kept { marker: String, links: Vec<PinnedLink> },
+    /// A complete, compatible set: reused. The old links (by program name)
+    /// are held open so the old programs stay attached until this agent's are.
+    Kept {
+        marker: String,
+        links: Vec<(String, PinnedLink)>,
+    },
     /// Something unusable, removed (the reason is for the log and the
     /// `watch` lines).
     Discarded(String),
@@ -90,6 +106,14 @@ pub fn stamp(object: &[u8], watched_max: u32, ring_bytes: u32) -> String {
     let hash = Sha256::digest(object);
     let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
     format!("{hex}-w{watched_max}-r{ring_bytes}")
+}
+
+/// What [`KeepDir::commit`] leaves: the marker, this agent's pinned links,
+/// and the old links of programs attached later (still pinned).
+pub struct Committed {
+    pub marker: String,
+    pub pinned: Vec<PinnedLink>,
+    pub later: Vec<(String, PinnedLink)>,
 }
 
 /// The pin directory of one agent.
@@ -150,7 +174,7 @@ impl KeepDir {
         Previous::Discarded(reason)
     }
 
-    fn usable(&self, expected: Option<&str>, required: &[&str]) -> Result<(String, Vec<PinnedLink>), String> {
+    fn usable(&self, expected: Option<&str>, required: &[&str]) -> Result<(String, Vec<(String, PinnedLink)>), String> {
         let markers = self.markers();
         let [marker] = &markers[..] else {
             return Err(match markers.len() {
@@ -178,16 +202,14 @@ impl KeepDir {
         let Ok(rd) = std::fs::read_dir(self.dir.join(LINKS)) else {
             return Err("an incomplete set of pins (no links)".into());
         };
-        let mut names = Vec::new();
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             match PinnedLink::from_pin(e.path()) {
-                Ok(l) => links.push(l),
+                Ok(l) => links.push((name, l)),
                 Err(err) => return Err(format!("link {name} unreadable: {err}")),
             }
-            names.push(name);
         }
-        if let Some(p) = required.iter().find(|p| !names.iter().any(|n| n == *p)) {
+        if let Some(p) = required.iter().find(|p| !links.iter().any(|(n, _)| n == *p)) {
             return Err(format!("an incomplete set of pins (link {p} missing)"));
         }
         Ok((marker.clone(), links))
@@ -197,13 +219,16 @@ impl KeepDir {
     /// complete. The old links' files are replaced one by one while their
     /// descriptors stay open, so the old programs run until the new ones
     /// are pinned (a few events may be seen twice, none missed); they are
-    /// detached when `old` is dropped at the end. Returns the marker.
+    /// detached when `old` is dropped at the end. Old links of programs
+    /// that are not in `new` (attached later: the cgroup programs) stay
+    /// pinned and are returned, for [`KeepDir::replace`]. Returns the
+    /// marker, the new pinned links and those old ones.
     pub fn commit(
         &self,
         marker: Option<String>,
-        new: Vec<(&'static str, FdLink)>,
-        old: Vec<PinnedLink>,
-    ) -> Result<(String, Vec<PinnedLink>), KeepError> {
+        new: NamedLinks,
+        old: Vec<(String, PinnedLink)>,
+    ) -> Result<Committed, KeepError> {
         let links_dir = self.dir.join(LINKS);
         // Incomplete until the marker is back: a death in between is a
         // partial set for the next agent, never a mixed one taken as whole.
@@ -212,10 +237,13 @@ impl KeepDir {
             std::fs::remove_dir(&p).map_err(io_err(&p))?;
         }
         std::fs::create_dir_all(&links_dir).map_err(io_err(&links_dir))?;
+        let (old, later): (Vec<_>, Vec<_>) = old
+            .into_iter()
+            .partition(|(name, _)| new.iter().any(|(n, _)| n == name));
         // Held (files gone) until the new links are pinned.
         let old: Vec<FdLink> = old
             .into_iter()
-            .filter_map(|l| match l.unpin() {
+            .filter_map(|(_, l)| match l.unpin() {
                 Ok(fd) => Some(fd),
                 Err(e) => {
                     log::warn!("cannot unpin an old link: {e}");
@@ -233,7 +261,40 @@ impl KeepDir {
         let marker = marker.unwrap_or_else(|| format!("{MARKER_PREFIX}{}{NONCE_SEP}{}", self.stamp, nonce()));
         let p = self.dir.join(&marker);
         std::fs::create_dir(&p).map_err(io_err(&p))?;
-        Ok((marker, pinned))
+        Ok(Committed { marker, pinned, later })
+    }
+
+    /// Pins links attached after [`KeepDir::commit`] (the cgroup programs)
+    /// over the old ones of the same programs, then detaches every old link
+    /// in `later` (replaced, or of a program this agent did not attach).
+    /// Each new link is pinned under a temporary name and renamed over the
+    /// old one, so the path always holds one of them: a death in between
+    /// leaves the programs attached, never a gap.
+    pub fn replace(&self, new: NamedLinks, later: Vec<(String, PinnedLink)>) -> Result<Vec<PinnedLink>, KeepError> {
+        let mut pinned = Vec::new();
+        let pinned_names: Vec<&'static str> = new.iter().map(|(n, _)| *n).collect();
+        for (name, link) in new {
+            let tmp = self.link_path(&format!("{NEW_PREFIX}{name}"));
+            let _ = std::fs::remove_file(&tmp);
+            let link = link.pin(&tmp).map_err(|source| KeepError::Pin {
+                path: tmp.clone(),
+                source,
+            })?;
+            let path = self.link_path(name);
+            std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+            pinned.push(link);
+        }
+        for (name, old) in later {
+            let replaced = name.starts_with(NEW_PREFIX) || pinned_names.contains(&name.as_str());
+            if replaced {
+                // Its file is the new link's now (or a leftover already
+                // removed): closing its descriptor detaches it.
+                drop(old);
+            } else if let Err(e) = old.unpin() {
+                log::warn!("cannot unpin the old link {name}: {e}");
+            }
+        }
+        Ok(pinned)
     }
 
     /// Removes every pin of ours (not what others put in the directory):

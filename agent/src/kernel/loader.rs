@@ -20,7 +20,7 @@ use aya::{
 
 use crate::kernel::{
     btf,
-    keep::{self, KeepDir, Previous},
+    keep::{self, KeepDir, NamedLinks, Previous},
     mounts,
     probe_errors::ProbeErrors,
     stdio::StdioChannels,
@@ -126,6 +126,9 @@ pub struct Probes {
     /// The marker of this set of pins (recorded in the state directory).
     pub marker: String,
     keep: KeepDir,
+    /// A previous agent's links of programs attached after the load (the
+    /// cgroup programs), attached until [`Probes::keep_links`].
+    later: Vec<(String, PinnedLink)>,
     // Closed before the programs and the mounts go.
     _links: Vec<PinnedLink>,
     _ebpf: Ebpf,
@@ -163,6 +166,18 @@ impl Probes {
     /// network allowlist, `kernel/cgroup_net.rs`).
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self._ebpf
+    }
+
+    /// Pins the links of programs attached after the load (the cgroup
+    /// network programs: `kernel/cgroup_net.rs`) in place of a previous
+    /// agent's, which run until then; a previous agent's link of a program
+    /// not in `new` (the layer is off now) is detached. Called once, after
+    /// those programs are attached (or not).
+    pub fn keep_links(&mut self, new: NamedLinks) -> Result<(), keep::KeepError> {
+        let later = std::mem::take(&mut self.later);
+        let pinned = self.keep.replace(new, later)?;
+        self._links.extend(pinned);
+        Ok(())
     }
 
     pub fn pin_dir(&self) -> &Path {
@@ -279,7 +294,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
     let attached = attach_all(&mut ebpf, &aya_btf, io_uring)?;
     let links = take_links(&mut ebpf, attached)?;
     // Pinned right after attaching: from here a SIGKILL leaves them running.
-    let (marker, links) = keep.commit(marker, links, old_links)?;
+    let committed = keep.commit(marker, links, old_links)?;
 
     release_free_memory();
     let events = take(&mut ebpf, "EVENTS")?;
@@ -294,9 +309,10 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
         )),
         disabled: resolved.disabled,
         origin,
-        marker,
+        marker: committed.marker,
         keep,
-        _links: links,
+        later: committed.later,
+        _links: committed.pinned,
         _ebpf: ebpf,
         _mounts: owned_mounts,
     };
@@ -340,7 +356,7 @@ pub fn attach_all(ebpf: &mut Ebpf, btf: &Btf, io_uring: bool) -> Result<Vec<Atta
 }
 
 /// Takes the links from their programs, to be pinned.
-fn take_links(ebpf: &mut Ebpf, attached: Vec<Attached>) -> Result<Vec<(&'static str, FdLink)>, LoadError> {
+fn take_links(ebpf: &mut Ebpf, attached: Vec<Attached>) -> Result<NamedLinks, LoadError> {
     attached
         .into_iter()
         .map(|a| match a {

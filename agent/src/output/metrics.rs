@@ -11,6 +11,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+mod resolver;
+
+pub use resolver::ResolverMetrics;
+
 use crate::alerts::rules;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -49,6 +53,7 @@ pub struct Metrics {
     decode_errors: IntCounter,
     events_dropped: IntCounter,
     mcp: McpFamilies,
+    resolver: resolver::ResolverFamilies,
     servers: Arc<Mutex<HashSet<String>>>,
     tools: Arc<Mutex<HashSet<(String, String)>>>,
 }
@@ -283,6 +288,7 @@ impl Metrics {
         build
             .with_label_values(&[env!("CARGO_PKG_VERSION"), kernel.as_str()])
             .set(1);
+        let resolver = resolver::ResolverFamilies::new(&r)?;
         let m = Self {
             enforcement,
             enforce_layers,
@@ -299,6 +305,7 @@ impl Metrics {
             decode_errors,
             events_dropped,
             mcp,
+            resolver,
             servers: Arc::default(),
             tools: Arc::default(),
         };
@@ -408,6 +415,11 @@ impl Metrics {
         self.enforce_layers.with_label_values(&[layer]).set(i64::from(enforced));
     }
 
+    /// The series of `server`'s DNS resolver (its cgroup layer), born at 0.
+    pub fn resolver(&self, server: &str) -> ResolverMetrics {
+        self.resolver.server(&self.server_label(Some(server)))
+    }
+
     /// An MCP tool call of `server` (for the protocol capture stage).
     pub fn tool_call(&self, server: &str, tool: &str) {
         let s = self.server_label(Some(server));
@@ -459,6 +471,8 @@ impl Metrics {
         forget_series(&self.lost, server);
         forget_series(&self.tool_calls, server);
         forget_series(&self.watched_processes, server);
+        forget_series(&self.enforcement, server);
+        self.resolver.forget(server);
     }
 
     /// A sink's counters, created at 0 (a quiet sink still has series).

@@ -383,6 +383,7 @@ fn file_op(s: &Sys, sc: &Syscall) -> Option<(FileOp, Access)> {
         Op::Symlink => (FileOp::Symlink, write),
         Op::Chmod => (FileOp::Chmod, attributes),
         Op::Chown => (FileOp::Chown, attributes),
+        Op::Exec => (FileOp::Exec, Access::default()),
         _ => return None,
     })
 }

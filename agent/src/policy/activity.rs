@@ -81,6 +81,9 @@ pub enum FileOp {
     Symlink,
     Chmod,
     Chown,
+    /// An exec refused (the kernel reports no other: a successful exec is
+    /// an [`ExecActivity`]).
+    Exec,
 }
 
 /// What a file syscall asked for.
@@ -141,7 +144,7 @@ impl FileActivity {
     /// Whether the operation changes the file system (else it only reads).
     pub fn writes(&self) -> bool {
         match self.op {
-            FileOp::Open => self.access.writes(),
+            FileOp::Open | FileOp::Exec => self.access.writes(),
             _ => true,
         }
     }
@@ -388,6 +391,7 @@ impl FileOp {
             FileOp::Symlink => "symlink",
             FileOp::Chmod => "chmod",
             FileOp::Chown => "chown",
+            FileOp::Exec => "exec",
         }
     }
 }

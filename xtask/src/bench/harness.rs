@@ -17,6 +17,11 @@ use serde_json::{Value, json};
 use super::{plan::CLOSED_PORT, workloads::CRATE_SOURCE};
 use crate::{cargo, root, run};
 
+/// The bench server in enforce mode (`bench` is the same in audit mode).
+pub const ENFORCED: &str = "bench-enforce";
+/// A file both bench servers may read, under the scratch directory.
+pub const GRANTED_FILE: &str = "grant/file";
+
 pub struct Bins {
     pub agent: PathBuf,
     /// `mcpwatch-load`: the workloads and the floor.
@@ -51,18 +56,27 @@ impl Scratch {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("manifests"))?;
         fs::create_dir_all(dir.join("deny"))?;
-        // The bench server's grant: what the loops do, nothing of `deny/`.
-        fs::write(
-            dir.join("manifests/bench.json"),
-            json!({
-                "name": "bench",
-                "match": {"server": ["bench"]},
-                "read": ["/nonexistent-mcpwatch-bench/**"],
-                "exec": ["/bin/true"],
-                "network": {"outbound": {"allow_host": ["127.0.0.1"], "allow_port": [CLOSED_PORT]}}
-            })
-            .to_string(),
-        )?;
+        fs::create_dir_all(dir.join("grant"))?;
+        fs::create_dir_all(dir.join("out"))?;
+        fs::write(dir.join(GRANTED_FILE), b"declared")?;
+        // The bench server's grant: what the loops do, nothing of `deny/`;
+        // the same in enforce mode for `bench-enforce` (the enforcement
+        // section). Both write their results in `out/`.
+        for (name, mode) in [("bench", "audit"), (ENFORCED, "enforce")] {
+            fs::write(
+                dir.join(format!("manifests/{name}.json")),
+                json!({
+                    "name": name,
+                    "mode": mode,
+                    "match": {"server": [name]},
+                    "read": ["/nonexistent-mcpwatch-bench/**", format!("{}/grant/**", dir.display())],
+                    "write": [format!("{}/out/**", dir.display())],
+                    "exec": ["/bin/true"],
+                    "network": {"outbound": {"allow_host": ["127.0.0.1"], "allow_port": [CLOSED_PORT]}}
+                })
+                .to_string(),
+            )?;
+        }
         // The macro workload's crate: no dependencies, some generic code.
         fs::create_dir_all(dir.join("crate/src"))?;
         fs::write(

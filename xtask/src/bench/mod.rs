@@ -13,14 +13,18 @@
 //!    servers, peak RSS.
 //! 5. Latency: kernel timestamp of an event to its alert read from the
 //!    agent's alert sink (a FIFO), at half the best rate.
+//! 6. Enforcement: the same watched server in audit and in enforce mode:
+//!    start-up, an openat under Landlock, a connect through the cgroup
+//!    allowlist (`enforcement`).
 //!
 //! Each figure is the median of the runs; each slowdown a ratio of medians
 //! taken in the same runs. Prints a table, writes JSON.
 //!
 //! Modules: `plan` (sizes), `harness` (binaries, scratch directory, agent,
 //! floor), `workloads` (what is timed), `stats` (medians, /proc figures),
-//! `report` (tables); the sections themselves are here.
+//! `report` (tables), `enforcement` (section 6); the other sections are here.
 
+mod enforcement;
 mod harness;
 mod plan;
 mod report;
@@ -307,12 +311,14 @@ pub fn bench(plan: Plan, out: &Path) -> anyhow::Result<Value> {
     let scratch = Scratch::new()?;
     let overhead = overhead(&bins, &scratch, &plan)?;
     let throughput = throughput(&bins, &scratch, &plan)?;
+    let enforcement = enforcement::enforcement(&bins, &scratch, &plan)?;
     let report = json!({
         "machine": machine(),
         "plan": {"runs": plan.runs, "openat": plan.openat, "connect": plan.connect, "forkexec": plan.forkexec,
                  "messaging_loops": plan.messaging_loops, "step_seconds": plan.step_seconds},
         "overhead": overhead,
         "throughput": throughput,
+        "enforcement": enforcement,
     });
     fs::write(out, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", out.display()))?;
     println!("{}", table(&report));
@@ -347,6 +353,14 @@ pub fn smoke() -> anyhow::Result<()> {
     }
     if t["latency"]["alerts"].as_u64().unwrap_or(0) == 0 {
         bail!("bench smoke: no alert came back for the latency figure");
+    }
+    for name in enforcement::MEASURES {
+        if !r["enforcement"][name]["ratio"]
+            .as_f64()
+            .is_some_and(|v| v.is_finite() && v > 0.0)
+        {
+            bail!("bench smoke: no enforcement figure for {name}");
+        }
     }
     Ok(())
 }

@@ -16,6 +16,10 @@ pub struct Plan {
     pub latency_seconds: f64,
     /// Alerts wanted in the latency run.
     pub latency_alerts: u64,
+    /// Enforcement section: server starts, opens and connects per mode and run.
+    pub starts: u64,
+    pub enforced_openat: u64,
+    pub enforced_connect: u64,
 }
 
 impl Plan {
@@ -30,6 +34,9 @@ impl Plan {
         max_steps: 7,
         latency_seconds: 30.0,
         latency_alerts: 3_000,
+        starts: 40,
+        enforced_openat: 500_000,
+        enforced_connect: 100_000,
     };
     /// Seconds, for the test suite: every path runs, no figure means anything.
     pub const SMOKE: Plan = Plan {
@@ -43,6 +50,9 @@ impl Plan {
         max_steps: 2,
         latency_seconds: 1.0,
         latency_alerts: 50,
+        starts: 2,
+        enforced_openat: 2_000,
+        enforced_connect: 500,
     };
 }
 

@@ -121,5 +121,33 @@ pub fn table(r: &Value) -> String {
         l["p99_ms"].as_f64().unwrap_or(f64::NAN),
         l["max_ms"].as_f64().unwrap_or(f64::NAN),
     );
+    s += "\n| enforcement (the same watched server) | audit mode | enforce mode | enforce / audit |\n";
+    s += "|---|---|---|---|\n";
+    for (name, label, unit) in [
+        ("startup", "start-up: `mcpwatch exec -- /bin/true`, spawn to exit", 1e6),
+        ("openat", "openat + close of a declared file (Landlock, seccomp)", 1.0),
+        (
+            "connect",
+            "socket + connect + close, declared address (cgroup allowlist)",
+            1.0,
+        ),
+    ] {
+        let e = &r["enforcement"][name];
+        let f = |k: &str| e[k].as_f64().unwrap_or(f64::NAN) / unit;
+        let fmt = |v: f64| {
+            if unit > 1.0 {
+                format!("{v:.2} ms")
+            } else {
+                format!("{v:.0} ns")
+            }
+        };
+        s += &format!(
+            "| {label} | {} | {} | {:.3}x ({}) |\n",
+            fmt(f("audit_ns")),
+            fmt(f("enforce_ns")),
+            e["ratio"].as_f64().unwrap_or(f64::NAN),
+            pct(e["ratio"].as_f64().unwrap_or(f64::NAN)),
+        );
+    }
     s
 }

@@ -62,14 +62,25 @@ pub fn ensure_perf() -> anyhow::Result<()> {
 /// Runs the workload binary (wrapped as a watched server when `agent` is
 /// given); returns its result object.
 pub fn load(bins: &Bins, scratch: &Scratch, watched: Option<&Agent>, args: &[&str]) -> anyhow::Result<Value> {
-    let result = scratch.path("result.json");
+    load_as(bins, scratch, watched.map(|a| (a, "bench")), args)
+}
+
+/// [`load`] wrapped as the server named (`bench`, or `bench-enforce`: the
+/// same grants in enforce mode).
+pub fn load_as(
+    bins: &Bins,
+    scratch: &Scratch,
+    watched: Option<(&Agent, &str)>,
+    args: &[&str],
+) -> anyhow::Result<Value> {
+    let result = scratch.path("out/result.json");
     let _ = fs::remove_file(&result);
     let result_s = result.to_string_lossy().into_owned();
     let load = bins.load.to_string_lossy().into_owned();
     let mut argv = vec![load.as_str(), "--result", &result_s];
     argv.extend(args);
     let mut cmd = match watched {
-        Some(a) => a.wrap("bench", &argv),
+        Some((a, server)) => a.wrap(server, &argv),
         None => {
             let mut c = Command::new(argv[0]);
             c.args(&argv[1..]);

@@ -13,7 +13,7 @@ use crate::{
         sandbox::{BIN_DIRS, LIB_DIRS, Sandbox, hierarchy, push_unique, runtime_trees, under},
     },
     policy::{
-        activity::{Activity, NetOp, PathFacts, ProcContext, Proto, RiskyOp},
+        activity::{Activity, FileActivity, NetOp, PathFacts, ProcContext, Proto, RiskyOp},
         baseline::Runtime,
         manifest::{ExePattern, Mode},
     },
@@ -139,6 +139,36 @@ impl ServerPolicy {
         blocked.then_some(Layer::Landlock)
     }
 
+    /// An exec the sandbox refused: Landlock answers EACCES for a program
+    /// outside the `exec` grants, and the exec never becomes a process, so
+    /// the failing syscall is all there is. Nothing in audit mode or for
+    /// another failure: a failed exec ran nothing.
+    pub(super) fn refused_exec(&self, ctx: &ProcContext, f: &FileActivity) -> Option<Finding> {
+        let sb = self.sandbox.as_ref()?;
+        if self.mode() != Mode::Enforce
+            || sb.missing.contains(&Layer::Landlock)
+            || !f.refused()
+            || under(&f.path, &sb.exec)
+        {
+            return None;
+        }
+        let scopes = self.scopes(ctx);
+        let during = ctx.tool.as_deref().map(|t| format!(" during {t}")).unwrap_or_default();
+        Some(Finding {
+            rule: &rules::ENFORCE_DENIED,
+            summary: format!("{}: landlock denied exec of {}{during}", ctx.server, f.path),
+            evidence: json!({
+                "layer": Layer::Landlock,
+                "op": "exec",
+                "target": f.path,
+                "rules": [rules::EXEC_UNDECLARED.id],
+            }),
+            declared: Some(self.declared_of(&scopes, ctx, &["exec"])),
+            dedup_key: format!("landlock:exec:{}", f.path),
+            would_block: Some(Layer::Landlock),
+        })
+    }
+
     /// Marks what the sandbox would block (audit) or turns what it blocked
     /// into `enforce.denied` (enforce).
     pub(super) fn enforcement(&self, ctx: &ProcContext, act: &Activity, findings: &mut Vec<Finding>) {
@@ -257,6 +287,59 @@ mod tests {
             target_pid: Some(PID),
         });
         assert_eq!(rules(&s.evaluate(&ctx, &ptrace)), ["enforce.denied"]);
+    }
+
+    /// A refused exec of `path` with `result`.
+    fn exec_attempt(path: &str, result: i64) -> Activity {
+        let Activity::File(f) = open(path, false, result) else {
+            unreachable!()
+        };
+        Activity::File(crate::policy::activity::FileActivity {
+            op: crate::policy::activity::FileOp::Exec,
+            access: Default::default(),
+            ..f
+        })
+    }
+
+    #[test]
+    fn an_exec_landlock_refused_is_a_denial_and_any_other_failed_exec_nothing() {
+        let (mut s, ctx) = sandboxed("enforce");
+        let during = during(&ctx, "run", "7");
+        let f = s.evaluate(&during, &exec_attempt("/usr/bin/id", -13));
+        assert_eq!(rules(&f), ["enforce.denied"]);
+        assert_eq!(f[0].would_block, Some(crate::enforce::Layer::Landlock));
+        assert_eq!(f[0].evidence["op"], "exec");
+        assert!(
+            f[0].summary.contains("exec of /usr/bin/id during run"),
+            "{}",
+            f[0].summary
+        );
+        // Granted (the launch program), or failed for another reason: nothing.
+        assert!(s.evaluate(&ctx, &exec_attempt("/usr/bin/node", -13)).is_empty());
+        assert!(s.evaluate(&ctx, &exec_attempt("/usr/bin/id", -8)).is_empty());
+        let (mut audit, ctx) = sandboxed("audit");
+        assert!(audit.evaluate(&ctx, &exec_attempt("/usr/bin/id", -13)).is_empty());
+    }
+
+    #[test]
+    fn a_dns_query_steered_to_the_servers_resolver_is_no_undeclared_connect() {
+        let (mut s, ctx) = sandboxed("enforce");
+        let udp = |port| {
+            let Activity::Net(n) = connect("127.0.0.1", port, None) else {
+                unreachable!()
+            };
+            Activity::Net(crate::policy::activity::NetActivity {
+                proto: crate::policy::activity::Proto::Udp,
+                ..n
+            })
+        };
+        assert!(!s.evaluate(&ctx, &udp(40000)).is_empty(), "no resolver yet: undeclared");
+        s.sandbox.as_mut().unwrap().resolver_port = Some(40000);
+        assert!(s.evaluate(&ctx, &udp(40000)).is_empty());
+        assert!(
+            !s.evaluate(&ctx, &udp(40001)).is_empty(),
+            "another port is not the resolver"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::{
 use serde_json::Value;
 
 use super::{
-    activity::{Activity, PathFacts, ProcContext},
+    activity::{Activity, FileOp, PathFacts, ProcContext},
     baseline::Runtime,
     manifest::{Manifest, Mode},
 };
@@ -144,6 +144,8 @@ impl ServerPolicy {
     fn judge(&mut self, ctx: &ProcContext, act: &Activity, paths: &PathFacts) -> Vec<Finding> {
         let mut findings = match act {
             Activity::Exec(e) => self.exec(ctx, e, paths).into_iter().collect(),
+            // Never a process: only the sandbox's refusal is worth an alert.
+            Activity::File(f) if f.op == FileOp::Exec => return self.refused_exec(ctx, f).into_iter().collect(),
             Activity::File(f) => self.file(ctx, f),
             Activity::Net(n) => self.net(ctx, n).into_iter().collect(),
             Activity::Risky(r) => risky::risky(ctx, r).into_iter().collect(),
@@ -173,6 +175,9 @@ pub struct Engine {
     servers: HashMap<String, ServerPolicy>,
     /// The mode of manifests that set none (`enforce.default_mode`).
     default_mode: Mode,
+    /// Sandboxes of servers not set up yet (a previous agent's enforced
+    /// servers, taken over before their first event): given at set-up.
+    pending_sandboxes: HashMap<String, Sandbox>,
 }
 
 impl Engine {
@@ -219,6 +224,7 @@ impl Engine {
         };
         let mut s = ServerPolicy::new(m, undeclared, home);
         s.default_mode = self.default_mode;
+        s.sandbox = self.pending_sandboxes.remove(&ctx.server);
         self.servers.insert(ctx.server.clone(), s);
         undeclared
     }
@@ -247,9 +253,13 @@ impl Engine {
 
     /// Completes the sandbox the wrapper is told to apply (seccomp list,
     /// agent pid, missing layers), remembered for judging.
+    /// The sandbox `server` runs in; kept for its set-up when it has none yet.
     pub fn set_sandbox(&mut self, server: &str, sb: &Sandbox) {
-        if let Some(s) = self.servers.get_mut(server) {
-            s.sandbox = Some(sb.clone());
+        match self.servers.get_mut(server) {
+            Some(s) => s.sandbox = Some(sb.clone()),
+            None => {
+                self.pending_sandboxes.insert(server.to_owned(), sb.clone());
+            }
         }
     }
 
@@ -265,6 +275,7 @@ impl Engine {
     /// Forgets a server whose processes all exited.
     pub fn forget(&mut self, name: &str) {
         self.servers.remove(name);
+        self.pending_sandboxes.remove(name);
     }
 
     pub fn server(&self, name: &str) -> Option<&ServerPolicy> {

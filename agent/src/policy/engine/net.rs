@@ -49,6 +49,18 @@ impl ServerPolicy {
     }
 
     pub(super) fn net(&mut self, ctx: &ProcContext, n: &NetActivity) -> Option<Finding> {
+        // The server's DNS query, steered in the kernel from port 53 to its
+        // resolver in the agent (the cgroup layer): the socket names the
+        // resolver, not where the server sent it.
+        let steered = self.sandbox.as_ref().and_then(|s| s.resolver_port).is_some_and(|p| {
+            n.port == p
+                && n.proto == Proto::Udp
+                && matches!(n.op, NetOp::Connect | NetOp::SendTo)
+                && n.addr.is_some_and(|a| crate::policy::net::normalise(&a).is_loopback())
+        });
+        if steered {
+            return None;
+        }
         let scopes = self.scopes(ctx);
         let narrowed = scopes[0].is_some();
         let addr = n.addr.map(|a| crate::policy::net::normalise(&a));
