@@ -33,6 +33,40 @@ fn gated(agent: &Agent, record: &Path, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// `mcpwatch exec --gate` in front of `cmd`, as `server`.
+fn gated_cmd(agent: &Agent, server: &str, cmd: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        bin().to_string_lossy().into_owned(),
+        "exec".into(),
+        "--gate".into(),
+        "--server".into(),
+        server.into(),
+        "--require-agent".into(),
+        "--socket".into(),
+        agent.socket.to_string_lossy().into_owned(),
+        "--".into(),
+    ];
+    args.extend(cmd.iter().map(|s| s.to_string()));
+    args
+}
+
+fn approve(state: &Path, server: &str, tools: &[&str]) {
+    let out = output(
+        Command::new(bin())
+            .arg("approve")
+            .arg(server)
+            .args(tools)
+            .arg("--state-dir")
+            .arg(state),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn record_dir(name: &str) -> PathBuf {
     let d = scratch_dir(&format!("{name}-record"));
     for f in ["in", "out"] {
@@ -196,4 +230,76 @@ fn signals_reach_the_server_and_its_death_is_the_wrappers() {
     use std::os::unix::process::ExitStatusExt as _;
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
     drop(stdin);
+}
+
+#[test]
+fn a_rug_pull_behind_the_gate_is_withheld_refused_and_alerted_as_blocked() {
+    let agent = agent("gate-rug");
+    let state = state_dir("gate-rug");
+    let py = python().to_string_lossy().into_owned();
+    let args = gated_cmd(&agent, "rug", &[&py, &server_script("rug_pull.py")]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let steps = client_of(&agent, json!([["list"]]), &args);
+    assert_eq!(steps[0]["tools"], json!([]), "{steps:?}");
+    agent.wait_events("withheld", |ev| !alerts_by_rule(ev, "gate.withheld").is_empty());
+    approve(&state, "rug", &["add"]);
+
+    // The third call changes the description and announces it with
+    // notifications/tools/list_changed: the next listing withholds the
+    // changed tool and its call is refused.
+    let add = json!({"a": 1, "b": 2});
+    let steps = client_of(
+        &agent,
+        json!([
+            ["list"],
+            ["call", "add", add],
+            ["call", "add", add],
+            ["call", "add", add],
+            ["list"],
+            ["call", "add", add]
+        ]),
+        &args,
+    );
+    assert_eq!(
+        steps[0]["tools"],
+        json!([{"name": "add", "description": "Adds two numbers."}]),
+        "{steps:?}"
+    );
+    for s in &steps[1..4] {
+        assert_eq!(s["text"], json!(["3"]), "{steps:?}");
+    }
+    assert_eq!(steps[4]["tools"], json!([]), "the changed tool is withheld: {steps:?}");
+    assert_eq!(
+        steps[5]["error"]["message"],
+        "tool 'add' is not approved for server 'rug' (mcpwatch): its definition changed since it was approved",
+        "{steps:?}"
+    );
+    // The announcement never led the model to the changed definition.
+    assert!(!json!(steps).to_string().contains("id_rsa"), "{steps:?}");
+
+    let ev = agent.wait_events("blocked rug pull", |ev| {
+        !alerts_by_rule(ev, "mcp.rug_pull.changed").is_empty() && !alerts_by_rule(ev, "gate.denied").is_empty()
+    });
+    let rug = alerts_by_rule(&ev, "mcp.rug_pull.changed");
+    assert_eq!(rug.len(), 1, "{}", dump(&ev));
+    let a = rug[0];
+    assert_eq!((a["server"].as_str(), a["tool"].as_str()), (Some("rug"), Some("add")));
+    assert_eq!(a["evidence"]["blocked"], true, "{a}");
+    assert_eq!(a["evidence"]["changed"], json!(["description"]), "{a}");
+    assert_eq!(a["evidence"]["old_description"], "Adds two numbers.", "{a}");
+    assert!(a["evidence"]["diff"].as_str().unwrap().contains("id_rsa"), "{a}");
+    assert!(
+        a["summary"]
+            .as_str()
+            .unwrap()
+            .contains("blocked: the mcpwatch gate withheld it"),
+        "{a}"
+    );
+    let denied = alerts_by_rule(&ev, "gate.denied");
+    assert_eq!(
+        denied.last().unwrap()["evidence"]["gate"]["why"],
+        "changed",
+        "{}",
+        dump(&ev)
+    );
 }

@@ -11,7 +11,7 @@ use super::{
 use crate::{
     alerts::rules,
     kernel::watchset::WatchSet as _,
-    mcp::gate::{GateEvent, GateSpec, approvals::Approvals},
+    mcp::gate::{GateEvent, GateSpec, Unapproved, WithheldTool, approvals::Approvals},
     output::events::Clock,
 };
 
@@ -56,6 +56,23 @@ impl Agent {
         let _ = req.reply.send(Ok(spec));
     }
 
+    /// Withheld tools whose approved definition changed are rug pulls the
+    /// gate blocked: each is alerted as one (`mcp.rug_pull.changed`, blocked).
+    fn gate_blocked_rug_pulls(&mut self, id: u32, server: &str, pid: u32, tools: &[WithheldTool], a: &Approvals) {
+        let approved = a.load(server).map(|f| f.approved).unwrap_or_default();
+        let changed: Vec<(&WithheldTool, Option<String>)> = tools
+            .iter()
+            .filter(|t| t.why == Unapproved::Changed)
+            .map(|t| (t, approved.get(&t.name).map(|a| a.description.clone())))
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        for a in self.mcp.gate_blocked((server, id), &changed, (pid, Clock::now_ktime())) {
+            self.mcp_alert(a);
+        }
+    }
+
     fn gate_alert(&mut self, id: u32, server: &str, pid: u32, event: GateEvent) {
         let (rule, summary, tool, call_id) = match &event {
             GateEvent::Denied { tool, call_id, why } => (
@@ -65,7 +82,9 @@ impl Agent {
                 call_id.clone(),
             ),
             GateEvent::Withheld { tools } => {
-                if let Err(e) = Approvals::new(&self.state_dir).record_pending(server, tools) {
+                let approvals = Approvals::new(&self.state_dir);
+                self.gate_blocked_rug_pulls(id, server, pid, tools, &approvals);
+                if let Err(e) = approvals.record_pending(server, tools) {
                     log::warn!("gate of {server}: recording withheld tools: {e}");
                 }
                 let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
