@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use mcpwatch_tests::{mcp::*, *};
+use mcpwatch_tests::{mcp::*, policy::narrowed, *};
 use serde_json::{Value, json};
 
 fn gated(agent: &Agent, record: &Path, extra: &[&str]) -> Vec<String> {
@@ -297,9 +297,112 @@ fn a_rug_pull_behind_the_gate_is_withheld_refused_and_alerted_as_blocked() {
     );
     let denied = alerts_by_rule(&ev, "gate.denied");
     assert_eq!(
-        denied.last().unwrap()["evidence"]["gate"]["why"],
+        denied.last().unwrap()["evidence"]["gate"]["rule"],
         "changed",
         "{}",
         dump(&ev)
+    );
+}
+
+#[test]
+fn an_argument_outside_the_grant_is_refused_before_the_filesystem_server_sees_it() {
+    let d = narrowed("gate-args", "filesystem", |m| {
+        m["gate"] = json!({"unlisted": "allow", "tools": {
+            "read_text_file": {"args": {"path": {"paths": "grants"}}},
+            "read_multiple_files": {"args": {"paths": {"paths": "grants"}}}
+        }});
+    });
+    let agent = agent_with_manifests("gate-args", &d);
+    let root = scratch_dir("gate-args-root");
+    let outside = scratch_dir("gate-args-outside");
+    std::fs::write(root.join("notes.txt"), "hello\n").unwrap();
+    std::fs::write(outside.join("secret.txt"), "ghp_secret\n").unwrap();
+    let record = scratch_dir("gate-args-record").join("in");
+    let _ = std::fs::remove_file(&record);
+    let (r, o) = (root.to_str().unwrap(), outside.to_str().unwrap());
+    let node = node_server("server-filesystem");
+    // What the server reads, recorded on its side of the gate.
+    let cmd = [
+        "/bin/sh",
+        "-c",
+        "tee \"$0\" | exec node \"$1\" \"$2\"",
+        record.to_str().unwrap(),
+        node.to_str().unwrap(),
+        r,
+    ];
+    let args = gated_cmd(&agent, "filesystem", &cmd);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let notes = format!("{r}/notes.txt");
+    let secret = format!("{o}/secret.txt");
+    let sneaky = format!("{r}/../{}/secret.txt", outside.file_name().unwrap().to_str().unwrap());
+    let steps = client_of(
+        &agent,
+        json!([
+            ["call", "read_text_file", {"path": notes}],
+            ["call", "read_text_file", {"path": secret}],
+            ["call", "read_text_file", {"path": sneaky}],
+            ["call", "read_multiple_files", {"paths": [notes, secret]}]
+        ]),
+        &args,
+    );
+    assert_eq!(steps[0]["text"], json!(["hello\n"]), "{steps:?}");
+    for s in &steps[1..] {
+        let m = s["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not refused: {steps:?}"));
+        assert!(
+            m.contains(&format!(
+                "of tool '{}' refused by the mcpwatch gate of server 'filesystem' (rule paths)",
+                s["tool"].as_str().unwrap()
+            )),
+            "{m}"
+        );
+        assert!(m.contains(&format!("{o}/secret.txt is not within {r}")), "{m}");
+        assert_eq!(s["error"]["code"], -32001);
+    }
+    assert!(
+        steps[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("argument 'path' ")
+    );
+    assert!(
+        steps[3]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("argument 'paths' ")
+    );
+    let seen = std::fs::read_to_string(&record).unwrap();
+    assert!(seen.contains("notes.txt"), "{seen}");
+    assert!(!seen.contains("secret"), "the server read a refused call: {seen}");
+
+    // The audit: each call is a gate.* line with its rule and the time the gate added.
+    let ev = agent.wait_events("gate audit", |ev| {
+        of_server(ev, "gate.denied", "filesystem").len() == 3 && !of_server(ev, "gate.allowed", "filesystem").is_empty()
+    });
+    let allowed = of_server(&ev, "gate.allowed", "filesystem");
+    assert_eq!(allowed.len(), 1, "{}", dump(&ev));
+    assert_eq!(allowed[0]["tool"], "read_text_file");
+    assert_eq!(allowed[0]["call_id"], steps[0]["id"].to_string().trim_matches('"'));
+    assert_eq!(allowed[0]["rule"], "unlisted_allow", "{}", allowed[0]);
+    assert!(allowed[0]["latency_us"].as_f64().unwrap() > 0.0, "{}", allowed[0]);
+    let denied = of_server(&ev, "gate.denied", "filesystem");
+    let rules: Vec<&str> = denied.iter().map(|d| d["rule"].as_str().unwrap()).collect();
+    assert_eq!(
+        rules,
+        ["args.path.paths", "args.path.paths", "args.paths.paths"],
+        "{}",
+        dump(&ev)
+    );
+    assert_eq!(denied[0]["call_id"], steps[1]["id"].to_string().trim_matches('"'));
+    let (_, metrics) = http_get(&agent.metrics_address(), "/metrics").unwrap();
+    assert!(
+        metrics
+            .contains(r#"mcpwatch_gate_decisions_total{outcome="denied",server="filesystem",tool="read_text_file"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"mcpwatch_gate_added_latency_seconds_count{server="filesystem",tool="read_text_file"} 3"#),
+        "{metrics}"
     );
 }

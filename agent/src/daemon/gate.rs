@@ -18,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     sync::{Arc, Mutex, mpsc},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use nix::sys::signal::{SigSet, Signal};
@@ -239,6 +239,8 @@ impl HostSink<'_> {
 
 impl Sink for HostSink<'_> {
     fn line(&mut self, line: &[u8]) {
+        // What the gate adds: from the whole line read to it written on (or answered).
+        let start = Instant::now();
         let verdict = lock(self.gate).from_host(line);
         match verdict {
             Verdict::Forward => self.forward(line),
@@ -252,6 +254,8 @@ impl Sink for HostSink<'_> {
                 }
             }
         }
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        lock(self.gate).stamp_latency(ns);
     }
 
     fn long(&mut self, _head: &[u8]) {
