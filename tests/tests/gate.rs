@@ -33,23 +33,6 @@ fn gated(agent: &Agent, record: &Path, extra: &[&str]) -> Vec<String> {
     args
 }
 
-/// `mcpwatch exec --gate` in front of `cmd`, as `server`.
-fn gated_cmd(agent: &Agent, server: &str, cmd: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        bin().to_string_lossy().into_owned(),
-        "exec".into(),
-        "--gate".into(),
-        "--server".into(),
-        server.into(),
-        "--require-agent".into(),
-        "--socket".into(),
-        agent.socket.to_string_lossy().into_owned(),
-        "--".into(),
-    ];
-    args.extend(cmd.iter().map(|s| s.to_string()));
-    args
-}
-
 fn approve(state: &Path, server: &str, tools: &[&str]) {
     let out = output(
         Command::new(bin())
@@ -237,7 +220,7 @@ fn a_rug_pull_behind_the_gate_is_withheld_refused_and_alerted_as_blocked() {
     let agent = agent("gate-rug");
     let state = state_dir("gate-rug");
     let py = python().to_string_lossy().into_owned();
-    let args = gated_cmd(&agent, "rug", &[&py, &server_script("rug_pull.py")]);
+    let args = gate_cmd(&agent, "rug", &[&py, &server_script("rug_pull.py")]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let steps = client_of(&agent, json!([["list"]]), &args);
     assert_eq!(steps[0]["tools"], json!([]), "{steps:?}");
@@ -330,7 +313,7 @@ fn an_argument_outside_the_grant_is_refused_before_the_filesystem_server_sees_it
         node.to_str().unwrap(),
         r,
     ];
-    let args = gated_cmd(&agent, "filesystem", &cmd);
+    let args = gate_cmd(&agent, "filesystem", &cmd);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let notes = format!("{r}/notes.txt");
     let secret = format!("{o}/secret.txt");
