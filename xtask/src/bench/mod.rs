@@ -13,6 +13,8 @@
 //!    servers, peak RSS.
 //! 5. Latency: kernel timestamp of an event to its alert read from the
 //!    agent's alert sink (a FIFO), at half the best rate.
+//! 6. The MCP gate: added latency per message (p50/p99) and its memory
+//!    (`gate`).
 //!
 //! Each figure is the median of the runs; each slowdown a ratio of medians
 //! taken in the same runs. Prints a table, writes JSON.
@@ -21,6 +23,7 @@
 //! floor), `workloads` (what is timed), `stats` (medians, /proc figures),
 //! `report` (tables); the sections themselves are here.
 
+mod gate;
 mod harness;
 mod plan;
 mod report;
@@ -307,12 +310,15 @@ pub fn bench(plan: Plan, out: &Path) -> anyhow::Result<Value> {
     let scratch = Scratch::new()?;
     let overhead = overhead(&bins, &scratch, &plan)?;
     let throughput = throughput(&bins, &scratch, &plan)?;
+    let gate = gate::gate(&bins, &scratch, &plan)?;
     let report = json!({
         "machine": machine(),
         "plan": {"runs": plan.runs, "openat": plan.openat, "connect": plan.connect, "forkexec": plan.forkexec,
-                 "messaging_loops": plan.messaging_loops, "step_seconds": plan.step_seconds},
+                 "messaging_loops": plan.messaging_loops, "step_seconds": plan.step_seconds,
+                 "gate_messages": plan.gate_messages},
         "overhead": overhead,
         "throughput": throughput,
+        "gate": gate,
     });
     fs::write(out, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", out.display()))?;
     println!("{}", table(&report));
@@ -347,6 +353,13 @@ pub fn smoke() -> anyhow::Result<()> {
     }
     if t["latency"]["alerts"].as_u64().unwrap_or(0) == 0 {
         bail!("bench smoke: no alert came back for the latency figure");
+    }
+    let g = &r["gate"];
+    if g["gate_decision_us"]["decisions"].as_u64().unwrap_or(0) == 0
+        || !g["gated_rtt_us"]["p99"].as_f64().is_some_and(|v| v > 0.0)
+        || g["memory"]["rss_kib"].as_u64().unwrap_or(0) == 0
+    {
+        bail!("bench smoke: no gate figures: {g}");
     }
     Ok(())
 }

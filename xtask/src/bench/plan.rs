@@ -16,6 +16,8 @@ pub struct Plan {
     pub latency_seconds: f64,
     /// Alerts wanted in the latency run.
     pub latency_alerts: u64,
+    /// Messages per run through the gate (and directly).
+    pub gate_messages: usize,
 }
 
 impl Plan {
@@ -30,6 +32,7 @@ impl Plan {
         max_steps: 7,
         latency_seconds: 30.0,
         latency_alerts: 3_000,
+        gate_messages: 5_000,
     };
     /// Seconds, for the test suite: every path runs, no figure means anything.
     pub const SMOKE: Plan = Plan {
@@ -43,6 +46,7 @@ impl Plan {
         max_steps: 2,
         latency_seconds: 1.0,
         latency_alerts: 50,
+        gate_messages: 200,
     };
 }
 
