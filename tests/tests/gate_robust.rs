@@ -196,3 +196,40 @@ fn a_client_that_closes_stdin_ends_the_server_as_without_the_gate() {
     assert_eq!(lines(&g.0).last().unwrap()["params"]["data"], "bye");
     assert_eq!(g, d);
 }
+
+#[test]
+fn every_decision_is_reported_before_the_gate_exits() {
+    let (gated, _) = both("audit-exit", "0");
+    let mut input = Vec::new();
+    for i in 0..3000 {
+        input.extend_from_slice(
+            format!("{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"tools/call\",\"params\":{{\"name\":\"rm\"}}}}\n")
+                .as_bytes(),
+        );
+    }
+    let mut child = Command::new(&gated[0])
+        .args(&gated[1..])
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Written while the answers are read: neither pipe fills up.
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // No agent: each refusal is written to the gate's standard error, none lost at exit.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let reported = stderr.matches("gate decision not reported to the agent").count();
+    assert_eq!(reported, 3000, "{stderr}");
+    assert_eq!(
+        lines(&out.stdout)
+            .iter()
+            .filter(|v| v["error"]["code"] == -32001)
+            .count(),
+        3000
+    );
+}
