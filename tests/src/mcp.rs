@@ -157,3 +157,20 @@ pub fn wait_log(agent: &Agent, what: &str, n: usize) {
         || agent.log(),
     );
 }
+
+/// `mcpwatch exec --gate --server SERVER --require-agent` in front of `cmd`.
+pub fn gate_cmd(agent: &Agent, server: &str, cmd: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        bin().to_string_lossy().into_owned(),
+        "exec".into(),
+        "--gate".into(),
+        "--server".into(),
+        server.into(),
+        "--require-agent".into(),
+        "--socket".into(),
+        agent.socket.to_string_lossy().into_owned(),
+        "--".into(),
+    ];
+    args.extend(cmd.iter().map(|s| s.to_string()));
+    args
+}

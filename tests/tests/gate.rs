@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use mcpwatch_tests::{mcp::*, *};
+use mcpwatch_tests::{mcp::*, policy::narrowed, *};
 use serde_json::{Value, json};
 
 fn gated(agent: &Agent, record: &Path, extra: &[&str]) -> Vec<String> {
@@ -31,6 +31,23 @@ fn gated(agent: &Agent, record: &Path, extra: &[&str]) -> Vec<String> {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     args
+}
+
+fn approve(state: &Path, server: &str, tools: &[&str]) {
+    let out = output(
+        Command::new(bin())
+            .arg("approve")
+            .arg(server)
+            .args(tools)
+            .arg("--state-dir")
+            .arg(state),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn record_dir(name: &str) -> PathBuf {
@@ -196,4 +213,179 @@ fn signals_reach_the_server_and_its_death_is_the_wrappers() {
     use std::os::unix::process::ExitStatusExt as _;
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
     drop(stdin);
+}
+
+#[test]
+fn a_rug_pull_behind_the_gate_is_withheld_refused_and_alerted_as_blocked() {
+    let agent = agent("gate-rug");
+    let state = state_dir("gate-rug");
+    let py = python().to_string_lossy().into_owned();
+    let args = gate_cmd(&agent, "rug", &[&py, &server_script("rug_pull.py")]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let steps = client_of(&agent, json!([["list"]]), &args);
+    assert_eq!(steps[0]["tools"], json!([]), "{steps:?}");
+    agent.wait_events("withheld", |ev| !alerts_by_rule(ev, "gate.withheld").is_empty());
+    approve(&state, "rug", &["add"]);
+
+    // The third call changes the description and announces it with
+    // notifications/tools/list_changed: the next listing withholds the
+    // changed tool and its call is refused.
+    let add = json!({"a": 1, "b": 2});
+    let steps = client_of(
+        &agent,
+        json!([
+            ["list"],
+            ["call", "add", add],
+            ["call", "add", add],
+            ["call", "add", add],
+            ["list"],
+            ["call", "add", add]
+        ]),
+        &args,
+    );
+    assert_eq!(
+        steps[0]["tools"],
+        json!([{"name": "add", "description": "Adds two numbers."}]),
+        "{steps:?}"
+    );
+    for s in &steps[1..4] {
+        assert_eq!(s["text"], json!(["3"]), "{steps:?}");
+    }
+    assert_eq!(steps[4]["tools"], json!([]), "the changed tool is withheld: {steps:?}");
+    assert_eq!(
+        steps[5]["error"]["message"],
+        "tool 'add' is not approved for server 'rug' (mcpwatch): its definition changed since it was approved",
+        "{steps:?}"
+    );
+    // The announcement never led the model to the changed definition.
+    assert!(!json!(steps).to_string().contains("id_rsa"), "{steps:?}");
+
+    let ev = agent.wait_events("blocked rug pull", |ev| {
+        !alerts_by_rule(ev, "mcp.rug_pull.changed").is_empty() && !alerts_by_rule(ev, "gate.denied").is_empty()
+    });
+    let rug = alerts_by_rule(&ev, "mcp.rug_pull.changed");
+    assert_eq!(rug.len(), 1, "{}", dump(&ev));
+    let a = rug[0];
+    assert_eq!((a["server"].as_str(), a["tool"].as_str()), (Some("rug"), Some("add")));
+    assert_eq!(a["evidence"]["blocked"], true, "{a}");
+    assert_eq!(a["evidence"]["changed"], json!(["description"]), "{a}");
+    assert_eq!(a["evidence"]["old_description"], "Adds two numbers.", "{a}");
+    assert!(a["evidence"]["diff"].as_str().unwrap().contains("id_rsa"), "{a}");
+    assert!(
+        a["summary"]
+            .as_str()
+            .unwrap()
+            .contains("blocked: the mcpwatch gate withheld it"),
+        "{a}"
+    );
+    let denied = alerts_by_rule(&ev, "gate.denied");
+    assert_eq!(
+        denied.last().unwrap()["evidence"]["gate"]["rule"],
+        "changed",
+        "{}",
+        dump(&ev)
+    );
+}
+
+#[test]
+fn an_argument_outside_the_grant_is_refused_before_the_filesystem_server_sees_it() {
+    let d = narrowed("gate-args", "filesystem", |m| {
+        m["gate"] = json!({"unlisted": "allow", "tools": {
+            "read_text_file": {"args": {"path": {"paths": "grants"}}},
+            "read_multiple_files": {"args": {"paths": {"paths": "grants"}}}
+        }});
+    });
+    let agent = agent_with_manifests("gate-args", &d);
+    let root = scratch_dir("gate-args-root");
+    let outside = scratch_dir("gate-args-outside");
+    std::fs::write(root.join("notes.txt"), "hello\n").unwrap();
+    std::fs::write(outside.join("secret.txt"), "ghp_secret\n").unwrap();
+    let record = scratch_dir("gate-args-record").join("in");
+    let _ = std::fs::remove_file(&record);
+    let (r, o) = (root.to_str().unwrap(), outside.to_str().unwrap());
+    let node = node_server("server-filesystem");
+    // What the server reads, recorded on its side of the gate.
+    let cmd = [
+        "/bin/sh",
+        "-c",
+        "tee \"$0\" | exec node \"$1\" \"$2\"",
+        record.to_str().unwrap(),
+        node.to_str().unwrap(),
+        r,
+    ];
+    let args = gate_cmd(&agent, "filesystem", &cmd);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let notes = format!("{r}/notes.txt");
+    let secret = format!("{o}/secret.txt");
+    let sneaky = format!("{r}/../{}/secret.txt", outside.file_name().unwrap().to_str().unwrap());
+    let steps = client_of(
+        &agent,
+        json!([
+            ["call", "read_text_file", {"path": notes}],
+            ["call", "read_text_file", {"path": secret}],
+            ["call", "read_text_file", {"path": sneaky}],
+            ["call", "read_multiple_files", {"paths": [notes, secret]}]
+        ]),
+        &args,
+    );
+    assert_eq!(steps[0]["text"], json!(["hello\n"]), "{steps:?}");
+    for s in &steps[1..] {
+        let m = s["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not refused: {steps:?}"));
+        assert!(
+            m.contains(&format!(
+                "of tool '{}' refused by the mcpwatch gate of server 'filesystem' (rule paths)",
+                s["tool"].as_str().unwrap()
+            )),
+            "{m}"
+        );
+        assert!(m.contains(&format!("{o}/secret.txt is not within {r}")), "{m}");
+        assert_eq!(s["error"]["code"], -32001);
+    }
+    assert!(
+        steps[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("argument 'path' ")
+    );
+    assert!(
+        steps[3]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("argument 'paths' ")
+    );
+    let seen = std::fs::read_to_string(&record).unwrap();
+    assert!(seen.contains("notes.txt"), "{seen}");
+    assert!(!seen.contains("secret"), "the server read a refused call: {seen}");
+
+    // The audit: each call is a gate.* line with its rule and the time the gate added.
+    let ev = agent.wait_events("gate audit", |ev| {
+        of_server(ev, "gate.denied", "filesystem").len() == 3 && !of_server(ev, "gate.allowed", "filesystem").is_empty()
+    });
+    let allowed = of_server(&ev, "gate.allowed", "filesystem");
+    assert_eq!(allowed.len(), 1, "{}", dump(&ev));
+    assert_eq!(allowed[0]["tool"], "read_text_file");
+    assert_eq!(allowed[0]["call_id"], steps[0]["id"].to_string().trim_matches('"'));
+    assert_eq!(allowed[0]["rule"], "unlisted_allow", "{}", allowed[0]);
+    assert!(allowed[0]["latency_us"].as_f64().unwrap() > 0.0, "{}", allowed[0]);
+    let denied = of_server(&ev, "gate.denied", "filesystem");
+    let rules: Vec<&str> = denied.iter().map(|d| d["rule"].as_str().unwrap()).collect();
+    assert_eq!(
+        rules,
+        ["args.path.paths", "args.path.paths", "args.paths.paths"],
+        "{}",
+        dump(&ev)
+    );
+    assert_eq!(denied[0]["call_id"], steps[1]["id"].to_string().trim_matches('"'));
+    let (_, metrics) = http_get(&agent.metrics_address(), "/metrics").unwrap();
+    assert!(
+        metrics
+            .contains(r#"mcpwatch_gate_decisions_total{outcome="denied",server="filesystem",tool="read_text_file"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"mcpwatch_gate_added_latency_seconds_count{server="filesystem",tool="read_text_file"} 3"#),
+        "{metrics}"
+    );
 }

@@ -17,8 +17,12 @@ use std::{
     },
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
-    sync::{Arc, Mutex, mpsc},
-    time::Duration,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
 };
 
 use nix::sys::signal::{SigSet, Signal};
@@ -35,6 +39,8 @@ use crate::{
 
 /// How long the gate waits for the agent when it asks for newer approvals.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an exiting gate waits for its decisions to be reported.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes read from either side at once.
 const READ_CHUNK: usize = 64 << 10;
 /// Signals forwarded to the server.
@@ -97,7 +103,7 @@ pub fn run(l: Launch<'_>, spec: GateSpec) -> i32 {
         std::thread::spawn(move || host_to_server(gate, out, reports, to_server));
     }
     server_to_host(&gate, &out, &reports, from_server);
-    exit_like(&mut child)
+    exit_like(&mut child, &reports)
 }
 
 fn spawn(l: &Launch<'_>, forwarded: SigSet) -> std::io::Result<Child> {
@@ -127,9 +133,12 @@ fn spawn(l: &Launch<'_>, forwarded: SigSet) -> std::io::Result<Child> {
     cmd.spawn()
 }
 
-/// Waits for the server and ends like it: its exit code, or its signal.
-fn exit_like(child: &mut Child) -> i32 {
-    let status = match child.wait() {
+/// Waits for the server and its decisions' reports, and ends like the
+/// server: its exit code, or its signal.
+fn exit_like(child: &mut Child, reports: &Reports) -> i32 {
+    let status = child.wait();
+    reports.drain();
+    let status = match status {
         Ok(s) => s,
         Err(e) => {
             eprintln!("mcpwatch exec: waiting for the server: {e}");
@@ -154,8 +163,10 @@ fn exit_like(child: &mut Child) -> i32 {
 }
 
 /// Sends decisions to the agent; when it cannot, writes them to stderr.
-fn reporter(socket: PathBuf) -> mpsc::Sender<GateEvent> {
+fn reporter(socket: PathBuf) -> Reports {
     let (tx, rx) = mpsc::channel::<GateEvent>();
+    let pending = Arc::new(AtomicUsize::new(0));
+    let left = pending.clone();
     std::thread::spawn(move || {
         for event in rx {
             let event = fit(event);
@@ -163,9 +174,39 @@ fn reporter(socket: PathBuf) -> mpsc::Sender<GateEvent> {
                 let json = serde_json::to_string(&event).unwrap_or_default();
                 eprintln!("mcpwatch exec: gate decision not reported to the agent ({e}): {json}");
             }
+            left.fetch_sub(1, Ordering::SeqCst);
         }
     });
-    tx
+    Reports { tx, pending }
+}
+
+/// The reporter's queue, and how many decisions it has not reported yet.
+#[derive(Clone)]
+struct Reports {
+    tx: mpsc::Sender<GateEvent>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Reports {
+    fn send(&self, e: GateEvent) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(e).is_err() {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Waits (a bounded while) for the decisions queued to be reported: the
+    /// wrapper is about to exit, and its audit must not end before the server's.
+    fn drain(&self) {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while self.pending.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let left = self.pending.load(Ordering::SeqCst);
+        if left > 0 {
+            eprintln!("mcpwatch exec: {left} gate decision(s) not reported before exit");
+        }
+    }
 }
 
 /// A report small enough for the control socket: withheld definitions too
@@ -239,6 +280,8 @@ impl HostSink<'_> {
 
 impl Sink for HostSink<'_> {
     fn line(&mut self, line: &[u8]) {
+        // What the gate adds: from the whole line read to it written on (or answered).
+        let start = Instant::now();
         let verdict = lock(self.gate).from_host(line);
         match verdict {
             Verdict::Forward => self.forward(line),
@@ -252,6 +295,8 @@ impl Sink for HostSink<'_> {
                 }
             }
         }
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        lock(self.gate).stamp_latency(ns);
     }
 
     fn long(&mut self, _head: &[u8]) {
@@ -267,7 +312,7 @@ impl Sink for HostSink<'_> {
     }
 }
 
-fn host_to_server(gate: Arc<Mutex<Gate>>, out: Arc<Mutex<Out>>, reports: mpsc::Sender<GateEvent>, server: ChildStdin) {
+fn host_to_server(gate: Arc<Mutex<Gate>>, out: Arc<Mutex<Out>>, reports: Reports, server: ChildStdin) {
     let mut sink = HostSink {
         gate: &gate,
         out: &out,
@@ -342,12 +387,7 @@ impl Sink for ServerSink<'_> {
     }
 }
 
-fn server_to_host(
-    gate: &Mutex<Gate>,
-    out: &Mutex<Out>,
-    reports: &mpsc::Sender<GateEvent>,
-    mut server: std::process::ChildStdout,
-) {
+fn server_to_host(gate: &Mutex<Gate>, out: &Mutex<Out>, reports: &Reports, mut server: std::process::ChildStdout) {
     let mut sink = ServerSink {
         gate,
         out,
@@ -374,9 +414,9 @@ fn server_to_host(
     send_reports(gate, reports);
 }
 
-fn send_reports(gate: &Mutex<Gate>, reports: &mpsc::Sender<GateEvent>) {
+fn send_reports(gate: &Mutex<Gate>, reports: &Reports) {
     for e in lock(gate).take_events() {
-        let _ = reports.send(e);
+        reports.send(e);
     }
 }
 

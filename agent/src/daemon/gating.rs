@@ -11,14 +11,17 @@ use super::{
 use crate::{
     alerts::rules,
     kernel::watchset::WatchSet as _,
-    mcp::gate::{GateEvent, GateSpec, approvals::Approvals},
+    mcp::{
+        McpLine,
+        gate::{Decision, GateEvent, GateSpec, Outcome, Unapproved, WithheldTool, approvals::Approvals},
+    },
     output::events::Clock,
 };
 
 impl Agent {
     /// The gate of `server` (`None`: not gated): manifest pins and local
     /// approvals together.
-    pub(super) fn gate_spec(&self, server: &str, asked: bool) -> Option<GateSpec> {
+    pub(super) fn gate_spec(&mut self, server: &str, asked: bool) -> Option<GateSpec> {
         let mut spec = self.policy.gate_of(server, asked)?;
         match Approvals::new(&self.state_dir).approved_here(server) {
             Ok(local) => spec.approved.extend(local),
@@ -53,21 +56,88 @@ impl Agent {
         };
         if let Some(event) = req.report {
             self.gate_alert(w.server, &server, req.pid, event);
+            // A report wants no settings back (the gate ignores them):
+            // resolving them would read the approvals file at every audited call.
+            let _ = req.reply.send(Ok(GateSpec::default()));
+            return;
         }
         let spec = self.gate_spec(&server, true).unwrap_or_default();
         let _ = req.reply.send(Ok(spec));
     }
 
+    /// Withheld tools whose approved definition changed are rug pulls the
+    /// gate blocked: each is alerted as one (`mcp.rug_pull.changed`, blocked).
+    fn gate_blocked_rug_pulls(&mut self, id: u32, server: &str, pid: u32, tools: &[WithheldTool], a: &Approvals) {
+        let approved = a.load(server).map(|f| f.approved).unwrap_or_default();
+        let changed: Vec<(&WithheldTool, Option<String>)> = tools
+            .iter()
+            .filter(|t| t.why == Unapproved::Changed)
+            .map(|t| (t, approved.get(&t.name).map(|a| a.description.clone())))
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        for a in self.mcp.gate_blocked((server, id), &changed, (pid, Clock::now_ktime())) {
+            self.mcp_alert(a);
+        }
+    }
+
+    /// The audit line of a judged call (`gate.allowed`, `gate.denied`) and its metrics.
+    fn gate_audit(&mut self, id: u32, server: &str, pid: u32, d: &Decision) {
+        let latency_s = d.latency_ns as f64 / 1e9;
+        self.metrics.gate_decision(server, &d.tool, d.outcome.name(), latency_s);
+        let kind = match d.outcome {
+            Outcome::Allowed => "gate.allowed",
+            Outcome::Denied => "gate.denied",
+        };
+        let mut fields = serde_json::Map::new();
+        fields.insert("rule".into(), json!(d.rule));
+        if let Some(r) = &d.reason {
+            fields.insert("reason".into(), json!(r));
+        }
+        fields.insert("latency_us".into(), json!(d.latency_ns as f64 / 1e3));
+        self.mcp_line(McpLine {
+            kind,
+            server: id,
+            pid,
+            ktime_ns: Clock::now_ktime(),
+            tool: Some(d.tool.clone()),
+            call_id: d.call_id.clone(),
+            fields,
+        });
+    }
+
     fn gate_alert(&mut self, id: u32, server: &str, pid: u32, event: GateEvent) {
+        if let GateEvent::Call(d) = &event {
+            self.gate_audit(id, server, pid, d);
+        }
         let (rule, summary, tool, call_id) = match &event {
-            GateEvent::Denied { tool, call_id, why } => (
+            GateEvent::Call(d) if d.outcome == Outcome::Denied => (
                 &rules::GATE_DENIED,
-                format!("gate of server {server} refused a call of tool {tool} ({why:?})"),
-                Some(tool.clone()),
-                call_id.clone(),
+                format!(
+                    "gate of server {server} refused a call of tool {} ({}{})",
+                    d.tool,
+                    d.rule,
+                    d.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+                ),
+                Some(d.tool.clone()),
+                d.call_id.clone(),
             ),
+            GateEvent::Call(d) if d.rule == "unlisted_allow" => (
+                &rules::GATE_UNLISTED_ALLOWED,
+                format!(
+                    "gate of server {server} let unapproved tool {} through (unlisted: allow)",
+                    d.tool
+                ),
+                Some(d.tool.clone()),
+                d.call_id.clone(),
+            ),
+            // An approved call: its audit line is its record.
+            GateEvent::Call(_) => return,
             GateEvent::Withheld { tools } => {
-                if let Err(e) = Approvals::new(&self.state_dir).record_pending(server, tools) {
+                let approvals = Approvals::new(&self.state_dir);
+                self.gate_blocked_rug_pulls(id, server, pid, tools, &approvals);
+                if let Err(e) = approvals.record_pending(server, tools) {
                     log::warn!("gate of {server}: recording withheld tools: {e}");
                 }
                 let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();

@@ -83,6 +83,66 @@ fn rule_words(rule: RuleId) -> &'static str {
     .map_or("poisoning indicator", |(_, w)| w)
 }
 
+/// A rug pull the gate stopped: the changed definition of `tool` was
+/// withheld from the host's `tools/list` and its calls are refused until it
+/// is approved again. The alert says so (`blocked` in the evidence, and in words).
+pub(super) fn blocked_rug_pull_alert(
+    (server, server_id): (&str, u32),
+    tool: &super::gate::WithheldTool,
+    (learnt, approved): (Option<pins::ToolPin>, Option<&str>),
+    pid: u32,
+    ktime_ns: u64,
+) -> McpAlert {
+    let new = pins::Tool::from_value(&tool.definition).map_or_else(
+        || pins::ToolPin {
+            hash: tool.hash.clone(),
+            description_hash: String::new(),
+            schema_hash: String::new(),
+            description: String::new(),
+        },
+        |t| pins::Tool::pin(&t),
+    );
+    // The description approved here is the old one; a pin learnt from the
+    // host's side of the wire only when no approval recorded one.
+    let old = match (learnt, approved) {
+        (Some(p), Some(d)) if p.description != d => Some(description_pin(d)),
+        (None, Some(d)) => Some(description_pin(d)),
+        (p, _) => p,
+    };
+    let fields = old.as_ref().map_or_else(Vec::new, |o| {
+        [
+            (o.description_hash != new.description_hash).then_some("description"),
+            (!o.schema_hash.is_empty() && o.schema_hash != new.schema_hash).then_some("inputSchema"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    });
+    let change = Change::Changed {
+        tool: tool.name.clone(),
+        old,
+        new,
+        fields,
+    };
+    let mut a = rug_pull_alert((server, server_id), &change, "gate", false, pid, ktime_ns);
+    a.summary = format!(
+        "{}; blocked: the mcpwatch gate withheld it from tools/list and refuses its calls until it is approved again (mcpwatch approve {server} {})",
+        a.summary, tool.name
+    );
+    a.evidence["blocked"] = json!(true);
+    a
+}
+
+/// What an approval records of a definition: its description only.
+fn description_pin(d: &str) -> pins::ToolPin {
+    pins::ToolPin {
+        hash: String::new(),
+        description_hash: pins::sha256(d),
+        schema_hash: String::new(),
+        description: d.to_owned(),
+    }
+}
+
 pub(super) fn rug_pull_alert(
     (server, server_id): (&str, u32),
     c: &Change,

@@ -202,6 +202,25 @@ impl Mcp {
         self.trouble.retain(|(s, _, _), _| *s != server);
     }
 
+    /// The gate of `server` withheld tools whose definition changed since
+    /// they were approved (each with the description approved locally, when
+    /// known): rug pulls, alerted as blocked.
+    pub fn gate_blocked(
+        &mut self,
+        at: (&str, u32),
+        tools: &[(&gate::WithheldTool, Option<String>)],
+        (pid, ktime_ns): (u32, u64),
+    ) -> Vec<McpAlert> {
+        let pinned = self.pins.stored(at.0).ok().flatten();
+        tools
+            .iter()
+            .map(|(t, approved)| {
+                let learnt = pinned.as_ref().and_then(|p| p.tools.get(&t.name)).cloned();
+                alerts::blocked_rug_pull_alert(at, t, (learnt, approved.as_deref()), pid, ktime_ns)
+            })
+            .collect()
+    }
+
     /// Pins a manifest ships for `server` (its `pins` field): they replace the
     /// pin file as the baseline of that server's tools.
     pub fn expect_pins(&mut self, server: &str, pins: ExpectedPins) {

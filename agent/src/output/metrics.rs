@@ -46,6 +46,7 @@ pub struct Metrics {
     lost: IntCounterVec,
     probe_errors: IntCounterVec,
     tool_calls: IntCounterVec,
+    gate: super::gate_metrics::GateFamilies,
     watched_processes: IntGaugeVec,
     watched_servers: IntGauge,
     alert_latency: Histogram,
@@ -171,6 +172,7 @@ impl Metrics {
         )?;
         let watched_servers = IntGauge::new("mcpwatch_watched_servers", "Servers with at least one watched process")?;
         r.register(Box::new(watched_servers.clone()))?;
+        let gate = super::gate_metrics::GateFamilies::new(&r)?;
         let alert_latency = Histogram::with_opts(
             HistogramOpts::new(
                 "mcpwatch_alert_latency_seconds",
@@ -298,6 +300,7 @@ impl Metrics {
             lost,
             probe_errors,
             tool_calls,
+            gate,
             watched_processes,
             watched_servers,
             alert_latency,
@@ -422,18 +425,34 @@ impl Metrics {
 
     /// An MCP tool call of `server` (for the protocol capture stage).
     pub fn tool_call(&self, server: &str, tool: &str) {
+        let (s, tool) = self.tool_labels(server, tool);
+        self.tool_calls.with_label_values(&[s.as_str(), tool]).inc();
+    }
+
+    /// A `tools/call` the gate of `server` judged, and the time it added.
+    pub fn gate_decision(&self, server: &str, tool: &str, outcome: &str, added_s: f64) {
+        let (s, tool) = self.tool_labels(server, tool);
+        self.gate
+            .decisions
+            .with_label_values(&[s.as_str(), tool, outcome])
+            .inc();
+        self.gate
+            .added_latency
+            .with_label_values(&[s.as_str(), tool])
+            .observe(added_s);
+    }
+
+    /// The server and tool label values, under their caps.
+    fn tool_labels<'a>(&self, server: &str, tool: &'a str) -> (String, &'a str) {
         let s = self.server_label(Some(server));
         let key = (s.clone(), tool.to_owned());
-        let tool = {
-            let mut seen = self.tools.lock().unwrap_or_else(|e| e.into_inner());
-            if seen.contains(&key) || seen.len() < MAX_TOOLS {
-                seen.insert(key);
-                tool
-            } else {
-                OTHER
-            }
-        };
-        self.tool_calls.with_label_values(&[s.as_str(), tool]).inc();
+        let mut seen = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(&key) || seen.len() < MAX_TOOLS {
+            seen.insert(key);
+            (s, tool)
+        } else {
+            (s, OTHER)
+        }
     }
 
     /// The watched set now: processes per server. A server seen before and
@@ -470,6 +489,8 @@ impl Metrics {
         forget_series(&self.alerts, server);
         forget_series(&self.lost, server);
         forget_series(&self.tool_calls, server);
+        forget_series(&self.gate.decisions, server);
+        forget_series(&self.gate.added_latency, server);
         forget_series(&self.watched_processes, server);
         forget_series(&self.enforcement, server);
         self.resolver.forget(server);

@@ -6,6 +6,7 @@ pub mod agent_id;
 pub mod events;
 pub mod events_file;
 pub mod format;
+mod gate_metrics;
 pub mod http;
 pub mod lines;
 pub mod metrics;

@@ -262,15 +262,16 @@ impl Policy {
     /// The gate of a watched server: its manifest's `gate` section (or the
     /// defaults, when `asked`), with the pins the manifest ships as
     /// approvals; `None` when neither asks for a gate.
-    pub fn gate_of(&self, server: &str, asked: bool) -> Option<crate::mcp::gate::GateSpec> {
-        let m = self.engine.server(server).map(|s| &s.manifest);
-        let section = m.and_then(|m| m.gate.as_ref());
+    pub fn gate_of(&mut self, server: &str, asked: bool) -> Option<crate::mcp::gate::GateSpec> {
+        let m = self.engine.server(server).map(|s| s.manifest.clone());
+        let section = m.as_ref().and_then(|m| m.gate.as_ref());
         if section.is_none() && !asked {
             return None;
         }
         Some(crate::mcp::gate::GateSpec {
             unlisted: section.map(|g| g.unlisted).unwrap_or_default(),
-            approved: m.and_then(|m| m.pins.clone()).unwrap_or_default(),
+            approved: m.as_ref().and_then(|m| m.pins.clone()).unwrap_or_default(),
+            args: self.engine.gate_args(server),
             secrets: section.map(|g| g.secrets.clone()).unwrap_or_default(),
         })
     }

@@ -4,7 +4,12 @@ to DIR/in and what it writes to DIR/out, and exits with EXIT at end of input.
 
 Tools: `add` (adds a and b) and `rm` (would remove files: never approved in
 the tests). Requests it does not know get an empty result; notifications get
-nothing, except `notifications/echo`, answered by a server notification."""
+nothing, except `notifications/echo`, answered by a server notification.
+A line that is not JSON gets a parse error (id null). For the robustness
+tests: `x/big` answers with a result of `params.size` bytes, written in
+pieces; `x/garbage` writes a line that is not JSON before its answer;
+`x/die` writes half an answer and exits with 3. At end of input it says
+`bye` (a notification) before it exits."""
 
 import json
 import os
@@ -33,6 +38,22 @@ def send(msg):
 
 def answer(msg):
     method, mid = msg.get("method"), msg.get("id")
+    if method == "x/big":
+        head = b'{"jsonrpc":"2.0","id":%s,"result":{"blob":"' % json.dumps(mid).encode()
+        size, piece = msg["params"]["size"], b"a" * 65536
+        out.write(head)
+        while size > 0:
+            out.write(piece[:size])
+            size -= len(piece)
+        out.write(b'"}}\n')
+        out.flush()
+        return None
+    if method == "x/garbage":
+        out.write(b"garbage from the server\n")
+    if method == "x/die":
+        out.write(b'{"jsonrpc":"2.0","id":%s,"resu' % json.dumps(mid).encode())
+        out.flush()
+        os._exit(3)
     if mid is None:
         if method == "notifications/echo":
             send({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "echo"}})
@@ -58,6 +79,7 @@ for line in sys.stdin.buffer:
     try:
         msg = json.loads(line)
     except ValueError:
+        send({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}})
         continue
     msgs = msg if isinstance(msg, list) else [msg]
     replies = [r for r in (answer(m) for m in msgs if isinstance(m, dict)) if r is not None]
@@ -66,4 +88,5 @@ for line in sys.stdin.buffer:
             send(replies)
     elif replies:
         send(replies[0])
+send({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "bye"}})
 sys.exit(EXIT)

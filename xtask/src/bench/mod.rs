@@ -16,15 +16,19 @@
 //! 6. Enforcement: the same watched server in audit and in enforce mode:
 //!    start-up, an openat under Landlock, a connect through the cgroup
 //!    allowlist (`enforcement`).
+//! 7. The MCP gate: added latency per message (p50/p99) and its memory
+//!    (`gate`).
 //!
 //! Each figure is the median of the runs; each slowdown a ratio of medians
 //! taken in the same runs. Prints a table, writes JSON.
 //!
 //! Modules: `plan` (sizes), `harness` (binaries, scratch directory, agent,
 //! floor), `workloads` (what is timed), `stats` (medians, /proc figures),
-//! `report` (tables), `enforcement` (section 6); the other sections are here.
+//! `report` (tables), `enforcement` (section 6), `gate` (section 7); the other
+//! sections are here.
 
 mod enforcement;
+mod gate;
 mod harness;
 mod plan;
 mod report;
@@ -312,13 +316,16 @@ pub fn bench(plan: Plan, out: &Path) -> anyhow::Result<Value> {
     let overhead = overhead(&bins, &scratch, &plan)?;
     let throughput = throughput(&bins, &scratch, &plan)?;
     let enforcement = enforcement::enforcement(&bins, &scratch, &plan)?;
+    let gate = gate::gate(&bins, &scratch, &plan)?;
     let report = json!({
         "machine": machine(),
         "plan": {"runs": plan.runs, "openat": plan.openat, "connect": plan.connect, "forkexec": plan.forkexec,
-                 "messaging_loops": plan.messaging_loops, "step_seconds": plan.step_seconds},
+                 "messaging_loops": plan.messaging_loops, "step_seconds": plan.step_seconds,
+                 "gate_messages": plan.gate_messages},
         "overhead": overhead,
         "throughput": throughput,
         "enforcement": enforcement,
+        "gate": gate,
     });
     fs::write(out, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", out.display()))?;
     println!("{}", table(&report));
@@ -361,6 +368,13 @@ pub fn smoke() -> anyhow::Result<()> {
         {
             bail!("bench smoke: no enforcement figure for {name}");
         }
+    }
+    let g = &r["gate"];
+    if g["gate_decision_us"]["decisions"].as_u64().unwrap_or(0) == 0
+        || !g["gated_rtt_us"]["p99"].as_f64().is_some_and(|v| v > 0.0)
+        || g["memory"]["rss_kib"].as_u64().unwrap_or(0) == 0
+    {
+        bail!("bench smoke: no gate figures: {g}");
     }
     Ok(())
 }

@@ -20,6 +20,8 @@ pub struct Plan {
     pub starts: u64,
     pub enforced_openat: u64,
     pub enforced_connect: u64,
+    /// Messages per run through the gate (and directly).
+    pub gate_messages: usize,
 }
 
 impl Plan {
@@ -37,6 +39,7 @@ impl Plan {
         starts: 40,
         enforced_openat: 500_000,
         enforced_connect: 100_000,
+        gate_messages: 5_000,
     };
     /// Seconds, for the test suite: every path runs, no figure means anything.
     pub const SMOKE: Plan = Plan {
@@ -53,6 +56,7 @@ impl Plan {
         starts: 2,
         enforced_openat: 2_000,
         enforced_connect: 500,
+        gate_messages: 200,
     };
 }
 

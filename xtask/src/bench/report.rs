@@ -149,5 +149,22 @@ pub fn table(r: &Value) -> String {
             pct(e["ratio"].as_f64().unwrap_or(f64::NAN)),
         );
     }
+    let g = &r["gate"];
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    s += &format!(
+        "
+MCP gate ({} messages, tools/call to an echo server): round trip p50 {:.1} µs / p99 {:.1} µs direct,          {:.1} / {:.1} µs gated, added p50 {:.1} µs, p99 {:.1} µs; the gate's own decision and relay of a call          p50 {:.1} µs, p99 {:.1} µs. Gate RSS {:.1} MiB ({:.1} MiB private).\n",
+        g["messages"],
+        f(&g["direct_rtt_us"]["p50"]),
+        f(&g["direct_rtt_us"]["p99"]),
+        f(&g["gated_rtt_us"]["p50"]),
+        f(&g["gated_rtt_us"]["p99"]),
+        f(&g["added_rtt_us"]["p50"]),
+        f(&g["added_rtt_us"]["p99"]),
+        f(&g["gate_decision_us"]["p50"]),
+        f(&g["gate_decision_us"]["p99"]),
+        f(&g["memory"]["rss_kib"]) / 1024.0,
+        f(&g["memory"]["rss_anon_kib"]) / 1024.0,
+    );
     s
 }

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 
-use super::{GateEvent, GateSpec, Unapproved, Unlisted, WithheldTool};
+use super::{Decision, GateEvent, GateSpec, Outcome, Unapproved, Unlisted, WithheldTool, args::Rules};
 use crate::mcp::{pins::Tool, reassembly::MAX_MESSAGE, secrets::wire::Wire};
 
 /// JSON-RPC error code of a refused call (implementation-defined range).
@@ -51,6 +51,8 @@ pub struct Gate {
     /// Each tool's definition hash as last listed.
     listed: HashMap<String, String>,
     refresh: Refresh,
+    /// The spec's argument rules, compiled.
+    rules: Rules,
     /// Decisions not yet reported.
     events: Vec<GateEvent>,
     /// Secrets and poisoning in the calls' arguments and results.
@@ -62,11 +64,24 @@ impl Gate {
         Self {
             server: server.to_owned(),
             wire: Wire::new(spec.secrets.clone()),
+            rules: Rules::new(&spec.args),
             spec,
             lists: HashSet::new(),
             listed: HashMap::new(),
             refresh,
             events: Vec::new(),
+        }
+    }
+
+    /// Stamps the decisions not yet stamped with the time the gate added
+    /// to the message they were about (measured by the relay).
+    pub fn stamp_latency(&mut self, ns: u64) {
+        for e in self.events.iter_mut().rev() {
+            match e {
+                GateEvent::Call(d) if d.latency_ns == 0 => d.latency_ns = ns.max(1),
+                GateEvent::Call(_) => break,
+                _ => {}
+            }
         }
     }
 
@@ -204,28 +219,40 @@ impl Gate {
             Some("tools/call") => {
                 // A name that is not a string names no approved tool.
                 let tool = v.pointer("/params/name").and_then(Value::as_str).unwrap_or("");
-                let call_id = id.map(display_id);
                 let mut refreshed = false;
-                match self.judge(tool, None, &mut refreshed) {
-                    Ok(None) => Ok(()),
-                    Ok(Some(why)) => {
-                        self.events.push(GateEvent::AllowedUnlisted {
-                            tool: tool.to_owned(),
-                            call_id,
-                            why,
-                        });
-                        Ok(())
+                let judged = match self.judge(tool, None, &mut refreshed) {
+                    Ok(None) => Ok("approved".to_owned()),
+                    Ok(Some(_)) => Ok("unlisted_allow".to_owned()),
+                    Err(why) => Err((why.rule().to_owned(), refusal(tool, &self.server, why), None)),
+                };
+                let judged = judged.and_then(|rule| match self.rules.check(tool, v.pointer("/params/arguments")) {
+                    Ok(()) => Ok(rule),
+                    Err(bad) => {
+                        let message = format!(
+                            "argument '{}' of tool '{tool}' refused by the mcpwatch gate of server '{}' (rule {}): {}",
+                            bad.arg, self.server, bad.rule, bad.reason
+                        );
+                        Err((bad.rule_id(), message, Some(bad.reason)))
                     }
-                    Err(why) => {
-                        self.events.push(GateEvent::Denied {
-                            tool: tool.to_owned(),
-                            call_id,
-                            why,
-                        });
-                        let message = refusal(tool, &self.server, why);
-                        Err(id.map(|id| error(id.clone(), CODE_REFUSED, &message)))
-                    }
-                }
+                });
+                let (outcome, rule, reason, answer) = match judged {
+                    Ok(rule) => (Outcome::Allowed, rule, None, Ok(())),
+                    Err((rule, message, reason)) => (
+                        Outcome::Denied,
+                        rule,
+                        reason,
+                        Err(id.map(|id| error(id.clone(), CODE_REFUSED, &message))),
+                    ),
+                };
+                self.events.push(GateEvent::Call(Decision {
+                    tool: tool.to_owned(),
+                    call_id: id.map(display_id),
+                    outcome,
+                    rule,
+                    reason,
+                    latency_ns: 0,
+                }));
+                answer
             }
             _ => Ok(()),
         }
@@ -291,9 +318,13 @@ impl Gate {
         refreshed: &mut bool,
     ) -> Result<Option<Unapproved>, Unapproved> {
         let mut why = self.why(tool, hash);
-        if why.is_some() && !*refreshed {
+        // Asked only before a refusal: in `allow` mode nothing waits on the agent.
+        if why.is_some() && !*refreshed && self.spec.unlisted == Unlisted::Deny {
             *refreshed = true;
             if let Some(spec) = (self.refresh)() {
+                if spec.args != self.spec.args {
+                    self.rules = Rules::new(&spec.args);
+                }
                 self.spec = spec;
                 why = self.why(tool, hash);
             }

@@ -8,6 +8,7 @@
 //! wrapper sends to the agent to become an alert.
 
 pub mod approvals;
+pub mod args;
 pub mod decide;
 pub mod frame;
 
@@ -41,6 +42,9 @@ pub struct GateSpec {
     /// The manifest's `gate.secrets`: actions per secret rule.
     #[serde(default)]
     pub secrets: crate::mcp::secrets::Settings,
+    /// Tool name -> its argument rules, resolved for this server.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, args::ToolArgs>,
 }
 
 /// Why a tool is not approved.
@@ -53,20 +57,65 @@ pub enum Unapproved {
     Changed,
 }
 
-/// One decision of the gate, reported to the agent (an alert each).
+impl Unapproved {
+    /// The audit's rule id.
+    pub fn rule(self) -> &'static str {
+        match self {
+            Self::NotApproved => "not_approved",
+            Self::Changed => "changed",
+        }
+    }
+}
+
+/// What the gate did with a message it judged: the audit line's kind is
+/// `gate.<outcome>`. (The result path's scanning adds its outcomes here.)
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Passed on to the server.
+    Allowed,
+    /// Answered by the gate with an error: the server never received it.
+    Denied,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+/// One judged `tools/call`: the audit's record of it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub tool: String,
+    pub call_id: Option<String>,
+    pub outcome: Outcome,
+    /// What decided: `approved`, `unlisted_allow`, `not_approved`,
+    /// `changed`, or an argument rule (`args.<argument>.<rule>`).
+    pub rule: String,
+    /// Why, in words, when a rule refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Nanoseconds the gate added to the message's way (from reading its
+    /// last byte to writing it on, or writing the refusal back).
+    #[serde(default)]
+    pub latency_ns: u64,
+}
+
+/// One decision of the gate, reported to the agent (an audit line each;
+/// refusals and what alerting asks for are alerts too).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum GateEvent {
-    /// A tools/call refused: the server never received it.
-    Denied {
-        tool: String,
-        call_id: Option<String>,
-        why: Unapproved,
-    },
+    /// A tools/call judged: allowed (approved, or unlisted in `allow` mode) or denied.
+    Call(Decision),
     /// Tools removed from a tools/list response: their definitions, for
     /// `mcpwatch approve` to show.
     Withheld { tools: Vec<WithheldTool> },
-    /// An unapproved tool listed or called in `unlisted: "allow"` mode.
+    /// An unapproved tool listed in `unlisted: "allow"` mode.
     AllowedUnlisted {
         tool: String,
         call_id: Option<String>,

@@ -9,6 +9,7 @@
 
 mod enforce;
 mod exec;
+mod gate;
 
 pub use exec::runs_scripts;
 mod file;
@@ -280,6 +281,14 @@ impl Engine {
 
     pub fn server(&self, name: &str) -> Option<&ServerPolicy> {
         self.servers.get(name)
+    }
+
+    /// The argument rules of a server's gate, resolved for it.
+    pub fn gate_args(&mut self, server: &str) -> std::collections::BTreeMap<String, crate::mcp::gate::args::ToolArgs> {
+        self.servers
+            .get_mut(server)
+            .map(ServerPolicy::gate_args)
+            .unwrap_or_default()
     }
 
     /// Every server seen, with the manifest it is judged against.

@@ -68,7 +68,7 @@ impl Resolved {
 
 impl ServerPolicy {
     /// Path patterns expanded with the owner's home and the bound arguments.
-    fn globs(&self, list: &[String]) -> Vec<PathGlob> {
+    pub(super) fn globs(&self, list: &[String]) -> Vec<PathGlob> {
         let bindings = &self.bindings;
         let values = |n: &str| bindings.get(n).map(|s| s.iter().cloned().collect()).unwrap_or_default();
         list.iter()

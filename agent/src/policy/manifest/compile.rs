@@ -67,6 +67,9 @@ impl Manifest {
             }
             tools.insert(tool.clone(), compile_tool(tool, spec, &arg_names)?);
         }
+        if let Some(g) = &raw.gate {
+            super::gate::check(g, &arg_names)?;
+        }
         let pins = match &raw.pins {
             None => None,
             Some(p) => {
@@ -311,7 +314,7 @@ fn outbound_widening(tool: &Outbound, server: &Outbound) -> Vec<String> {
 }
 
 /// Checks a path pattern: `~`, `${arg}` references, glob syntax.
-fn check_path(p: &str, args: &[&str]) -> Result<(), EntryError> {
+pub(super) fn check_path(p: &str, args: &[&str]) -> Result<(), EntryError> {
     let host = host_side(p);
     for r in arg_refs(host) {
         if !args.contains(&r.as_str()) {

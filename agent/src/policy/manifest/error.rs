@@ -32,6 +32,8 @@ pub enum EntryError {
     Transport(String),
     #[error("{0}")]
     Name(#[from] crate::pipeline::servers::NameError),
+    #[error("{0}")]
+    GateRule(String),
     #[error("a tool name must not be empty")]
     EmptyToolName,
     #[error("pattern of {len} bytes (at most {cap})")]

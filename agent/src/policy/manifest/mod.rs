@@ -7,6 +7,7 @@
 
 mod compile;
 mod error;
+pub mod gate;
 pub mod limits;
 mod model;
 #[cfg(test)]

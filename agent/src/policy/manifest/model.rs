@@ -40,7 +40,7 @@ pub struct Manifest {
     /// Expected tool pins (normalised to lowercase hex).
     pub pins: Option<ExpectedPins>,
     /// The `gate` section, when the server is to be relayed through the gate.
-    pub gate: Option<super::schema::GateSection>,
+    pub gate: Option<super::gate::GateSection>,
     /// What is valid but probably not meant (a tool grant wider than the
     /// server's...): logged at load, printed by `check-manifests`.
     pub warnings: Vec<String>,

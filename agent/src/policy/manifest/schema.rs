@@ -49,18 +49,7 @@ pub struct ManifestFile {
     pub pins: Option<BTreeMap<String, String>>,
     /// Relay the server through the wrapper's gate.
     #[serde(default)]
-    pub gate: Option<GateSection>,
-}
-
-/// The `gate` section: the wrapper relays the server and lets only approved tools through.
-#[derive(Deserialize, Debug, Default, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct GateSection {
-    #[serde(default)]
-    pub unlisted: crate::mcp::gate::Unlisted,
-    /// Secret rule id (or `*`) -> `redact`, `block`, `alert` or `off`.
-    #[serde(default)]
-    pub secrets: crate::mcp::secrets::Settings,
+    pub gate: Option<super::gate::GateSection>,
 }
 
 /// One tool's grants as written: an absent category falls back to the
@@ -94,7 +83,7 @@ pub struct ToolNetworkSpec {
 
 /// A JSON object whose keys must be unique: serde_json keeps the last of
 /// duplicate keys silently, and one tool's grant must not hide another's.
-fn unique_map<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+pub(super) fn unique_map<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
 where
     D: serde::Deserializer<'de>,
     V: Deserialize<'de>,

@@ -58,6 +58,18 @@ fn unapproved_tools_are_withheld_and_their_calls_answered_here() {
     let call =
         |name: &str, id: u64| line(json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":name}}));
     assert_eq!(g.from_host(&call("add", 2)), Verdict::Forward);
+    g.stamp_latency(1500);
+    assert_eq!(
+        g.take_events(),
+        [GateEvent::Call(Decision {
+            tool: "add".into(),
+            call_id: Some("2".into()),
+            outcome: Outcome::Allowed,
+            rule: "approved".into(),
+            reason: None,
+            latency_ns: 1500,
+        })]
+    );
     let Verdict::Answer {
         forward: None,
         answer: Some(a),
@@ -71,11 +83,14 @@ fn unapproved_tools_are_withheld_and_their_calls_answered_here() {
     );
     assert_eq!(
         g.take_events(),
-        [GateEvent::Denied {
+        [GateEvent::Call(Decision {
             tool: "rm".into(),
             call_id: Some("3".into()),
-            why: Unapproved::NotApproved
-        }]
+            outcome: Outcome::Denied,
+            rule: "not_approved".into(),
+            reason: None,
+            latency_ns: 0,
+        })]
     );
 }
 
@@ -116,6 +131,48 @@ fn a_changed_definition_is_withheld_and_refused_until_reapproved() {
         ..Default::default()
     });
     assert_eq!(g.from_host(&call), Verdict::Forward);
+}
+
+#[test]
+fn a_call_breaking_an_argument_rule_is_refused_naming_the_argument_and_the_rule() {
+    let read = tool("read_file", "Reads a file.");
+    let mut g = gate(&[&read], Unlisted::Deny);
+    g.spec.args = [(
+        "read_file".to_owned(),
+        [(
+            "path".to_owned(),
+            crate::mcp::gate::args::ArgRule {
+                paths: Some(vec!["/srv/data".into()]),
+                ..Default::default()
+            },
+        )]
+        .into(),
+    )]
+    .into();
+    g.rules = Rules::new(&g.spec.args);
+    let call = |path: &str| {
+        line(
+            json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"read_file","arguments":{"path":path}}}),
+        )
+    };
+    assert_eq!(g.from_host(&call("/srv/data/a.txt")), Verdict::Forward);
+    let Verdict::Answer {
+        forward: None,
+        answer: Some(a),
+    } = g.from_host(&call("/srv/data/../../etc/passwd"))
+    else {
+        panic!("forwarded")
+    };
+    assert_eq!(
+        parsed(&a)["error"]["message"],
+        "argument 'path' of tool 'read_file' refused by the mcpwatch gate of server 'calc' (rule paths): /etc/passwd is not within /srv/data"
+    );
+    let ev = g.take_events();
+    assert!(
+        matches!(&ev[..], [GateEvent::Call(a), GateEvent::Call(d)]
+            if a.outcome == Outcome::Allowed && d.outcome == Outcome::Denied && d.rule == "args.path.paths"),
+        "{ev:?}"
+    );
 }
 
 #[test]
