@@ -99,6 +99,9 @@ pub struct EventHeader {
 
 /// The header's `flags`: the process is not watched; the event is for discovery.
 pub const EVENT_UNWATCHED: u32 = 1;
+/// The header's `flags`: the kernel sent the process SIGKILL at this event
+/// (the kill layer); it dies before it returns to user space.
+pub const EVENT_KILLED: u32 = 2;
 
 /// What a file descriptor is (from the inode mode), for fds 0-2 at exec and
 /// for stdio capture.
