@@ -84,7 +84,7 @@ impl KillSet {
             Activity::Exec(e) => {
                 let program = e.interp.as_deref().unwrap_or(&e.filename);
                 // A TCP or UDP socket, as the kernel tells them (not a Unix socketpair).
-                let wired = e.stdio[..2].iter().any(|s| *s == Some(StdioKind::Socket));
+                let wired = e.stdio[..2].contains(&Some(StdioKind::Socket));
                 e.fileless || (wired && runs_scripts(program))
             }
             Activity::Risky(r) => matches!(
