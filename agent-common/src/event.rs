@@ -111,6 +111,10 @@ pub const FD_PIPE: u8 = 2;
 pub const FD_SOCKET: u8 = 3;
 pub const FD_CHAR: u8 = 4;
 pub const FD_OTHER: u8 = 5;
+/// A TCP or UDP socket (AF_INET/AF_INET6), told by the exec probe from the
+/// socket itself: a reverse shell's wire, decided in the kernel (a Unix
+/// socketpair stays `FD_SOCKET`).
+pub const FD_INET_SOCKET: u8 = 6;
 
 /// `sched_process_exec`: a process replaced its image.
 ///

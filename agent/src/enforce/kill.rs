@@ -34,6 +34,9 @@ pub struct CredentialEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KillSet {
     pub credentials: Vec<CredentialEntry>,
+    /// The kernel cannot kill here (`bpf_send_signal` failed its probe, or
+    /// the layer is simulated missing): findings only say what it would.
+    pub missing: bool,
 }
 
 impl KillSet {
@@ -59,7 +62,10 @@ impl KillSet {
         }
         credentials.sort();
         credentials.dedup();
-        KillSet { credentials }
+        KillSet {
+            credentials,
+            missing: false,
+        }
     }
 
     /// The credential kind whose entry covers `path`, as the kernel decides it.
@@ -238,6 +244,7 @@ mod tests {
                 result,
                 path_truncated: false,
                 proc_path: None,
+                via: None,
             })
         };
         assert!(k.blocks(&open("/h/.ssh/id_rsa", 3)));
