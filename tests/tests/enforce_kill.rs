@@ -7,7 +7,7 @@
 //! with `layer: "kill"`; a process no manifest matches is never killed.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::TcpListener,
     os::unix::process::ExitStatusExt as _,
     path::{Path, PathBuf},
@@ -76,7 +76,7 @@ fn cred_reader(dir: &Path, name: &str) -> String {
         &p,
         "import os, sys\nsys.stdin.readline()\n\
          with open(os.path.join(os.environ['HOME'], '.ssh', 'id_rsa')) as f:\n    data = f.read()\n\
-         print('READ:' + data, flush=True)\n",
+         print('READ:' + data.strip(), flush=True)\n",
     )
     .unwrap();
     p.to_string_lossy().into_owned()
@@ -99,11 +99,8 @@ fn read_key(agent: &Agent, script: &str, home: &Path, server: Option<&str>) -> (
         });
     }
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let mut out = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut out)
-        .unwrap();
-    (out, child.wait().unwrap())
+    let out = child.wait_with_output().unwrap();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), out.status)
 }
 
 fn by_rule<'a>(ev: &'a [Value], server: &str, rule: &str) -> Vec<&'a Value> {
