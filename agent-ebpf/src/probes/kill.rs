@@ -41,7 +41,7 @@ const SIGKILL: u32 = 9;
 #[inline(always)]
 pub fn enforced(server: u32) -> bool {
     // SAFETY: a presence test; the value is not kept.
-    server != 0 && unsafe { KILL_SERVERS.get(&server) }.is_some()
+    server != 0 && unsafe { KILL_SERVERS.get(server) }.is_some()
 }
 
 /// Queues SIGKILL for the current process; the `EVENT_KILLED` flag when
