@@ -341,4 +341,39 @@ mod tests {
         let f = s.evaluate(&ctx, &connect("10.0.0.1", 443, None));
         assert_eq!(f[0].would_block, Some(crate::enforce::Layer::Cgroup));
     }
+
+    /// A server the agent did not launch (no sandbox), with its kill set.
+    fn discovered(mode: &str) -> (ServerPolicy, ProcContext) {
+        let (mut s, ctx) = server(&format!(r#"{{"mode": "{mode}"}}"#), NODE);
+        s.kill = Some(crate::enforce::kill::KillSet::compile(&s.manifest, &["/h".to_owned()]));
+        (s, ctx)
+    }
+
+    #[test]
+    fn the_kill_layer_marks_audit_findings_and_reports_the_kernels_kills_as_denials() {
+        use crate::enforce::Layer;
+        let (mut s, ctx) = discovered("audit");
+        let f = s.evaluate(&ctx, &open("/h/.ssh/id_rsa", false, 3));
+        assert_eq!(rules(&f), ["cred.ssh"]);
+        assert_eq!(f[0].would_block, Some(Layer::Kill));
+
+        let (mut s, ctx) = discovered("enforce");
+        assert_eq!(s.kill_set().map(|k| k.credentials.is_empty()), Some(false));
+        let killed = ProcContext {
+            killed: true,
+            ..during(&ctx, "read_key", "7")
+        };
+        let f = s.evaluate(&killed, &open("/h/.ssh/id_rsa", false, 3));
+        assert_eq!(rules(&f), ["enforce.denied"]);
+        assert_eq!(f[0].would_block, Some(Layer::Kill));
+        assert_eq!(f[0].evidence["rules"], serde_json::json!(["cred.ssh"]));
+        assert!(f[0].summary.contains("during read_key"), "{}", f[0].summary);
+        // Not killed (the kernel did not decide it): reported as it is.
+        let f = s.evaluate(&ctx, &open("/h/.ssh/id_ed25519", false, 3));
+        assert_eq!(f[0].would_block, None);
+
+        // A wrapped server's boundary is its sandbox, never the kill layer.
+        s.wrapped = true;
+        assert!(s.kill_set().is_none());
+    }
 }
