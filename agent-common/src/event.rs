@@ -99,6 +99,9 @@ pub struct EventHeader {
 
 /// The header's `flags`: the process is not watched; the event is for discovery.
 pub const EVENT_UNWATCHED: u32 = 1;
+/// The header's `flags`: the kernel sent the process SIGKILL at this event
+/// (the kill layer); it dies before it returns to user space.
+pub const EVENT_KILLED: u32 = 2;
 
 /// What a file descriptor is (from the inode mode), for fds 0-2 at exec and
 /// for stdio capture.
@@ -108,6 +111,10 @@ pub const FD_PIPE: u8 = 2;
 pub const FD_SOCKET: u8 = 3;
 pub const FD_CHAR: u8 = 4;
 pub const FD_OTHER: u8 = 5;
+/// A TCP or UDP socket (AF_INET/AF_INET6), told by the exec probe from the
+/// socket itself: a reverse shell's wire, decided in the kernel (a Unix
+/// socketpair stays `FD_SOCKET`).
+pub const FD_INET_SOCKET: u8 = 6;
 
 /// `sched_process_exec`: a process replaced its image.
 ///

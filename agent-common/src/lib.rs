@@ -11,6 +11,7 @@ pub mod cgroup_net;
 pub mod config;
 pub mod event;
 pub mod io_uring;
+pub mod kill;
 pub mod offsets;
 pub mod probe_errors;
 pub mod syscalls;

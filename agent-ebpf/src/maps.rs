@@ -5,13 +5,14 @@ use agent_common::{
     config::StdioInodes,
     config::{EVENTS_RING_BYTES, STDIO_FDS_MAX, STDIO_FILES_MAX, WATCHED_MAX_ENTRIES},
     event::{ExecRecord, PATH_MAX, SysRecord},
+    kill::{KILL_KEY_DATA, KILL_PATHS_MAX, KILL_SERVERS_MAX},
     probe_errors::PROBE_ERRORS_LEN,
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type},
     helpers::{bpf_get_current_task_btf, bpf_task_storage_get},
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
 };
 
 /// Kernel structure offsets resolved from the running kernel's BTF by userspace.
@@ -180,6 +181,28 @@ pub struct StdioCursor {
 
 #[map]
 pub static STDIO_CURSOR: PerCpuArray<StdioCursor> = PerCpuArray::with_max_entries(1, 0);
+
+/// Server id -> `KILL_*` flags: servers in enforce mode that the wrapper
+/// did not sandbox (found by a rule, a host configuration or the scan).
+/// Only these are ever killed.
+#[map]
+pub static KILL_SERVERS: HashMap<u32, u32> = HashMap::with_max_entries(KILL_SERVERS_MAX, 0);
+
+/// (scope, path) prefixes and exact paths -> `KILL_*` class | kind << 8
+/// (see `agent_common::kill`): a server's credential locations (scope: its
+/// id), the shells and interpreters (scope 0).
+#[map]
+pub static KILL_PATHS: LpmTrie<[u8; KILL_KEY_DATA], u32> = LpmTrie::with_max_entries(KILL_PATHS_MAX, 0);
+
+/// Per-CPU scratch a `KILL_PATHS` key is built in (260 bytes: too much
+/// for the stack of the programs that look it up).
+#[map]
+pub static KILL_KEY: PerCpuArray<Key<[u8; KILL_KEY_DATA]>> = PerCpuArray::with_max_entries(1, 0);
+
+/// `KILL_PROBE_TARGET`: the tgid the enforce-check probe kills;
+/// `KILL_PROBE_SENT`: signals it sent.
+#[map]
+pub static KILL_PROBE: Array<u32> = Array::with_max_entries(2, 0);
 
 /// Reads one offset; `read_volatile` keeps the compiler from folding the
 /// build-time placeholder, the loader's value is what the verifier sees.

@@ -106,6 +106,14 @@ impl Rec {
         unsafe { (*self.rec).data[0] }
     }
 
+    /// Where path 1 lies in the record, and its length.
+    #[inline(always)]
+    pub fn path1(&mut self) -> (*const u8, usize) {
+        let n = self.ev().len1 as usize;
+        // SAFETY: see `new`; path 1 starts the data array.
+        (unsafe { (*self.rec).data.as_ptr() }, n)
+    }
+
     /// Pushes a NUL-terminated user string as path 1 or 2; returns its length.
     /// Path 1 from user memory flags the record `SYS_USER_MEMORY`.
     #[inline(always)]

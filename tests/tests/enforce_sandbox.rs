@@ -226,7 +226,9 @@ fn enforce_check_reports_each_layer_and_a_simulated_missing_one_degrades_the_ser
     assert!(of("landlock")["detail"].as_str().unwrap().contains("simulated"));
     assert_eq!(of("seccomp")["enforced"], true);
     assert_eq!(of("cgroup")["enforced"], true, "a trial attach works here");
-    assert!(of("kill")["detail"].as_str().unwrap().contains("not built"));
+    // The kill layer is tried for real: bpf_send_signal killed a test process.
+    assert_eq!(of("kill")["enforced"], true, "{:?}", of("kill"));
+    assert!(of("kill")["detail"].as_str().unwrap().contains("killed a test process"));
     assert_eq!(out.status.code(), Some(1), "a sandbox layer is missing");
     let plain = output(
         Command::new(bin())
@@ -261,6 +263,10 @@ fn enforce_check_reports_each_layer_and_a_simulated_missing_one_degrades_the_ser
     );
     assert!(
         metrics.contains("mcpwatch_enforce_layer_enforced{layer=\"seccomp\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mcpwatch_enforce_layer_enforced{layer=\"kill\"} 1"),
         "{metrics}"
     );
     assert!(agent.stop().success());

@@ -15,6 +15,7 @@ use agent_common::{
     EventKind,
     abi::AT_FDCWD,
     event::{SYS_PATH_RELATIVE, SYS_PATH_RESOLVED, SYS_PATH_TRUNCATED, SYS_PATH2_TRUNCATED},
+    kill::KILL_CREDENTIAL,
     probe_errors::Reason,
     syscalls::{Family, Op, arg, lookup},
 };
@@ -23,7 +24,7 @@ use aya_ebpf::helpers::bpf_probe_read_user;
 use crate::{
     kernel::{current_task, fd_file, file_mode, file_path, read},
     maps::{Stash, offset, offsets},
-    probes::syscalls::record,
+    probes::{kill, syscalls::record},
     record::Rec,
 };
 
@@ -57,6 +58,20 @@ pub fn push_fd(rec: &mut Rec, fd: u64) {
     }
 }
 
+/// The kill layer: an enforced server that opened one of its credential
+/// locations dies before the open returns (decided on the file's resolved
+/// path, path 1 of the record).
+#[inline(always)]
+fn kill_credential(rec: &mut Rec, server: u32) {
+    if rec.ev().flags & SYS_PATH_RESOLVED == 0 || !kill::enforced(server) {
+        return;
+    }
+    let (path, len) = rec.path1();
+    if kill::path_class(server, path, len) == KILL_CREDENTIAL {
+        rec.ev().header.flags |= kill::kill_current();
+    }
+}
+
 pub fn on_exit(st: &Stash, ret: i64) {
     let Some(sc) = lookup(st.nr) else {
         return;
@@ -78,6 +93,7 @@ pub fn on_exit(st: &Stash, ret: i64) {
     if sc.ret_fd && ret >= 0 {
         // A successful open has a file to resolve; the path as given comes second.
         push_fd(&mut rec, ret as u64);
+        kill_credential(&mut rec, st.server);
         rec.push_user_str(arg(a, sc.path), true, SYS_PATH2_TRUNCATED);
     } else if sc.path.is_none() {
         // ftruncate, fchmod, fchown: the file behind the descriptor.

@@ -4,6 +4,7 @@
 pub mod cgroup_net;
 pub mod file;
 pub mod io_uring;
+pub mod kill;
 pub mod network;
 pub mod process;
 pub mod risky;

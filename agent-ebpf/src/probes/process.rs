@@ -16,8 +16,10 @@ use agent_common::{
     config::{CONFIG_DISCOVER_EXEC, WATCH_PENDING, WATCH_ROOT},
     event::{
         EVENT_UNWATCHED, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_EXE_TRUNCATED, EXEC_FILENAME_MAX,
-        EXEC_FILENAME_TRUNCATED, EXEC_INTERP_TRUNCATED, ExecEvent, ExecRecord, FD_NONE, PATH_MAX,
+        EXEC_FILENAME_TRUNCATED, EXEC_INTERP_TRUNCATED, ExecEvent, ExecRecord, FD_INET_SOCKET, FD_NONE, FD_SOCKET,
+        PATH_MAX,
     },
+    kill::KILL_INTERPRETER,
     probe_errors::{Probe, Reason},
 };
 use aya_ebpf::{
@@ -30,7 +32,7 @@ use crate::{
     emit::{WAKE_NOW, probe_error, send, send_bytes},
     kernel::{current_task, fd_file, fd_kind, file_mode, file_path, fill_header, read, resolve_path},
     maps::{EXEC_SCRATCH, WATCHED, config_flags, offset, offsets, watched},
-    probes::stdio,
+    probes::{kill, stdio},
 };
 
 /// Events of a pending process are for discovery, not for the stream.
@@ -229,8 +231,22 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     for fd in 0..3usize {
         ev.stdio[fd] = fd_file(fd as u64).map(|f| fd_kind(file_mode(f))).unwrap_or(FD_NONE);
+        // TCP or UDP, from the socket itself: userspace reading /proc
+        // afterwards races the process (a killed shell has no fds left).
+        if ev.stdio[fd] == FD_SOCKET && kill::inet_fd(fd as u64) {
+            ev.stdio[fd] = FD_INET_SOCKET;
+        }
     }
     ev.stdio[3] = 0;
+    // The kill layer, on the binary really executed: a fileless image, or a
+    // shell or interpreter wired to a socket (a reverse shell), dies before
+    // its first instruction. A process held for discovery is not a server yet.
+    if flags == 0 && kill::enforced(server) {
+        let wired = ev.stdio[0] == FD_INET_SOCKET || ev.stdio[1] == FD_INET_SOCKET;
+        if ev.exe_nlink == 0 || (wired && kill::path_class(0, rest.as_ptr(), ev.exe_len as usize) == KILL_INTERPRETER) {
+            ev.header.flags |= kill::kill_current();
+        }
+    }
     let argv_at = (ev.exe_len as usize + ev.cwd_len as usize) & (2 * PATH_MAX - 1);
     let argv_buf = &mut rest[argv_at..argv_at + EXEC_ARGV_MAX];
 

@@ -15,7 +15,7 @@ use agent_common::{
 use crate::{
     kernel::{fd_file, pidfd_pid},
     maps::Stash,
-    probes::{file::push_fd, syscalls::record},
+    probes::{file::push_fd, kill, syscalls::record},
 };
 
 pub fn on_exit(st: &Stash, ret: i64) {
@@ -25,6 +25,15 @@ pub fn on_exit(st: &Stash, ret: i64) {
     let Some(mut rec) = record(EventKind::Risky, st, ret) else {
         return;
     };
+    // The kill layer: what an MCP server never needs to do to another
+    // process or to the kernel.
+    if matches!(
+        sc.op,
+        Op::Ptrace | Op::ProcessVmReadv | Op::ProcessVmWritev | Op::LoadModule | Op::Bpf
+    ) && kill::enforced(st.server)
+    {
+        rec.ev().header.flags |= kill::kill_current();
+    }
     if sc.op == Op::FdSteal {
         // The pidfd is still open at exit: whose descriptor was asked for
         // is known whether or not the call succeeded.

@@ -23,7 +23,14 @@ pub struct EnforceCheckArgs {
 pub fn run(args: EnforceCheckArgs) -> anyhow::Result<i32> {
     let path = args.config.clone().unwrap_or_else(|| DEFAULT_CONFIG.into());
     let config = Config::load(&path, args.config.is_some())?;
-    let layers = check::layers(&config.enforce.simulated_missing(), &cgroup::trial());
+    let simulated = config.enforce.simulated_missing();
+    // Tried for real on a throwaway child (not when simulated missing).
+    let kill = if simulated.contains(&mcpwatch::enforce::Layer::Kill) {
+        Err("simulated".to_owned())
+    } else {
+        mcpwatch::kernel::kill::probe_standalone()
+    };
+    let layers = check::layers(&simulated, &cgroup::trial(), &kill);
     let mut out = std::io::stdout().lock();
     for l in &layers {
         if args.json {

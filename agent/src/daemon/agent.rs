@@ -107,6 +107,8 @@ pub(super) struct Agent {
     pub(super) enforce_missing: Vec<Layer>,
     /// The per-server cgroup network allowlist (none: the layer is missing).
     pub(super) cgroup_net: Option<crate::enforce::cgroup::CgroupLayer>,
+    /// The kill layer's maps (none: the object lacks them).
+    pub(super) kill: Option<crate::kernel::kill::KillMaps>,
 }
 impl Agent {
     pub(super) fn handle(&mut self, bytes: &[u8]) {
@@ -233,7 +235,7 @@ impl Agent {
             self.writer.write(&x);
         }
         let activities = o.into_activities(&s);
-        self.evaluate(h.server, h.ktime_ns, h.pid, &activities);
+        self.evaluate(h.server, h.ktime_ns, h.pid, h.killed, &activities);
     }
 
     /// A DNS message: its line, and the names its answers give addresses.
@@ -300,12 +302,13 @@ impl Agent {
         let mut r = self.names.exec_record(&e, &o, self.procs.get(h.pid), &ancestry);
         tag_record(&mut r, tag);
         self.writer.write(&r);
-        self.evaluate(h.server, h.ktime_ns, h.pid, &[Activity::Exec(o.act)]);
+        self.evaluate(h.server, h.ktime_ns, h.pid, h.killed, &[Activity::Exec(o.act)]);
     }
 
-    /// Hands activities to the policy and delivers its alerts.
-    pub(super) fn evaluate(&mut self, server: u32, ktime_ns: u64, pid: u32, activities: &[Activity]) {
-        if !activities.iter().any(|a| self.policy.judges(a)) {
+    /// Hands activities to the policy and delivers its alerts; `killed`:
+    /// the kill layer killed the process at them.
+    pub(super) fn evaluate(&mut self, server: u32, ktime_ns: u64, pid: u32, killed: bool, activities: &[Activity]) {
+        if !killed && !activities.iter().any(|a| self.policy.judges(a)) {
             return;
         }
         // Ancestry and cwd cost allocations and a readlink: an exec needs them
@@ -314,7 +317,8 @@ impl Agent {
         let dir = activities
             .iter()
             .any(|a| matches!(a, Activity::File(f) if f.access.directory));
-        let ctx = self.context(server, ktime_ns, pid, exec, exec || dir);
+        let mut ctx = self.context(server, ktime_ns, pid, exec, exec || dir);
+        ctx.killed = killed;
         let mut alerts: Vec<Alert> = activities
             .iter()
             .flat_map(|act| self.policy.evaluate(&ctx, act))
@@ -367,6 +371,7 @@ impl Agent {
             tool: call.as_ref().map(|c| c.tool.clone()),
             call_id: call.map(|c| c.call_id),
             tools_in_flight,
+            killed: false,
         }
     }
 
@@ -421,6 +426,8 @@ impl Agent {
         }
         self.admit_registration(req)?;
         self.watch_tree(req.pid, &req.server, "wrapper");
+        // Its sandbox is its boundary: never the kill layer's.
+        self.policy.set_wrapped(&req.server);
         if self.watched.state(req.pid).is_none() {
             return Err(format!(
                 "could not add pid {} (uid {}) to the watched map",

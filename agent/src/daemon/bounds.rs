@@ -214,6 +214,7 @@ impl Agent {
         }
         self.mcp.forget_server(id);
         self.policy.forget_server(&name);
+        self.sync_kill();
         self.metrics.forget_server(&name);
         log::info!(
             "server {name} forgotten: no process left for {} s",

@@ -174,6 +174,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         enforce: opts.config.enforce.clone(),
         enforce_missing: Vec::new(),
         cgroup_net: None,
+        kill: None,
     };
     state.policy.set_default_mode(opts.config.enforce.default_mode);
     // No silent non-enforcement: what this kernel enforces, per layer, in
@@ -211,7 +212,20 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         state.policy.set_sandbox(&r.sandbox.server, &r.full_sandbox());
     }
     state.save_handover();
-    let layers = crate::enforce::check::layers(&simulated, &cgroup);
+    let kill = if simulated.contains(&crate::enforce::Layer::Kill) {
+        Err("simulated".to_owned())
+    } else {
+        match crate::kernel::kill::KillMaps::new(probes.ebpf_mut()) {
+            Ok(maps) => {
+                state.kill = Some(maps);
+                crate::kernel::kill::probe(probes.ebpf_mut())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    // Without it, the kill layer's findings say what it would have blocked.
+    state.policy.set_kill_missing(kill.is_err());
+    let layers = crate::enforce::check::layers(&simulated, &cgroup, &kill);
     for l in &layers {
         let state_word = if l.enforced { "enforced" } else { "NOT enforced" };
         log::info!("enforcement layer {}: {state_word} ({})", l.layer.name(), l.detail);

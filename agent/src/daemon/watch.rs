@@ -123,7 +123,7 @@ impl Agent {
             self.procs.insert(p);
             if pid == root {
                 // A restarted agent finds it again under this name.
-                if let Err(e) = self.registrations.add(server, pid) {
+                if let Err(e) = self.registrations.add(server, pid, reason == "wrapper") {
                     log::error!("pid {pid} will not be found again after a restart: {e}");
                 }
                 let source = self.stdio.register_root(pid);
@@ -134,9 +134,36 @@ impl Agent {
                 }
                 // Now bound to its manifest: its shipped pins follow.
                 self.sync_pins();
+                // Found without the wrapper (a restarted agent's servers are
+                // synced once it knows which of them are wrapped).
+                if reason == "rule" || reason == "scan" {
+                    self.sync_kill();
+                }
             }
         }
         id
+    }
+
+    /// Makes the kill layer's maps say what the policy wants killed: the
+    /// servers in enforce mode the wrapper did not launch. Called when a
+    /// server is found or forgotten and after a reload.
+    pub(super) fn sync_kill(&mut self) {
+        let Some(maps) = self.kill.as_mut() else {
+            return;
+        };
+        let want: Vec<(u32, &crate::enforce::kill::KillSet)> = self
+            .policy
+            .kill_policies()
+            .into_iter()
+            .filter_map(|(name, k)| {
+                self.names
+                    .servers
+                    .iter()
+                    .find(|(_, n)| *n == name)
+                    .map(|(id, _)| (id, k))
+            })
+            .collect();
+        maps.sync(&want);
     }
 
     /// The server a process starts: `--watch` rules, then host configurations
@@ -171,6 +198,10 @@ impl Agent {
                 continue;
             }
             let id = self.watch_tree(r.pid, &r.server, reason);
+            if r.wrapped {
+                // Still in the sandbox the wrapper applied: not the kill layer's.
+                self.policy.set_wrapped(&r.server);
+            }
             if kept || self.watched.state(r.pid).is_none() {
                 continue;
             }
@@ -187,6 +218,7 @@ impl Agent {
             alert.evidence = serde_json::json!({ "pid": r.pid, "start_time": r.start_time });
             self.emit_alert(&alert);
         }
+        self.sync_kill();
         if kept {
             // Watched processes whose root is gone keep the id the kernel
             // gave them, which the previous agent's names resolve.
@@ -266,6 +298,7 @@ impl Agent {
             log::error!("cannot update discovery in the CONFIG map: {e}");
         }
         self.sync_pins();
+        self.sync_kill();
         // Servers started before their rule existed are found now.
         self.startup_scan();
     }

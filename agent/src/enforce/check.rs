@@ -41,8 +41,9 @@ pub fn seccomp_available() -> bool {
 
 /// Every layer's state on this kernel; `simulated` are reported missing;
 /// `cgroup`: whether the cgroup `sock_addr` programs attached (the agent's
-/// own attach, or `enforce-check`'s trial attach), with the reason if not.
-pub fn layers(simulated: &[Layer], cgroup: &Result<String, String>) -> Vec<LayerState> {
+/// own attach, or `enforce-check`'s trial attach), with the reason if not;
+/// `kill`: whether `bpf_send_signal` killed a test process.
+pub fn layers(simulated: &[Layer], cgroup: &Result<String, String>, kill: &Result<String, String>) -> Vec<LayerState> {
     let abi = landlock_abi();
     Layer::ALL
         .into_iter()
@@ -70,7 +71,10 @@ pub fn layers(simulated: &[Layer], cgroup: &Result<String, String>) -> Vec<Layer
                     ),
                     Err(why) => (false, format!("cgroup v2 sock_addr programs do not attach here: {why}")),
                 },
-                Layer::Kill => (false, "not built in this version of mcpwatch".into()),
+                Layer::Kill => match kill {
+                    Ok(how) => (true, format!("{how}: servers the agent did not launch are killed in the kernel")),
+                    Err(why) => (false, format!("in-kernel kill does not work here: {why}")),
+                },
             };
             if simulated.contains(&layer) {
                 return LayerState {
@@ -103,11 +107,18 @@ mod tests {
 
     #[test]
     fn this_kernel_reports_every_layer_and_a_simulated_gap() {
-        let all = layers(&[], &Err("no cgroup2".into()));
+        let all = layers(&[], &Err("no cgroup2".into()), &Err("no signal".into()));
         assert_eq!(all.len(), 4);
         let cg = all.iter().find(|s| s.layer == Layer::Cgroup).unwrap();
         assert!(!cg.enforced && cg.detail.contains("no cgroup2"));
-        let sim = layers(&[Layer::Landlock], &Ok("/sys/fs/cgroup/mcpwatch".into()));
+        let kill = all.iter().find(|s| s.layer == Layer::Kill).unwrap();
+        assert!(!kill.enforced && kill.detail.contains("no signal"));
+        let sim = layers(
+            &[Layer::Landlock],
+            &Ok("/sys/fs/cgroup/mcpwatch".into()),
+            &Ok("killed".into()),
+        );
+        assert!(sim.iter().any(|s| s.layer == Layer::Kill && s.enforced));
         assert!(!sim[0].enforced && sim[0].detail.contains("simulated"));
         assert_eq!(missing_for_sandbox(&sim), [Layer::Landlock]);
     }

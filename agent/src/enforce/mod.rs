@@ -7,7 +7,8 @@
 //! enforce; `config` the `[enforce]` and `[wrapper]` settings; `failopen`
 //! how the wrapper reports a server it starts unwatched; `cgroup` the
 //! per-server cgroup network allowlist (`allowlist` what it allows,
-//! `resolver` the DNS resolver that allows declared names' addresses).
+//! `resolver` the DNS resolver that allows declared names' addresses); `kill`
+//! what the kernel kills an unsandboxed enforced server for.
 
 pub mod allowlist;
 pub mod apply;
@@ -15,6 +16,7 @@ pub mod cgroup;
 pub mod check;
 pub mod config;
 pub mod failopen;
+pub mod kill;
 pub mod resolver;
 pub mod sandbox;
 pub mod seccomp;

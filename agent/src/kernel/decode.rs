@@ -6,10 +6,10 @@ use agent_common::{
     EventHeader, EventKind, ExitEvent, ForkEvent, SysEvent,
     abi::{AF_INET, AF_INET6, AF_UNIX},
     event::{
-        EVENT_UNWATCHED, EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_EXE_TRUNCATED, EXEC_FILENAME_MAX,
-        EXEC_FILENAME_TRUNCATED, EXEC_INTERP_TRUNCATED, ExecEvent, FD_CHAR, FD_FILE, FD_NONE, FD_PIPE, FD_SOCKET,
-        SOCKADDR_ABSTRACT, SYS_COMPAT, SYS_DATA_IN, SYS_DATA_TRUNCATED, SYS_PATH_RELATIVE, SYS_PATH_RESOLVED,
-        SYS_PATH_TRUNCATED, SYS_PATH2_TRUNCATED, SYS_USER_MEMORY,
+        EVENT_KILLED, EVENT_UNWATCHED, EXEC_ARGV_TRUNCATED, EXEC_CWD_TRUNCATED, EXEC_EXE_TRUNCATED, EXEC_FILENAME_MAX,
+        EXEC_FILENAME_TRUNCATED, EXEC_INTERP_TRUNCATED, ExecEvent, FD_CHAR, FD_FILE, FD_INET_SOCKET, FD_NONE, FD_PIPE,
+        FD_SOCKET, SOCKADDR_ABSTRACT, SYS_COMPAT, SYS_DATA_IN, SYS_DATA_TRUNCATED, SYS_PATH_RELATIVE,
+        SYS_PATH_RESOLVED, SYS_PATH_TRUNCATED, SYS_PATH2_TRUNCATED, SYS_USER_MEMORY,
     },
     syscalls::{self, Syscall},
 };
@@ -41,6 +41,9 @@ pub struct Header {
     pub uid: u32,
     pub gid: u32,
     pub unwatched: bool,
+    /// The kill layer sent the process SIGKILL at this event: it died
+    /// before the syscall (or the exec) returned to user space.
+    pub killed: bool,
     pub comm: String,
 }
 
@@ -72,7 +75,10 @@ pub enum FdKind {
     None,
     File,
     Pipe,
+    /// A Unix socket (or one whose family the probe could not read).
     Socket,
+    /// A TCP or UDP socket, as the kernel told it.
+    InetSocket,
     Tty,
     Other,
 }
@@ -84,6 +90,7 @@ impl FdKind {
             FD_FILE => Self::File,
             FD_PIPE => Self::Pipe,
             FD_SOCKET => Self::Socket,
+            FD_INET_SOCKET => Self::InetSocket,
             FD_CHAR => Self::Tty,
             _ => Self::Other,
         }
@@ -94,7 +101,7 @@ impl FdKind {
             Self::None => "none",
             Self::File => "file",
             Self::Pipe => "pipe",
-            Self::Socket => "socket",
+            Self::Socket | Self::InetSocket => "socket",
             Self::Tty => "tty",
             Self::Other => "other",
         }
@@ -138,6 +145,7 @@ impl Header {
             uid: 0,
             gid: 0,
             unwatched: false,
+            killed: false,
             comm: "test".into(),
         }
     }
@@ -283,6 +291,7 @@ fn header(h: &EventHeader, kind: EventKind) -> Header {
         uid: h.uid,
         gid: h.gid,
         unwatched: h.flags & EVENT_UNWATCHED != 0,
+        killed: h.flags & EVENT_KILLED != 0,
         comm: text(&h.comm),
     }
 }

@@ -1,7 +1,7 @@
 //! The kernel side, seen from userspace: mounting what the programs need
 //! (`mounts`), the running kernel's field offsets (`btf`), loading and
 //! attaching the programs (`loader`), the cgroup network allowlist's programs and maps
-//! (`cgroup_net`), the kernel objects kept across agent
+//! (`cgroup_net`), the kill layer's maps and its probe (`kill`), the kernel objects kept across agent
 //! restarts (`keep`), ring records into typed events
 //! (`decode`), which pipes are a server's wire (`stdio`), the set of watched
 //! processes (`watchset`) and the probes' own drop counters (`probe_errors`).
@@ -10,6 +10,7 @@ pub mod btf;
 pub mod cgroup_net;
 pub mod decode;
 pub mod keep;
+pub mod kill;
 pub mod loader;
 pub mod mounts;
 pub mod probe_errors;

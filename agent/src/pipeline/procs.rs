@@ -212,9 +212,11 @@ pub fn cwd(pid: u32) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-/// What one of fds 0/1/2 was at exec: the kernel's kind, with the socket's
-/// family and the file's path from /proc. A socket that cannot be looked up
-/// any more (the process is gone) counts as local: a reverse shell lives on.
+/// What one of fds 0/1/2 was at exec: the kernel's kind (a TCP or UDP
+/// socket told by the probe from the socket itself), the file's path and,
+/// for a socket the probe could not classify, its family from /proc. Such a
+/// socket that cannot be looked up any more (the process is gone) counts as
+/// local.
 pub fn stdio_kind(pid: u32, fd: u32, kind: FdKind) -> Option<StdioKind> {
     let link = || {
         std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
@@ -227,6 +229,7 @@ pub fn stdio_kind(pid: u32, fd: u32, kind: FdKind) -> Option<StdioKind> {
         FdKind::Tty => StdioKind::Tty,
         FdKind::Other => StdioKind::Other,
         FdKind::File => StdioKind::File(link().unwrap_or_default()),
+        FdKind::InetSocket => StdioKind::Socket,
         FdKind::Socket => {
             let inet = link().is_some_and(|l| {
                 l.strip_prefix("socket:[")

@@ -21,6 +21,9 @@ pub struct Registration {
     pub server: String,
     pub pid: u32,
     pub start_time: u64,
+    /// Launched by the wrapper (sandboxed): never the kill layer's.
+    #[serde(default)]
+    pub wrapped: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +93,7 @@ impl Registrations {
     }
 
     /// Remembers `pid` as the root of `server` and saves.
-    pub fn add(&mut self, server: &str, pid: u32) -> Result<(), RegistrationError> {
+    pub fn add(&mut self, server: &str, pid: u32, wrapped: bool) -> Result<(), RegistrationError> {
         let Some(start_time) = start_time(pid) else {
             return Ok(());
         };
@@ -99,6 +102,7 @@ impl Registrations {
             server: server.to_owned(),
             pid,
             start_time,
+            wrapped,
         });
         // Exited entries go at the next prune (reading /proc for each here
         // would make every registration cost the whole list).
@@ -152,12 +156,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let me = std::process::id();
         let mut r = Registrations::load(&dir).unwrap();
-        r.add("fs", me).unwrap();
+        r.add("fs", me, true).unwrap();
         // A reused pid: same number, another start time.
         r.entries.push(Registration {
             server: "impostor".into(),
             pid: 1,
             start_time: u64::MAX,
+            wrapped: false,
         });
         r.save().unwrap();
         let mut again = Registrations::load(&dir).unwrap();

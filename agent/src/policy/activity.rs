@@ -28,6 +28,8 @@ pub struct ProcContext {
     /// Tools of every call of the server in flight, when there are several
     /// (`tool` is then only the most recent one's); empty otherwise.
     pub tools_in_flight: Vec<String>,
+    /// The kill layer sent the process SIGKILL at this activity.
+    pub killed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -52,6 +52,8 @@ pub struct Policy {
     engine: Engine,
     dedup: Dedup,
     alerts: AlertFactory,
+    /// The kill layer does not work here (see [`Policy::set_kill_missing`]).
+    kill_missing: bool,
 }
 
 impl Policy {
@@ -65,6 +67,7 @@ impl Policy {
             engine: Engine::default(),
             dedup: Dedup::new(limits),
             alerts,
+            kill_missing: false,
         };
         let alerts = p.reload();
         (p, alerts)
@@ -109,6 +112,13 @@ impl Policy {
         self.loaded = l.manifests;
         self.hosts = l.hosts;
         self.engine.set_manifests(self.loaded.values().cloned().collect());
+        // The declared kinds and the mode may have changed.
+        let names: Vec<String> = self.engine.servers().map(|(n, _)| n.to_owned()).collect();
+        for name in names {
+            if let Some(homes) = self.engine.kill_homes(&name).map(<[String]>::to_vec) {
+                self.compile_kill(&name, homes);
+            }
+        }
         log::info!(
             "policy: {} manifests ({}), {} servers from host configurations (loaded in {} ms)",
             self.loaded.len(),
@@ -176,7 +186,41 @@ impl Policy {
             .unwrap_or_default();
         let paths = host::path_facts(&ctx.argv, ctx.cwd.as_deref(), &home);
         self.engine.launching(ctx, pid, &paths);
+        if self.engine.kill_homes(&ctx.server).is_none() {
+            // Credentials as the kernel sees them: under the owner's home
+            // and the `$HOME` the server was started with.
+            let mut homes = vec![host::home_of(ctx.uid)];
+            homes.extend(crate::enforce::kill::process_home(ctx.pid));
+            homes.dedup();
+            self.compile_kill(&ctx.server, homes);
+        }
         fresh
+    }
+
+    /// Compiles what the kernel kills `server` for (when it is its boundary).
+    fn compile_kill(&mut self, server: &str, homes: Vec<String>) {
+        let Some(s) = self.engine.server(server) else {
+            return;
+        };
+        let mut k = crate::enforce::kill::KillSet::compile(&s.manifest, &homes);
+        k.missing = self.kill_missing;
+        self.engine.set_kill(server, homes, k);
+    }
+
+    /// The kill layer does not work on this kernel (or is simulated
+    /// missing): its findings only say what it would have blocked.
+    pub fn set_kill_missing(&mut self, missing: bool) {
+        self.kill_missing = missing;
+    }
+
+    /// `server` was launched by the wrapper: its sandbox is its boundary.
+    pub fn set_wrapped(&mut self, server: &str) {
+        self.engine.set_wrapped(server);
+    }
+
+    /// The kill policy of every server the kernel must kill for its violations.
+    pub fn kill_policies(&self) -> Vec<(&str, &crate::enforce::kill::KillSet)> {
+        self.engine.kill_policies()
     }
 
     /// Whether an activity is judged at all (checked before the acting
@@ -194,7 +238,8 @@ impl Policy {
 
     /// Judges one activity; returns the alerts to deliver now.
     pub fn evaluate(&mut self, ctx: &ProcContext, act: &Activity) -> Vec<Alert> {
-        if !self.judges(act) {
+        // A kill is reported whatever the activity: the kernel acted.
+        if !ctx.killed && !self.judges(act) {
             return Vec::new();
         }
         let mut out = Vec::new();

@@ -10,6 +10,7 @@ use crate::{
     enforce::{
         Layer,
         allowlist::NetAllow,
+        kill::KillSet,
         sandbox::{BIN_DIRS, LIB_DIRS, Sandbox, hierarchy, push_unique, runtime_trees, under},
     },
     policy::{
@@ -111,10 +112,22 @@ impl ServerPolicy {
         sb
     }
 
-    /// The layer of the sandbox that blocks `act` (none: no sandbox, or it
-    /// allows it).
+    /// The kill layer's policy, when it is the server's boundary: not
+    /// launched by the wrapper (no sandbox) and compiled.
+    pub fn kill_set(&self) -> Option<&KillSet> {
+        if self.wrapped || self.sandbox.is_some() {
+            return None;
+        }
+        self.kill.as_ref()
+    }
+
+    /// The layer that blocks `act` (none: no layer applies, or it allows
+    /// it): the wrapper's sandbox, or the kill layer for a server the agent
+    /// did not launch.
     fn blocking_layer(&self, act: &Activity) -> Option<Layer> {
-        let sb = self.sandbox.as_ref()?;
+        let Some(sb) = self.sandbox.as_ref() else {
+            return self.kill_set().is_some_and(|k| k.blocks(act)).then_some(Layer::Kill);
+        };
         let blocked = match act {
             Activity::File(f) if f.writes() => !under(&f.path, &sb.write),
             Activity::File(f) => !under(&f.path, &sb.read) && !under(&f.path, &sb.write),
@@ -169,33 +182,49 @@ impl ServerPolicy {
         })
     }
 
-    /// Marks what the sandbox would block (audit) or turns what it blocked
-    /// into `enforce.denied` (enforce).
+    /// Whether `layer` is missing on this kernel for this server (its
+    /// findings then only say what it would have blocked).
+    fn layer_missing(&self, layer: Layer) -> bool {
+        match (&self.sandbox, layer) {
+            (_, Layer::Kill) => self.kill.as_ref().is_some_and(|k| k.missing),
+            (Some(sb), l) => sb.missing.contains(&l),
+            (None, _) => true,
+        }
+    }
+
+    /// Marks what the sandbox or the kill layer would block (audit) or
+    /// turns what it blocked into `enforce.denied` (enforce). A kill the
+    /// kernel reports is a denial whatever the findings: the kernel acted.
     pub(super) fn enforcement(&self, ctx: &ProcContext, act: &Activity, findings: &mut Vec<Finding>) {
-        if findings.is_empty() {
-            return;
-        }
-        let Some(layer) = self.blocking_layer(act) else {
-            return;
-        };
-        let sb = self.sandbox.as_ref().expect("a layer needs a sandbox");
-        if self.mode() == Mode::Audit || sb.missing.contains(&layer) {
-            for f in findings.iter_mut() {
-                f.would_block = Some(layer);
+        let layer = if ctx.killed {
+            Layer::Kill
+        } else {
+            if findings.is_empty() {
+                return;
             }
-            return;
-        }
-        let refused = match act {
-            Activity::File(f) => f.result == EACCES || f.result == EPERM,
-            Activity::Net(n) => n.result == EACCES || n.result == EPERM,
-            // The filter denies these unconditionally: a call seen is a call refused.
-            Activity::Risky(_) => true,
-            // A refused exec never becomes a process: nothing to see here.
-            Activity::Exec(_) => false,
+            let Some(layer) = self.blocking_layer(act) else {
+                return;
+            };
+            if self.mode() == Mode::Audit || self.layer_missing(layer) {
+                for f in findings.iter_mut() {
+                    f.would_block = Some(layer);
+                }
+                return;
+            }
+            let refused = match act {
+                Activity::File(f) => f.result == EACCES || f.result == EPERM,
+                Activity::Net(n) => n.result == EACCES || n.result == EPERM,
+                // The filter denies these unconditionally: a call seen is a call refused.
+                Activity::Risky(_) => layer == Layer::Seccomp,
+                // A refused exec never becomes a process: nothing to see here.
+                Activity::Exec(_) => false,
+            };
+            // The kill layer's denials are the kernel's kills (`ctx.killed`).
+            if !refused || layer == Layer::Kill {
+                return;
+            }
+            layer
         };
-        if !refused {
-            return;
-        }
         let (op, target) = match act {
             Activity::File(f) => (
                 format!("{} ({})", f.op.name(), if f.writes() { "write" } else { "read" }),
@@ -222,9 +251,17 @@ impl ServerPolicy {
         let would_have_been: Vec<&str> = findings.iter().map(|f| f.rule.id).collect();
         let declared = findings.iter().find_map(|f| f.declared.clone());
         let during = ctx.tool.as_deref().map(|t| format!(" during {t}")).unwrap_or_default();
+        let summary = if layer == Layer::Kill {
+            format!(
+                "{}: kill layer killed pid {} at {op} of {target}{during}",
+                ctx.server, ctx.pid
+            )
+        } else {
+            format!("{}: {} denied {op} of {target}{during}", ctx.server, layer.name())
+        };
         *findings = vec![Finding {
             rule: &rules::ENFORCE_DENIED,
-            summary: format!("{}: {} denied {op} of {target}{during}", ctx.server, layer.name()),
+            summary,
             evidence: json!({
                 "layer": layer,
                 "op": op,
@@ -235,6 +272,39 @@ impl ServerPolicy {
             dedup_key: format!("{}:{op}:{target}", layer.name()),
             would_block: Some(layer),
         }];
+    }
+}
+
+/// The kill layer's side of the engine: what each server is killed for.
+impl super::Engine {
+    /// Marks `server` as launched by the wrapper (never the kill layer's).
+    pub fn set_wrapped(&mut self, server: &str) {
+        if let Some(s) = self.servers.get_mut(server) {
+            s.wrapped = true;
+        }
+    }
+
+    /// The homes the kill set of `server` was compiled for (none: not yet).
+    pub fn kill_homes(&self, server: &str) -> Option<&[String]> {
+        let s = self.servers.get(server)?;
+        s.kill.as_ref().map(|_| s.kill_homes.as_slice())
+    }
+
+    pub fn set_kill(&mut self, server: &str, homes: Vec<String>, kill: KillSet) {
+        if let Some(s) = self.servers.get_mut(server) {
+            s.kill = Some(kill);
+            s.kill_homes = homes;
+        }
+    }
+
+    /// The servers the kernel must kill for their violations: in enforce
+    /// mode, not launched by the wrapper, the layer not missing.
+    pub fn kill_policies(&self) -> Vec<(&str, &KillSet)> {
+        self.servers
+            .iter()
+            .filter(|(_, s)| s.mode() == Mode::Enforce)
+            .filter_map(|(n, s)| s.kill_set().filter(|k| !k.missing).map(|k| (n.as_str(), k)))
+            .collect()
     }
 }
 
@@ -353,5 +423,40 @@ mod tests {
         // The network is the cgroup layer's (by address, not only port).
         let f = s.evaluate(&ctx, &connect("10.0.0.1", 443, None));
         assert_eq!(f[0].would_block, Some(crate::enforce::Layer::Cgroup));
+    }
+
+    /// A server the agent did not launch (no sandbox), with its kill set.
+    fn discovered(mode: &str) -> (ServerPolicy, ProcContext) {
+        let (mut s, ctx) = server(&format!(r#"{{"mode": "{mode}"}}"#), NODE);
+        s.kill = Some(crate::enforce::kill::KillSet::compile(&s.manifest, &["/h".to_owned()]));
+        (s, ctx)
+    }
+
+    #[test]
+    fn the_kill_layer_marks_audit_findings_and_reports_the_kernels_kills_as_denials() {
+        use crate::enforce::Layer;
+        let (mut s, ctx) = discovered("audit");
+        let f = s.evaluate(&ctx, &open("/h/.ssh/id_rsa", false, 3));
+        assert_eq!(rules(&f), ["cred.ssh"]);
+        assert_eq!(f[0].would_block, Some(Layer::Kill));
+
+        let (mut s, ctx) = discovered("enforce");
+        assert_eq!(s.kill_set().map(|k| k.credentials.is_empty()), Some(false));
+        let killed = ProcContext {
+            killed: true,
+            ..during(&ctx, "read_key", "7")
+        };
+        let f = s.evaluate(&killed, &open("/h/.ssh/id_rsa", false, 3));
+        assert_eq!(rules(&f), ["enforce.denied"]);
+        assert_eq!(f[0].would_block, Some(Layer::Kill));
+        assert_eq!(f[0].evidence["rules"], serde_json::json!(["cred.ssh"]));
+        assert!(f[0].summary.contains("during read_key"), "{}", f[0].summary);
+        // Not killed (the kernel did not decide it): reported as it is.
+        let f = s.evaluate(&ctx, &open("/h/.ssh/id_ed25519", false, 3));
+        assert_eq!(f[0].would_block, None);
+
+        // A wrapped server's boundary is its sandbox, never the kill layer.
+        s.wrapped = true;
+        assert!(s.kill_set().is_none());
     }
 }

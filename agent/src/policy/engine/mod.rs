@@ -31,7 +31,7 @@ use super::{
 };
 use crate::{
     alerts::rules::RuleId,
-    enforce::{Layer, sandbox::Sandbox},
+    enforce::{Layer, kill::KillSet, sandbox::Sandbox},
 };
 use scope::Paths;
 
@@ -77,6 +77,12 @@ pub struct ServerPolicy {
     default_mode: Mode,
     /// What the wrapper was told to apply (wrapped servers only).
     sandbox: Option<Sandbox>,
+    /// Launched by the wrapper: its sandbox is its boundary, never the kill layer.
+    wrapped: bool,
+    /// What the kernel kills the server for (the kill layer), compiled for
+    /// the homes in `kill_homes`; used when it is not wrapped.
+    kill: Option<KillSet>,
+    kill_homes: Vec<String>,
 }
 
 impl ServerPolicy {
@@ -89,6 +95,9 @@ impl ServerPolicy {
         Self {
             default_mode: Mode::Audit,
             sandbox: None,
+            wrapped: false,
+            kill: None,
+            kill_homes: Vec::new(),
             manifest,
             undeclared,
             runtimes: BTreeSet::new(),
