@@ -29,6 +29,10 @@ fn main() -> anyhow::Result<()> {
         "cargo:rerun-if-changed={}",
         manifest_dir.join("floor-ebpf/Cargo.toml").display()
     );
+    // Quiet inner cargo: aya-build repeats its stderr as build-script
+    // warnings (see agent/build.rs); errors and diagnostics still show.
+    // SAFETY: the build script is single-threaded here.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     let ebpf_dir = manifest_dir.join("floor-ebpf");
     let ebpf_dir = ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
     aya_build::build_ebpf(

@@ -46,6 +46,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 const MEMORY: usize = 1024;
 /// Alerts a receiver refused for good, in the sink's spool directory.
 pub const DEAD_LETTER: &str = "dead-letter.jsonl";
+/// The dead-letter file's cap; beyond it refused alerts are dropped (counted).
+pub const DEAD_LETTER_MAX_BYTES: u64 = 64 << 20;
 /// At most one `agent.sink_overflow` alert per sink per interval.
 const OVERFLOW_EVERY: Duration = Duration::from_secs(10);
 

@@ -11,7 +11,7 @@ use tokio::{
 };
 
 use super::{
-    DEAD_LETTER, DeliveryError, Destination, MEMORY, OVERFLOW_EVERY, SHUTDOWN_GRACE, backoff,
+    DEAD_LETTER, DEAD_LETTER_MAX_BYTES, DeliveryError, Destination, MEMORY, OVERFLOW_EVERY, SHUTDOWN_GRACE, backoff,
     spool::{Spool, SpoolError},
     webhook::{Item, WebhookError},
 };
@@ -238,7 +238,6 @@ impl Worker {
     /// JSON object a line: when, why, the alert), so it no longer holds
     /// the alerts behind it. Counted; a failed write counts as a drop.
     fn dead_letter(&mut self, alert: &Alert, reason: &str) {
-        self.m.dead_lettered.inc();
         let path = self.spool.dir().join(DEAD_LETTER);
         let line = json!({
             "at": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
@@ -246,12 +245,25 @@ impl Worker {
             "reason": reason,
             "alert": alert,
         });
-        let res = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+        let res = append_dead_letter(&path, &format!("{line}\n"), DEAD_LETTER_MAX_BYTES);
+        if matches!(res, Ok(false)) {
+            // Bounded like the spool: a receiver refusing everything must not
+            // fill the disk; past the cap a refused alert is a counted drop.
+            self.m.dropped.inc();
+            self.overflow += 1;
+            log::error!(
+                "sink {}: alert {} refused for good ({reason}) and dropped: {} is full ({} MiB)",
+                self.name,
+                alert.id,
+                path.display(),
+                DEAD_LETTER_MAX_BYTES >> 20
+            );
+            return;
+        }
+        let res = res.map(drop);
+        if res.is_ok() {
+            self.m.dead_lettered.inc();
+        }
         match res {
             Ok(()) => log::error!(
                 "sink {}: alert {} refused for good ({reason}); kept in {}",
@@ -370,5 +382,39 @@ impl Worker {
     fn gauges(&self) {
         self.m.backlog.set(self.len() as i64);
         self.m.spool_bytes.set(self.spool.bytes() as i64);
+    }
+}
+
+/// Appends `line` to the dead-letter file unless it already holds `cap`
+/// bytes: `Ok(false)` when full.
+fn append_dead_letter(path: &std::path::Path, line: &str, cap: u64) -> std::io::Result<bool> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() >= cap) {
+        return Ok(false);
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod dead_letter_tests {
+    #[test]
+    fn the_dead_letter_file_stops_at_its_cap() {
+        let d = std::env::temp_dir().join(format!("mcpwatch-dead-letter-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("dead-letter.jsonl");
+        let _ = std::fs::remove_file(&p);
+        assert!(super::append_dead_letter(&p, "{\"a\":1}\n", 16).unwrap());
+        assert!(super::append_dead_letter(&p, "{\"a\":2}\n", 16).unwrap());
+        assert!(
+            !super::append_dead_letter(&p, "{\"a\":3}\n", 16).unwrap(),
+            "full at 16 bytes"
+        );
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }
