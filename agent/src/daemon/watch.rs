@@ -129,7 +129,7 @@ impl Agent {
                 let source = self.stdio.register_root(pid);
                 log::info!("stdio of pid {pid}: {}", source.describe());
                 let ctx = self.context(id, now, pid, true, true);
-                for a in self.policy.on_watch(&ctx) {
+                for a in self.policy.on_watch(&ctx, reason == "wrapper") {
                     self.emit_alert(&a);
                 }
                 // Now bound to its manifest: its shipped pins follow.

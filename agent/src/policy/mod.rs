@@ -165,8 +165,10 @@ impl Policy {
     }
 
     /// A process was put under watch; its next exec is the server's launch.
-    pub fn on_watch(&mut self, ctx: &ProcContext) -> Vec<Alert> {
-        if self.watch(ctx, ctx.pid) {
+    /// `wrapped`: registered by the wrapper, whose sandbox is its boundary
+    /// (never the kill layer's, so no kill set is compiled for it).
+    pub fn on_watch(&mut self, ctx: &ProcContext, wrapped: bool) -> Vec<Alert> {
+        if self.watch(ctx, ctx.pid, wrapped) {
             self.undeclared_alert(ctx).into_iter().collect()
         } else {
             Vec::new()
@@ -177,7 +179,7 @@ impl Policy {
     /// server), with what the host says of it: the owner's home when the
     /// server is new, the paths on its command line. Returns true when the
     /// server is new and has no manifest.
-    fn watch(&mut self, ctx: &ProcContext, pid: u32) -> bool {
+    fn watch(&mut self, ctx: &ProcContext, pid: u32, wrapped: bool) -> bool {
         let fresh = self.engine.server(&ctx.server).is_none() && self.engine.add_server(ctx, host::home_of(ctx.uid));
         let home = self
             .engine
@@ -186,7 +188,9 @@ impl Policy {
             .unwrap_or_default();
         let paths = host::path_facts(&ctx.argv, ctx.cwd.as_deref(), &home);
         self.engine.launching(ctx, pid, &paths);
-        if self.engine.kill_homes(&ctx.server).is_none() {
+        if wrapped {
+            self.engine.set_wrapped(&ctx.server);
+        } else if self.engine.kill_homes(&ctx.server).is_none() {
             // Credentials as the kernel sees them: under the owner's home
             // and the `$HOME` the server was started with.
             let mut homes = vec![host::home_of(ctx.uid)];
@@ -244,7 +248,7 @@ impl Policy {
         }
         let mut out = Vec::new();
         // A server never announced (its first event came first) is set up on the fly.
-        if self.engine.server(&ctx.server).is_none() && self.watch(ctx, 0) {
+        if self.engine.server(&ctx.server).is_none() && self.watch(ctx, 0, false) {
             out.extend(self.undeclared_alert(ctx));
         }
         let paths = match act {
@@ -456,7 +460,7 @@ mod tests {
             argv: test_argv(&["python3", "calc.py"]),
             ..Default::default()
         };
-        p.on_watch(&ctx);
+        p.on_watch(&ctx, false);
         assert_eq!(names(&p), ["calc", "calculator", "my-calc"]);
         assert_eq!(p.expected_pins()["my-calc"]["add"], pin);
         // A reload without pins takes them away.
@@ -493,7 +497,7 @@ mod tests {
             cwd: Some(d.to_string_lossy().into_owned()),
             ..Default::default()
         };
-        assert!(p.on_watch(&ctx).is_empty());
+        assert!(p.on_watch(&ctx, false).is_empty());
         let real = std::fs::canonicalize(d.join("real")).unwrap();
         let open = |path: String| {
             Activity::File(activity::FileActivity {
