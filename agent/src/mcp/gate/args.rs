@@ -205,17 +205,7 @@ pub fn absolute(p: &str) -> String {
         let cwd = std::env::current_dir().map(|d| d.to_string_lossy().into_owned());
         format!("{}/{p}", cwd.unwrap_or_default())
     };
-    let mut parts: Vec<&str> = Vec::new();
-    for c in joined.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    crate::pipeline::observe::normalize(&joined)
 }
 
 /// Whether a URL's host (and port, when the pattern names one) is declared.

@@ -383,14 +383,14 @@ fn error(id: Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }
 
-fn display_id(id: &Value) -> String {
+pub(crate) fn display_id(id: &Value) -> String {
     match id {
         Value::String(s) => s.clone(),
         v => v.to_string(),
     }
 }
 
-fn to_line(v: &Value) -> Vec<u8> {
+pub(crate) fn to_line(v: &Value) -> Vec<u8> {
     let mut out = serde_json::to_vec(v).expect("a Value serializes");
     out.push(b'\n');
     out

@@ -9,7 +9,10 @@ use std::collections::{HashMap, VecDeque};
 use serde_json::{Value, json};
 
 use super::{Finding, Place, Settings, scan};
-use crate::mcp::gate::{GateEvent, decide::Verdict};
+use crate::mcp::gate::{
+    GateEvent,
+    decide::{Verdict, display_id, to_line},
+};
 
 /// JSON-RPC error code of a message blocked for what it held.
 pub const CODE_BLOCKED: i64 = -32003;
@@ -250,17 +253,4 @@ pub fn blocked(tool: &str, server: &str, place: Place, f: &Finding) -> String {
 
 fn error(id: Value, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": CODE_BLOCKED, "message": message}})
-}
-
-fn display_id(id: &Value) -> String {
-    match id {
-        Value::String(s) => s.clone(),
-        v => v.to_string(),
-    }
-}
-
-fn to_line(v: &Value) -> Vec<u8> {
-    let mut out = serde_json::to_vec(v).expect("a Value serializes");
-    out.push(b'\n');
-    out
 }
