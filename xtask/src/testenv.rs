@@ -31,8 +31,9 @@ pub const NPM: &[&str] = &[
 
 /// Debian packages the integration tests need.
 /// `prometheus` (with `promtool`) scrapes the agent, `rsyslog` receives its
-/// alerts; the tests start both with private configs and ports.
-pub const APT_PACKAGES: &[&str] = &["prometheus", "rsyslog"];
+/// alerts; the tests start both with private configs and ports. `systemd`
+/// for `systemd-analyze` (the shipped unit is verified and scored).
+pub const APT_PACKAGES: &[&str] = &["prometheus", "rsyslog", "systemd"];
 
 pub fn dir() -> PathBuf {
     root().join("target").join("testenv")
