@@ -54,13 +54,7 @@ impl Agent {
     /// Starts an agent with `config` as its configuration file (written in
     /// its scratch directory; `{dir}` in it stands for that directory).
     pub fn start_with_config(name: &str, config: &str, args: &[&str]) -> Agent {
-        let dir = scratch_dir(name);
-        let path = dir.join("config.toml");
-        std::fs::write(&path, config.replace("{dir}", &dir.to_string_lossy())).expect("write config");
-        let path = path.to_string_lossy().into_owned();
-        let mut all = vec!["--config", path.as_str()];
-        all.extend_from_slice(args);
-        Self::start_in(name, dir, &all)
+        Self::start_with_config_prepared(name, config, args, |_| {})
     }
 
     /// Starts an agent in an existing directory (its state, spool and

@@ -10,7 +10,7 @@ use std::{
 
 use agent_common::cgroup_net::CgroupPolicy;
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{HashMap, MapData},
     programs::{CgroupAttachMode, CgroupSockAddr, links::FdLink},
 };
@@ -129,12 +129,7 @@ pub fn probe(mount: &Path) -> Result<(), String> {
     let dir = mount.join(format!("mcpwatch-check-{}", std::process::id()));
     std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let res = (|| {
-        let mut ebpf = EbpfLoader::new()
-            .allow_unsupported_maps()
-            .map_max_entries("EVENTS", 4096)
-            .map_max_entries("WATCHED", 1024)
-            .load(object)
-            .map_err(|e| e.to_string())?;
+        let mut ebpf = super::loader::load_for_check()?;
         attach_programs(&mut ebpf, &dir, &["cg_connect4"])
             .map(drop)
             .map_err(|e| chain(&e))

@@ -19,7 +19,7 @@ use agent_common::kill::{
     KILL_CREDENTIAL, KILL_ENFORCED, KILL_INTERPRETER, KILL_KEY_DATA, KILL_PROBE_SENT, KILL_PROBE_TARGET, key_data,
 };
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{
         Array, HashMap, MapData,
         lpm_trie::{Key, LpmTrie},
@@ -218,11 +218,6 @@ pub fn probe_standalone() -> Result<String, String> {
     if object.is_empty() {
         return Err("this binary was built without its eBPF object (AYA_BUILD_SKIP=1)".into());
     }
-    let mut ebpf = EbpfLoader::new()
-        .allow_unsupported_maps()
-        .map_max_entries("EVENTS", 4096)
-        .map_max_entries("WATCHED", 1024)
-        .load(object)
-        .map_err(|e| e.to_string())?;
+    let mut ebpf = super::loader::load_for_check()?;
     probe(&mut ebpf)
 }

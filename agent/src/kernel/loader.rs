@@ -34,6 +34,17 @@ pub fn object() -> &'static [u8] {
     OBJECT
 }
 
+/// A small private copy of the object, for the checks that attach one
+/// program and throw it away (`enforce-check`'s cgroup and kill probes).
+pub fn load_for_check() -> Result<aya::Ebpf, String> {
+    aya::EbpfLoader::new()
+        .allow_unsupported_maps()
+        .map_max_entries("EVENTS", 4096)
+        .map_max_entries("WATCHED", 1024)
+        .load(OBJECT)
+        .map_err(|e| e.to_string())
+}
+
 /// Every program in the object: (program name, BTF tracepoint).
 const TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_fork", "sched_process_fork"),
