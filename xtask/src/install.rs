@@ -173,6 +173,29 @@ fn control(version: &str, installed_kib: u64) -> String {
     )
 }
 
+/// The package's maintainer scripts: systemd re-reads its units when one is
+/// installed or removed (else `systemctl enable --now mcpwatch` right after
+/// `dpkg -i` on an upgraded unit runs the old one), and a running agent is
+/// stopped before its binary goes. Each only when systemd runs (a container,
+/// a chroot: nothing to tell).
+const MAINTAINER_SCRIPTS: &[(&str, &str)] = &[
+    (
+        "postinst",
+        "#!/bin/sh\nset -e\nif [ \"$1\" = configure ] && [ -d /run/systemd/system ]; then\n    \
+         systemctl daemon-reload || true\nfi\n",
+    ),
+    (
+        "prerm",
+        "#!/bin/sh\nset -e\nif [ \"$1\" = remove ] && [ -d /run/systemd/system ]; then\n    \
+         systemctl stop mcpwatch.service || true\nfi\n",
+    ),
+    (
+        "postrm",
+        "#!/bin/sh\nset -e\nif { [ \"$1\" = remove ] || [ \"$1\" = purge ]; } && [ -d /run/systemd/system ]; then\n    \
+         systemctl daemon-reload || true\nfi\n",
+    ),
+];
+
 /// `cargo xtask deb`: target/debian/mcpwatch_VERSION_amd64.deb.
 pub fn deb() -> anyhow::Result<PathBuf> {
     let bin = crate::build(true)?;
@@ -196,6 +219,9 @@ pub fn deb() -> anyhow::Result<PathBuf> {
     )?;
     // dpkg keeps an administrator's edits of these across upgrades and purges them.
     write(&stage.join("DEBIAN/conffiles"), b"/etc/mcpwatch/config.toml\n", 0o644)?;
+    for (script, text) in MAINTAINER_SCRIPTS {
+        write(&stage.join("DEBIAN").join(script), text.as_bytes(), 0o755)?;
+    }
     let deb = out.join(format!("mcpwatch_{version}_amd64.deb"));
     let status = Command::new("dpkg-deb")
         .args(["--root-owner-group", "--build"])
@@ -221,7 +247,9 @@ pub fn package_check() -> anyhow::Result<()> {
         return Ok(());
     }
     let deb = deb()?;
-    crate::run(Command::new("dpkg").arg("-i").arg(&deb))?;
+    let systemd = FakeSystemd::new()?;
+    crate::run(&mut systemd.dpkg(&["-i"], &deb))?;
+    systemd.expect(&["daemon-reload"], "after dpkg -i")?;
     let checked = (|| -> anyhow::Result<()> {
         let out = Command::new("/usr/bin/mcpwatch").arg("--version").output()?;
         if !out.status.success() || !String::from_utf8_lossy(&out.stdout).starts_with("mcpwatch ") {
@@ -240,8 +268,18 @@ pub fn package_check() -> anyhow::Result<()> {
         }
         Ok(())
     })();
-    crate::run(Command::new("dpkg").args(["--purge", "mcpwatch"]))?;
+    crate::run(&mut systemd.dpkg(&["--purge"], Path::new("mcpwatch")))?;
     checked?;
+    systemd.expect(
+        // postrm runs at `remove` and again at `purge`.
+        &[
+            "daemon-reload",
+            "stop mcpwatch.service",
+            "daemon-reload",
+            "daemon-reload",
+        ],
+        "after dpkg --purge",
+    )?;
     for f in [
         "/usr/bin/mcpwatch",
         "/etc/mcpwatch",
@@ -253,6 +291,60 @@ pub fn package_check() -> anyhow::Result<()> {
     }
     println!("package check: {} installed, verified and purged", deb.display());
     Ok(())
+}
+
+/// dpkg as on a host where systemd runs: in a mount namespace of its own,
+/// `/run` is a tmpfs holding `/run/systemd/system`, and `systemctl` is a stub
+/// that writes down what it was asked (this machine may run no systemd; a
+/// machine that does keeps its own untouched).
+struct FakeSystemd {
+    dir: PathBuf,
+}
+
+impl FakeSystemd {
+    fn new() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("mcpwatch-fake-systemd-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let log = dir.join("calls");
+        write(
+            &dir.join("bin/systemctl"),
+            format!("#!/bin/sh\necho \"$*\" >>{}\n", log.display()).as_bytes(),
+            0o755,
+        )?;
+        Ok(Self { dir })
+    }
+
+    fn dpkg(&self, args: &[&str], what: &Path) -> Command {
+        let path = format!(
+            "{}:{}",
+            self.dir.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system && exec dpkg \"$@\"")
+            .arg("dpkg")
+            .args(args)
+            .arg(what)
+            .env("PATH", path);
+        c
+    }
+
+    /// The maintainer scripts made exactly these calls so far.
+    fn expect(&self, calls: &[&str], when: &str) -> anyhow::Result<()> {
+        let log = fs::read_to_string(self.dir.join("calls")).unwrap_or_default();
+        let got: Vec<&str> = log.lines().collect();
+        if got != calls {
+            bail!("{when}: the maintainer scripts called systemctl {got:?}, expected {calls:?}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FakeSystemd {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn walk(d: &Path) -> anyhow::Result<Vec<PathBuf>> {

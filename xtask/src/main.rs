@@ -1,8 +1,10 @@
 //! `cargo xtask`: set-up, build, run and test mcpwatch with one command each.
 
 mod bench;
+mod deploy;
 mod fuzz;
 mod host;
+mod image;
 mod install;
 mod setup;
 mod testenv;
@@ -75,7 +77,25 @@ enum Cmd {
         prefix: PathBuf,
     },
     /// Build the Debian package target/debian/mcpwatch_VERSION_amd64.deb.
-    Deb,
+    Deb {
+        /// Then install it with dpkg, verify it and purge it (root; what
+        /// `cargo xtask test` does).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build the container image (FROM scratch, local files only) with podman.
+    Image {
+        /// The image's name (default localhost/mcpwatch:VERSION).
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// Render the Helm chart and check it and deploy/kubernetes: Kubernetes
+    /// schemas, checkov, the least-privilege promises.
+    Deploy {
+        /// Regenerate deploy/kubernetes/mcpwatch.yaml from the chart first.
+        #[arg(long)]
+        write: bool,
+    },
     /// Fuzz the parsers of untrusted input with cargo-fuzz (nightly; installs
     /// cargo-fuzz if missing): manifest, hostconfig, jsonrpc, dns, decode.
     Fuzz {
@@ -170,6 +190,10 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
         .args(["--target-dir", "target/ebpf-clippy", "--", "-D", "warnings"])
         .env("RUSTFLAGS", "--cfg=bpf_target_arch=\"x86_64\""))?;
     let bin = build(false)?;
+    if filter.is_none() {
+        // The chart and the plain manifests (no root, no agent; about a minute).
+        deploy::check(false)?;
+    }
     let filter: Vec<String> = filter.into_iter().collect();
     // Unit tests of every host crate (the eBPF crates' bins have no host `main`).
     run(cargo()
@@ -241,10 +265,18 @@ fn main() -> anyhow::Result<()> {
             setup::ensure()?;
             install::install(destdir.as_deref(), &prefix)
         }
-        Cmd::Deb => {
+        Cmd::Deb { check } => {
             setup::ensure()?;
-            install::deb().map(drop)
+            match check {
+                true => install::package_check(),
+                false => install::deb().map(drop),
+            }
         }
+        Cmd::Image { tag } => {
+            setup::ensure()?;
+            image::image(&tag.unwrap_or_else(image::default_tag))
+        }
+        Cmd::Deploy { write } => deploy::check(write),
         Cmd::Fuzz { target, seconds } => fuzz::fuzz(target.as_deref(), seconds),
         Cmd::Bench {
             out,

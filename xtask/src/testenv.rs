@@ -5,7 +5,8 @@
 //!   the reference servers from PyPI (`mcp-server-fetch`, `-git`, `-time`);
 //! - the reference servers from npm (`@modelcontextprotocol/server-filesystem`,
 //!   `-everything`, `-memory`);
-//! - Debian packages the tests start (see `APT_PACKAGES`).
+//! - Debian packages the tests start (see `APT_PACKAGES`, and podman and runc
+//!   for the image test: `image::APT_PACKAGES`).
 //!
 //! Versions are pinned: a test suite that changes under its own feet proves
 //! nothing.
@@ -77,6 +78,7 @@ pub fn ensure() -> anyhow::Result<()> {
     let dir = dir();
     let stamp = dir.join("recipe");
     apt_ensure(APT_PACKAGES, "for the tests")?;
+    apt_ensure(crate::image::APT_PACKAGES, "for the image test")?;
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == recipe()) {
         return Ok(());
     }
