@@ -120,7 +120,6 @@ fn checkov(dir: &Path) -> anyhow::Result<()> {
         .args([
             "--framework",
             "kubernetes",
-            "--quiet",
             "--compact",
             "--skip-download",
             "-o",
@@ -162,7 +161,7 @@ fn checkov(dir: &Path) -> anyhow::Result<()> {
             skipped.insert(format!(
                 "{}: {}",
                 c["check_id"].as_str().unwrap_or("?"),
-                c["suppress_comment"].as_str().unwrap_or("")
+                c["check_result"]["suppress_comment"].as_str().unwrap_or("")
             ));
         }
     }
