@@ -137,7 +137,9 @@ fn the_image_runs_with_the_daemonsets_capabilities_and_judges_a_host_process() {
     let started = output(
         c.podman()
             .args(["run", "--detach", "--name", &c.name])
-            // What the DaemonSet grants, and nothing else.
+            // What the DaemonSet grants, and nothing else. The host's network
+            // (the DaemonSet's pod has its own) only so that the test reaches
+            // /readyz on loopback without a bridge.
             .args(["--pid=host", "--network=host", "--read-only", "--cap-drop=all"])
             .arg(format!("--cap-add={}", caps_for_podman()))
             .arg(format!(

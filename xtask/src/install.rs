@@ -249,8 +249,8 @@ pub fn package_check() -> anyhow::Result<()> {
     let deb = deb()?;
     let systemd = FakeSystemd::new()?;
     crate::run(&mut systemd.dpkg(&["-i"], &deb))?;
-    systemd.expect(&["daemon-reload"], "after dpkg -i")?;
     let checked = (|| -> anyhow::Result<()> {
+        systemd.expect(&["daemon-reload"], "after dpkg -i")?;
         let out = Command::new("/usr/bin/mcpwatch").arg("--version").output()?;
         if !out.status.success() || !String::from_utf8_lossy(&out.stdout).starts_with("mcpwatch ") {
             bail!("the installed mcpwatch does not run: {out:?}");
