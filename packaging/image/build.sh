@@ -17,6 +17,11 @@ mkdir -p "$rootfs/usr/bin" "$rootfs/etc/mcpwatch/manifests" "$rootfs/var/lib/mcp
     "$rootfs/var/log/mcpwatch" "$rootfs/run/mcpwatch" "$rootfs/tmp" "$rootfs/sys" "$rootfs/proc"
 cp "$bin" "$rootfs/usr/bin/mcpwatch"
 chmod 0755 "$rootfs/usr/bin/mcpwatch"
+# Without debug information (a debug build is ten times the size); the symbols
+# stay, for readable panics. Skipped where binutils is not installed.
+if command -v strip >/dev/null; then
+    strip --strip-debug "$rootfs/usr/bin/mcpwatch"
+fi
 # /bin/sh: the kill layer's start-up self-test (kernel/kill.rs) signals a
 # `/bin/sh -c 'read a; read b'` child; without it the layer reports itself not
 # enforced. dash, the smallest shell, linking nothing but libc.
