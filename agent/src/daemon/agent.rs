@@ -257,7 +257,6 @@ impl Agent {
         if killed {
             a.layer = Some(Layer::Kill);
         }
-        log::warn!("{}", a.summary);
         self.emit_alert(&a);
     }
 
