@@ -73,14 +73,7 @@ pub const BPF_TAMPER_CMDS: &[(u64, &str)] = &[
 
 /// The name of a `bpf()` command that can reach the agent's objects.
 pub fn bpf_tamper_cmd(cmd: u64) -> Option<&'static str> {
-    let mut i = 0;
-    while i < BPF_TAMPER_CMDS.len() {
-        if BPF_TAMPER_CMDS[i].0 == cmd {
-            return Some(BPF_TAMPER_CMDS[i].1);
-        }
-        i += 1;
-    }
-    None
+    BPF_TAMPER_CMDS.iter().find(|(c, _)| *c == cmd).map(|(_, name)| *name)
 }
 
 #[cfg(test)]
