@@ -15,6 +15,7 @@ pub mod kill;
 pub mod offsets;
 pub mod probe_errors;
 pub mod syscalls;
+pub mod tamper;
 
 pub use config::{AgentConfig, WatchedProc};
 pub use event::{EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, LossKey, SockAddr, SysEvent};

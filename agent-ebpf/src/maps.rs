@@ -204,6 +204,11 @@ pub static KILL_KEY: PerCpuArray<Key<[u8; KILL_KEY_DATA]>> = PerCpuArray::with_m
 #[map]
 pub static KILL_PROBE: Array<u32> = Array::with_max_entries(2, 0);
 
+/// `AGENT_TGID`: the agent's own tgid, which signals from watched processes
+/// are checked against (see `probes::tamper`); 0 until userspace sets it.
+#[map]
+pub static TAMPER_AGENT: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Reads one offset; `read_volatile` keeps the compiler from folding the
 /// build-time placeholder, the loader's value is what the verifier sees.
 #[inline(always)]

@@ -116,7 +116,7 @@ fn seccomp_refuses_ptrace_io_uring_and_signals_to_the_agent_and_kills_ia32_calls
     let bin = cc(&scratch_dir("enf-sec-prog"), "sandboxed");
     let (stdout, status, ev) = probe(&agent, "sbx", &bin, Some("ia32"));
     assert!(
-        stdout.starts_with("ptrace=-1 io_uring=-1 kill=-1\n"),
+        stdout.starts_with("ptrace=-1 io_uring=-1 kill=-1 sigqueue=-1 killall=-1\n"),
         "EPERM for each: {stdout}"
     );
     assert!(!stdout.contains("ia32="), "the int 0x80 call returned: {stdout}");
@@ -160,7 +160,7 @@ fn audit_mode_leaves_the_same_servers_untouched_and_marks_what_enforcement_would
     let bin = cc(&scratch_dir("enf-audit-prog"), "sandboxed");
     let (stdout, status, ev) = probe(&agent, "sbx", &bin, Some("ia32"));
     assert!(stdout.starts_with("ptrace=-3 io_uring="), "{stdout}");
-    assert!(stdout.contains(" kill=0\nia32="), "{stdout}");
+    assert!(stdout.contains(" kill=0 sigqueue=0 killall=0\nia32="), "{stdout}");
     assert!(status.success(), "{status}");
     let ring = by_rule(&ev, "sbx", "evasion.io_uring");
     assert!(!ring.is_empty(), "{}", dump(&ev));

@@ -10,3 +10,4 @@ pub mod process;
 pub mod risky;
 pub mod stdio;
 pub mod syscalls;
+pub mod tamper;

@@ -396,6 +396,15 @@ rule!(
     Medium,
     Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
 );
+// Self-protection: a watched process signalled, traced or reached into the
+// agent, used bpf() commands that reach its kernel objects, or changed a
+// file it stands on (`pipeline/tamper.rs`).
+rule!(
+    AGENT_TAMPER,
+    "agent.tamper",
+    Critical,
+    Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
+);
 // Enforcement: a layer of an enforced server's sandbox denied an operation
 // (the alert names the layer, the operation and the tool call in flight).
 rule!(
@@ -484,6 +493,7 @@ pub static ALL: &[&Rule] = &[
     &AGENT_WATCHED_MAP_FULL,
     &AGENT_SYSCALL_STATE_LOST,
     &AGENT_REGISTRATION_REFUSED,
+    &AGENT_TAMPER,
 ];
 
 /// The rule of a credential kind of the catalogue.

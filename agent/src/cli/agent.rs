@@ -133,6 +133,7 @@ pub fn run(mut args: AgentArgs) -> anyhow::Result<()> {
             user_host_configs: !args.no_user_host_configs,
         },
         config,
+        config_path: Some(args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(run::run(opts))

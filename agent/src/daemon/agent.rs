@@ -109,6 +109,8 @@ pub(super) struct Agent {
     pub(super) cgroup_net: Option<crate::enforce::cgroup::CgroupLayer>,
     /// The kill layer's maps (none: the object lacks them).
     pub(super) kill: Option<crate::kernel::kill::KillMaps>,
+    /// What aims at the agent itself (self-protection).
+    pub(super) tamper: crate::pipeline::tamper::Guard,
 }
 impl Agent {
     pub(super) fn handle(&mut self, bytes: &[u8]) {
@@ -227,6 +229,7 @@ impl Agent {
         // Borrowed, not cloned: exe and argv would be copied for every event.
         self.procs.get_or_load(h.pid);
         let proc = self.procs.get(h.pid);
+        let tamper = self.tamper.judge(&s, &o);
         let (mut r, extra) = self.names.sys_records(&s, &o, proc);
         tag_record(&mut r, tag);
         self.writer.write(&r);
@@ -235,7 +238,26 @@ impl Agent {
             self.writer.write(&x);
         }
         let activities = o.into_activities(&s);
+        if let Some(t) = tamper {
+            self.raise_tamper(h.server, h.ktime_ns, h.pid, h.killed, t);
+        }
         self.evaluate(h.server, h.ktime_ns, h.pid, h.killed, &activities);
+    }
+
+    /// `agent.tamper` about the process that aimed at the agent, with the
+    /// tool call in flight; `killed`: the kernel killed it there (enforce).
+    fn raise_tamper(&mut self, server: u32, ktime_ns: u64, pid: u32, killed: bool, t: crate::pipeline::tamper::Tamper) {
+        let ctx = self.context(server, ktime_ns, pid, true, false);
+        let mut a = self.factory.raise_about(&rules::AGENT_TAMPER, t.summary, &ctx);
+        a.evidence = t.evidence;
+        if let Some(e) = a.evidence.as_object_mut() {
+            e.insert("kind".into(), t.kind.into());
+            e.insert("killed".into(), killed.into());
+        }
+        if killed {
+            a.layer = Some(Layer::Kill);
+        }
+        self.emit_alert(&a);
     }
 
     /// A DNS message: its line, and the names its answers give addresses.

@@ -69,6 +69,8 @@ pub struct AgentOptions {
     pub policy: Sources,
     /// The configuration file, with the command line's overrides applied.
     pub config: Config,
+    /// Where the configuration was read from (protected: see `pipeline/tamper.rs`).
+    pub config_path: Option<PathBuf>,
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -175,6 +177,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         enforce_missing: Vec::new(),
         cgroup_net: None,
         kill: None,
+        tamper: protected(&opts, probes.pin_dir()),
     };
     state.policy.set_default_mode(opts.config.enforce.default_mode);
     // No silent non-enforcement: what this kernel enforces, per layer, in
@@ -372,8 +375,20 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 state.writer.reopen();
                 reloader.force();
             }
-            _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break; }
-            _ = sigterm.recv() => { log::info!("SIGTERM: shutting down"); break; }
+            _ = sigint.recv() => {
+                if sent_by_watched(ring.get_mut(), &mut state, libc::SIGINT).await {
+                    continue;
+                }
+                log::info!("SIGINT: shutting down");
+                break;
+            }
+            _ = sigterm.recv() => {
+                if sent_by_watched(ring.get_mut(), &mut state, libc::SIGTERM).await {
+                    continue;
+                }
+                log::info!("SIGTERM: shutting down");
+                break;
+            }
         }
     }
 
@@ -451,4 +466,73 @@ fn raise_fd_limit() {
             );
         }
     }
+}
+
+/// What the agent stands on, for the self-protection rules: a watched
+/// process changing any of these is an `agent.tamper` alert.
+fn protected(opts: &AgentOptions, pin_dir: &std::path::Path) -> crate::pipeline::tamper::Guard {
+    use crate::pipeline::tamper::{Guard, Protected};
+    let p = |path: &std::path::Path, what| Protected {
+        path: path.to_owned(),
+        what,
+    };
+    let mut list = Vec::new();
+    if let Some(c) = &opts.config_path {
+        list.push(p(c, "configuration"));
+    }
+    for d in &opts.policy.manifest_dirs {
+        list.push(p(d, "manifests"));
+    }
+    list.push(p(&opts.config.state_dir, "state (pins, approvals, handover)"));
+    list.push(p(&opts.config.spool_dir(), "spool"));
+    if let Some(e) = &opts.events_out {
+        list.push(p(e, "events file"));
+    }
+    list.push(p(pin_dir, "bpffs pins"));
+    if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
+        list.push(p(&exe, "binary"));
+    }
+    // Paths as the kernel reports them: through symlinks (a /var/run ->
+    // /run) the resolved path is what an open names.
+    let canonical: Vec<Protected> = list
+        .iter()
+        .filter_map(|x| {
+            let c = std::fs::canonicalize(&x.path).ok()?;
+            (c != x.path).then(|| p(&c, x.what))
+        })
+        .collect();
+    list.extend(canonical);
+    Guard::new(std::process::id(), list)
+}
+
+/// How long a stop signal waits for the record of its sender: the kernel
+/// queues the signal before the sender's program writes the record, so the
+/// agent may wake first.
+const SENDER_RECORD_WAIT: Duration = Duration::from_millis(20);
+
+/// Whether the SIGTERM or SIGINT just received came from a watched process
+/// (self-protection: an `agent.tamper` alert was raised for it, and the
+/// agent keeps running). The ring is drained first: the sender's record is
+/// there, or arrives within [`SENDER_RECORD_WAIT`].
+async fn sent_by_watched(ring: &mut RingBuf<MapData>, state: &mut Agent, sig: i32) -> bool {
+    // What is queued now, in bounded batches (the sender's record is among
+    // the first: the agent was signalled after it was written, or while).
+    let catch_up = |ring: &mut RingBuf<MapData>, state: &mut Agent| {
+        for _ in 0..64 {
+            if !drain(ring, state).1 {
+                break;
+            }
+        }
+    };
+    catch_up(ring, state);
+    if !state.tamper.take_signal(sig) {
+        tokio::time::sleep(SENDER_RECORD_WAIT).await;
+        catch_up(ring, state);
+        if !state.tamper.take_signal(sig) {
+            return false;
+        }
+    }
+    state.writer.flush();
+    log::warn!("signal {sig} came from a watched process (agent.tamper raised): not stopping");
+    true
 }

@@ -95,8 +95,9 @@ pub enum SeccompError {
     Install(#[from] seccompiler::Error),
 }
 
-/// The filter: `deny` fail with EPERM; kill, tgkill, tkill and pidfd_open
-/// aimed at `agent_pid` fail with EPERM; seccompiler's architecture check
+/// The filter: `deny` fail with EPERM; kill (kill(-1) included), tgkill,
+/// tkill, rt_sigqueueinfo, rt_tgsigqueueinfo and pidfd_open aimed at
+/// `agent_pid` fail with EPERM; seccompiler's architecture check
 /// kills the process on any non-x86_64 call.
 pub fn filter(deny: &[String], agent_pid: u32) -> Result<BpfProgram, SeccompError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
@@ -109,7 +110,19 @@ pub fn filter(deny: &[String], agent_pid: u32) -> Result<BpfProgram, SeccompErro
         // (a process group) naming the agent's group is matched too.
         let pid = agent_pid as u64;
         let group = (-(agent_pid as i64)) as u32 as u64;
-        for nr in [libc::SYS_kill, libc::SYS_tkill, libc::SYS_tgkill, libc::SYS_pidfd_open] {
+        // rt_sigqueueinfo and rt_tgsigqueueinfo name the agent's tgid first
+        // like kill and tgkill. pidfd_send_signal takes a pidfd, which this
+        // filter cannot see into: the pidfd_open that would make one is
+        // denied here, a /proc/<agent> directory opened as one is not (the
+        // kernel's signal_generate probe still reports the signal).
+        for nr in [
+            libc::SYS_kill,
+            libc::SYS_tkill,
+            libc::SYS_tgkill,
+            libc::SYS_rt_sigqueueinfo,
+            libc::SYS_rt_tgsigqueueinfo,
+            libc::SYS_pidfd_open,
+        ] {
             let at = |v| -> Result<SeccompRule, seccompiler::BackendError> {
                 SeccompRule::new(vec![SeccompCondition::new(
                     0,
@@ -121,6 +134,8 @@ pub fn filter(deny: &[String], agent_pid: u32) -> Result<BpfProgram, SeccompErro
             let mut r = vec![at(pid)?];
             if nr == libc::SYS_kill {
                 r.push(at(group)?);
+                // kill(-1): every process the caller may signal, the agent's too.
+                r.push(at(u64::from(u32::MAX))?);
             }
             rules.entry(nr).or_default().extend(r);
         }

@@ -445,6 +445,8 @@ fn decode_sys(bytes: &[u8], kind: EventKind) -> Result<Event, DecodeError> {
     let syscall = if compat { None } else { syscalls::lookup(e.nr) };
     let name = if compat {
         syscalls::ia32::name(e.nr).unwrap_or("unknown")
+    } else if kind == EventKind::Risky && e.nr == agent_common::tamper::SIGNAL_NR {
+        "signal"
     } else {
         syscall.map_or("unknown", |s| s.name)
     };

@@ -57,7 +57,12 @@ const TRACEPOINTS: &[(&str, &str)] = &[
 const IO_URING_TRACEPOINT: (&str, &str) = ("io_uring_submit_req", "io_uring_submit_req");
 
 /// Raw tracepoints: (program name, tracepoint).
-const RAW_TRACEPOINTS: &[(&str, &str)] = &[("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
+const RAW_TRACEPOINTS: &[(&str, &str)] = &[
+    ("sys_enter", "sys_enter"),
+    ("sys_exit", "sys_exit"),
+    // Self-protection: signals watched processes send the agent.
+    ("signal_generate", "signal_generate"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -301,6 +306,14 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
         loader.map_pin_path(name, path.as_path());
     }
     let mut ebpf = loader.load(OBJECT)?;
+    // Before the programs attach: a signal to the agent counts from the first.
+    let mut agent: Array<MapData, u32> = take(&mut ebpf, "TAMPER_AGENT")?;
+    agent
+        .set(agent_common::tamper::AGENT_TGID, std::process::id(), 0)
+        .map_err(|source| LoadError::Map {
+            name: "TAMPER_AGENT",
+            source,
+        })?;
     let io_uring = !resolved.disabled.iter().any(|(f, _)| f == btf::IO_URING_OPS);
     let attached = attach_all(&mut ebpf, &aya_btf, io_uring)?;
     let links = take_links(&mut ebpf, attached)?;

@@ -11,3 +11,4 @@ pub mod observe;
 pub mod procs;
 pub mod registrations;
 pub mod servers;
+pub mod tamper;

@@ -4,9 +4,10 @@
 //! under nothing, in the same run). Not part of the product binary.
 //!
 //! Same attach points as the agent: BTF tracepoints on sched_process_fork,
-//! exec and exit, and raw sys_enter/sys_exit dispatching on the same followed
-//! syscall set; a followed syscall costs one hash lookup on each side, an
-//! unfollowed one none. What any design with these hooks must pay.
+//! exec and exit, raw sys_enter/sys_exit dispatching on the same followed
+//! syscall set, and raw signal_generate (self-protection: every signal sent
+//! costs its sender one lookup); a followed syscall costs one hash lookup on
+//! each side, an unfollowed one none. What any design with these hooks must pay.
 #![no_std]
 #![no_main]
 
@@ -73,6 +74,11 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     if family(nr as u32).is_none() {
         return 0;
     }
+    lookup() as i32
+}
+
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn signal_generate(_ctx: RawTracePointContext) -> i32 {
     lookup() as i32
 }
 
