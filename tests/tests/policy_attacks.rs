@@ -73,6 +73,54 @@ fn a_reverse_shell_to_a_loopback_listener_raises_exec_reverse_shell() {
 }
 
 #[test]
+fn a_pty_spawn_reverse_shell_to_a_loopback_listener_raises_exec_reverse_shell() {
+    let (agent, _) = evil_agent("pol-ptyshell");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let events_agent = &agent;
+    let (out, report, ev) = std::thread::scope(|sc| {
+        let h = sc.spawn(move || {
+            let (mut s, _) = l.accept().expect("the shell connects back");
+            events_agent.wait_events("pty reverse shell alert", |ev| {
+                alerts(ev, Some("evil"))
+                    .iter()
+                    .any(|a| a["rule"] == "exec.reverse_shell")
+            });
+            s.write_all(b"echo pw''ned; exit\n").unwrap();
+            let mut out = String::new();
+            let _ = std::io::Read::read_to_string(&mut s, &mut out);
+            out
+        });
+        let (report, ev) = session(&agent, "evil", evil(&[("pty_reverse_shell", json!({"port": port}))]));
+        (h.join().unwrap(), report, ev)
+    });
+    assert!(
+        out.contains("pwned"),
+        "the pty shell served the listener: {out:?} {report}"
+    );
+    let a = alerts(&ev, Some("evil"));
+    let shell = a
+        .iter()
+        .find(|a| a["rule"] == "exec.reverse_shell")
+        .unwrap_or_else(|| panic!("no exec.reverse_shell: {}", dump(&ev)));
+    assert!(
+        !a.iter().any(|a| a["rule"] == "exec.shell"),
+        "the shell is the reverse shell, not a plain one: {}",
+        dump(&ev)
+    );
+    assert_eq!(shell["severity"], "critical");
+    assert_eq!(shell["tool"], "pty_reverse_shell");
+    assert!(
+        shell["evidence"]["stdio"][0]
+            .as_str()
+            .is_some_and(|s| s.starts_with("pty driven by pid")),
+        "{}",
+        shell["evidence"]
+    );
+    assert!(agent.stop().success());
+}
+
+#[test]
 fn a_tool_writing_then_running_a_script_raises_write_then_exec() {
     let (agent, _) = evil_agent("pol-drop");
     let dir = scratch_dir("pol-drop-dir");

@@ -287,6 +287,18 @@ rule!(
     Medium,
     Some(("AML.T0051.001", "LLM Prompt Injection: Indirect"))
 );
+rule!(
+    MCP_POISON_SECRECY_DIRECTIVE,
+    "mcp.poison.secrecy_directive",
+    High,
+    Some(("AML.T0051.001", "LLM Prompt Injection: Indirect"))
+);
+rule!(
+    MCP_POISON_UNRELATED_ACTION,
+    "mcp.poison.unrelated_action",
+    High,
+    Some(("AML.T0051.001", "LLM Prompt Injection: Indirect"))
+);
 // Secrets on the wire: a credential in a tool's result reaches the model
 // (and whatever it talks to); one in a call's arguments leaves through the
 // tool.
@@ -476,6 +488,8 @@ pub static ALL: &[&Rule] = &[
     &MCP_POISON_LONG_DESCRIPTION,
     &MCP_POISON_CREDENTIAL_REFERENCE,
     &MCP_POISON_TOOL_SHADOWING,
+    &MCP_POISON_SECRECY_DIRECTIVE,
+    &MCP_POISON_UNRELATED_ACTION,
     &MCP_SECRET_IN_RESULT,
     &MCP_SECRET_IN_ARGUMENTS,
     &MCP_RUG_PULL_CHANGED,

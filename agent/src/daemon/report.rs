@@ -100,6 +100,10 @@ impl Agent {
         };
         let mut alert = self.factory.raise_about(a.rule, a.summary, &ctx);
         alert.manifest = manifest;
+        // Findings folded into this alert (one tool definition): the count.
+        if let Some(n) = a.evidence.get("count").and_then(serde_json::Value::as_u64) {
+            alert.count = n;
+        }
         alert.evidence = a.evidence;
         self.emit_alert(&alert);
     }

@@ -12,6 +12,23 @@ use super::{
     poison,
 };
 
+/// Findings of one rule in one tool definition folded into one alert show
+/// this many of the others as examples.
+const FOLD_EXAMPLES: usize = 3;
+
+/// One tool definition is one operation: its findings fold by rule into the
+/// first (in the order found), with the rest kept as examples and counted.
+fn fold_by_rule(found: Vec<poison::Finding>) -> Vec<(poison::Finding, Vec<poison::Finding>)> {
+    let mut out: Vec<(poison::Finding, Vec<poison::Finding>)> = Vec::new();
+    for f in found {
+        match out.iter_mut().find(|(first, _)| first.rule == f.rule) {
+            Some((_, more)) => more.push(f),
+            None => out.push((f, Vec::new())),
+        }
+    }
+    out
+}
+
 impl Mcp {
     /// One page of a `tools/list` answer; the last one (no `nextCursor`) is checked.
     pub(super) fn listing_page(&mut self, at: At<'_>, result: &Value, out: &mut Vec<Output>) {
@@ -64,9 +81,18 @@ impl Mcp {
             if !self.scanned.insert((server, pin.hash.clone())) {
                 continue;
             }
-            for f in poison::scan_tool(t, &others) {
-                let evidence = json!({ "finding": f, "tool_hash": pin.hash });
-                out.push(Output::Alert(poison_alert(at, "tool", (&t.name, None), f, evidence)));
+            for (f, more) in fold_by_rule(poison::scan_tool(t, &others)) {
+                let count = 1 + more.len();
+                let mut evidence = json!({ "finding": f, "tool_hash": pin.hash });
+                if count > 1 {
+                    evidence["count"] = json!(count);
+                    evidence["examples"] = json!(more.iter().take(FOLD_EXAMPLES).collect::<Vec<_>>());
+                }
+                let mut a = poison_alert(at, "tool", (&t.name, None), f, evidence);
+                if count > 1 {
+                    a.summary = format!("{} (and {} more like it in this definition)", a.summary, count - 1);
+                }
+                out.push(Output::Alert(a));
             }
         }
         self.known_tools.insert(

@@ -226,7 +226,9 @@ pub fn stdio_kind(pid: u32, fd: u32, kind: FdKind) -> Option<StdioKind> {
     Some(match kind {
         FdKind::None => return None,
         FdKind::Pipe => StdioKind::Pipe,
-        FdKind::Tty => StdioKind::Tty,
+        FdKind::Tty => link()
+            .and_then(|l| pty_master_on_network(pid, &l))
+            .map_or(StdioKind::Tty, StdioKind::NetworkPty),
         FdKind::Other => StdioKind::Other,
         FdKind::File => StdioKind::File(link().unwrap_or_default()),
         FdKind::InetSocket => StdioKind::Socket,
@@ -242,6 +244,76 @@ pub fn stdio_kind(pid: u32, fd: u32, kind: FdKind) -> Option<StdioKind> {
                 StdioKind::LocalSocket
             }
         }
+    })
+}
+
+/// How far up the ancestry the holder of a pty's master is looked for
+/// (`pty.spawn`, `script`, `forkpty`: the parent).
+const PTY_HOLDER_DEPTH: usize = 3;
+
+/// For a pty slave (`/dev/pts/N`): the ancestor holding its master
+/// (`/dev/ptmx` whose fdinfo says `tty-index: N`), when that process has a
+/// network socket on fds 0-2 or any connected (not listening) TCP/UDP socket:
+/// a shell on that pty is driven from the network.
+fn pty_master_on_network(pid: u32, slave: &str) -> Option<u32> {
+    let index = slave.strip_prefix("/dev/pts/")?;
+    let mut p = pid;
+    for _ in 0..PTY_HOLDER_DEPTH {
+        p = ppid_of(p)?;
+        if p <= 1 {
+            return None;
+        }
+        let fds: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{p}/fd"))
+            .ok()?
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let fd = e.file_name().to_str()?.parse().ok()?;
+                Some((fd, std::fs::read_link(e.path()).ok()?.to_string_lossy().into_owned()))
+            })
+            .collect();
+        let holds_master = fds.iter().any(|(fd, l)| {
+            (l == "/dev/ptmx" || l == "/dev/pts/ptmx")
+                && std::fs::read_to_string(format!("/proc/{p}/fdinfo/{fd}")).is_ok_and(|i| {
+                    i.lines()
+                        .any(|l| l.strip_prefix("tty-index:").is_some_and(|v| v.trim() == index))
+                })
+        });
+        if !holds_master {
+            continue;
+        }
+        let networked = fds.iter().any(|(fd, l)| {
+            let Some(inode) = l.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) else {
+                return false;
+            };
+            match inet_socket_state(p, inode) {
+                Some(state) => *fd <= 2 || state != TCP_LISTEN,
+                None => false,
+            }
+        });
+        return networked.then_some(p);
+    }
+    None
+}
+
+/// `/proc/net/tcp`'s state of a listening socket.
+const TCP_LISTEN: &str = "0A";
+
+fn ppid_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces and parentheses).
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The state (hex, as `/proc/net/*` shows it) of a TCP or UDP socket, when it is one.
+fn inet_socket_state(pid: u32, inode: &str) -> Option<String> {
+    ["tcp", "tcp6", "udp", "udp6"].iter().find_map(|t| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok()?;
+        text.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(9) == Some(&inode))
+                .then(|| f.get(3).map(|s| s.to_string()))
+                .flatten()
+        })
     })
 }
 
@@ -279,6 +351,42 @@ mod tests {
             "gone: local"
         );
         assert_eq!(stdio_kind(me, 0, FdKind::None), None);
+    }
+
+    #[test]
+    fn a_pty_whose_master_holder_is_connected_to_the_network_is_told() {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // A real pty: this process holds the master, a child runs on the slave.
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty writes two fds into the locals; the null pointers ask for no name or settings.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0);
+        // SAFETY: both fds were just opened by openpty and are owned here.
+        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let name = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).unwrap();
+        let name = name.to_string_lossy().into_owned();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .stdin(std::process::Stdio::from(slave.try_clone().unwrap()))
+            .spawn()
+            .unwrap();
+        // (Whether it held one before is not asserted: tests run in parallel in this process.)
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let with_peer = pty_master_on_network(child.id(), &name);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop((master, peer, listener));
+        assert_eq!(with_peer, Some(std::process::id()), "the master's holder is connected");
+        assert_eq!(pty_master_on_network(std::process::id(), "/dev/tty1"), None);
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub enum StdioKind {
     /// A unix socket (socketpair): what Node-based hosts use for stdio.
     LocalSocket,
     Tty,
+    /// A pty slave whose master is held by a process with a network socket
+    /// (on its stdio, or connected): Python's `pty.spawn` reverse shell.
+    /// The master holder's pid.
+    NetworkPty(u32),
     Other,
 }
 

