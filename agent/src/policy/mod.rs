@@ -188,6 +188,12 @@ impl Policy {
             .unwrap_or_default();
         let paths = host::path_facts(&ctx.argv, ctx.cwd.as_deref(), &home);
         self.engine.launching(ctx, pid, &paths);
+        if self.engine.server(&ctx.server).is_some_and(|s| s.names_environment()) {
+            let environ = crate::policy::manifest::env::read_environ(ctx.pid);
+            for w in self.engine.bind_environ(&ctx.server, environ) {
+                log::warn!("server {}: manifest: {w}", ctx.server);
+            }
+        }
         if wrapped {
             self.engine.set_wrapped(&ctx.server);
         } else if self.engine.kill_homes(&ctx.server).is_none() {

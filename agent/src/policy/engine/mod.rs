@@ -56,6 +56,8 @@ struct RootCommand {
     argv: Vec<String>,
     cwd: Option<String>,
     paths: PathFacts,
+    /// Its environment, when the manifest names a variable (`${env:NAME}`).
+    environ: Vec<u8>,
 }
 
 /// What the engine knows of one server.
@@ -118,8 +120,34 @@ impl ServerPolicy {
         self.bindings.clear();
         let root = std::mem::take(&mut self.root);
         self.learn(&root.exe, &root.argv, root.cwd.as_deref(), &root.paths);
+        let environ = root.environ.clone();
         self.root = root;
+        for w in self.bind_environ(environ) {
+            log::warn!("manifest {}: {w}", self.manifest.file_label());
+        }
         self.paths = None;
+    }
+
+    /// Whether the manifest names environment variables (`${env:NAME}`).
+    pub fn names_environment(&self) -> bool {
+        !crate::policy::manifest::env::refs(&self.manifest).is_empty()
+    }
+
+    /// Binds the `${env:NAME}` the manifest names to the server's
+    /// environment (the first one given is kept across reloads). Returns
+    /// a warning for each variable whose grants are dropped.
+    pub fn bind_environ(&mut self, environ: Vec<u8>) -> Vec<String> {
+        if self.root.environ.is_empty() {
+            self.root.environ = environ;
+        }
+        let names = crate::policy::manifest::env::refs(&self.manifest);
+        let (values, warnings) = crate::policy::manifest::env::bind(&names, &self.root.environ);
+        for (k, v) in values {
+            if self.bindings.entry(k).or_default().insert(v) {
+                self.paths = None;
+            }
+        }
+        warnings
     }
 
     /// `pid` was put under watch: its next exec launches the server.
@@ -131,6 +159,7 @@ impl ServerPolicy {
                 argv: argv.to_vec(),
                 cwd: cwd.map(str::to_owned),
                 paths: paths.clone(),
+                environ: Vec::new(),
             };
         }
         self.learn(exe, argv, cwd, paths);
@@ -280,6 +309,15 @@ impl Engine {
         if let Some(s) = self.servers.get_mut(&ctx.server) {
             s.launching(pid, &ctx.exe, &ctx.argv, ctx.cwd.as_deref(), paths);
         }
+    }
+
+    /// The server's environment, for the `${env:NAME}` its manifest names;
+    /// returns the warnings of the variables whose grants are dropped.
+    pub fn bind_environ(&mut self, server: &str, environ: Vec<u8>) -> Vec<String> {
+        self.servers
+            .get_mut(server)
+            .map(|s| s.bind_environ(environ))
+            .unwrap_or_default()
     }
 
     /// Forgets a server whose processes all exited.

@@ -6,6 +6,7 @@
 //! -> `model` (what the engine evaluates); `error` places a failure in the file.
 
 mod compile;
+pub mod env;
 mod error;
 pub mod gate;
 pub mod limits;
@@ -13,6 +14,7 @@ mod model;
 #[cfg(test)]
 mod props;
 mod schema;
+pub mod siblings;
 
 use std::path::Path;
 
