@@ -161,7 +161,7 @@ fn discovery_watches_the_server_never_the_wrapper_carrying_its_command_line() {
         );
         assert_eq!(w["argv"][1], fs.as_str(), "the watched root is the server: {w}");
     }
-    let mut pids: Vec<u32> = watched.iter().map(|e| pid(e)).collect();
+    let mut pids: Vec<u32> = watched.iter().map(pid).collect();
     pids.sort_unstable();
     pids.dedup();
     assert_eq!(pids.len(), runs, "one server per wrapper: {}", dump(&watched));

@@ -123,3 +123,34 @@ fn sqlite_from_pypi_with_its_database_declared_raises_no_alert() {
     assert_no_alerts("sqlite", &ev);
     assert!(agent.stop().success());
 }
+
+#[test]
+fn filesystem_with_client_roots_raises_no_alert() {
+    // No directory on its command line: the server works in the roots the
+    // client gives it (`roots/list`), which `${roots}` grants.
+    let agent = agent_with("pol-fsroots", &shipped_manifests(), &[]);
+    let root = scratch_dir("pol-fsroots-root");
+    std::fs::write(root.join("notes.txt"), "hello\n").unwrap();
+    let r = root.to_string_lossy().into_owned();
+    let node = node_server("server-filesystem");
+    let mut s = McpSession::new(&["node", node.to_str().unwrap()]);
+    s.roots.push(root.clone());
+    let s = s
+        .call("list_allowed_directories", json!({}))
+        .call("read_text_file", json!({"path": format!("{r}/notes.txt")}))
+        .call(
+            "write_file",
+            json!({"path": format!("{r}/out.txt"), "content": "written"}),
+        )
+        .call("list_directory", json!({"path": r}))
+        .call("get_file_info", json!({"path": format!("{r}/out.txt")}));
+    let (report, ev) = session(&agent, "filesystem", s);
+    assert!(
+        report["calls"][1]["text"].as_str().unwrap_or("").contains("hello"),
+        "{report}"
+    );
+    assert_eq!(std::fs::read_to_string(root.join("out.txt")).unwrap(), "written");
+    assert!(agent.log().contains("client roots"), "{}", agent.log());
+    assert_no_alerts("filesystem", &ev);
+    assert!(agent.stop().success());
+}

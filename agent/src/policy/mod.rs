@@ -139,6 +139,12 @@ impl Policy {
         self.engine.forget(name);
     }
 
+    /// The roots `server`'s client gave it (`roots/list`): `${roots}` grants them.
+    pub fn client_roots(&mut self, server: &str, roots: Vec<String>) {
+        log::info!("server {server}: client roots {roots:?}");
+        self.engine.client_roots(server, roots);
+    }
+
     /// Whether exec events of unwatched processes must be looked at.
     pub fn discovers(&self) -> bool {
         self.hosts.iter().any(|h| !h.wrapped)

@@ -60,6 +60,10 @@ struct RootCommand {
     environ: Vec<u8>,
 }
 
+/// `${roots}`: the roots the client gave (`roots/list`), with the values of
+/// an `args` entry of that name.
+pub(super) const ROOTS: &str = crate::policy::manifest::CLIENT_ROOTS;
+
 /// What the engine knows of one server.
 pub struct ServerPolicy {
     pub manifest: Arc<Manifest>,
@@ -67,6 +71,8 @@ pub struct ServerPolicy {
     pub undeclared: bool,
     runtimes: BTreeSet<Runtime>,
     bindings: BTreeMap<String, BTreeSet<String>>,
+    /// The roots its client gave it (`${roots}`), kept across reloads.
+    client_roots: BTreeSet<String>,
     home: String,
     paths: Option<Paths>,
     /// Pids whose next exec is the server's own launch (wrapper, rule match).
@@ -104,6 +110,7 @@ impl ServerPolicy {
             undeclared,
             runtimes: BTreeSet::new(),
             bindings: BTreeMap::new(),
+            client_roots: BTreeSet::new(),
             home,
             paths: None,
             launching: HashSet::new(),
@@ -308,6 +315,17 @@ impl Engine {
     pub fn launching(&mut self, ctx: &ProcContext, pid: u32, paths: &PathFacts) {
         if let Some(s) = self.servers.get_mut(&ctx.server) {
             s.launching(pid, &ctx.exe, &ctx.argv, ctx.cwd.as_deref(), paths);
+        }
+    }
+
+    /// The roots the client gave `server` (`roots/list`): added to `${roots}`.
+    pub fn client_roots(&mut self, server: &str, roots: Vec<String>) {
+        if let Some(s) = self.servers.get_mut(server) {
+            for r in roots {
+                if s.client_roots.insert(r) {
+                    s.paths = None;
+                }
+            }
         }
     }
 

@@ -70,8 +70,12 @@ impl ServerPolicy {
     /// Path patterns expanded with the owner's home, the bound arguments and
     /// environment variables; a declared file brings its siblings.
     pub(super) fn globs(&self, list: &[String]) -> Vec<PathGlob> {
-        let bindings = &self.bindings;
-        let values = |n: &str| bindings.get(n).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        let (bindings, roots) = (&self.bindings, &self.client_roots);
+        let values = |n: &str| {
+            let bound = bindings.get(n).into_iter().flatten();
+            let given = roots.iter().filter(|_| n == super::ROOTS);
+            bound.chain(given).cloned().collect()
+        };
         list.iter()
             .flat_map(|p| expand(p, &self.home, &values))
             .flat_map(with_siblings)

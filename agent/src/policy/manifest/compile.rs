@@ -323,7 +323,7 @@ pub(super) fn check_path(p: &str, args: &[&str]) -> Result<(), EntryError> {
             }
             continue;
         }
-        if !args.contains(&r.as_str()) {
+        if r != super::CLIENT_ROOTS && !args.contains(&r.as_str()) {
             return Err(EntryError::UnknownArg(r));
         }
     }

@@ -19,6 +19,10 @@ pub mod siblings;
 use std::path::Path;
 
 pub use compile::expand;
+
+/// `${roots}`: the roots the client gives the server (MCP `roots/list`),
+/// with the values of an `args` entry of that name when there is one.
+pub const CLIENT_ROOTS: &str = "roots";
 pub use error::ManifestError;
 pub use model::{ArgBinding, ExePattern, Manifest, Outbound, ToolGrant, basename};
 pub use schema::{ManifestFile, Mode};
