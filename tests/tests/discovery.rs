@@ -90,3 +90,90 @@ fn discovery_rule_watches_a_server_at_exec() {
     assert_eq!(echo["ppid"], root);
     assert!(agent.stop().success());
 }
+
+/// The filesystem server started through wrappers that carry its command
+/// line (timeout, strace, a shell's `-c`, the SDK client, mcp-proxy, the MCP
+/// Inspector CLI): the shipped manifest's `match.argv` finds the server each
+/// of them starts, and never the wrapper.
+#[test]
+fn discovery_watches_the_server_never_the_wrapper_carrying_its_command_line() {
+    use mcpwatch_tests::{mcp::client_of, policy::agent_with};
+    let agent = agent_with("wrappers", &shipped_manifests(), &[]);
+    let root = scratch_dir("wrappers-root");
+    let r = root.to_string_lossy().into_owned();
+    let fs = node_server("server-filesystem").to_string_lossy().into_owned();
+    let server = ["node", fs.as_str(), r.as_str()];
+    let plan = serde_json::json!([["list"]]);
+    let shell_line = server.join(" ");
+    let mut runs = 0;
+    // The SDK client (itself a client whose argv names the server) in front of each.
+    for pre in [&["timeout", "30"][..], &["strace", "-f", "-o", "/dev/null"], &[]] {
+        let args: Vec<&str> = pre.iter().chain(&server).copied().collect();
+        let steps = client_of(&agent, plan.clone(), &args);
+        assert!(!steps[0]["tools"].as_array().unwrap().is_empty(), "{steps:?}");
+        runs += 1;
+    }
+    let steps = client_of(&agent, plan.clone(), &["sh", "-c", &shell_line]);
+    assert!(!steps[0]["tools"].as_array().unwrap().is_empty());
+    runs += 1;
+    // The MCP Inspector's CLI (npm) lists the tools and exits.
+    let inspector = testenv().join("inspector/node_modules/.bin/mcp-inspector");
+    let out = output(
+        std::process::Command::new(&inspector)
+            .arg("--cli")
+            .args(server)
+            .args(["--method", "tools/list"]),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("read_text_file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    runs += 1;
+    // mcp-proxy (PyPI) starts the server behind an HTTP port at once.
+    let port = free_port().to_string();
+    let mut proxy = std::process::Command::new(testenv().join("venv-sdk1/bin/mcp-proxy"))
+        .args(["--host", "127.0.0.1", "--port", &port])
+        .args(server)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mcp-proxy");
+    runs += 1;
+    let roots = |ev: &[Value]| {
+        ev.iter()
+            .filter(|e| e["kind"] == "watch" && e["server"] == "filesystem" && e["reason"] == "rule")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let ev = agent.wait_events("a watched server per wrapper", |ev| roots(ev).len() >= runs);
+    unsafe { libc::kill(proxy.id() as i32, libc::SIGTERM) };
+    proxy.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let ev = [ev, agent.events()].concat();
+    let watched = roots(&ev);
+    for w in &watched {
+        assert_eq!(
+            w["exe"].as_str().map(|e| e.ends_with("/node")),
+            Some(true),
+            "{}",
+            dump(&ev)
+        );
+        assert_eq!(w["argv"][1], fs.as_str(), "the watched root is the server: {w}");
+    }
+    let mut pids: Vec<u32> = watched.iter().map(pid).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), runs, "one server per wrapper: {}", dump(&watched));
+    // Nothing else was ever judged as the server.
+    let others: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e["server"] == "filesystem" && e["exe"].as_str().is_some_and(|x| !x.ends_with("/node")))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "wrappers watched as the server:\n{}",
+        dump(&others.into_iter().cloned().collect::<Vec<_>>())
+    );
+    assert!(agent.stop().success());
+}

@@ -156,3 +156,26 @@ fn a_server_started_unwatched_or_refused_is_reported_to_syslog_and_fail_closed_r
         "{lines}"
     );
 }
+
+/// A shell with a background child execs `mcpwatch exec`: the child it had
+/// before is not the server's; what the server starts afterwards is.
+#[test]
+fn the_wrapper_adopts_only_what_starts_after_it() {
+    let agent = Agent::start("adopt", &[]);
+    let line = format!(
+        "/bin/sleep 30 >/dev/null 2>&1 & echo $!; exec {} exec --server adopt --require-agent --socket {} -- /bin/sh -c '/bin/true'",
+        bin().display(),
+        agent.socket.display()
+    );
+    let out = output(std::process::Command::new("/bin/sh").args(["-c", &line]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sleep_pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("sleep pid");
+    let ev = agent.wait_events("true exec", |ev| !exec_of(ev, "/true").is_empty());
+    assert_eq!(exec_of(&ev, "/true")[0]["server"], "adopt", "what it starts is watched");
+    unsafe { libc::kill(sleep_pid as i32, libc::SIGKILL) };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ev = agent.events();
+    let adopted: Vec<serde_json::Value> = of_pid(&ev, sleep_pid).into_iter().cloned().collect();
+    assert!(adopted.is_empty(), "the earlier child was adopted:\n{}", dump(&adopted));
+    assert!(agent.stop().success());
+}

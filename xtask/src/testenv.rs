@@ -24,6 +24,14 @@ pub const PYPI: &[&str] = &[
     "mcp-server-time==2026.10.19",
 ];
 
+/// Tools pinned to the MCP SDK 1.x, in a venv of their own (`venv-sdk1`):
+/// the proxy a discovery test puts in front of a server, the sqlite server.
+pub const PYPI_SDK1: &[&str] = &["mcp-proxy==0.13.0", "mcp-server-sqlite==2025.4.25"];
+
+/// The MCP Inspector (its `--cli` starts a server), in a prefix of its own
+/// (`inspector/`): a wrapper the discovery tests must not take for the server.
+pub const NPM_INSPECTOR: &str = "@modelcontextprotocol/inspector@2.12.0";
+
 pub const NPM: &[&str] = &[
     "@modelcontextprotocol/server-filesystem@2026.8.31",
     "@modelcontextprotocol/server-everything@2026.8.31",
@@ -34,7 +42,8 @@ pub const NPM: &[&str] = &[
 /// `prometheus` (with `promtool`) scrapes the agent, `rsyslog` receives its
 /// alerts; the tests start both with private configs and ports. `systemd`
 /// for `systemd-analyze` (the shipped unit is verified and scored).
-pub const APT_PACKAGES: &[&str] = &["prometheus", "rsyslog", "systemd"];
+/// `strace` is a wrapper the discovery tests run servers under.
+pub const APT_PACKAGES: &[&str] = &["prometheus", "rsyslog", "systemd", "strace"];
 
 pub fn dir() -> PathBuf {
     root().join("target").join("testenv")
@@ -42,7 +51,7 @@ pub fn dir() -> PathBuf {
 
 /// What the current set-up was made from; a change reinstalls.
 fn recipe() -> String {
-    format!("{PYPI:?}\n{NPM:?}\n{APT_PACKAGES:?}\nreadabilipy-js\n")
+    format!("{PYPI:?}\n{NPM:?}\n{APT_PACKAGES:?}\nreadabilipy-js\n{PYPI_SDK1:?}\n{NPM_INSPECTOR}\n")
 }
 
 fn apt_missing<'a>(packages: &[&'a str]) -> Vec<&'a str> {
@@ -116,6 +125,19 @@ pub fn ensure() -> anyhow::Result<()> {
         .arg(dir.join("node"))
         .args(NPM))
     .context("installing the MCP servers from npm")?;
+    let sdk1 = dir.join("venv-sdk1");
+    if !sdk1.join("bin/python").exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&sdk1))?;
+    }
+    run(Command::new(sdk1.join("bin/pip"))
+        .args(["install", "-q", "--disable-pip-version-check"])
+        .args(PYPI_SDK1))
+    .context("installing mcp-proxy and mcp-server-sqlite from PyPI")?;
+    run(Command::new("npm")
+        .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+        .arg(dir.join("inspector"))
+        .arg(NPM_INSPECTOR))
+    .context("installing the MCP Inspector from npm")?;
     std::fs::write(&stamp, recipe())?;
     Ok(())
 }

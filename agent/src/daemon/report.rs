@@ -24,6 +24,9 @@ impl Agent {
         let server = chunk.header.server;
         let name = self.names.server_name(server).unwrap_or("?").to_owned();
         let out = self.mcp.on_chunk(&name, &chunk);
+        for roots in self.mcp.take_client_roots() {
+            self.policy.client_roots(&name, roots);
+        }
         self.mcp_outputs(out);
     }
 

@@ -101,7 +101,16 @@ impl Agent {
         }
         let kinds = EventKind::ALL.map(EventKind::name);
         self.metrics.server_seen(server, &kinds);
-        for pid in ProcTable::descendants_from_proc(root) {
+        // The wrapper registers before it starts anything: the children its
+        // pid had before it exec'd `mcpwatch exec` (a shell's background
+        // jobs) are not the server's. Found by a rule, scan or restart, the
+        // server may have forked before userspace saw it: its tree is.
+        let tree = if reason == "wrapper" {
+            vec![root]
+        } else {
+            ProcTable::descendants_from_proc(root)
+        };
+        for pid in tree {
             self.pending.forget(pid);
             let flags = if pid == root { WATCH_ROOT } else { 0 };
             if let Err(e) = self.watched.watch(pid, WatchedProc { server: id, flags }) {

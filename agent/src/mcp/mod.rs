@@ -18,6 +18,7 @@ pub mod pins;
 pub mod poison;
 pub mod reassembly;
 pub mod redact;
+pub mod roots;
 pub mod secrets;
 
 use std::{
@@ -158,6 +159,10 @@ pub struct Mcp {
     /// Servers relayed through the gate (by name): their secrets are the
     /// gate's to report, the capture sees its output.
     gated: HashSet<String>,
+    /// `roots/list` requests of servers not answered yet (server, id).
+    roots_asked: HashSet<(u32, String)>,
+    /// Roots clients gave, not yet taken by the policy.
+    client_roots: Vec<Vec<String>>,
 }
 
 impl Mcp {
@@ -176,7 +181,15 @@ impl Mcp {
             trouble: BTreeMap::new(),
             stats: McpTotals::default(),
             gated: HashSet::new(),
+            roots_asked: HashSet::new(),
+            client_roots: Vec::new(),
         }
+    }
+
+    /// The roots clients gave in the chunks handled since the last call
+    /// (`roots/list` answers), for `${roots}` in the manifest.
+    pub fn take_client_roots(&mut self) -> Vec<Vec<String>> {
+        std::mem::take(&mut self.client_roots)
     }
 
     /// Whether `server` is relayed through the gate (it registered with one).
@@ -412,6 +425,12 @@ impl Mcp {
                 }
                 self.calls.request(server, pid, id, &method, &params, ktime_ns);
             }
+            Message::Response {
+                id,
+                outcome: Outcome::Result(r),
+            } if self.roots_asked.remove(&(server, id.display())) => {
+                self.client_roots.push(roots::paths(&r));
+            }
             Message::Notification { method, params } if method == "notifications/cancelled" => {
                 let Some(id) = params.get("requestId").map(Value::to_string) else {
                     return;
@@ -461,6 +480,12 @@ impl Mcp {
                 if is_listing {
                     self.listing_page(at, &result, out);
                 }
+            }
+            Message::Request { id, method, .. } if method == "roots/list" => {
+                if self.roots_asked.len() >= roots::ASKED_MAX {
+                    self.roots_asked.clear();
+                }
+                self.roots_asked.insert((server, id.display()));
             }
             Message::Notification { method, .. } if method == "notifications/tools/list_changed" => {
                 self.list_changed.insert(server, ktime_ns);

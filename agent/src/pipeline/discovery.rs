@@ -10,7 +10,10 @@ use regex::Regex;
 
 use crate::{
     kernel::watchset::WatchSet,
-    pipeline::servers::{NameError, validate_name},
+    pipeline::{
+        launch::Launch,
+        servers::{NameError, validate_name},
+    },
 };
 
 /// Watch processes whose exe or argv matches `pattern` as server `server`.
@@ -71,15 +74,16 @@ impl Rules {
     }
 
     /// The server a process belongs to: a rule's pattern found in the exe path
-    /// or in the arguments joined by spaces.
+    /// or in its launch line (up to its script, module or package: never in
+    /// a command line a wrapper carries as arguments, see [`Launch`]).
     pub fn matches(&self, exe: &str, argv: &[String]) -> Option<&str> {
         if self.0.is_empty() {
             return None;
         }
-        let joined = argv.join(" ");
+        let line = Launch::of(exe, argv).line(argv);
         self.0
             .iter()
-            .find(|r| r.pattern.is_match(exe) || r.pattern.is_match(&joined))
+            .find(|r| r.pattern.is_match(exe) || r.pattern.is_match(&line))
             .map(|r| r.server.as_str())
     }
 }
@@ -154,6 +158,16 @@ mod tests {
             Some("py")
         );
         assert_eq!(rules.matches("/bin/ls", &argv(&["ls"])), None);
+        // A wrapper carrying the server's command line is not the server.
+        let fs = &["node", "/x/server-filesystem/dist/index.js"];
+        for pre in [
+            &["timeout", "30"][..],
+            &["strace", "-f"],
+            &["/v/bin/python3", "/t/client.py"],
+        ] {
+            let a: Vec<&str> = pre.iter().chain(fs).copied().collect();
+            assert_eq!(rules.matches("/usr/bin/timeout", &argv(&a)), None, "{a:?}");
+        }
     }
 
     #[test]

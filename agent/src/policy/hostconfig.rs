@@ -170,16 +170,20 @@ fn sanitize(name: &str) -> String {
 }
 
 impl HostServer {
-    /// Whether a process is this server being started: an argv element naming
-    /// the command (`npx`, or `/usr/bin/npx` run by node), followed by exactly
-    /// the configured arguments.
+    /// Whether a process is this server being started: a program of its
+    /// launch chain naming the command (`npx`, or `/usr/bin/npx` run by
+    /// node), followed by exactly the configured arguments (never a wrapper
+    /// such as `timeout 30 npx …` that carries them).
     pub fn matches(&self, exe: &str, argv: &[String]) -> bool {
         if self.wrapped {
             return false;
         }
         let cmd = basename(&self.command);
         let names_cmd = |a: &str| a == self.command || basename(a) == cmd;
-        (0..argv.len()).any(|i| names_cmd(&argv[i]) && argv[i + 1..] == self.args[..])
+        let chain = crate::pipeline::launch::Launch::of(exe, argv).chain;
+        chain
+            .iter()
+            .any(|&i| names_cmd(&argv[i]) && argv[i + 1..] == self.args[..])
             || (basename(exe) == cmd && argv.get(1..).is_some_and(|rest| rest == self.args.as_slice()))
     }
 }
@@ -305,6 +309,17 @@ mod tests {
         assert!(!fs.matches(
             "/usr/bin/env",
             &argv(&["npx", "-y", "@modelcontextprotocol/server-filesystem", "/other"])
+        ));
+        assert!(!fs.matches(
+            "/usr/bin/timeout",
+            &argv(&[
+                "timeout",
+                "9",
+                "npx",
+                "-y",
+                "@modelcontextprotocol/server-filesystem",
+                "/home/me/p"
+            ])
         ));
         assert!(s[1].matches("/x/uvx", &argv(&["uvx", "mcp-server-time"])));
         assert_eq!(s[2].name, "git");

@@ -139,6 +139,12 @@ impl Policy {
         self.engine.forget(name);
     }
 
+    /// The roots `server`'s client gave it (`roots/list`): `${roots}` grants them.
+    pub fn client_roots(&mut self, server: &str, roots: Vec<String>) {
+        log::info!("server {server}: client roots {roots:?}");
+        self.engine.client_roots(server, roots);
+    }
+
     /// Whether exec events of unwatched processes must be looked at.
     pub fn discovers(&self) -> bool {
         self.hosts.iter().any(|h| !h.wrapped)
@@ -188,6 +194,12 @@ impl Policy {
             .unwrap_or_default();
         let paths = host::path_facts(&ctx.argv, ctx.cwd.as_deref(), &home);
         self.engine.launching(ctx, pid, &paths);
+        if self.engine.server(&ctx.server).is_some_and(|s| s.names_environment()) {
+            let environ = crate::policy::manifest::env::read_environ(ctx.pid);
+            for w in self.engine.bind_environ(&ctx.server, environ) {
+                log::warn!("server {}: manifest: {w}", ctx.server);
+            }
+        }
         if wrapped {
             self.engine.set_wrapped(&ctx.server);
         } else if self.engine.kill_homes(&ctx.server).is_none() {

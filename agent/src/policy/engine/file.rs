@@ -158,6 +158,42 @@ mod tests {
     use crate::policy::activity::Activity;
 
     #[test]
+    fn client_roots_environment_and_siblings_are_granted_and_nothing_more() {
+        let (mut s, ctx) = server(
+            r#"{"read": ["${roots}", "${env:DB}"], "write": ["${roots}", "${env:DB}"]}"#,
+            NODE,
+        );
+        let check = |s: &mut super::super::ServerPolicy, a: Activity| rules(&s.evaluate(&ctx, &a));
+        assert_eq!(
+            check(&mut s, open("/srv/docs/a.txt", false, 3)),
+            ["file.read_undeclared"]
+        );
+        s.client_roots.insert("/srv/docs".into());
+        s.paths = None;
+        assert!(
+            check(&mut s, open("/srv/docs/a.txt", true, 3)).is_empty(),
+            "a client root"
+        );
+        assert_eq!(
+            check(&mut s, open("/srv/other.txt", false, 3)),
+            ["file.read_undeclared"]
+        );
+        let warnings = s.bind_environ(b"DB=/var/lib/app/app.db\0".to_vec());
+        assert!(warnings.is_empty(), "{warnings:?}");
+        for p in [
+            "/var/lib/app/app.db",
+            "/var/lib/app/app.db-journal",
+            "/var/lib/app/app.db-wal",
+        ] {
+            assert!(check(&mut s, open(p, true, 3)).is_empty(), "{p}");
+        }
+        assert_eq!(
+            check(&mut s, open("/var/lib/app/other.db", true, 3)),
+            ["file.write_undeclared"]
+        );
+    }
+
+    #[test]
     fn files_against_globs_tilde_and_arguments() {
         let (mut s, ctx) = server(
             r#"{"args": {"roots": {"from": "server-filesystem/dist/index\\.js$"}},

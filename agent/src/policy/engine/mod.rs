@@ -56,7 +56,13 @@ struct RootCommand {
     argv: Vec<String>,
     cwd: Option<String>,
     paths: PathFacts,
+    /// Its environment, when the manifest names a variable (`${env:NAME}`).
+    environ: Vec<u8>,
 }
+
+/// `${roots}`: the roots the client gave (`roots/list`), with the values of
+/// an `args` entry of that name.
+pub(super) const ROOTS: &str = crate::policy::manifest::CLIENT_ROOTS;
 
 /// What the engine knows of one server.
 pub struct ServerPolicy {
@@ -65,6 +71,8 @@ pub struct ServerPolicy {
     pub undeclared: bool,
     runtimes: BTreeSet<Runtime>,
     bindings: BTreeMap<String, BTreeSet<String>>,
+    /// The roots its client gave it (`${roots}`), kept across reloads.
+    client_roots: BTreeSet<String>,
     home: String,
     paths: Option<Paths>,
     /// Pids whose next exec is the server's own launch (wrapper, rule match).
@@ -102,6 +110,7 @@ impl ServerPolicy {
             undeclared,
             runtimes: BTreeSet::new(),
             bindings: BTreeMap::new(),
+            client_roots: BTreeSet::new(),
             home,
             paths: None,
             launching: HashSet::new(),
@@ -118,8 +127,34 @@ impl ServerPolicy {
         self.bindings.clear();
         let root = std::mem::take(&mut self.root);
         self.learn(&root.exe, &root.argv, root.cwd.as_deref(), &root.paths);
+        let environ = root.environ.clone();
         self.root = root;
+        for w in self.bind_environ(environ) {
+            log::warn!("manifest {}: {w}", self.manifest.file_label());
+        }
         self.paths = None;
+    }
+
+    /// Whether the manifest names environment variables (`${env:NAME}`).
+    pub fn names_environment(&self) -> bool {
+        !crate::policy::manifest::env::refs(&self.manifest).is_empty()
+    }
+
+    /// Binds the `${env:NAME}` the manifest names to the server's
+    /// environment (the first one given is kept across reloads). Returns
+    /// a warning for each variable whose grants are dropped.
+    pub fn bind_environ(&mut self, environ: Vec<u8>) -> Vec<String> {
+        if self.root.environ.is_empty() {
+            self.root.environ = environ;
+        }
+        let names = crate::policy::manifest::env::refs(&self.manifest);
+        let (values, warnings) = crate::policy::manifest::env::bind(&names, &self.root.environ);
+        for (k, v) in values {
+            if self.bindings.entry(k).or_default().insert(v) {
+                self.paths = None;
+            }
+        }
+        warnings
     }
 
     /// `pid` was put under watch: its next exec launches the server.
@@ -131,6 +166,7 @@ impl ServerPolicy {
                 argv: argv.to_vec(),
                 cwd: cwd.map(str::to_owned),
                 paths: paths.clone(),
+                environ: Vec::new(),
             };
         }
         self.learn(exe, argv, cwd, paths);
@@ -280,6 +316,26 @@ impl Engine {
         if let Some(s) = self.servers.get_mut(&ctx.server) {
             s.launching(pid, &ctx.exe, &ctx.argv, ctx.cwd.as_deref(), paths);
         }
+    }
+
+    /// The roots the client gave `server` (`roots/list`): added to `${roots}`.
+    pub fn client_roots(&mut self, server: &str, roots: Vec<String>) {
+        if let Some(s) = self.servers.get_mut(server) {
+            for r in roots {
+                if s.client_roots.insert(r) {
+                    s.paths = None;
+                }
+            }
+        }
+    }
+
+    /// The server's environment, for the `${env:NAME}` its manifest names;
+    /// returns the warnings of the variables whose grants are dropped.
+    pub fn bind_environ(&mut self, server: &str, environ: Vec<u8>) -> Vec<String> {
+        self.servers
+            .get_mut(server)
+            .map(|s| s.bind_environ(environ))
+            .unwrap_or_default()
     }
 
     /// Forgets a server whose processes all exited.

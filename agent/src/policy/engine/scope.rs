@@ -11,7 +11,7 @@ use crate::policy::{
     activity::ProcContext,
     baseline::{self, BaselinePaths, Runtime},
     glob::{GlobSet, PathGlob},
-    manifest::{ExePattern, Outbound, ToolGrant, expand},
+    manifest::{ExePattern, Outbound, ToolGrant, expand, siblings::with_siblings},
     net::HostPattern,
 };
 
@@ -67,12 +67,18 @@ impl Resolved {
 }
 
 impl ServerPolicy {
-    /// Path patterns expanded with the owner's home and the bound arguments.
+    /// Path patterns expanded with the owner's home, the bound arguments and
+    /// environment variables; a declared file brings its siblings.
     pub(super) fn globs(&self, list: &[String]) -> Vec<PathGlob> {
-        let bindings = &self.bindings;
-        let values = |n: &str| bindings.get(n).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        let (bindings, roots) = (&self.bindings, &self.client_roots);
+        let values = |n: &str| {
+            let bound = bindings.get(n).into_iter().flatten();
+            let given = roots.iter().filter(|_| n == super::ROOTS);
+            bound.chain(given).cloned().collect()
+        };
         list.iter()
             .flat_map(|p| expand(p, &self.home, &values))
+            .flat_map(with_siblings)
             .filter_map(|p| PathGlob::new(&p).ok())
             .collect()
     }

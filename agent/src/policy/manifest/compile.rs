@@ -317,7 +317,13 @@ fn outbound_widening(tool: &Outbound, server: &Outbound) -> Vec<String> {
 pub(super) fn check_path(p: &str, args: &[&str]) -> Result<(), EntryError> {
     let host = host_side(p);
     for r in arg_refs(host) {
-        if !args.contains(&r.as_str()) {
+        if let Some(name) = r.strip_prefix(super::env::PREFIX) {
+            if !super::env::valid_name(name) {
+                return Err(EntryError::UnknownArg(r));
+            }
+            continue;
+        }
+        if r != super::CLIENT_ROOTS && !args.contains(&r.as_str()) {
             return Err(EntryError::UnknownArg(r));
         }
     }
@@ -338,7 +344,7 @@ fn host_side(p: &str) -> &str {
 }
 
 /// Names referenced as `${NAME}`.
-fn arg_refs(p: &str) -> Vec<String> {
+pub(super) fn arg_refs(p: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = p;
     while let Some(i) = rest.find("${") {

@@ -6,6 +6,7 @@
 //! -> `model` (what the engine evaluates); `error` places a failure in the file.
 
 mod compile;
+pub mod env;
 mod error;
 pub mod gate;
 pub mod limits;
@@ -13,10 +14,15 @@ mod model;
 #[cfg(test)]
 mod props;
 mod schema;
+pub mod siblings;
 
 use std::path::Path;
 
 pub use compile::expand;
+
+/// `${roots}`: the roots the client gives the server (MCP `roots/list`),
+/// with the values of an `args` entry of that name when there is one.
+pub const CLIENT_ROOTS: &str = "roots";
 pub use error::ManifestError;
 pub use model::{ArgBinding, ExePattern, Manifest, Outbound, ToolGrant, basename};
 pub use schema::{ManifestFile, Mode};

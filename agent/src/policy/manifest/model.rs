@@ -121,14 +121,16 @@ impl Manifest {
     }
 
     /// Whether this manifest recognises a process by its exe and argv (`match.exe`
-    /// and `match.argv`; both must hold when both are given).
+    /// and `match.argv`; both must hold when both are given). `match.argv`
+    /// sees the launch line, up to the script, module or package run: a
+    /// wrapper whose arguments carry the server's command line is not it.
     pub fn matches_process(&self, exe: &str, argv: &[String]) -> bool {
         if self.match_exe.is_empty() && self.match_argv.is_empty() {
             return false;
         }
         let exe_ok = self.match_exe.is_empty() || self.match_exe.iter().any(|p| p.matches(exe));
-        let joined = argv.join(" ");
-        let argv_ok = self.match_argv.is_empty() || self.match_argv.iter().any(|r| r.is_match(&joined));
+        let line = crate::pipeline::launch::Launch::of(exe, argv).line(argv);
+        let argv_ok = self.match_argv.is_empty() || self.match_argv.iter().any(|r| r.is_match(&line));
         exe_ok && argv_ok
     }
 
@@ -251,5 +253,10 @@ mod tests {
         assert!(m.matches_process("/usr/bin/node", &argv(&["node", "/x/server-memory/dist/index.js"])));
         assert!(!m.matches_process("/usr/bin/python3", &argv(&["python3", "server-memory"])));
         assert!(!parse("{}").unwrap().matches_process("/usr/bin/node", &argv(&["node"])));
+        // The client launching it names it in its arguments: not the server.
+        let m = parse(r#"{"match": {"argv": ["server-memory"]}}"#).unwrap();
+        let client = ["/v/bin/python3", "client.py", "--", "npx", "-y", "server-memory"];
+        assert!(!m.matches_process("/v/bin/python3", &argv(&client)));
+        assert!(m.matches_process("/usr/bin/node", &argv(&["node", "/usr/bin/npx", "-y", "server-memory"])));
     }
 }
