@@ -57,6 +57,9 @@ pub enum Request {
     GateApprovals,
     /// A decision of the caller's gate, to alert.
     GateReport { event: GateEvent },
+    /// Decisions of the caller's gate, to alert, in the order they were made
+    /// (one connection for many: a busy gate's audit keeps up).
+    GateReports { events: Vec<GateEvent> },
     /// Is the agent there?
     Ping,
     /// What the agent watches (root only).
@@ -349,6 +352,16 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
             },
             Ok(Request::GateApprovals) => gate(&tx, cred.pid(), None).await,
             Ok(Request::GateReport { event }) => gate(&tx, cred.pid(), Some(event)).await,
+            Ok(Request::GateReports { events }) => {
+                let mut reply = Reply::error("no decisions");
+                for event in events {
+                    reply = gate(&tx, cred.pid(), Some(event)).await;
+                    if !reply.ok {
+                        break;
+                    }
+                }
+                reply
+            }
             Ok(Request::Watch {
                 server,
                 command,

@@ -34,6 +34,7 @@ use crate::{
         GateEvent, GateSpec,
         decide::{Gate, HOLD_MAX, Verdict},
         frame::{Framer, Sink},
+        probe::Step,
     },
 };
 
@@ -41,8 +42,17 @@ use crate::{
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long an exiting gate waits for its decisions to be reported.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Decisions waiting to be reported at most: beyond, the relay waits for
+/// the reporter (an audit is not dropped; batching keeps it rare).
+const REPORT_QUEUE: usize = 4096;
 /// Bytes read from either side at once.
 const READ_CHUNK: usize = 64 << 10;
+/// How long a held call waits for the gate's own listing of the server's tools.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the held call looks at that listing (it happens once a
+/// session at most, so a short sleep is simpler than a condition variable
+/// shared with the mutex every message takes).
+const PROBE_POLL: Duration = Duration::from_micros(200);
 /// Signals forwarded to the server.
 const FORWARDED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
@@ -59,6 +69,7 @@ pub struct Launch<'a> {
 /// Runs the server behind the gate; returns the wrapper's exit status (or
 /// re-raises the signal that killed the server).
 pub fn run(l: Launch<'_>, spec: GateSpec) -> i32 {
+    small_heap();
     let forwarded: SigSet = FORWARDED.iter().copied().collect();
     // Blocked here (and unblocked in the child) so that only the signal
     // thread receives them.
@@ -104,6 +115,21 @@ pub fn run(l: Launch<'_>, spec: GateSpec) -> i32 {
     }
     server_to_host(&gate, &out, &reports, from_server);
     exit_like(&mut child, &reports)
+}
+
+/// A gate runs beside every gated server, so its memory counts many times:
+/// glibc would give each relay thread an arena of its own, and after one
+/// large message it raises its mmap threshold so that later large buffers
+/// stay in the heap once freed. One arena, and buffers above 256 KiB always
+/// mapped (and unmapped when freed), keep a gate at its working size.
+fn small_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt sets allocator parameters only; called before the
+    // gate starts any thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
 }
 
 fn spawn(l: &Launch<'_>, forwarded: SigSet) -> std::io::Result<Child> {
@@ -162,19 +188,45 @@ fn exit_like(child: &mut Child, reports: &Reports) -> i32 {
     128 + status.signal().unwrap_or(0)
 }
 
-/// Sends decisions to the agent; when it cannot, writes them to stderr.
+/// Sends decisions to the agent, as many as wait in one request; when it
+/// cannot, writes them to stderr.
 fn reporter(socket: PathBuf) -> Reports {
-    let (tx, rx) = mpsc::channel::<GateEvent>();
+    let (tx, rx) = mpsc::sync_channel::<GateEvent>(REPORT_QUEUE);
     let pending = Arc::new(AtomicUsize::new(0));
     let left = pending.clone();
     std::thread::spawn(move || {
-        for event in rx {
-            let event = fit(event);
-            if let Err(e) = control::call(&socket, &Request::GateReport { event: event.clone() }, REFRESH_TIMEOUT) {
-                let json = serde_json::to_string(&event).unwrap_or_default();
-                eprintln!("mcpwatch exec: gate decision not reported to the agent ({e}): {json}");
+        let mut next = None;
+        while let Some(first) = next.take().or_else(|| rx.recv().ok()) {
+            let first = fit(first);
+            let mut size = serde_json::to_vec(&first).map_or(0, |v| v.len());
+            let mut batch = vec![first];
+            while let Ok(e) = rx.try_recv() {
+                let e = fit(e);
+                size += serde_json::to_vec(&e).map_or(0, |v| v.len());
+                if size > control::MAX_REQUEST / 2 {
+                    next = Some(e);
+                    break;
+                }
+                batch.push(e);
             }
-            left.fetch_sub(1, Ordering::SeqCst);
+            let n = batch.len();
+            let req = Request::GateReports { events: batch };
+            if let Err(e) = control::call(&socket, &req, REFRESH_TIMEOUT) {
+                let Request::GateReports { events } = req else {
+                    unreachable!()
+                };
+                // One write for the batch (stderr is unbuffered: a line per
+                // write would cost a system call per fragment of it).
+                let mut text = String::new();
+                for event in events {
+                    let json = serde_json::to_string(&event).unwrap_or_default();
+                    text.push_str(&format!(
+                        "mcpwatch exec: gate decision not reported to the agent ({e}): {json}\n"
+                    ));
+                }
+                let _ = std::io::stderr().write_all(text.as_bytes());
+            }
+            left.fetch_sub(n, Ordering::SeqCst);
         }
     });
     Reports { tx, pending }
@@ -183,7 +235,7 @@ fn reporter(socket: PathBuf) -> Reports {
 /// The reporter's queue, and how many decisions it has not reported yet.
 #[derive(Clone)]
 struct Reports {
-    tx: mpsc::Sender<GateEvent>,
+    tx: mpsc::SyncSender<GateEvent>,
     pending: Arc<AtomicUsize>,
 }
 
@@ -278,13 +330,44 @@ impl HostSink<'_> {
     }
 }
 
+impl HostSink<'_> {
+    /// Sends the gate's own listing (every page) and waits for it; then the
+    /// held line is judged again. No host input is read meanwhile.
+    fn probe(&mut self, request: Vec<u8>, line: &[u8]) -> Verdict {
+        self.forward(&request);
+        let deadline = Instant::now() + PROBE_TIMEOUT;
+        loop {
+            let step = lock(self.gate).probe_step();
+            match step {
+                Step::Done => break,
+                Step::Send(next) => self.forward(&next),
+                Step::Wait if self.server.is_none() => {
+                    lock(self.gate).probe_failed("the server stopped reading");
+                }
+                Step::Wait if Instant::now() > deadline => {
+                    lock(self.gate).probe_failed(&format!(
+                        "the server did not list its tools in {} s",
+                        PROBE_TIMEOUT.as_secs()
+                    ));
+                }
+                Step::Wait => std::thread::sleep(PROBE_POLL),
+            }
+        }
+        lock(self.gate).from_host_probed(line)
+    }
+}
+
 impl Sink for HostSink<'_> {
     fn line(&mut self, line: &[u8]) {
         // What the gate adds: from the whole line read to it written on (or answered).
         let start = Instant::now();
-        let verdict = lock(self.gate).from_host(line);
+        let mut verdict = lock(self.gate).from_host(line);
+        if let Verdict::Probe(request) = verdict {
+            verdict = self.probe(request, line);
+        }
         match verdict {
-            Verdict::Forward => self.forward(line),
+            // (A second listing is never asked for the same line.)
+            Verdict::Forward | Verdict::Probe(_) => self.forward(line),
             Verdict::Rewrite(b) => self.forward(&b),
             Verdict::Answer { forward, answer } => {
                 if let Some(f) = forward {
@@ -349,7 +432,8 @@ impl Sink for ServerSink<'_> {
         let verdict = lock(self.gate).from_server(line);
         let mut out = lock(self.out);
         match verdict {
-            Verdict::Forward => out.write(line),
+            // (Probes are the host side's.)
+            Verdict::Forward | Verdict::Probe(_) => out.write(line),
             Verdict::Rewrite(b) => out.write(&b),
             Verdict::Answer { forward, answer } => {
                 for b in forward.iter().chain(answer.iter()) {
@@ -411,11 +495,15 @@ fn server_to_host(gate: &Mutex<Gate>, out: &Mutex<Out>, reports: &Reports, mut s
         }
     }
     framer.finish(&mut sink);
+    // A call held for the gate's own listing waits no more.
+    lock(gate).probe_failed("the server's output ended");
     send_reports(gate, reports);
 }
 
 fn send_reports(gate: &Mutex<Gate>, reports: &Reports) {
-    for e in lock(gate).take_events() {
+    // Taken first: a full queue must not hold the gate from the other direction.
+    let events = lock(gate).take_events();
+    for e in events {
         reports.send(e);
     }
 }

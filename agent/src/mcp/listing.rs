@@ -8,7 +8,7 @@ use super::{
     At, Listed, MAX_LISTED_TOOLS, MAX_SCANNED, Mcp, Output,
     alerts::{poison_alert, rug_pull_alert},
     line, object,
-    pins::Tool,
+    pins::{Change, Tool},
     poison,
 };
 
@@ -124,7 +124,16 @@ impl Mcp {
             let f = object(json!({ "pins": self.pins.path(server_name), "tool_count": tools.len() }));
             out.push(line("mcp_pinned", server, pid, ktime_ns, None, f));
         }
+        // Behind the gate the host sees approved tools only: one appearing
+        // is the user's approval (or the gate's alerted `unlisted: allow`),
+        // not the server adding it; it joins the pins (`state` baseline).
+        let gated = self.gated.contains(server_name);
+        let mut approved = Vec::new();
         for c in checked.changes {
+            if let (true, Change::Added { tool, new }) = (gated, &c) {
+                approved.push((tool.clone(), new.clone()));
+                continue;
+            }
             out.push(Output::Alert(rug_pull_alert(
                 (server_name, server),
                 &c,
@@ -133,6 +142,12 @@ impl Mcp {
                 pid,
                 ktime_ns,
             )));
+        }
+        if !approved.is_empty()
+            && checked.baseline == "state"
+            && let Err(e) = self.pins.absorb(server_name, approved)
+        {
+            log::error!("tool pins of server {server_name}: {e}");
         }
     }
 }

@@ -346,6 +346,20 @@ impl PinStore {
         })
     }
 
+    /// Adds tools to a server's pin file (it has one: a listing was checked).
+    /// The gate's approvals decide what a gated server's host sees, so a
+    /// tool first listed through the gate after its approval joins the
+    /// baseline instead of being a rug pull.
+    pub fn absorb(&mut self, server: &str, added: Vec<(String, ToolPin)>) -> Result<(), PinError> {
+        let Some(mut file) = self.load(server)?.cloned() else {
+            return Ok(());
+        };
+        file.tools.extend(added);
+        self.store(&file)?;
+        self.files.insert(server.to_owned(), file);
+        Ok(())
+    }
+
     /// The server's pin file, from memory or disk; None when it has none yet.
     fn load(&mut self, server: &str) -> Result<Option<&PinFile>, PinError> {
         if !self.files.contains_key(server) {

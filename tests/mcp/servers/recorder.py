@@ -24,6 +24,10 @@ TOOLS = [
      "inputSchema": {"type": "object", "properties": {"path": {"type": "string"}}}},
 ]
 
+# A rug pull for the tests of calls made before any listing.
+if os.environ.get("RECORDER_ADD_DESCRIPTION"):
+    TOOLS[0]["description"] = os.environ["RECORDER_ADD_DESCRIPTION"]
+
 rec_in = open(os.path.join(DIR, "in"), "ab", buffering=0)
 rec_out = open(os.path.join(DIR, "out"), "ab", buffering=0)
 out = sys.stdout.buffer

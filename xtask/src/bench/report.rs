@@ -164,7 +164,17 @@ MCP gate ({} messages, tools/call to an echo server): round trip p50 {:.1} µs /
         f(&g["gate_decision_us"]["p50"]),
         f(&g["gate_decision_us"]["p99"]),
         f(&g["memory"]["rss_kib"]) / 1024.0,
-        f(&g["memory"]["rss_anon_kib"]) / 1024.0,
+        f(&g["memory"]["private_dirty_kib"]) / 1024.0,
+    );
+    let b = &g["after_10mb"];
+    s += &format!(
+        "After a 10 MB result ({} messages): the gate's own time p50 {:.1} µs, p99 {:.1} µs, added round trip p99 {:.1} µs; Gate RSS {:.1} MiB ({:.1} MiB private).\n",
+        b["messages"],
+        f(&b["gate_decision_us"]["p50"]),
+        f(&b["gate_decision_us"]["p99"]),
+        f(&b["added_rtt_us"]["p99"]),
+        f(&b["memory"]["rss_kib"]) / 1024.0,
+        f(&b["memory"]["private_dirty_kib"]) / 1024.0,
     );
     s
 }

@@ -6,17 +6,31 @@
 //! removed). Everything else is passed as it came, unparsed when possible:
 //! server lines are not even parsed while no `tools/list` is pending.
 //!
+//! A call of a tool whose definition the gate has not seen in this session
+//! first has the gate list the server's tools itself (`probe`).
+//!
+//! Lines are first read for their method (or id) only, borrowing from the
+//! line: a message the gate does not judge costs no tree of values.
+//!
 //! What the gate cannot read is handled by one rule: from the host it is
 //! refused (a JSON-RPC error with a null id, as a server answers a parse
 //! error; a lenient server could read a `tools/call` the gate could not),
 //! from the server it is passed, unless a `tools/list` response is awaited
 //! (it could be that listing, unfiltered), when it is replaced by an error.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    borrow::Cow,
+    collections::{HashMap, HashSet},
+};
 
+use serde::{Deserialize, de::IgnoredAny};
 use serde_json::{Value, json};
 
-use super::{Decision, GateEvent, GateSpec, Outcome, Unapproved, Unlisted, WithheldTool, args::Rules};
+use super::{
+    Decision, GateEvent, GateSpec, Outcome, Unapproved, Unlisted, WithheldTool,
+    args::Rules,
+    probe::{Probe, Step},
+};
 use crate::mcp::{pins::Tool, reassembly::MAX_MESSAGE, secrets::wire::Wire};
 
 /// JSON-RPC error code of a refused call (implementation-defined range).
@@ -38,6 +52,27 @@ pub enum Verdict {
         forward: Option<Vec<u8>>,
         answer: Option<Vec<u8>>,
     },
+    /// (Host lines only.) Send this request (the gate's own `tools/list`)
+    /// to the server, follow [`Gate::probe_step`] until it is done, then
+    /// judge the line again with [`Gate::from_host_probed`].
+    Probe(Vec<u8>),
+}
+
+/// The method of a message, borrowed from its line (an escaped one is copied).
+#[derive(Deserialize)]
+struct HostHead<'a> {
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+}
+
+/// What tells a server message's kind: a request or notification has a
+/// method, a response an id.
+#[derive(Deserialize)]
+struct ServerHead {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    method: Option<IgnoredAny>,
 }
 
 /// Asks for the current approvals (the agent may know of newer ones).
@@ -57,6 +92,11 @@ pub struct Gate {
     events: Vec<GateEvent>,
     /// Secrets and poisoning in the calls' arguments and results.
     wire: Wire,
+    /// The gate's own listing in flight, and how many it started.
+    probe: Option<Probe>,
+    probes: u64,
+    /// Judging a line again after the gate's listing: a tool it did not hold is not listed.
+    after_probe: bool,
 }
 
 impl Gate {
@@ -70,6 +110,9 @@ impl Gate {
             listed: HashMap::new(),
             refresh,
             events: Vec::new(),
+            probe: None,
+            probes: 0,
+            after_probe: false,
         }
     }
 
@@ -92,7 +135,7 @@ impl Gate {
 
     /// The longest server line to hold whole now.
     pub fn server_limit(&self) -> usize {
-        if self.lists.is_empty() && !self.wire.awaiting() {
+        if self.lists.is_empty() && self.probe.is_none() && !self.wire.awaiting() {
             STREAM_ABOVE
         } else {
             HOLD_MAX
@@ -101,19 +144,103 @@ impl Gate {
 
     /// A line from the host, for the server.
     pub fn from_host(&mut self, line: &[u8]) -> Verdict {
-        let verdict = self.judge_host(line);
-        self.wire.host(&self.server, line, verdict, &mut self.events)
-    }
-
-    fn judge_host(&mut self, line: &[u8]) -> Verdict {
         let text = line.trim_ascii();
         if text.is_empty() {
             return Verdict::Forward;
         }
+        // Most messages are not judged: their method is all that is read.
+        // (A line this cannot read, a batch or a repeated key, is read whole.)
+        if let Ok(head) = serde_json::from_slice::<HostHead>(text) {
+            match head.method.as_deref() {
+                Some("tools/call") => return self.host_call(text),
+                Some("tools/list") => {}
+                _ => return Verdict::Forward,
+            }
+        }
+        let verdict = self.judge_host(text);
+        self.wire.host(&self.server, line, verdict, &mut self.events)
+    }
+
+    /// The line of a [`Verdict::Probe`] again, once the gate's listing is done.
+    pub fn from_host_probed(&mut self, line: &[u8]) -> Verdict {
+        self.after_probe = true;
+        let v = self.from_host(line);
+        self.after_probe = false;
+        self.probe = None;
+        v
+    }
+
+    /// What the relay does next for the gate's listing in flight.
+    pub fn probe_step(&mut self) -> Step {
+        self.probe.as_mut().map_or(Step::Done, Probe::step)
+    }
+
+    /// The gate's listing will get no answer (`why`): the held call is refused.
+    pub fn probe_failed(&mut self, why: &str) {
+        if let Some(p) = &mut self.probe {
+            p.fail(why);
+        }
+    }
+
+    /// A single `tools/call`: parsed once, judged, its arguments scanned.
+    fn host_call(&mut self, text: &[u8]) -> Verdict {
+        let mut v: Value = match serde_json::from_slice(text) {
+            Ok(v) => v,
+            Err(e) => return self.refuse_host(-32700, format!("not JSON: {e}")),
+        };
+        if let Some(request) = self.needs_probe(&v) {
+            return request;
+        }
+        if let Err(answer) = self.host_message(&v) {
+            return Verdict::Answer {
+                forward: None,
+                answer: answer.map(|a| to_line(&a)),
+            };
+        }
+        match self.wire.call(&self.server, &mut v, &mut self.events) {
+            Ok(false) => Verdict::Forward,
+            Ok(true) => Verdict::Rewrite(to_line(&v)),
+            Err(answer) => Verdict::Answer {
+                forward: None,
+                answer: answer.map(|a| to_line(&a)),
+            },
+        }
+    }
+
+    /// The gate's listing to start when `m` (or a member of a batch) calls
+    /// a tool whose definition this session has not shown. In `allow` mode
+    /// nothing waits: the call passes, and is alerted when unapproved.
+    fn needs_probe(&mut self, m: &Value) -> Option<Verdict> {
+        if self.after_probe || self.spec.unlisted == Unlisted::Allow {
+            return None;
+        }
+        let unseen = |m: &Value| {
+            m.get("method").and_then(Value::as_str) == Some("tools/call")
+                && m.pointer("/params/name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| !self.listed.contains_key(t))
+        };
+        let any = match m {
+            Value::Array(items) => items.iter().any(unseen),
+            m => unseen(m),
+        };
+        if !any {
+            return None;
+        }
+        self.probes += 1;
+        let (probe, request) = Probe::start(self.probes);
+        self.probe = Some(probe);
+        Some(Verdict::Probe(request))
+    }
+
+    fn judge_host(&mut self, text: &[u8]) -> Verdict {
         let v: Value = match serde_json::from_slice(text) {
             Ok(v) => v,
             Err(e) => return self.refuse_host(-32700, format!("not JSON: {e}")),
         };
+        if let Some(request) = self.needs_probe(&v) {
+            return request;
+        }
         match v {
             Value::Object(_) => match self.host_message(&v) {
                 Ok(()) => Verdict::Forward,
@@ -161,6 +288,7 @@ impl Gate {
     /// through, or the line to send instead (a listing is awaited).
     pub fn long_from_server(&mut self) -> Option<Vec<u8>> {
         if self.lists.is_empty() {
+            // (Were it the gate's own listing, the held call is refused when it times out.)
             return None;
         }
         Some(self.refuse_server(format!(
@@ -170,20 +298,36 @@ impl Gate {
 
     /// A line from the server, for the host.
     pub fn from_server(&mut self, line: &[u8]) -> Verdict {
-        let verdict = self.judge_server(line);
-        self.wire.server(&self.server, line, verdict, &mut self.events)
-    }
-
-    fn judge_server(&mut self, line: &[u8]) -> Verdict {
-        if self.lists.is_empty() {
+        if self.lists.is_empty() && self.probe.is_none() && !self.wire.awaiting() {
             return Verdict::Forward;
         }
         let text = line.trim_ascii();
         if text.is_empty() {
             return Verdict::Forward;
         }
+        // Only the answer to a request the gate follows is read whole.
+        if let Ok(head) = serde_json::from_slice::<ServerHead>(text) {
+            let awaited = head.method.is_none() && head.id.is_some_and(|id| self.awaits(&id.to_string()));
+            if !awaited {
+                return Verdict::Forward;
+            }
+        }
+        let verdict = self.judge_server(text);
+        self.wire.server(&self.server, line, verdict, &mut self.events)
+    }
+
+    /// Whether the response with this id (JSON text) is one the gate reads.
+    fn awaits(&self, key: &str) -> bool {
+        self.lists.contains(key) || self.probe.as_ref().is_some_and(|p| p.key == key) || self.wire.awaits(key)
+    }
+
+    fn judge_server(&mut self, text: &[u8]) -> Verdict {
+        if self.lists.is_empty() && self.probe.is_none() {
+            return Verdict::Forward;
+        }
         let mut v: Value = match serde_json::from_slice(text) {
             Ok(v) => v,
+            Err(_) if self.lists.is_empty() => return Verdict::Forward,
             Err(e) => {
                 return Verdict::Rewrite(self.refuse_server(format!("not JSON while a tools/list was pending: {e}")));
             }
@@ -191,11 +335,26 @@ impl Gate {
         let mut refreshed = false;
         let changed = match &mut v {
             Value::Array(items) => {
-                let mut changed = false;
+                let before = items.len();
+                items.retain(|m| !self.probe_answer(m));
+                if items.is_empty() {
+                    return Verdict::Answer {
+                        forward: None,
+                        answer: None,
+                    };
+                }
+                let mut changed = items.len() != before;
                 for item in items {
                     changed |= self.server_message(item, &mut refreshed);
                 }
                 changed
+            }
+            // The gate's own listing's answer is the gate's: not passed on.
+            v if self.probe_answer(v) => {
+                return Verdict::Answer {
+                    forward: None,
+                    answer: None,
+                };
             }
             v => self.server_message(v, &mut refreshed),
         };
@@ -256,6 +415,39 @@ impl Gate {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Takes the answer to the gate's own listing: its tools are what the
+    /// session has shown. True when `m` was that answer.
+    fn probe_answer(&mut self, m: &Value) -> bool {
+        let seq = self.probes + 1;
+        let Some(p) = &mut self.probe else { return false };
+        if m.get("method").is_some() || m.get("id").map(Value::to_string).as_deref() != Some(p.key.as_str()) {
+            return false;
+        }
+        let mut withheld = Vec::new();
+        for t in p.answered(m, seq) {
+            let Some(tool) = Tool::from_value(t) else { continue };
+            let hash = tool.pin().hash;
+            self.listed.insert(tool.name.clone(), hash.clone());
+            // Reported as a listing's would be: `mcpwatch approve` shows
+            // them, and a changed one is a rug pull blocked.
+            if let Some(why) = self.why(&tool.name, Some(&hash))
+                && self.spec.unlisted == Unlisted::Deny
+            {
+                withheld.push(WithheldTool {
+                    name: tool.name,
+                    hash,
+                    why,
+                    definition: t.clone(),
+                });
+            }
+        }
+        if !withheld.is_empty() {
+            self.events.push(GateEvent::Withheld { tools: withheld });
+        }
+        self.probes = seq;
+        true
     }
 
     /// Filters a response to a pending tools/list; true when it changed.
@@ -341,6 +533,8 @@ impl Gate {
         match self.spec.approved.get(tool) {
             None => Some(Unapproved::NotApproved),
             Some(a) if listed.is_some_and(|h| !h.eq_ignore_ascii_case(a)) => Some(Unapproved::Changed),
+            // The gate listed the tools itself and this one was not there.
+            Some(_) if listed.is_none() && self.after_probe => Some(Unapproved::NotListed),
             Some(_) => None,
         }
     }
@@ -376,6 +570,7 @@ pub fn refusal(tool: &str, server: &str, why: Unapproved) -> String {
     match why {
         Unapproved::NotApproved => base,
         Unapproved::Changed => format!("{base}: its definition changed since it was approved"),
+        Unapproved::NotListed => format!("{base}: the server does not list it"),
     }
 }
 

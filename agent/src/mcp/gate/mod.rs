@@ -11,6 +11,7 @@ pub mod approvals;
 pub mod args;
 pub mod decide;
 pub mod frame;
+pub mod probe;
 
 use std::collections::BTreeMap;
 
@@ -55,6 +56,9 @@ pub enum Unapproved {
     NotApproved,
     /// Its definition (name, description or schema) differs from the approved one.
     Changed,
+    /// Approved, but the server does not list it (the gate asked): its
+    /// definition cannot be checked.
+    NotListed,
 }
 
 impl Unapproved {
@@ -63,6 +67,7 @@ impl Unapproved {
         match self {
             Self::NotApproved => "not_approved",
             Self::Changed => "changed",
+            Self::NotListed => "not_listed",
         }
     }
 }

@@ -25,9 +25,13 @@ pub const MAX_REPORTED: usize = 16;
 
 pub struct Wire {
     settings: Settings,
-    /// Id (as JSON text) of each call in flight -> its tool.
-    calls: HashMap<String, String>,
-    order: VecDeque<String>,
+    /// Id (as JSON text) of each call in flight -> its tool and its place in `order`.
+    calls: HashMap<String, (String, u64)>,
+    /// Calls in the order they were made, answered ones included until
+    /// trimmed (removing them at each answer would cost a scan of the queue).
+    order: VecDeque<(String, u64)>,
+    /// Calls remembered so far (the stamp of the next).
+    made: u64,
     pub forgotten: u64,
 }
 
@@ -37,6 +41,7 @@ impl Wire {
             settings,
             calls: HashMap::new(),
             order: VecDeque::new(),
+            made: 0,
             forgotten: 0,
         }
     }
@@ -44,6 +49,11 @@ impl Wire {
     /// A result is awaited: server lines must be held whole to be scanned.
     pub fn awaiting(&self) -> bool {
         !self.calls.is_empty()
+    }
+
+    /// Whether the call with this id (JSON text) awaits its result.
+    pub fn awaits(&self, key: &str) -> bool {
+        self.calls.contains_key(key)
     }
 
     /// What `decide` made of a host line, after the calls it forwards were scanned.
@@ -55,7 +65,7 @@ impl Wire {
                 forward: Some(f),
                 answer,
             } => (f.as_slice(), answer.as_deref()),
-            Verdict::Answer { forward: None, .. } => return verdict,
+            Verdict::Answer { forward: None, .. } | Verdict::Probe(_) => return verdict,
         };
         // Only a line naming a call can hold one (the gate parsed it already, cheaply found).
         if !forward.windows(4).any(|w| w == b"call") {
@@ -124,7 +134,7 @@ impl Wire {
         let bytes = match &verdict {
             Verdict::Forward => line,
             Verdict::Rewrite(b) => b.as_slice(),
-            Verdict::Answer { .. } => return verdict,
+            Verdict::Answer { .. } | Verdict::Probe(_) => return verdict,
         };
         let Ok(mut v) = serde_json::from_slice::<Value>(bytes.trim_ascii()) else {
             return verdict;
@@ -144,7 +154,12 @@ impl Wire {
 
     /// One host message: a call is remembered and its arguments scanned;
     /// `Ok(changed)`, or `Err` with the answer when it is refused.
-    fn call(&mut self, server: &str, m: &mut Value, events: &mut Vec<GateEvent>) -> Result<bool, Option<Value>> {
+    pub(crate) fn call(
+        &mut self,
+        server: &str,
+        m: &mut Value,
+        events: &mut Vec<GateEvent>,
+    ) -> Result<bool, Option<Value>> {
         if m.get("method").and_then(Value::as_str) != Some("tools/call") {
             return Ok(false);
         }
@@ -180,10 +195,9 @@ impl Wire {
         }
         let Some(id) = m.get("id").cloned() else { return false };
         let key = id.to_string();
-        let Some(tool) = self.calls.remove(&key) else {
+        let Some((tool, _)) = self.calls.remove(&key) else {
             return false;
         };
-        self.order.retain(|k| *k != key);
         let Some(result) = m.get_mut("result") else {
             return false;
         };
@@ -203,11 +217,17 @@ impl Wire {
     fn remember(&mut self, id: Option<&Value>, tool: &str) {
         let Some(id) = id else { return };
         let key = id.to_string();
-        if self.calls.insert(key.clone(), tool.to_owned()).is_none() {
-            self.order.push_back(key);
+        self.made += 1;
+        self.calls.insert(key.clone(), (tool.to_owned(), self.made));
+        self.order.push_back((key, self.made));
+        // Answered calls leave the queue here, in one pass when they fill it twice over.
+        if self.order.len() > 2 * MAX_IN_FLIGHT {
+            let calls = &self.calls;
+            self.order.retain(|(k, n)| calls.get(k).is_some_and(|(_, m)| m == n));
         }
-        while self.order.len() > MAX_IN_FLIGHT {
-            if let Some(old) = self.order.pop_front() {
+        while self.calls.len() > MAX_IN_FLIGHT {
+            let Some((old, n)) = self.order.pop_front() else { break };
+            if self.calls.get(&old).is_some_and(|(_, m)| *m == n) {
                 self.calls.remove(&old);
                 self.forgotten += 1;
             }
