@@ -72,6 +72,9 @@ pub struct AgentOptions {
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
+    // First: an agent without the privileges it needs says so, before an
+    // EACCES from the state directory or an EPERM from its first map.
+    super::privileges::check()?;
     raise_fd_limit();
     let metrics = Metrics::new().context("creating the metrics registry")?;
     let ready = Arc::new(Readiness::default());
@@ -94,7 +97,6 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         .as_ref()
         .and_then(|h| h.marker_for(&load.pin_dir()))
         .map(str::to_owned);
-    super::privileges::check()?;
     let (probes, ring) = loader::load(&load).context("loading the kernel programs")?;
     let mut probes = probes;
     let kept = probes.origin == Origin::Kept;
