@@ -112,7 +112,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let control = ControlSocket::bind(&opts.socket)?;
     let writer = match &opts.events_out {
         Some(p) => EventWriter::file(p, opts.config.events).with_context(|| format!("opening {}", p.display()))?,
-        None => EventWriter::stdout(opts.config.events.format),
+        None => EventWriter::stdout(opts.config.events.format).with_level(opts.config.events.level),
     };
     let config: Array<MapData, AgentConfig> = probes.take_config();
     let (policy, policy_alerts) = Policy::new(opts.policy.clone(), factory.clone(), opts.config.policy.limits());
