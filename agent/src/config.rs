@@ -105,6 +105,22 @@ pub struct EventsConfig {
     pub keep: u32,
     /// The lines' schema: the agent's own (`mcpwatch`) or OCSF.
     pub format: EventsFormat,
+    /// Which lines are written (`output::summary`).
+    pub level: EventsLevel,
+}
+
+/// How much of what the servers do becomes lines.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EventsLevel {
+    /// Alerts, the agent's own lines (loss) and the servers' starts and exits only.
+    Alerts,
+    /// Alerts, plus one line per tool call and per server exit saying what
+    /// it touched (counts and first examples of files, hosts, programs).
+    Summary,
+    /// Every event (a first `npx -y` launch alone writes thousands of lines).
+    #[default]
+    All,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -123,6 +139,7 @@ impl Default for EventsConfig {
             max_bytes: 256 << 20,
             keep: 4,
             format: EventsFormat::default(),
+            level: EventsLevel::default(),
         }
     }
 }

@@ -87,7 +87,7 @@ fn main() -> anyhow::Result<()> {
         Command::Exec(args) => std::process::exit(cli::exec::run(args)),
         Command::Approve(args) => cli::approve::run(args),
         Command::Status(args) => cli::status::run(args),
-        Command::TestAlert(args) => cli::test_alert::run(args),
+        Command::TestAlert(args) => std::process::exit(cli::test_alert::run(args)?),
         Command::Pins(args) => cli::pins::run(args),
         Command::Tail(args) => cli::tail::run(args),
         Command::Report(args) => cli::report::run(args),

@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{PATIENCE, bin, dump, require_root, scratch_dir};
+use crate::{PATIENCE, bin, dump, output, require_root, scratch_dir};
 
 /// The capabilities the agent runs with in the shipped systemd unit (setpriv's
 /// names), for the least-privilege runs (`MCPWATCH_LEAST_PRIVILEGE=1`).
@@ -243,9 +243,20 @@ impl Agent {
             .to_owned()
     }
 
-    /// `mcpwatch test-alert`: the id of the alert the agent emitted.
+    /// `mcpwatch test-alert --no-wait`: the id of the alert the agent
+    /// emitted (without waiting for the sinks to deliver it).
     pub fn test_alert(&self) -> String {
-        String::from_utf8_lossy(&self.command("test-alert")).trim().to_owned()
+        let out = output(
+            Command::new(bin())
+                .args(["test-alert", "--no-wait", "--socket"])
+                .arg(&self.socket),
+        );
+        assert!(
+            out.status.success(),
+            "test-alert: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// A command that runs `cmd` wrapped as server `server` under this agent.

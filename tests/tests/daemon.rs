@@ -1,5 +1,6 @@
 //! The daemon's life and control socket: shutdown detaches everything and
-//! removes its pins; `test-alert` reaches the event stream.
+//! removes its pins; `test-alert` reaches the event stream and says what
+//! each sink did with it.
 
 use std::time::Duration;
 
@@ -49,5 +50,63 @@ fn test_alert_reaches_the_event_stream() {
     assert_eq!(a["severity"], "info");
     assert_eq!(a["count"], 1);
     assert!(a["host"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn test_alert_says_per_sink_whether_it_was_delivered() {
+    let dead = free_port();
+    let agent = Agent::start_with_config(
+        "testalert-sinks",
+        &format!(
+            "state_dir = \"{{dir}}/state\"\n[metrics]\naddress = \"127.0.0.1:0\"\n\
+             [[sinks]]\nname = \"local\"\nfile = {{ path = \"{{dir}}/alerts.jsonl\" }}\n\
+             [[sinks]]\nname = \"gone\"\nretry = {{ initial_backoff_ms = 50, max_backoff_ms = 400, timeout_ms = 2000 }}\n\
+             webhook = {{ url = \"http://127.0.0.1:{dead}/hook\" }}\n"
+        ),
+        &["--no-user-host-configs"],
+    );
+    let t = std::time::Instant::now();
+    let out = output(
+        std::process::Command::new(bin())
+            .arg("test-alert")
+            .arg("--socket")
+            .arg(&agent.socket),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "a sink failed: {stdout}");
+    assert!(
+        t.elapsed() < Duration::from_secs(9),
+        "answered once both settled: {:?}",
+        t.elapsed()
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    let id = lines[0];
+    assert_eq!(lines[1], "local: delivered");
+    assert!(
+        lines[2].starts_with("gone: failed: ") && lines[2].contains("127.0.0.1"),
+        "the dead sink and why: {stdout}"
+    );
+    let kept = std::fs::read_to_string(agent.dir.join("alerts.jsonl")).unwrap();
+    assert!(kept.contains(id), "delivered means in the file: {kept}");
+    // The alert stays queued for the dead sink: delivered when it comes back.
+    assert!(agent.stop().success());
+
+    // With only the working sink, the exit status is 0.
+    let agent = Agent::start_with_config(
+        "testalert-ok",
+        "state_dir = \"{dir}/state\"\n[metrics]\naddress = \"127.0.0.1:0\"\n\
+         [[sinks]]\nname = \"local\"\nfile = { path = \"{dir}/alerts.jsonl\" }\n",
+        &["--no-user-host-configs"],
+    );
+    let out = output(
+        std::process::Command::new(bin())
+            .arg("test-alert")
+            .arg("--socket")
+            .arg(&agent.socket),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("local: delivered\n"));
     assert!(agent.stop().success());
 }

@@ -150,6 +150,78 @@ fn a_tool_writing_then_running_a_script_raises_write_then_exec() {
     assert!(agent.stop().success());
 }
 
+/// `npx -y PACKAGE` on first launch: npm writes the package (its files and
+/// the `.bin` link) into its cache, then runs the bin. That is the declared
+/// launch, not a dropper (issue 17: two `exec.write_then_exec` on node).
+#[test]
+fn a_first_npx_launch_of_a_package_raises_no_write_then_exec() {
+    let agent = Agent::start("pol-npx", &[]);
+    let d = scratch_dir("pol-npx-pkg");
+    let pkg = d.join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("package.json"),
+        r#"{"name":"mcpwatch-npx-probe","version":"1.0.0","bin":{"mcpwatch-npx-probe":"index.js"}}"#,
+    )
+    .unwrap();
+    std::fs::write(pkg.join("index.js"), "#!/usr/bin/env node\nconsole.log('probe ran');\n").unwrap();
+    let packed = output(
+        std::process::Command::new("npm")
+            .args(["pack", "--silent", "--pack-destination"])
+            .arg(&d)
+            .current_dir(&pkg),
+    );
+    assert!(packed.status.success(), "{}", String::from_utf8_lossy(&packed.stderr));
+    // A fresh cache: the first launch installs (offline: a local tarball).
+    let cache = d.join("npm-cache");
+    let out = output(
+        agent
+            .wrap(
+                "npxprobe",
+                &[
+                    "npx",
+                    "-y",
+                    "--offline",
+                    "--cache",
+                    cache.to_str().unwrap(),
+                    "./mcpwatch-npx-probe-1.0.0.tgz",
+                ],
+            )
+            .current_dir(&d),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("probe ran"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = agent.wait_events("npx and the package's bin done", |ev| server_done(ev, "npxprobe"));
+    // The install and the run were seen: npm linked the bin, node ran it.
+    assert!(
+        ev.iter().any(|e| e["kind"] == "file"
+            && e["server"] == "npxprobe"
+            && e["op"] == "symlink"
+            && e["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("node_modules/.bin/mcpwatch-npx-probe"))),
+        "npm's bin link: {}",
+        dump(&ev)
+    );
+    assert!(
+        exec_of(&ev, "/node")
+            .iter()
+            .any(|e| e["argv"].to_string().contains(".bin/mcpwatch-npx-probe")),
+        "node ran the bin: {}",
+        dump(&ev)
+    );
+    let a = alerts(&ev, Some("npxprobe"));
+    assert!(
+        !a.iter().any(|a| a["rule"] == "exec.write_then_exec"),
+        "no write_then_exec for npm's own install: {}",
+        dump(&ev)
+    );
+    assert!(agent.stop().success());
+}
+
 #[test]
 fn a_server_without_manifest_is_watched_and_flagged_undeclared() {
     let (agent, _) = evil_agent("pol-undeclared");

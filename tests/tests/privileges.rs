@@ -3,6 +3,8 @@
 //! whole process and policy rooms run again that way: `cargo xtask test`
 //! sets MCPWATCH_LEAST_PRIVILEGE=1 for them).
 
+use std::process::Command;
+
 use mcpwatch_tests::*;
 
 #[test]
@@ -57,4 +59,37 @@ fn an_agent_with_the_units_capabilities_only_follows_a_wrapped_tree() {
     assert_eq!(cat[0]["server"], "capsunit");
     assert!(!agent.log().contains("ERROR"), "{}", agent.log());
     assert!(agent.stop().success());
+}
+
+#[test]
+fn a_non_root_agent_names_what_it_needs_before_touching_its_state_directory() {
+    require_root();
+    let d = scratch_dir("caps-nonroot");
+    // The state directory sits in a root-owned directory: a user cannot create
+    // it, and the agent must say what it needs before it tries.
+    let out = output(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin())
+            .arg("agent")
+            .arg("--no-metrics")
+            .arg("--socket")
+            .arg(d.join("control.sock"))
+            .arg("--state-dir")
+            .arg(d.join("state"))
+            .arg("--pin")
+            .arg(std::path::Path::new("/sys/fs/bpf").join(d.file_name().unwrap()))
+            .env("RUST_BACKTRACE", "0"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("mcpwatch agent needs root or these capabilities, missing here: CAP_BPF"),
+        "the first error names the capabilities: {err}"
+    );
+    assert!(
+        !err.contains("Permission denied"),
+        "no bare EACCES from the state directory: {err}"
+    );
+    assert!(!d.join("state").exists());
 }

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use mcpwatch::{
-    config::{Config, DEFAULT_CONFIG},
+    config::{Config, DEFAULT_CONFIG, EventsLevel},
     daemon::control::{DEFAULT_SOCKET, SOCKET_ENV},
     daemon::run::{self, AgentOptions},
     kernel::loader::LoadOptions,
@@ -43,6 +43,11 @@ pub struct AgentArgs {
     /// default /var/lib/mcpwatch).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Which event lines are written: `alerts` (and the servers' starts and exits), `summary`
+    /// (plus one line per tool call and per server exit saying what it touched) or
+    /// `all` (overrides `events.level`; default all).
+    #[arg(long, value_name = "LEVEL", value_enum)]
+    events_level: Option<EventsLevel>,
     /// Write a `tool_call` line per MCP tool call (arguments redacted, duration, outcome, OS activity).
     #[arg(long)]
     audit_tool_calls: bool,
@@ -95,6 +100,9 @@ fn config(args: &mut AgentArgs) -> anyhow::Result<Config> {
     if args.spool_dir.is_some() {
         config.spool_dir = args.spool_dir.take();
     }
+    if let Some(l) = args.events_level {
+        config.events.level = l;
+    }
     if let Some(d) = args.state_dir.take() {
         config.state_dir = d;
     }
@@ -119,7 +127,8 @@ pub fn run(mut args: AgentArgs) -> anyhow::Result<()> {
         keep_sensors_on_exit: args.keep_sensors_on_exit || config.kernel.keep_sensors_on_exit,
         mcp: McpOptions {
             state_dir: config.state_dir.clone(),
-            audit_tool_calls: args.audit_tool_calls,
+            // The summary of a tool call rides on its `tool_call` line.
+            audit_tool_calls: args.audit_tool_calls || config.events.level == EventsLevel::Summary,
             // The agent hands the pins manifests ship to the MCP layer at
             // start-up, at every reload and as servers bind to manifests.
         },

@@ -29,7 +29,7 @@ use crate::{
     pipeline::{
         discovery::{Pending, Rules},
         dns,
-        history::WriteHistory,
+        history::{self, WriteHistory},
         observe::{self, SysObservation},
         procs::{self, ForkedCall, Proc, ProcTable},
         registrations::Registrations,
@@ -221,13 +221,18 @@ impl Agent {
         }
         let hosts = &self.hosts;
         let o = observe::sys(&s, |ip| hosts.lookup(h.server, ip).map(str::to_owned));
+        // Borrowed, not cloned: exe and argv would be copied for every event.
+        self.procs.get_or_load(h.pid);
         if let SysObservation::File(f) = &o
             && let Some(path) = f.written(s.ret)
         {
-            self.written.record(h.server, path, h.ktime_ns);
+            let installer = self
+                .procs
+                .get(h.pid)
+                .is_some_and(|p| history::installs_package(&p.exe, &p.argv, path))
+                .then_some(h.pid);
+            self.written.record(h.server, path, h.ktime_ns, installer);
         }
-        // Borrowed, not cloned: exe and argv would be copied for every event.
-        self.procs.get_or_load(h.pid);
         let proc = self.procs.get(h.pid);
         let tamper = self.tamper.judge(&s, &o);
         let (mut r, extra) = self.names.sys_records(&s, &o, proc);
@@ -304,10 +309,17 @@ impl Agent {
         let h = &e.header;
         let exe = e.exe.clone().unwrap_or_else(|| exec_exe(&e));
         let (server, now, pid) = (h.server, h.ktime_ns, h.pid);
+        // Itself and its ancestors: a package manager's install counts as
+        // written for everyone but the processes it starts (history.rs).
+        let mut lineage: Vec<u32> = self.procs.ancestry(pid).into_iter().map(|(p, _)| p).collect();
+        lineage.push(pid);
         let written = &self.written;
-        let o = observe::exec(&e, exe, |p| written.recent(server, p, now), &|fd, kind| {
-            procs::stdio_kind(pid, fd, kind)
-        });
+        let o = observe::exec(
+            &e,
+            exe,
+            |p| written.recent_for(server, p, now, &lineage),
+            &|fd, kind| procs::stdio_kind(pid, fd, kind),
+        );
         // An exec keeps the call the process was forked during.
         let call = self.procs.get(h.pid).and_then(|p| p.call.clone());
         self.procs.insert(Proc {
@@ -415,8 +427,9 @@ impl Agent {
                 );
                 alert.pid = pid;
                 alert.evidence = serde_json::json!({ "requested_by_pid": pid });
+                let sinks = self.sinks.track(&alert.id);
                 self.emit_alert(&alert);
-                let _ = reply.send(alert.id);
+                let _ = reply.send(super::control::TestAlertSent { id: alert.id, sinks });
             }
         }
     }

@@ -64,9 +64,26 @@ pub enum Request {
     Ping,
     /// What the agent watches (root only).
     Status,
-    /// Send a test alert through every output (root only).
-    TestAlert,
+    /// Send a test alert through every output (root only); with `wait`, the
+    /// answer comes once every sink delivered it, failed, or timed out.
+    TestAlert {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        wait: bool,
+    },
 }
+
+/// What became of the test alert at one sink.
+#[derive(Serialize, Deserialize, Debug, Default, PartialEq, Eq)]
+pub struct SinkDelivery {
+    pub sink: String,
+    pub delivered: bool,
+    /// Why not (the sink's error, or that it did not settle in time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How long a `test_alert` waits for the sinks to settle.
+pub const TEST_ALERT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The agent's answer to `status`.
 #[derive(Serialize, Deserialize, Debug, Default, PartialEq, Eq)]
@@ -116,6 +133,9 @@ pub struct Reply {
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_id: Option<String>,
+    /// `test_alert` with `wait`: what became of it at each sink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sinks: Option<Vec<SinkDelivery>>,
     /// The sandbox to apply before exec (a server in enforce mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<Sandbox>,
@@ -148,13 +168,42 @@ impl Reply {
 pub enum ControlMsg {
     Watch(WatchRequest),
     Status(oneshot::Sender<Status>),
-    /// Emit a test alert on behalf of `pid`; the reply is the alert id.
+    /// Emit a test alert on behalf of `pid`; the reply is the alert id and,
+    /// per sink, where it will say what became of it.
     TestAlert {
         pid: u32,
-        reply: oneshot::Sender<String>,
+        reply: oneshot::Sender<TestAlertSent>,
     },
     /// From the gate of the server `pid` is watched under.
     Gate(GateRequest),
+}
+
+/// A test alert handed to the outputs.
+#[derive(Debug)]
+pub struct TestAlertSent {
+    pub id: String,
+    pub sinks: Vec<(String, oneshot::Receiver<crate::output::sinks::Outcome>)>,
+}
+
+/// Waits (at most [`TEST_ALERT_WAIT`] in all) for each sink's outcome.
+async fn settled(sinks: Vec<(String, oneshot::Receiver<crate::output::sinks::Outcome>)>) -> Vec<SinkDelivery> {
+    let deadline = tokio::time::Instant::now() + TEST_ALERT_WAIT;
+    let mut out = Vec::with_capacity(sinks.len());
+    for (sink, rx) in sinks {
+        let outcome = match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(_)) => Err("the sink stopped".into()),
+            Err(_) => Err(format!(
+                "not settled within {TEST_ALERT_WAIT:?} (waiting behind older alerts, or the receiver is slow)"
+            )),
+        };
+        out.push(SinkDelivery {
+            sink,
+            delivered: outcome.is_ok(),
+            error: outcome.err(),
+        });
+    }
+    out
 }
 
 /// What a gate asks: its settings (`report: None`) or to alert a decision.
@@ -328,15 +377,19 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
                 pid: cred.pid().map(|p| p as u32),
                 ..Default::default()
             },
-            Ok(Request::Status | Request::TestAlert) if cred.uid() != 0 => {
+            Ok(Request::Status | Request::TestAlert { .. }) if cred.uid() != 0 => {
                 Reply::error("this request is for root only")
             }
-            Ok(Request::TestAlert) => {
+            Ok(Request::TestAlert { wait }) => {
                 let pid = cred.pid().unwrap_or(0) as u32;
                 match ask(&tx, |reply| ControlMsg::TestAlert { pid, reply }).await {
-                    Ok(id) => Reply {
+                    Ok(sent) => Reply {
                         ok: true,
-                        alert_id: Some(id),
+                        alert_id: Some(sent.id),
+                        sinks: match wait {
+                            true => Some(settled(sent.sinks).await),
+                            false => None,
+                        },
                         ..Default::default()
                     },
                     Err(r) => r,

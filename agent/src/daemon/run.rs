@@ -74,6 +74,9 @@ pub struct AgentOptions {
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
+    // First: an agent without the privileges it needs says so, before an
+    // EACCES from the state directory or an EPERM from its first map.
+    super::privileges::check()?;
     raise_fd_limit();
     let metrics = Metrics::new().context("creating the metrics registry")?;
     let ready = Arc::new(Readiness::default());
@@ -96,7 +99,6 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         .as_ref()
         .and_then(|h| h.marker_for(&load.pin_dir()))
         .map(str::to_owned);
-    super::privileges::check()?;
     let (probes, ring) = loader::load(&load).context("loading the kernel programs")?;
     let mut probes = probes;
     let kept = probes.origin == Origin::Kept;
@@ -112,7 +114,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let control = ControlSocket::bind(&opts.socket)?;
     let writer = match &opts.events_out {
         Some(p) => EventWriter::file(p, opts.config.events).with_context(|| format!("opening {}", p.display()))?,
-        None => EventWriter::stdout(opts.config.events.format),
+        None => EventWriter::stdout(opts.config.events.format).with_level(opts.config.events.level),
     };
     let config: Array<MapData, AgentConfig> = probes.take_config();
     let (policy, policy_alerts) = Policy::new(opts.policy.clone(), factory.clone(), opts.config.policy.limits());

@@ -9,8 +9,12 @@ use std::{
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{events_file::EventsFile, format::ocsf};
-use crate::config::{EventsConfig, EventsFormat};
+use super::{
+    events_file::EventsFile,
+    format::ocsf,
+    summary::{self, Summaries, Verdict},
+};
+use crate::config::{EventsConfig, EventsFormat, EventsLevel};
 
 /// One ancestor of a process: pid and exe.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
@@ -265,6 +269,8 @@ impl Default for Clock {
 pub struct EventWriter {
     out: Out,
     format: EventsFormat,
+    level: EventsLevel,
+    summaries: Summaries,
     /// The line being rendered (reused).
     line: Vec<u8>,
     failed: u64,
@@ -280,6 +286,8 @@ impl EventWriter {
         Self {
             out: Out::Stdout(BufWriter::with_capacity(64 << 10, io::stdout())),
             format,
+            level: EventsLevel::All,
+            summaries: Summaries::default(),
             line: Vec::new(),
             failed: 0,
         }
@@ -290,14 +298,57 @@ impl EventWriter {
         Ok(Self {
             out: Out::File(EventsFile::open(path, limits)?),
             format: limits.format,
+            level: limits.level,
+            summaries: Summaries::default(),
             line: Vec::new(),
             failed: 0,
         })
     }
 
-    /// Writes one line. A failed write (full disk, closed pipe) is logged and
-    /// counted; the agent keeps watching.
+    /// Which lines are written (alerts always are).
+    pub fn with_level(mut self, level: EventsLevel) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// Writes one line, or what the level makes of it. A failed write (full
+    /// disk, closed pipe) is logged and counted; the agent keeps watching.
     pub fn write(&mut self, r: &Record<'_>) {
+        match self.level {
+            EventsLevel::All => self.write_record(r),
+            EventsLevel::Alerts => {
+                if summary::alerts_level_line(&mut self.summaries, r) {
+                    self.write_record(r)
+                }
+            }
+            EventsLevel::Summary => match self.summaries.on(r) {
+                Verdict::Drop => {}
+                Verdict::Write => self.write_record(r),
+                Verdict::WriteTouched(touched) => match serde_json::to_value(r) {
+                    Ok(mut v) => {
+                        v["touched"] = touched;
+                        self.write_value(&v);
+                    }
+                    Err(e) => self.failed(1, &e.into()),
+                },
+                Verdict::WriteThen(lines) => {
+                    self.write_record(r);
+                    for l in &lines {
+                        self.write_value(l);
+                    }
+                }
+            },
+        }
+    }
+
+    fn write_value(&mut self, v: &serde_json::Value) {
+        match self.format {
+            EventsFormat::Mcpwatch => self.write_line(v),
+            EventsFormat::Ocsf => self.write_line(&ocsf::from_event(v)),
+        }
+    }
+
+    fn write_record(&mut self, r: &Record<'_>) {
         match self.format {
             EventsFormat::Mcpwatch => self.write_line(r),
             // The record's JSON value is mapped, not text parsed back.

@@ -12,3 +12,4 @@ pub mod lines;
 pub mod metrics;
 pub mod rotation;
 pub mod sinks;
+pub mod summary;

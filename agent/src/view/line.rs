@@ -116,14 +116,34 @@ fn event(kind: &str, e: &Value) -> String {
                 "" => "ok".to_owned(),
                 m => format!("error: {}", cut(m)),
             };
-            format!("tool call {:.1} ms, {outcome}", ms)
+            format!("tool call {:.1} ms, {outcome}{}", ms, touched(e))
         }
+        "activity" => format!("activity{}", touched(e)),
         k if k.starts_with("gate.") => {
             let us = e.get("latency_us").and_then(Value::as_f64).unwrap_or(0.0);
             format!("{k} {} (+{us:.0} us)", s(e, "rule"))
         }
         k => format!("{k}{result}"),
     }
+}
+
+/// A summary-level line's `touched`: `; 3 files, 1 host, 0 programs`.
+fn touched(e: &Value) -> String {
+    let Some(t) = e.get("touched") else {
+        return String::new();
+    };
+    let n = |k: &str| {
+        t.get(k)
+            .and_then(|l| l.get("count"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    format!(
+        "; touched {} files, {} hosts, {} programs",
+        n("files"),
+        n("hosts"),
+        n("programs")
+    )
 }
 
 /// At most WIDTH characters, cut on a character boundary.

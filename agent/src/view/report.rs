@@ -27,6 +27,31 @@ struct Touched {
     failed: u64,
 }
 
+impl Touched {
+    /// A `touched` summary: its examples listed, the rest counted.
+    fn add_touched(&mut self, touched: &Value) {
+        let list = |k: &str| touched.get(k).cloned().unwrap_or(Value::Null);
+        let count = |l: &Value| l.get("count").and_then(Value::as_u64).unwrap_or(0);
+        let first = |l: &Value| l.get("first").and_then(Value::as_array).cloned().unwrap_or_default();
+        let files = list("files");
+        for f in first(&files) {
+            let access = self.files.entry(s(&f, "path").to_owned()).or_default();
+            for a in f.get("access").and_then(Value::as_array).into_iter().flatten() {
+                access.insert(a.as_str().unwrap_or("").to_owned());
+            }
+        }
+        self.more += count(&files).saturating_sub(first(&files).len() as u64);
+        for (k, set) in [("hosts", &mut self.hosts), ("programs", &mut self.programs)] {
+            let l = list(k);
+            for x in first(&l) {
+                set.insert(x.as_str().unwrap_or("").to_owned());
+            }
+            self.more += count(&l).saturating_sub(first(&l).len() as u64);
+        }
+        self.failed += touched.get("failed").and_then(Value::as_u64).unwrap_or(0);
+    }
+}
+
 #[derive(Default)]
 struct Server {
     tools: BTreeMap<String, Touched>,
@@ -61,6 +86,11 @@ impl Report {
         if e.get("result").and_then(Value::as_i64).is_some_and(|r| r < 0) && s(e, "kind") != "alert" {
             t.failed += 1;
             return;
+        }
+        if let Some(touched) = e.get("touched") {
+            // A summary-level line (`[events] level = "summary"`): what the
+            // call or the server touched, as counts and first examples.
+            t.add_touched(touched);
         }
         let size = t.files.len() + t.hosts.len() + t.programs.len();
         let full = size >= 3 * LIST_MAX;

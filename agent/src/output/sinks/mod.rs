@@ -24,9 +24,17 @@ pub mod syslog;
 pub mod webhook;
 mod worker;
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+    time::Instant,
+};
 
 use crate::{
     alerts::{Alert, AlertFactory},
@@ -133,8 +141,39 @@ impl Destination {
     }
 }
 
+/// What became of one alert at one sink: delivered, or why not.
+pub type Outcome = Result<(), String>;
+
+/// Alerts someone waits on (`mcpwatch test-alert`), by id: the sink's task
+/// answers once the alert is delivered, refused, or its first attempt failed.
+#[derive(Clone, Default)]
+pub(crate) struct Tracked(Arc<Mutex<HashMap<String, oneshot::Sender<Outcome>>>>);
+
+impl Tracked {
+    fn add(&self, id: &str) -> oneshot::Receiver<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), tx);
+        rx
+    }
+
+    /// Answers whoever waits on `id` (nobody, for almost every alert).
+    pub(crate) fn settle(&self, id: &str, outcome: Outcome) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.is_empty() {
+            return;
+        }
+        if let Some(tx) = m.remove(id) {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
 struct Handle {
     name: String,
+    tracked: Tracked,
     tx: mpsc::Sender<Arc<Alert>>,
     metrics: SinkMetrics,
     task: JoinHandle<()>,
@@ -168,7 +207,9 @@ impl Sinks {
                 );
             }
             let (tx, rx) = mpsc::channel(QUEUE);
+            let tracked = Tracked::default();
             let worker = Worker {
+                tracked: tracked.clone(),
                 name: cfg.name.clone(),
                 spool,
                 retry: cfg.retry,
@@ -182,6 +223,7 @@ impl Sinks {
             log::info!("sink {} started", cfg.name);
             sinks.push(Handle {
                 name: cfg.name.clone(),
+                tracked,
                 tx,
                 metrics: m,
                 task: tokio::spawn(worker.run(dest, rx)),
@@ -220,6 +262,12 @@ impl Sinks {
             .collect()
     }
 
+    /// Before [`Sinks::send`]: per sink, its name and where it will say what
+    /// became of alert `id`.
+    pub fn track(&self, id: &str) -> Vec<(String, oneshot::Receiver<Outcome>)> {
+        self.sinks.iter().map(|s| (s.name.clone(), s.tracked.add(id))).collect()
+    }
+
     pub fn send(&self, alert: &Alert) {
         if self.sinks.is_empty() {
             return;
@@ -227,6 +275,7 @@ impl Sinks {
         let alert = Arc::new(alert.clone());
         for s in &self.sinks {
             if let Err(e) = s.tx.try_send(alert.clone()) {
+                s.tracked.settle(&alert.id, Err(format!("dropped: queue {e}")));
                 s.metrics.dropped.inc();
                 log::error!("sink {}: alert {} dropped: queue {e}", s.name, alert.id);
             }

@@ -11,7 +11,8 @@ use tokio::{
 };
 
 use super::{
-    DEAD_LETTER, DEAD_LETTER_MAX_BYTES, DeliveryError, Destination, MEMORY, OVERFLOW_EVERY, SHUTDOWN_GRACE, backoff,
+    DEAD_LETTER, DEAD_LETTER_MAX_BYTES, DeliveryError, Destination, MEMORY, OVERFLOW_EVERY, SHUTDOWN_GRACE, Tracked,
+    backoff,
     spool::{Spool, SpoolError},
     webhook::{Item, WebhookError},
 };
@@ -36,6 +37,7 @@ pub(super) struct Worker {
     /// The last delivery attempt failed.
     pub(super) failing: bool,
     pub(super) factory: AlertFactory,
+    pub(super) tracked: Tracked,
 }
 
 impl Worker {
@@ -129,8 +131,20 @@ impl Worker {
             };
             for (alert, item) in batch.iter().zip(&items) {
                 match item {
-                    Item::Refused(reason) => self.dead_letter(alert, reason),
-                    _ => self.m.delivered.inc(),
+                    Item::Refused(reason) => {
+                        self.tracked.settle(&alert.id, Err(format!("refused: {reason}")));
+                        self.dead_letter(alert, reason)
+                    }
+                    _ => {
+                        self.tracked.settle(&alert.id, Ok(()));
+                        self.m.delivered.inc()
+                    }
+                }
+            }
+            if let Some(e) = &failure {
+                for alert in &batch[items.len()..] {
+                    self.tracked
+                        .settle(&alert.id, Err(format!("{e} (kept in its spool, retried)")));
                 }
             }
             if from_spool {
@@ -311,6 +325,8 @@ impl Worker {
             }
             self.overflow += 1;
             self.m.dropped.inc();
+            self.tracked
+                .settle(&alert.id, Err("dropped: spool and memory queue full".into()));
         }
         self.gauges();
     }

@@ -221,7 +221,7 @@ fn a_write_older_than_the_window_counts_for_neither_the_line_nor_the_judgement()
     // One history decides: the line's `written_then_exec` and the alert both
     // read `written_by_server`, and the engine keeps no history of its own.
     let mut h = crate::pipeline::history::WriteHistory::default();
-    h.record(1, "/srv/drop", 0);
+    h.record(1, "/srv/drop", 0, None);
     let e = exec_event("/srv/drop", &["/srv/drop"], 1);
     let within = exec(&e, "/srv/drop".into(), |p| h.recent(1, p, 1_000), &no_stdio);
     assert_eq!(within.act.written_path.as_deref(), Some("/srv/drop"));
