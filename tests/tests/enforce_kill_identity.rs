@@ -47,6 +47,12 @@ fn run_watched(
     server: &str,
     between: impl FnOnce(),
 ) -> (String, std::process::ExitStatus) {
+    let watches = |ev: &[Value]| {
+        ev.iter()
+            .filter(|e| e["kind"] == "watch" && e["server"] == server)
+            .count()
+    };
+    let before = watches(&agent.events());
     let mut child = Command::new(argv[0])
         .args(&argv[1..])
         .env("HOME", home)
@@ -54,9 +60,7 @@ fn run_watched(
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    agent.wait_events(&format!("{server} watched"), |ev| {
-        ev.iter().any(|e| e["kind"] == "watch" && e["server"] == server)
-    });
+    agent.wait_events(&format!("{server} watched"), |ev| watches(ev) > before);
     // The kill set is written right after the watch record.
     std::thread::sleep(Duration::from_millis(300));
     between();
