@@ -255,6 +255,11 @@ pub struct SysEvent {
     /// The process a call reached into, resolved in the kernel (pidfd_getfd:
     /// the pidfd's process); 0 when none or unreadable.
     pub target_pid: u32,
+    /// The opened file's inode number and device (`i_sb->s_dev`, the
+    /// kernel's encoding): a successful open only, 0 otherwise.
+    pub file_ino: u64,
+    pub file_dev: u32,
+    pub _pad2: u32,
 }
 
 /// `len1` is a path resolved in the kernel from the opened `struct file`.
@@ -340,7 +345,7 @@ const _: () = {
     assert!(offset_of!(SockAddr, flags) == 6);
     assert!(offset_of!(SockAddr, addr) == 8);
 
-    assert!(size_of::<SysEvent>() == 176);
+    assert!(size_of::<SysEvent>() == 192);
     assert!(offset_of!(SysEvent, nr) == 56);
     assert!(offset_of!(SysEvent, flags) == 60);
     assert!(offset_of!(SysEvent, ret) == 64);

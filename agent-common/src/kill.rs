@@ -23,10 +23,57 @@ pub const KILL_CLASS_MASK: u32 = 0xff;
 
 /// `KILL_SERVERS` value: the server is killed for the violations the kernel decides.
 pub const KILL_ENFORCED: u32 = 1;
+/// `KILL_SERVERS` flag: the server's declared programs all resolved to
+/// files (`KILL_INODES`, class [`KILL_PROGRAM`]): an exec of any other dies.
+pub const KILL_EXEC_SET: u32 = 2;
+/// `KILL_SERVERS` flag: the server's network allowlist is whole in
+/// `NET_ALLOW` (scope [`net_scope`]): a connect elsewhere dies.
+pub const KILL_NET_SET: u32 = 4;
+
+/// `KillInode::class`: a credential file (the value is its catalogue kind).
+pub const KILL_INODE_CREDENTIAL: u32 = 1;
+/// `KillInode::class`: a program the server may exec.
+pub const KILL_PROGRAM: u32 = 2;
+/// Entries of the `KILL_INODES` map, all servers together.
+pub const KILL_INODES_MAX: u32 = 32768;
+
+/// A file as the kernel identifies it, in a server's scope: what a
+/// credential or a declared program is whatever name reaches it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KillInode {
+    /// The server id.
+    pub scope: u32,
+    /// [`KILL_INODE_CREDENTIAL`] or [`KILL_PROGRAM`].
+    pub class: u32,
+    /// `inode->i_ino`.
+    pub ino: u64,
+    /// `inode->i_sb->s_dev`, the kernel's encoding (major << 20 | minor).
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+/// The kernel's `dev_t` encoding of a device number as `stat` returns it.
+pub fn kernel_dev(major: u32, minor: u32) -> u32 {
+    (major << 20) | (minor & 0xf_ffff)
+}
+
+/// The `AllowData::cgroup` bytes of a server's allowlist for the kill
+/// layer's connect check: a range no cgroup id reaches (ids count up from
+/// 1), so the cgroup programs and the kill layer share the map's layout.
+pub fn net_scope(server: u32) -> u64 {
+    0xffff_ffff_0000_0000 | server as u64
+}
 
 /// Number of entries of the `KILL_PATHS` trie and the `KILL_SERVERS` map.
 pub const KILL_PATHS_MAX: u32 = 16384;
 pub const KILL_SERVERS_MAX: u32 = 4096;
+
+const _: () = assert!(core::mem::size_of::<KillInode>() == 24);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C) struct of integers without padding.
+unsafe impl aya::Pod for KillInode {}
 
 /// `KILL_PROBE` indexes: the tgid to kill (the enforce-check probe's
 /// child), and the number of signals the probe program sent.

@@ -165,6 +165,10 @@ pub struct KernelOffsets {
     pub msghdr_namelen: u32,
     /// `io_connect.addr_len`
     pub connect_addr_len: u32,
+    /// `inode.i_sb` (the kill layer identifies files by device and inode)
+    pub inode_sb: u32,
+    /// `super_block.s_dev`
+    pub sb_dev: u32,
 }
 
 impl KernelOffsets {
@@ -247,13 +251,15 @@ impl KernelOffsets {
             msghdr_name: OFFSET_MISSING,
             msghdr_namelen: OFFSET_MISSING,
             connect_addr_len: OFFSET_MISSING,
+            inode_sb: OFFSET_MISSING,
+            sb_dev: OFFSET_MISSING,
         }
     }
 }
 
-// Every member a u32 (76 fields), so the struct has no padding.
+// Every member a u32 (78 fields), so the struct has no padding.
 const _: () = {
-    assert!(core::mem::size_of::<KernelOffsets>() == 76 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 78 * 4);
     assert!(core::mem::align_of::<KernelOffsets>() == 4);
     assert!(core::mem::offset_of!(KernelOffsets, regs_orig_ax) == 50 * 4);
 };

@@ -131,6 +131,18 @@ pub fn file_ino(file: *const u8) -> Option<u64> {
         .ok()
 }
 
+/// `file->f_inode`'s identity: `(i_ino, i_sb->s_dev)`; `None` where the
+/// kernel lacks the fields (BTF) or the read fails.
+#[inline(always)]
+pub fn file_identity(file: *const u8) -> Option<(u64, u32)> {
+    let o = offsets();
+    let inode: *const u8 = read(file, &o.file_inode).ok()?;
+    let ino: u64 = read(inode, &o.inode_ino).ok()?;
+    let sb: *const u8 = read(inode, &o.inode_sb).ok()?;
+    let dev: u32 = read(sb, &o.sb_dev).ok()?;
+    Some((ino, dev))
+}
+
 /// What an inode mode is, as an `FD_*` value.
 #[inline(always)]
 pub fn fd_kind(mode: u32) -> u8 {

@@ -5,7 +5,7 @@ use agent_common::{
     config::StdioInodes,
     config::{EVENTS_RING_BYTES, STDIO_FDS_MAX, STDIO_FILES_MAX, WATCHED_MAX_ENTRIES},
     event::{ExecRecord, PATH_MAX, SysRecord},
-    kill::{KILL_KEY_DATA, KILL_PATHS_MAX, KILL_SERVERS_MAX},
+    kill::{KILL_INODES_MAX, KILL_KEY_DATA, KILL_PATHS_MAX, KILL_SERVERS_MAX, KillInode},
     probe_errors::PROBE_ERRORS_LEN,
 };
 use aya_ebpf::{
@@ -198,6 +198,11 @@ pub static KILL_PATHS: LpmTrie<[u8; KILL_KEY_DATA], u32> = LpmTrie::with_max_ent
 /// for the stack of the programs that look it up).
 #[map]
 pub static KILL_KEY: PerCpuArray<Key<[u8; KILL_KEY_DATA]>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Files by (server, class, inode, device) -> catalogue kind: a server's
+/// credential files and the programs it may exec, whatever name reaches them.
+#[map]
+pub static KILL_INODES: HashMap<KillInode, u32> = HashMap::with_max_entries(KILL_INODES_MAX, BPF_F_NO_PREALLOC);
 
 /// `KILL_PROBE_TARGET`: the tgid the enforce-check probe kills;
 /// `KILL_PROBE_SENT`: signals it sent.

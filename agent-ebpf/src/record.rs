@@ -65,6 +65,8 @@ impl Rec {
         ev.data_missing = 0;
         ev.local_port = 0;
         ev.target_pid = 0;
+        ev.file_ino = 0;
+        ev.file_dev = 0;
         Some(Rec { rec, probe })
     }
 

@@ -27,6 +27,10 @@ fn manifests(test: &str, servers: &[(&str, &str, &str)]) -> PathBuf {
             "name": name,
             "mode": mode,
             "match": {"argv": [regex_escape(script)]},
+            // The reverse shell's connect back is declared: what is killed
+            // here is the shell's exec (a connect outside the allowlist
+            // would kill the server first: enforce_kill_identity.rs).
+            "network": {"outbound": {"allow_host": ["127.0.0.1"]}},
         });
         std::fs::write(d.join(format!("{name}.json")), m.to_string()).unwrap();
     }

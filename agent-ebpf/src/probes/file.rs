@@ -22,7 +22,7 @@ use agent_common::{
 use aya_ebpf::helpers::bpf_probe_read_user;
 
 use crate::{
-    kernel::{current_task, fd_file, file_mode, file_path, read},
+    kernel::{current_task, fd_file, file_identity, file_mode, file_path, read},
     maps::{Stash, offset, offsets},
     probes::{kill, syscalls::record},
     record::Rec,
@@ -53,6 +53,10 @@ pub fn push_fd(rec: &mut Rec, fd: u64) {
         return;
     };
     rec.ev().mode = file_mode(file);
+    if let Some((ino, dev)) = file_identity(file) {
+        rec.ev().file_ino = ino;
+        rec.ev().file_dev = dev;
+    }
     if rec.push_path(file_path(file), false, SYS_PATH_TRUNCATED) > 0 {
         rec.ev().flags |= SYS_PATH_RESOLVED;
     }
@@ -60,14 +64,16 @@ pub fn push_fd(rec: &mut Rec, fd: u64) {
 
 /// The kill layer: an enforced server that opened one of its credential
 /// locations dies before the open returns (decided on the file's resolved
-/// path, path 1 of the record).
+/// path, path 1 of the record, or on the file's identity: the same
+/// credential through a hardlink, a bind mount or a renamed directory).
 #[inline(always)]
 fn kill_credential(rec: &mut Rec, server: u32) {
     if rec.ev().flags & SYS_PATH_RESOLVED == 0 || !kill::enforced(server) {
         return;
     }
     let (path, len) = rec.path1();
-    if kill::path_class(server, path, len) == KILL_CREDENTIAL {
+    let (ino, dev) = (rec.ev().file_ino, rec.ev().file_dev);
+    if kill::path_class(server, path, len) == KILL_CREDENTIAL || kill::credential_inode(server, ino, dev) {
         rec.ev().header.flags |= kill::kill_current();
     }
 }

@@ -11,6 +11,14 @@
 //! - a shell or interpreter exec'd with a socket on fd 0 or 1, and a
 //!   fileless exec (the executed file has no link): at `sched_process_exec`,
 //!   on the binary really executed, before the new image's first instruction;
+//! - the same credential under another name (a hardlink, a bind mount, a
+//!   renamed directory): at sys_exit, on the opened file's (inode, device);
+//! - an exec of a program outside the server's declared set (when every
+//!   declared program resolved to a file): at `sched_process_exec`, on the
+//!   executed file's (inode, device);
+//! - a connect outside the allowlist (when the allowlist has no names): at
+//!   sys_exit, on the peer the socket holds, against the cgroup programs'
+//!   `NET_ALLOW` entries of the server's kill scope;
 //! - ptrace, process_vm_readv/writev, init_module/finit_module, bpf: at
 //!   sys_exit (the operation needs no kernel object to decide; entry would
 //!   not stop it either: a pending SIGKILL does not abort these syscalls).
@@ -20,8 +28,12 @@
 
 use agent_common::{
     abi::{AF_INET, AF_INET6},
-    event::EVENT_KILLED,
-    kill::{KILL_CLASS_MASK, KILL_KEY_SCOPE, KILL_PATH_MAX, KILL_PROBE_SENT, KILL_PROBE_TARGET},
+    cgroup_net::{ALLOW_FIXED_BITS, AllowData, KIND_OUT},
+    event::{EVENT_KILLED, SockAddr},
+    kill::{
+        KILL_CLASS_MASK, KILL_EXEC_SET, KILL_INODE_CREDENTIAL, KILL_KEY_SCOPE, KILL_NET_SET, KILL_PATH_MAX,
+        KILL_PROBE_SENT, KILL_PROBE_TARGET, KILL_PROGRAM, KillInode, net_scope,
+    },
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_buf, generated::bpf_send_signal},
@@ -31,8 +43,8 @@ use aya_ebpf::{
 
 use crate::{
     kernel::read,
-    maps::{KILL_KEY, KILL_PATHS, KILL_PROBE, KILL_SERVERS, offsets},
-    probes::network::sock_of,
+    maps::{KILL_INODES, KILL_KEY, KILL_PATHS, KILL_PROBE, KILL_SERVERS, offsets},
+    probes::{cgroup_net::NET_ALLOW, network::sock_of},
 };
 
 const SIGKILL: u32 = 9;
@@ -42,6 +54,77 @@ const SIGKILL: u32 = 9;
 pub fn enforced(server: u32) -> bool {
     // SAFETY: a presence test; the value is not kept.
     server != 0 && unsafe { KILL_SERVERS.get(server) }.is_some()
+}
+
+/// The `KILL_*` flags of `server` (0: not killed for anything).
+#[inline(always)]
+pub fn flags(server: u32) -> u32 {
+    if server == 0 {
+        return 0;
+    }
+    // SAFETY: read-only lookup, copied out.
+    unsafe { KILL_SERVERS.get(server) }.copied().unwrap_or(0)
+}
+
+#[inline(always)]
+fn inode_known(server: u32, class: u32, ino: u64, dev: u32) -> bool {
+    let key = KillInode {
+        scope: server,
+        class,
+        ino,
+        dev,
+        _pad: 0,
+    };
+    // SAFETY: a presence test; the value is not kept.
+    unsafe { KILL_INODES.get(key) }.is_some()
+}
+
+/// Whether the file (`ino`, `dev`) is one of `server`'s credential files.
+#[inline(always)]
+pub fn credential_inode(server: u32, ino: u64, dev: u32) -> bool {
+    ino != 0 && inode_known(server, KILL_INODE_CREDENTIAL, ino, dev)
+}
+
+/// Whether an exec of the file (`ino`, `dev`) kills an enforced server
+/// whose `KILL_*` flags are `flags`: its declared programs resolved to
+/// files, and this is none of them. An unreadable identity never kills.
+#[inline(always)]
+pub fn program_outside(server: u32, flags: u32, ino: u64, dev: u32) -> bool {
+    flags & KILL_EXEC_SET != 0 && ino != 0 && !inode_known(server, KILL_PROGRAM, ino, dev)
+}
+
+/// Whether a connect of an enforced server whose `KILL_*` flags are
+/// `flags` to `addr` (IP, port in host order, `proto` IPPROTO_*) lies
+/// outside its allowlist: looked up as the cgroup programs do, in the
+/// server's kill scope of `NET_ALLOW`.
+#[inline(always)]
+pub fn connect_outside(server: u32, flags: u32, addr: &SockAddr, proto: u8) -> bool {
+    if flags & KILL_NET_SET == 0 || (addr.family != AF_INET && addr.family != AF_INET6) {
+        return false;
+    }
+    let port_net = addr.port.to_be();
+    // IPv4 as IPv4-mapped, as the allowlist stores it.
+    let mut ip = addr.addr;
+    if addr.family == AF_INET {
+        ip = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ip[0], ip[1], ip[2], ip[3]];
+    }
+    let scope = net_scope(server).to_ne_bytes();
+    for (proto, port) in [(proto, port_net), (proto, 0), (0, port_net), (0, 0)] {
+        let key = aya_ebpf::maps::lpm_trie::Key::new(
+            ALLOW_FIXED_BITS + 128,
+            AllowData {
+                cgroup: scope,
+                kind: KIND_OUT,
+                proto,
+                port: port.to_ne_bytes(),
+                addr: ip,
+            },
+        );
+        if NET_ALLOW.get(&key).is_some() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Queues SIGKILL for the current process; the `EVENT_KILLED` flag when

@@ -12,8 +12,8 @@
 use agent_common::{
     EventKind, SockAddr,
     abi::{
-        AF_INET, AF_INET6, AF_UNIX, DNS_PORT, MMSGHDR_MSG_LEN, SOCK_DGRAM, SOCKADDR_IN_ADDR, SOCKADDR_IN6_ADDR,
-        SOCKADDR_PORT, SOCKADDR_UN_PATH,
+        AF_INET, AF_INET6, AF_UNIX, DNS_PORT, MMSGHDR_MSG_LEN, SOCK_DGRAM, SOCK_STREAM, SOCKADDR_IN_ADDR,
+        SOCKADDR_IN6_ADDR, SOCKADDR_PORT, SOCKADDR_UN_PATH,
     },
     event::{SOCKADDR_ABSTRACT, SYS_DATA_IN, SYS_PATH_TRUNCATED, SYS_USER_MEMORY},
     probe_errors::{Probe, Reason},
@@ -25,9 +25,12 @@ use crate::{
     emit::probe_error,
     kernel::{fd_file, read},
     maps::{Stash, offsets},
-    probes::syscalls::record,
+    probes::{kill, syscalls::record},
     record::Rec,
 };
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
 
 /// A DNS message over UDP is at most this long without EDNS; plenty for names.
 const DNS_MAX: usize = 1232;
@@ -124,6 +127,24 @@ fn sock_addr(sk: *const u8, remote: bool) -> SockAddr {
     a
 }
 
+/// The kill layer: an enforced server's connect outside its allowlist dies
+/// before it returns (the handshake may be done; no byte is sent).
+#[inline(always)]
+fn kill_connect(rec: &mut Rec, server: u32, addr: &SockAddr) {
+    let flags = kill::flags(server);
+    if flags == 0 {
+        return;
+    }
+    let proto = match addr.sock_type {
+        SOCK_STREAM => IPPROTO_TCP,
+        SOCK_DGRAM => IPPROTO_UDP,
+        _ => 0,
+    };
+    if kill::connect_outside(server, flags, addr, proto) {
+        rec.ev().header.flags |= kill::kill_current();
+    }
+}
+
 /// Sends a DNS record for a message to or from `server` (`user`: that
 /// address came from the caller's memory).
 #[inline(always)]
@@ -217,6 +238,9 @@ pub fn on_exit(st: &Stash, ret: i64) {
             };
             addr.sock_type = sock_type;
             rec.ev().addr = addr;
+            if connect {
+                kill_connect(&mut rec, st.server, &addr);
+            }
             rec.send();
         }
         Op::Listen => {

@@ -30,7 +30,7 @@ use aya_ebpf::{
 
 use crate::{
     emit::{WAKE_NOW, probe_error, send, send_bytes},
-    kernel::{current_task, fd_file, fd_kind, file_mode, file_path, fill_header, read, resolve_path},
+    kernel::{current_task, fd_file, fd_kind, file_identity, file_mode, file_path, fill_header, read, resolve_path},
     maps::{EXEC_SCRATCH, WATCHED, config_flags, offset, offsets, watched},
     probes::{kill, stdio},
 };
@@ -241,9 +241,20 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // The kill layer, on the binary really executed: a fileless image, or a
     // shell or interpreter wired to a socket (a reverse shell), dies before
     // its first instruction. A process held for discovery is not a server yet.
-    if flags == 0 && kill::enforced(server) {
+    let kill_flags = if flags == 0 { kill::flags(server) } else { 0 };
+    if kill_flags != 0 {
         let wired = ev.stdio[0] == FD_INET_SOCKET || ev.stdio[1] == FD_INET_SOCKET;
-        if ev.exe_nlink == 0 || (wired && kill::path_class(0, rest.as_ptr(), ev.exe_len as usize) == KILL_INTERPRETER) {
+        // A program outside the declared set, by the identity of the file
+        // really executed (a script's interpreter).
+        let (ino, dev) = if bfile.is_null() {
+            (0, 0)
+        } else {
+            file_identity(bfile).unwrap_or((0, 0))
+        };
+        if ev.exe_nlink == 0
+            || (wired && kill::path_class(0, rest.as_ptr(), ev.exe_len as usize) == KILL_INTERPRETER)
+            || kill::program_outside(server, kill_flags, ino, dev)
+        {
             ev.header.flags |= kill::kill_current();
         }
     }

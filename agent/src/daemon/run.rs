@@ -220,7 +220,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let kill = if simulated.contains(&crate::enforce::Layer::Kill) {
         Err("simulated".to_owned())
     } else {
-        match crate::kernel::kill::KillMaps::new(probes.ebpf_mut()) {
+        let allow = state.cgroup_net.as_ref().map(|c| c.allow_map());
+        match crate::kernel::kill::KillMaps::new(probes.ebpf_mut(), allow) {
             Ok(maps) => {
                 state.kill = Some(maps);
                 crate::kernel::kill::probe(probes.ebpf_mut())

@@ -282,6 +282,10 @@ impl Agent {
         for a in self.policy.tick(Clock::now_ktime()) {
             self.emit_alert(&a);
         }
+        // Credential files and declared programs as they are on disk now.
+        if self.policy.refresh_identities() {
+            self.sync_kill();
+        }
     }
 
     /// Delivers every pending repeat summary (SIGTERM/SIGINT: the counts

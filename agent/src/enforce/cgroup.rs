@@ -118,6 +118,12 @@ pub struct CgroupLayer {
 }
 
 impl CgroupLayer {
+    /// The allowlist map, shared with the kill layer's connect check
+    /// (its entries in a scope of their own, `agent_common::kill::net_scope`).
+    pub fn allow_map(&self) -> std::sync::Arc<std::sync::Mutex<super::resolver::AllowMap>> {
+        self.kernel.allow.clone()
+    }
+
     /// Creates the subtree (removing the empty server cgroups a previous
     /// agent left) and attaches the programs to it; the links are for the
     /// caller to pin (`Probes::keep_links`). `previous`: the enforced

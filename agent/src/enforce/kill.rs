@@ -13,12 +13,16 @@
 
 use std::path::Path;
 
+use crate::enforce::{
+    allowlist::{NetAllow, Rule},
+    identity::{self, CredentialFiles, FileId},
+};
 use crate::policy::{
-    activity::{Activity, FileOp, RiskyOp, StdioKind},
+    activity::{Activity, FileOp, NetOp, RiskyOp, StdioKind},
     catalog::CATALOGUE,
     engine::runs_scripts,
     glob::name_matches,
-    manifest::Manifest,
+    manifest::{ExePattern, Manifest},
 };
 
 /// One credential entry: a path the kernel compares whole (`exact`) or as a
@@ -34,6 +38,18 @@ pub struct CredentialEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KillSet {
     pub credentials: Vec<CredentialEntry>,
+    /// The credential files under those locations by identity (from the
+    /// host's registry), with their kind: the same file under any name.
+    pub credential_files: Vec<(FileId, usize)>,
+    /// The programs the server may exec, as files; `None` when a declared
+    /// pattern does not resolve to files (exec is then only monitored).
+    pub programs: Option<Vec<(String, FileId)>>,
+    /// Its network allowlist; `None` when it allows everything or names
+    /// hosts (a name's addresses are only known from answers the kernel
+    /// cannot wait for): connect is then only monitored.
+    pub net: Option<NetAllow>,
+    /// What the server may always exec (its own executable, its runtime's).
+    pub always: Vec<String>,
     /// The kernel cannot kill here (`bpf_send_signal` failed its probe, or
     /// the layer is simulated missing): findings only say what it would.
     pub missing: bool,
@@ -42,29 +58,60 @@ pub struct KillSet {
 impl KillSet {
     /// The kill set of a server judged against `manifest`, whose homes are `homes`.
     pub fn compile(manifest: &Manifest, homes: &[String]) -> KillSet {
-        let mut credentials = Vec::new();
-        for (kind, k) in CATALOGUE.iter().enumerate() {
-            if declares(manifest, k.markers) {
-                continue;
-            }
-            for p in k.patterns {
-                let anchored: Vec<String> = match p.strip_prefix("**/") {
-                    Some(rest) => homes
-                        .iter()
-                        .map(|h| format!("{}/{rest}", h.trim_end_matches('/')))
-                        .collect(),
-                    None => vec![(*p).to_owned()],
-                };
-                for a in anchored {
-                    expand(&a, kind, &mut credentials);
-                }
-            }
-        }
-        credentials.sort();
-        credentials.dedup();
         KillSet {
-            credentials,
+            credentials: locations(Some(manifest), homes),
             missing: false,
+            ..Default::default()
+        }
+    }
+
+    /// Resolves the programs `manifest` declares (its `exec` and its
+    /// tools'), with `always` (the server's own executable and its
+    /// runtime's), to the files the kernel compares.
+    pub fn resolve_programs(&mut self, manifest: &Manifest, always: &[String]) {
+        let mut patterns: Vec<ExePattern> = manifest.exec.clone();
+        for t in manifest.tools.values() {
+            patterns.extend(t.exec.iter().flatten().cloned());
+        }
+        self.programs = identity::programs(&patterns, always);
+    }
+
+    /// The allowlist the kernel checks a connect against: the manifest's
+    /// outbound hosts, ranges and loopback rules, plus DNS (port 53).
+    pub fn compile_net(&mut self, manifest: &Manifest) {
+        let ob = &manifest.outbound;
+        let mut a = NetAllow::compile(ob, &manifest.listen, &[]);
+        if ob.all || !a.names.is_empty() {
+            self.net = None;
+            return;
+        }
+        // Name resolution is not the server's choice of destination.
+        a.out.push(Rule {
+            net: "::/0".parse().expect("a valid range"),
+            proto: 0,
+            port: 53,
+        });
+        self.net = Some(a);
+    }
+
+    /// Takes the registry's files under this server's credential locations.
+    pub fn take_credential_files(&mut self, files: &CredentialFiles) {
+        self.credential_files = files
+            .iter()
+            .filter(|(_, (_, path))| self.credential(path).is_some())
+            .map(|(id, (kind, _))| (*id, *kind))
+            .collect();
+    }
+
+    /// Whether the exec of `program` (the file really executed) lies
+    /// outside the resolved program set.
+    fn program_outside(&self, program: &str) -> bool {
+        let Some(set) = &self.programs else {
+            return false;
+        };
+        match identity::of(Path::new(program)) {
+            Some(id) => !set.iter().any(|(_, f)| *f == id),
+            None => false,
         }
     }
 
@@ -86,12 +133,18 @@ impl KillSet {
     /// Whether the kernel kills (enforce) or would kill (audit) for `act`.
     pub fn blocks(&self, act: &Activity) -> bool {
         match act {
-            Activity::File(f) => f.op == FileOp::Open && f.succeeded() && self.credential(&f.path).is_some(),
+            Activity::File(f) => {
+                f.op == FileOp::Open
+                    && f.succeeded()
+                    && (self.credential(&f.path).is_some()
+                        || f.identity
+                            .is_some_and(|id| self.credential_files.iter().any(|(c, _)| *c == id)))
+            }
             Activity::Exec(e) => {
                 let program = e.interp.as_deref().unwrap_or(&e.filename);
                 // A TCP or UDP socket, as the kernel tells them (not a Unix socketpair).
                 let wired = e.stdio[..2].contains(&Some(StdioKind::Socket));
-                e.fileless || (wired && runs_scripts(program))
+                e.fileless || (wired && runs_scripts(program)) || self.program_outside(program)
             }
             Activity::Risky(r) => matches!(
                 r.op,
@@ -101,9 +154,41 @@ impl KillSet {
                     | RiskyOp::InitModule
                     | RiskyOp::Bpf
             ),
-            Activity::Net(_) => false,
+            Activity::Net(n) => n.op == NetOp::Connect && self.net.as_ref().is_some_and(|a| !a.allows(n)),
         }
     }
+}
+
+/// The credential locations of the catalogue at `homes`, less the kinds
+/// `manifest` declares (all of them for the host's registry: `None`).
+fn locations(manifest: Option<&Manifest>, homes: &[String]) -> Vec<CredentialEntry> {
+    let mut credentials = Vec::new();
+    for (kind, k) in CATALOGUE.iter().enumerate() {
+        if manifest.is_some_and(|m| declares(m, k.markers)) {
+            continue;
+        }
+        for p in k.patterns {
+            let anchored: Vec<String> = match p.strip_prefix("**/") {
+                Some(rest) => homes
+                    .iter()
+                    .map(|h| format!("{}/{rest}", h.trim_end_matches('/')))
+                    .collect(),
+                None => vec![(*p).to_owned()],
+            };
+            for a in anchored {
+                expand(&a, kind, &mut credentials);
+            }
+        }
+    }
+    credentials.sort();
+    credentials.dedup();
+    credentials
+}
+
+/// Every credential location of the catalogue at `homes` (the host's
+/// registry of credential files by identity).
+pub fn credential_locations(homes: &[String]) -> Vec<CredentialEntry> {
+    locations(None, homes)
 }
 
 /// Whether a grant of the manifest (the server's or a tool's) names one of
@@ -245,6 +330,8 @@ mod tests {
                 path_truncated: false,
                 proc_path: None,
                 via: None,
+                identity: None,
+                same_as: None,
             })
         };
         assert!(k.blocks(&open("/h/.ssh/id_rsa", 3)));

@@ -16,6 +16,7 @@ pub mod cgroup;
 pub mod check;
 pub mod config;
 pub mod failopen;
+pub mod identity;
 pub mod kill;
 pub mod resolver;
 pub mod sandbox;

@@ -191,6 +191,8 @@ pub struct Sys {
     pub from_user_memory: bool,
     /// File mode bits of the file, when known.
     pub mode: u32,
+    /// The opened file's (device, inode), when the kernel read them.
+    pub file_id: Option<crate::enforce::identity::FileId>,
     /// DNS message (kind dns).
     pub data: Vec<u8>,
     /// The data was received.
@@ -457,6 +459,10 @@ fn decode_sys(bytes: &[u8], kind: EventKind) -> Result<Event, DecodeError> {
         syscall,
         compat,
         target_pid: (e.target_pid != 0).then_some(e.target_pid),
+        file_id: (e.file_ino != 0).then_some(crate::enforce::identity::FileId {
+            dev: e.file_dev,
+            ino: e.file_ino,
+        }),
         ret: e.ret,
         args: e.args,
         path: (l1 > 0 && !unix).then(|| text(p1)),

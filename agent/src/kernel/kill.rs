@@ -12,11 +12,16 @@ use std::{
     io::Write as _,
     os::unix::process::ExitStatusExt as _,
     process::{Command, Stdio},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use agent_common::kill::{
-    KILL_CREDENTIAL, KILL_ENFORCED, KILL_INTERPRETER, KILL_KEY_DATA, KILL_PROBE_SENT, KILL_PROBE_TARGET, key_data,
+use agent_common::{
+    cgroup_net::AllowData,
+    kill::{
+        KILL_CREDENTIAL, KILL_ENFORCED, KILL_EXEC_SET, KILL_INODE_CREDENTIAL, KILL_INTERPRETER, KILL_KEY_DATA,
+        KILL_NET_SET, KILL_PROBE_SENT, KILL_PROBE_TARGET, KILL_PROGRAM, KillInode, key_data, net_scope,
+    },
 };
 use aya::{
     Ebpf,
@@ -27,7 +32,10 @@ use aya::{
     programs::RawTracePoint,
 };
 
-use crate::enforce::kill::{KillSet, interpreter_paths};
+use crate::enforce::{
+    kill::{KillSet, interpreter_paths},
+    resolver::AllowMap,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KillError {
@@ -52,12 +60,25 @@ where
     T::try_from(map).map_err(|source| KillError::Map { name, source })
 }
 
+/// What one server's scope holds in the maps.
+#[derive(Default, PartialEq, Eq)]
+struct Installed {
+    paths: BTreeSet<PathKey>,
+    inodes: BTreeMap<KillInode, u32>,
+    net: Vec<(u32, AllowData)>,
+    flags: u32,
+}
+
 /// The kill layer's maps, and what this agent wrote into them.
 pub struct KillMaps {
     servers: HashMap<MapData, u32, u32>,
     paths: LpmTrie<MapData, [u8; KILL_KEY_DATA], u32>,
-    /// Server id -> the path keys written in its scope.
-    installed: BTreeMap<u32, BTreeSet<PathKey>>,
+    inodes: HashMap<MapData, KillInode, u32>,
+    /// The cgroup layer's allowlist (shared) or the map itself when that
+    /// layer is not attached; `None`: connect is not killed for.
+    allow: Option<Arc<Mutex<AllowMap>>>,
+    /// Server id -> what was written in its scope.
+    installed: BTreeMap<u32, Installed>,
     /// Entries that did not fit or the kernel refused, counted.
     pub dropped: u64,
 }
@@ -65,10 +86,18 @@ pub struct KillMaps {
 impl KillMaps {
     /// Takes the maps from the agent's object and writes the host's
     /// shells and interpreters (what a reverse shell execs).
-    pub fn new(ebpf: &mut Ebpf) -> Result<Self, KillError> {
+    pub fn new(ebpf: &mut Ebpf, allow: Option<Arc<Mutex<AllowMap>>>) -> Result<Self, KillError> {
+        let allow = match allow {
+            Some(a) => Some(a),
+            None => take::<AllowMap>(ebpf, "NET_ALLOW")
+                .ok()
+                .map(|m| Arc::new(Mutex::new(m))),
+        };
         let mut maps = Self {
             servers: take(ebpf, "KILL_SERVERS")?,
             paths: take(ebpf, "KILL_PATHS")?,
+            inodes: take(ebpf, "KILL_INODES")?,
+            allow,
             installed: BTreeMap::new(),
             dropped: 0,
         };
@@ -91,10 +120,7 @@ impl KillMaps {
     /// Makes the maps say exactly `want` (server id, kill set): servers
     /// that left it are removed, new ones added, changed ones rewritten.
     pub fn sync(&mut self, want: &[(u32, &KillSet)]) {
-        let wanted: BTreeMap<u32, BTreeSet<PathKey>> = want
-            .iter()
-            .map(|(id, k)| (*id, credential_keys(*id, k, &mut self.dropped)))
-            .collect();
+        let wanted: BTreeMap<u32, Installed> = want.iter().map(|(id, k)| (*id, self.wanted(*id, k))).collect();
         let gone: Vec<u32> = self
             .installed
             .keys()
@@ -102,28 +128,43 @@ impl KillMaps {
             .copied()
             .collect();
         for id in gone {
-            // The server first: from here it is not killed, whatever its paths.
+            // The server first: from here it is not killed, whatever its entries.
             let _ = self.servers.remove(&id);
-            for (data, bits) in self.installed.remove(&id).unwrap_or_default() {
-                let _ = self.paths.remove(&Key::new(bits, data));
-            }
+            let old = self.installed.remove(&id).unwrap_or_default();
+            self.write(&old, &Installed::default());
             log::info!("kill layer: server {id} is no longer killed for its violations");
         }
-        for (id, keys) in wanted {
-            let new = !self.installed.contains_key(&id);
+        for (id, mut want) in wanted {
             let old = self.installed.remove(&id).unwrap_or_default();
-            for (data, bits) in old.difference(&keys) {
-                let _ = self.paths.remove(&Key::new(*bits, *data));
+            if want == old {
+                self.installed.insert(id, old);
+                continue;
             }
-            for k in keys.difference(&old) {
-                self.insert(*k, KILL_CREDENTIAL);
+            // A flag whose entries did not all go in is not set: the server
+            // is never killed on half a policy.
+            let complete = self.write(&old, &want);
+            if !complete.0 {
+                want.flags &= !KILL_EXEC_SET;
             }
-            // The paths first, then the server: it is never killed on half a policy.
-            if new {
-                match self.servers.insert(id, KILL_ENFORCED, 0) {
+            if !complete.1 {
+                want.flags &= !KILL_NET_SET;
+            }
+            if want.flags != old.flags {
+                match self.servers.insert(id, want.flags, 0) {
                     Ok(()) => log::info!(
-                        "kill layer: server {id} is killed for its violations ({} paths)",
-                        keys.len()
+                        "kill layer: server {id} is killed for its violations ({} paths, {} files{}{})",
+                        want.paths.len(),
+                        want.inodes.len(),
+                        if want.flags & KILL_EXEC_SET != 0 {
+                            ", exec set"
+                        } else {
+                            ""
+                        },
+                        if want.flags & KILL_NET_SET != 0 {
+                            ", connect allowlist"
+                        } else {
+                            ""
+                        },
                     ),
                     Err(e) => {
                         self.dropped += 1;
@@ -131,8 +172,75 @@ impl KillMaps {
                     }
                 }
             }
-            self.installed.insert(id, keys);
+            self.installed.insert(id, want);
         }
+    }
+
+    /// What the maps must hold for server `id`.
+    fn wanted(&mut self, id: u32, k: &KillSet) -> Installed {
+        let mut w = Installed {
+            paths: credential_keys(id, k, &mut self.dropped),
+            flags: KILL_ENFORCED,
+            ..Default::default()
+        };
+        let inode = |class, f: &crate::enforce::identity::FileId| KillInode {
+            scope: id,
+            class,
+            ino: f.ino,
+            dev: f.dev,
+            _pad: 0,
+        };
+        for (f, kind) in &k.credential_files {
+            w.inodes.insert(inode(KILL_INODE_CREDENTIAL, f), *kind as u32);
+        }
+        if let Some(programs) = &k.programs {
+            for (_, f) in programs {
+                w.inodes.insert(inode(KILL_PROGRAM, f), 0);
+            }
+            w.flags |= KILL_EXEC_SET;
+        }
+        if let (Some(net), Some(_)) = (&k.net, &self.allow) {
+            w.net = net.keys(net_scope(id));
+            w.flags |= KILL_NET_SET;
+        }
+        w
+    }
+
+    /// Writes the difference from `old` to `new`; whether the program
+    /// entries and the network entries all went in.
+    fn write(&mut self, old: &Installed, new: &Installed) -> (bool, bool) {
+        for (data, bits) in old.paths.difference(&new.paths) {
+            let _ = self.paths.remove(&Key::new(*bits, *data));
+        }
+        for k in new.paths.difference(&old.paths) {
+            self.insert(*k, KILL_CREDENTIAL);
+        }
+        for k in old.inodes.keys().filter(|k| !new.inodes.contains_key(k)) {
+            let _ = self.inodes.remove(k);
+        }
+        let mut programs = true;
+        for (k, v) in new.inodes.iter().filter(|(k, _)| !old.inodes.contains_key(k)) {
+            if let Err(e) = self.inodes.insert(k, v, 0) {
+                self.dropped += 1;
+                programs &= k.class != KILL_PROGRAM;
+                log::error!("kill layer: a file entry was not written: {e}");
+            }
+        }
+        let mut net = true;
+        if let Some(allow) = &self.allow {
+            let mut map = allow.lock().unwrap_or_else(|p| p.into_inner());
+            for (bits, data) in old.net.iter().filter(|k| !new.net.contains(k)) {
+                let _ = map.remove(&Key::new(*bits, *data));
+            }
+            for (bits, data) in new.net.iter().filter(|k| !old.net.contains(k)) {
+                if let Err(e) = map.insert(&Key::new(*bits, *data), 1, 0) {
+                    self.dropped += 1;
+                    net = false;
+                    log::error!("kill layer: an allowlist entry was not written: {e}");
+                }
+            }
+        }
+        (programs, net)
     }
 }
 

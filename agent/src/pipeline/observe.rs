@@ -68,6 +68,8 @@ impl FileObservation {
             path_truncated: s.path_truncated,
             proc_path: self.proc_path,
             via: None,
+            identity: s.file_id,
+            same_as: None,
         })
     }
 }

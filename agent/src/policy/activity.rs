@@ -144,6 +144,12 @@ pub struct FileActivity {
     /// Not a syscall: how the operation was made (`io_uring`: submitted
     /// through a ring, its outcome unknown when judged).
     pub via: Option<&'static str>,
+    /// The opened file's (device, inode), when the kernel read them.
+    pub identity: Option<crate::enforce::identity::FileId>,
+    /// The credential file this is, known by its identity, when `path`
+    /// does not say so (a hardlink, a bind mount, a renamed directory):
+    /// the path it was found at. Set by the policy before judging.
+    pub same_as: Option<String>,
 }
 
 impl FileActivity {

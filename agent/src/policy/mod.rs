@@ -17,6 +17,7 @@ pub mod engine;
 pub mod glob;
 pub mod host;
 pub mod hostconfig;
+mod kill;
 pub mod manifest;
 pub mod net;
 pub mod reload;
@@ -54,6 +55,9 @@ pub struct Policy {
     alerts: AlertFactory,
     /// The kill layer does not work here (see [`Policy::set_kill_missing`]).
     kill_missing: bool,
+    /// The credential catalogue's files by identity, at every home seen.
+    cred_files: crate::enforce::identity::CredentialFiles,
+    cred_homes: std::collections::BTreeSet<String>,
 }
 
 impl Policy {
@@ -68,6 +72,8 @@ impl Policy {
             dedup: Dedup::new(limits),
             alerts,
             kill_missing: false,
+            cred_files: Default::default(),
+            cred_homes: Default::default(),
         };
         let alerts = p.reload();
         (p, alerts)
@@ -116,7 +122,7 @@ impl Policy {
         let names: Vec<String> = self.engine.servers().map(|(n, _)| n.to_owned()).collect();
         for name in names {
             if let Some(homes) = self.engine.kill_homes(&name).map(<[String]>::to_vec) {
-                self.compile_kill(&name, homes);
+                self.compile_kill(&name, homes, None);
             }
         }
         log::info!(
@@ -174,18 +180,23 @@ impl Policy {
     /// `wrapped`: registered by the wrapper, whose sandbox is its boundary
     /// (never the kill layer's, so no kill set is compiled for it).
     pub fn on_watch(&mut self, ctx: &ProcContext, wrapped: bool) -> Vec<Alert> {
-        if self.watch(ctx, ctx.pid, wrapped) {
-            self.undeclared_alert(ctx).into_iter().collect()
-        } else {
-            Vec::new()
+        let (fresh, degraded) = self.watch(ctx, ctx.pid, wrapped);
+        let mut out: Vec<Alert> = Vec::new();
+        if fresh {
+            out.extend(self.undeclared_alert(ctx));
         }
+        if degraded {
+            out.push(self.degraded_alert(ctx, &[crate::enforce::Layer::Kill], false));
+        }
+        out
     }
 
     /// Hands the engine a process put under watch (`pid` launches the
     /// server), with what the host says of it: the owner's home when the
     /// server is new, the paths on its command line. Returns true when the
-    /// server is new and has no manifest.
-    fn watch(&mut self, ctx: &ProcContext, pid: u32, wrapped: bool) -> bool {
+    /// server is new and has no manifest, and whether it is in enforce mode
+    /// with its kill layer missing (`enforce.degraded`).
+    fn watch(&mut self, ctx: &ProcContext, pid: u32, wrapped: bool) -> (bool, bool) {
         let fresh = self.engine.server(&ctx.server).is_none() && self.engine.add_server(ctx, host::home_of(ctx.uid));
         let home = self
             .engine
@@ -200,6 +211,8 @@ impl Policy {
                 log::warn!("server {}: manifest: {w}", ctx.server);
             }
         }
+        let mut degraded = false;
+        self.note_homes(&[host::home_of(ctx.uid)]);
         if wrapped {
             self.engine.set_wrapped(&ctx.server);
         } else if self.engine.kill_homes(&ctx.server).is_none() {
@@ -208,19 +221,14 @@ impl Policy {
             let mut homes = vec![host::home_of(ctx.uid)];
             homes.extend(crate::enforce::kill::process_home(ctx.pid));
             homes.dedup();
-            self.compile_kill(&ctx.server, homes);
+            self.compile_kill(&ctx.server, homes, Some(&ctx.exe));
+            degraded = self.kill_missing
+                && self
+                    .engine
+                    .server(&ctx.server)
+                    .is_some_and(|s| s.mode() == manifest::Mode::Enforce);
         }
-        fresh
-    }
-
-    /// Compiles what the kernel kills `server` for (when it is its boundary).
-    fn compile_kill(&mut self, server: &str, homes: Vec<String>) {
-        let Some(s) = self.engine.server(server) else {
-            return;
-        };
-        let mut k = crate::enforce::kill::KillSet::compile(&s.manifest, &homes);
-        k.missing = self.kill_missing;
-        self.engine.set_kill(server, homes, k);
+        (fresh, degraded)
     }
 
     /// The kill layer does not work on this kernel (or is simulated
@@ -260,9 +268,18 @@ impl Policy {
         }
         let mut out = Vec::new();
         // A server never announced (its first event came first) is set up on the fly.
-        if self.engine.server(&ctx.server).is_none() && self.watch(ctx, 0, false) {
-            out.extend(self.undeclared_alert(ctx));
+        if self.engine.server(&ctx.server).is_none() {
+            let (fresh, degraded) = self.watch(ctx, 0, false);
+            if fresh {
+                out.extend(self.undeclared_alert(ctx));
+            }
+            if degraded {
+                out.push(self.degraded_alert(ctx, &[crate::enforce::Layer::Kill], false));
+            }
         }
+        // A credential reached under another name is judged as itself.
+        let aliased = self.same_file(act);
+        let act = aliased.as_ref().unwrap_or(act);
         let paths = match act {
             Activity::Exec(e) if self.engine.needs_paths(ctx, act) => {
                 let home = self
@@ -524,6 +541,8 @@ mod tests {
                 path_truncated: false,
                 proc_path: None,
                 via: None,
+                identity: None,
+                same_as: None,
             })
         };
         let rules_of = |alerts: Vec<Alert>| alerts.into_iter().map(|a| a.rule).collect::<Vec<_>>();

@@ -23,6 +23,8 @@ pub const IO_URING_OPS: &str = "io_uring operations";
 /// io_uring and renamed more often than the rest. Without them operations
 /// are still reported, with opcode, descriptor and user_data.
 pub const IO_URING_OPERANDS: &str = "io_uring operands";
+/// What the kill layer and the credential catalogue identify files by.
+pub const FILE_IDENTITY: &str = "files by device and inode (credentials under another name, the exec set)";
 
 /// Every field the probes read: struct, member, where it goes, and whether the
 /// agent can do without it.
@@ -298,4 +300,6 @@ pub const FIELDS: &[(&str, &str, Slot, Need)] = &[
         |o| &mut o.connect_addr_len,
         Need::Optional(IO_URING_OPERANDS),
     ),
+    ("inode", "i_sb", |o| &mut o.inode_sb, Need::Optional(FILE_IDENTITY)),
+    ("super_block", "s_dev", |o| &mut o.sb_dev, Need::Optional(FILE_IDENTITY)),
 ];

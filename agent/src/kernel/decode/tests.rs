@@ -109,6 +109,9 @@ pub(super) fn sys_record_with(
         local_port: 0,
         _pad: [0; 2],
         target_pid: 0,
+        file_ino: 0,
+        file_dev: 0,
+        _pad2: 0,
     };
     let mut ev = ev;
     tweak(&mut ev);

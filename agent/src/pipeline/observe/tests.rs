@@ -32,6 +32,7 @@ fn sys(nr: u32, args: [u64; 6], path: Option<&str>, ret: i64) -> Sys {
         syscall: syscalls::lookup(nr),
         compat: false,
         target_pid: None,
+        file_id: None,
         from_user_memory: false,
     }
 }

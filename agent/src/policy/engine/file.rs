@@ -73,18 +73,32 @@ impl ServerPolicy {
         };
         let mut out = Vec::new();
         for path in &paths {
-            if let Some(kind) = catalog::classify(path) {
-                let explicit = scopes.iter().any(|s| self.names_credential(*s, path, kind.markers));
+            // A credential under another name (a hardlink, a bind mount, a
+            // renamed directory) is judged as the file it is: by the path
+            // it was found at, which no grant of the name used covers.
+            let same_as = f.same_as.as_deref().filter(|_| *path == paths[0]);
+            let known = catalog::classify(path).map(|k| (k, path.as_str()));
+            if let Some((kind, cpath)) = known.or_else(|| same_as.and_then(|c| catalog::classify(c).map(|k| (k, c)))) {
+                let explicit = scopes.iter().any(|s| self.names_credential(*s, cpath, kind.markers));
                 if !explicit && !baseline::runtime_reads_credential(kind.rule, &ctx.exe, &ctx.argv) {
                     let mut e = evidence(path);
                     e["credential"] = json!(kind.what);
+                    if cpath != path {
+                        e["same_file_as"] = json!(cpath);
+                    }
                     let declared = self.declared_of(&scopes, ctx, FILE_GRANTS);
                     if narrowed && self.names_credential(None, path, kind.markers) {
                         out.push(outside_tool(path, e, declared));
                     } else {
                         out.push(Finding {
                             rule: rules::credential(kind.rule),
-                            summary: format!("{} accessed {}: {path}", ctx.server, kind.what),
+                            summary: match cpath != path {
+                                true => format!(
+                                    "{} accessed {}: {path} (the same file as {cpath})",
+                                    ctx.server, kind.what
+                                ),
+                                false => format!("{} accessed {}: {path}", ctx.server, kind.what),
+                            },
                             evidence: e,
                             declared: Some(declared),
                             dedup_key: path.clone(),

@@ -202,6 +202,7 @@ impl ServerPolicy {
         if let Activity::File(f) = act
             && !f.succeeded()
             && crate::policy::catalog::classify(&f.path).is_none()
+            && f.same_as.is_none()
         {
             findings.retain(|f| f.rule.id == crate::alerts::rules::ENFORCE_DENIED.id);
         }
@@ -472,6 +473,8 @@ mod test_support {
             path_truncated: false,
             proc_path: ProcPath::parse(path, PID),
             via: None,
+            identity: None,
+            same_as: None,
         })
     }
 
