@@ -126,8 +126,10 @@ pub fn ensure() -> anyhow::Result<()> {
         .args(NPM))
     .context("installing the MCP servers from npm")?;
     let sdk1 = dir.join("venv-sdk1");
-    if !sdk1.join("bin/python").exists() {
-        run(Command::new("python3").arg("-m").arg("venv").arg(&sdk1))?;
+    // pip is the last thing `venv` puts in place: a creation cut short
+    // leaves bin/python without it, so pip's absence means start again.
+    if !sdk1.join("bin/pip").exists() {
+        run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&sdk1))?;
     }
     run(Command::new(sdk1.join("bin/pip"))
         .args(["install", "-q", "--disable-pip-version-check"])
