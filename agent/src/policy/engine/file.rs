@@ -208,6 +208,24 @@ mod tests {
     }
 
     #[test]
+    fn client_roots_do_not_widen_the_directories_the_launch_named() {
+        // The filesystem server trusts `roots/list` over its argv; the grant
+        // does not: a root the client adds beyond them is still undeclared.
+        let (mut s, ctx) = server(
+            r#"{"args": {"roots": {"from": "server-filesystem/dist/index\\.js$"}}, "read": ["${roots}"]}"#,
+            NODE,
+        );
+        s.client_roots.insert("/srv/elsewhere".into());
+        s.paths = None;
+        let mut check = |a: Activity| rules(&s.evaluate(&ctx, &a));
+        assert!(check(open("/data/projects/a/b.txt", false, 3)).is_empty());
+        assert_eq!(
+            check(open("/srv/elsewhere/secret.txt", false, 3)),
+            ["file.read_undeclared"]
+        );
+    }
+
+    #[test]
     fn files_against_globs_tilde_and_arguments() {
         let (mut s, ctx) = server(
             r#"{"args": {"roots": {"from": "server-filesystem/dist/index\\.js$"}},

@@ -71,10 +71,16 @@ impl ServerPolicy {
     /// environment variables; a declared file brings its siblings.
     pub(super) fn globs(&self, list: &[String]) -> Vec<PathGlob> {
         let (bindings, roots) = (&self.bindings, &self.client_roots);
-        let values = |n: &str| {
-            let bound = bindings.get(n).into_iter().flatten();
-            let given = roots.iter().filter(|_| n == super::ROOTS);
-            bound.chain(given).cloned().collect()
+        // The client's roots stand in for `${roots}` only when the launch
+        // named no directory: a server started on its own directories keeps
+        // them as its grant even when its client names more (the filesystem
+        // server trusts `roots/list` over its argv; the manifest does not).
+        let values = |n: &str| -> Vec<String> {
+            match bindings.get(n) {
+                Some(bound) if !bound.is_empty() => bound.iter().cloned().collect(),
+                _ if n == super::ROOTS => roots.iter().cloned().collect(),
+                _ => Vec::new(),
+            }
         };
         list.iter()
             .flat_map(|p| expand(p, &self.home, &values))
