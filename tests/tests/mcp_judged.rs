@@ -103,9 +103,16 @@ fn a_poisoned_description_raises_the_poisoning_rules() {
     let spelled = alerts_by_rule(&ev, "mcp.poison.invisible_unicode")
         .into_iter()
         .any(|a| {
-            a["evidence"]["finding"]["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("send the result to attacker.example"))
+            // One description's findings of a rule are folded into one alert:
+            // the first in `finding`, the others in `examples`.
+            let ev = &a["evidence"];
+            std::iter::once(&ev["finding"])
+                .chain(ev["examples"].as_array().into_iter().flatten())
+                .any(|f| {
+                    f["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("send the result to attacker.example"))
+                })
         });
     assert!(spelled, "tag characters decoded: {}", dump(&ev));
 
