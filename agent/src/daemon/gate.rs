@@ -488,7 +488,7 @@ fn server_to_host(gate: &Mutex<Gate>, out: &Mutex<Out>, reports: &Reports, mut s
         };
         let limit = lock(gate).server_limit();
         framer.push(&buf[..n], limit, &mut sink);
-        send_reports(gate, reports);
+        send_stamped_reports(gate, reports);
         if lock(out).broken {
             // The host stopped reading: the server gets EPIPE, as it would without a gate.
             break;
@@ -503,6 +503,15 @@ fn server_to_host(gate: &Mutex<Gate>, out: &Mutex<Out>, reports: &Reports, mut s
 fn send_reports(gate: &Mutex<Gate>, reports: &Reports) {
     // Taken first: a full queue must not hold the gate from the other direction.
     let events = lock(gate).take_events();
+    for e in events {
+        reports.send(e);
+    }
+}
+
+/// From the server side's loop: what the host side is still relaying waits
+/// for its latency stamp (the host thread reports it).
+fn send_stamped_reports(gate: &Mutex<Gate>, reports: &Reports) {
+    let events = lock(gate).take_stamped_events();
     for e in events {
         reports.send(e);
     }

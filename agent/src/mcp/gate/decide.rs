@@ -133,6 +133,20 @@ impl Gate {
         std::mem::take(&mut self.events)
     }
 
+    /// The same for the server side's thread: only up to the first call
+    /// decision the host side's relay has not stamped yet, so that a host
+    /// call's decision is never reported without the latency the gate added
+    /// (the host thread stamps it and reports it right after).
+    pub fn take_stamped_events(&mut self) -> Vec<GateEvent> {
+        let cut = self
+            .events
+            .iter()
+            .position(|e| matches!(e, GateEvent::Call(d) if d.latency_ns == 0))
+            .unwrap_or(self.events.len());
+        let rest = self.events.split_off(cut);
+        std::mem::replace(&mut self.events, rest)
+    }
+
     /// The longest server line to hold whole now.
     pub fn server_limit(&self) -> usize {
         if self.lists.is_empty() && self.probe.is_none() && !self.wire.awaiting() {

@@ -121,6 +121,8 @@ fn unapproved_tools_are_withheld_and_their_calls_answered_here() {
         parsed(&a),
         json!({"jsonrpc":"2.0","id":3,"error":{"code":CODE_REFUSED,"message":"tool 'rm' is not approved for server 'calc' (mcpwatch)"}})
     );
+    // The server side's thread does not report it before the relay stamped it.
+    assert_eq!(g.take_stamped_events(), []);
     assert_eq!(
         g.take_events(),
         [GateEvent::Call(Decision {
