@@ -501,17 +501,20 @@ fn server_to_host(gate: &Mutex<Gate>, out: &Mutex<Out>, reports: &Reports, mut s
 }
 
 fn send_reports(gate: &Mutex<Gate>, reports: &Reports) {
-    // Taken first: a full queue must not hold the gate from the other direction.
     let events = lock(gate).take_events();
-    for e in events {
-        reports.send(e);
-    }
+    send_taken(events, reports);
 }
 
 /// From the server side's loop: what the host side is still relaying waits
 /// for its latency stamp (the host thread reports it).
 fn send_stamped_reports(gate: &Mutex<Gate>, reports: &Reports) {
     let events = lock(gate).take_stamped_events();
+    send_taken(events, reports);
+}
+
+/// The events are taken (the gate's lock released) before sending: a full
+/// queue must not hold the gate from the other direction.
+fn send_taken(events: Vec<GateEvent>, reports: &Reports) {
     for e in events {
         reports.send(e);
     }
