@@ -65,6 +65,8 @@ enum Command {
     Tail(cli::tail::TailArgs),
     /// Per server: tool calls, what each tool touched (files, hosts, programs), alerts.
     Report(cli::report::ReportArgs),
+    /// A live screen of the running agent: servers, calls/s per tool, alerts, loss, sinks (root).
+    Top(cli::top::TopArgs),
     /// Tool pins the agent stored (state directory): what a manifest's `pins` can ship.
     Pins(cli::pins::PinsArgs),
     /// Print the kernel structure offsets the probes would use, resolved from BTF.
@@ -91,6 +93,7 @@ fn main() -> anyhow::Result<()> {
         Command::Pins(args) => cli::pins::run(args),
         Command::Tail(args) => cli::tail::run(args),
         Command::Report(args) => cli::report::run(args),
+        Command::Top(args) => cli::top::run(args),
         Command::Offsets(args) => cli::offsets::run(args),
         Command::Syscalls(args) => cli::syscalls::run(args),
         Command::EnforceCheck(args) => std::process::exit(cli::enforce_check::run(args)?),

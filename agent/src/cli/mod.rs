@@ -14,3 +14,4 @@ pub mod status;
 pub mod syscalls;
 pub mod tail;
 pub mod test_alert;
+pub mod top;

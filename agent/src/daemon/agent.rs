@@ -111,6 +111,8 @@ pub(super) struct Agent {
     pub(super) kill: Option<crate::kernel::kill::KillMaps>,
     /// What aims at the agent itself (self-protection).
     pub(super) tamper: crate::pipeline::tamper::Guard,
+    /// The last alerts, for `mcpwatch top`.
+    pub(super) recent_alerts: super::top::RecentAlerts,
 }
 impl Agent {
     pub(super) fn handle(&mut self, bytes: &[u8]) {
@@ -419,6 +421,9 @@ impl Agent {
             ControlMsg::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            ControlMsg::Top(reply) => {
+                let _ = reply.send(self.top());
+            }
             ControlMsg::TestAlert { pid, reply } => {
                 let mut alert = self.factory.raise(
                     &rules::AGENT_TEST,
@@ -576,6 +581,7 @@ impl Agent {
     /// kernel event) and every configured sink (queued, never waited on).
     pub(super) fn emit_alert(&mut self, alert: &Alert) {
         self.alerts += 1;
+        self.recent_alerts.push(alert);
         // The alert itself goes to the sinks: the daemon's log names it only
         // at debug level, so an alert storm does not flood the log.
         log::debug!("alert {} [{}] {}", alert.rule, alert.severity.as_str(), alert.summary);

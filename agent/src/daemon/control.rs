@@ -64,6 +64,8 @@ pub enum Request {
     Ping,
     /// What the agent watches (root only).
     Status,
+    /// What `mcpwatch top` shows: servers, tool calls, recent alerts, loss, sinks (root only).
+    Top,
     /// Send a test alert through every output (root only); with `wait`, the
     /// answer comes once every sink delivered it, failed, or timed out.
     TestAlert {
@@ -132,6 +134,8 @@ pub struct Reply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top: Option<Box<super::top::TopSnapshot>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_id: Option<String>,
     /// `test_alert` with `wait`: what became of it at each sink.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,6 +172,7 @@ impl Reply {
 pub enum ControlMsg {
     Watch(WatchRequest),
     Status(oneshot::Sender<Status>),
+    Top(oneshot::Sender<super::top::TopSnapshot>),
     /// Emit a test alert on behalf of `pid`; the reply is the alert id and,
     /// per sink, where it will say what became of it.
     TestAlert {
@@ -377,7 +382,7 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
                 pid: cred.pid().map(|p| p as u32),
                 ..Default::default()
             },
-            Ok(Request::Status | Request::TestAlert { .. }) if cred.uid() != 0 => {
+            Ok(Request::Status | Request::Top | Request::TestAlert { .. }) if cred.uid() != 0 => {
                 Reply::error("this request is for root only")
             }
             Ok(Request::TestAlert { wait }) => {
@@ -399,6 +404,14 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<ControlMsg>) {
                 Ok(st) => Reply {
                     ok: true,
                     status: Some(st),
+                    ..Default::default()
+                },
+                Err(r) => r,
+            },
+            Ok(Request::Top) => match ask(&tx, ControlMsg::Top).await {
+                Ok(t) => Reply {
+                    ok: true,
+                    top: Some(Box::new(t)),
                     ..Default::default()
                 },
                 Err(r) => r,

@@ -2,7 +2,7 @@
 //! event takes (`agent`), what is watched (`watch`), its periodic reports
 //! (`report`), what the next agent needs to read the kept kernel
 //! objects (`handover`), the control socket the wrapper and the CLI talk to
-//! (`control`) and the wrapper itself (`wrapper`); `bounds`: what servers
+//! (`control`) with what `mcpwatch top` reads (`top`) and the wrapper itself (`wrapper`); `bounds`: what servers
 //! may leave behind (names per user, forgetting exited servers).
 
 mod agent;
@@ -15,5 +15,6 @@ mod notify;
 pub mod privileges;
 mod report;
 pub mod run;
+pub mod top;
 mod watch;
 pub mod wrapper;

@@ -7,7 +7,7 @@
 //! distinct values is capped; past the cap they are counted as `other`.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex},
 };
 
@@ -518,6 +518,27 @@ impl Metrics {
             log::error!("encoding metrics: {e}");
         }
         String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// The series of one family (`mcpwatch_tool_calls_total`...): labels
+    /// and value, for `mcpwatch top`'s snapshot.
+    pub fn samples(&self, family: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let mut out = Vec::new();
+        for f in self.registry.gather().iter().filter(|f| f.name() == family) {
+            for m in f.get_metric() {
+                let labels = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name().to_owned(), l.value().to_owned()));
+                let v = match f.get_field_type() {
+                    prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
+                    prometheus::proto::MetricType::GAUGE => m.get_gauge().get_value(),
+                    _ => continue,
+                };
+                out.push((labels.collect(), v));
+            }
+        }
+        out
     }
 }
 

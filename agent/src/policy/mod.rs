@@ -405,6 +405,15 @@ impl Policy {
             .map(|s| (s.manifest.file_label(), s.undeclared))
     }
 
+    /// How a server is judged, for people: `audit`, `enforce`, or `undeclared` (no manifest).
+    pub fn mode_label(&self, server: &str) -> &'static str {
+        match self.engine.server(server) {
+            Some(s) if s.undeclared => "undeclared",
+            Some(s) if s.mode() == manifest::Mode::Enforce => "enforce",
+            _ => "audit",
+        }
+    }
+
     fn base(&mut self, rule: &'static Rule, summary: String, ctx: &ProcContext) -> Alert {
         self.alerts.raise_about(rule, summary, ctx)
     }

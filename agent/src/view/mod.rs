@@ -1,11 +1,13 @@
 //! Reading the agent's output as a person: one readable line per event or
 //! alert (`mcpwatch tail`), and per server what each tool did (`mcpwatch
-//! report`). Both read the events file the agent writes (`--events-out`, the
+//! report`), and the live agent on one screen (`mcpwatch top`, from the control
+//! socket). `tail` and `report` read the events file the agent writes (`--events-out`, the
 //! unit's /var/log/mcpwatch/events.jsonl) in its native JSON-lines format.
 
 pub mod filter;
 pub mod line;
 pub mod report;
+pub mod top;
 
 use serde_json::Value;
 
