@@ -42,8 +42,9 @@ pub const NPM: &[&str] = &[
 /// `prometheus` (with `promtool`) scrapes the agent, `rsyslog` receives its
 /// alerts; the tests start both with private configs and ports. `systemd`
 /// for `systemd-analyze` (the shipped unit is verified and scored).
-/// `strace` is a wrapper the discovery tests run servers under.
-pub const APT_PACKAGES: &[&str] = &["prometheus", "rsyslog", "systemd", "strace"];
+/// `strace` is a wrapper the discovery tests run servers under. `tmux` is the
+/// real terminal `mcpwatch top` is tested in.
+pub const APT_PACKAGES: &[&str] = &["prometheus", "rsyslog", "systemd", "strace", "tmux"];
 
 pub fn dir() -> PathBuf {
     root().join("target").join("testenv")

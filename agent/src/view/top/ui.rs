@@ -49,7 +49,7 @@ fn header(m: &Model, socket: &str) -> Paragraph<'static> {
             let mut spans = vec![
                 Span::styled("mcpwatch top", Style::new().add_modifier(Modifier::BOLD)),
                 Span::raw(format!(
-                    "  {} servers · {} events · {} alerts",
+                    "  servers {} · events {} · alerts {}",
                     s.servers.len(),
                     s.status.events,
                     s.alerts_total
@@ -57,7 +57,7 @@ fn header(m: &Model, socket: &str) -> Paragraph<'static> {
             ];
             if m.reconnects > 0 {
                 spans.push(Span::styled(
-                    format!("  · reconnected ({}x: the agent restarted)", m.reconnects),
+                    format!("  · reconnected ({}x)", m.reconnects),
                     Style::new().fg(Color::Yellow),
                 ));
             }
