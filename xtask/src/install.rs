@@ -141,9 +141,13 @@ fn write(to: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cargo xtask install`: into `destdir` (the system when None).
-pub fn install(destdir: Option<&Path>, prefix: &Path) -> anyhow::Result<()> {
-    let bin = crate::build(true)?;
+/// `cargo xtask install`: into `destdir` (the system when None); `bin`, or
+/// a release build.
+pub fn install(destdir: Option<&Path>, prefix: &Path, bin: Option<PathBuf>) -> anyhow::Result<()> {
+    let bin = match bin {
+        Some(b) => b,
+        None => crate::build(true)?,
+    };
     let layout = Layout {
         root: destdir.map(Path::to_owned).unwrap_or_else(|| PathBuf::from("/")),
         prefix: prefix.to_owned(),

@@ -75,6 +75,10 @@ enum Cmd {
         /// Where the binary goes: PREFIX/bin/mcpwatch.
         #[arg(long, value_name = "DIR", default_value = "/usr/local")]
         prefix: PathBuf,
+        /// Install this mcpwatch binary instead of building one in release
+        /// mode (one already built: the Quick start test installs the one under test).
+        #[arg(long, value_name = "PATH")]
+        bin: Option<PathBuf>,
     },
     /// Build the Debian package target/debian/mcpwatch_VERSION_amd64.deb.
     Deb {
@@ -261,9 +265,9 @@ fn main() -> anyhow::Result<()> {
             run(&mut c)
         }
         Cmd::Test { filter } => test(filter),
-        Cmd::Install { destdir, prefix } => {
+        Cmd::Install { destdir, prefix, bin } => {
             setup::ensure()?;
-            install::install(destdir.as_deref(), &prefix)
+            install::install(destdir.as_deref(), &prefix, bin)
         }
         Cmd::Deb { check } => {
             setup::ensure()?;

@@ -164,6 +164,7 @@ const COMMON_READ: &[&str] = &[
 const COMMON_WRITE: &[&str] = &["/dev/null", "/dev/tty", "/dev/pts", "/dev/shm", "/proc/self/fd"];
 
 const NODE_READ: &[&str] = &[
+    "**/node_modules",
     "**/node_modules/**",
     "**/package.json",
     "/usr/share/nodejs",
@@ -396,6 +397,8 @@ mod tests {
         let r = |p: &str| b.read.iter().any(|g| g.matches(p));
         assert!(r("/work/t/node/node_modules/@modelcontextprotocol/sdk/dist/index.js"));
         assert!(r("/work/t/node/package.json"));
+        // npx in a project lists its node_modules (the Quick start's test).
+        assert!(r("/work/t/node/node_modules"));
         assert!(r("/usr/lib/x86_64-linux-gnu/libc.so.6"));
         assert!(r("/proc/self/maps"));
         assert!(r("/dev/null"));
