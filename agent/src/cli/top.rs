@@ -55,15 +55,12 @@ fn show(term: &mut ratatui::DefaultTerminal, args: &TopArgs) -> anyhow::Result<(
         }
         term.draw(|f| ui::draw(f, &m, &socket))?;
         // Keys and resizes wake this early; otherwise it sleeps until the next refresh.
-        if event::poll(next.saturating_duration_since(Instant::now()))? {
-            match event::read()? {
-                Event::Key(k) if k.kind == KeyEventKind::Press => {
-                    if key(&mut m, k) {
-                        return Ok(());
-                    }
-                }
-                _ => {}
-            }
+        if event::poll(next.saturating_duration_since(Instant::now()))?
+            && let Event::Key(k) = event::read()?
+            && k.kind == KeyEventKind::Press
+            && key(&mut m, k)
+        {
+            return Ok(());
         }
     }
 }

@@ -17,6 +17,9 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// Alerts kept on screen (newest first).
 const ALERTS_KEPT: usize = 200;
 
+/// Calls per (server, tool) at one refresh.
+type CallCounts = BTreeMap<(String, String), u64>;
+
 /// The panes `tab` moves between.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pane {
@@ -66,7 +69,7 @@ pub struct Model {
     pub reconnects: u32,
     pub snapshot: Option<TopSnapshot>,
     /// Tool-call counts seen at each refresh inside the window.
-    history: VecDeque<(Instant, BTreeMap<(String, String), u64>)>,
+    history: VecDeque<(Instant, CallCounts)>,
     /// Alerts newest first, each once.
     pub alerts: VecDeque<RecentAlert>,
     pub pane: Pane,
