@@ -76,8 +76,19 @@ fn pane(m: &Model, p: Pane, title: String) -> Block<'static> {
     Block::bordered().title(title).border_style(style)
 }
 
-fn bold_header(cells: [&'static str; 4]) -> Row<'static> {
-    Row::new(cells).style(Style::new().add_modifier(Modifier::BOLD))
+/// A pane of four columns, scrolled (never past its last row).
+fn table<'a>(
+    m: &Model,
+    p: Pane,
+    title: String,
+    header: [&'static str; 4],
+    widths: [Constraint; 4],
+    rows: Vec<Row<'a>>,
+) -> Table<'a> {
+    let skip = m.scroll[p as usize].min(rows.len().saturating_sub(1));
+    Table::new(rows.into_iter().skip(skip), widths)
+        .header(Row::new(header).style(Style::new().add_modifier(Modifier::BOLD)))
+        .block(pane(m, p, title))
 }
 
 fn draw_servers(f: &mut Frame, m: &Model, area: Rect) {
@@ -106,46 +117,34 @@ fn draw_servers(f: &mut Frame, m: &Model, area: Rect) {
                 Row::new([i.name.clone(), pid, i.mode.clone(), up])
             })
         })
-        .skip(m.scroll[Pane::Servers as usize])
         .collect();
     let n = m.snapshot.as_ref().map_or(0, |s| s.servers.len());
-    let t = Table::new(
-        rows,
-        [
-            Constraint::Fill(2),
-            Constraint::Length(9),
-            Constraint::Length(10),
-            Constraint::Length(7),
-        ],
-    )
-    .header(bold_header(["server", "pid", "mode", "up"]))
-    .block(pane(m, Pane::Servers, format!(" servers ({n}) ")));
-    f.render_widget(t, area);
+    let widths = [
+        Constraint::Fill(2),
+        Constraint::Length(9),
+        Constraint::Length(10),
+        Constraint::Length(7),
+    ];
+    let title = format!(" servers ({n}) ");
+    let header = ["server", "pid", "mode", "up"];
+    f.render_widget(table(m, Pane::Servers, title, header, widths, rows), area);
 }
 
 fn draw_tools(f: &mut Frame, m: &Model, area: Rect) {
     let rows: Vec<Row> = m
         .tool_rates()
         .into_iter()
-        .skip(m.scroll[Pane::Tools as usize])
         .map(|r| Row::new([r.server, r.tool, format!("{:.1}", r.per_s), r.calls.to_string()]))
         .collect();
-    let t = Table::new(
-        rows,
-        [
-            Constraint::Fill(1),
-            Constraint::Fill(2),
-            Constraint::Length(7),
-            Constraint::Length(7),
-        ],
-    )
-    .header(bold_header(["server", "tool", "calls/s", "calls"]))
-    .block(pane(
-        m,
-        Pane::Tools,
-        format!(" tools (calls/s over {}s) ", super::RATE_WINDOW.as_secs()),
-    ));
-    f.render_widget(t, area);
+    let widths = [
+        Constraint::Fill(1),
+        Constraint::Fill(2),
+        Constraint::Length(7),
+        Constraint::Length(7),
+    ];
+    let title = format!(" tools (calls/s over {}s) ", super::RATE_WINDOW.as_secs());
+    let header = ["server", "tool", "calls/s", "calls"];
+    f.render_widget(table(m, Pane::Tools, title, header, widths, rows), area);
 }
 
 fn severity_style(sev: &str) -> Style {
@@ -162,9 +161,10 @@ fn severity_style(sev: &str) -> Style {
 }
 
 fn draw_alerts(f: &mut Frame, m: &Model, area: Rect) {
+    let n = m.shown_alerts().count();
     let lines: Vec<Line> = m
         .shown_alerts()
-        .skip(m.scroll[Pane::Alerts as usize])
+        .skip(m.scroll[Pane::Alerts as usize].min(n.saturating_sub(1)))
         .take(area.height as usize)
         .map(|a| {
             // RFC 3339: the time of day is enough on a live screen.
@@ -185,7 +185,6 @@ fn draw_alerts(f: &mut Frame, m: &Model, area: Rect) {
             Line::from(spans)
         })
         .collect();
-    let n = m.shown_alerts().count();
     f.render_widget(
         Paragraph::new(lines).block(pane(m, Pane::Alerts, format!(" alerts ({n}, newest first) "))),
         area,
@@ -312,6 +311,10 @@ mod tests {
         for (w, h) in [(1, 1), (10, 3), (20, 8), (300, 100)] {
             screen(w, h, &m);
         }
+        // Scrolled far past the end: the last row stays in sight.
+        m.pane = Pane::Alerts;
+        m.scroll(1000);
+        assert!(screen(80, 24, &m).contains("cred.ssh"));
     }
 
     #[test]
