@@ -124,6 +124,18 @@ fn top_shows_the_server_its_tool_rate_and_the_alert_live() {
 fn top_fits_80x24_survives_resizes_and_reconnects_to_a_restarted_agent() {
     let dir = scratch_dir("top-small");
     let agent = Agent::start_in("top-small", dir.clone(), &["--no-user-host-configs"]);
+    // Not root: told at once, on the terminal, not by a screen that keeps retrying.
+    let out = output(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin())
+            .args(["top", "--socket"])
+            .arg(&agent.socket),
+    );
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("root only"),
+        "{out:?}"
+    );
     let t = Tmux::start("top-small", 80, 24, &top_cmd(&agent.socket));
     agent.test_alert();
     let s = t.wait("every pane and the test alert", |s| s.contains("agent.test"));

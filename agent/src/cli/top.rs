@@ -30,6 +30,10 @@ pub struct TopArgs {
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn run(args: TopArgs) -> anyhow::Result<()> {
+    // Refused (not root) is final: say so on the terminal, not in a screen that retries.
+    if let Err(e @ control::ClientError::Refused(_)) = control::call(&args.socket, &Request::Top, ASK_TIMEOUT) {
+        anyhow::bail!("{e}");
+    }
     let mut term = ratatui::try_init()?;
     let res = show(&mut term, &args);
     ratatui::restore();
