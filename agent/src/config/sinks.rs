@@ -16,12 +16,26 @@ pub enum Schema {
     Ocsf,
 }
 
+/// What a sink receives besides alerts.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkLevel {
+    /// Alerts only.
+    #[default]
+    Alerts,
+    /// Alerts and the lines of the events file's `summary` level (tool
+    /// calls with what they touched, activity, watch, loss...).
+    Summary,
+}
+
 /// One alert destination. Exactly one of `file`, `syslog`, `webhook`.
 #[derive(Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     /// Names the sink in metrics, logs and the spool directory.
     pub name: String,
+    #[serde(default)]
+    pub level: SinkLevel,
     #[serde(default)]
     pub spool: SpoolConfig,
     #[serde(default)]
@@ -327,6 +341,13 @@ impl SinkConfig {
                         "a private enterprise number (0 is reserved)".into(),
                     ));
                 }
+                if sl.format == MessageFormat::Cef && self.level != SinkLevel::Alerts {
+                    return Err((
+                        at("level"),
+                        "CEF carries alerts only: `level = \"alerts\"`, or `format = \"json\"` for summary lines"
+                            .into(),
+                    ));
+                }
                 if sl.format == MessageFormat::Cef && sl.schema != Schema::Ecs {
                     return Err((at("syslog.schema"), "a schema for `format = \"json\"` only".into()));
                 }
@@ -409,6 +430,24 @@ mod tests {
         assert_eq!(c.events.format, EventsFormat::Ocsf);
         let cef_ocsf = "[[sinks]]\nname = \"a\"\nsyslog = { transport = \"udp\", address = \"h:1\", format = \"cef\", schema = \"ocsf\" }";
         assert!(parse(cef_ocsf).unwrap_err().to_string().contains("syslog.schema"));
+    }
+
+    #[test]
+    fn a_sink_level_is_alerts_unless_set_and_cef_refuses_summary() {
+        let sink = |extra: &str| format!("[[sinks]]\nname = \"a\"\n{extra}\nwebhook = {{ url = \"http://h:1/\" }}");
+        assert_eq!(parse(&sink("")).unwrap().sinks[0].level, SinkLevel::Alerts);
+        assert_eq!(
+            parse(&sink("level = \"summary\"")).unwrap().sinks[0].level,
+            SinkLevel::Summary
+        );
+        assert!(
+            parse(&sink("level = \"all\""))
+                .unwrap_err()
+                .to_string()
+                .contains("unknown variant")
+        );
+        let cef = "[[sinks]]\nname = \"a\"\nlevel = \"summary\"\nsyslog = { transport = \"udp\", address = \"h:1\", format = \"cef\" }";
+        assert!(parse(cef).unwrap_err().to_string().contains("CEF carries alerts only"));
     }
 
     #[test]

@@ -184,6 +184,7 @@ impl Agent {
                 r.child_pid = Some(f.child_pid);
                 tag_record(&mut r, tag.as_ref());
                 self.writer.write(&r);
+                self.sinks.event(&r);
             }
             Event::Exit(x) => {
                 let h = &x.header;
@@ -196,6 +197,7 @@ impl Agent {
                 r.signal = x.signal;
                 tag_record(&mut r, tag.as_ref());
                 self.writer.write(&r);
+                self.sinks.event(&r);
             }
             Event::Sys(s) => self.on_sys(s, tag.as_ref()),
         }
@@ -240,9 +242,11 @@ impl Agent {
         let (mut r, extra) = self.names.sys_records(&s, &o, proc);
         tag_record(&mut r, tag);
         self.writer.write(&r);
+        self.sinks.event(&r);
         if let Some(mut x) = extra {
             tag_record(&mut x, tag);
             self.writer.write(&x);
+            self.sinks.event(&x);
         }
         let activities = o.into_activities(&s);
         if let Some(t) = tamper {
@@ -305,6 +309,7 @@ impl Agent {
         });
         tag_record(&mut r, tag);
         self.writer.write(&r);
+        self.sinks.event(&r);
     }
 
     pub(super) fn on_exec(&mut self, e: Exec, tag: Option<&CallTag>) {
@@ -338,6 +343,7 @@ impl Agent {
         let mut r = self.names.exec_record(&e, &o, self.procs.get(h.pid), &ancestry);
         tag_record(&mut r, tag);
         self.writer.write(&r);
+        self.sinks.event(&r);
         self.evaluate(h.server, h.ktime_ns, h.pid, h.killed, &[Activity::Exec(o.act)]);
     }
 

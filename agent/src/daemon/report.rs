@@ -75,6 +75,7 @@ impl Agent {
         r.call_id = l.call_id.as_deref();
         r.detail = Some(l.fields);
         self.writer.write(&r);
+        self.sinks.event(&r);
     }
 
     pub(super) fn mcp_alert(&mut self, a: McpAlert) {
@@ -200,6 +201,7 @@ impl Agent {
                 ..Default::default()
             };
             self.writer.write(&r);
+            self.sinks.event(&r);
         }
         // Drops the probes counted themselves: an unreadable argument, a full map...
         for (probe, reason, n) in self.probe_errors.poll() {
@@ -217,6 +219,7 @@ impl Agent {
                 ..Default::default()
             };
             self.writer.write(&r);
+            self.sinks.event(&r);
         }
         if moved {
             self.save_handover();

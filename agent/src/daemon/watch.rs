@@ -127,6 +127,7 @@ impl Agent {
             let mut r = self.names.proc_record("watch", id, now, &p);
             r.reason = Some(reason);
             self.writer.write(&r);
+            self.sinks.event(&r);
             self.metrics.event(Some(server), "watch");
             log::info!("watching pid {pid} ({}) as {server} ({reason})", p.exe);
             self.procs.insert(p);

@@ -164,6 +164,24 @@ impl Summaries {
         Verdict::Drop
     }
 
+    /// The lines this level makes of `r`, as values (what the sinks at
+    /// `level = "summary"` get; the events file writes the record itself).
+    pub fn lines(&mut self, r: &Record<'_>) -> Vec<Value> {
+        let line = || serde_json::to_value(r).ok();
+        match self.on(r) {
+            Verdict::Drop => Vec::new(),
+            Verdict::Write => line().into_iter().collect(),
+            Verdict::WriteTouched(touched) => line()
+                .map(|mut v| {
+                    v["touched"] = touched;
+                    v
+                })
+                .into_iter()
+                .collect(),
+            Verdict::WriteThen(then) => line().into_iter().chain(then).collect(),
+        }
+    }
+
     /// `activity` lines for what `server` touched that no `tool_call` line
     /// took: outside calls, and calls whose line never came.
     fn close_server(&mut self, server: &str, exit: &Record<'_>) -> Vec<Value> {

@@ -64,11 +64,7 @@ pub fn to_ecs(a: &Alert) -> Value {
             "dataset": "mcpwatch.alert",
             "severity": severity_number(a.severity),
         },
-        "agent": {
-            "type": "mcpwatch",
-            "name": "mcpwatch",
-            "version": env!("CARGO_PKG_VERSION"),
-        },
+        "agent": agent(),
         "log": { "level": a.severity.as_str() },
         "rule": { "id": a.rule, "name": a.rule, "category": family, "ruleset": "mcpwatch" },
         "message": a.summary,
@@ -81,9 +77,6 @@ pub fn to_ecs(a: &Alert) -> Value {
         "user": { "id": a.uid.to_string() },
         "mcpwatch": mcp,
     });
-    if let Some(id) = crate::output::agent_id::get() {
-        doc["agent"]["id"] = json!(id);
-    }
     // The agent's own alerts have no process: no empty executable.
     if !a.exe.is_empty() {
         doc["process"]["executable"] = json!(a.exe);
@@ -113,6 +106,44 @@ pub fn to_ecs(a: &Alert) -> Value {
             }
         }
         doc["threat"] = json!({ "framework": "MITRE ATT&CK", "technique": technique });
+    }
+    doc
+}
+
+/// ECS `agent`: this program, and its id when it has one.
+fn agent() -> Value {
+    let mut agent = json!({ "type": "mcpwatch", "name": "mcpwatch", "version": env!("CARGO_PKG_VERSION") });
+    if let Some(id) = crate::output::agent_id::get() {
+        agent["id"] = json!(id);
+    }
+    agent
+}
+
+/// An event line (a sink at `level = "summary"`) as an ECS event:
+/// `event.kind` "event", `event.action` the line's kind, the process and
+/// service ECS has fields for, and the whole line under `mcpwatch`.
+pub fn from_event(line: &Value, host: &str) -> Value {
+    let mut doc = json!({
+        "@timestamp": line["ts"],
+        "ecs": { "version": ECS_VERSION },
+        "event": {
+            "kind": "event",
+            "action": line["kind"],
+            "module": "mcpwatch",
+            "dataset": "mcpwatch.event",
+        },
+        "agent": agent(),
+        "host": { "hostname": host, "name": host },
+        "mcpwatch": line,
+    });
+    if let Some(pid) = line["pid"].as_u64().filter(|p| *p > 0) {
+        doc["process"] = json!({ "pid": pid });
+        if let Some(exe) = line["exe"].as_str().filter(|e| !e.is_empty()) {
+            doc["process"]["executable"] = json!(exe);
+        }
+    }
+    if let Some(s) = line["server"].as_str() {
+        doc["service"] = json!({ "name": s });
     }
     doc
 }

@@ -35,7 +35,7 @@ fn epoch_ms(ts: &str) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn host() -> &'static str {
+pub(crate) fn host() -> &'static str {
     static HOST: OnceLock<String> = OnceLock::new();
     HOST.get_or_init(crate::alerts::hostname)
 }

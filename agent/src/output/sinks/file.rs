@@ -1,4 +1,4 @@
-//! JSON lines sink: one ECS document per line, to stdout or to a file rotated
+//! JSON lines sink: one document (ECS or OCSF) per line, to stdout or to a file rotated
 //! by size (`path` -> `path.1` -> ... -> `path.<keep>`, see
 //! `output::rotation`; a device or FIFO is written to, never rotated).
 
@@ -9,10 +9,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use super::record::SinkRecord;
 use crate::{
-    alerts::Alert,
     config::{FileSinkConfig, Schema},
-    output::{format, rotation},
+    output::rotation,
 };
 
 pub enum FileSink {
@@ -49,8 +49,8 @@ impl FileSink {
         }
     }
 
-    pub fn deliver(&mut self, alert: &Alert, schema: Schema) -> io::Result<()> {
-        let mut line = serde_json::to_vec(&format::document(alert, schema))?;
+    pub fn deliver(&mut self, rec: &SinkRecord, schema: Schema) -> io::Result<()> {
+        let mut line = serde_json::to_vec(&rec.document(schema))?;
         line.push(b'\n');
         match self {
             FileSink::Stdout => {
@@ -107,7 +107,7 @@ mod tests {
         let mut ids = Vec::new();
         for i in 0..12 {
             let a = crate::alerts::test_alert(format!("1-{i}"), "2026-11-21T17:00:00Z".into(), 1, 1);
-            sink.deliver(&a, Schema::Ecs).unwrap();
+            sink.deliver(&SinkRecord::Alert(a.clone()), Schema::Ecs).unwrap();
             ids.push(a.id);
         }
         let read = |p: &Path| -> Vec<String> {
@@ -148,7 +148,7 @@ mod tests {
         });
         for i in 0..12 {
             let a = crate::alerts::test_alert(format!("1-{i}"), "2026-11-21T17:00:00Z".into(), 1, 1);
-            sink.deliver(&a, Schema::Ecs).unwrap();
+            sink.deliver(&SinkRecord::Alert(a.clone()), Schema::Ecs).unwrap();
         }
         assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
         assert!(!d.join("alerts.jsonl.1").exists(), "a device was rotated");

@@ -16,9 +16,14 @@
 //! when both are full is an alert dropped, logged and counted; the drops are
 //! folded into one `agent.sink_overflow` alert per interval telling how many
 //! were lost, queued as soon as there is room again.
+//!
+//! A sink at `level = "summary"` also gets the lines of the events file's
+//! `summary` level ([`record::SinkRecord::Line`]), through the same queue
+//! and spool; their drops are counted with the alerts'.
 
 pub mod backoff;
 pub mod file;
+pub mod record;
 pub mod spool;
 pub mod syslog;
 pub mod webhook;
@@ -38,9 +43,14 @@ use tokio::{
 
 use crate::{
     alerts::{Alert, AlertFactory},
-    config::{Config, SinkConfig, SinkKind},
-    output::metrics::{Metrics, SinkMetrics},
+    config::{Config, SinkConfig, SinkKind, SinkLevel},
+    output::{
+        events::Record,
+        metrics::{Metrics, SinkMetrics},
+        summary::Summaries,
+    },
 };
+use record::SinkRecord;
 use spool::{Spool, SpoolError};
 use webhook::Item;
 use worker::Worker;
@@ -118,15 +128,15 @@ impl Destination {
         }
     }
 
-    /// Delivers `alerts` (at most `batch()` of them): what became of each
-    /// alert when the receiver answered.
-    async fn deliver(&mut self, alerts: &[Alert]) -> Result<Vec<Item>, DeliveryError> {
-        let mut items = Vec::with_capacity(alerts.len());
-        for alert in alerts {
+    /// Delivers `records` (at most `batch()` of them): what became of each
+    /// when the receiver answered.
+    async fn deliver(&mut self, records: &[SinkRecord]) -> Result<Vec<Item>, DeliveryError> {
+        let mut items = Vec::with_capacity(records.len());
+        for rec in records {
             let res = match self {
-                Destination::File(f, schema) => f.deliver(alert, *schema).map_err(DeliveryError::from),
-                Destination::Syslog(s) => s.deliver(alert).await.map_err(DeliveryError::from),
-                Destination::Webhook(w) => return Ok(w.deliver(alerts).await?),
+                Destination::File(f, schema) => f.deliver(rec, *schema).map_err(DeliveryError::from),
+                Destination::Syslog(s) => s.deliver(rec).await.map_err(DeliveryError::from),
+                Destination::Webhook(w) => return Ok(w.deliver(records).await?),
             };
             match res {
                 Ok(()) => items.push(Item::Accepted),
@@ -174,7 +184,8 @@ impl Tracked {
 struct Handle {
     name: String,
     tracked: Tracked,
-    tx: mpsc::Sender<Arc<Alert>>,
+    tx: mpsc::Sender<Arc<SinkRecord>>,
+    level: SinkLevel,
     metrics: SinkMetrics,
     task: JoinHandle<()>,
 }
@@ -183,6 +194,8 @@ struct Handle {
 #[derive(Default)]
 pub struct Sinks {
     sinks: Vec<Handle>,
+    /// The `summary` level's open summaries, when a sink is at that level.
+    summaries: Option<Summaries>,
 }
 
 impl Sinks {
@@ -225,11 +238,16 @@ impl Sinks {
                 name: cfg.name.clone(),
                 tracked,
                 tx,
+                level: cfg.level,
                 metrics: m,
                 task: tokio::spawn(worker.run(dest, rx)),
             });
         }
-        Ok(Self { sinks })
+        let summaries = sinks
+            .iter()
+            .any(|s| s.level == SinkLevel::Summary)
+            .then(Summaries::default);
+        Ok(Self { sinks, summaries })
     }
 
     pub fn len(&self) -> usize {
@@ -272,12 +290,30 @@ impl Sinks {
         if self.sinks.is_empty() {
             return;
         }
-        let alert = Arc::new(alert.clone());
-        for s in &self.sinks {
-            if let Err(e) = s.tx.try_send(alert.clone()) {
-                s.tracked.settle(&alert.id, Err(format!("dropped: queue {e}")));
+        self.queue(SinkRecord::Alert(alert.clone()), |_| true);
+    }
+
+    /// Hands an event line to the sinks at `level = "summary"`: what that
+    /// level makes of it (nothing, the line, the line with what its call
+    /// touched, activity lines), as the events file does; never waits.
+    pub fn event(&mut self, r: &Record<'_>) {
+        let Some(summaries) = &mut self.summaries else {
+            return;
+        };
+        for line in summaries.lines(r) {
+            self.queue(SinkRecord::Line(line), |level| level == SinkLevel::Summary);
+        }
+    }
+
+    fn queue(&self, rec: SinkRecord, wants: impl Fn(SinkLevel) -> bool) {
+        let rec = Arc::new(rec);
+        for s in self.sinks.iter().filter(|s| wants(s.level)) {
+            if let Err(e) = s.tx.try_send(rec.clone()) {
+                if let Some(id) = rec.alert_id() {
+                    s.tracked.settle(id, Err(format!("dropped: queue {e}")));
+                }
                 s.metrics.dropped.inc();
-                log::error!("sink {}: alert {} dropped: queue {e}", s.name, alert.id);
+                log::error!("sink {}: {} dropped: queue {e}", s.name, rec.label());
             }
         }
     }
@@ -315,6 +351,7 @@ mod tests {
             spool_dir: Some(base.join("spool")),
             sinks: vec![SinkConfig {
                 name: "f".into(),
+                level: Default::default(),
                 spool: SpoolConfig {
                     max_alerts: 5,
                     max_bytes: 1 << 20,

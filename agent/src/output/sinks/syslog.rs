@@ -1,6 +1,7 @@
 //! Syslog sink: RFC 5424 messages over UDP (one datagram each), TCP
 //! (octet-counted framing, RFC 6587 3.4.1) or a Unix datagram socket (like
-//! /dev/log), the message being the ECS JSON document or a CEF line.
+//! /dev/log), the message being the JSON document (ECS or OCSF) or a CEF
+//! line. Event lines (`level = "summary"`) are informational, JSON only.
 //!
 //! A `host:port` target is resolved each time a connection is made: at the
 //! first alert, after any failure, and (UDP, whose failures mostly go
@@ -18,10 +19,11 @@ use tokio::{
     net::{TcpStream, UdpSocket, UnixDatagram},
 };
 
+use super::record::SinkRecord;
 use crate::{
-    alerts::{Alert, Severity},
+    alerts::Severity,
     config::{MessageFormat, Schema, SyslogSinkConfig, SyslogTransport},
-    output::format::{cef, document},
+    output::format::cef,
 };
 
 /// The SD-ID's name; the private enterprise number after `@` is a setting
@@ -81,9 +83,10 @@ fn timestamp(ts: &str) -> String {
     }
 }
 
-/// The RFC 5424 message for an alert.
+/// The RFC 5424 message for an alert (MSGID `alert`) or an event line
+/// (MSGID `event`, informational; a CEF sink takes alerts only, see config).
 pub fn format(
-    a: &Alert,
+    rec: &SinkRecord,
     facility: u8,
     app_name: &str,
     pen: u32,
@@ -91,20 +94,38 @@ pub fn format(
     fmt: MessageFormat,
     schema: Schema,
 ) -> String {
-    let pri = u32::from(facility) * 8 + u32::from(syslog_severity(a.severity));
-    let msg = match fmt {
-        MessageFormat::Json => document(a, schema).to_string(),
-        MessageFormat::Cef => cef::format(a),
+    let (severity, msgid, sd) = match rec {
+        SinkRecord::Alert(a) => (
+            a.severity,
+            "alert",
+            format!(
+                "id=\"{}\" rule=\"{}\" severity=\"{}\" server=\"{}\"",
+                sd_value(&a.id),
+                sd_value(&a.rule),
+                a.severity.as_str(),
+                sd_value(a.server.as_deref().unwrap_or("")),
+            ),
+        ),
+        SinkRecord::Line(l) => (
+            Severity::Info,
+            "event",
+            format!(
+                "kind=\"{}\" server=\"{}\"",
+                sd_value(l["kind"].as_str().unwrap_or_default()),
+                sd_value(l["server"].as_str().unwrap_or_default()),
+            ),
+        ),
+    };
+    let pri = u32::from(facility) * 8 + u32::from(syslog_severity(severity));
+    let msg = match (fmt, rec) {
+        (MessageFormat::Cef, SinkRecord::Alert(a)) => cef::format(a),
+        _ => rec.document(schema).to_string(),
     };
     format!(
-        "<{pri}>1 {} {} {} {procid} alert [{SD_NAME}@{pen} id=\"{}\" rule=\"{}\" severity=\"{}\" server=\"{}\"] {msg}",
-        timestamp(&a.ts),
-        header_field(&a.host, 255),
+        "<{pri}>1 {} {} {} {procid} {msgid} [{SD_NAME}@{pen} {sd}] {msg}",
+        timestamp(rec.ts()),
+        header_field(rec.host(), 255),
         header_field(app_name, 48),
-        sd_value(&a.id),
-        sd_value(&a.rule),
-        a.severity.as_str(),
-        sd_value(a.server.as_deref().unwrap_or("")),
     )
 }
 
@@ -149,9 +170,9 @@ impl SyslogSink {
             .ok_or_else(|| std::io::Error::other(format!("{} resolves to no address", self.cfg.address)))
     }
 
-    pub async fn deliver(&mut self, alert: &Alert) -> std::io::Result<()> {
+    pub async fn deliver(&mut self, rec: &SinkRecord) -> std::io::Result<()> {
         let msg = format(
-            alert,
+            rec,
             self.cfg.facility,
             &self.cfg.app_name,
             self.cfg.enterprise_number,
@@ -225,12 +246,12 @@ mod tests {
         };
         let mut sink = SyslogSink::new(&cfg);
         let mut a = full_alert();
-        sink.deliver(&a).await.unwrap();
+        sink.deliver(&SinkRecord::Alert(a.clone())).await.unwrap();
         let (first, _) = listener.accept().await.unwrap();
         drop(first);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         a.id = "second".into();
-        sink.deliver(&a).await.unwrap();
+        sink.deliver(&SinkRecord::Alert(a)).await.unwrap();
         let (mut second, _) = tokio::time::timeout(std::time::Duration::from_secs(5), listener.accept())
             .await
             .expect("a new connection for the second alert")
@@ -247,14 +268,15 @@ mod tests {
     fn rfc5424_header_and_structured_data() {
         let mut a = full_alert();
         a.id = "1-\"]x".into();
-        let m = format(&a, 13, "mcpwatch", 32473, 77, MessageFormat::Json, Schema::Ecs);
+        let rec = SinkRecord::Alert(a.clone());
+        let m = format(&rec, 13, "mcpwatch", 32473, 77, MessageFormat::Json, Schema::Ecs);
         let prefix = "<107>1 2026-11-21T17:00:00.000000Z h1 mcpwatch 77 alert [mcpwatch@32473 id=\"1-\\\"\\]x\" \
                       rule=\"cred.ssh_key\" severity=\"high\" server=\"fs\"] {";
         assert!(m.starts_with(prefix), "{m}");
         let json = &m[prefix.len() - 1..];
         let back = crate::output::format::ecs::from_ecs(&serde_json::from_str(json).unwrap()).unwrap();
         assert_eq!(back, a);
-        let c = format(&a, 13, "mcpwatch", 32473, 77, MessageFormat::Cef, Schema::Ecs);
+        let c = format(&rec, 13, "mcpwatch", 32473, 77, MessageFormat::Cef, Schema::Ecs);
         assert!(c.contains("] CEF:0|mcpwatch|"), "{c}");
     }
 }

@@ -1,5 +1,5 @@
-//! HTTP webhook sink: a POST per alert as plain ECS JSON, or per batch of
-//! alerts as Splunk HEC events or an Elasticsearch `_bulk` request (whose
+//! HTTP webhook sink: a POST per alert (or event line, at `level =
+//! "summary"`) as plain JSON (ECS or OCSF), or per batch as Splunk HEC events or an Elasticsearch `_bulk` request (whose
 //! answer is read item by item). TLS through rustls (webpki roots plus an
 //! optional private CA). The auth header's value is read once from a file or
 //! an environment variable and marked sensitive, so it never appears in logs
@@ -10,11 +10,8 @@ use std::time::Duration;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::json;
 
-use crate::{
-    alerts::Alert,
-    config::{AuthConfig, BatchConfig, DEFAULT_ELASTIC_INDEX, Schema, WebhookFormat, WebhookSinkConfig},
-    output::format::document,
-};
+use super::record::SinkRecord;
+use crate::config::{AuthConfig, BatchConfig, DEFAULT_ELASTIC_INDEX, Schema, WebhookFormat, WebhookSinkConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -121,27 +118,27 @@ impl WebhookSink {
         self.batch
     }
 
-    /// The request body and content type for alerts (`json` carries one).
-    pub fn body(&self, alerts: &[Alert]) -> (Vec<u8>, &'static str) {
+    /// The request body and content type for records (`json` carries one).
+    pub fn body(&self, records: &[SinkRecord]) -> (Vec<u8>, &'static str) {
         match self.format {
             WebhookFormat::Json => {
-                let doc = alerts.first().map(|a| document(a, self.schema)).unwrap_or_default();
+                let doc = records.first().map(|r| r.document(self.schema)).unwrap_or_default();
                 (doc.to_string().into_bytes(), "application/json")
             }
             WebhookFormat::SplunkHec => {
                 // HEC takes events one after the other in one body.
                 let mut body = Vec::new();
-                for alert in alerts {
-                    let time = humantime::parse_rfc3339(&alert.ts)
+                for rec in records {
+                    let time = humantime::parse_rfc3339(rec.ts())
                         .ok()
                         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                         .map(|d| d.as_secs_f64());
                     let mut ev = json!({
                         "time": time,
-                        "host": alert.host,
+                        "host": rec.host(),
                         "source": self.source,
                         "sourcetype": self.sourcetype,
-                        "event": document(alert, self.schema),
+                        "event": rec.document(self.schema),
                     });
                     if let Some(index) = &self.index {
                         ev["index"] = json!(index);
@@ -154,27 +151,31 @@ impl WebhookSink {
             WebhookFormat::ElasticBulk => {
                 // `create` (data streams refuse `index`), `_id` the alert id:
                 // a replay after an unanswered request is a 409, not a copy.
+                // Event lines have no id: Elasticsearch gives them one.
                 let index = self.index.as_deref().unwrap_or(DEFAULT_ELASTIC_INDEX);
                 let mut body = Vec::new();
-                for alert in alerts {
-                    let action = json!({ "create": { "_index": index, "_id": alert.id } });
-                    body.extend_from_slice(format!("{action}\n{}\n", document(alert, self.schema)).as_bytes());
+                for rec in records {
+                    let mut action = json!({ "create": { "_index": index } });
+                    if let Some(id) = rec.alert_id() {
+                        action["create"]["_id"] = json!(id);
+                    }
+                    body.extend_from_slice(format!("{action}\n{}\n", rec.document(self.schema)).as_bytes());
                 }
                 (body, "application/x-ndjson")
             }
         }
     }
 
-    /// Sends `alerts` in one request; on an answer, what became of each.
-    pub async fn deliver(&mut self, alerts: &[Alert]) -> Result<Vec<Item>, WebhookError> {
-        let (body, ctype) = self.body(alerts);
+    /// Sends `records` in one request; on an answer, what became of each.
+    pub async fn deliver(&mut self, records: &[SinkRecord]) -> Result<Vec<Item>, WebhookError> {
+        let (body, ctype) = self.body(records);
         let mut req = self
             .client
             .post(self.url.clone())
             .header(CONTENT_TYPE, ctype)
             .body(body);
-        if let Some(first) = alerts.first() {
-            req = req.header("x-mcpwatch-alert-id", first.id.as_str());
+        if let Some(id) = records.first().and_then(SinkRecord::alert_id) {
+            req = req.header("x-mcpwatch-alert-id", id);
         }
         if let Some((name, value)) = &self.auth {
             req = req.header(name.clone(), value.clone());
@@ -192,9 +193,9 @@ impl WebhookSink {
             });
         }
         if self.format == WebhookFormat::ElasticBulk {
-            return bulk_items(&text, alerts.len());
+            return bulk_items(&text, records.len());
         }
-        Ok(vec![Item::Accepted; alerts.len()])
+        Ok(vec![Item::Accepted; records.len()])
     }
 }
 
@@ -256,7 +257,8 @@ mod tests {
         let a = full_alert();
         let mut b2 = a.clone();
         b2.id = "123-5".into();
-        let (b, t) = sink(WebhookFormat::ElasticBulk).body(&[a.clone(), b2.clone()]);
+        let (r, r2) = (SinkRecord::Alert(a.clone()), SinkRecord::Alert(b2.clone()));
+        let (b, t) = sink(WebhookFormat::ElasticBulk).body(&[r.clone(), r2.clone()]);
         assert_eq!(t, "application/x-ndjson");
         let text = String::from_utf8(b).unwrap();
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -265,7 +267,7 @@ mod tests {
         assert_eq!(ecs::from_ecs(&lines[1]).unwrap(), a);
         assert_eq!(lines[2], json!({"create": {"_index": "idx", "_id": "123-5"}}));
         assert!(text.ends_with('\n'));
-        let (b, _) = sink(WebhookFormat::SplunkHec).body(&[a.clone(), b2]);
+        let (b, _) = sink(WebhookFormat::SplunkHec).body(&[r, r2]);
         let events: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&b)
             .into_iter()
             .map(Result::unwrap)

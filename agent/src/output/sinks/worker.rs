@@ -13,11 +13,12 @@ use tokio::{
 use super::{
     DEAD_LETTER, DEAD_LETTER_MAX_BYTES, DeliveryError, Destination, MEMORY, OVERFLOW_EVERY, SHUTDOWN_GRACE, Tracked,
     backoff,
+    record::SinkRecord,
     spool::{Spool, SpoolError},
     webhook::{Item, WebhookError},
 };
 use crate::{
-    alerts::{Alert, AlertFactory, rules},
+    alerts::{AlertFactory, rules},
     config::RetryConfig,
     output::{events::Clock, metrics::SinkMetrics},
 };
@@ -29,7 +30,7 @@ pub(super) struct Worker {
     pub(super) m: SinkMetrics,
     /// Alerts that came while the spool could not take them, newer than
     /// everything in the spool (while it holds any, arrivals queue here too).
-    pub(super) memory: VecDeque<Alert>,
+    pub(super) memory: VecDeque<SinkRecord>,
     /// Alerts dropped since the last overflow report.
     pub(super) overflow: u64,
     /// When the last overflow report was queued.
@@ -41,7 +42,7 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    pub(super) async fn run(mut self, mut dest: Destination, mut rx: mpsc::Receiver<Arc<Alert>>) {
+    pub(super) async fn run(mut self, mut dest: Destination, mut rx: mpsc::Receiver<Arc<SinkRecord>>) {
         let mut backoff = backoff::Backoff::new(
             Duration::from_millis(self.retry.initial_backoff_ms),
             Duration::from_millis(self.retry.max_backoff_ms),
@@ -129,22 +130,21 @@ impl Worker {
                 }
                 Err(e) => (Vec::new(), Some(e)),
             };
-            for (alert, item) in batch.iter().zip(&items) {
+            for (rec, item) in batch.iter().zip(&items) {
                 match item {
                     Item::Refused(reason) => {
-                        self.tracked.settle(&alert.id, Err(format!("refused: {reason}")));
-                        self.dead_letter(alert, reason)
+                        self.settle(rec, Err(format!("refused: {reason}")));
+                        self.dead_letter(rec, reason)
                     }
                     _ => {
-                        self.tracked.settle(&alert.id, Ok(()));
+                        self.settle(rec, Ok(()));
                         self.m.delivered.inc()
                     }
                 }
             }
             if let Some(e) = &failure {
-                for alert in &batch[items.len()..] {
-                    self.tracked
-                        .settle(&alert.id, Err(format!("{e} (kept in its spool, retried)")));
+                for rec in &batch[items.len()..] {
+                    self.settle(rec, Err(format!("{e} (kept in its spool, retried)")));
                 }
             }
             if from_spool {
@@ -172,7 +172,7 @@ impl Worker {
                         log::warn!(
                             "sink {}: delivery of {} failed ({} waiting, retrying in {wait:?}): {e}",
                             self.name,
-                            batch.get(items.len()).map_or("?", |a| a.id.as_str()),
+                            batch.get(items.len()).map_or_else(|| "?".into(), SinkRecord::label),
                             self.len()
                         );
                     }
@@ -217,7 +217,7 @@ impl Worker {
     /// spooled lines. An unreadable line (should not happen: the agent
     /// wrote it) at the head is dropped and counted so it cannot wedge the
     /// sink; one further on ends the batch before it.
-    fn head(&mut self, cap: (usize, usize)) -> Option<(Vec<Alert>, Vec<Vec<u8>>)> {
+    fn head(&mut self, cap: (usize, usize)) -> Option<(Vec<SinkRecord>, Vec<Vec<u8>>)> {
         let mut lines = match self.spool.peek_many(cap.0, cap.1) {
             Ok(l) => l,
             Err(e) => {
@@ -228,7 +228,7 @@ impl Worker {
         };
         let mut alerts = Vec::with_capacity(lines.len());
         for line in &lines {
-            match serde_json::from_slice(line) {
+            match SinkRecord::from_spooled(line) {
                 Ok(a) => alerts.push(a),
                 Err(e) if alerts.is_empty() => {
                     log::error!("sink {}: dropping an unreadable spooled alert: {e}", self.name);
@@ -247,18 +247,28 @@ impl Worker {
         Some((alerts, lines))
     }
 
-    /// Keeps an alert the receiver refused for good in the sink's
-    /// dead-letter file (`dead-letter.jsonl` in its spool directory, one
-    /// JSON object a line: when, why, the alert), so it no longer holds
-    /// the alerts behind it. Counted; a failed write counts as a drop.
-    fn dead_letter(&mut self, alert: &Alert, reason: &str) {
+    /// Answers whoever waits on an alert (`test-alert`); lines have no one.
+    fn settle(&self, rec: &SinkRecord, outcome: super::Outcome) {
+        if let Some(id) = rec.alert_id() {
+            self.tracked.settle(id, outcome);
+        }
+    }
+
+    /// Keeps what the receiver refused for good in the sink's dead-letter
+    /// file (`dead-letter.jsonl` in its spool directory, one JSON object a
+    /// line: when, why, the `alert` or event `line`), so it no longer holds
+    /// what is behind it. Counted; a failed write counts as a drop.
+    fn dead_letter(&mut self, rec: &SinkRecord, reason: &str) {
         let path = self.spool.dir().join(DEAD_LETTER);
-        let line = json!({
+        let mut line = json!({
             "at": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
             "sink": self.name,
             "reason": reason,
-            "alert": alert,
         });
+        match rec {
+            SinkRecord::Alert(a) => line["alert"] = json!(a),
+            SinkRecord::Line(l) => line["line"] = l.clone(),
+        }
         let res = append_dead_letter(&path, &format!("{line}\n"), DEAD_LETTER_MAX_BYTES);
         if matches!(res, Ok(false)) {
             // Bounded like the spool: a receiver refusing everything must not
@@ -266,9 +276,9 @@ impl Worker {
             self.m.dropped.inc();
             self.overflow += 1;
             log::error!(
-                "sink {}: alert {} refused for good ({reason}) and dropped: {} is full ({} MiB)",
+                "sink {}: {} refused for good ({reason}) and dropped: {} is full ({} MiB)",
                 self.name,
-                alert.id,
+                rec.label(),
                 path.display(),
                 DEAD_LETTER_MAX_BYTES >> 20
             );
@@ -280,18 +290,18 @@ impl Worker {
         }
         match res {
             Ok(()) => log::error!(
-                "sink {}: alert {} refused for good ({reason}); kept in {}",
+                "sink {}: {} refused for good ({reason}); kept in {}",
                 self.name,
-                alert.id,
+                rec.label(),
                 path.display()
             ),
             Err(e) => {
                 self.m.dropped.inc();
                 self.overflow += 1;
                 log::error!(
-                    "sink {}: alert {} refused for good ({reason}) and lost: {}: {e}",
+                    "sink {}: {} refused for good ({reason}) and lost: {}: {e}",
                     self.name,
-                    alert.id,
+                    rec.label(),
                     path.display()
                 );
             }
@@ -301,7 +311,7 @@ impl Worker {
     /// Puts an arriving alert on disk, or in memory when the disk cannot take
     /// it (after the folded report of earlier drops, when one is due and
     /// there is room for it now).
-    fn intake(&mut self, alert: &Alert) {
+    fn intake(&mut self, rec: &SinkRecord) {
         let due = self.overflow_at.is_none_or(|at| at.elapsed() >= OVERFLOW_EVERY);
         if self.overflow > 0 && due {
             let report = self.overflow_alert();
@@ -315,26 +325,25 @@ impl Worker {
                 self.overflow_at = Some(Instant::now());
             }
         }
-        if !self.keep(alert) {
+        if !self.keep(rec) {
             if (self.overflow + 1).is_power_of_two() {
                 log::error!(
-                    "sink {}: alert {} dropped: spool and memory queue full",
+                    "sink {}: {} dropped: spool and memory queue full",
                     self.name,
-                    alert.id
+                    rec.label()
                 );
             }
             self.overflow += 1;
             self.m.dropped.inc();
-            self.tracked
-                .settle(&alert.id, Err("dropped: spool and memory queue full".into()));
+            self.settle(rec, Err("dropped: spool and memory queue full".into()));
         }
         self.gauges();
     }
 
     /// Keeps an alert until it is delivered: in the spool, else in memory.
-    fn keep(&mut self, alert: &Alert) -> bool {
+    fn keep(&mut self, rec: &SinkRecord) -> bool {
         // Once in memory, arrivals stay there until it drains (order).
-        if self.memory.is_empty() && self.push(alert) {
+        if self.memory.is_empty() && self.push(rec) {
             return true;
         }
         if self.memory.len() >= MEMORY {
@@ -346,16 +355,16 @@ impl Worker {
                 self.name
             );
         }
-        self.memory.push_back(alert.clone());
+        self.memory.push_back(rec.clone());
         true
     }
 
-    fn push(&mut self, alert: &Alert) -> bool {
+    fn push(&mut self, rec: &SinkRecord) -> bool {
         let backlog = !self.spool.is_empty() || self.failing;
-        let line = match serde_json::to_vec(alert) {
+        let line = match rec.to_spooled() {
             Ok(l) => l,
             Err(e) => {
-                log::error!("sink {}: cannot serialise alert {}: {e}", self.name, alert.id);
+                log::error!("sink {}: cannot serialise {}: {e}", self.name, rec.label());
                 return false;
             }
         };
@@ -371,7 +380,7 @@ impl Worker {
                     self.m.spool_errors.inc();
                 }
                 if self.memory.is_empty() {
-                    log::error!("sink {}: alert {} not spooled: {e}", self.name, alert.id);
+                    log::error!("sink {}: {} not spooled: {e}", self.name, rec.label());
                 }
                 false
             }
@@ -379,7 +388,7 @@ impl Worker {
     }
 
     /// The alert that stands for alerts this sink lost since the last one.
-    fn overflow_alert(&self) -> Alert {
+    fn overflow_alert(&self) -> SinkRecord {
         let dropped = self.overflow;
         let mut a = self.factory.raise(
             &rules::AGENT_SINK_OVERFLOW,
@@ -392,7 +401,7 @@ impl Worker {
         a.pid = std::process::id();
         a.count = dropped;
         a.evidence = json!({ "sink": self.name, "dropped": dropped });
-        a
+        SinkRecord::Alert(a)
     }
 
     fn gauges(&self) {
