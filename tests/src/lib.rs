@@ -9,6 +9,7 @@ mod agent;
 pub mod fixtures;
 pub mod mcp;
 pub mod policy;
+pub mod webhook;
 
 use std::{
     io::Read as _,
