@@ -339,6 +339,73 @@ mod tests {
     use crate::output::events::Clock;
     use crate::output::format::ecs;
 
+    fn file_sink(base: &std::path::Path, level: SinkLevel) -> Config {
+        Config {
+            spool_dir: Some(base.join("spool")),
+            sinks: vec![SinkConfig {
+                name: "f".into(),
+                level,
+                spool: SpoolConfig::default(),
+                retry: RetryConfig::default(),
+                file: Some(FileSinkConfig {
+                    path: base.join("alerts.jsonl"),
+                    rotate_bytes: 0,
+                    keep: 1,
+                    schema: Default::default(),
+                }),
+                syslog: None,
+                webhook: None,
+            }],
+            ..Config::default()
+        }
+    }
+
+    /// A spool left by an agent from before sink levels (plain alerts, one
+    /// a line) is replayed in order by a sink at `summary`, whose own event
+    /// lines go after it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_spool_of_plain_alerts_replays_before_new_lines() {
+        let base = std::env::temp_dir().join(format!("mcpwatch-sinks-old-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let cfg = file_sink(&base, SinkLevel::Summary);
+        let mut old = Spool::open(&base.join("spool/f"), SpoolConfig::default()).unwrap();
+        for i in 0..3 {
+            let a = crate::alerts::test_alert(format!("1-{i}"), "2026-11-21T17:00:00Z".into(), 1, 1);
+            old.push(&serde_json::to_vec(&a).unwrap()).unwrap();
+        }
+        drop(old);
+        let metrics = Metrics::new().unwrap();
+        let mut sinks = Sinks::start(&cfg, &metrics, &AlertFactory::new(Clock::new())).unwrap();
+        sinks.event(&Record {
+            ts: "2026-11-21T17:00:01Z".into(),
+            kind: "tool_call",
+            server: Some("fs"),
+            tool: Some("read_file"),
+            call_id: Some("4"),
+            ..Default::default()
+        });
+        let m = metrics.sink("f");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while m.delivered.get() < 4 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sinks.shutdown().await;
+        let got: Vec<String> = std::fs::read_to_string(base.join("alerts.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{}:{}",
+                    v["event"]["kind"].as_str().unwrap(),
+                    v["event"]["id"].as_str().unwrap_or("-")
+                )
+            })
+            .collect();
+        assert_eq!(got, ["alert:1-0", "alert:1-1", "alert:1-2", "event:-"]);
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
     /// A file sink whose directory is missing fails; alerts wait in the
     /// spool, then in memory, overflow is counted and reported once, and
     /// everything kept arrives in order once the directory exists.
