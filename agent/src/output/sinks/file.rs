@@ -107,7 +107,7 @@ mod tests {
         let mut ids = Vec::new();
         for i in 0..12 {
             let a = crate::alerts::test_alert(format!("1-{i}"), "2026-11-21T17:00:00Z".into(), 1, 1);
-            sink.deliver(&SinkRecord::Alert(a.clone()), Schema::Ecs).unwrap();
+            sink.deliver(&SinkRecord::from(a.clone()), Schema::Ecs).unwrap();
             ids.push(a.id);
         }
         let read = |p: &Path| -> Vec<String> {
@@ -148,7 +148,7 @@ mod tests {
         });
         for i in 0..12 {
             let a = crate::alerts::test_alert(format!("1-{i}"), "2026-11-21T17:00:00Z".into(), 1, 1);
-            sink.deliver(&SinkRecord::Alert(a.clone()), Schema::Ecs).unwrap();
+            sink.deliver(&SinkRecord::from(a.clone()), Schema::Ecs).unwrap();
         }
         assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
         assert!(!d.join("alerts.jsonl.1").exists(), "a device was rotated");

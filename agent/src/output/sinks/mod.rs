@@ -290,7 +290,7 @@ impl Sinks {
         if self.sinks.is_empty() {
             return;
         }
-        self.queue(SinkRecord::Alert(alert.clone()), |_| true);
+        self.queue(SinkRecord::from(alert.clone()), |_| true);
     }
 
     /// Hands an event line to the sinks at `level = "summary"`: what that

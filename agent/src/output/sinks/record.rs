@@ -15,9 +15,15 @@ const LINE_KEY: &str = "event_line";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkRecord {
-    Alert(Alert),
+    Alert(Box<Alert>),
     /// An event line as the events file writes it (`kind`, `ts`, ...).
     Line(Value),
+}
+
+impl From<Alert> for SinkRecord {
+    fn from(a: Alert) -> Self {
+        SinkRecord::Alert(Box::new(a))
+    }
 }
 
 impl SinkRecord {
@@ -78,7 +84,7 @@ impl SinkRecord {
         {
             return Ok(SinkRecord::Line(l));
         }
-        serde_json::from_value(v).map(SinkRecord::Alert)
+        serde_json::from_value::<Alert>(v).map(SinkRecord::from)
     }
 }
 
@@ -92,8 +98,8 @@ mod tests {
     fn plain_alert_spool_lines_replay_and_lines_round_trip() {
         let a = crate::alerts::test_alert("1-7".into(), "2026-11-21T17:00:00Z".into(), 1, 1);
         let old = serde_json::to_vec(&a).unwrap();
-        assert_eq!(SinkRecord::from_spooled(&old).unwrap(), SinkRecord::Alert(a.clone()));
-        assert_eq!(SinkRecord::Alert(a).to_spooled().unwrap(), old);
+        assert_eq!(SinkRecord::from_spooled(&old).unwrap(), SinkRecord::from(a.clone()));
+        assert_eq!(SinkRecord::from(a).to_spooled().unwrap(), old);
         let line = SinkRecord::Line(serde_json::json!({"kind": "tool_call", "ts": "t", "tool": "read_file"}));
         let back = SinkRecord::from_spooled(&line.to_spooled().unwrap()).unwrap();
         assert_eq!(back, line);

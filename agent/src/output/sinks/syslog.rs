@@ -246,12 +246,12 @@ mod tests {
         };
         let mut sink = SyslogSink::new(&cfg);
         let mut a = full_alert();
-        sink.deliver(&SinkRecord::Alert(a.clone())).await.unwrap();
+        sink.deliver(&SinkRecord::from(a.clone())).await.unwrap();
         let (first, _) = listener.accept().await.unwrap();
         drop(first);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         a.id = "second".into();
-        sink.deliver(&SinkRecord::Alert(a)).await.unwrap();
+        sink.deliver(&SinkRecord::from(a)).await.unwrap();
         let (mut second, _) = tokio::time::timeout(std::time::Duration::from_secs(5), listener.accept())
             .await
             .expect("a new connection for the second alert")
@@ -268,7 +268,7 @@ mod tests {
     fn rfc5424_header_and_structured_data() {
         let mut a = full_alert();
         a.id = "1-\"]x".into();
-        let rec = SinkRecord::Alert(a.clone());
+        let rec = SinkRecord::from(a.clone());
         let m = format(&rec, 13, "mcpwatch", 32473, 77, MessageFormat::Json, Schema::Ecs);
         let prefix = "<107>1 2026-11-21T17:00:00.000000Z h1 mcpwatch 77 alert [mcpwatch@32473 id=\"1-\\\"\\]x\" \
                       rule=\"cred.ssh_key\" severity=\"high\" server=\"fs\"] {";

@@ -257,7 +257,7 @@ mod tests {
         let a = full_alert();
         let mut b2 = a.clone();
         b2.id = "123-5".into();
-        let (r, r2) = (SinkRecord::Alert(a.clone()), SinkRecord::Alert(b2.clone()));
+        let (r, r2) = (SinkRecord::from(a.clone()), SinkRecord::from(b2.clone()));
         let (b, t) = sink(WebhookFormat::ElasticBulk).body(&[r.clone(), r2.clone()]);
         assert_eq!(t, "application/x-ndjson");
         let text = String::from_utf8(b).unwrap();

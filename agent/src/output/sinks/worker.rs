@@ -401,7 +401,7 @@ impl Worker {
         a.pid = std::process::id();
         a.count = dropped;
         a.evidence = json!({ "sink": self.name, "dropped": dropped });
-        SinkRecord::Alert(a)
+        SinkRecord::from(a)
     }
 
     fn gauges(&self) {
