@@ -279,4 +279,32 @@ mod tests {
         let c = format(&rec, 13, "mcpwatch", 32473, 77, MessageFormat::Cef, Schema::Ecs);
         assert!(c.contains("] CEF:0|mcpwatch|"), "{c}");
     }
+
+    /// A summary line: informational, MSGID `event`, its kind and server in
+    /// the structured data, the ECS event document as the message.
+    #[test]
+    fn an_event_line_is_an_informational_event_message() {
+        let line = serde_json::json!({"ts": "2026-11-21T17:00:00Z", "kind": "tool_call", "server": "fs", "pid": 9});
+        let m = format(
+            &SinkRecord::Line(line),
+            13,
+            "mcpwatch",
+            32473,
+            77,
+            MessageFormat::Json,
+            Schema::Ecs,
+        );
+        let (head, json) = m.split_once("] ").unwrap();
+        assert!(head.starts_with("<110>1 2026-11-21T17:00:00.000000Z "), "{m}");
+        assert!(
+            head.ends_with(" mcpwatch 77 event [mcpwatch@32473 kind=\"tool_call\" server=\"fs\""),
+            "{m}"
+        );
+        let doc: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            (doc["event"]["kind"].as_str(), doc["event"]["action"].as_str()),
+            (Some("event"), Some("tool_call"))
+        );
+        assert_eq!(doc["process"]["pid"], 9);
+    }
 }
