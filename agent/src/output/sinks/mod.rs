@@ -339,7 +339,8 @@ mod tests {
     use crate::output::events::Clock;
     use crate::output::format::ecs;
 
-    fn file_sink(base: &std::path::Path, level: SinkLevel) -> Config {
+    /// One file sink `f` writing to `path`, its spool under `base`.
+    fn file_sink(base: &std::path::Path, path: &std::path::Path, level: SinkLevel) -> Config {
         Config {
             spool_dir: Some(base.join("spool")),
             sinks: vec![SinkConfig {
@@ -348,7 +349,7 @@ mod tests {
                 spool: SpoolConfig::default(),
                 retry: RetryConfig::default(),
                 file: Some(FileSinkConfig {
-                    path: base.join("alerts.jsonl"),
+                    path: path.to_owned(),
                     rotate_bytes: 0,
                     keep: 1,
                     schema: Default::default(),
@@ -367,7 +368,7 @@ mod tests {
     async fn a_spool_of_plain_alerts_replays_before_new_lines() {
         let base = std::env::temp_dir().join(format!("mcpwatch-sinks-old-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
-        let cfg = file_sink(&base, SinkLevel::Summary);
+        let cfg = file_sink(&base, &base.join("alerts.jsonl"), SinkLevel::Summary);
         let mut old = Spool::open(&base.join("spool/f"), SpoolConfig::default()).unwrap();
         for i in 0..3 {
             let a = crate::alerts::test_alert(format!("1-{i}"), "2026-11-21T17:00:00Z".into(), 1, 1);
@@ -414,30 +415,15 @@ mod tests {
         let base = std::env::temp_dir().join(format!("mcpwatch-sinks-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         let out_dir = base.join("out");
-        let cfg = Config {
-            spool_dir: Some(base.join("spool")),
-            sinks: vec![SinkConfig {
-                name: "f".into(),
-                level: Default::default(),
-                spool: SpoolConfig {
-                    max_alerts: 5,
-                    max_bytes: 1 << 20,
-                },
-                retry: RetryConfig {
-                    initial_backoff_ms: 20,
-                    max_backoff_ms: 50,
-                    timeout_ms: 1000,
-                },
-                file: Some(FileSinkConfig {
-                    path: out_dir.join("alerts.jsonl"),
-                    rotate_bytes: 0,
-                    keep: 1,
-                    schema: Default::default(),
-                }),
-                syslog: None,
-                webhook: None,
-            }],
-            ..Config::default()
+        let mut cfg = file_sink(&base, &out_dir.join("alerts.jsonl"), SinkLevel::Alerts);
+        cfg.sinks[0].spool = SpoolConfig {
+            max_alerts: 5,
+            max_bytes: 1 << 20,
+        };
+        cfg.sinks[0].retry = RetryConfig {
+            initial_backoff_ms: 20,
+            max_backoff_ms: 50,
+            timeout_ms: 1000,
         };
         let metrics = Metrics::new().unwrap();
         let sinks = Sinks::start(&cfg, &metrics, &AlertFactory::new(Clock::new())).unwrap();
