@@ -1,7 +1,8 @@
 //! A level per sink: two webhook sinks of one agent while a real MCP server
 //! (mcp-server-time from PyPI) answers the official SDK client. The sink at
 //! `level = "summary"` receives the session's `tool_call` line (as an ECS
-//! event, with what the call touched) as well as alerts; the one left at the
+//! event, with what the call touched) as well as alerts; the one at `all`
+//! every line (the server's exec and file lines too); the one left at the
 //! default `alerts` receives alerts only.
 
 use std::sync::{Arc, Mutex};
@@ -23,15 +24,28 @@ fn docs(got: &Mutex<Vec<Received>>, path: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The HEC events of the `all` sink (`/every`), their `event` documents.
+fn hec(got: &Mutex<Vec<Received>>) -> Vec<Value> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path == "/every")
+        .flat_map(|r| serde_json::Deserializer::from_slice(&r.body).into_iter::<Value>())
+        .map(|v| v.expect("HEC JSON")["event"].clone())
+        .collect()
+}
+
 #[test]
-fn a_sink_at_summary_gets_the_tool_call_line_and_one_at_alerts_does_not() {
+fn a_sink_at_summary_gets_the_tool_call_line_one_at_all_every_line_one_at_alerts_none() {
     let got = Arc::new(Mutex::new(Vec::new()));
     let receiver = Receiver::start(0, got.clone());
     let port = receiver.port;
     let config = format!(
         "spool_dir = \"{{dir}}/spool\"\n\
          [[sinks]]\nname = \"lines\"\nlevel = \"summary\"\nwebhook = {{ url = \"http://127.0.0.1:{port}/lines\" }}\n\
-         [[sinks]]\nname = \"alerts\"\nwebhook = {{ url = \"http://127.0.0.1:{port}/alerts\" }}\n"
+         [[sinks]]\nname = \"alerts\"\nwebhook = {{ url = \"http://127.0.0.1:{port}/alerts\" }}\n\
+         [[sinks]]\nname = \"every\"\nlevel = \"all\"\n\
+         webhook = {{ url = \"http://127.0.0.1:{port}/every\", format = \"splunk_hec\" }}\n"
     );
     let agent = Agent::start_with_config("sink-level", &config, &["--audit-tool-calls"]);
     let py = python().to_string_lossy().into_owned();
@@ -51,8 +65,12 @@ fn a_sink_at_summary_gets_the_tool_call_line_and_one_at_alerts_does_not() {
         || {
             let lines = docs(&got, "/lines");
             let has_alert = |docs: &[Value]| docs.iter().any(|d| d["event"]["id"] == alert.as_str());
-            (lines.iter().any(|d| action(d) == "tool_call") && has_alert(&lines) && has_alert(&docs(&got, "/alerts")))
-                .then_some(lines)
+            let every = hec(&got);
+            (lines.iter().any(|d| action(d) == "tool_call")
+                && has_alert(&lines)
+                && has_alert(&docs(&got, "/alerts"))
+                && has_alert(&every))
+            .then_some(lines)
         },
         || format!("{:?}\n{}", docs(&got, "/lines"), agent.log()),
     );
@@ -79,6 +97,18 @@ fn a_sink_at_summary_gets_the_tool_call_line_and_one_at_alerts_does_not() {
             .iter()
             .any(|d| matches!(action(d).as_str(), "file" | "net" | "fork")),
         "{lines:?}"
+    );
+    // `all`: the lines the summary folds away are there too.
+    let every = hec(&got);
+    let kinds = |docs: &[Value], k: &str| docs.iter().filter(|d| action(d) == k).count();
+    assert!(
+        kinds(&every, "exec") >= 1 && kinds(&every, "file") >= 1 && kinds(&every, "tool_call") >= 1,
+        "{every:?}"
+    );
+    eprintln!(
+        "lines received: summary {}, all {}",
+        lines.iter().filter(|d| d["event"]["kind"] == "event").count(),
+        every.iter().filter(|d| d["event"]["kind"] == "event").count()
     );
     let alerts = docs(&got, "/alerts");
     assert!(

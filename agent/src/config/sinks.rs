@@ -26,6 +26,9 @@ pub enum SinkLevel {
     /// Alerts and the lines of the events file's `summary` level (tool
     /// calls with what they touched, activity, watch, loss...).
     Summary,
+    /// Alerts and every event line (the events file's `all`): a firehose,
+    /// bounded like alerts by the sink's queue, spool and memory.
+    All,
 }
 
 /// One alert destination. Exactly one of `file`, `syslog`, `webhook`.

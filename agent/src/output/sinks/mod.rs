@@ -196,6 +196,8 @@ pub struct Sinks {
     sinks: Vec<Handle>,
     /// The `summary` level's open summaries, when a sink is at that level.
     summaries: Option<Summaries>,
+    /// A sink is at `all`.
+    firehose: bool,
 }
 
 impl Sinks {
@@ -247,7 +249,12 @@ impl Sinks {
             .iter()
             .any(|s| s.level == SinkLevel::Summary)
             .then(Summaries::default);
-        Ok(Self { sinks, summaries })
+        let firehose = sinks.iter().any(|s| s.level == SinkLevel::All);
+        Ok(Self {
+            sinks,
+            summaries,
+            firehose,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -293,10 +300,16 @@ impl Sinks {
         self.queue(SinkRecord::from(alert.clone()), |_| true);
     }
 
-    /// Hands an event line to the sinks at `level = "summary"`: what that
-    /// level makes of it (nothing, the line, the line with what its call
-    /// touched, activity lines), as the events file does; never waits.
+    /// Hands an event line to the sinks at `level = "all"` as it is, and to
+    /// those at `summary` what that level makes of it (nothing, the line,
+    /// the line with what its call touched, activity lines), as the events
+    /// file does; never waits.
     pub fn event(&mut self, r: &Record<'_>) {
+        if self.firehose
+            && let Ok(line) = serde_json::to_value(r)
+        {
+            self.queue(SinkRecord::Line(line), |level| level == SinkLevel::All);
+        }
         let Some(summaries) = &mut self.summaries else {
             return;
         };
@@ -313,7 +326,15 @@ impl Sinks {
                     s.tracked.settle(id, Err(format!("dropped: queue {e}")));
                 }
                 s.metrics.dropped.inc();
-                log::error!("sink {}: {} dropped: queue {e}", s.name, rec.label());
+                // Logged at powers of two: a firehose must not flood the log.
+                let n = s.metrics.dropped.get();
+                if n.is_power_of_two() {
+                    log::error!(
+                        "sink {}: {} dropped: queue {e} ({n} dropped so far)",
+                        s.name,
+                        rec.label()
+                    );
+                }
             }
         }
     }
@@ -404,6 +425,66 @@ mod tests {
             })
             .collect();
         assert_eq!(got, ["alert:1-0", "alert:1-1", "alert:1-2", "event:-"]);
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    /// One session's lines reach each sink as its level says: every line at
+    /// `all`, the summary (the file folded into the call's line) at
+    /// `summary`, none at `alerts`.
+    #[tokio::test(flavor = "current_thread")]
+    async fn each_sink_gets_the_lines_of_its_level() {
+        let base = std::env::temp_dir().join(format!("mcpwatch-sinks-levels-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let levels = [
+            ("all", SinkLevel::All),
+            ("summary", SinkLevel::Summary),
+            ("alerts", SinkLevel::Alerts),
+        ];
+        let mut cfg = file_sink(&base, &base.join("x"), SinkLevel::Alerts);
+        cfg.sinks = levels
+            .iter()
+            .map(|(name, level)| {
+                let mut s = file_sink(&base, &base.join(format!("{name}.jsonl")), *level)
+                    .sinks
+                    .remove(0);
+                s.name = (*name).into();
+                s
+            })
+            .collect();
+        let metrics = Metrics::new().unwrap();
+        let mut sinks = Sinks::start(&cfg, &metrics, &AlertFactory::new(Clock::new())).unwrap();
+        let rec = |kind, call_id: Option<&'static str>, path: Option<&str>| Record {
+            ts: "2026-11-21T17:00:01Z".into(),
+            kind,
+            server: Some("fs"),
+            pid: 7,
+            tool: call_id.map(|_| "read_file"),
+            call_id,
+            path: path.map(str::to_owned),
+            ..Default::default()
+        };
+        sinks.event(&rec("watch", None, None));
+        sinks.event(&rec("file", Some("4"), Some("/srv/a")));
+        sinks.event(&rec("tool_call", Some("4"), None));
+        sinks.shutdown().await;
+        let lines = |name: &str| -> Vec<String> {
+            std::fs::read_to_string(base.join(format!("{name}.jsonl")))
+                .unwrap_or_default()
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    let touched = &v["mcpwatch"]["touched"];
+                    let files = touched["files"]["count"]
+                        .as_u64()
+                        .map(|n| format!(" {n} file"))
+                        .unwrap_or_default();
+                    format!("{}{files}", v["event"]["action"].as_str().unwrap())
+                })
+                .collect()
+        };
+        assert_eq!(lines("all"), ["watch", "file", "tool_call"]);
+        assert_eq!(lines("summary"), ["watch", "tool_call 1 file"]);
+        assert!(lines("alerts").is_empty());
         let _ = std::fs::remove_dir_all(&base);
     }
 
