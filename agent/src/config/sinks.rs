@@ -443,8 +443,9 @@ mod tests {
             parse(&sink("level = \"summary\"")).unwrap().sinks[0].level,
             SinkLevel::Summary
         );
+        assert_eq!(parse(&sink("level = \"all\"")).unwrap().sinks[0].level, SinkLevel::All);
         assert!(
-            parse(&sink("level = \"all\""))
+            parse(&sink("level = \"some\""))
                 .unwrap_err()
                 .to_string()
                 .contains("unknown variant")

@@ -65,6 +65,7 @@ struct SinkFamilies {
     retried: IntCounterVec,
     spooled: IntCounterVec,
     dropped: IntCounterVec,
+    lines_dropped: IntCounterVec,
     spool_errors: IntCounterVec,
     dead_lettered: IntCounterVec,
     backlog: IntGaugeVec,
@@ -100,6 +101,8 @@ pub struct SinkMetrics {
     pub retried: IntCounter,
     pub spooled: IntCounter,
     pub dropped: IntCounter,
+    /// Event lines (`level` summary or all) lost: never counted as alerts.
+    pub lines_dropped: IntCounter,
     pub spool_errors: IntCounter,
     pub dead_lettered: IntCounter,
     pub backlog: IntGauge,
@@ -206,6 +209,12 @@ impl Metrics {
                 &r,
                 "mcpwatch_sink_alerts_dropped_total",
                 "Alerts lost for a sink (spool full, or the spool could not be written)",
+                &["sink"],
+            )?,
+            lines_dropped: counter_vec(
+                &r,
+                "mcpwatch_sink_lines_dropped_total",
+                "Event lines (sink level summary or all) lost for a sink: its queue or spool past the share kept for alerts, or refused",
                 &["sink"],
             )?,
             spool_errors: counter_vec(
@@ -504,6 +513,7 @@ impl Metrics {
             retried: self.sink.retried.with_label_values(&l),
             spooled: self.sink.spooled.with_label_values(&l),
             dropped: self.sink.dropped.with_label_values(&l),
+            lines_dropped: self.sink.lines_dropped.with_label_values(&l),
             spool_errors: self.sink.spool_errors.with_label_values(&l),
             dead_lettered: self.sink.dead_lettered.with_label_values(&l),
             backlog: self.sink.backlog.with_label_values(&l),

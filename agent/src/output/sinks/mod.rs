@@ -318,23 +318,32 @@ impl Sinks {
         }
     }
 
+    /// Event lines take the queue up to three quarters: the rest is kept
+    /// for alerts, which a firehose (`all`) must not crowd out.
     fn queue(&self, rec: SinkRecord, wants: impl Fn(SinkLevel) -> bool) {
         let rec = Arc::new(rec);
         for s in self.sinks.iter().filter(|s| wants(s.level)) {
-            if let Err(e) = s.tx.try_send(rec.clone()) {
-                if let Some(id) = rec.alert_id() {
+            let res = match rec.alert_id() {
+                None if s.tx.capacity() <= QUEUE / 4 => Err("past the lines' share".to_owned()),
+                _ => s.tx.try_send(rec.clone()).map_err(|e| e.to_string()),
+            };
+            let Err(e) = res else { continue };
+            let dropped = match rec.alert_id() {
+                Some(id) => {
                     s.tracked.settle(id, Err(format!("dropped: queue {e}")));
+                    &s.metrics.dropped
                 }
-                s.metrics.dropped.inc();
-                // Logged at powers of two: a firehose must not flood the log.
-                let n = s.metrics.dropped.get();
-                if n.is_power_of_two() {
-                    log::error!(
-                        "sink {}: {} dropped: queue {e} ({n} dropped so far)",
-                        s.name,
-                        rec.label()
-                    );
-                }
+                None => &s.metrics.lines_dropped,
+            };
+            dropped.inc();
+            // Logged at powers of two: a firehose must not flood the log.
+            let n = dropped.get();
+            if n.is_power_of_two() {
+                log::error!(
+                    "sink {}: {} dropped: queue {e} ({n} dropped so far)",
+                    s.name,
+                    rec.label()
+                );
             }
         }
     }
@@ -485,6 +494,40 @@ mod tests {
         assert_eq!(lines("all"), ["watch", "file", "tool_call"]);
         assert_eq!(lines("summary"), ["watch", "tool_call 1 file"]);
         assert!(lines("alerts").is_empty());
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    /// A firehose cannot crowd alerts out: with the receiver down, lines
+    /// stop at three quarters of the spool (counted apart) and the alerts
+    /// after them still fit, none dropped.
+    #[tokio::test(flavor = "current_thread")]
+    async fn lines_leave_a_full_sinks_room_to_alerts() {
+        let base = std::env::temp_dir().join(format!("mcpwatch-sinks-share-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let mut cfg = file_sink(&base, &base.join("missing/all.jsonl"), SinkLevel::All);
+        cfg.sinks[0].spool.max_alerts = 8;
+        let metrics = Metrics::new().unwrap();
+        let mut sinks = Sinks::start(&cfg, &metrics, &AlertFactory::new(Clock::new())).unwrap();
+        for _ in 0..20 {
+            sinks.event(&Record {
+                kind: "file",
+                server: Some("fs"),
+                ..Default::default()
+            });
+        }
+        for i in 0..4 {
+            sinks.send(&crate::alerts::test_alert(
+                format!("1-{i}"),
+                "2026-11-21T17:00:00Z".into(),
+                1,
+                1,
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let m = metrics.sink("f");
+        assert_eq!((m.lines_dropped.get(), m.dropped.get()), (14, 0));
+        assert_eq!(m.backlog.get(), 10, "6 lines and 4 alerts wait");
+        sinks.shutdown().await;
         let _ = std::fs::remove_dir_all(&base);
     }
 

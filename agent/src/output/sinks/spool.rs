@@ -141,6 +141,12 @@ impl Spool {
         self.count == 0
     }
 
+    /// Three quarters full (count or bytes): event lines stop here, the
+    /// rest is kept for alerts.
+    pub fn nearly_full(&self) -> bool {
+        self.count * 4 >= self.limits.max_alerts * 3 || self.bytes() * 4 >= self.limits.max_bytes * 3
+    }
+
     /// Bytes of undelivered lines.
     pub fn bytes(&self) -> u64 {
         self.end - self.head

@@ -273,8 +273,7 @@ impl Worker {
         if matches!(res, Ok(false)) {
             // Bounded like the spool: a receiver refusing everything must not
             // fill the disk; past the cap a refused alert is a counted drop.
-            self.m.dropped.inc();
-            self.overflow += 1;
+            self.count_drop(rec);
             log::error!(
                 "sink {}: {} refused for good ({reason}) and dropped: {} is full ({} MiB)",
                 self.name,
@@ -296,8 +295,7 @@ impl Worker {
                 path.display()
             ),
             Err(e) => {
-                self.m.dropped.inc();
-                self.overflow += 1;
+                self.count_drop(rec);
                 log::error!(
                     "sink {}: {} refused for good ({reason}) and lost: {}: {e}",
                     self.name,
@@ -326,15 +324,13 @@ impl Worker {
             }
         }
         if !self.keep(rec) {
-            if (self.overflow + 1).is_power_of_two() {
+            if self.count_drop(rec).is_power_of_two() {
                 log::error!(
                     "sink {}: {} dropped: spool and memory queue full",
                     self.name,
                     rec.label()
                 );
             }
-            self.overflow += 1;
-            self.m.dropped.inc();
             self.settle(rec, Err("dropped: spool and memory queue full".into()));
         }
         self.gauges();
@@ -342,6 +338,10 @@ impl Worker {
 
     /// Keeps an alert until it is delivered: in the spool, else in memory.
     fn keep(&mut self, rec: &SinkRecord) -> bool {
+        if rec.alert_id().is_none() {
+            // Event lines: the spool up to three quarters, never memory (kept for alerts).
+            return self.memory.is_empty() && !self.spool.nearly_full() && self.push(rec);
+        }
         // Once in memory, arrivals stay there until it drains (order).
         if self.memory.is_empty() && self.push(rec) {
             return true;
@@ -385,6 +385,18 @@ impl Worker {
                 false
             }
         }
+    }
+
+    /// Counts a record lost: an alert in `dropped` and the next overflow
+    /// report, a line in `lines_dropped` only. The count so far.
+    fn count_drop(&mut self, rec: &SinkRecord) -> u64 {
+        if rec.alert_id().is_none() {
+            self.m.lines_dropped.inc();
+            return self.m.lines_dropped.get();
+        }
+        self.m.dropped.inc();
+        self.overflow += 1;
+        self.overflow
     }
 
     /// The alert that stands for alerts this sink lost since the last one.
