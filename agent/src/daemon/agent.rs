@@ -9,7 +9,7 @@ use agent_common::{AgentConfig, EventKind, LossKey, WatchedProc, config::WATCH_P
 use aya::maps::{Array, HashMap, MapData, PerCpuHashMap};
 
 use crate::{
-    alerts::{Alert, AlertAncestor, AlertFactory, loss::LossFold, rules},
+    alerts::{Alert, AlertAncestor, AlertFactory, fold::Operation, loss::LossFold, rules},
     daemon::control::{ControlMsg, Registered, ServerStatus, Status, WatchRequest},
     daemon::handover::Handover,
     enforce::{Layer, config::EnforceConfig},
@@ -31,6 +31,7 @@ use crate::{
         dns,
         history::{self, WriteHistory},
         observe::{self, SysObservation},
+        operation,
         procs::{self, ForkedCall, Proc, ProcTable},
         registrations::Registrations,
         servers::validate_name,
@@ -176,6 +177,7 @@ impl Agent {
                     argv: parent.argv.clone(),
                     server: Some(h.server),
                     call,
+                    operation: parent.operation.clone(),
                     ..Default::default()
                 });
                 let mut r = self.names.base_record(h, EventKind::Fork.name(), Some(&parent));
@@ -189,6 +191,17 @@ impl Agent {
                 let closed = self.mcp.on_exit(h.pid, h.ktime_ns);
                 self.mcp_outputs(closed);
                 let gone = self.procs.remove(h.pid);
+                // A package manager run ends with its process: its folded alerts.
+                if let Some(op) = gone
+                    .as_ref()
+                    .and_then(|p| p.operation.as_ref())
+                    .filter(|o| o.pid == h.pid)
+                {
+                    let server = self.names.server_name(h.server).unwrap_or("?").to_owned();
+                    for a in self.policy.end_operation(&server, op.pid) {
+                        self.emit_alert(&a);
+                    }
+                }
                 let mut r = self.names.base_record(h, EventKind::Exit.name(), gone.as_ref());
                 r.exit_code = x.exit_code;
                 r.signal = x.signal;
@@ -320,8 +333,17 @@ impl Agent {
             |p| written.recent_for(server, p, now, &lineage),
             &|fd, kind| procs::stdio_kind(pid, fd, kind),
         );
-        // An exec keeps the call the process was forked during.
+        // An exec keeps the call the process was forked during, and the
+        // package manager run it is part of; a server's process that runs
+        // a package manager starts one.
         let call = self.procs.get(h.pid).and_then(|p| p.call.clone());
+        let operation = self.procs.get(h.pid).and_then(|p| p.operation.clone()).or_else(|| {
+            let parent_watched = self.procs.get(h.ppid).is_some_and(|p| p.server == Some(server));
+            parent_watched
+                .then(|| operation::package_manager(&o.exe, &e.argv))
+                .flatten()
+                .map(|program| Operation { program, pid })
+        });
         self.procs.insert(Proc {
             pid: h.pid,
             ppid: h.ppid,
@@ -330,6 +352,7 @@ impl Agent {
             argv: e.argv.clone(),
             server: Some(h.server),
             call,
+            operation,
             ..Default::default()
         });
         let ancestry = self.procs.ancestry(h.pid);
@@ -351,7 +374,9 @@ impl Agent {
         let dir = activities
             .iter()
             .any(|a| matches!(a, Activity::File(f) if f.access.directory));
-        let mut ctx = self.context(server, ktime_ns, pid, exec, exec || dir);
+        // A package manager run's alerts are held: they carry their ancestry.
+        let held = self.procs.get(pid).is_some_and(|p| p.operation.is_some());
+        let mut ctx = self.context(server, ktime_ns, pid, exec || held, exec || dir);
         ctx.killed = killed;
         let mut alerts: Vec<Alert> = activities
             .iter()
@@ -406,6 +431,7 @@ impl Agent {
             call_id: call.map(|c| c.call_id),
             tools_in_flight,
             killed: false,
+            operation: p.operation,
         }
     }
 

@@ -1,0 +1,86 @@
+//! Which exec starts an operation whose alerts are folded (`alerts::fold`):
+//! a package manager run by a server's process (not the server's own
+//! launch: `npx -y server` is the server). The run is the process and every
+//! process below it, from its exec to its exit.
+
+use crate::policy::glob::name_matches;
+
+/// Package managers and build tools that install or fetch packages, by the
+/// name of their executable or script.
+const PROGRAMS: &str = "{npm,npx,pnpm,pnpx,yarn,bun,pip,pip3,pip3.*,pipx,uv,uvx,poetry,pdm,conda,mamba,\
+                        cargo,go,gem,bundle,bundler,composer,mvn,gradle}";
+
+fn basename(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+/// The package manager `exe` with `argv` runs, by name: the executable
+/// itself (`/usr/bin/pip3`), an interpreter's script (`node
+/// /usr/lib/node_modules/npm/bin/npm-cli.js`, `python /venv/bin/pip`) or
+/// module (`python -m pip`).
+pub fn package_manager(exe: &str, argv: &[String]) -> Option<String> {
+    let known = |name: &str| {
+        let name = name
+            .strip_suffix("-cli.js")
+            .or_else(|| name.strip_suffix(".js"))
+            .or_else(|| name.strip_suffix(".cjs"))
+            .unwrap_or(name);
+        name_matches(PROGRAMS, name).then(|| name.to_owned())
+    };
+    if let Some(n) = known(basename(exe)) {
+        return Some(n);
+    }
+    let interpreted = name_matches("{node,nodejs,python*,ruby*,php*,java}", basename(exe));
+    if !interpreted {
+        return None;
+    }
+    match argv.get(1).map(String::as_str) {
+        Some("-m") => argv.get(2).and_then(|m| known(m)),
+        Some(script) => known(basename(script)),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::test_argv;
+
+    #[test]
+    fn package_managers_are_told_by_their_executable_script_or_module() {
+        let pm = |exe: &str, argv: &[&str]| package_manager(exe, &test_argv(argv));
+        assert_eq!(
+            pm(
+                "/usr/bin/node",
+                &["npm", "/usr/lib/node_modules/npm/bin/npm-cli.js", "install"]
+            )
+            .as_deref(),
+            Some("npm")
+        );
+        assert_eq!(
+            pm("/usr/bin/node", &["node", "/usr/bin/npx", "-y", "x"]).as_deref(),
+            Some("npx")
+        );
+        assert_eq!(
+            pm("/v/bin/python3.12", &["python", "/v/bin/pip", "install"]).as_deref(),
+            Some("pip")
+        );
+        assert_eq!(
+            pm("/usr/bin/python3", &["python3", "-m", "pip", "install"]).as_deref(),
+            Some("pip")
+        );
+        assert_eq!(
+            pm("/root/.cargo/bin/cargo", &["cargo", "build"]).as_deref(),
+            Some("cargo")
+        );
+        assert_eq!(pm("/usr/bin/uv", &["uv", "pip", "install"]).as_deref(), Some("uv"));
+        assert_eq!(pm("/usr/bin/node", &["node", "/srv/index.js"]), None);
+        assert_eq!(pm("/usr/bin/python3", &["python3", "-m", "mcp_server_git"]), None);
+        assert_eq!(
+            pm("/bin/sh", &["sh", "/usr/bin/npm"]),
+            None,
+            "a shell is not an interpreter of npm"
+        );
+        assert_eq!(pm("/usr/bin/git", &["git", "pip"]), None);
+    }
+}
