@@ -244,3 +244,82 @@ fn the_same_servers_in_audit_mode_run_untouched_and_their_alerts_say_the_kill_la
     assert!(by_rule(&ev, "creda", "enforce.denied").is_empty());
     assert!(agent.stop().success());
 }
+
+/// Waits up to the tests' patience for `done`; whether it came (no panic:
+/// the caller still has a shell to end).
+fn came(agent: &Agent, done: impl Fn(&[Value]) -> bool) -> bool {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while std::time::Instant::now() < deadline {
+        if done(&agent.events()) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn an_enforced_servers_pty_reverse_shell_is_killed_by_the_agent_at_its_exec() {
+    let dir = scratch_dir("kill-pty-scripts");
+    let evil = evil_copy(&dir, "evil_pty.py");
+    // The server may run a shell: what kills this one is its pty's master
+    // held by a process with a socket, not an undeclared exec.
+    let d = scratch_dir("kill-pty-manifests");
+    let m = json!({
+        "name": "evilp",
+        "mode": "enforce",
+        "match": {"argv": [regex_escape("evil_pty.py")]},
+        "exec": ["sh"],
+        "network": {"outbound": {"allow_host": ["127.0.0.1"]}},
+    });
+    std::fs::write(d.join("evilp.json"), m.to_string()).unwrap();
+    let agent = agent_with("kill-pty", &d, &[]);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let events_agent = &agent;
+    let (killed, heard, report) = std::thread::scope(|sc| {
+        // The shell's pty is only known as the network's once it runs: the
+        // command is sent after the kill (or the wait for it) so that only
+        // a living shell could answer.
+        let h = sc.spawn(move || {
+            let (mut s, _) = l.accept().expect("the pty shell connects back");
+            let killed = came(events_agent, |ev| !by_rule(ev, "evilp", "enforce.denied").is_empty());
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let _ = s.write_all(b"echo pwned-$((6*7))\nexit\n");
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got);
+            (killed, String::from_utf8_lossy(&got).into_owned())
+        });
+        let report = McpSession::new(&[&py(), &evil])
+            .call("pty_reverse_shell", json!({"port": port}))
+            .run();
+        let (killed, heard) = h.join().unwrap();
+        (killed, heard, report)
+    });
+    assert_eq!(report["calls"][0]["text"], "pty shell closed", "{report}");
+    assert!(killed, "no enforce.denied for the pty shell: {}", dump(&agent.events()));
+    assert!(!heard.contains("pwned-42"), "the shell ran: {heard:?}");
+    let ev = agent.events();
+    let a = by_rule(&ev, "evilp", "enforce.denied")[0];
+    assert_eq!(
+        (a["layer"].as_str(), a["evidence"]["op"].as_str()),
+        (Some("kill"), Some("exec")),
+        "{a}"
+    );
+    assert!(a["evidence"]["rules"].to_string().contains("exec.reverse_shell"), "{a}");
+    let summary = a["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("killed pid") && summary.contains("during pty_reverse_shell"),
+        "{a}"
+    );
+    let shell_pid = a["pid"].as_u64().unwrap();
+    let ev = agent.wait_events("the pty shell's exit", |ev| {
+        ev.iter().any(|e| e["kind"] == "exit" && e["pid"] == shell_pid)
+    });
+    let exit = ev
+        .iter()
+        .find(|e| e["kind"] == "exit" && e["pid"] == shell_pid)
+        .unwrap();
+    assert_eq!(exit["signal"], 9, "{exit}");
+    assert!(agent.stop().success());
+}

@@ -9,10 +9,10 @@ use agent_common::{AgentConfig, EventKind, LossKey, WatchedProc, config::WATCH_P
 use aya::maps::{Array, HashMap, MapData, PerCpuHashMap};
 
 use crate::{
-    alerts::{Alert, AlertAncestor, AlertFactory, fold::Operation, loss::LossFold, rules},
+    alerts::{Alert, AlertAncestor, AlertFactory, loss::LossFold, rules},
     daemon::control::{ControlMsg, Registered, ServerStatus, Status, WatchRequest},
     daemon::handover::Handover,
-    enforce::{Layer, config::EnforceConfig},
+    enforce::{Layer, config::EnforceConfig, kill},
     kernel::watchset::WatchSet,
     kernel::{
         decode::{self, Event, Exec, Sys},
@@ -334,16 +334,9 @@ impl Agent {
             &|fd, kind| procs::stdio_kind(pid, fd, kind),
         );
         // An exec keeps the call the process was forked during, and the
-        // package manager run it is part of; a server's process that runs
-        // a package manager starts one.
+        // package manager run it is part of (or starts one).
         let call = self.procs.get(h.pid).and_then(|p| p.call.clone());
-        let operation = self.procs.get(h.pid).and_then(|p| p.operation.clone()).or_else(|| {
-            let parent_watched = self.procs.get(h.ppid).is_some_and(|p| p.server == Some(server));
-            parent_watched
-                .then(|| operation::package_manager(&o.exe, &e.argv))
-                .flatten()
-                .map(|program| Operation { program, pid })
-        });
+        let operation = operation::of_exec(&self.procs, h, &o.exe, &e.argv);
         self.procs.insert(Proc {
             pid: h.pid,
             ppid: h.ppid,
@@ -359,7 +352,11 @@ impl Agent {
         let mut r = self.names.exec_record(&e, &o, self.procs.get(h.pid), &ancestry);
         tag_record(&mut r, tag);
         self.writer.write(&r);
-        self.evaluate(h.server, h.ktime_ns, h.pid, h.killed, &[Activity::Exec(o.act)]);
+        let act = Activity::Exec(o.act);
+        let name = self.names.server_name(h.server).unwrap_or("?");
+        // What the kernel cannot tell (a pty driven from the network) the agent kills itself.
+        let killed = h.killed || (self.policy.kills_from_userspace(name, &act) && kill::now(h.pid));
+        self.evaluate(h.server, h.ktime_ns, h.pid, killed, &[act]);
     }
 
     /// Hands activities to the policy and delivers its alerts; `killed`:

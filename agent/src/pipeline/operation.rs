@@ -3,7 +3,7 @@
 //! launch: `npx -y server` is the server). The run is the process and every
 //! process below it, from its exec to its exit.
 
-use crate::policy::glob::name_matches;
+use crate::{alerts::fold::Operation, kernel::decode::Header, pipeline::procs::ProcTable, policy::glob::name_matches};
 
 /// Package managers and build tools that install or fetch packages, by the
 /// name of their executable or script.
@@ -39,6 +39,20 @@ pub fn package_manager(exe: &str, argv: &[String]) -> Option<String> {
         Some(script) => known(basename(script)),
         None => None,
     }
+}
+
+/// The run the process of the exec `h` (now running `exe` with `argv`)
+/// belongs to: the one it was in, or its own when a process of its server
+/// (not the server's launch) runs a package manager.
+pub fn of_exec(procs: &ProcTable, h: &Header, exe: &str, argv: &[String]) -> Option<Operation> {
+    if let Some(op) = procs.get(h.pid).and_then(|p| p.operation.clone()) {
+        return Some(op);
+    }
+    let parent_watched = procs.get(h.ppid).is_some_and(|p| p.server == Some(h.server));
+    parent_watched
+        .then(|| package_manager(exe, argv))
+        .flatten()
+        .map(|program| Operation { program, pid: h.pid })
 }
 
 #[cfg(test)]

@@ -250,6 +250,17 @@ impl Policy {
         self.engine.kill_policies()
     }
 
+    /// Whether the kill layer of `server` (enforce mode, working) kills
+    /// `act` from userspace (see [`KillSet::kills_from_userspace`]).
+    ///
+    /// [`KillSet::kills_from_userspace`]: crate::enforce::kill::KillSet::kills_from_userspace
+    pub fn kills_from_userspace(&self, server: &str, act: &Activity) -> bool {
+        self.engine
+            .kill_policies()
+            .iter()
+            .any(|(name, k)| *name == server && k.kills_from_userspace(act))
+    }
+
     /// Whether an activity is judged at all (checked before the acting
     /// process's context is gathered): a failed access touched nothing, so
     /// only probing for credentials matters (most failed opens are library
