@@ -114,6 +114,32 @@ fn by_rule<'a>(ev: &'a [Value], server: &str, rule: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// `a` is the kill layer's denial of a reverse shell's exec during `tool`
+/// (not a would-block), and the shell died of SIGKILL.
+fn assert_shell_killed(agent: &Agent, a: &Value, tool: &str) {
+    assert_eq!(
+        (a["layer"].as_str(), a["evidence"]["op"].as_str()),
+        (Some("kill"), Some("exec")),
+        "{a}"
+    );
+    assert!(a["evidence"]["rules"].to_string().contains("exec.reverse_shell"), "{a}");
+    let summary = a["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("killed pid") && summary.contains(&format!("during {tool}")),
+        "{a}"
+    );
+    assert!(a.get("would_block").is_none_or(|w| w == false), "{a}");
+    let shell_pid = a["pid"].as_u64().unwrap();
+    let ev = agent.wait_events("the shell's exit", |ev| {
+        ev.iter().any(|e| e["kind"] == "exit" && e["pid"] == shell_pid)
+    });
+    let exit = ev
+        .iter()
+        .find(|e| e["kind"] == "exit" && e["pid"] == shell_pid)
+        .unwrap();
+    assert_eq!(exit["signal"], 9, "{exit}");
+}
+
 #[test]
 fn a_discovered_enforced_server_is_killed_before_its_reverse_shell_runs_and_before_its_key_read_returns() {
     let dir = scratch_dir("kill-enf-scripts");
@@ -143,25 +169,7 @@ fn a_discovered_enforced_server_is_killed_before_its_reverse_shell_runs_and_befo
     let ev = agent.wait_events("the shell's kill", |ev| {
         !by_rule(ev, "evilk", "enforce.denied").is_empty()
     });
-    let denied = by_rule(&ev, "evilk", "enforce.denied");
-    let a = denied[0];
-    assert_eq!(
-        (a["layer"].as_str(), a["evidence"]["op"].as_str()),
-        (Some("kill"), Some("exec")),
-        "{a}"
-    );
-    assert!(a["evidence"]["rules"].to_string().contains("exec.reverse_shell"), "{a}");
-    assert!(a["summary"].as_str().unwrap().contains("during reverse_shell"), "{a}");
-    assert!(a.get("would_block").is_none_or(|w| w == false), "{a}");
-    let shell_pid = a["pid"].as_u64().unwrap();
-    let ev = agent.wait_events("the shell's exit", |ev| {
-        ev.iter().any(|e| e["kind"] == "exit" && e["pid"] == shell_pid)
-    });
-    let exit = ev
-        .iter()
-        .find(|e| e["kind"] == "exit" && e["pid"] == shell_pid)
-        .unwrap();
-    assert_eq!(exit["signal"], 9, "{exit}");
+    assert_shell_killed(&agent, by_rule(&ev, "evilk", "enforce.denied")[0], "reverse_shell");
 
     // The credential read: killed at the open's exit, before read().
     let (out, status) = read_key(&agent, &reader, &home, Some("credk"));
@@ -300,26 +308,6 @@ fn an_enforced_servers_pty_reverse_shell_is_killed_by_the_agent_at_its_exec() {
     assert!(killed, "no enforce.denied for the pty shell: {}", dump(&agent.events()));
     assert!(!heard.contains("pwned-42"), "the shell ran: {heard:?}");
     let ev = agent.events();
-    let a = by_rule(&ev, "evilp", "enforce.denied")[0];
-    assert_eq!(
-        (a["layer"].as_str(), a["evidence"]["op"].as_str()),
-        (Some("kill"), Some("exec")),
-        "{a}"
-    );
-    assert!(a["evidence"]["rules"].to_string().contains("exec.reverse_shell"), "{a}");
-    let summary = a["summary"].as_str().unwrap();
-    assert!(
-        summary.contains("killed pid") && summary.contains("during pty_reverse_shell"),
-        "{a}"
-    );
-    let shell_pid = a["pid"].as_u64().unwrap();
-    let ev = agent.wait_events("the pty shell's exit", |ev| {
-        ev.iter().any(|e| e["kind"] == "exit" && e["pid"] == shell_pid)
-    });
-    let exit = ev
-        .iter()
-        .find(|e| e["kind"] == "exit" && e["pid"] == shell_pid)
-        .unwrap();
-    assert_eq!(exit["signal"], 9, "{exit}");
+    assert_shell_killed(&agent, by_rule(&ev, "evilp", "enforce.denied")[0], "pty_reverse_shell");
     assert!(agent.stop().success());
 }
