@@ -30,6 +30,16 @@ pub fn package_manager(exe: &str, argv: &[String]) -> Option<String> {
     if let Some(n) = known(basename(exe)) {
         return Some(n);
     }
+    // `#!/usr/bin/env node` (npm's own shebang): what env runs, with its arguments.
+    if basename(exe) == "env" {
+        let rest: Vec<String> = argv
+            .iter()
+            .skip(1)
+            .skip_while(|a| a.starts_with('-'))
+            .cloned()
+            .collect();
+        return rest.first().and_then(|p| package_manager(p, &rest));
+    }
     let interpreted = name_matches("{node,nodejs,python*,ruby*,php*,java}", basename(exe));
     if !interpreted {
         return None;
@@ -88,6 +98,16 @@ mod tests {
             Some("cargo")
         );
         assert_eq!(pm("/usr/bin/uv", &["uv", "pip", "install"]).as_deref(), Some("uv"));
+        assert_eq!(
+            pm("/usr/bin/env", &["/usr/bin/env", "node", "/usr/bin/npm", "install"]).as_deref(),
+            Some("npm"),
+            "npm's shebang"
+        );
+        assert_eq!(
+            pm("/usr/bin/env", &["env", "-S", "pip", "install"]).as_deref(),
+            Some("pip")
+        );
+        assert_eq!(pm("/usr/bin/env", &["env", "node", "/srv/index.js"]), None);
         assert_eq!(pm("/usr/bin/node", &["node", "/srv/index.js"]), None);
         assert_eq!(pm("/usr/bin/python3", &["python3", "-m", "mcp_server_git"]), None);
         assert_eq!(
