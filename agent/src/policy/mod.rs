@@ -255,6 +255,15 @@ impl Policy {
     ///
     /// [`KillSet::kills_from_userspace`]: crate::enforce::kill::KillSet::kills_from_userspace
     pub fn kills_from_userspace(&self, server: &str, act: &Activity) -> bool {
+        let pty = |e: &activity::ExecActivity| {
+            e.stdio
+                .iter()
+                .any(|s| matches!(s, Some(activity::StdioKind::NetworkPty(_))))
+        };
+        // Checked for every exec: the policies are looked up for a pty shell only.
+        if !matches!(act, Activity::Exec(e) if pty(e)) {
+            return false;
+        }
         self.engine
             .kill_policies()
             .iter()
