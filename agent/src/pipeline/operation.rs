@@ -51,6 +51,13 @@ pub fn package_manager(exe: &str, argv: &[String]) -> Option<String> {
     }
 }
 
+/// Whether `exe` is mcpwatch itself (`mcpwatch exec`, the wrapper).
+fn is_wrapper(exe: &str) -> bool {
+    static OWN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let own = OWN.get_or_init(|| std::env::current_exe().ok().map(|p| p.to_string_lossy().into_owned()));
+    basename(exe) == "mcpwatch" || own.as_deref() == Some(exe)
+}
+
 /// The run the process of the exec `h` (now running `exe` with `argv`)
 /// belongs to: the one it was in, or its own when a process of its server
 /// (not the server's launch) runs a package manager.
@@ -58,8 +65,11 @@ pub fn of_exec(procs: &ProcTable, h: &Header, exe: &str, argv: &[String]) -> Opt
     if let Some(op) = procs.get(h.pid).and_then(|p| p.operation.clone()) {
         return Some(op);
     }
-    let parent_watched = procs.get(h.ppid).is_some_and(|p| p.server == Some(h.server));
-    parent_watched
+    // The gate's wrapper starts the server as its child: that is the launch.
+    let parent_in_server = procs
+        .get(h.ppid)
+        .is_some_and(|p| p.server == Some(h.server) && !is_wrapper(&p.exe));
+    parent_in_server
         .then(|| package_manager(exe, argv))
         .flatten()
         .map(|program| Operation { program, pid: h.pid })
@@ -116,5 +126,13 @@ mod tests {
             "a shell is not an interpreter of npm"
         );
         assert_eq!(pm("/usr/bin/git", &["git", "pip"]), None);
+    }
+
+    #[test]
+    fn the_wrapper_is_told_by_its_name_or_as_this_binary() {
+        assert!(is_wrapper("/usr/local/bin/mcpwatch"));
+        let me = std::env::current_exe().unwrap();
+        assert!(is_wrapper(&me.to_string_lossy()));
+        assert!(!is_wrapper("/bin/sh"));
     }
 }
