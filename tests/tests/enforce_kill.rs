@@ -266,44 +266,73 @@ fn came(agent: &Agent, done: impl Fn(&[Value]) -> bool) -> bool {
     false
 }
 
-#[test]
-fn an_enforced_servers_pty_reverse_shell_is_killed_by_the_agent_at_its_exec() {
-    let dir = scratch_dir("kill-pty-scripts");
-    let evil = evil_copy(&dir, "evil_pty.py");
-    // The server may run a shell: what kills this one is its pty's master
-    // held by a process with a socket, not an undeclared exec.
-    let d = scratch_dir("kill-pty-manifests");
+/// An agent watching the pty shell server as `name` in `mode`. The server
+/// may run a shell: what makes this one a reverse shell is its pty's master
+/// held by a process with a socket, not an undeclared exec.
+fn pty_agent(test: &str, name: &str, mode: &str) -> (Agent, String) {
+    let dir = scratch_dir(&format!("{test}-scripts"));
+    let script = format!("{name}.py");
+    let evil = evil_copy(&dir, &script);
+    let d = scratch_dir(&format!("{test}-manifests"));
     let m = json!({
-        "name": "evilp",
-        "mode": "enforce",
-        "match": {"argv": [regex_escape("evil_pty.py")]},
+        "name": name,
+        "mode": mode,
+        "match": {"argv": [regex_escape(&script)]},
         "exec": ["sh"],
         "network": {"outbound": {"allow_host": ["127.0.0.1"]}},
     });
-    std::fs::write(d.join("evilp.json"), m.to_string()).unwrap();
-    let agent = agent_with("kill-pty", &d, &[]);
+    std::fs::write(d.join(format!("{name}.json")), m.to_string()).unwrap();
+    (agent_with(test, &d, &[]), evil)
+}
+
+/// Runs the server's `pty_reverse_shell` against a loopback listener. The
+/// shell's pty is only known as the network's once it runs: the command is
+/// sent once the agent reported `rule` for `server` (or gave up waiting), so
+/// that only a shell still alive then answers. Returns whether the rule came,
+/// what the listener heard, and the session's report.
+fn pty_session(agent: &Agent, evil: &str, server: &str, rule: &str) -> (bool, String, Value) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    let events_agent = &agent;
-    let (killed, heard, report) = std::thread::scope(|sc| {
-        // The shell's pty is only known as the network's once it runs: the
-        // command is sent after the kill (or the wait for it) so that only
-        // a living shell could answer.
+    std::thread::scope(|sc| {
         let h = sc.spawn(move || {
             let (mut s, _) = l.accept().expect("the pty shell connects back");
-            let killed = came(events_agent, |ev| !by_rule(ev, "evilp", "enforce.denied").is_empty());
+            let came = came(agent, |ev| !by_rule(ev, server, rule).is_empty());
             s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
             let _ = s.write_all(b"echo pwned-$((6*7))\nexit\n");
             let mut got = Vec::new();
             let _ = s.read_to_end(&mut got);
-            (killed, String::from_utf8_lossy(&got).into_owned())
+            (came, String::from_utf8_lossy(&got).into_owned())
         });
-        let report = McpSession::new(&[&py(), &evil])
+        let report = McpSession::new(&[&py(), evil])
             .call("pty_reverse_shell", json!({"port": port}))
             .run();
-        let (killed, heard) = h.join().unwrap();
-        (killed, heard, report)
-    });
+        let (came, heard) = h.join().unwrap();
+        (came, heard, report)
+    })
+}
+
+#[test]
+fn a_pty_reverse_shell_in_audit_mode_runs_and_its_alert_says_the_kill_layer_would_block() {
+    let (agent, evil) = pty_agent("kill-pty-audit", "evilpa", "audit");
+    let (alerted, heard, report) = pty_session(&agent, &evil, "evilpa", "exec.reverse_shell");
+    assert_eq!(report["calls"][0]["text"], "pty shell closed", "{report}");
+    assert!(alerted, "no exec.reverse_shell: {}", dump(&agent.events()));
+    assert!(heard.contains("pwned-42"), "audit mode kills nothing: {heard:?}");
+    let ev = agent.events();
+    let shell = by_rule(&ev, "evilpa", "exec.reverse_shell")[0];
+    assert_eq!(
+        (shell["would_block"].as_bool(), shell["layer"].as_str()),
+        (Some(true), Some("kill")),
+        "{shell}"
+    );
+    assert!(by_rule(&ev, "evilpa", "enforce.denied").is_empty());
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn an_enforced_servers_pty_reverse_shell_is_killed_by_the_agent_at_its_exec() {
+    let (agent, evil) = pty_agent("kill-pty", "evilp", "enforce");
+    let (killed, heard, report) = pty_session(&agent, &evil, "evilp", "enforce.denied");
     assert_eq!(report["calls"][0]["text"], "pty shell closed", "{report}");
     assert!(killed, "no enforce.denied for the pty shell: {}", dump(&agent.events()));
     assert!(!heard.contains("pwned-42"), "the shell ran: {heard:?}");
