@@ -39,10 +39,11 @@ const TOOLS: &[&str] = &[
 /// gate. mcp-proxy 0.13.0 relays requests from the HTTP client to the server
 /// but registers no handler for what the server sends back on its own: log
 /// notifications (logging), `sampling/createMessage` and `elicitation/create`
-/// requests (the server's session answers them "not supported"); it forwards
-/// progress under the client's token while the SDK session it calls through
-/// waits for its own (progress); it checks no Host or Origin header (DNS
-/// rebinding). Asserted, so that a bridge that learns them shows up here.
+/// requests (the server's session answers them "not supported"); the
+/// progress notifications it forwards do not reach the HTTP client (the server
+/// sends them: the SDK client gets all three over stdio); it checks no Host or
+/// Origin header (DNS rebinding). Asserted, so that a bridge that learns them
+/// shows up here.
 const BRIDGE_CANNOT: &[&str] = &[
     "tools-call-with-logging",
     "tools-call-with-progress",
