@@ -114,6 +114,32 @@ fn by_rule<'a>(ev: &'a [Value], server: &str, rule: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// `a` is the kill layer's denial of a reverse shell's exec during `tool`
+/// (not a would-block), and the shell died of SIGKILL.
+fn assert_shell_killed(agent: &Agent, a: &Value, tool: &str) {
+    assert_eq!(
+        (a["layer"].as_str(), a["evidence"]["op"].as_str()),
+        (Some("kill"), Some("exec")),
+        "{a}"
+    );
+    assert!(a["evidence"]["rules"].to_string().contains("exec.reverse_shell"), "{a}");
+    let summary = a["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("killed pid") && summary.contains(&format!("during {tool}")),
+        "{a}"
+    );
+    assert!(a.get("would_block").is_none_or(|w| w == false), "{a}");
+    let shell_pid = a["pid"].as_u64().unwrap();
+    let ev = agent.wait_events("the shell's exit", |ev| {
+        ev.iter().any(|e| e["kind"] == "exit" && e["pid"] == shell_pid)
+    });
+    let exit = ev
+        .iter()
+        .find(|e| e["kind"] == "exit" && e["pid"] == shell_pid)
+        .unwrap();
+    assert_eq!(exit["signal"], 9, "{exit}");
+}
+
 #[test]
 fn a_discovered_enforced_server_is_killed_before_its_reverse_shell_runs_and_before_its_key_read_returns() {
     let dir = scratch_dir("kill-enf-scripts");
@@ -143,25 +169,7 @@ fn a_discovered_enforced_server_is_killed_before_its_reverse_shell_runs_and_befo
     let ev = agent.wait_events("the shell's kill", |ev| {
         !by_rule(ev, "evilk", "enforce.denied").is_empty()
     });
-    let denied = by_rule(&ev, "evilk", "enforce.denied");
-    let a = denied[0];
-    assert_eq!(
-        (a["layer"].as_str(), a["evidence"]["op"].as_str()),
-        (Some("kill"), Some("exec")),
-        "{a}"
-    );
-    assert!(a["evidence"]["rules"].to_string().contains("exec.reverse_shell"), "{a}");
-    assert!(a["summary"].as_str().unwrap().contains("during reverse_shell"), "{a}");
-    assert!(a.get("would_block").is_none_or(|w| w == false), "{a}");
-    let shell_pid = a["pid"].as_u64().unwrap();
-    let ev = agent.wait_events("the shell's exit", |ev| {
-        ev.iter().any(|e| e["kind"] == "exit" && e["pid"] == shell_pid)
-    });
-    let exit = ev
-        .iter()
-        .find(|e| e["kind"] == "exit" && e["pid"] == shell_pid)
-        .unwrap();
-    assert_eq!(exit["signal"], 9, "{exit}");
+    assert_shell_killed(&agent, by_rule(&ev, "evilk", "enforce.denied")[0], "reverse_shell");
 
     // The credential read: killed at the open's exit, before read().
     let (out, status) = read_key(&agent, &reader, &home, Some("credk"));
@@ -242,5 +250,93 @@ fn the_same_servers_in_audit_mode_run_untouched_and_their_alerts_say_the_kill_la
     );
     assert!(by_rule(&ev, "evila", "enforce.denied").is_empty());
     assert!(by_rule(&ev, "creda", "enforce.denied").is_empty());
+    assert!(agent.stop().success());
+}
+
+/// Waits up to the tests' patience for `done`; whether it came (no panic:
+/// the caller still has a shell to end).
+fn came(agent: &Agent, done: impl Fn(&[Value]) -> bool) -> bool {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while std::time::Instant::now() < deadline {
+        if done(&agent.events()) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// An agent watching the pty shell server as `name` in `mode`. The server
+/// may run a shell: what makes this one a reverse shell is its pty's master
+/// held by a process with a socket, not an undeclared exec.
+fn pty_agent(test: &str, name: &str, mode: &str) -> (Agent, String) {
+    let dir = scratch_dir(&format!("{test}-scripts"));
+    let script = format!("{name}.py");
+    let evil = evil_copy(&dir, &script);
+    let d = scratch_dir(&format!("{test}-manifests"));
+    let m = json!({
+        "name": name,
+        "mode": mode,
+        "match": {"argv": [regex_escape(&script)]},
+        "exec": ["sh"],
+        "network": {"outbound": {"allow_host": ["127.0.0.1"]}},
+    });
+    std::fs::write(d.join(format!("{name}.json")), m.to_string()).unwrap();
+    (agent_with(test, &d, &[]), evil)
+}
+
+/// Runs the server's `pty_reverse_shell` against a loopback listener. The
+/// shell's pty is only known as the network's once it runs: the command is
+/// sent once the agent reported `rule` for `server` (or gave up waiting), so
+/// that only a shell still alive then answers. Returns whether the rule came,
+/// what the listener heard, and the session's report.
+fn pty_session(agent: &Agent, evil: &str, server: &str, rule: &str) -> (bool, String, Value) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::scope(|sc| {
+        let h = sc.spawn(move || {
+            let (mut s, _) = l.accept().expect("the pty shell connects back");
+            let came = came(agent, |ev| !by_rule(ev, server, rule).is_empty());
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let _ = s.write_all(b"echo pwned-$((6*7))\nexit\n");
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got);
+            (came, String::from_utf8_lossy(&got).into_owned())
+        });
+        let report = McpSession::new(&[&py(), evil])
+            .call("pty_reverse_shell", json!({"port": port}))
+            .run();
+        let (came, heard) = h.join().unwrap();
+        (came, heard, report)
+    })
+}
+
+#[test]
+fn a_pty_reverse_shell_in_audit_mode_runs_and_its_alert_says_the_kill_layer_would_block() {
+    let (agent, evil) = pty_agent("kill-pty-audit", "evilpa", "audit");
+    let (alerted, heard, report) = pty_session(&agent, &evil, "evilpa", "exec.reverse_shell");
+    assert_eq!(report["calls"][0]["text"], "pty shell closed", "{report}");
+    assert!(alerted, "no exec.reverse_shell: {}", dump(&agent.events()));
+    assert!(heard.contains("pwned-42"), "audit mode kills nothing: {heard:?}");
+    let ev = agent.events();
+    let shell = by_rule(&ev, "evilpa", "exec.reverse_shell")[0];
+    assert_eq!(
+        (shell["would_block"].as_bool(), shell["layer"].as_str()),
+        (Some(true), Some("kill")),
+        "{shell}"
+    );
+    assert!(by_rule(&ev, "evilpa", "enforce.denied").is_empty());
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn an_enforced_servers_pty_reverse_shell_is_killed_by_the_agent_at_its_exec() {
+    let (agent, evil) = pty_agent("kill-pty", "evilp", "enforce");
+    let (killed, heard, report) = pty_session(&agent, &evil, "evilp", "enforce.denied");
+    assert_eq!(report["calls"][0]["text"], "pty shell closed", "{report}");
+    assert!(killed, "no enforce.denied for the pty shell: {}", dump(&agent.events()));
+    assert!(!heard.contains("pwned-42"), "the shell ran: {heard:?}");
+    let ev = agent.events();
+    assert_shell_killed(&agent, by_rule(&ev, "evilp", "enforce.denied")[0], "pty_reverse_shell");
     assert!(agent.stop().success());
 }

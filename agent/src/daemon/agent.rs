@@ -12,7 +12,7 @@ use crate::{
     alerts::{Alert, AlertAncestor, AlertFactory, loss::LossFold, rules},
     daemon::control::{ControlMsg, Registered, ServerStatus, Status, WatchRequest},
     daemon::handover::Handover,
-    enforce::{Layer, config::EnforceConfig},
+    enforce::{Layer, config::EnforceConfig, kill},
     kernel::watchset::WatchSet,
     kernel::{
         decode::{self, Event, Exec, Sys},
@@ -31,6 +31,7 @@ use crate::{
         dns,
         history::{self, WriteHistory},
         observe::{self, SysObservation},
+        operation,
         procs::{self, ForkedCall, Proc, ProcTable},
         registrations::Registrations,
         servers::validate_name,
@@ -178,6 +179,7 @@ impl Agent {
                     argv: parent.argv.clone(),
                     server: Some(h.server),
                     call,
+                    operation: parent.operation.clone(),
                     ..Default::default()
                 });
                 let mut r = self.names.base_record(h, EventKind::Fork.name(), Some(&parent));
@@ -192,6 +194,17 @@ impl Agent {
                 let closed = self.mcp.on_exit(h.pid, h.ktime_ns);
                 self.mcp_outputs(closed);
                 let gone = self.procs.remove(h.pid);
+                // A package manager run ends with its process: its folded alerts.
+                if let Some(op) = gone
+                    .as_ref()
+                    .and_then(|p| p.operation.as_ref())
+                    .filter(|o| o.pid == h.pid)
+                {
+                    let server = self.names.server_name(h.server).unwrap_or("?").to_owned();
+                    for a in self.policy.end_operation(&server, op.pid) {
+                        self.emit_alert(&a);
+                    }
+                }
                 let mut r = self.names.base_record(h, EventKind::Exit.name(), gone.as_ref());
                 r.exit_code = x.exit_code;
                 r.signal = x.signal;
@@ -327,8 +340,10 @@ impl Agent {
             |p| written.recent_for(server, p, now, &lineage),
             &|fd, kind| procs::stdio_kind(pid, fd, kind),
         );
-        // An exec keeps the call the process was forked during.
+        // An exec keeps the call the process was forked during, and the
+        // package manager run it is part of (or starts one).
         let call = self.procs.get(h.pid).and_then(|p| p.call.clone());
+        let operation = operation::of_exec(&self.procs, h, &o.exe, &e.argv);
         self.procs.insert(Proc {
             pid: h.pid,
             ppid: h.ppid,
@@ -337,6 +352,7 @@ impl Agent {
             argv: e.argv.clone(),
             server: Some(h.server),
             call,
+            operation,
             ..Default::default()
         });
         let ancestry = self.procs.ancestry(h.pid);
@@ -344,7 +360,11 @@ impl Agent {
         tag_record(&mut r, tag);
         self.writer.write(&r);
         self.sinks.event(&r);
-        self.evaluate(h.server, h.ktime_ns, h.pid, h.killed, &[Activity::Exec(o.act)]);
+        let act = Activity::Exec(o.act);
+        let name = self.names.server_name(h.server).unwrap_or("?");
+        // What the kernel cannot tell (a pty driven from the network) the agent kills itself.
+        let killed = h.killed || (self.policy.kills_from_userspace(name, &act) && kill::now(h.pid));
+        self.evaluate(h.server, h.ktime_ns, h.pid, killed, &[act]);
     }
 
     /// Hands activities to the policy and delivers its alerts; `killed`:
@@ -359,7 +379,9 @@ impl Agent {
         let dir = activities
             .iter()
             .any(|a| matches!(a, Activity::File(f) if f.access.directory));
-        let mut ctx = self.context(server, ktime_ns, pid, exec, exec || dir);
+        // A package manager run's alerts are held: they carry their ancestry.
+        let held = self.procs.get(pid).is_some_and(|p| p.operation.is_some());
+        let mut ctx = self.context(server, ktime_ns, pid, exec || held, exec || dir);
         ctx.killed = killed;
         let mut alerts: Vec<Alert> = activities
             .iter()
@@ -414,6 +436,7 @@ impl Agent {
             call_id: call.map(|c| c.call_id),
             tools_in_flight,
             killed: false,
+            operation: p.operation,
         }
     }
 

@@ -191,20 +191,20 @@ fn exit_like(child: &mut Child, reports: &Reports) -> i32 {
 /// Sends decisions to the agent, as many as wait in one request; when it
 /// cannot, writes them to stderr.
 fn reporter(socket: PathBuf) -> Reports {
-    let (tx, rx) = mpsc::sync_channel::<GateEvent>(REPORT_QUEUE);
+    let (tx, rx) = mpsc::sync_channel::<Box<GateEvent>>(REPORT_QUEUE);
     let pending = Arc::new(AtomicUsize::new(0));
     let left = pending.clone();
     std::thread::spawn(move || {
         let mut next = None;
         while let Some(first) = next.take().or_else(|| rx.recv().ok()) {
-            let first = fit(first);
+            let first = fit(*first);
             let mut size = serde_json::to_vec(&first).map_or(0, |v| v.len());
             let mut batch = vec![first];
             while let Ok(e) = rx.try_recv() {
-                let e = fit(e);
+                let e = fit(*e);
                 size += serde_json::to_vec(&e).map_or(0, |v| v.len());
                 if size > control::MAX_REQUEST / 2 {
-                    next = Some(e);
+                    next = Some(Box::new(e));
                     break;
                 }
                 batch.push(e);
@@ -233,16 +233,18 @@ fn reporter(socket: PathBuf) -> Reports {
 }
 
 /// The reporter's queue, and how many decisions it has not reported yet.
+/// Boxed: the queue's 4,096 slots are allocated (and touched) up front, a
+/// pointer each rather than an event each (0.5 MiB less per gate).
 #[derive(Clone)]
 struct Reports {
-    tx: mpsc::SyncSender<GateEvent>,
+    tx: mpsc::SyncSender<Box<GateEvent>>,
     pending: Arc<AtomicUsize>,
 }
 
 impl Reports {
     fn send(&self, e: GateEvent) {
         self.pending.fetch_add(1, Ordering::SeqCst);
-        if self.tx.send(e).is_err() {
+        if self.tx.send(Box::new(e)).is_err() {
             self.pending.fetch_sub(1, Ordering::SeqCst);
         }
     }

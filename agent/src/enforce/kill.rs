@@ -130,6 +130,20 @@ impl KillSet {
             .map(|e| e.kind)
     }
 
+    /// Whether the kill layer kills `act` from userspace: a shell on a pty
+    /// driven from the network. The kernel sees a tty on its stdio; who
+    /// holds the pty's master (a process with a socket) is found in /proc
+    /// when the exec is judged, and the agent sends the SIGKILL itself.
+    pub fn kills_from_userspace(&self, act: &Activity) -> bool {
+        match act {
+            Activity::Exec(e) => {
+                let pty = e.stdio[..2].iter().any(|s| matches!(s, Some(StdioKind::NetworkPty(_))));
+                pty && self.blocks(act)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the kernel kills (enforce) or would kill (audit) for `act`.
     pub fn blocks(&self, act: &Activity) -> bool {
         match act {
@@ -142,9 +156,7 @@ impl KillSet {
             }
             Activity::Exec(e) => {
                 let program = e.interp.as_deref().unwrap_or(&e.filename);
-                // A TCP or UDP socket, as the kernel tells them (not a Unix socketpair).
-                let wired = e.stdio[..2].contains(&Some(StdioKind::Socket));
-                e.fileless || (wired && runs_scripts(program)) || self.program_outside(program)
+                e.fileless || (wired(e) && runs_scripts(program)) || self.program_outside(program)
             }
             Activity::Risky(r) => matches!(
                 r.op,
@@ -157,6 +169,15 @@ impl KillSet {
             Activity::Net(n) => n.op == NetOp::Connect && self.net.as_ref().is_some_and(|a| !a.allows(n)),
         }
     }
+}
+
+/// Whether stdin or stdout of an exec reaches the network: a TCP or UDP
+/// socket as the kernel tells them (not a Unix socketpair), or a pty whose
+/// master a process with such a socket holds.
+fn wired(e: &crate::policy::activity::ExecActivity) -> bool {
+    e.stdio[..2]
+        .iter()
+        .any(|s| matches!(s, Some(StdioKind::Socket | StdioKind::NetworkPty(_))))
 }
 
 /// The credential locations of the catalogue at `homes`, less the kinds
@@ -278,6 +299,19 @@ pub fn interpreter_paths() -> Vec<String> {
     out
 }
 
+/// Sends SIGKILL to `pid` (a process the kill layer kills from userspace);
+/// whether it was sent.
+pub fn now(pid: u32) -> bool {
+    use nix::{sys::signal, unistd::Pid};
+    match signal::kill(Pid::from_raw(pid as i32), signal::Signal::SIGKILL) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!("kill layer: SIGKILL to pid {pid} failed: {e}");
+            false
+        }
+    }
+}
+
 /// The `$HOME` process `pid` was started with (its credentials live there
 /// as far as its own tools are concerned).
 pub fn process_home(pid: u32) -> Option<String> {
@@ -349,6 +383,15 @@ mod tests {
         assert!(!k.blocks(&exec("/bin/sh", Some(StdioKind::Pipe), false)));
         assert!(!k.blocks(&exec("/usr/bin/git", Some(StdioKind::Socket), false)));
         assert!(k.blocks(&exec("/memfd:x (deleted)", None, true)));
+        assert!(!k.kills_from_userspace(&exec("/bin/sh", Some(StdioKind::Socket), false)));
+        let pty = exec("/bin/sh", Some(StdioKind::NetworkPty(7)), false);
+        assert!(k.blocks(&pty), "a shell on a pty driven from the network");
+        assert!(
+            k.kills_from_userspace(&pty),
+            "the kernel cannot tell: the agent kills it"
+        );
+        assert!(!k.blocks(&exec("/bin/sh", Some(StdioKind::Tty), false)));
+        assert!(!k.kills_from_userspace(&exec("/usr/bin/git", Some(StdioKind::NetworkPty(7)), false)));
     }
 
     #[test]

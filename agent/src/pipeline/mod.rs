@@ -9,6 +9,7 @@ pub mod dns;
 pub mod history;
 pub mod launch;
 pub mod observe;
+pub mod operation;
 pub mod procs;
 pub mod registrations;
 pub mod servers;

@@ -24,6 +24,8 @@ pub struct Proc {
     /// The tool call in flight when it was forked (or its parent's): a child
     /// that outlives its call still belongs to it, for its whole life.
     pub call: Option<ForkedCall>,
+    /// The package manager run it belongs to (its own, or its parent's).
+    pub operation: Option<crate::alerts::fold::Operation>,
     /// exe and argv as JSON, rendered when the entry enters the table.
     pub rendered: Rendered,
 }
@@ -94,6 +96,7 @@ pub fn read_proc(pid: u32) -> Option<Proc> {
         argv,
         server: None,
         call: None,
+        operation: None,
         rendered: Rendered::default(),
     })
 }

@@ -30,6 +30,8 @@ pub struct ProcContext {
     pub tools_in_flight: Vec<String>,
     /// The kill layer sent the process SIGKILL at this activity.
     pub killed: bool,
+    /// The package manager run it belongs to: its alerts are folded.
+    pub operation: Option<crate::alerts::fold::Operation>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

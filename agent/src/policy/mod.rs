@@ -28,7 +28,7 @@ use serde_json::json;
 
 use crate::alerts::rules::{self, Rule};
 use crate::{
-    alerts::{Alert, AlertFactory},
+    alerts::{Alert, AlertFactory, fold::OperationFold},
     mcp::pins::ExpectedPins,
     output::events::Clock,
 };
@@ -52,6 +52,8 @@ pub struct Policy {
     hosts: Vec<HostServer>,
     engine: Engine,
     dedup: Dedup,
+    /// Alerts held until the package manager run that raised them ends.
+    fold: OperationFold,
     alerts: AlertFactory,
     /// The kill layer does not work here (see [`Policy::set_kill_missing`]).
     kill_missing: bool,
@@ -70,6 +72,7 @@ impl Policy {
             hosts: Vec::new(),
             engine: Engine::default(),
             dedup: Dedup::new(limits),
+            fold: OperationFold::new(limits.window_ns),
             alerts,
             kill_missing: false,
             cred_files: Default::default(),
@@ -247,6 +250,26 @@ impl Policy {
         self.engine.kill_policies()
     }
 
+    /// Whether the kill layer of `server` (enforce mode, working) kills
+    /// `act` from userspace (see [`KillSet::kills_from_userspace`]).
+    ///
+    /// [`KillSet::kills_from_userspace`]: crate::enforce::kill::KillSet::kills_from_userspace
+    pub fn kills_from_userspace(&self, server: &str, act: &Activity) -> bool {
+        let pty = |e: &activity::ExecActivity| {
+            e.stdio
+                .iter()
+                .any(|s| matches!(s, Some(activity::StdioKind::NetworkPty(_))))
+        };
+        // Checked for every exec: the policies are looked up for a pty shell only.
+        if !matches!(act, Activity::Exec(e) if pty(e)) {
+            return false;
+        }
+        self.engine
+            .kill_policies()
+            .iter()
+            .any(|(name, k)| *name == server && k.kills_from_userspace(act))
+    }
+
     /// Whether an activity is judged at all (checked before the acting
     /// process's context is gathered): a failed access touched nothing, so
     /// only probing for credentials matters (most failed opens are library
@@ -295,7 +318,13 @@ impl Policy {
         let label = manifest.map(|m| m.file_label());
         for f in findings {
             let key = f.dedup_key.clone();
-            let a = self.alert(f, ctx, label.clone());
+            let mut a = self.alert(f, ctx, label.clone());
+            if let Some(op) = &ctx.operation {
+                match self.fold.admit(a, op) {
+                    Some(now) => a = now,
+                    None => continue,
+                }
+            }
             let (emit, summary) = self.dedup.admit(&a, &key, ctx.ktime_ns);
             out.extend(summary);
             if emit {
@@ -305,14 +334,24 @@ impl Policy {
         out
     }
 
-    /// Repeat summaries of windows that ended.
+    /// Repeat summaries of windows that ended, and what package manager
+    /// runs held for a window.
     pub fn tick(&mut self, now_ktime: u64) -> Vec<Alert> {
-        self.dedup.flush(now_ktime)
+        let mut out = self.dedup.flush(now_ktime);
+        out.extend(self.fold.due(now_ktime));
+        out
     }
 
-    /// Every pending repeat summary (at shutdown).
+    /// The alerts held for the package manager run of `pid` (it ended).
+    pub fn end_operation(&mut self, server: &str, pid: u32) -> Vec<Alert> {
+        self.fold.end(server, pid)
+    }
+
+    /// Every pending repeat summary and held alert (at shutdown).
     pub fn drain_repeats(&mut self) -> Vec<Alert> {
-        self.dedup.drain()
+        let mut out = self.dedup.drain();
+        out.extend(self.fold.drain());
+        out
     }
 
     /// The tool pins manifests ship, by server name: under every name a

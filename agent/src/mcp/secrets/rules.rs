@@ -8,9 +8,10 @@
 //! Precision over recall: a rule that fires on benign tool output is worse
 //! than one that misses an odd token (docker/mcp-gateway#334).
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
-use regex::{Captures, Regex};
+use aho_corasick::AhoCorasick;
+use regex::bytes::{Captures, Regex, RegexBuilder};
 
 use super::Action;
 
@@ -21,14 +22,12 @@ pub struct SecretRule {
     /// What it matches, in words (README, `approve`).
     pub what: &'static str,
     pub default: Action,
+    /// Literals every match holds, one at least (ASCII case ignored): the
+    /// rule's regex runs, and is compiled, only for a text holding one.
+    anchors: &'static [&'static str],
     pattern: &'static str,
     /// Further test of a match (entropy, names, documentation examples).
     check: Option<fn(&Captures<'_>, &str) -> bool>,
-}
-
-pub struct Compiled {
-    pub rule: &'static SecretRule,
-    pub re: Regex,
 }
 
 /// Every rule, most specific first: when two rules match overlapping text
@@ -40,6 +39,7 @@ pub static RULES: &[SecretRule] = &[
         id: "private-key",
         what: "PEM and OpenSSH private key blocks (RSA, EC, DSA, OPENSSH, PKCS#8, encrypted)",
         default: Action::Redact,
+        anchors: &["-----begin"],
         pattern: r"(?i)-----BEGIN[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]{64,}?KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s\\]{64,})",
         check: None,
     },
@@ -48,8 +48,9 @@ pub static RULES: &[SecretRule] = &[
         id: "aws-access-key-id",
         what: "AWS access key ids (AKIA, ASIA, ABIA, ACCA, A3T...)",
         default: Action::Redact,
+        anchors: &["a3t", "akia", "asia", "abia", "acca"],
         pattern: r"\b((?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})\b",
-        check: Some(|c, s| !c[0].ends_with("EXAMPLE") && !s.is_empty()),
+        check: Some(|c, s| !c[0].ends_with(b"EXAMPLE") && !s.is_empty()),
     },
     // Not in gitleaks' default set (its `generic-api-key` finds it): the
     // secret half of an AWS pair, by its names in the CLI's JSON output,
@@ -58,6 +59,12 @@ pub static RULES: &[SecretRule] = &[
         id: "aws-secret-access-key",
         what: "AWS secret access keys: 40 characters after `aws_secret_access_key`, `SecretAccessKey`...",
         default: Action::Redact,
+        anchors: &[
+            "secretaccesskey",
+            "secret_accesskey",
+            "secretaccess_key",
+            "secret_access_key",
+        ],
         pattern: r#"(?i)(?:aws_?)?secret_?access_?key\\?["']?\s{0,5}[:=]\s{0,5}\\?["']?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"#,
         check: Some(|_, s| entropy(s) >= 3.5),
     },
@@ -67,6 +74,7 @@ pub static RULES: &[SecretRule] = &[
         id: "gcp-service-account-key",
         what: "Google service account key files: the `private_key_id` of a `service_account` JSON key",
         default: Action::Redact,
+        anchors: &["private_key_id"],
         pattern: r#"\\?"private_key_id\\?"\s*:\s*\\?"([a-f0-9]{40})\\?""#,
         check: None,
     },
@@ -75,6 +83,7 @@ pub static RULES: &[SecretRule] = &[
         id: "gcp-api-key",
         what: "Google API keys (AIza...)",
         default: Action::Redact,
+        anchors: &["aiza"],
         pattern: r"\b(AIza[0-9A-Za-z_-]{35})(?:[^0-9A-Za-z_-]|$)",
         check: None,
     },
@@ -83,6 +92,7 @@ pub static RULES: &[SecretRule] = &[
         id: "github-token",
         what: "GitHub tokens: personal (ghp_), OAuth (gho_), app (ghu_, ghs_), refresh (ghr_)",
         default: Action::Redact,
+        anchors: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"],
         pattern: r"\b(gh[pousr]_[0-9a-zA-Z]{36})\b",
         check: None,
     },
@@ -91,6 +101,7 @@ pub static RULES: &[SecretRule] = &[
         id: "github-fine-grained-pat",
         what: "GitHub fine-grained personal access tokens (github_pat_)",
         default: Action::Redact,
+        anchors: &["github_pat_"],
         pattern: r"\b(github_pat_[0-9A-Za-z_]{82})\b",
         check: None,
     },
@@ -99,6 +110,7 @@ pub static RULES: &[SecretRule] = &[
         id: "gitlab-token",
         what: "GitLab tokens: personal (glpat-), pipeline trigger (glptt-), runner (glrt-, GR1348941)",
         default: Action::Redact,
+        anchors: &["glpat-", "glptt-", "glrt-", "gr1348941"],
         pattern: r"\b(glpat-[0-9A-Za-z_-]{20,}(?:\.[0-9a-z]{2,12})?|glptt-[0-9a-f]{40}|glrt-[0-9A-Za-z_-]{20,}|GR1348941[0-9A-Za-z_-]{20})",
         check: None,
     },
@@ -107,6 +119,7 @@ pub static RULES: &[SecretRule] = &[
         id: "slack-token",
         what: "Slack tokens: bot (xoxb-), user (xoxp-, xoxe-), app (xapp-), legacy (xoxa-, xoxo-, xoxs-, xoxr-)",
         default: Action::Redact,
+        anchors: &["xox", "xapp-"],
         pattern: r"\b(xoxb-[0-9]{10,13}-[0-9]{10,13}[a-zA-Z0-9-]*|xox[pe](?:-[0-9]{10,13}){3}-[a-zA-Z0-9-]{28,34}|(?i:xapp)-\d-[A-Z0-9]+-\d+-[a-z0-9]+|xox[aors]-\d+-[0-9a-zA-Z-]{8,})",
         check: None,
     },
@@ -115,6 +128,7 @@ pub static RULES: &[SecretRule] = &[
         id: "slack-webhook",
         what: "Slack incoming webhook URLs",
         default: Action::Redact,
+        anchors: &["hooks.slack.com/"],
         pattern: r"(?:https?://)?hooks\.slack\.com/(?:services|workflows|triggers)/([A-Za-z0-9+/]{43,56})",
         check: None,
     },
@@ -123,6 +137,7 @@ pub static RULES: &[SecretRule] = &[
         id: "npm-token",
         what: "npm access tokens (npm_)",
         default: Action::Redact,
+        anchors: &["npm_"],
         pattern: r"(?i)\b(npm_[a-z0-9]{36})\b",
         check: None,
     },
@@ -131,6 +146,7 @@ pub static RULES: &[SecretRule] = &[
         id: "pypi-token",
         what: "PyPI upload tokens (pypi-AgEIcHlwaS5vcmc...)",
         default: Action::Redact,
+        anchors: &["pypi-ageichlwas5vcmc"],
         pattern: r"\b(pypi-AgEIcHlwaS5vcmc[0-9A-Za-z_-]{50,})",
         check: None,
     },
@@ -139,6 +155,7 @@ pub static RULES: &[SecretRule] = &[
         id: "llm-api-key",
         what: "Anthropic (sk-ant-api03-, sk-ant-admin01-) and OpenAI (sk-...T3BlbkFJ...) API keys",
         default: Action::Redact,
+        anchors: &["sk-ant-", "t3blbkfj"],
         pattern: r"\b(sk-ant-(?:api03|admin01)-[a-zA-Z0-9_-]{93}AA|sk-(?:(?:proj|svcacct|admin)-)?[A-Za-z0-9_-]{20,74}T3BlbkFJ[A-Za-z0-9_-]{20,74})\b",
         check: None,
     },
@@ -147,6 +164,7 @@ pub static RULES: &[SecretRule] = &[
         id: "jwt",
         what: "JSON Web Tokens (header.payload.signature, base64url)",
         default: Action::Redact,
+        anchors: &[".ey"],
         pattern: r#"\b(ey[a-zA-Z0-9]{17,}\.ey[a-zA-Z0-9/\\_-]{17,}\.(?:[a-zA-Z0-9/\\_-]{10,}={0,2})?)(?:['"\s`;]|$)"#,
         check: None,
     },
@@ -156,8 +174,9 @@ pub static RULES: &[SecretRule] = &[
         id: "dotenv-credential",
         what: "`.env` and shell assignments `NAME=value` where NAME names a credential (PASSWORD, SECRET, TOKEN, API_KEY...) and the value is a literal of 8+ characters",
         default: Action::Redact,
+        anchors: &["pass", "pwd", "secret", "token", "auth", "cred", "key"],
         pattern: r#"(?m)^[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_.-]*)[ \t]*=[ \t]*(?:"([^"\n]{8,})"|'([^'\n]{8,})'|([^\s#'"]{8,}))"#,
-        check: Some(|c, s| s.len() <= 200 && credential_name(&c[1]) && literal(s) && entropy(s) >= 3.0),
+        check: Some(|c, s| s.len() <= 200 && credential_name(group(c, 1)) && literal(s) && entropy(s) >= 3.0),
     },
     // gitleaks `generic-api-key`: a credential keyword, an assignment, and a
     // high-entropy value. Alerted only by default: it is the rule most
@@ -166,10 +185,11 @@ pub static RULES: &[SecretRule] = &[
         id: "generic-api-key",
         what: "a value of 16+ characters with high entropy (3.5 bits/char), letters and digits, assigned to a name holding a credential keyword (key, secret, token, password, auth, credential)",
         default: Action::Alert,
+        anchors: &["access", "auth", "api", "cred", "key", "passw", "secret", "token"],
         pattern: r#"(?i)\b([0-9A-Za-z_.-]{0,40}?(?:access|auth|api|credential|creds|key|passw(?:or)?d|secret|token)[0-9A-Za-z_.-]{0,20})\\?[\s'"]{0,3}(?:=|>|:{1,3}=|\|\||:|=>|\?=|,)[\x60'"\s=\\]{0,5}([0-9A-Za-z_.=+/-]{16,})(?:[\x60'"\s;\\,]|$)"#,
         check: Some(|c, s| {
             s.len() <= 150
-                && credential_name(&c[1])
+                && credential_name(group(c, 1))
                 && entropy(s) >= 3.5
                 && s.bytes().any(|b| b.is_ascii_digit())
                 && s.bytes().any(|b| b.is_ascii_alphabetic())
@@ -177,31 +197,72 @@ pub static RULES: &[SecretRule] = &[
     },
 ];
 
-/// The rules compiled once. No `RegexSet` in front: most rules start with a
-/// literal (`AKIA`, `ghp_`, `-----BEGIN`) that the regex crate's own
-/// prefilter finds at memchr speed, and a set of all of them measured slower
-/// than running each.
-pub static COMPILED: LazyLock<Vec<Compiled>> = LazyLock::new(|| {
-    RULES
+/// Each rule's regex, compiled the first time a text holds one of its
+/// anchors: a gate holds the automata of the rules its traffic came near,
+/// not all of them (each is 10–300 KiB with its search caches). ASCII only
+/// (`(?-u)`, over bytes): credentials are ASCII, and Unicode classes and case
+/// folding multiply the automata's size (the private-key rule: 164 KiB
+/// compiled with them, 30 KiB without).
+static COMPILED: LazyLock<Vec<OnceLock<Regex>>> = LazyLock::new(|| RULES.iter().map(|_| OnceLock::new()).collect());
+
+/// Every rule's anchors in one automaton (ASCII case ignored), with the rule
+/// each belongs to.
+static ANCHORS: LazyLock<(AhoCorasick, Vec<usize>)> = LazyLock::new(|| {
+    let (words, owners): (Vec<&str>, Vec<usize>) = RULES
         .iter()
-        .map(|rule| Compiled {
-            rule,
-            re: Regex::new(rule.pattern).expect("secret rule"),
-        })
-        .collect()
+        .enumerate()
+        .flat_map(|(i, r)| r.anchors.iter().map(move |a| (*a, i)))
+        .unzip();
+    let ac = AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(words)
+        .expect("secret rule anchors");
+    (ac, owners)
 });
 
+/// The rules whose anchors `text` holds, in catalogue order, each with its
+/// regex (compiled now if it is the first time).
+pub fn candidates(text: &str) -> impl Iterator<Item = (&'static SecretRule, &'static Regex)> {
+    let (ac, owners) = &*ANCHORS;
+    let mut near = 0u64;
+    for m in ac.find_overlapping_iter(text) {
+        near |= 1 << owners[m.pattern().as_usize()];
+    }
+    RULES
+        .iter()
+        .enumerate()
+        .filter(move |(i, _)| near & (1 << i) != 0)
+        .map(|(i, rule)| (rule, COMPILED[i].get_or_init(|| rule.compile())))
+}
+
 impl SecretRule {
+    fn compile(&self) -> Regex {
+        RegexBuilder::new(self.pattern)
+            .unicode(false)
+            .build()
+            .expect("secret rule")
+    }
+
     /// The secret's byte range in the text, if the match is one.
     pub fn secret(&self, c: &Captures<'_>) -> Option<std::ops::Range<usize>> {
         let m = (1..c.len()).rev().find_map(|i| c.get(i)).or_else(|| c.get(0))?;
+        // Every class of the rules is ASCII but `[\s\S]` and `[^"\n]`,
+        // which end at an ASCII byte: a match is whole characters.
+        let found = std::str::from_utf8(m.as_bytes()).ok()?;
         if let Some(check) = self.check
-            && !check(c, m.as_str())
+            && !check(c, found)
         {
             return None;
         }
         Some(m.range())
     }
+}
+
+/// A capture group's text ("" if it is not UTF-8: then no name matches).
+fn group<'t>(c: &Captures<'t>, i: usize) -> &'t str {
+    c.get(i)
+        .and_then(|m| std::str::from_utf8(m.as_bytes()).ok())
+        .unwrap_or("")
 }
 
 /// The rule of an id.

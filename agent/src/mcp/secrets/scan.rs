@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{Action, Finding, Place, Settings, Span, poison_in_result, rules::COMPILED};
+use super::{Action, Finding, Place, Settings, Span, poison_in_result, rules};
 
 /// Shorter strings hold no rule's match.
 const MIN_TEXT: usize = 16;
@@ -97,15 +97,15 @@ fn secrets_in(field: &str, text: &str, settings: &Settings) -> Vec<Finding> {
     if text.len() < MIN_TEXT {
         return hits;
     }
-    for c in COMPILED.iter() {
-        let action = settings.action(c.rule.id);
+    for (rule, re) in rules::candidates(text) {
+        let action = settings.action(rule.id);
         if action == Action::Off {
             continue;
         }
-        for caps in c.re.captures_iter(text) {
-            if let Some(r) = c.rule.secret(&caps) {
+        for caps in re.captures_iter(text.as_bytes()) {
+            if let Some(r) = rule.secret(&caps) {
                 hits.push(Finding {
-                    rule: c.rule.id.to_owned(),
+                    rule: rule.id.to_owned(),
                     field: field.to_owned(),
                     span: Span {
                         start: r.start,

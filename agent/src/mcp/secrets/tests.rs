@@ -183,6 +183,21 @@ fn every_rule_has_an_id_and_a_test_above() {
     assert!(rules::entropy("aaaa") < 0.01 && rules::entropy("abcd") > 1.99);
 }
 
+/// A rule runs (and is compiled) only for a text holding one of its
+/// anchors, whatever their case; a text near none runs no rule.
+#[test]
+fn rules_run_only_near_their_anchors() {
+    let near = |t: &str| rules::candidates(t).map(|(r, _)| r.id).collect::<Vec<_>>();
+    assert!(near("/srv/data/notes.txt, hello world, 2026-12-01").is_empty());
+    assert_eq!(near(AWS_ID), ["aws-access-key-id"]);
+    assert_eq!(
+        near("-----begin rsa private KEY"),
+        ["private-key", "dotenv-credential", "generic-api-key"]
+    );
+    // The catalogue's order, not the text's: the earlier rule names overlaps.
+    assert_eq!(near("xoxb- then ghp_"), ["github-token", "slack-token"]);
+}
+
 /// What reference servers answer: directory listings, files of a project,
 /// a knowledge graph, times, git logs. None holds a secret.
 #[test]

@@ -4,7 +4,10 @@
 //! message, a `block` one answers the sender with a JSON-RPC error instead;
 //! each finding is a [`GateEvent::Secret`].
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::{BuildHasher as _, RandomState},
+};
 
 use serde_json::{Value, json};
 
@@ -23,13 +26,19 @@ pub const MAX_IN_FLIGHT: usize = 4096;
 /// Findings of one message reported at most (the rest are counted in the last).
 pub const MAX_REPORTED: usize = 16;
 
+/// A call's id (its JSON text) hashed with this process's random keys: a
+/// server cannot aim an id at another call's, and a key takes 8 bytes, not an
+/// allocation (4,096 calls in flight: 0.5 MiB less).
+type CallKey = u64;
+
 pub struct Wire {
     settings: Settings,
-    /// Id (as JSON text) of each call in flight -> its tool and its place in `order`.
-    calls: HashMap<String, (String, u64)>,
+    /// The key of each call in flight -> its tool and its place in `order`.
+    calls: HashMap<CallKey, (Box<str>, u64)>,
     /// Calls in the order they were made, answered ones included until
     /// trimmed (removing them at each answer would cost a scan of the queue).
-    order: VecDeque<(String, u64)>,
+    order: VecDeque<(CallKey, u64)>,
+    keys: RandomState,
     /// Calls remembered so far (the stamp of the next).
     made: u64,
     pub forgotten: u64,
@@ -41,6 +50,7 @@ impl Wire {
             settings,
             calls: HashMap::new(),
             order: VecDeque::new(),
+            keys: RandomState::new(),
             made: 0,
             forgotten: 0,
         }
@@ -53,7 +63,11 @@ impl Wire {
 
     /// Whether the call with this id (JSON text) awaits its result.
     pub fn awaits(&self, key: &str) -> bool {
-        self.calls.contains_key(key)
+        self.calls.contains_key(&self.key(key))
+    }
+
+    fn key(&self, id_text: &str) -> CallKey {
+        self.keys.hash_one(id_text)
     }
 
     /// What `decide` made of a host line, after the calls it forwards were scanned.
@@ -194,7 +208,7 @@ impl Wire {
             return false;
         }
         let Some(id) = m.get("id").cloned() else { return false };
-        let key = id.to_string();
+        let key = self.key(&id.to_string());
         let Some((tool, _)) = self.calls.remove(&key) else {
             return false;
         };
@@ -216,9 +230,9 @@ impl Wire {
 
     fn remember(&mut self, id: Option<&Value>, tool: &str) {
         let Some(id) = id else { return };
-        let key = id.to_string();
+        let key = self.key(&id.to_string());
         self.made += 1;
-        self.calls.insert(key.clone(), (tool.to_owned(), self.made));
+        self.calls.insert(key, (tool.into(), self.made));
         self.order.push_back((key, self.made));
         // Answered calls leave the queue here, in one pass when they fill it twice over.
         if self.order.len() > 2 * MAX_IN_FLIGHT {
