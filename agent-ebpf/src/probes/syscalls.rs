@@ -10,7 +10,8 @@
 //! kernel objects the call made or used (the opened `struct file`, the
 //! socket) are the truth about what it did. A call refused by seccomp or
 //! Landlock is an ordinary error exit; a call begun before the agent attached
-//! is seen at its exit like any other.
+//! is seen at its exit like any other. A process held for the discovery
+//! rules (pending) is reported too, flagged (see [`event_flags`]).
 //!
 //! No enter hook is needed: no followed call has a value that exists only
 //! before it. Paths given to rename, unlink and the other path calls are
@@ -35,7 +36,7 @@ use agent_common::{
     EventKind, WatchedProc,
     abi::{F_DUPFD, F_DUPFD_CLOEXEC},
     config::WATCH_PENDING,
-    event::{SYS_COMPAT, SYS_PATH_TRUNCATED},
+    event::{EVENT_UNWATCHED, SYS_COMPAT, SYS_PATH_TRUNCATED},
     offsets::OFFSET_MISSING,
     probe_errors::{Probe, Reason},
     syscalls::{FCNTL, Family, arg, family, ia32},
@@ -95,15 +96,10 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     if in_compat_syscall() {
         return compat_exit(regs, nr, ret, &w);
     }
-    // A process held for the discovery rules emits nothing, but where its
-    // wire goes is followed: it may be moved before userspace decides.
-    if w.flags & WATCH_PENDING != 0 && fam != Family::Dup {
-        return Ok(());
-    }
     let call = Call {
         nr,
         server: w.server,
-        event_flags: 0,
+        event_flags: event_flags(&w),
         args: syscall_args(regs)?,
     };
     match fam {
@@ -119,9 +115,6 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
 /// An ia32 syscall of a watched process, reported with the ia32 argument
 /// registers and, for the opens, the path as given.
 fn compat_exit(regs: *const u8, nr: u32, ret: i64, w: &WatchedProc) -> Result<(), i64> {
-    if w.flags & WATCH_PENDING != 0 {
-        return Ok(());
-    }
     let o = offsets();
     // ia32 arguments are 32-bit: the registers' upper halves are not the call's.
     let r = |off: &u32| read::<u64>(regs, off).map(|v| v as u32 as u64).unwrap_or(0);
@@ -136,7 +129,7 @@ fn compat_exit(regs: *const u8, nr: u32, ret: i64, w: &WatchedProc) -> Result<()
     let call = Call {
         nr,
         server: w.server,
-        event_flags: 0,
+        event_flags: event_flags(w),
         args,
     };
     let Some(mut rec) = record(EventKind::Risky, &call, ret) else {
@@ -163,6 +156,20 @@ fn compat_exit(regs: *const u8, nr: u32, ret: i64, w: &WatchedProc) -> Result<()
     }
     rec.send();
     Ok(())
+}
+
+/// The header flags of a watched process's records: a process held for the
+/// discovery rules (pending) is reported flagged `EVENT_UNWATCHED`, so what
+/// it does before userspace has matched it is not lost; userspace keeps the
+/// records once a rule made it a server and drops (and counts) them when
+/// none did.
+#[inline(always)]
+fn event_flags(w: &WatchedProc) -> u32 {
+    if w.flags & WATCH_PENDING != 0 {
+        EVENT_UNWATCHED
+    } else {
+        0
+    }
 }
 
 /// Registers holding the arguments, in one read when they lie within
