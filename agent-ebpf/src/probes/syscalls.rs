@@ -1,5 +1,7 @@
-//! The syscall dispatcher: one raw tracepoint, `sys_exit(struct pt_regs *regs,
-//! long ret)`, for every followed syscall.
+//! The syscall dispatcher: one BTF tracepoint, `sys_exit(struct pt_regs *regs,
+//! long ret)`, for every followed syscall. BTF-typed (`tp_btf`) rather than
+//! raw: `regs` is then a pointer the verifier knows, read with direct loads
+//! instead of a `bpf_probe_read_kernel` call per register.
 //!
 //! Only the exit is hooked (as Falco's modern probe): the arguments are still
 //! in `regs` there (x86_64 syscall entry saved the caller's registers and the
@@ -37,70 +39,78 @@ use agent_common::{
     abi::{F_DUPFD, F_DUPFD_CLOEXEC},
     config::WATCH_PENDING,
     event::{EVENT_UNWATCHED, SYS_COMPAT, SYS_PATH_TRUNCATED},
-    offsets::OFFSET_MISSING,
-    probe_errors::{Probe, Reason},
+    probe_errors::Reason,
     syscalls::{FCNTL, Family, arg, family, ia32},
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
 };
 
 use crate::{
-    emit::probe_error,
-    kernel::{in_compat_syscall, read, read_at},
-    maps::{offset, offsets, watched},
+    kernel::{in_compat_syscall, saved_reg},
+    maps::{offsets, watched},
     probes::{file, network, risky, stdio},
     record::{Call, Rec},
 };
 
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
-    if try_exit(&ctx).is_err() {
-        probe_error(Probe::SysExit, Reason::KernelRead);
-    }
-    0
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> u32 {
+    try_exit(&ctx);
+    // SAFETY: a read of a plain static.
+    unsafe { core::ptr::read_volatile(&RETURN) }
 }
 
-fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
+/// What the program returns (the kernel ignores it): read, not a literal.
+/// A constant return value lets the compiler drop it from the handler,
+/// whose exit then leaves a stale stack pointer in the return register,
+/// which the verifier refuses ("cannot return stack pointer to the caller").
+static RETURN: u32 = 0;
+
+/// Nothing here can fail: registers and the task are read with direct
+/// loads, and what a family's handler could not read it counts itself.
+#[inline(always)]
+fn try_exit(ctx: &BtfTracePointContext) {
     let regs: *const u8 = ctx.arg(0);
-    let ret = ctx.arg::<u64>(1) as i64;
+    let ret: i64 = ctx.arg(1);
     let o = offsets();
-    let nr = read::<u64>(regs, &o.regs_orig_ax)? as u32;
+    let nr = saved_reg(regs, &o.regs_orig_ax) as u32;
     let Some(fam) = family(nr) else {
         // Not a followed x86_64 call; an ia32 one of a watched process is
         // reported whatever it is.
         if !in_compat_syscall() {
-            return Ok(());
+            return;
         }
         let Some(w) = watched((bpf_get_current_pid_tgid() >> 32) as u32) else {
-            return Ok(());
+            return;
         };
-        return compat_exit(regs, nr, ret, &w);
+        compat_exit(regs, nr, ret, &w);
+        return;
     };
     // Only what the pre-filters need is read before the watched lookup.
-    if fam == Family::Stdio && !stdio::candidate_fd(read(regs, &o.regs_di)?) {
-        return Ok(());
+    if fam == Family::Stdio && !stdio::candidate_fd(saved_reg(regs, &o.regs_di)) {
+        return;
     }
     if nr == FCNTL {
-        let cmd: u64 = read(regs, &o.regs_si)?;
+        let cmd = saved_reg(regs, &o.regs_si);
         if cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC {
-            return Ok(());
+            return;
         }
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(w) = watched((pid_tgid >> 32) as u32) else {
-        return Ok(());
+        return;
     };
     if in_compat_syscall() {
-        return compat_exit(regs, nr, ret, &w);
+        compat_exit(regs, nr, ret, &w);
+        return;
     }
     let call = Call {
         nr,
         server: w.server,
         event_flags: event_flags(&w),
-        args: syscall_args(regs)?,
+        args: syscall_args(regs),
     };
     match fam {
         Family::File => file::on_exit(&call, ret),
@@ -109,15 +119,14 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         Family::Stdio => stdio::on_exit(&call, ret, pid_tgid),
         Family::Dup => stdio::on_dup(ret, (pid_tgid >> 32) as u32),
     }
-    Ok(())
 }
 
 /// An ia32 syscall of a watched process, reported with the ia32 argument
 /// registers and, for the opens, the path as given.
-fn compat_exit(regs: *const u8, nr: u32, ret: i64, w: &WatchedProc) -> Result<(), i64> {
+fn compat_exit(regs: *const u8, nr: u32, ret: i64, w: &WatchedProc) {
     let o = offsets();
     // ia32 arguments are 32-bit: the registers' upper halves are not the call's.
-    let r = |off: &u32| read::<u64>(regs, off).map(|v| v as u32 as u64).unwrap_or(0);
+    let r = |off: &u32| saved_reg(regs, off) as u32 as u64;
     let args = [
         r(&o.regs_bx),
         r(&o.regs_cx),
@@ -133,7 +142,7 @@ fn compat_exit(regs: *const u8, nr: u32, ret: i64, w: &WatchedProc) -> Result<()
         args,
     };
     let Some(mut rec) = record(EventKind::Risky, &call, ret) else {
-        return Ok(());
+        return;
     };
     rec.ev().flags |= SYS_COMPAT;
     if let Some(i) = ia32::path_arg(nr) {
@@ -155,7 +164,6 @@ fn compat_exit(regs: *const u8, nr: u32, ret: i64, w: &WatchedProc) -> Result<()
         }
     }
     rec.send();
-    Ok(())
 }
 
 /// The header flags of a watched process's records: a process held for the
@@ -172,43 +180,18 @@ fn event_flags(w: &WatchedProc) -> u32 {
     }
 }
 
-/// Registers holding the arguments, in one read when they lie within
-/// `ARGS_SPAN` words of each other (x86_64: r10 to di, 8 words).
-const ARGS_SPAN: usize = 9;
-
 /// The six syscall arguments (di, si, dx, r10, r8, r9) of `regs`.
 #[inline(always)]
-fn syscall_args(regs: *const u8) -> Result<[u64; 6], i64> {
+fn syscall_args(regs: *const u8) -> [u64; 6] {
     let o = offsets();
-    let offs = [
-        offset(&o.regs_di),
-        offset(&o.regs_si),
-        offset(&o.regs_dx),
-        offset(&o.regs_r10),
-        offset(&o.regs_r8),
-        offset(&o.regs_r9),
-    ];
-    let mut lo = u32::MAX;
-    let mut hi = 0;
-    for &off in &offs {
-        lo = lo.min(off);
-        hi = hi.max(off);
-    }
-    let mut args = [0u64; 6];
-    if hi != OFFSET_MISSING && hi - lo < (ARGS_SPAN * 8) as u32 {
-        let block: [u64; ARGS_SPAN] = read_at(regs, lo)?;
-        for (arg, &off) in args.iter_mut().zip(&offs) {
-            let i = ((off - lo) / 8) as usize;
-            if i < ARGS_SPAN {
-                *arg = block[i];
-            }
-        }
-    } else {
-        for (arg, &off) in args.iter_mut().zip(&offs) {
-            *arg = read_at(regs, off)?;
-        }
-    }
-    Ok(args)
+    [
+        saved_reg(regs, &o.regs_di),
+        saved_reg(regs, &o.regs_si),
+        saved_reg(regs, &o.regs_dx),
+        saved_reg(regs, &o.regs_r10),
+        saved_reg(regs, &o.regs_r8),
+        saved_reg(regs, &o.regs_r9),
+    ]
 }
 
 /// Starts a record of `kind` for `call`.

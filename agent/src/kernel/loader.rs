@@ -50,6 +50,8 @@ const TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_fork", "sched_process_fork"),
     ("sched_process_exec", "sched_process_exec"),
     ("sched_process_exit", "sched_process_exit"),
+    // Every followed syscall, at its exit (`probes::syscalls`).
+    ("sys_exit", "sys_exit"),
 ];
 
 /// Operations submitted through an io_uring; attached when the kernel has
@@ -58,7 +60,6 @@ const IO_URING_TRACEPOINT: (&str, &str) = ("io_uring_submit_req", "io_uring_subm
 
 /// Raw tracepoints: (program name, tracepoint).
 const RAW_TRACEPOINTS: &[(&str, &str)] = &[
-    ("sys_exit", "sys_exit"),
     // Self-protection: signals watched processes send the agent.
     ("signal_generate", "signal_generate"),
 ];
