@@ -18,10 +18,10 @@ const PARKED_THREADS: usize = 9000;
 #[test]
 fn a_server_with_thousands_of_threads_parked_in_accept_does_not_blind_another() {
     let agent = Agent::start("evasion-stash", &[]);
-    // Every thread enters accept4() (a followed syscall) and stays there:
-    // each holds its syscall state in the kernel until the call returns.
+    // Every thread enters accept4() (a followed syscall) and stays there
+    // (the enter/stash design held per-thread state until the call returned).
     let py = python();
-    let mut parker = agent
+    let parker = agent
         .wrap(
             "parker",
             &[
@@ -57,8 +57,10 @@ time.sleep(120)
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn the parker");
+    // Killed however the test ends: 9,000 threads must not outlive it.
+    let mut parker = Reaped(parker);
     let mut line = String::new();
-    BufReader::new(parker.stdout.as_mut().unwrap())
+    BufReader::new(parker.0.stdout.as_mut().unwrap())
         .read_line(&mut line)
         .expect("the parker's ready line");
     assert!(line.starts_with("parked"), "parker: {line:?}");
@@ -66,8 +68,7 @@ time.sleep(120)
     // Meanwhile another server opens a file: that open is still reported.
     agent.run_python("opener", r#"open("/etc/hostname").close()"#);
     let ev = agent.server_events("opener");
-    let _ = parker.kill();
-    let _ = parker.wait();
+    drop(parker);
     let opens: Vec<&Value> = ev
         .iter()
         .filter(|e| e["kind"] == "file" && e["path"] == "/etc/hostname")
