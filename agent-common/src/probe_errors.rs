@@ -6,16 +6,15 @@
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Probe {
-    SysExit = 0,
-    File = 1,
-    Net = 2,
-    Dns = 3,
-    Risky = 4,
-    Stdio = 5,
-    Dup = 6,
-    Fork = 7,
-    Exec = 8,
-    Exit = 9,
+    File = 0,
+    Net = 1,
+    Dns = 2,
+    Risky = 3,
+    Stdio = 4,
+    Dup = 5,
+    Fork = 6,
+    Exec = 7,
+    Exit = 8,
 }
 
 /// Why.
@@ -42,9 +41,8 @@ pub enum Reason {
 }
 
 impl Probe {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 9;
     pub const ALL: [Probe; Self::COUNT] = [
-        Probe::SysExit,
         Probe::File,
         Probe::Net,
         Probe::Dns,
@@ -59,7 +57,6 @@ impl Probe {
     /// The `probe` label of `mcpwatch_probe_errors_total`.
     pub const fn name(self) -> &'static str {
         match self {
-            Probe::SysExit => "sys_exit",
             Probe::File => "file",
             Probe::Net => "net",
             Probe::Dns => "dns",
