@@ -36,13 +36,19 @@ pub fn current_task() -> *const u8 {
     unsafe { bpf_get_current_task() as *const u8 }
 }
 
-/// `task->real_parent->tgid`, 0 when unreadable.
+/// The current task's `real_parent->tgid`: two direct loads through the
+/// trusted task pointer (see [`in_compat_syscall`]), no helper call.
 #[inline(always)]
-pub fn parent_tgid(task: *const u8) -> u32 {
+fn current_parent_tgid() -> u32 {
     let o = offsets();
-    read::<*const u8>(task, &o.task_real_parent)
-        .and_then(|p| read::<u32>(p, &o.task_tgid))
-        .unwrap_or(0)
+    // SAFETY: the current task, valid for the program's run; the verifier
+    // checks both loads against the kernel's BTF and makes them
+    // fault-tolerant (a fault reads 0).
+    unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        let parent = core::ptr::read_volatile(task.add(offset(&o.task_real_parent) as usize) as *const *const u8);
+        core::ptr::read_volatile(parent.add(offset(&o.task_tgid) as usize) as *const u32)
+    }
 }
 
 /// Fills the common header for the current task.
@@ -56,7 +62,7 @@ pub fn fill_header(h: &mut EventHeader, kind: u32, server: u32, flags: u32) {
     h.ktime_ns = unsafe { bpf_ktime_get_boot_ns() };
     h.pid = pid_tgid as u32;
     h.tgid = (pid_tgid >> 32) as u32;
-    h.ppid = parent_tgid(current_task());
+    h.ppid = current_parent_tgid();
     h.uid = uid_gid as u32;
     h.gid = (uid_gid >> 32) as u32;
     h.flags = flags;
