@@ -117,6 +117,15 @@ pub(super) struct Agent {
 }
 impl Agent {
     pub(super) fn handle(&mut self, bytes: &[u8]) {
+        // Every process exec'd while discovery rules exist reports its
+        // syscalls until userspace decided; those of processes no rule made
+        // a server are dropped here, before decoding, and counted.
+        if let Some(pid) = decode::pending_syscall_pid(bytes)
+            && self.procs.get(pid).and_then(|p| p.server).is_none()
+        {
+            self.released_records += 1;
+            return;
+        }
         let event = match decode::decode(bytes) {
             Ok(e) => e,
             Err(e) => {
