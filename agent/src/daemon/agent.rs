@@ -66,6 +66,9 @@ pub(super) struct Agent {
     pub(super) events: u64,
     pub(super) lost: u64,
     pub(super) decode_errors: u64,
+    /// Syscall records of pending processes that no rule made a server:
+    /// dropped, never judged.
+    pub(super) released_records: u64,
     /// Undecodable records already folded into a loss alert.
     pub(super) decode_errors_seen: u64,
     /// Loss not yet reported by an `agent.event_loss` alert.
@@ -117,6 +120,15 @@ pub(super) struct Agent {
 }
 impl Agent {
     pub(super) fn handle(&mut self, bytes: &[u8]) {
+        // Every process exec'd while discovery rules exist reports its
+        // syscalls until userspace decided; those of processes no rule made
+        // a server are dropped here, before decoding, and counted.
+        if let Some(pid) = decode::pending_syscall_pid(bytes)
+            && self.procs.get(pid).and_then(|p| p.server).is_none()
+        {
+            self.released_records += 1;
+            return;
+        }
         let event = match decode::decode(bytes) {
             Ok(e) => e,
             Err(e) => {
@@ -586,6 +598,7 @@ impl Agent {
                 .map(|(p, r, n)| (format!("{p}/{r}"), n))
                 .collect(),
             gc_removed: self.gc_removed,
+            released_records: self.released_records,
             stdio_bytes: self.stdio_bytes,
             metrics_address: self.metrics_address.clone(),
             ..Default::default()

@@ -312,6 +312,17 @@ pub fn split_argv(bytes: &[u8]) -> Vec<String> {
 }
 
 /// Decodes one ring-buffer record.
+/// The process of a syscall record (file, network, DNS, risky, stdio) the
+/// kernel flagged as from a pending process, read from the header alone;
+/// `None` for anything else. Lets the reader drop the records of processes
+/// no rule made a server without decoding them.
+pub fn pending_syscall_pid(bytes: &[u8]) -> Option<u32> {
+    let h: EventHeader = read(bytes, "event header").ok()?;
+    let kind = EventKind::from_u32(h.kind)?;
+    let syscall = !matches!(kind, EventKind::Exec | EventKind::Fork | EventKind::Exit);
+    (syscall && h.flags & EVENT_UNWATCHED != 0).then_some(h.tgid)
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let h: EventHeader = read(bytes, "event header")?;
     let kind = EventKind::from_u32(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;

@@ -411,3 +411,35 @@ fn a_length_beyond_its_slot_is_named_as_such() {
         "exec filename of 600 bytes is longer than its slot (512 bytes)"
     );
 }
+
+#[test]
+fn a_pending_process_syscall_record_is_told_from_its_header_alone() {
+    let with = |kind, flags| {
+        let mut h = raw_header(kind);
+        h.flags = flags;
+        bytes_of(&h)
+    };
+    for kind in [
+        EventKind::File,
+        EventKind::Net,
+        EventKind::Dns,
+        EventKind::Risky,
+        EventKind::Stdio,
+    ] {
+        assert_eq!(pending_syscall_pid(&with(kind, EVENT_UNWATCHED)), Some(100), "{kind:?}");
+        assert_eq!(
+            pending_syscall_pid(&with(kind, 0)),
+            None,
+            "{kind:?} of a watched process"
+        );
+    }
+    // Process lifecycle records decide the pending process: never dropped unread.
+    for kind in [EventKind::Exec, EventKind::Fork, EventKind::Exit] {
+        assert_eq!(pending_syscall_pid(&with(kind, EVENT_UNWATCHED)), None, "{kind:?}");
+    }
+    assert_eq!(
+        pending_syscall_pid(&with(EventKind::File, EVENT_UNWATCHED)[..8]),
+        None,
+        "short"
+    );
+}
