@@ -14,6 +14,7 @@ pub mod handover;
 mod notify;
 pub mod privileges;
 mod report;
+mod requests;
 pub mod run;
 pub mod top;
 mod watch;
