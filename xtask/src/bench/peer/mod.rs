@@ -55,8 +55,8 @@ impl PeerPlan {
         Self {
             scap_open,
             rounds: rounds.unwrap_or(14),
-            openat: 1_000_000,
-            getppid: 2_000_000,
+            openat: 500_000,
+            getppid: 1_000_000,
             bpf_loops: 3,
             flood_seconds: 10.0,
             floods: 3,
