@@ -47,7 +47,7 @@ pub(super) struct Agent {
     /// Which pipes are the servers' wire, for the stdio capture.
     pub(super) stdio: StdioChannels,
     /// `mcpwatch_events_total` children by (server id, kind).
-    pub(super) event_counters: StdHashMap<(u32, EventKind), prometheus::IntCounter>,
+    pub(super) event_counters: foldhash::HashMap<(u32, EventKind), prometheus::IntCounter>,
     pub(super) config: Array<MapData, AgentConfig>,
     pub(super) policy: Policy,
     pub(super) loss: PerCpuHashMap<MapData, LossKey, u64>,
