@@ -110,10 +110,7 @@ alert_distinct_max = 100000000
         );
         fs::write(dir.join("config-alerts.toml"), config(&sink))?;
         // Event lines off (alerts only): the reader's cost without the JSON.
-        fs::write(
-            dir.join(ALERTS_ONLY),
-            config("[events]\nlevel = \"alerts\"\n"),
-        )?;
+        fs::write(dir.join(ALERTS_ONLY), config("[events]\nlevel = \"alerts\"\n"))?;
         Ok(Self { dir })
     }
 

@@ -50,7 +50,7 @@ pub fn resolve_running() -> Result<Resolved, OffsetError> {
 }
 
 const WORDS: usize = size_of::<KernelOffsets>() / 4;
-const _: () = assert!(size_of::<KernelOffsets>() % 4 == 0);
+const _: () = assert!(size_of::<KernelOffsets>().is_multiple_of(4));
 
 /// `O`, the offsets, then `feature\0why\0` per disabled feature; or `E` and the error.
 fn encode(r: Result<Resolved, OffsetError>) -> Vec<u8> {
@@ -124,7 +124,10 @@ mod tests {
         assert_eq!(back.offsets, offsets);
         assert_eq!(back.disabled.len(), 1);
         assert_eq!(back.disabled[0].0, "io_uring");
-        assert_eq!(back.disabled[0].1.to_string(), "kernel BTF has no field io_kiocb.opcode");
+        assert_eq!(
+            back.disabled[0].1.to_string(),
+            "kernel BTF has no field io_kiocb.opcode"
+        );
         let err = decode(&encode(Err(OffsetError::MissingStruct { strukt: "task_struct" }))).unwrap_err();
         assert_eq!(err.to_string(), "kernel BTF has no struct task_struct");
         assert!(decode(b"").is_err());

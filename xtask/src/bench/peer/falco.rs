@@ -82,7 +82,11 @@ impl Falco {
         let mut falco = Falco { child, out: Some(out) };
         if ready_rx.recv_timeout(START_TIMEOUT).is_err() {
             let _ = interrupt(&mut falco.child);
-            let text = falco.out.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+            let text = falco
+                .out
+                .take()
+                .map(|h| h.join().unwrap_or_default())
+                .unwrap_or_default();
             bail!("scap-open did not start capturing:\n{text}");
         }
         Ok(falco)

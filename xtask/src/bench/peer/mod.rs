@@ -179,13 +179,23 @@ fn flood(bins: &Bins, scratch: &Scratch, plan: &PeerPlan, config: &str) -> anyho
             "rss_idle_kib": idle, "rss_peak_kib": peak,
         }));
     }
-    let file = if config == "mcpwatch_alerts" { ALERTS_ONLY } else { "config.toml" };
+    let file = if config == "mcpwatch_alerts" {
+        ALERTS_ONLY
+    } else {
+        "config.toml"
+    };
     let a = Agent::start_on(bins, scratch, file, Some(TOOL_CPU))?;
     settle();
     let idle = mem_kib(a.pid(), "VmRSS")?;
     let (ev0, lost0) = a.settled_counts()?;
     let cpu0 = cpu_ns(a.pid())?;
-    let g = load_on(bins, scratch, Some(GEN_CPU), Some((&a, "bench")), &["openat-for", &secs])?;
+    let g = load_on(
+        bins,
+        scratch,
+        Some(GEN_CPU),
+        Some((&a, "bench")),
+        &["openat-for", &secs],
+    )?;
     let (ev1, lost1) = a.settled_counts()?;
     let (cpu, peak) = (cpu_ns(a.pid())? - cpu0, mem_kib(a.pid(), "VmHWM")?);
     a.stop()?;
