@@ -6,17 +6,15 @@
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Probe {
-    SysEnter = 0,
-    SysExit = 1,
-    File = 2,
-    Net = 3,
-    Dns = 4,
-    Risky = 5,
-    Stdio = 6,
-    Dup = 7,
-    Fork = 8,
-    Exec = 9,
-    Exit = 10,
+    File = 0,
+    Net = 1,
+    Dns = 2,
+    Risky = 3,
+    Stdio = 4,
+    Dup = 5,
+    Fork = 6,
+    Exec = 7,
+    Exit = 8,
 }
 
 /// Why.
@@ -40,17 +38,11 @@ pub enum Reason {
     /// The `WATCHED` map was full: a forked child (or a process held for the
     /// discovery rules) is not followed in the kernel.
     WatchedFull = 6,
-    /// The thread's task-local syscall stash could not be had (allocation
-    /// failed, or the storage was busy under a nested program): the
-    /// syscall's event is lost.
-    StashUnavailable = 7,
 }
 
 impl Probe {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 9;
     pub const ALL: [Probe; Self::COUNT] = [
-        Probe::SysEnter,
-        Probe::SysExit,
         Probe::File,
         Probe::Net,
         Probe::Dns,
@@ -65,8 +57,6 @@ impl Probe {
     /// The `probe` label of `mcpwatch_probe_errors_total`.
     pub const fn name(self) -> &'static str {
         match self {
-            Probe::SysEnter => "sys_enter",
-            Probe::SysExit => "sys_exit",
             Probe::File => "file",
             Probe::Net => "net",
             Probe::Dns => "dns",
@@ -81,7 +71,7 @@ impl Probe {
 }
 
 impl Reason {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 7;
     pub const ALL: [Reason; Self::COUNT] = [
         Reason::KernelRead,
         Reason::UserRead,
@@ -90,7 +80,6 @@ impl Reason {
         Reason::Scratch,
         Reason::PathUnresolved,
         Reason::WatchedFull,
-        Reason::StashUnavailable,
     ];
 
     /// The `reason` label of `mcpwatch_probe_errors_total`.
@@ -103,7 +92,6 @@ impl Reason {
             Reason::Scratch => "scratch",
             Reason::PathUnresolved => "path_unresolved",
             Reason::WatchedFull => "watched_full",
-            Reason::StashUnavailable => "stash_unavailable",
         }
     }
 }

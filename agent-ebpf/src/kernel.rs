@@ -7,8 +7,8 @@ use agent_common::{
     offsets::OFFSET_MISSING,
 };
 use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
-    bpf_probe_read_kernel, bpf_probe_read_kernel_buf, generated as raw,
+    bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf, bpf_get_current_uid_gid,
+    bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, generated as raw,
 };
 
 use crate::maps::{PATH_SCRATCH, offset, offsets};
@@ -36,13 +36,19 @@ pub fn current_task() -> *const u8 {
     unsafe { bpf_get_current_task() as *const u8 }
 }
 
-/// `task->real_parent->tgid`, 0 when unreadable.
+/// The current task's `real_parent->tgid`: two direct loads through the
+/// trusted task pointer (see [`in_compat_syscall`]), no helper call.
 #[inline(always)]
-pub fn parent_tgid(task: *const u8) -> u32 {
+fn current_parent_tgid() -> u32 {
     let o = offsets();
-    read::<*const u8>(task, &o.task_real_parent)
-        .and_then(|p| read::<u32>(p, &o.task_tgid))
-        .unwrap_or(0)
+    // SAFETY: the current task, valid for the program's run; the verifier
+    // checks both loads against the kernel's BTF and makes them
+    // fault-tolerant (a fault reads 0).
+    unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        let parent = core::ptr::read_volatile(task.add(offset(&o.task_real_parent) as usize) as *const *const u8);
+        core::ptr::read_volatile(parent.add(offset(&o.task_tgid) as usize) as *const u32)
+    }
 }
 
 /// Fills the common header for the current task.
@@ -56,7 +62,7 @@ pub fn fill_header(h: &mut EventHeader, kind: u32, server: u32, flags: u32) {
     h.ktime_ns = unsafe { bpf_ktime_get_boot_ns() };
     h.pid = pid_tgid as u32;
     h.tgid = (pid_tgid >> 32) as u32;
-    h.ppid = parent_tgid(current_task());
+    h.ppid = current_parent_tgid();
     h.uid = uid_gid as u32;
     h.gid = (uid_gid >> 32) as u32;
     h.flags = flags;
@@ -101,6 +107,12 @@ const TS_COMPAT: u32 = 0x0002;
 
 /// Whether the current task is in an ia32 syscall. Without the offsets
 /// (the feature is off, the agent warned at start-up) it answers no.
+///
+/// A direct load through the trusted `task_struct` pointer of
+/// `bpf_get_current_task_btf`, no helper call: the offsets come from the
+/// read-only, frozen `OFFSETS`, so the verifier knows them as constants,
+/// checks the load against the kernel's BTF and drops the missing-offset
+/// branch it can never take.
 #[inline(always)]
 pub fn in_compat_syscall() -> bool {
     let o = offsets();
@@ -109,7 +121,24 @@ pub fn in_compat_syscall() -> bool {
     if ti == OFFSET_MISSING || st == OFFSET_MISSING {
         return false;
     }
-    read_at::<u32>(current_task(), ti.wrapping_add(st)).is_ok_and(|s| s & TS_COMPAT != 0)
+    // SAFETY: the current task, valid for the program's run; the verifier
+    // turns the load into a fault-tolerant one and checks its offset.
+    let status = unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        core::ptr::read_volatile(task.add(ti.wrapping_add(st) as usize) as *const u32)
+    };
+    status & TS_COMPAT != 0
+}
+
+/// A register saved in a tracepoint's `struct pt_regs *` (a BTF pointer):
+/// a direct load, no helper call, its offset a verifier constant (see
+/// [`in_compat_syscall`]).
+#[inline(always)]
+pub fn saved_reg(regs: *const u8, field: &u32) -> u64 {
+    // SAFETY: `regs` is the tracepoint's BTF-typed argument; the verifier
+    // checks the offset against `struct pt_regs` and makes the load
+    // fault-tolerant.
+    unsafe { core::ptr::read_volatile(regs.add(offset(field) as usize) as *const u64) }
 }
 
 /// `file->f_inode->i_mode`.
@@ -200,13 +229,21 @@ fn walk_path_inner(path: *const u8, dst: &mut [u8]) -> Option<(usize, bool)> {
     let o = offsets();
     let name_ptr_off = offset(&o.dentry_name).wrapping_add(offset(&o.qstr_name));
     let name_len_off = offset(&o.dentry_name).wrapping_add(offset(&o.qstr_len));
+    let parent_off = offset(&o.dentry_parent);
+    // `d_parent` then `d_name` (hash, len, name pointer) are neighbours in
+    // `struct dentry` on the kernels we know: one read of the three words per
+    // component instead of three reads. Known to the verifier as a constant.
+    let packed = name_len_off == parent_off.wrapping_add(12) && name_ptr_off == parent_off.wrapping_add(16);
     let mount_mnt = offset(&o.mount_mnt) as usize;
     let vfsmnt: *const u8 = read(path, &o.path_mnt).ok()?;
-    // Only fresh values cross iterations (mnt, dentry from reads; pos only
-    // known as masked), so the two ways through an iteration reach the next
-    // one in equivalent states and the verifier prunes instead of doubling.
+    // Only fresh values cross iterations (mnt, its root, dentry from reads;
+    // pos only known as masked), so the two ways through an iteration reach
+    // the next one in equivalent states and the verifier prunes instead of
+    // doubling.
     let mut dentry: *const u8 = read(path, &o.path_dentry).ok()?;
     let mut mnt: *const u8 = (vfsmnt as usize).wrapping_sub(mount_mnt) as *const u8;
+    // Read once per mount, not per component.
+    let mut mnt_root: *const u8 = read(vfsmnt, &o.vfsmount_root).ok()?;
     // SAFETY: this CPU's scratch value, valid for the run and used by
     // nothing else meanwhile.
     let scratch = unsafe { &mut *PATH_SCRATCH.get_ptr_mut(0)? };
@@ -215,14 +252,6 @@ fn walk_path_inner(path: *const u8, dst: &mut [u8]) -> Option<(usize, bool)> {
     let mut pos = (unsafe { core::ptr::read_volatile(&scratch.pos) } as usize) & MASK;
     let mut truncated = true;
     for _ in 0..MAX_DEPTH {
-        // SAFETY: pointer arithmetic only; every read through it is a
-        // checked bpf_probe_read_kernel.
-        let vfsmnt = unsafe { mnt.add(mount_mnt) };
-        let mnt_root: *const u8 = read(vfsmnt, &o.vfsmount_root).ok()?;
-        let parent: *const u8 = read(dentry, &o.dentry_parent).ok()?;
-        // A self-parented dentry that is not its mount's root is a pseudo
-        // file (memfd, anonymous inode) or detached: its own name ends the path.
-        let pseudo = dentry == parent && dentry != mnt_root;
         if dentry == mnt_root {
             let mnt_parent: *const u8 = read(mnt, &o.mount_parent).ok()?;
             if mnt_parent == mnt {
@@ -231,10 +260,23 @@ fn walk_path_inner(path: *const u8, dst: &mut [u8]) -> Option<(usize, bool)> {
             }
             dentry = read(mnt, &o.mount_mountpoint).ok()?;
             mnt = mnt_parent;
+            // SAFETY: pointer arithmetic only; every read through it is a
+            // checked bpf_probe_read_kernel.
+            mnt_root = read(unsafe { mnt.add(mount_mnt) }, &o.vfsmount_root).ok()?;
             continue;
         }
-        let name: *const u8 = read_at(dentry, name_ptr_off).ok()?;
-        let len: u32 = read_at(dentry, name_len_off).ok()?;
+        let (parent, len, name) = if packed {
+            let w: [u64; 3] = read_at(dentry, parent_off).ok()?;
+            (w[0] as *const u8, (w[1] >> 32) as u32, w[2] as *const u8)
+        } else {
+            let parent: *const u8 = read_at(dentry, parent_off).ok()?;
+            let len: u32 = read_at(dentry, name_len_off).ok()?;
+            let name: *const u8 = read_at(dentry, name_ptr_off).ok()?;
+            (parent, len, name)
+        };
+        // A self-parented dentry that is not its mount's root is a pseudo
+        // file (memfd, anonymous inode) or detached: its own name ends the path.
+        let pseudo = dentry == parent;
         let n = (len & 0xff) as usize;
         if pos < PATH_MAX + n + 1 {
             break;

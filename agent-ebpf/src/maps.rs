@@ -9,8 +9,7 @@ use agent_common::{
     probe_errors::PROBE_ERRORS_LEN,
 };
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type},
-    helpers::{bpf_get_current_task_btf, bpf_task_storage_get},
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
 };
@@ -51,84 +50,6 @@ pub static PROBE_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROBE_
 /// Per-CPU scratch space for exec records, too large for the BPF stack.
 #[map]
 pub static EXEC_SCRATCH: PerCpuArray<ExecRecord> = PerCpuArray::with_max_entries(1, 0);
-
-/// A followed syscall of a watched thread, between sys_enter and sys_exit.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Stash {
-    /// Syscall number; [`STASH_EMPTY`] once sys_exit took it.
-    pub nr: u32,
-    pub server: u32,
-    pub args: [u64; 6],
-}
-
-/// `Stash::nr` of a thread with no followed syscall in flight (no syscall
-/// has this number).
-pub const STASH_EMPTY: u32 = u32::MAX;
-
-/// A BPF task-local storage map (`BPF_MAP_TYPE_TASK_STORAGE`), declared as a
-/// BTF map by hand: aya-ebpf 0.2 has the inode, socket and cgroup kinds but
-/// not this one. Its layout is the one aya-ebpf's `btf_map_def!` gives the
-/// others (the loader reads type, key, value, max_entries and flags from the
-/// BTF of these pointer fields).
-#[repr(C)]
-pub struct TaskStorage<T> {
-    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize],
-    key: *const i32,
-    value: *const T,
-    max_entries: *const [i32; 0],
-    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
-}
-
-// SAFETY: placeholder pointers the loader patches, never dereferenced.
-unsafe impl<T> Sync for TaskStorage<T> {}
-
-impl<T> TaskStorage<T> {
-    pub const fn new() -> Self {
-        Self {
-            r#type: core::ptr::null(),
-            key: core::ptr::null(),
-            value: core::ptr::null(),
-            max_entries: core::ptr::null(),
-            map_flags: core::ptr::null(),
-        }
-    }
-
-    /// The current thread's value, created zeroed when `create` and absent;
-    /// `None` when absent (not `create`) or when the kernel could not
-    /// allocate it or was re-entered on this task's storage.
-    #[inline(always)]
-    pub fn current(&self, create: bool) -> Option<*mut T> {
-        let flags = if create {
-            BPF_LOCAL_STORAGE_GET_F_CREATE as u64
-        } else {
-            0
-        };
-        // SAFETY: the helper takes the map and a trusted task pointer (what
-        // bpf_get_current_task_btf returns) and returns the value or NULL.
-        let v = unsafe {
-            let task = bpf_get_current_task_btf();
-            bpf_task_storage_get(
-                core::ptr::from_ref(self).cast_mut().cast(),
-                task.cast(),
-                core::ptr::null_mut(),
-                flags,
-            )
-        };
-        let v = v.cast::<T>();
-        (!v.is_null()).then_some(v)
-    }
-}
-
-/// The syscall in flight of each watched thread: task-local storage, so no
-/// process can exhaust it for others (a shared hash of 8,192 entries was
-/// filled by one server's threads parked in accept(), and every watched
-/// syscall of every server vanished). The value lives as long as its thread
-/// and goes with it; sys_exit marks it empty rather than deleting it (a
-/// thread that made one followed syscall makes more).
-#[unsafe(link_section = ".maps")]
-#[unsafe(export_name = "STASH")]
-pub static STASH: TaskStorage<Stash> = TaskStorage::new();
 
 /// Per-CPU scratch for syscall records.
 #[map]

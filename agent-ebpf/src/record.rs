@@ -12,8 +12,18 @@ use aya_ebpf::helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf
 use crate::{
     emit::{probe_error, send_bytes, wake_flags},
     kernel::{fill_header, resolve_path},
-    maps::{SYS_SCRATCH, Stash},
+    maps::SYS_SCRATCH,
 };
+
+/// The syscall (or hook) a record reports: its number, the server of the
+/// watched process, the header's `EVENT_*` flags and six argument words.
+#[derive(Clone, Copy)]
+pub struct Call {
+    pub nr: u32,
+    pub server: u32,
+    pub event_flags: u32,
+    pub args: [u64; 6],
+}
 
 pub struct Rec {
     rec: *mut SysRecord,
@@ -35,9 +45,9 @@ fn probe_of(kind: EventKind) -> Probe {
 }
 
 impl Rec {
-    /// A fresh record for the current task and the syscall in `st`.
+    /// A fresh record for the current task and the call `st`.
     #[inline(always)]
-    pub fn new(kind: EventKind, st: &Stash, ret: i64) -> Option<Rec> {
+    pub fn new(kind: EventKind, st: &Call, ret: i64) -> Option<Rec> {
         let probe = probe_of(kind);
         let Some(rec) = SYS_SCRATCH.get_ptr_mut(0) else {
             probe_error(probe, Reason::Scratch);
@@ -46,7 +56,7 @@ impl Rec {
         // SAFETY: `rec` points to this CPU's scratch value, valid for the
         // program's run and used by nothing else meanwhile.
         let ev = unsafe { &mut (*rec).event };
-        fill_header(&mut ev.header, kind as u32, st.server, 0);
+        fill_header(&mut ev.header, kind as u32, st.server, st.event_flags);
         ev.nr = st.nr;
         ev.flags = 0;
         ev.ret = ret;

@@ -150,6 +150,17 @@ impl Drop for Daemon {
     }
 }
 
+/// A child killed and reaped when the test ends, passed or not: a leaked
+/// child would hold the integration lock's descriptor.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Waits until `f` returns Some, panicking with `what` and `context()` after `patience`.
 pub fn wait_for<T>(
     what: &str,

@@ -91,6 +91,88 @@ fn discovery_rule_watches_a_server_at_exec() {
     assert!(agent.stop().success());
 }
 
+/// The agent stopped (SIGSTOP) for as long as a guard lives: userspace
+/// decides nothing meanwhile, the kernel keeps queueing records.
+struct Held(u32);
+
+impl Held {
+    fn new(agent: &Agent) -> Held {
+        // SAFETY: a signal to the agent the test started.
+        assert_eq!(unsafe { libc::kill(agent.pid() as i32, libc::SIGSTOP) }, 0);
+        let held = Held(agent.pid());
+        // Every thread stopped, not merely signalled.
+        let stopped = |t: std::fs::DirEntry| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+        };
+        wait_for(
+            "the agent to stop",
+            PATIENCE,
+            || {
+                let tasks = std::fs::read_dir(format!("/proc/{}/task", held.0)).ok()?;
+                tasks.flatten().all(stopped).then_some(())
+            },
+            || "still running".into(),
+        );
+        held
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+#[test]
+fn a_read_inside_the_pending_window_is_reported_once_a_rule_matches() {
+    let dir = scratch_dir("pending-window-files");
+    let secret = dir.join("secret.txt");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let server = dir.join("pending-window-server-7c3e.sh");
+    script(&server, &format!("cat {}", secret.display()));
+    let bystander = dir.join("pending-window-bystander.sh");
+    script(&bystander, &format!("cat {}", secret.display()));
+    let agent = Agent::start("pending-window", &["--watch", "window=pending-window-server-7c3e"]);
+    let released_before = agent.status()["released_records"].as_u64().unwrap();
+    // Both run to their end before userspace has matched either: every
+    // syscall they make is in the pending window.
+    let held = Held::new(&agent);
+    let out = output(&mut std::process::Command::new(&server));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "s3cret\n");
+    let out = output(&mut std::process::Command::new(&bystander));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "s3cret\n");
+    drop(held);
+
+    // Once more, decided at once this time: its read comes after every
+    // record queued during the hold.
+    output(&mut std::process::Command::new(&server));
+
+    let is_secret = |e: &Value| e["kind"] == "file" && e["path"] == secret.to_str().unwrap();
+    let ev = agent.wait_events("both runs' reads of the secret", |ev| {
+        ev.iter().filter(|e| is_secret(e)).count() >= 2
+    });
+    let reads: Vec<&Value> = ev.iter().filter(|e| is_secret(e)).collect();
+    assert_eq!(reads.len(), 2, "the bystander's read is not reported: {}", dump(&ev));
+    for r in &reads {
+        assert_eq!(r["server"], "window", "{r}");
+        assert_eq!(r["op"], "open", "{r}");
+    }
+    // Judged like any read of the server's.
+    assert!(
+        alerts(&ev, Some("window"))
+            .iter()
+            .any(|a| a["rule"] == "file.read_undeclared" && a["summary"].as_str().unwrap().contains("secret.txt")),
+        "{}",
+        dump(&ev)
+    );
+    // The bystander's records were dropped unjudged, and counted.
+    let released = agent.status()["released_records"].as_u64().unwrap();
+    assert!(released > released_before, "released {released_before} -> {released}");
+    assert!(agent.stop().success());
+}
+
 /// The filesystem server started through wrappers that carry its command
 /// line (timeout, strace, a shell's `-c`, the SDK client, mcp-proxy, the MCP
 /// Inspector CLI): the shipped manifest's `match.argv` finds the server each

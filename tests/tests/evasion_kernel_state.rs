@@ -1,7 +1,8 @@
-//! Evasion: kernel state a server can exhaust, and I/O submitted through an
-//! io_uring. Per-thread syscall state must not be a shared resource one
-//! server can fill for all others; a full watched map is reported as what it
-//! is and alerted; operations a ring submits are seen.
+//! Evasion: kernel state a server can exhaust, syscalls in flight when the
+//! agent starts, and I/O submitted through an io_uring. No per-thread state
+//! may be a shared resource one server can fill for all others; a call begun
+//! before the programs attached is reported at its exit; a full watched map
+//! is reported as what it is and alerted; operations a ring submits are seen.
 
 use std::{
     io::{BufRead, BufReader},
@@ -17,10 +18,10 @@ const PARKED_THREADS: usize = 9000;
 #[test]
 fn a_server_with_thousands_of_threads_parked_in_accept_does_not_blind_another() {
     let agent = Agent::start("evasion-stash", &[]);
-    // Every thread enters accept4() (a followed syscall) and stays there:
-    // each holds its syscall state in the kernel until the call returns.
+    // Every thread enters accept4() (a followed syscall) and stays there
+    // (the enter/stash design held per-thread state until the call returned).
     let py = python();
-    let mut parker = agent
+    let parker = agent
         .wrap(
             "parker",
             &[
@@ -56,8 +57,10 @@ time.sleep(120)
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn the parker");
+    // Killed however the test ends: 9,000 threads must not outlive it.
+    let mut parker = Reaped(parker);
     let mut line = String::new();
-    BufReader::new(parker.stdout.as_mut().unwrap())
+    BufReader::new(parker.0.stdout.as_mut().unwrap())
         .read_line(&mut line)
         .expect("the parker's ready line");
     assert!(line.starts_with("parked"), "parker: {line:?}");
@@ -65,13 +68,61 @@ time.sleep(120)
     // Meanwhile another server opens a file: that open is still reported.
     agent.run_python("opener", r#"open("/etc/hostname").close()"#);
     let ev = agent.server_events("opener");
-    let _ = parker.kill();
-    let _ = parker.wait();
+    drop(parker);
     let opens: Vec<&Value> = ev
         .iter()
         .filter(|e| e["kind"] == "file" && e["path"] == "/etc/hostname")
         .collect();
     assert_eq!(opens.len(), 1, "the open was not reported: {}", dump(&ev));
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn a_syscall_begun_before_the_agent_started_is_reported_at_its_exit() {
+    let dir = scratch_dir("evasion-in-flight-server");
+    let fifo = dir.join("wire");
+    let _ = std::fs::remove_file(&fifo);
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    // The server's open of the FIFO blocks until a writer comes.
+    let server = dir.join("in-flight-server-5e1a.sh");
+    script(&server, &format!("read x < {}\necho \"$x\"", fifo.display()));
+    let proc_ = Reaped(
+        std::process::Command::new(&server)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn the server"),
+    );
+    let server_pid = proc_.0.id();
+    wait_for(
+        "the server to block in its open",
+        PATIENCE,
+        || {
+            let sc = std::fs::read_to_string(format!("/proc/{server_pid}/syscall")).ok()?;
+            let nr = sc.split(' ').next()?;
+            (nr == "257" || nr == "2").then_some(())
+        },
+        || "never blocked in open/openat".into(),
+    );
+
+    // The agent starts while the open is under way and watches the server
+    // through its start-up scan.
+    let agent = Agent::start("evasion-in-flight", &["--watch", "inflight=in-flight-server-5e1a"]);
+    agent.wait_events("the server watched", |ev| {
+        of_kind(ev, "watch").iter().any(|e| pid(e) == server_pid)
+    });
+    // A writer lets the open return.
+    std::fs::write(&fifo, "go\n").expect("write the FIFO");
+    let ev = agent.wait_events("the open's exit reported", |ev| {
+        ev.iter()
+            .any(|e| e["kind"] == "file" && e["pid"] == server_pid && e["op"] == "open")
+    });
+    let open = find(&ev, "file", |e| e["pid"] == server_pid && e["op"] == "open");
+    assert_eq!(open["server"], "inflight", "{open}");
+    assert_eq!(open["path"], fifo.to_str().unwrap(), "{open}");
+    assert!(open["result"].as_i64().is_some_and(|fd| fd >= 0), "{open}");
+    drop(proc_);
     assert!(agent.stop().success());
 }
 

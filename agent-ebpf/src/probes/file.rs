@@ -23,9 +23,9 @@ use aya_ebpf::helpers::bpf_probe_read_user;
 
 use crate::{
     kernel::{current_task, fd_file, file_identity, file_mode, file_path, read},
-    maps::{Stash, offset, offsets},
+    maps::{offset, offsets},
     probes::{kill, syscalls::record},
-    record::Rec,
+    record::{Call, Rec},
 };
 
 const EACCES: i64 = 13;
@@ -78,7 +78,7 @@ fn kill_credential(rec: &mut Rec, server: u32) {
     }
 }
 
-pub fn on_exit(st: &Stash, ret: i64) {
+pub fn on_exit(st: &Call, ret: i64) {
     let Some(sc) = lookup(st.nr) else {
         return;
     };

@@ -30,9 +30,9 @@ use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, progra
 use crate::{
     emit::probe_error,
     kernel::{read, read_at},
-    maps::{Stash, offset, offsets, watched},
+    maps::{offset, offsets, watched},
     probes::{file::base_dir, network::sock_of},
-    record::Rec,
+    record::{Call, Rec},
 };
 
 /// `REQ_F_FIXED_FILE` (bit 0 of `io_kiocb.flags`, the sqe's
@@ -75,9 +75,10 @@ fn try_submit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     args[ARG_OPCODE] = opcode as u64;
     args[ARG_FD] = fd as i64 as u64;
     args[ARG_USER_DATA] = user_data;
-    let st = Stash {
+    let st = Call {
         nr: IO_URING_OP_NR,
         server: w.server,
+        event_flags: 0,
         args,
     };
     let Some(mut rec) = Rec::new(EventKind::Risky, &st, 0) else {

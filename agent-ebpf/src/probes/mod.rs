@@ -1,4 +1,4 @@
-//! One module per hook family. `syscalls` is the sys_enter/sys_exit
+//! One module per hook family. `syscalls` is the sys_exit
 //! dispatcher feeding `file`, `network` (with DNS), `risky` and `stdio`.
 
 pub mod cgroup_net;

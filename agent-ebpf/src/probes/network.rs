@@ -24,9 +24,9 @@ use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_buf};
 use crate::{
     emit::probe_error,
     kernel::{fd_file, read},
-    maps::{Stash, offsets},
+    maps::offsets,
     probes::{kill, syscalls::record},
-    record::Rec,
+    record::{Call, Rec},
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -148,7 +148,7 @@ fn kill_connect(rec: &mut Rec, server: u32, addr: &SockAddr) {
 /// Sends a DNS record for a message to or from `server` (`user`: that
 /// address came from the caller's memory).
 #[inline(always)]
-fn dns(st: &Stash, ret: i64, server: SockAddr, buf: u64, incoming: bool, user: bool) {
+fn dns(st: &Call, ret: i64, server: SockAddr, buf: u64, incoming: bool, user: bool) {
     let Some(mut rec) = record(EventKind::Dns, st, ret) else {
         return;
     };
@@ -197,7 +197,7 @@ fn msghdr(ptr: u64) -> Option<(u64, u64, u64, u64)> {
     Some((name, namelen as u64, v[0], v[1]))
 }
 
-pub fn on_exit(st: &Stash, ret: i64) {
+pub fn on_exit(st: &Call, ret: i64) {
     let Some(sc) = lookup(st.nr) else {
         return;
     };

@@ -14,11 +14,11 @@ use agent_common::{
 
 use crate::{
     kernel::{fd_file, pidfd_pid},
-    maps::Stash,
     probes::{file::push_fd, kill, syscalls::record},
+    record::Call,
 };
 
-pub fn on_exit(st: &Stash, ret: i64) {
+pub fn on_exit(st: &Call, ret: i64) {
     let Some(sc) = lookup(st.nr) else {
         return;
     };

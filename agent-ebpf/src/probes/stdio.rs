@@ -27,8 +27,9 @@ use aya_ebpf::helpers::bpf_probe_read_user;
 use crate::{
     emit::probe_error,
     kernel::{fd_file, fd_kind, file_ino, file_mode},
-    maps::{STDIO_AT_EXEC, STDIO_CURSOR, STDIO_FDS, STDIO_FILES, STDIO_OFFSETS, Stash},
+    maps::{STDIO_AT_EXEC, STDIO_CURSOR, STDIO_FDS, STDIO_FILES, STDIO_OFFSETS},
     probes::syscalls::record,
+    record::Call,
 };
 
 /// Descriptors above this are not followed as duplicates of the wire.
@@ -145,7 +146,7 @@ const MAX_CHUNKS: usize = 32;
 /// iovecs of readv/writev followed at most.
 const MAX_IOV: usize = 8;
 
-pub fn on_exit(st: &Stash, ret: i64, pid_tgid: u64) {
+pub fn on_exit(st: &Call, ret: i64, pid_tgid: u64) {
     if ret <= 0 {
         return;
     }

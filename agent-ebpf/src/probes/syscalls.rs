@@ -1,112 +1,132 @@
-//! The syscall dispatcher: raw tracepoints `sys_enter(struct pt_regs *regs, long id)`
-//! and `sys_exit(struct pt_regs *regs, long ret)`.
+//! The syscall dispatcher: one BTF tracepoint, `sys_exit(struct pt_regs *regs,
+//! long ret)`, for every followed syscall. BTF-typed (`tp_btf`) rather than
+//! raw: `regs` is then a pointer the verifier knows, read with direct loads
+//! instead of a `bpf_probe_read_kernel` call per register.
 //!
-//! One program pair serves every followed syscall (one raw tracepoint costs
-//! less per hooked call than a classic per-syscall tracepoint). Both sides
-//! first test the syscall number against the followed set: every other
-//! syscall costs no map lookup at all. stdio syscalls are further filtered to
-//! fds 0 and 1 and the wire's known duplicates (one array read) before any
-//! lookup; fcntl to its duplicating commands. A followed syscall of an
-//! unwatched process costs one lookup on each side (`WATCHED` at enter, the
-//! thread's task-local `STASH` at exit, a pointer walk with no hashing).
-//! Every syscall first pays one kernel read (`thread_info.status`) telling an
-//! ia32 call (`int 0x80`, numbered from another table) from a native one; an
-//! ia32 call costs the watched lookup.
+//! Only the exit is hooked (as Falco's modern probe): the arguments are still
+//! in `regs` there (x86_64 syscall entry saved the caller's registers and the
+//! handlers read their arguments from them; at exit only `ax` holds the
+//! result, di/si/dx/r10/r8/r9 are as the caller left them for every call
+//! followed here), `orig_ax` still holds the number, `TS_COMPAT` still tells
+//! an ia32 call (cleared later, on the way back to user space), and the
+//! kernel objects the call made or used (the opened `struct file`, the
+//! socket) are the truth about what it did. A call refused by seccomp or
+//! Landlock is an ordinary error exit; a call begun before the agent attached
+//! is seen at its exit like any other. A process held for the discovery
+//! rules (pending) is reported too, flagged (see [`event_flags`]).
+//!
+//! No enter hook is needed: no followed call has a value that exists only
+//! before it. Paths given to rename, unlink and the other path calls are
+//! read from the caller's memory (flagged so) either way; dup2/dup3's
+//! replaced descriptor is not followed (only what the new one is); close is
+//! not followed; a successful exec is `sched_process_exec`'s, and a refused
+//! one leaves its arguments in place.
+//!
+//! Order of tests, cheapest first: the number against the followed set (a
+//! `match`, no map); stdio calls against fds 0, 1 and the wire's known
+//! duplicates (one register read, one array read), fcntl against its
+//! duplicating commands; then the one `WATCHED` lookup. A followed syscall of
+//! an unwatched process costs that lookup and nothing more. Only a watched
+//! process's calls are then tested for ia32 (`int 0x80`, numbered from
+//! another table). A syscall outside the followed set costs one kernel read
+//! (`thread_info.status`: is it an ia32 call?) and, only when it is, the
+//! lookup. An ia32 call whose number is a followed x86_64 stdio or fcntl
+//! number (ia32 19 lseek, 20 getpid, 72 sigsuspend...) is taken for the
+//! native one by the pre-filters and may go unreported.
 
 use agent_common::{
-    EventKind,
+    EventKind, WatchedProc,
     abi::{F_DUPFD, F_DUPFD_CLOEXEC},
     config::WATCH_PENDING,
-    event::{SYS_COMPAT, SYS_PATH_TRUNCATED},
-    offsets::OFFSET_MISSING,
-    probe_errors::{Probe, Reason},
+    event::{EVENT_UNWATCHED, SYS_COMPAT, SYS_PATH_TRUNCATED},
+    probe_errors::Reason,
     syscalls::{FCNTL, Family, arg, family, ia32},
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
 };
 
 use crate::{
-    emit::probe_error,
-    kernel::{in_compat_syscall, read, read_at},
-    maps::{STASH, STASH_EMPTY, Stash, offset, offsets, watched},
+    kernel::{in_compat_syscall, saved_reg},
+    maps::{offsets, watched},
     probes::{file, network, risky, stdio},
-    record::Rec,
+    record::{Call, Rec},
 };
 
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
-    if try_enter(&ctx).is_err() {
-        probe_error(Probe::SysEnter, Reason::KernelRead);
-    }
-    0
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> u32 {
+    try_exit(&ctx);
+    // SAFETY: a read of a plain static.
+    unsafe { core::ptr::read_volatile(&RETURN) }
 }
 
-fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let nr = ctx.arg::<u64>(1) as u32;
-    // An ia32 number is never looked up in the x86_64 table (int 0x80's
-    // open, 5, is fstat there).
-    if in_compat_syscall() {
-        return compat_enter(ctx, nr);
-    }
-    let Some(fam) = family(nr) else {
-        return Ok(());
-    };
+/// What the program returns (the kernel ignores it): read, not a literal.
+/// A constant return value lets the compiler drop it from the handler,
+/// whose exit then leaves a stale stack pointer in the return register,
+/// which the verifier refuses ("cannot return stack pointer to the caller").
+static RETURN: u32 = 0;
+
+/// Nothing here can fail: registers and the task are read with direct
+/// loads, and what a family's handler could not read it counts itself.
+#[inline(always)]
+fn try_exit(ctx: &BtfTracePointContext) {
     let regs: *const u8 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
     let o = offsets();
+    let nr = saved_reg(regs, &o.regs_orig_ax) as u32;
+    let Some(fam) = family(nr) else {
+        // Not a followed x86_64 call; an ia32 one of a watched process is
+        // reported whatever it is.
+        if !in_compat_syscall() {
+            return;
+        }
+        let Some(w) = watched((bpf_get_current_pid_tgid() >> 32) as u32) else {
+            return;
+        };
+        compat_exit(regs, nr, ret, &w);
+        return;
+    };
     // Only what the pre-filters need is read before the watched lookup.
-    if fam == Family::Stdio && !stdio::candidate_fd(read(regs, &o.regs_di)?) {
-        return Ok(());
+    if fam == Family::Stdio && !stdio::candidate_fd(saved_reg(regs, &o.regs_di)) {
+        return;
     }
     if nr == FCNTL {
-        let cmd: u64 = read(regs, &o.regs_si)?;
+        let cmd = saved_reg(regs, &o.regs_si);
         if cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC {
-            return Ok(());
+            return;
         }
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(w) = watched((pid_tgid >> 32) as u32) else {
-        return Ok(());
+        return;
     };
-    // A process held for the discovery rules emits nothing, but where its
-    // wire goes is followed: it may be moved before userspace decides.
-    if w.flags & WATCH_PENDING != 0 && fam != Family::Dup {
-        return Ok(());
+    if in_compat_syscall() {
+        compat_exit(regs, nr, ret, &w);
+        return;
     }
-    let args = syscall_args(regs)?;
-    let Some(slot) = STASH.current(true) else {
-        // No storage for this thread (allocation failed, or the storage was
-        // busy under a nested program): the syscall's exit will find
-        // nothing and its event is lost.
-        probe_error(Probe::SysEnter, Reason::StashUnavailable);
-        return Ok(());
+    let call = Call {
+        nr,
+        server: w.server,
+        event_flags: event_flags(&w),
+        args: syscall_args(regs),
     };
-    // SAFETY: this thread's storage, valid for the program's run; only this
-    // thread's own sys_enter and sys_exit touch it, never at once.
-    let st = unsafe { &mut *slot };
-    st.nr = nr;
-    st.server = w.server;
-    st.args = args;
-    Ok(())
+    match fam {
+        Family::File => file::on_exit(&call, ret),
+        Family::Net => network::on_exit(&call, ret),
+        Family::Risky => risky::on_exit(&call, ret),
+        Family::Stdio => stdio::on_exit(&call, ret, pid_tgid),
+        Family::Dup => stdio::on_dup(ret, (pid_tgid >> 32) as u32),
+    }
 }
 
-/// An ia32 syscall of a watched process, reported at its entry with the
-/// ia32 argument registers and, for the opens, the path as given. Unwatched
-/// processes pay the watched lookup only.
-fn compat_enter(ctx: &RawTracePointContext, nr: u32) -> Result<(), i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(w) = watched((pid_tgid >> 32) as u32) else {
-        return Ok(());
-    };
-    if w.flags & WATCH_PENDING != 0 {
-        return Ok(());
-    }
-    let regs: *const u8 = ctx.arg(0);
+/// An ia32 syscall of a watched process, reported with the ia32 argument
+/// registers and, for the opens, the path as given.
+fn compat_exit(regs: *const u8, nr: u32, ret: i64, w: &WatchedProc) {
     let o = offsets();
     // ia32 arguments are 32-bit: the registers' upper halves are not the call's.
-    let r = |off: &u32| read::<u64>(regs, off).map(|v| v as u32 as u64).unwrap_or(0);
+    let r = |off: &u32| saved_reg(regs, off) as u32 as u64;
     let args = [
         r(&o.regs_bx),
         r(&o.regs_cx),
@@ -115,20 +135,21 @@ fn compat_enter(ctx: &RawTracePointContext, nr: u32) -> Result<(), i64> {
         r(&o.regs_di),
         r(&o.regs_bp),
     ];
-    let st = Stash {
+    let call = Call {
         nr,
         server: w.server,
+        event_flags: event_flags(w),
         args,
     };
-    let Some(mut rec) = record(EventKind::Risky, &st, 0) else {
-        return Ok(());
+    let Some(mut rec) = record(EventKind::Risky, &call, ret) else {
+        return;
     };
     rec.ev().flags |= SYS_COMPAT;
     if let Some(i) = ia32::path_arg(nr) {
         rec.push_user_str(arg(&args, Some(i)), false, SYS_PATH_TRUNCATED);
     } else if let Some((_, addr_i, len_i)) = ia32::sockaddr_call(nr, args[0]) {
-        // Where a connect, bind or sendto goes, from the caller's memory at
-        // entry (flagged so): the socket does not hold it yet.
+        // Where a connect, bind or sendto went, from the caller's memory
+        // (flagged so).
         let (ptr, len) = if nr == ia32::SOCKETCALL {
             // SAFETY: bpf_probe_read_user checks the user pointer.
             let list: [u32; ia32::SOCKETCALL_ARGS] =
@@ -143,117 +164,38 @@ fn compat_enter(ctx: &RawTracePointContext, nr: u32) -> Result<(), i64> {
         }
     }
     rec.send();
-    Ok(())
 }
 
-/// Registers holding the arguments, in one read when they lie within
-/// `ARGS_SPAN` words of each other (x86_64: r10 to di, 8 words).
-const ARGS_SPAN: usize = 9;
+/// The header flags of a watched process's records: a process held for the
+/// discovery rules (pending) is reported flagged `EVENT_UNWATCHED`, so what
+/// it does before userspace has matched it is not lost; userspace keeps the
+/// records once a rule made it a server and drops (and counts) them when
+/// none did.
+#[inline(always)]
+fn event_flags(w: &WatchedProc) -> u32 {
+    if w.flags & WATCH_PENDING != 0 {
+        EVENT_UNWATCHED
+    } else {
+        0
+    }
+}
 
 /// The six syscall arguments (di, si, dx, r10, r8, r9) of `regs`.
 #[inline(always)]
-fn syscall_args(regs: *const u8) -> Result<[u64; 6], i64> {
+fn syscall_args(regs: *const u8) -> [u64; 6] {
     let o = offsets();
-    let offs = [
-        offset(&o.regs_di),
-        offset(&o.regs_si),
-        offset(&o.regs_dx),
-        offset(&o.regs_r10),
-        offset(&o.regs_r8),
-        offset(&o.regs_r9),
-    ];
-    let mut lo = u32::MAX;
-    let mut hi = 0;
-    for &off in &offs {
-        lo = lo.min(off);
-        hi = hi.max(off);
-    }
-    let mut args = [0u64; 6];
-    if hi != OFFSET_MISSING && hi - lo < (ARGS_SPAN * 8) as u32 {
-        let block: [u64; ARGS_SPAN] = read_at(regs, lo)?;
-        for (arg, &off) in args.iter_mut().zip(&offs) {
-            let i = ((off - lo) / 8) as usize;
-            if i < ARGS_SPAN {
-                *arg = block[i];
-            }
-        }
-    } else {
-        for (arg, &off) in args.iter_mut().zip(&offs) {
-            *arg = read_at(regs, off)?;
-        }
-    }
-    Ok(args)
+    [
+        saved_reg(regs, &o.regs_di),
+        saved_reg(regs, &o.regs_si),
+        saved_reg(regs, &o.regs_dx),
+        saved_reg(regs, &o.regs_r10),
+        saved_reg(regs, &o.regs_r8),
+        saved_reg(regs, &o.regs_r9),
+    ]
 }
 
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
-    if try_exit(&ctx).is_err() {
-        probe_error(Probe::SysExit, Reason::KernelRead);
-    }
-    0
-}
-
-fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let regs: *const u8 = ctx.arg(0);
-    let ret = ctx.arg::<u64>(1) as i64;
-    let o = offsets();
-    let nr = read::<u64>(regs, &o.regs_orig_ax)? as u32;
-    let Some(fam) = family(nr) else {
-        return Ok(());
-    };
-    if fam == Family::Stdio && !stdio::candidate_fd(read::<u64>(regs, &o.regs_di)?) {
-        return Ok(());
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(slot) = STASH.current(false) else {
-        return Ok(());
-    };
-    // SAFETY: as in `try_enter`.
-    let slot = unsafe { &mut *slot };
-    let st = *slot;
-    slot.nr = STASH_EMPTY;
-    if st.nr != nr {
-        if fam == Family::Risky && ret == -EPERM {
-            return seccomp_denied(regs, nr, ret, pid_tgid);
-        }
-        return Ok(());
-    }
-    match fam {
-        Family::File => file::on_exit(&st, ret),
-        Family::Net => network::on_exit(&st, ret),
-        Family::Risky => risky::on_exit(&st, ret),
-        Family::Stdio => stdio::on_exit(&st, ret, pid_tgid),
-        Family::Dup => stdio::on_dup(ret, (pid_tgid >> 32) as u32),
-    }
-    Ok(())
-}
-
-/// EPERM from a risky syscall whose entry was never seen: a seccomp filter
-/// (an enforced server's sandbox) refused it before the sys_enter
-/// tracepoint, which runs after seccomp. The exit still runs; the arguments
-/// are still in the registers. Reported as the risky call with its EPERM, so
-/// the denial is an alert and not silence.
-fn seccomp_denied(regs: *const u8, nr: u32, ret: i64, pid_tgid: u64) -> Result<(), i64> {
-    let Some(w) = watched((pid_tgid >> 32) as u32) else {
-        return Ok(());
-    };
-    if w.flags & WATCH_PENDING != 0 {
-        return Ok(());
-    }
-    let st = Stash {
-        nr,
-        server: w.server,
-        args: syscall_args(regs)?,
-    };
-    risky::on_exit(&st, ret);
-    Ok(())
-}
-
-/// EPERM, as a syscall returns it.
-const EPERM: i64 = 1;
-
-/// Starts a record of `kind` for the syscall in `st`.
+/// Starts a record of `kind` for `call`.
 #[inline(always)]
-pub fn record(kind: EventKind, st: &Stash, ret: i64) -> Option<Rec> {
-    Rec::new(kind, st, ret)
+pub fn record(kind: EventKind, call: &Call, ret: i64) -> Option<Rec> {
+    Rec::new(kind, call, ret)
 }

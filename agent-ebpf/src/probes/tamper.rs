@@ -23,8 +23,9 @@ use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, progra
 use crate::{
     emit::probe_error,
     kernel::{read, read_at},
-    maps::{Stash, TAMPER_AGENT, offsets, watched},
+    maps::{TAMPER_AGENT, offsets, watched},
     probes::{kill, syscalls::record},
+    record::Call,
 };
 
 /// `SEND_SIG_PRIV`: the kernel's own signal, passed as this pointer value.
@@ -61,9 +62,10 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
     };
     let group = ctx.arg::<u64>(3) as u32;
     let result = ctx.arg::<u64>(4) as u32;
-    let st = Stash {
+    let st = Call {
         nr: SIGNAL_NR,
         server: w.server,
+        event_flags: 0,
         args: [
             sig as u64,
             tid as u64,

@@ -393,12 +393,6 @@ rule!(
     Critical,
     Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
 );
-rule!(
-    AGENT_SYSCALL_STATE_LOST,
-    "agent.syscall_state_lost",
-    High,
-    Some(("T1562.001", "Impair Defenses: Disable or Modify Tools"))
-);
 // The agent's own: a non-root user asked for more live server names than
 // `[servers] max_per_uid`; the server runs unwatched (or not at all with
 // `--require-agent`). Folded: one per user per minute, with the count.
@@ -505,7 +499,6 @@ pub static ALL: &[&Rule] = &[
     &AGENT_WATCH_GAP,
     &AGENT_SINK_OVERFLOW,
     &AGENT_WATCHED_MAP_FULL,
-    &AGENT_SYSCALL_STATE_LOST,
     &AGENT_REGISTRATION_REFUSED,
     &AGENT_TAMPER,
 ];

@@ -65,6 +65,9 @@ pub(super) struct Agent {
     pub(super) events: u64,
     pub(super) lost: u64,
     pub(super) decode_errors: u64,
+    /// Syscall records of pending processes that no rule made a server:
+    /// dropped, never judged.
+    pub(super) released_records: u64,
     /// Undecodable records already folded into a loss alert.
     pub(super) decode_errors_seen: u64,
     /// Loss not yet reported by an `agent.event_loss` alert.
@@ -556,6 +559,7 @@ impl Agent {
                 .map(|(p, r, n)| (format!("{p}/{r}"), n))
                 .collect(),
             gc_removed: self.gc_removed,
+            released_records: self.released_records,
             stdio_bytes: self.stdio_bytes,
             metrics_address: self.metrics_address.clone(),
             ..Default::default()

@@ -109,6 +109,10 @@ pub struct Status {
     /// Stale watched-map entries removed by the periodic check (a dead process
     /// the exit hook did not see).
     pub gc_removed: u64,
+    /// Syscall records of processes held for the discovery rules that no
+    /// rule made a server: dropped, never judged.
+    #[serde(default)]
+    pub released_records: u64,
     /// Where `/metrics` is served (None: metrics off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_address: Option<String>,

@@ -253,9 +253,6 @@ impl Agent {
                 "the watched map is full: {n} new processes ({probe}) not followed in the kernel; raise --watched-max"
             );
             (&rules::AGENT_WATCHED_MAP_FULL, s)
-        } else if reason == Reason::StashUnavailable.name() {
-            let s = format!("{n} syscalls of watched threads lost: no per-thread state could be had in the kernel");
-            (&rules::AGENT_SYSCALL_STATE_LOST, s)
         } else {
             log::warn!("{n} {probe} records dropped or degraded in the kernel: {reason}");
             return;

@@ -149,6 +149,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         events: 0,
         lost: 0,
         decode_errors: 0,
+        released_records: 0,
         decode_errors_seen: 0,
         loss_fold: Default::default(),
         sink_drops_seen: StdHashMap::new(),

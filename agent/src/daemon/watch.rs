@@ -57,8 +57,12 @@ impl Agent {
                 self.procs.remove(pid);
                 None
             }
-            // The kernel follows no syscall of a pending process.
-            (Event::Sys(_) | Event::Stdio(_), None) => None,
+            // A syscall of a process no rule made a server (the kernel
+            // reports them until userspace decides): dropped unjudged, counted.
+            (Event::Sys(_) | Event::Stdio(_), None) => {
+                self.released_records += 1;
+                None
+            }
         }?;
         if let Event::Fork(f) = &event {
             self.confirm_watched(f.child_pid, server);

@@ -38,10 +38,6 @@ pub const KEPT_MAPS: &[&str] = &[
     "LAST_WAKEUP",
     "LOSS",
     "PROBE_ERRORS",
-    // A syscall in flight when the programs change hands (a server's read
-    // of its stdin blocks for as long as it waits for a request) is taken
-    // at its exit by the next agent's program from the same storage.
-    "STASH",
     "STDIO_OFFSETS",
     "STDIO_FILES",
     "STDIO_AT_EXEC",

@@ -50,6 +50,8 @@ const TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_fork", "sched_process_fork"),
     ("sched_process_exec", "sched_process_exec"),
     ("sched_process_exit", "sched_process_exit"),
+    // Every followed syscall, at its exit (`probes::syscalls`).
+    ("sys_exit", "sys_exit"),
 ];
 
 /// Operations submitted through an io_uring; attached when the kernel has
@@ -58,8 +60,6 @@ const IO_URING_TRACEPOINT: (&str, &str) = ("io_uring_submit_req", "io_uring_subm
 
 /// Raw tracepoints: (program name, tracepoint).
 const RAW_TRACEPOINTS: &[(&str, &str)] = &[
-    ("sys_enter", "sys_enter"),
-    ("sys_exit", "sys_exit"),
     // Self-protection: signals watched processes send the agent.
     ("signal_generate", "signal_generate"),
 ];
@@ -291,10 +291,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
     let mut loader = EbpfLoader::new();
     loader
         .btf(Some(&aya_btf))
-        .override_global("OFFSETS", &resolved.offsets, true)
-        // STASH is task-local storage, a map type aya creates but has no
-        // userspace wrapper for (userspace never reads it).
-        .allow_unsupported_maps();
+        .override_global("OFFSETS", &resolved.offsets, true);
     loader.map_max_entries("WATCHED", watched_max);
     loader.map_max_entries("EVENTS", ring_bytes);
     // Opened when pinned (kept), created and pinned at once otherwise.

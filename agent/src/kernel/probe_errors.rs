@@ -98,17 +98,17 @@ mod tests {
         let mut errors = ProbeErrors::new(&table);
         assert!(errors.poll().is_empty());
         table.0.borrow_mut()[index(Probe::Net, Reason::SockaddrUnreadable) as usize] = 2;
-        table.0.borrow_mut()[index(Probe::SysEnter, Reason::MapFull) as usize] = 1;
+        table.0.borrow_mut()[index(Probe::Fork, Reason::MapFull) as usize] = 1;
         assert_eq!(
             errors.poll(),
-            [("sys_enter", "map_full", 1), ("net", "sockaddr_unreadable", 2)]
+            [("net", "sockaddr_unreadable", 2), ("fork", "map_full", 1)]
         );
         assert!(errors.poll().is_empty(), "reported again");
         table.0.borrow_mut()[index(Probe::Net, Reason::SockaddrUnreadable) as usize] = 5;
         assert_eq!(errors.poll(), [("net", "sockaddr_unreadable", 3)]);
         assert_eq!(
             errors.totals(),
-            [("sys_enter", "map_full", 1), ("net", "sockaddr_unreadable", 5)]
+            [("net", "sockaddr_unreadable", 5), ("fork", "map_full", 1)]
         );
     }
 }
