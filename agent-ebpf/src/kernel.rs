@@ -78,13 +78,23 @@ pub fn fd_file(fd: u64) -> Option<*const u8> {
     // An fd is a C int: only the low 32 bits of the register are meaningful.
     let fd = fd as u32 as u64;
     let o = offsets();
-    let files: *const u8 = read(current_task(), &o.task_files).ok()?;
-    let fdt: *const u8 = read(files, &o.files_fdt).ok()?;
-    let max: u32 = read(fdt, &o.fdt_max_fds).ok()?;
+    // Direct loads down to the table (see [`in_compat_syscall`]); the
+    // descriptor array holds plain pointers the verifier does not type, read
+    // with the helper.
+    // SAFETY: the current task, valid for the program's run; the verifier
+    // checks each load against the kernel's BTF and makes it fault-tolerant
+    // (a fault, or a task without files, reads 0: no descriptor).
+    let (max, array) = unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        let files = core::ptr::read_volatile(task.add(offset(&o.task_files) as usize) as *const *const u8);
+        let fdt = core::ptr::read_volatile(files.add(offset(&o.files_fdt) as usize) as *const *const u8);
+        let max = core::ptr::read_volatile(fdt.add(offset(&o.fdt_max_fds) as usize) as *const u32);
+        let array = core::ptr::read_volatile(fdt.add(offset(&o.fdt_fd) as usize) as *const *const u8);
+        (max, array)
+    };
     if fd >= max as u64 {
         return None;
     }
-    let array: *const u8 = read(fdt, &o.fdt_fd).ok()?;
     let file: *const u8 = read_at(array, (fd as u32) * 8).ok()?;
     (!file.is_null()).then_some(file)
 }
