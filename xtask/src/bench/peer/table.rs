@@ -27,74 +27,81 @@ pub fn figures(loops: &Value, bpf: &Value, floods: &Value) -> Value {
     loss_alerts["figure"] = "unpaced openat for 10 s, one generator thread: dropped (alerts only)".into();
     let mut loss_all = loss(m);
     loss_all["figure"] = "unpaced openat for 10 s, one generator thread: dropped (every event a JSON line)".into();
-    json!([
-        row(
+    // (figure, Falco openat only, Falco all syscalls, mcpwatch, target ratio, unit)
+    type Row<'a> = (&'a str, f64, Option<f64>, f64, Option<f64>, &'a str);
+    let ns_rows: [Row; 6] = [
+        (
             "extra ns per openat, process not watched (Falco: captured)",
             extra("falco_openat", "openat"),
             Some(extra("falco_all", "openat")),
             extra("mcpwatch", "openat"),
             Some(0.6),
-            "ns"
+            "ns",
         ),
-        row(
+        (
             "extra ns per openat, captured (watched)",
             extra("falco_openat", "openat"),
             Some(extra("falco_all", "openat")),
             f(&loops["mcpwatch"]["openat_watched"]) - f(&loops["none"]["openat"]),
             Some(1.0),
-            "ns"
+            "ns",
         ),
-        row(
+        (
             "BPF run time per captured openat (bpf_stats)",
             f(&bpf["falco_openat"]["captured_ns"]),
             None,
             f(&bpf["mcpwatch"]["captured_ns"]),
             Some(1.0),
-            "ns"
+            "ns",
         ),
-        row(
+        (
             "extra ns per getppid (a syscall neither follows)",
             extra("falco_openat", "getppid"),
             Some(extra("falco_all", "getppid")),
             extra("mcpwatch", "getppid"),
             Some(1.0),
-            "ns"
+            "ns",
         ),
-        row(
+        (
             "reader CPU per event: Falco drain and count; mcpwatch decode + policy, alerts only",
             f(&fa["cpu_ns_per_event"]),
             None,
             f(&fl["cpu_ns_per_event"]),
             Some(1.0),
-            "ns"
+            "ns",
         ),
-        row(
+        (
             "reader CPU per event: mcpwatch with every event a JSON line",
             f(&fa["cpu_ns_per_event"]),
             None,
             f(&m["cpu_ns_per_event"]),
             Some(1.5),
-            "ns"
+            "ns",
         ),
-        loss_alerts,
-        loss_all,
-        row(
+    ];
+    let rss_rows: [Row; 2] = [
+        (
             "peak RSS (MiB)",
             mib(&fa["rss_peak_kib"]),
             None,
             mib(&fl["rss_peak_kib"]).max(mib(&m["rss_peak_kib"])),
             Some(0.6),
-            "MiB"
+            "MiB",
         ),
-        row(
+        (
             "idle RSS (MiB)",
             mib(&fa["rss_idle_kib"]),
             None,
             mib(&fl["rss_idle_kib"]),
             None,
-            "MiB"
+            "MiB",
         ),
-    ])
+    ];
+    let rows = |rs: &[Row]| rs.iter().map(|r| row(r.0, r.1, r.2, r.3, r.4, r.5)).collect::<Vec<_>>();
+    let mut out = rows(&ns_rows);
+    out.extend([loss_alerts, loss_all]);
+    out.extend(rows(&rss_rows));
+    Value::Array(out)
 }
 
 fn cell(v: &Value, unit: &str) -> String {
@@ -138,4 +145,52 @@ pub fn table(p: &Value) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_are_extra_costs_against_no_tool_and_ratios_against_falco() {
+        let loops = json!({
+            "none": {"openat": 700.0, "getppid": 100.0},
+            "falco_openat": {"openat": 1500.0, "getppid": 300.0},
+            "falco_all": {"openat": 1600.0, "getppid": 400.0},
+            "mcpwatch": {"openat": 900.0, "getppid": 301.0, "openat_watched": 1900.0},
+        });
+        let bpf = json!({"falco_openat": {"captured_ns": 400.0}, "mcpwatch": {"captured_ns": 440.0}});
+        let reader = |cpu: f64, loss: f64, peak: f64| json!({"cpu_ns_per_event": cpu, "loss_pct": loss, "rss_idle_kib": 30720.0, "rss_peak_kib": peak});
+        let floods = json!({
+            "falco": reader(280.0, 0.0, 55296.0),
+            "mcpwatch_alerts": reader(210.0, 0.0, 46080.0),
+            "mcpwatch_all": reader(640.0, 0.5, 47104.0),
+        });
+        let v = figures(&loops, &bpf, &floods);
+        let rows = v.as_array().expect("rows");
+        assert_eq!(rows.len(), 10);
+        let r = |i: usize, k: &str| rows[i][k].as_f64().unwrap_or(f64::NAN);
+        assert_eq!(
+            (r(0, "falco"), r(0, "falco_all"), r(0, "mcpwatch")),
+            (800.0, 900.0, 200.0)
+        );
+        assert_eq!(r(0, "ratio"), 0.25);
+        assert_eq!(r(1, "mcpwatch"), 1200.0);
+        assert_eq!(rows[3]["met"], false, "201 ns against 200 is over the target");
+        assert_eq!(rows[4]["met"], true);
+        assert_eq!(
+            (rows[6]["met"].clone(), rows[7]["met"].clone()),
+            (json!(true), json!(false))
+        );
+        assert_eq!(
+            r(8, "mcpwatch"),
+            46.0,
+            "the peak is the higher of the two mcpwatch floods"
+        );
+        assert!(
+            table(&json!({"figures": v})).contains(
+                "| extra ns per getppid (a syscall neither follows) | 200 | 300 | 201 | 1.00x | ≤ 1.0x | no |"
+            )
+        );
+    }
 }
