@@ -7,6 +7,10 @@
 //!
 //! - `openat N [--path P]`: openat(2) of a missing path (or of P, closed
 //!   again), N times.
+//! - `getppid N`: getppid(2) N times (a syscall no tool follows: the tax of
+//!   a hook on every syscall).
+//! - `openat-for SECONDS`: openat of a missing path as fast as one thread
+//!   can, for SECONDS (the unpaced loss test).
 //! - `connect N PORT`: socket + connect to a closed loopback port + close.
 //! - `forkexec N`: fork, exec /bin/true, wait.
 //! - `rate R SECONDS`: openat of a missing path at R per second, paced in
@@ -44,6 +48,12 @@ enum Mode {
         /// An existing file to open (and close) instead of a missing one.
         #[arg(long)]
         path: Option<PathBuf>,
+    },
+    Getppid {
+        count: u64,
+    },
+    OpenatFor {
+        seconds: f64,
     },
     Connect {
         count: u64,
@@ -88,6 +98,26 @@ fn main() -> anyhow::Result<()> {
                 }
             });
             json!({"mode": "openat", "ops": count, "ns_per_op": ns})
+        }
+        Mode::Getppid { count } => {
+            // The raw call: nothing between the loop and the kernel.
+            let ns = timed(count, || unsafe {
+                libc::syscall(libc::SYS_getppid);
+            });
+            json!({"mode": "getppid", "ops": count, "ns_per_op": ns})
+        }
+        Mode::OpenatFor { seconds } => {
+            let path = CString::new(MISSING)?;
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed().as_secs_f64() < seconds {
+                for _ in 0..1024 {
+                    unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY) };
+                }
+                n += 1024;
+            }
+            let elapsed = start.elapsed().as_secs_f64();
+            json!({"mode": "openat-for", "events": n, "seconds": elapsed, "achieved_rate": n as f64 / elapsed})
         }
         Mode::Connect { count, port } => {
             let addr = libc::sockaddr_in {

@@ -64,6 +64,16 @@ enum Cmd {
         /// The seconds-long smoke run of the test suite instead (figures meaningless).
         #[arg(long)]
         smoke: bool,
+        /// Also side by side with Falco's modern eBPF probe: the path of a
+        /// `scap-open` built from falcosecurity/libs (outside the repository).
+        #[arg(long, value_name = "PATH_TO_SCAP_OPEN")]
+        peer_falco: Option<PathBuf>,
+        /// Only the side by side with Falco.
+        #[arg(long, requires = "peer_falco")]
+        peer_only: bool,
+        /// Interleaved rounds of the side by side (14 by default).
+        #[arg(long)]
+        rounds: Option<usize>,
     },
     /// Build in release mode and install the agent, the shipped manifests, a
     /// commented /etc/mcpwatch/config.toml (an existing one is kept) and the
@@ -287,6 +297,9 @@ fn main() -> anyhow::Result<()> {
             runs,
             step_seconds,
             smoke,
+            peer_falco,
+            peer_only,
+            rounds,
         } => {
             setup::ensure()?;
             if smoke {
@@ -296,7 +309,8 @@ fn main() -> anyhow::Result<()> {
             plan.runs = runs.unwrap_or(plan.runs);
             plan.step_seconds = step_seconds.unwrap_or(plan.step_seconds);
             plan.latency_seconds = plan.step_seconds;
-            bench::bench(plan, &root().join(out)).map(drop)
+            let peer = peer_falco.map(|p| bench::PeerPlan::new(p, rounds));
+            bench::bench(plan, peer, peer_only, &root().join(out)).map(drop)
         }
     }
 }

@@ -46,7 +46,7 @@ pub(super) struct Agent {
     /// Which pipes are the servers' wire, for the stdio capture.
     pub(super) stdio: StdioChannels,
     /// `mcpwatch_events_total` children by (server id, kind).
-    pub(super) event_counters: StdHashMap<(u32, EventKind), prometheus::IntCounter>,
+    pub(super) event_counters: foldhash::HashMap<(u32, EventKind), prometheus::IntCounter>,
     pub(super) config: Array<MapData, AgentConfig>,
     pub(super) policy: Policy,
     pub(super) loss: PerCpuHashMap<MapData, LossKey, u64>,
@@ -262,14 +262,18 @@ impl Agent {
         }
         let proc = self.procs.get(h.pid);
         let tamper = self.tamper.judge(&s, &o);
-        let (mut r, extra) = self.names.sys_records(&s, &o, proc);
-        tag_record(&mut r, tag);
-        self.writer.write(&r);
-        self.sinks.event(&r);
-        if let Some(mut x) = extra {
-            tag_record(&mut x, tag);
-            self.writer.write(&x);
-            self.sinks.event(&x);
+        // A line no output takes is not built (at `alerts`, most of the cost
+        // of an event); a server without a name is the agent's own line.
+        if self.writer.writes_activity() || self.sinks.wants_activity() || self.names.server_name(h.server).is_none() {
+            let (mut r, extra) = self.names.sys_records(&s, &o, proc);
+            tag_record(&mut r, tag);
+            self.writer.write(&r);
+            self.sinks.event(&r);
+            if let Some(mut x) = extra {
+                tag_record(&mut x, tag);
+                self.writer.write(&x);
+                self.sinks.event(&x);
+            }
         }
         let activities = o.into_activities(&s);
         if let Some(t) = tamper {

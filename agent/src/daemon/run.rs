@@ -172,7 +172,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         queries: dns::Outstanding::default(),
         written: WriteHistory::default(),
         stdio_bytes: 0,
-        event_counters: StdHashMap::new(),
+        event_counters: Default::default(),
         bounds: super::bounds::ServerBounds::new(opts.config.servers),
         state_dir: opts.config.state_dir.clone(),
         handover,

@@ -256,11 +256,8 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
         return Err(LoadError::NotBpffs(pin_dir));
     }
 
-    let kernel_btf = btf::KernelBtf::running()?;
-    let resolved = btf::resolve(&kernel_btf)?;
-    drop(kernel_btf);
-    // The parsed BTF is megabytes: give it back before aya parses its own.
-    release_free_memory();
+    // In a child: the parsed BTF (tens of MiB) never counts in the agent's peak RSS.
+    let resolved = btf::apart::resolve_running()?;
     for (feature, why) in &resolved.disabled {
         log::warn!("{feature} switched off: {why}");
     }

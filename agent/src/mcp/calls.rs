@@ -11,7 +11,7 @@
 //! whose work is most likely under way. Events carry `calls_in_flight` so a
 //! reader knows when the attribution was a choice.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use serde::Serialize;
 use serde_json::Value;

@@ -311,6 +311,13 @@ impl EventWriter {
         self
     }
 
+    /// Whether a watched server's activity lines (anything but its start,
+    /// exit and loss) are written at all: not at the `alerts` level, where
+    /// callers need not build them.
+    pub fn writes_activity(&self) -> bool {
+        self.level != EventsLevel::Alerts
+    }
+
     /// Writes one line, or what the level makes of it. A failed write (full
     /// disk, closed pipe) is logged and counted; the agent keeps watching.
     pub fn write(&mut self, r: &Record<'_>) {

@@ -3,7 +3,7 @@
 //! Seeded from /proc at start-up, kept current by watched processes' events,
 //! and completed from /proc on demand for ancestors the kernel never reported.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use serde_json::value::RawValue;
 
@@ -176,7 +176,7 @@ impl ProcTable {
 
     /// `root` and every process below it in /proc, parents before children.
     pub fn descendants_from_proc(root: u32) -> Vec<u32> {
-        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::default();
         if let Ok(all) = procfs::process::all_processes() {
             for p in all.flatten() {
                 if let Ok(stat) = p.stat() {

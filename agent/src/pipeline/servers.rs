@@ -3,7 +3,7 @@
 //! A forgotten server's id is never given again: a late record of its
 //! processes must not be taken for another server's.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 #[derive(Default)]
 pub struct Servers {

@@ -5,7 +5,9 @@
 //! Patterns are home-independent (`**/.ssh/**`): a server that reads another
 //! user's, a fake, or a copied home's keys is caught the same way.
 
-use std::{cell::RefCell, collections::HashMap, sync::OnceLock};
+use std::{cell::RefCell, sync::OnceLock};
+
+use foldhash::HashMap;
 
 use super::glob::{GlobSet, PathGlob};
 
@@ -168,7 +170,7 @@ fn compiled() -> &'static (GlobSet, Vec<usize>) {
 const CACHE_MAX: usize = 8192;
 
 thread_local! {
-    static CACHE: RefCell<HashMap<String, Option<usize>>> = RefCell::new(HashMap::new());
+    static CACHE: RefCell<HashMap<String, Option<usize>>> = RefCell::new(HashMap::default());
 }
 
 /// The credential kind a path belongs to, if any.

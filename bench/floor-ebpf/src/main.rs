@@ -4,16 +4,17 @@
 //! under nothing, in the same run). Not part of the product binary.
 //!
 //! Same attach points as the agent: BTF tracepoints on sched_process_fork,
-//! exec and exit, raw sys_enter/sys_exit dispatching on the same followed
-//! syscall set, and raw signal_generate (self-protection: every signal sent
-//! costs its sender one lookup); a followed syscall costs one hash lookup on
-//! each side, an unfollowed one none. What any design with these hooks must pay.
+//! exec and exit and on sys_exit (dispatching on the same followed syscall
+//! set), and raw signal_generate (self-protection: every signal sent costs its
+//! sender one lookup); a followed syscall costs one hash lookup, an unfollowed
+//! one none (the agent's ia32 check, one more load, is left out). What any
+//! design with these hooks must pay.
 #![no_std]
 #![no_main]
 
 use agent_common::{WatchedProc, syscalls::family};
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, map, raw_tracepoint},
     maps::HashMap,
     programs::{BtfTracePointContext, RawTracePointContext},
@@ -49,16 +50,10 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> u32 {
     lookup()
 }
 
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
-    if family(ctx.arg::<u64>(1) as u32).is_none() {
-        return 0;
-    }
-    lookup() as i32
-}
-
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+/// The agent's syscall hook: one BTF tracepoint at exit, the syscall number
+/// read with a direct load from the saved registers.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> u32 {
     let regs: *const u8 = ctx.arg(0);
     // SAFETY: a read of a global the loader sets before load; volatile so the
     // compiler does not fold the placeholder value in.
@@ -66,15 +61,14 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     if off == u32::MAX {
         return 0;
     }
-    // SAFETY: bpf_probe_read_kernel checks the address; a bad offset reads as
-    // an error, not a fault.
-    let Ok(nr) = (unsafe { bpf_probe_read_kernel(regs.add(off as usize) as *const u64) }) else {
-        return 0;
-    };
+    // SAFETY: `regs` is the tracepoint's BTF-typed argument; the verifier
+    // checks the offset against `struct pt_regs` and makes the load
+    // fault-tolerant.
+    let nr = unsafe { core::ptr::read_volatile(regs.add(off as usize) as *const u64) };
     if family(nr as u32).is_none() {
         return 0;
     }
-    lookup() as i32
+    lookup()
 }
 
 #[raw_tracepoint(tracepoint = "signal_generate")]

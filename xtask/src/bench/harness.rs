@@ -19,6 +19,8 @@ use crate::{cargo, root, run};
 
 /// The bench server in enforce mode (`bench` is the same in audit mode).
 pub const ENFORCED: &str = "bench-enforce";
+/// The agent's configuration with `[events] level = "alerts"`.
+pub const ALERTS_ONLY: &str = "config-alerts-only.toml";
 /// A file both bench servers may read, under the scratch directory.
 pub const GRANTED_FILE: &str = "grant/file";
 
@@ -107,6 +109,8 @@ alert_distinct_max = 100000000
             fifo.display()
         );
         fs::write(dir.join("config-alerts.toml"), config(&sink))?;
+        // Event lines off (alerts only): the reader's cost without the JSON.
+        fs::write(dir.join(ALERTS_ONLY), config("[events]\nlevel = \"alerts\"\n"))?;
         Ok(Self { dir })
     }
 
@@ -140,9 +144,14 @@ impl Agent {
     /// `config`: `config.toml`, or `config-alerts.toml` (alerts to the FIFO:
     /// a reader must hold it open).
     pub fn start(bins: &Bins, scratch: &Scratch, config: &str) -> anyhow::Result<Self> {
+        Self::start_on(bins, scratch, config, None)
+    }
+
+    /// [`Agent::start`], pinned to `cpu` when given (the side-by-side runs).
+    pub fn start_on(bins: &Bins, scratch: &Scratch, config: &str, cpu: Option<u32>) -> anyhow::Result<Self> {
         let socket = scratch.path("control.sock");
         let log = fs::File::create(scratch.path("agent.log"))?;
-        let child = Command::new(&bins.agent)
+        let child = pinned(cpu, &bins.agent)
             .args(["agent", "--config"])
             .arg(scratch.path(config))
             .args(["--events-out", "/dev/null", "--no-user-host-configs", "--socket"])
@@ -204,7 +213,12 @@ impl Agent {
 
     /// Wraps `cmd` as a watched server.
     pub fn wrap(&self, server: &str, cmd: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
+        self.wrap_on(None, server, cmd)
+    }
+
+    /// [`Agent::wrap`], the wrapper and the server pinned to `cpu` when given.
+    pub fn wrap_on(&self, cpu: Option<u32>, server: &str, cmd: &[&str]) -> Command {
+        let mut c = pinned(cpu, &self.bin);
         c.args(["exec", "--server", server, "--require-agent", "--socket"])
             .arg(&self.socket)
             .arg("--")
@@ -221,8 +235,20 @@ impl Agent {
     }
 }
 
+/// `program`, or `taskset -c CPU program`.
+pub fn pinned(cpu: Option<u32>, program: &Path) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu.to_string()).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// SIGINT to `child` (the agent and the floor shut down on it), then its status.
-fn interrupt(child: &mut Child) -> std::io::Result<std::process::ExitStatus> {
+pub fn interrupt(child: &mut Child) -> std::io::Result<std::process::ExitStatus> {
     if let Some(status) = child.try_wait()? {
         return Ok(status);
     }

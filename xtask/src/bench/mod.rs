@@ -18,6 +18,8 @@
 //!    allowlist (`enforcement`).
 //! 7. The MCP gate: added latency per message (p50/p99) and its memory
 //!    (`gate`).
+//! 8. With `--peer-falco SCAP_OPEN`: side by side with Falco's modern eBPF
+//!    probe (`peer`); `--peer-only` runs only that.
 //!
 //! Each figure is the median of the runs; each slowdown a ratio of medians
 //! taken in the same runs. Prints a table, writes JSON.
@@ -30,6 +32,7 @@
 mod enforcement;
 mod gate;
 mod harness;
+mod peer;
 mod plan;
 mod report;
 mod stats;
@@ -49,6 +52,7 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use harness::{Agent, Bins, Floor, Scratch, build};
+pub use peer::PeerPlan;
 pub use plan::Plan;
 use plan::{IDLE_SERVERS, LOOPS, MODES};
 use report::{machine, table};
@@ -305,30 +309,40 @@ fn throughput(bins: &Bins, scratch: &Scratch, plan: &Plan) -> anyhow::Result<Val
     }))
 }
 
-/// Runs the whole bench; writes `out` and prints the table.
-pub fn bench(plan: Plan, out: &Path) -> anyhow::Result<Value> {
+/// Runs the whole bench (or only the side by side with Falco, `peer_only`);
+/// writes `out` and prints the tables.
+pub fn bench(plan: Plan, peer: Option<PeerPlan>, peer_only: bool, out: &Path) -> anyhow::Result<Value> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark loads BPF programs: run it as root");
     }
-    ensure_perf()?;
+    if peer_only && peer.is_none() {
+        bail!("--peer-only needs --peer-falco PATH_TO_SCAP_OPEN");
+    }
     let bins = build()?;
     let scratch = Scratch::new()?;
-    let overhead = overhead(&bins, &scratch, &plan)?;
-    let throughput = throughput(&bins, &scratch, &plan)?;
-    let enforcement = enforcement::enforcement(&bins, &scratch, &plan)?;
-    let gate = gate::gate(&bins, &scratch, &plan)?;
-    let report = json!({
+    let mut report = json!({
         "machine": machine(),
         "plan": {"runs": plan.runs, "openat": plan.openat, "connect": plan.connect, "forkexec": plan.forkexec,
                  "messaging_loops": plan.messaging_loops, "step_seconds": plan.step_seconds,
                  "gate_messages": plan.gate_messages},
-        "overhead": overhead,
-        "throughput": throughput,
-        "enforcement": enforcement,
-        "gate": gate,
     });
+    if !peer_only {
+        ensure_perf()?;
+        report["overhead"] = overhead(&bins, &scratch, &plan)?;
+        report["throughput"] = throughput(&bins, &scratch, &plan)?;
+        report["enforcement"] = enforcement::enforcement(&bins, &scratch, &plan)?;
+        report["gate"] = gate::gate(&bins, &scratch, &plan)?;
+    }
+    if let Some(p) = &peer {
+        report["side_by_side"] = peer::peer(&bins, &scratch, p)?;
+    }
     fs::write(out, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", out.display()))?;
-    println!("{}", table(&report));
+    if !peer_only {
+        println!("{}", table(&report));
+    }
+    if peer.is_some() {
+        println!("{}", peer::table(&report["side_by_side"]));
+    }
     println!("(JSON: {})", out.display());
     Ok(report)
 }
@@ -336,7 +350,7 @@ pub fn bench(plan: Plan, out: &Path) -> anyhow::Result<Value> {
 /// The test suite's smoke run: every section runs and yields its figures.
 pub fn smoke() -> anyhow::Result<()> {
     let out = std::env::temp_dir().join(format!("mcpwatch-bench-smoke-{}.json", std::process::id()));
-    let r = bench(Plan::SMOKE, &out)?;
+    let r = bench(Plan::SMOKE, None, false, &out)?;
     let _ = fs::remove_file(&out);
     for name in ["openat", "connect", "forkexec", "messaging", "build"] {
         for mode in MODES {

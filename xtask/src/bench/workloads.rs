@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use serde_json::Value;
 
 use super::{
-    harness::{Agent, Bins, Scratch},
+    harness::{Agent, Bins, Scratch, pinned},
     plan::{CLOSED_PORT, Plan},
 };
 
@@ -73,6 +73,17 @@ pub fn load_as(
     watched: Option<(&Agent, &str)>,
     args: &[&str],
 ) -> anyhow::Result<Value> {
+    load_on(bins, scratch, None, watched, args)
+}
+
+/// [`load_as`], pinned to `cpu` when given (wrapper and workload alike).
+pub fn load_on(
+    bins: &Bins,
+    scratch: &Scratch,
+    cpu: Option<u32>,
+    watched: Option<(&Agent, &str)>,
+    args: &[&str],
+) -> anyhow::Result<Value> {
     let result = scratch.path("out/result.json");
     let _ = fs::remove_file(&result);
     let result_s = result.to_string_lossy().into_owned();
@@ -80,9 +91,9 @@ pub fn load_as(
     let mut argv = vec![load.as_str(), "--result", &result_s];
     argv.extend(args);
     let mut cmd = match watched {
-        Some((a, server)) => a.wrap(server, &argv),
+        Some((a, server)) => a.wrap_on(cpu, server, &argv),
         None => {
-            let mut c = Command::new(argv[0]);
+            let mut c = pinned(cpu, &bins.load);
             c.args(&argv[1..]);
             c
         }

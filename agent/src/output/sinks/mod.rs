@@ -300,6 +300,13 @@ impl Sinks {
         self.queue(SinkRecord::from(alert.clone()), |_| true);
     }
 
+    /// Whether some sink takes event lines (level `summary` or `all`): when
+    /// none does and the events file is at `alerts`, callers need not build
+    /// a syscall's line.
+    pub fn wants_activity(&self) -> bool {
+        self.firehose || self.summaries.is_some()
+    }
+
     /// Hands an event line to the sinks at `level = "all"` as it is, and to
     /// those at `summary` what that level makes of it (nothing, the line,
     /// the line with what its call touched, activity lines), as the events
