@@ -131,4 +131,6 @@ fn the_quick_start_as_written_raises_no_alert_and_tail_reads_it() {
     );
     assert!(!text.contains("\"kind\""), "readable lines, not JSON:\n{text}");
     assert!(agent.stop().success());
+    // The installed tree holds a copy of the binary (hundreds of MB in debug).
+    let _ = std::fs::remove_dir_all(&root);
 }
