@@ -54,6 +54,8 @@ const IDLE_POLLS: u32 = 3;
 const TRIM_GAP: Duration = Duration::from_secs(1);
 /// How often the watched map is checked against /proc (a safety net).
 const GC_EVERY_TICKS: u64 = 30;
+/// Ticks that trim the heap after a control request (see `trim_ticks`).
+const TRIM_TICKS: u32 = 5;
 
 #[derive(Clone, Debug, Default)]
 pub struct AgentOptions {
@@ -303,6 +305,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     // every millisecond until the ring stayed empty a few times in a row.
     let mut polls_left = 0u32;
     let mut last_trim = std::time::Instant::now();
+    // Ticks that still hand freed heap back after a control request (a
+    // registration's state is freed when its server is forgotten, seconds
+    // later; its ring records may be drained outside the poll branch).
+    let mut trim_ticks = 0u32;
     // Records left in the ring by a bounded drain: drain again as soon as the
     // sink tasks (same thread) had their turn.
     let mut backlog = false;
@@ -348,6 +354,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 backlog = drain(ring.get_mut(), &mut state).1;
                 state.control(msg);
                 state.writer.flush();
+                trim_ticks = TRIM_TICKS;
             }
             _ = tick.tick() => {
                 ticks += 1;
@@ -357,6 +364,11 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 state.procs.prune_dead();
                 state.mcp_tick();
                 state.refresh_watched();
+                if trim_ticks > 0 && last_trim.elapsed() >= TRIM_GAP {
+                    trim_ticks -= 1;
+                    loader::release_free_memory();
+                    last_trim = std::time::Instant::now();
+                }
                 ready.tick();
                 notifier.tick(TICK);
                 if !heartbeat.is_zero() && last_heartbeat.elapsed() >= heartbeat {
