@@ -404,6 +404,14 @@ pub fn alerts<'a>(events: &'a [Value], server: Option<&str>) -> Vec<&'a Value> {
         .collect()
 }
 
+/// Alert lines of `server` raised by `rule`.
+pub fn by_rule<'a>(events: &'a [Value], server: &str, rule: &str) -> Vec<&'a Value> {
+    alerts(events, Some(server))
+        .into_iter()
+        .filter(|a| a["rule"] == rule)
+        .collect()
+}
+
 /// Whether every process of `server` that was put under watch has exited.
 pub fn server_done(events: &[Value], server: &str) -> bool {
     let roots: Vec<&Value> = events

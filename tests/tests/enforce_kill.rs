@@ -107,13 +107,6 @@ fn read_key(agent: &Agent, script: &str, home: &Path, server: Option<&str>) -> (
     (String::from_utf8_lossy(&out.stdout).into_owned(), out.status)
 }
 
-fn by_rule<'a>(ev: &'a [Value], server: &str, rule: &str) -> Vec<&'a Value> {
-    alerts(ev, Some(server))
-        .into_iter()
-        .filter(|a| a["rule"] == rule)
-        .collect()
-}
-
 /// `a` is the kill layer's denial of a reverse shell's exec during `tool`
 /// (not a would-block), and the shell died of SIGKILL.
 fn assert_shell_killed(agent: &Agent, a: &Value, tool: &str) {

@@ -69,13 +69,6 @@ fn run_watched(
     (String::from_utf8_lossy(&out.stdout).into_owned(), out.status)
 }
 
-fn by_rule<'a>(ev: &'a [Value], server: &str, rule: &str) -> Vec<&'a Value> {
-    alerts(ev, Some(server))
-        .into_iter()
-        .filter(|a| a["rule"] == rule)
-        .collect()
-}
-
 /// A home whose `.ssh/id_rsa` is a fake key.
 fn fake_home(test: &str) -> PathBuf {
     let home = scratch_dir(&format!("{test}-home")).canonicalize().unwrap();

@@ -91,13 +91,6 @@ fn net_manifest(name: &str, mode: &str, open: u16, named: u16) -> Value {
     })
 }
 
-fn by_rule<'a>(ev: &'a [Value], server: &str, rule: &str) -> Vec<&'a Value> {
-    alerts(ev, Some(server))
-        .into_iter()
-        .filter(|a| a["rule"] == rule)
-        .collect()
-}
-
 /// Runs the probe program as `server` with `ops`; its results in order and
 /// the server's events once it exited.
 fn run(agent: &Agent, server: &str, bin: &str, ops: &[String]) -> (Vec<String>, Vec<Value>) {

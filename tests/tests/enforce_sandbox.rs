@@ -46,13 +46,6 @@ fn probe(agent: &Agent, server: &str, bin: &str, then: Option<&str>) -> (String,
     (stdout, out.status, agent.server_events(server))
 }
 
-fn by_rule<'a>(ev: &'a [Value], server: &str, rule: &str) -> Vec<&'a Value> {
-    alerts(ev, Some(server))
-        .into_iter()
-        .filter(|a| a["rule"] == rule)
-        .collect()
-}
-
 #[test]
 fn filesystem_server_enforced_reads_and_writes_its_root_and_is_refused_outside_even_when_roots_name_it() {
     let d = narrowed("enf-fs", "filesystem", |m| m["mode"] = json!("enforce"));
