@@ -25,6 +25,16 @@ pub struct Call {
     pub args: [u64; 6],
 }
 
+/// Zeroes each field with its own volatile store (see [`Rec::new`]).
+macro_rules! zero {
+    ($($field:expr),* $(,)?) => {
+        $(
+            // SAFETY: a store to a field of a live, exclusively borrowed value.
+            unsafe { core::ptr::write_volatile(&mut $field, 0) };
+        )*
+    };
+}
+
 pub struct Rec {
     rec: *mut SysRecord,
     probe: Probe,
@@ -61,22 +71,27 @@ impl Rec {
         ev.flags = 0;
         ev.ret = ret;
         ev.args = st.args;
-        // Field by field: a struct assignment becomes a call to a byte-wise
-        // memset subprogram. The address bytes are read only for a family.
-        ev.addr.family = 0;
-        ev.addr.port = 0;
-        ev.addr.sock_type = 0;
-        ev.addr.flags = 0;
-        ev.stream_offset = 0;
-        ev.mode = 0;
-        ev.len1 = 0;
-        ev.len2 = 0;
-        ev.data_len = 0;
-        ev.data_missing = 0;
-        ev.local_port = 0;
-        ev.target_pid = 0;
-        ev.file_ino = 0;
-        ev.file_dev = 0;
+        // Field by field, each a volatile store: a struct assignment, or
+        // plain stores LLVM merges, become calls to a byte-wise `memset`
+        // subprogram (26 and 16 bytes here: a loop of ~170 instructions
+        // per record, seen in `bpftool prog dump xlated`). The address bytes
+        // are read only for a family.
+        zero!(
+            ev.addr.family,
+            ev.addr.port,
+            ev.addr.sock_type,
+            ev.addr.flags,
+            ev.stream_offset,
+            ev.mode,
+            ev.len1,
+            ev.len2,
+            ev.data_len,
+            ev.data_missing,
+            ev.local_port,
+            ev.target_pid,
+            ev.file_ino,
+            ev.file_dev
+        );
         Some(Rec { rec, probe })
     }
 

@@ -55,18 +55,14 @@ use crate::{
     record::{Call, Rec},
 };
 
+// Inlined into the program the macro wraps around it: a bpf-to-bpf call
+// on every syscall of the host otherwise.
 #[btf_tracepoint(function = "sys_exit")]
+#[inline(always)]
 pub fn sys_exit(ctx: BtfTracePointContext) -> u32 {
     try_exit(&ctx);
-    // SAFETY: a read of a plain static.
-    unsafe { core::ptr::read_volatile(&RETURN) }
+    0
 }
-
-/// What the program returns (the kernel ignores it): read, not a literal.
-/// A constant return value lets the compiler drop it from the handler,
-/// whose exit then leaves a stale stack pointer in the return register,
-/// which the verifier refuses ("cannot return stack pointer to the caller").
-static RETURN: u32 = 0;
 
 /// Nothing here can fail: registers and the task are read with direct
 /// loads, and what a family's handler could not read it counts itself.
