@@ -7,6 +7,20 @@
 #![no_std]
 #![no_main]
 
+/// Zeroes each field with its own volatile store: plain stores of zeroes
+/// next to each other are merged by LLVM into a call of a byte-wise `memset`
+/// subprogram (a loop of four instructions per byte).
+#[macro_export]
+macro_rules! zero {
+    ($($field:expr),* $(,)?) => {
+        $({
+            let field = &mut $field;
+            // SAFETY: a store through an exclusive reference.
+            unsafe { core::ptr::write_volatile(field, 0) };
+        })*
+    };
+}
+
 mod emit;
 mod kernel;
 mod maps;

@@ -25,16 +25,6 @@ pub struct Call {
     pub args: [u64; 6],
 }
 
-/// Zeroes each field with its own volatile store (see [`Rec::new`]).
-macro_rules! zero {
-    ($($field:expr),* $(,)?) => {
-        $(
-            // SAFETY: a store to a field of a live, exclusively borrowed value.
-            unsafe { core::ptr::write_volatile(&mut $field, 0) };
-        )*
-    };
-}
-
 pub struct Rec {
     rec: *mut SysRecord,
     probe: Probe,

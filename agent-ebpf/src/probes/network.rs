@@ -19,7 +19,7 @@ use agent_common::{
     probe_errors::{Probe, Reason},
     syscalls::{Op, RECVMMSG, SENDMMSG, arg, lookup},
 };
-use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_buf};
+use aya_ebpf::helpers::bpf_probe_read_user;
 
 use crate::{
     emit::probe_error,
@@ -185,15 +185,10 @@ fn msghdr(ptr: u64) -> Option<(u64, u64, u64, u64)> {
     if iov == 0 || iovlen == 0 {
         return Some((name, namelen as u64, 0, 0));
     }
-    let mut v = [0u64; 2];
-    // SAFETY: checked user read into the 16 bytes of `v`.
-    unsafe {
-        bpf_probe_read_user_buf(
-            iov as *const u8,
-            core::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, 16),
-        )
-    }
-    .ok()?;
+    // The first iovec read whole (a zeroed array first would be a memset
+    // subprogram call).
+    // SAFETY: checked user read.
+    let v: [u64; 2] = unsafe { bpf_probe_read_user(iov as *const [u64; 2]) }.ok()?;
     Some((name, namelen as u64, v[0], v[1]))
 }
 

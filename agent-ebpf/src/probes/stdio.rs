@@ -191,9 +191,7 @@ pub fn on_exit(st: &Call, ret: i64, pid_tgid: u64) {
     let vectored = st.nr == READV || st.nr == WRITEV;
     let buf = arg(a, sc.buf);
     let niov = if vectored { arg(a, sc.count) } else { 1 };
-    cur.iov = 0;
-    cur.iov_off = 0;
-    cur.done = 0;
+    crate::zero!(cur.iov, cur.iov_off, cur.done);
     // One flat loop over chunks; the cursor goes through map memory so every
     // path reaches the next iteration in the same (opaque) state.
     for i in 0..MAX_CHUNKS + MAX_IOV {
