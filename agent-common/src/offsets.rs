@@ -169,6 +169,14 @@ pub struct KernelOffsets {
     pub inode_sb: u32,
     /// `super_block.s_dev`
     pub sb_dev: u32,
+    /// `task_struct.comm` (16 bytes, read with two direct loads)
+    pub task_comm: u32,
+    /// `task_struct.cred` (the subjective credentials)
+    pub task_cred: u32,
+    /// `cred.uid` (a `kuid_t`: the uid as the initial user namespace sees it)
+    pub cred_uid: u32,
+    /// `cred.gid`
+    pub cred_gid: u32,
 }
 
 impl KernelOffsets {
@@ -253,13 +261,17 @@ impl KernelOffsets {
             connect_addr_len: OFFSET_MISSING,
             inode_sb: OFFSET_MISSING,
             sb_dev: OFFSET_MISSING,
+            task_comm: OFFSET_MISSING,
+            task_cred: OFFSET_MISSING,
+            cred_uid: OFFSET_MISSING,
+            cred_gid: OFFSET_MISSING,
         }
     }
 }
 
-// Every member a u32 (78 fields), so the struct has no padding.
+// Every member a u32 (82 fields), so the struct has no padding.
 const _: () = {
-    assert!(core::mem::size_of::<KernelOffsets>() == 78 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 82 * 4);
     assert!(core::mem::align_of::<KernelOffsets>() == 4);
     assert!(core::mem::offset_of!(KernelOffsets, regs_orig_ax) == 50 * 4);
 };

@@ -302,4 +302,8 @@ pub const FIELDS: &[(&str, &str, Slot, Need)] = &[
     ),
     ("inode", "i_sb", |o| &mut o.inode_sb, Need::Optional(FILE_IDENTITY)),
     ("super_block", "s_dev", |o| &mut o.sb_dev, Need::Optional(FILE_IDENTITY)),
+    ("task_struct", "comm", |o| &mut o.task_comm, Need::Required),
+    ("task_struct", "cred", |o| &mut o.task_cred, Need::Required),
+    ("cred", "uid", |o| &mut o.cred_uid, Need::Required),
+    ("cred", "gid", |o| &mut o.cred_gid, Need::Required),
 ];
