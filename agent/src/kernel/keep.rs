@@ -53,6 +53,10 @@ pub const KEPT_MAPS: &[&str] = &[
 ];
 
 const LINKS: &str = "links";
+/// What the loading process (`kernel/apart.rs`) pins for the agent to open
+/// once and unpin: the programs attached after the load and the maps that
+/// are not kept.
+const HANDOFF: &str = "handoff";
 /// A link pinned here first, then renamed over the old one (`replace`).
 const NEW_PREFIX: &str = "new-";
 const MARKER_PREFIX: &str = "object-";
@@ -132,6 +136,17 @@ impl KeepDir {
         self.dir.join(name)
     }
 
+    /// The loading process's handoff directory (see [`HANDOFF`]).
+    pub fn handoff_dir(&self) -> PathBuf {
+        self.dir.join(HANDOFF)
+    }
+
+    /// The pinned link of `program`.
+    pub fn open_link(&self, program: &str) -> Result<PinnedLink, String> {
+        let path = self.link_path(program);
+        PinnedLink::from_pin(&path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
     fn link_path(&self, program: &str) -> PathBuf {
         self.dir.join(LINKS).join(program)
     }
@@ -152,6 +167,7 @@ impl KeepDir {
         !self.markers().is_empty()
             || KEPT_MAPS.iter().any(|m| self.map_path(m).exists())
             || self.dir.join(LINKS).exists()
+            || self.handoff_dir().exists()
     }
 
     /// Looks at what a previous agent left. `expected` is the marker the
@@ -293,9 +309,31 @@ impl KeepDir {
         Ok(pinned)
     }
 
+    /// Removes the handoff directory and what is pinned in it.
+    pub fn remove_handoff(&self) {
+        let dir = self.handoff_dir();
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                remove(&e.path(), false);
+            }
+        }
+        remove(&dir, true);
+    }
+
+    /// After a loading process failed: removes a set it left without its
+    /// marker (it died while pinning), so no program stays attached for no
+    /// agent; a complete set (a previous agent's, untouched) stays.
+    pub fn remove_incomplete(&self) {
+        self.remove_handoff();
+        if self.markers().is_empty() && self.anything() {
+            self.remove_all();
+        }
+    }
+
     /// Removes every pin of ours (not what others put in the directory):
     /// links first, so the programs detach when their last descriptor goes.
     pub fn remove_all(&self) {
+        self.remove_handoff();
         for m in self.markers() {
             remove(&self.dir.join(m), true);
         }
