@@ -46,12 +46,10 @@ const RAW_TRACEPOINTS: &[(&str, &str)] = &[
 /// Loads, attaches and pins everything for the agent of `req`.
 pub fn load_and_pin(req: &Request) -> Result<Loaded, LoadError> {
     let resolved = btf::resolve(&btf::KernelBtf::running()?)?;
-    let keep = KeepDir::new(
-        req.pin_dir.clone(),
-        keep::stamp(object(), req.watched_max, req.ring_bytes),
-    );
+    let keep = KeepDir::new(req.pin_dir.clone());
+    let stamp = keep::stamp(object(), req.watched_max, req.ring_bytes);
     let required: Vec<&str> = TRACEPOINTS.iter().chain(RAW_TRACEPOINTS).map(|(p, _)| *p).collect();
-    let (origin, marker, old_links) = match keep.inspect(req.expected_marker.as_deref(), &required) {
+    let (origin, marker, old_links) = match keep.inspect(&stamp, req.expected_marker.as_deref(), &required) {
         Previous::Kept { marker, links } => (Origin::Kept, Some(marker), links),
         Previous::Nothing => (Origin::Fresh { discarded: None }, None, Vec::new()),
         Previous::Discarded(why) => (Origin::Fresh { discarded: Some(why) }, None, Vec::new()),
@@ -86,7 +84,7 @@ pub fn load_and_pin(req: &Request) -> Result<Loaded, LoadError> {
     // Before the links are pinned: a failure here leaves nothing attached.
     let refused = hand_off(&mut ebpf, &keep)?;
     // Pinned right after attaching: from here a SIGKILL leaves them running.
-    let committed = keep.commit(marker, links, old_links)?;
+    let committed = keep.commit(&stamp, marker, links, old_links)?;
     Ok(Loaded {
         origin,
         marker: committed.marker,

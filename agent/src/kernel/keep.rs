@@ -116,16 +116,18 @@ pub struct Committed {
     pub later: Vec<(String, PinnedLink)>,
 }
 
-/// The pin directory of one agent.
+/// The pin directory of one agent. The stamp of the object (see [`stamp`])
+/// is an argument of what the loading process decides ([`KeepDir::inspect`],
+/// [`KeepDir::commit`]) only: hashing the object would bring its pages
+/// (1.5 MB) into the agent's RSS.
 #[derive(Debug, Clone)]
 pub struct KeepDir {
     dir: PathBuf,
-    stamp: String,
 }
 
 impl KeepDir {
-    pub fn new(dir: PathBuf, stamp: String) -> Self {
-        Self { dir, stamp }
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
     }
 
     pub fn dir(&self) -> &Path {
@@ -170,15 +172,15 @@ impl KeepDir {
             || self.handoff_dir().exists()
     }
 
-    /// Looks at what a previous agent left. `expected` is the marker the
+    /// Looks at what a previous agent left, for an agent of `stamp`. `expected` is the marker the
     /// state directory recorded (its server names go with these ids);
     /// `required` the programs that must have a pinned link. Anything but a
     /// complete compatible set is removed.
-    pub fn inspect(&self, expected: Option<&str>, required: &[&str]) -> Previous {
+    pub fn inspect(&self, stamp: &str, expected: Option<&str>, required: &[&str]) -> Previous {
         if !self.anything() {
             return Previous::Nothing;
         }
-        let reason = match self.usable(expected, required) {
+        let reason = match self.usable(stamp, expected, required) {
             Ok((marker, links)) => return Previous::Kept { marker, links },
             Err(reason) => reason,
         };
@@ -186,7 +188,12 @@ impl KeepDir {
         Previous::Discarded(reason)
     }
 
-    fn usable(&self, expected: Option<&str>, required: &[&str]) -> Result<(String, Vec<(String, PinnedLink)>), String> {
+    fn usable(
+        &self,
+        stamp: &str,
+        expected: Option<&str>,
+        required: &[&str],
+    ) -> Result<(String, Vec<(String, PinnedLink)>), String> {
         let markers = self.markers();
         let [marker] = &markers[..] else {
             return Err(match markers.len() {
@@ -198,10 +205,9 @@ impl KeepDir {
             .split(NONCE_SEP)
             .next()
             .unwrap_or_default();
-        if pinned_stamp != self.stamp {
+        if pinned_stamp != stamp {
             return Err(format!(
-                "pinned by another eBPF object or with other map sizes ({pinned_stamp}, this agent: {})",
-                self.stamp
+                "pinned by another eBPF object or with other map sizes ({pinned_stamp}, this agent: {stamp})"
             ));
         }
         if expected != Some(marker.as_str()) {
@@ -237,6 +243,7 @@ impl KeepDir {
     /// marker, the new pinned links and those old ones.
     pub fn commit(
         &self,
+        stamp: &str,
         marker: Option<String>,
         new: NamedLinks,
         old: Vec<(String, PinnedLink)>,
@@ -270,7 +277,7 @@ impl KeepDir {
             pinned.push(link.pin(&path).map_err(|source| KeepError::Pin { path, source })?);
         }
         drop(old);
-        let marker = marker.unwrap_or_else(|| format!("{MARKER_PREFIX}{}{NONCE_SEP}{}", self.stamp, nonce()));
+        let marker = marker.unwrap_or_else(|| format!("{MARKER_PREFIX}{stamp}{NONCE_SEP}{}", nonce()));
         let p = self.dir.join(&marker);
         std::fs::create_dir(&p).map_err(io_err(&p))?;
         Ok(Committed { marker, pinned, later })
@@ -397,21 +404,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mcpwatch-keep-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join(LINKS)).unwrap();
-        let keep = KeepDir::new(dir.clone(), "abc-w1-r2".into());
-        assert!(matches!(keep.inspect(None, &[]), Previous::Discarded(r) if r.contains("incomplete")));
+        let keep = KeepDir::new(dir.clone());
+        let stamp = "abc-w1-r2";
+        assert!(matches!(keep.inspect(stamp, None, &[]), Previous::Discarded(r) if r.contains("incomplete")));
         assert!(!dir.exists());
         std::fs::create_dir_all(dir.join("object-old-w1-r2_1")).unwrap();
         std::fs::write(dir.join("WATCHED"), "").unwrap();
         std::fs::write(dir.join("someone-elses"), "").unwrap();
         let expected = Some("object-old-w1-r2_1");
-        assert!(matches!(keep.inspect(expected, &[]), Previous::Discarded(r) if r.contains("another eBPF object")));
+        assert!(
+            matches!(keep.inspect(stamp, expected, &[]), Previous::Discarded(r) if r.contains("another eBPF object"))
+        );
         assert!(!dir.join("WATCHED").exists() && !dir.join("object-old-w1-r2_1").exists());
         assert!(dir.join("someone-elses").exists(), "not ours: left alone");
         std::fs::create_dir_all(dir.join("object-abc-w1-r2_1")).unwrap();
         assert!(
-            matches!(keep.inspect(Some("object-abc-w1-r2_2"), &[]), Previous::Discarded(r) if r.contains("state directory"))
+            matches!(keep.inspect(stamp, Some("object-abc-w1-r2_2"), &[]), Previous::Discarded(r) if r.contains("state directory"))
         );
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(matches!(keep.inspect(None, &[]), Previous::Nothing));
+        assert!(matches!(keep.inspect(stamp, None, &[]), Previous::Nothing));
     }
 }

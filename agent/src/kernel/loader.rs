@@ -244,7 +244,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
         ring_bytes: opts.ring_bytes.unwrap_or(EVENTS_RING_BYTES),
         agent_tgid: std::process::id(),
     };
-    let keep = KeepDir::new(pin_dir, keep::stamp(OBJECT, request.watched_max, request.ring_bytes));
+    let keep = KeepDir::new(pin_dir);
     let loaded = apart::load(&request).inspect_err(|_| keep.remove_incomplete())?;
     for (feature, why) in &loaded.disabled {
         log::warn!("{feature} switched off: {why}");
