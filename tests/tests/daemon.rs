@@ -1,10 +1,34 @@
-//! The daemon's life and control socket: shutdown detaches everything and
-//! removes its pins; `test-alert` reaches the event stream and says what
-//! each sink did with it.
+//! The daemon's life and control socket: start-up leaves no memory peak
+//! behind; shutdown detaches everything and removes its pins; `test-alert`
+//! reaches the event stream and says what each sink did with it.
 
 use std::time::Duration;
 
 use mcpwatch_tests::*;
+
+/// How far start-up may take the agent's memory above what it holds once
+/// running (`VmHWM` over `VmRSS`). Parsing the kernel's BTF to load the
+/// programs takes tens of MiB for a moment; in the agent, that moment was
+/// its peak for its whole life (about 17 MiB above its running RSS).
+const START_UP_PEAK_KIB: u64 = 8 << 10;
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn start_up_leaves_no_memory_peak_above_the_running_agent() {
+    let agent = Agent::start("peak", &[]);
+    let (hwm, rss) = (status_kib(agent.pid(), "VmHWM:"), status_kib(agent.pid(), "VmRSS:"));
+    assert!(
+        hwm <= rss + START_UP_PEAK_KIB,
+        "start-up peaked at {hwm} KiB, {} KiB above the running agent's {rss} KiB",
+        hwm.saturating_sub(rss)
+    );
+    assert!(agent.stop().success());
+}
 
 #[test]
 fn shutdown_detaches_everything_and_removes_pins() {
