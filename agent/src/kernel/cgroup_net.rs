@@ -98,13 +98,17 @@ where
     T::try_from(map).map_err(|source| CgroupNetError::Map { name, source })
 }
 
-/// An error with its sources (aya's syscall errors keep the errno there).
+/// An error with its sources (aya's syscall errors keep the errno there),
+/// each said once: a source whose text the message already holds is left out.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         src = c.source();
     }
     s

@@ -83,8 +83,9 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    /// Not a source: its text is the whole chain the loading process reported.
     #[error("in the loading process: {0}")]
-    Apart(#[from] apart::ApartError),
+    Apart(apart::ApartError),
     #[error("opening what the loading process pinned: {0}")]
     Open(#[from] Unavailable),
     #[error("a previous agent's link {name}: {why}")]
@@ -245,7 +246,10 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
         agent_tgid: std::process::id(),
     };
     let keep = KeepDir::new(pin_dir);
-    let loaded = apart::load(&request).inspect_err(|_| keep.remove_incomplete())?;
+    let loaded = apart::load(&request).map_err(|e| {
+        keep.remove_incomplete();
+        LoadError::Apart(e)
+    })?;
     for (feature, why) in &loaded.disabled {
         log::warn!("{feature} switched off: {why}");
     }
