@@ -39,14 +39,7 @@ fn start_up_leaves_no_memory_peak_above_the_running_agent() {
 /// An agent of its own state and pins, not waited for.
 fn agent_command(d: &Path, pin_dir: &Path) -> Command {
     let mut c = Command::new(bin());
-    c.arg("agent")
-        .arg("--no-metrics")
-        .arg("--socket")
-        .arg(d.join("control.sock"))
-        .arg("--state-dir")
-        .arg(d.join("state"))
-        .arg("--pin")
-        .arg(pin_dir)
+    agent_args(&mut c, d, pin_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
