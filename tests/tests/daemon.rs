@@ -15,7 +15,7 @@ use mcpwatch_tests::*;
 /// How far start-up may take the agent's memory above what it holds once
 /// running (`VmHWM` over `VmRSS`). Parsing the kernel's BTF to load the
 /// programs takes tens of MiB for a moment; in the agent, that moment was
-/// its peak for its whole life (about 17 MiB above its running RSS).
+/// its peak for its whole life (about 16 MiB above its running RSS).
 const START_UP_PEAK_KIB: u64 = 8 << 10;
 
 fn status_kib(pid: u32, field: &str) -> u64 {
