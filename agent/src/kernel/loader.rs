@@ -295,7 +295,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
 }
 
 /// Returns the heap's free pages to the kernel (glibc keeps them otherwise:
-/// start-up parses tens of megabytes of BTF that the agent never needs again).
+/// a burst of events or of control requests leaves freed heap behind).
 pub fn release_free_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks glibc's own arenas.
