@@ -78,6 +78,9 @@ enum Command {
     /// Write the man pages or the shell completions (the installer runs it).
     #[command(hide = true)]
     Generate(cli::generate::GenerateArgs),
+    /// The agent's loading process (`kernel/apart.rs`): loads, attaches and pins the kernel programs.
+    #[command(hide = true)]
+    LoadKernel(cli::load_kernel::LoadKernelArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -98,5 +101,6 @@ fn main() -> anyhow::Result<()> {
         Command::Syscalls(args) => cli::syscalls::run(args),
         Command::EnforceCheck(args) => std::process::exit(cli::enforce_check::run(args)?),
         Command::Generate(args) => cli::generate::run::<Cli>(args),
+        Command::LoadKernel(args) => std::process::exit(cli::load_kernel::run(args)),
     }
 }

@@ -4,7 +4,7 @@
 
 use anyhow::{Context as _, bail};
 use aya::{Btf, Ebpf, EbpfLoader};
-use mcpwatch::kernel::{btf, loader};
+use mcpwatch::kernel::{attach, btf};
 use nix::sys::signal::{SigSet, Signal};
 
 /// The floor object built by build.rs.
@@ -38,6 +38,6 @@ fn load() -> anyhow::Result<Ebpf> {
         .btf(Some(&aya_btf))
         .override_global("ORIG_AX", &resolved.offsets.regs_orig_ax, true)
         .load(OBJECT)?;
-    loader::attach_all(&mut ebpf, &aya_btf, false)?;
+    attach::attach_all(&mut ebpf, &aya_btf, false)?;
     Ok(ebpf)
 }

@@ -21,6 +21,20 @@ fn least_privilege_from_env() -> bool {
     std::env::var("MCPWATCH_LEAST_PRIVILEGE").is_ok_and(|v| v == "1")
 }
 
+/// `agent` (added to `c`, which runs the binary) with its own socket and state
+/// under `dir` and its pins in `pin_dir`, without the metrics endpoint: for an
+/// agent expected to stop at start, run to its end rather than waited for.
+pub fn agent_args<'a>(c: &'a mut Command, dir: &Path, pin_dir: &Path) -> &'a mut Command {
+    c.arg("agent")
+        .arg("--no-metrics")
+        .arg("--socket")
+        .arg(dir.join("control.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--pin")
+        .arg(pin_dir)
+}
+
 /// `mcpwatch` run as root with no capability but `caps` (setpriv's names).
 pub fn with_caps(caps: &str) -> Command {
     let bounding: Vec<String> = caps.split(',').map(|c| format!("+{}", c.trim())).collect();

@@ -20,7 +20,7 @@ use std::{
 
 use serde_json::Value;
 
-pub use agent::{AGENT_CAPS, Agent, with_caps};
+pub use agent::{AGENT_CAPS, Agent, agent_args, with_caps};
 
 /// How long a test waits for something the agent should do promptly.
 pub const PATIENCE: Duration = Duration::from_secs(20);

@@ -11,18 +11,8 @@ use mcpwatch_tests::*;
 fn an_agent_without_perfmon_names_the_missing_capability() {
     require_root();
     let d = scratch_dir("caps-missing");
-    let out = output(
-        with_caps("bpf,sys_ptrace")
-            .arg("agent")
-            .arg("--no-metrics")
-            .arg("--socket")
-            .arg(d.join("control.sock"))
-            .arg("--state-dir")
-            .arg(d.join("state"))
-            .arg("--pin")
-            .arg(std::path::Path::new("/sys/fs/bpf").join(d.file_name().unwrap()))
-            .env("RUST_BACKTRACE", "0"),
-    );
+    let pin_dir = std::path::Path::new("/sys/fs/bpf").join(d.file_name().unwrap());
+    let out = output(agent_args(&mut with_caps("bpf,sys_ptrace"), &d, &pin_dir).env("RUST_BACKTRACE", "0"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
@@ -67,20 +57,12 @@ fn a_non_root_agent_names_what_it_needs_before_touching_its_state_directory() {
     let d = scratch_dir("caps-nonroot");
     // The state directory sits in a root-owned directory: a user cannot create
     // it, and the agent must say what it needs before it tries.
-    let out = output(
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(bin())
-            .arg("agent")
-            .arg("--no-metrics")
-            .arg("--socket")
-            .arg(d.join("control.sock"))
-            .arg("--state-dir")
-            .arg(d.join("state"))
-            .arg("--pin")
-            .arg(std::path::Path::new("/sys/fs/bpf").join(d.file_name().unwrap()))
-            .env("RUST_BACKTRACE", "0"),
-    );
+    let pin_dir = std::path::Path::new("/sys/fs/bpf").join(d.file_name().unwrap());
+    let mut nobody = Command::new("setpriv");
+    nobody
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin());
+    let out = output(agent_args(&mut nobody, &d, &pin_dir).env("RUST_BACKTRACE", "0"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(

@@ -7,6 +7,7 @@ pub mod check_manifests;
 pub mod enforce_check;
 pub mod exec;
 pub mod generate;
+pub mod load_kernel;
 pub mod offsets;
 pub mod pins;
 pub mod report;

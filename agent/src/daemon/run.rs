@@ -195,7 +195,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         Err("simulated".to_owned())
     } else {
         match crate::enforce::cgroup::CgroupLayer::start(
-            probes.ebpf_mut(),
+            probes.objects_mut(),
             opts.config.enforce.upstream(),
             metrics.clone(),
             &previous_cgroups,
@@ -225,10 +225,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         Err("simulated".to_owned())
     } else {
         let allow = state.cgroup_net.as_ref().map(|c| c.allow_map());
-        match crate::kernel::kill::KillMaps::new(probes.ebpf_mut(), allow) {
+        match crate::kernel::kill::KillMaps::new(probes.objects_mut(), allow) {
             Ok(maps) => {
                 state.kill = Some(maps);
-                crate::kernel::kill::probe(probes.ebpf_mut())
+                crate::kernel::kill::probe(probes.objects_mut())
             }
             Err(e) => Err(e.to_string()),
         }

@@ -23,7 +23,7 @@ use std::{
 };
 
 use agent_common::cgroup_net::{AllowData, CgroupPolicy, KIND_OUT, POLICY_ANY_OUT};
-use aya::{Ebpf, maps::lpm_trie::Key};
+use aya::maps::lpm_trie::Key;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -130,7 +130,7 @@ impl CgroupLayer {
     /// servers a previous agent handed over (its maps kept): those still
     /// running are taken over.
     pub fn start(
-        ebpf: &mut Ebpf,
+        objects: &mut impl crate::kernel::objects::Objects,
         upstream: SocketAddr,
         metrics: Metrics,
         previous: &[CgroupRecord],
@@ -143,7 +143,7 @@ impl CgroupLayer {
                 let _ = std::fs::remove_dir(e.path());
             }
         }
-        let (kernel, links) = cgroup_net::attach(ebpf, &root)?;
+        let (kernel, links) = cgroup_net::attach(objects, &root)?;
         let (resolved_tx, resolved) = std::sync::mpsc::sync_channel(resolver::RESOLVED_QUEUE);
         let mut layer = Self {
             root,

@@ -31,9 +31,6 @@ pub enum OffsetError {
     MissingField { strukt: &'static str, field: &'static str },
     #[error("{strukt}.{field} is a bitfield, which the probes cannot read")]
     Bitfield { strukt: &'static str, field: &'static str },
-    /// Resolved in a child process (`apart`), as it reported it.
-    #[error("{0}")]
-    Apart(String),
     #[error("malformed kernel BTF around {strukt}.{field}: {source}")]
     Malformed {
         strukt: &'static str,
@@ -43,7 +40,6 @@ pub enum OffsetError {
     },
 }
 
-pub mod apart;
 mod fields;
 
 pub use fields::{FIELDS, IO_URING_OPERANDS, IO_URING_OPS, Need, Slot};

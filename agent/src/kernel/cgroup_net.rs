@@ -10,31 +10,38 @@ use std::{
 
 use agent_common::cgroup_net::CgroupPolicy;
 use aya::{
-    Ebpf,
     maps::{HashMap, MapData},
-    programs::{CgroupAttachMode, CgroupSockAddr, links::FdLink},
+    programs::{CgroupAttachMode, CgroupSockAddr, CgroupSockAddrAttachType as At, links::FdLink},
 };
 
-use crate::{enforce::resolver::AllowMap, kernel::keep::NamedLinks};
+use crate::{
+    enforce::resolver::AllowMap,
+    kernel::{
+        keep::NamedLinks,
+        objects::{Objects, Unavailable, load_once},
+    },
+};
 
-/// connect, sendmsg and bind decide; recvmsg gives DNS answers their source back.
-pub const PROGRAMS: &[&str] = &[
-    "cg_connect4",
-    "cg_connect6",
-    "cg_sendmsg4",
-    "cg_sendmsg6",
-    "cg_bind4",
-    "cg_bind6",
-    "cg_recvmsg4",
-    "cg_recvmsg6",
+/// connect, sendmsg and bind decide; recvmsg gives DNS answers their source
+/// back. With their attach types (a program handed over by the loading
+/// process is opened from its pin, which does not say).
+pub const PROGRAMS: &[(&str, At)] = &[
+    ("cg_connect4", At::Connect4),
+    ("cg_connect6", At::Connect6),
+    ("cg_sendmsg4", At::UDPSendMsg4),
+    ("cg_sendmsg6", At::UDPSendMsg6),
+    ("cg_bind4", At::Bind4),
+    ("cg_bind6", At::Bind6),
+    ("cg_recvmsg4", At::UDPRecvMsg4),
+    ("cg_recvmsg6", At::UDPRecvMsg6),
 ];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupNetError {
     #[error("opening the cgroup {0}: {1}")]
     Open(String, #[source] std::io::Error),
-    #[error("the object has no program {0}")]
-    NoProgram(&'static str),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
     #[error("program {name}: {source}")]
     Program {
         name: &'static str,
@@ -47,12 +54,8 @@ pub enum CgroupNetError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("the object has no map {0}")]
-    MissingMap(&'static str),
     #[error("program {0}: this kernel attached it without a link (cgroup links need kernel 5.7)")]
     NoLink(&'static str),
-    #[error("loading the eBPF object: {0}")]
-    Load(#[from] aya::EbpfError),
 }
 
 /// The attached programs' maps (pinned with the agent's other kept maps,
@@ -64,17 +67,17 @@ pub struct CgroupNet {
     pub allow: Arc<Mutex<AllowMap>>,
 }
 
-fn attach_programs(ebpf: &mut Ebpf, subtree: &Path, names: &[&'static str]) -> Result<NamedLinks, CgroupNetError> {
+fn attach_programs(
+    objects: &mut impl Objects,
+    subtree: &Path,
+    names: impl IntoIterator<Item = &'static str>,
+) -> Result<NamedLinks, CgroupNetError> {
     let dir = File::open(subtree).map_err(|e| CgroupNetError::Open(subtree.display().to_string(), e))?;
     let mut links = Vec::new();
-    for &name in names {
+    for name in names {
         let err = |source| CgroupNetError::Program { name, source };
-        let p: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .ok_or(CgroupNetError::NoProgram(name))?
-            .try_into()
-            .map_err(err)?;
-        p.load().map_err(err)?;
+        let p: &mut CgroupSockAddr = objects.program(name)?.try_into().map_err(err)?;
+        load_once(p.load()).map_err(err)?;
         // A link (kernel 5.7+) runs beside other programs on the cgroup
         // anyway, and the kernel refuses link flags (EINVAL): Single.
         let id = p.attach(&dir, CgroupAttachMode::Single).map_err(err)?;
@@ -87,21 +90,25 @@ fn attach_programs(ebpf: &mut Ebpf, subtree: &Path, names: &[&'static str]) -> R
     Ok(links)
 }
 
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CgroupNetError>
+fn take<T>(objects: &mut impl Objects, name: &'static str) -> Result<T, CgroupNetError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(CgroupNetError::MissingMap(name))?;
+    let map = objects.take_map(name)?;
     T::try_from(map).map_err(|source| CgroupNetError::Map { name, source })
 }
 
-/// An error with its sources (aya's syscall errors keep the errno there).
+/// An error with its sources (aya's syscall errors keep the errno there),
+/// each said once: a source whose text the message already holds is left out.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         src = c.source();
     }
     s
@@ -109,11 +116,11 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 
 /// Attaches every program to `subtree` and takes the maps; the links are
 /// for the caller to pin.
-pub fn attach(ebpf: &mut Ebpf, subtree: &Path) -> Result<(CgroupNet, NamedLinks), CgroupNetError> {
-    let links = attach_programs(ebpf, subtree, PROGRAMS)?;
+pub fn attach(objects: &mut impl Objects, subtree: &Path) -> Result<(CgroupNet, NamedLinks), CgroupNetError> {
+    let links = attach_programs(objects, subtree, PROGRAMS.iter().map(|(name, _)| *name))?;
     let net = CgroupNet {
-        policy: take(ebpf, "NET_POLICY")?,
-        allow: Arc::new(Mutex::new(take(ebpf, "NET_ALLOW")?)),
+        policy: take(objects, "NET_POLICY")?,
+        allow: Arc::new(Mutex::new(take(objects, "NET_ALLOW")?)),
     };
     Ok((net, links))
 }
@@ -130,7 +137,7 @@ pub fn probe(mount: &Path) -> Result<(), String> {
     std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let res = (|| {
         let mut ebpf = super::loader::load_for_check()?;
-        attach_programs(&mut ebpf, &dir, &["cg_connect4"])
+        attach_programs(&mut ebpf, &dir, ["cg_connect4"])
             .map(drop)
             .map_err(|e| chain(&e))
     })();

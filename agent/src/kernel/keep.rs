@@ -53,6 +53,10 @@ pub const KEPT_MAPS: &[&str] = &[
 ];
 
 const LINKS: &str = "links";
+/// What the loading process (`kernel/apart.rs`) pins for the agent to open
+/// once and unpin: the programs attached after the load and the maps that
+/// are not kept.
+const HANDOFF: &str = "handoff";
 /// A link pinned here first, then renamed over the old one (`replace`).
 const NEW_PREFIX: &str = "new-";
 const MARKER_PREFIX: &str = "object-";
@@ -112,16 +116,18 @@ pub struct Committed {
     pub later: Vec<(String, PinnedLink)>,
 }
 
-/// The pin directory of one agent.
+/// The pin directory of one agent. The stamp of the object (see [`stamp`])
+/// is an argument of what the loading process decides ([`KeepDir::inspect`],
+/// [`KeepDir::commit`]) only: hashing the object would bring its pages
+/// (1.5 MB) into the agent's RSS.
 #[derive(Debug, Clone)]
 pub struct KeepDir {
     dir: PathBuf,
-    stamp: String,
 }
 
 impl KeepDir {
-    pub fn new(dir: PathBuf, stamp: String) -> Self {
-        Self { dir, stamp }
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
     }
 
     pub fn dir(&self) -> &Path {
@@ -130,6 +136,17 @@ impl KeepDir {
 
     pub fn map_path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// The loading process's handoff directory (see [`HANDOFF`]).
+    pub fn handoff_dir(&self) -> PathBuf {
+        self.dir.join(HANDOFF)
+    }
+
+    /// The pinned link of `program`.
+    pub fn open_link(&self, program: &str) -> Result<PinnedLink, String> {
+        let path = self.link_path(program);
+        PinnedLink::from_pin(&path).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     fn link_path(&self, program: &str) -> PathBuf {
@@ -152,17 +169,18 @@ impl KeepDir {
         !self.markers().is_empty()
             || KEPT_MAPS.iter().any(|m| self.map_path(m).exists())
             || self.dir.join(LINKS).exists()
+            || self.handoff_dir().exists()
     }
 
-    /// Looks at what a previous agent left. `expected` is the marker the
+    /// Looks at what a previous agent left, for an agent of `stamp`. `expected` is the marker the
     /// state directory recorded (its server names go with these ids);
     /// `required` the programs that must have a pinned link. Anything but a
     /// complete compatible set is removed.
-    pub fn inspect(&self, expected: Option<&str>, required: &[&str]) -> Previous {
+    pub fn inspect(&self, stamp: &str, expected: Option<&str>, required: &[&str]) -> Previous {
         if !self.anything() {
             return Previous::Nothing;
         }
-        let reason = match self.usable(expected, required) {
+        let reason = match self.usable(stamp, expected, required) {
             Ok((marker, links)) => return Previous::Kept { marker, links },
             Err(reason) => reason,
         };
@@ -170,7 +188,12 @@ impl KeepDir {
         Previous::Discarded(reason)
     }
 
-    fn usable(&self, expected: Option<&str>, required: &[&str]) -> Result<(String, Vec<(String, PinnedLink)>), String> {
+    fn usable(
+        &self,
+        stamp: &str,
+        expected: Option<&str>,
+        required: &[&str],
+    ) -> Result<(String, Vec<(String, PinnedLink)>), String> {
         let markers = self.markers();
         let [marker] = &markers[..] else {
             return Err(match markers.len() {
@@ -182,10 +205,9 @@ impl KeepDir {
             .split(NONCE_SEP)
             .next()
             .unwrap_or_default();
-        if pinned_stamp != self.stamp {
+        if pinned_stamp != stamp {
             return Err(format!(
-                "pinned by another eBPF object or with other map sizes ({pinned_stamp}, this agent: {})",
-                self.stamp
+                "pinned by another eBPF object or with other map sizes ({pinned_stamp}, this agent: {stamp})"
             ));
         }
         if expected != Some(marker.as_str()) {
@@ -221,6 +243,7 @@ impl KeepDir {
     /// marker, the new pinned links and those old ones.
     pub fn commit(
         &self,
+        stamp: &str,
         marker: Option<String>,
         new: NamedLinks,
         old: Vec<(String, PinnedLink)>,
@@ -254,7 +277,7 @@ impl KeepDir {
             pinned.push(link.pin(&path).map_err(|source| KeepError::Pin { path, source })?);
         }
         drop(old);
-        let marker = marker.unwrap_or_else(|| format!("{MARKER_PREFIX}{}{NONCE_SEP}{}", self.stamp, nonce()));
+        let marker = marker.unwrap_or_else(|| format!("{MARKER_PREFIX}{stamp}{NONCE_SEP}{}", nonce()));
         let p = self.dir.join(&marker);
         std::fs::create_dir(&p).map_err(io_err(&p))?;
         Ok(Committed { marker, pinned, later })
@@ -293,9 +316,31 @@ impl KeepDir {
         Ok(pinned)
     }
 
+    /// Removes the handoff directory and what is pinned in it.
+    pub fn remove_handoff(&self) {
+        let dir = self.handoff_dir();
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                remove(&e.path(), false);
+            }
+        }
+        remove(&dir, true);
+    }
+
+    /// After a loading process failed: removes a set it left without its
+    /// marker (it died while pinning), so no program stays attached for no
+    /// agent; a complete set (a previous agent's, untouched) stays.
+    pub fn remove_incomplete(&self) {
+        self.remove_handoff();
+        if self.markers().is_empty() && self.anything() {
+            self.remove_all();
+        }
+    }
+
     /// Removes every pin of ours (not what others put in the directory):
     /// links first, so the programs detach when their last descriptor goes.
     pub fn remove_all(&self) {
+        self.remove_handoff();
         for m in self.markers() {
             remove(&self.dir.join(m), true);
         }
@@ -359,21 +404,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mcpwatch-keep-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join(LINKS)).unwrap();
-        let keep = KeepDir::new(dir.clone(), "abc-w1-r2".into());
-        assert!(matches!(keep.inspect(None, &[]), Previous::Discarded(r) if r.contains("incomplete")));
+        let keep = KeepDir::new(dir.clone());
+        let stamp = "abc-w1-r2";
+        assert!(matches!(keep.inspect(stamp, None, &[]), Previous::Discarded(r) if r.contains("incomplete")));
         assert!(!dir.exists());
         std::fs::create_dir_all(dir.join("object-old-w1-r2_1")).unwrap();
         std::fs::write(dir.join("WATCHED"), "").unwrap();
         std::fs::write(dir.join("someone-elses"), "").unwrap();
         let expected = Some("object-old-w1-r2_1");
-        assert!(matches!(keep.inspect(expected, &[]), Previous::Discarded(r) if r.contains("another eBPF object")));
+        assert!(
+            matches!(keep.inspect(stamp, expected, &[]), Previous::Discarded(r) if r.contains("another eBPF object"))
+        );
         assert!(!dir.join("WATCHED").exists() && !dir.join("object-old-w1-r2_1").exists());
         assert!(dir.join("someone-elses").exists(), "not ours: left alone");
         std::fs::create_dir_all(dir.join("object-abc-w1-r2_1")).unwrap();
         assert!(
-            matches!(keep.inspect(Some("object-abc-w1-r2_2"), &[]), Previous::Discarded(r) if r.contains("state directory"))
+            matches!(keep.inspect(stamp, Some("object-abc-w1-r2_2"), &[]), Previous::Discarded(r) if r.contains("state directory"))
         );
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(matches!(keep.inspect(None, &[]), Previous::Nothing));
+        assert!(matches!(keep.inspect(stamp, None, &[]), Previous::Nothing));
     }
 }

@@ -24,7 +24,6 @@ use agent_common::{
     },
 };
 use aya::{
-    Ebpf,
     maps::{
         Array, HashMap, MapData,
         lpm_trie::{Key, LpmTrie},
@@ -32,15 +31,18 @@ use aya::{
     programs::RawTracePoint,
 };
 
-use crate::enforce::{
-    kill::{KillSet, interpreter_paths},
-    resolver::AllowMap,
+use crate::{
+    enforce::{
+        kill::{KillSet, interpreter_paths},
+        resolver::AllowMap,
+    },
+    kernel::objects::{KILL_PROBE, Objects, Unavailable, load_once},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum KillError {
-    #[error("the object has no map {0}")]
-    MissingMap(&'static str),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -52,11 +54,11 @@ pub enum KillError {
 /// One `KILL_PATHS` entry: the key's data and prefix length.
 type PathKey = ([u8; KILL_KEY_DATA], u32);
 
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KillError>
+fn take<T>(objects: &mut impl Objects, name: &'static str) -> Result<T, KillError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(KillError::MissingMap(name))?;
+    let map = objects.take_map(name)?;
     T::try_from(map).map_err(|source| KillError::Map { name, source })
 }
 
@@ -86,17 +88,17 @@ pub struct KillMaps {
 impl KillMaps {
     /// Takes the maps from the agent's object and writes the host's
     /// shells and interpreters (what a reverse shell execs).
-    pub fn new(ebpf: &mut Ebpf, allow: Option<Arc<Mutex<AllowMap>>>) -> Result<Self, KillError> {
+    pub fn new(objects: &mut impl Objects, allow: Option<Arc<Mutex<AllowMap>>>) -> Result<Self, KillError> {
         let allow = match allow {
             Some(a) => Some(a),
-            None => take::<AllowMap>(ebpf, "NET_ALLOW")
+            None => take::<AllowMap>(objects, "NET_ALLOW")
                 .ok()
                 .map(|m| Arc::new(Mutex::new(m))),
         };
         let mut maps = Self {
-            servers: take(ebpf, "KILL_SERVERS")?,
-            paths: take(ebpf, "KILL_PATHS")?,
-            inodes: take(ebpf, "KILL_INODES")?,
+            servers: take(objects, "KILL_SERVERS")?,
+            paths: take(objects, "KILL_PATHS")?,
+            inodes: take(objects, "KILL_INODES")?,
             allow,
             installed: BTreeMap::new(),
             dropped: 0,
@@ -259,17 +261,17 @@ fn credential_keys(id: u32, k: &KillSet, dropped: &mut u64) -> BTreeSet<PathKey>
 }
 
 /// Whether `bpf_send_signal(SIGKILL)` kills here, tried for real: the
-/// `kill_probe` program is attached to `sys_enter` of `ebpf` (the agent's
-/// object, or one loaded for the check) and aimed at a throwaway child
+/// `kill_probe` program of `objects` (the agent's, or an object loaded for
+/// the check) is attached to `sys_enter` and aimed at a throwaway child
 /// blocked in `read`; the child must die of SIGKILL at its next syscall.
-pub fn probe(ebpf: &mut Ebpf) -> Result<String, String> {
-    let mut target: Array<MapData, u32> = take(ebpf, "KILL_PROBE").map_err(|e| e.to_string())?;
-    let prog: &mut RawTracePoint = ebpf
-        .program_mut("kill_probe")
-        .ok_or("the object has no program kill_probe")?
+pub fn probe(objects: &mut impl Objects) -> Result<String, String> {
+    let mut target: Array<MapData, u32> = take(objects, "KILL_PROBE").map_err(|e| e.to_string())?;
+    let prog: &mut RawTracePoint = objects
+        .program(KILL_PROBE)
+        .map_err(|e| e.to_string())?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-    prog.load().map_err(|e| format!("loading kill_probe: {e}"))?;
+    load_once(prog.load()).map_err(|e| format!("loading kill_probe: {e}"))?;
     let link = prog
         .attach("sys_enter")
         .map_err(|e| format!("attaching kill_probe: {e}"))?;

@@ -1,5 +1,7 @@
-//! Loads the kernel programs: mounts what they need, resolves kernel offsets
-//! from BTF, loads and attaches, and hands out the maps.
+//! Loads the kernel programs: mounts what they need, has a loading process
+//! load, attach and pin them (`kernel/apart.rs`: the kernel's BTF is parsed
+//! there, never here), and opens the maps and the programs attached later
+//! from their pins.
 
 use std::path::{Path, PathBuf};
 
@@ -7,21 +9,15 @@ use agent_common::{
     AgentConfig, LossKey, WatchedProc,
     config::{EVENTS_RING_BYTES, WATCHED_MAX_ENTRIES, WATCHED_MAX_LIMIT},
 };
-use aya::{
-    Btf, Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{
-        BtfTracePoint, RawTracePoint,
-        links::{FdLink, PinnedLink},
-        raw_trace_point::RawTracePointLinkId,
-        tp_btf::BtfTracePointLinkId,
-    },
-};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::programs::links::PinnedLink;
+use serde::{Deserialize, Serialize};
 
 use crate::kernel::{
-    btf,
-    keep::{self, KeepDir, NamedLinks, Previous},
+    apart, btf,
+    keep::{self, KeepDir, NamedLinks},
     mounts,
+    objects::{Handed, Objects, Unavailable},
     probe_errors::ProbeErrors,
     stdio::StdioChannels,
 };
@@ -44,25 +40,6 @@ pub fn load_for_check() -> Result<aya::Ebpf, String> {
         .load(OBJECT)
         .map_err(|e| e.to_string())
 }
-
-/// Every program in the object: (program name, BTF tracepoint).
-const TRACEPOINTS: &[(&str, &str)] = &[
-    ("sched_process_fork", "sched_process_fork"),
-    ("sched_process_exec", "sched_process_exec"),
-    ("sched_process_exit", "sched_process_exit"),
-    // Every followed syscall, at its exit (`probes::syscalls`).
-    ("sys_exit", "sys_exit"),
-];
-
-/// Operations submitted through an io_uring; attached when the kernel has
-/// io_uring (its offsets resolved).
-const IO_URING_TRACEPOINT: (&str, &str) = ("io_uring_submit_req", "io_uring_submit_req");
-
-/// Raw tracepoints: (program name, tracepoint).
-const RAW_TRACEPOINTS: &[(&str, &str)] = &[
-    // Self-protection: signals watched processes send the agent.
-    ("signal_generate", "signal_generate"),
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -94,6 +71,25 @@ pub enum LoadError {
     MissingMap(&'static str),
     #[error("keeping the kernel objects: {0}")]
     Keep(#[from] keep::KeepError),
+    #[error("pinning {name} for the agent: {source}")]
+    Pin {
+        name: &'static str,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("{}: {source}", path.display())]
+    Handoff {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not a source: its text is the whole chain the loading process reported.
+    #[error("in the loading process: {0}")]
+    Apart(apart::ApartError),
+    #[error("opening what the loading process pinned: {0}")]
+    Open(#[from] Unavailable),
+    #[error("a previous agent's link {name}: {why}")]
+    LaterLink { name: String, why: String },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -117,7 +113,7 @@ impl LoadOptions {
 }
 
 /// Where the kernel objects come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Origin {
     /// Kept by a previous agent: the watched set and the ring carried on.
     Kept,
@@ -126,18 +122,15 @@ pub enum Origin {
     Fresh { discarded: Option<String> },
 }
 
-/// The loaded, attached programs and their maps, pinned (see `keep.rs`).
-/// Dropping it closes this agent's descriptors: the programs stay attached
-/// while their links are pinned, and detach once [`Probes::release`]
-/// removed the pins.
+/// The attached programs' maps, opened from their pins (see `keep.rs`).
+/// The programs stay attached while their links are pinned, and detach
+/// once [`Probes::release`] removed the pins.
 pub struct Probes {
     watched: Option<HashMap<MapData, u32, WatchedProc>>,
     config: Option<Array<MapData, AgentConfig>>,
     loss: Option<PerCpuHashMap<MapData, LossKey, u64>>,
     probe_errors: Option<PerCpuArray<MapData, u64>>,
     stdio: Option<StdioChannels>,
-    /// Optional fields the kernel lacks, with the feature switched off.
-    pub disabled: Vec<(String, btf::OffsetError)>,
     pub origin: Origin,
     /// The marker of this set of pins (recorded in the state directory).
     pub marker: String,
@@ -145,9 +138,10 @@ pub struct Probes {
     /// A previous agent's links of programs attached after the load (the
     /// cgroup programs), attached until [`Probes::keep_links`].
     later: Vec<(String, PinnedLink)>,
-    // Closed before the programs and the mounts go.
-    _links: Vec<PinnedLink>,
-    _ebpf: Ebpf,
+    /// The links of the programs attached after the load, pinned.
+    links: Vec<PinnedLink>,
+    handed: Handed,
+    // Closed last.
     _mounts: Vec<mounts::OwnedMount>,
 }
 
@@ -178,10 +172,10 @@ impl Probes {
         self.stdio.take().expect("stdio maps taken once")
     }
 
-    /// The loaded object, for the programs attached elsewhere (the cgroup
-    /// network allowlist, `kernel/cgroup_net.rs`).
-    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
-        &mut self._ebpf
+    /// The programs attached after the load and their maps (the cgroup
+    /// network allowlist, `kernel/cgroup_net.rs`; the kill layer, `kernel/kill.rs`).
+    pub fn objects_mut(&mut self) -> &mut Handed {
+        &mut self.handed
     }
 
     /// Pins the links of programs attached after the load (the cgroup
@@ -192,7 +186,7 @@ impl Probes {
     pub fn keep_links(&mut self, new: NamedLinks) -> Result<(), keep::KeepError> {
         let later = std::mem::take(&mut self.later);
         let pinned = self.keep.replace(new, later)?;
-        self._links.extend(pinned);
+        self.links.extend(pinned);
         Ok(())
     }
 
@@ -219,27 +213,16 @@ impl Probes {
     }
 }
 
-/// The program `name` of the object, as its concrete type.
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    let err = |source| LoadError::Program { name, source };
-    ebpf.program_mut(name)
-        .ok_or(err(aya::programs::ProgramError::NotLoaded))?
-        .try_into()
-        .map_err(err)
-}
-
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+fn take<T>(objects: &mut impl Objects, name: &'static str) -> Result<T, LoadError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
+    let map = objects.take_map(name)?;
     T::try_from(map).map_err(|source| LoadError::Map { name, source })
 }
 
-/// Loads and attaches every program; returns them with the event ring buffer.
+/// Loads and attaches every program (in a loading process); returns them
+/// with the event ring buffer.
 pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::NoObject);
@@ -255,145 +238,64 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError>
     if !on_bpffs(&pin_dir) {
         return Err(LoadError::NotBpffs(pin_dir));
     }
-
-    // In a child: the parsed BTF (tens of MiB) never counts in the agent's peak RSS.
-    let resolved = btf::apart::resolve_running()?;
-    for (feature, why) in &resolved.disabled {
+    let request = apart::Request {
+        pin_dir: pin_dir.clone(),
+        expected_marker: opts.expected_marker.clone(),
+        watched_max: opts.watched_max.unwrap_or_else(default_watched_max),
+        ring_bytes: opts.ring_bytes.unwrap_or(EVENTS_RING_BYTES),
+        agent_tgid: std::process::id(),
+    };
+    let keep = KeepDir::new(pin_dir);
+    let loaded = apart::load(&request).map_err(|e| {
+        keep.remove_incomplete();
+        LoadError::Apart(e)
+    })?;
+    for (feature, why) in &loaded.disabled {
         log::warn!("{feature} switched off: {why}");
     }
-    log::debug!("kernel offsets: {:?}", resolved.offsets);
-
-    let watched_max = opts.watched_max.unwrap_or_else(default_watched_max);
-    let ring_bytes = opts.ring_bytes.unwrap_or(EVENTS_RING_BYTES);
-    let keep = KeepDir::new(pin_dir, keep::stamp(OBJECT, watched_max, ring_bytes));
-    let required: Vec<&str> = TRACEPOINTS.iter().chain(RAW_TRACEPOINTS).map(|(p, _)| *p).collect();
-    let (origin, marker, old_links) = match keep.inspect(opts.expected_marker.as_deref(), &required) {
-        Previous::Kept { marker, links } => {
-            log::info!(
-                "taking over the kernel objects a previous agent kept in {}: the watched set and the events queued meanwhile",
-                keep.dir().display()
-            );
-            (Origin::Kept, Some(marker), links)
-        }
-        Previous::Nothing => (Origin::Fresh { discarded: None }, None, Vec::new()),
-        Previous::Discarded(why) => {
-            log::warn!(
-                "removed the kernel objects pinned in {}: {why}; starting afresh (what happened meanwhile is not seen)",
-                keep.dir().display()
-            );
-            (Origin::Fresh { discarded: Some(why) }, None, Vec::new())
-        }
-    };
-
-    // Removing a stale set may have removed the emptied directory too.
-    let _ = std::fs::create_dir_all(keep.dir());
-    let aya_btf = Btf::from_sys_fs()?;
-    let mut loader = EbpfLoader::new();
-    loader
-        .btf(Some(&aya_btf))
-        .override_global("OFFSETS", &resolved.offsets, true);
-    loader.map_max_entries("WATCHED", watched_max);
-    loader.map_max_entries("EVENTS", ring_bytes);
-    // Opened when pinned (kept), created and pinned at once otherwise.
-    let map_paths: Vec<PathBuf> = keep::KEPT_MAPS.iter().map(|m| keep.map_path(m)).collect();
-    for (name, path) in keep::KEPT_MAPS.iter().zip(&map_paths) {
-        loader.map_pin_path(name, path.as_path());
+    match &loaded.origin {
+        Origin::Kept => log::info!(
+            "taking over the kernel objects a previous agent kept in {}: the watched set and the events queued meanwhile",
+            keep.dir().display()
+        ),
+        Origin::Fresh { discarded: Some(why) } => log::warn!(
+            "removed the kernel objects pinned in {}: {why}; starting afresh (what happened meanwhile is not seen)",
+            keep.dir().display()
+        ),
+        Origin::Fresh { discarded: None } => {}
     }
-    let mut ebpf = loader.load(OBJECT)?;
-    // Before the programs attach: a signal to the agent counts from the first.
-    let mut agent: Array<MapData, u32> = take(&mut ebpf, "TAMPER_AGENT")?;
-    agent
-        .set(agent_common::tamper::AGENT_TGID, std::process::id(), 0)
-        .map_err(|source| LoadError::Map {
-            name: "TAMPER_AGENT",
-            source,
-        })?;
-    let io_uring = !resolved.disabled.iter().any(|(f, _)| f == btf::IO_URING_OPS);
-    let attached = attach_all(&mut ebpf, &aya_btf, io_uring)?;
-    let links = take_links(&mut ebpf, attached)?;
-    // Pinned right after attaching: from here a SIGKILL leaves them running.
-    let committed = keep.commit(marker, links, old_links)?;
-
-    release_free_memory();
-    let events = take(&mut ebpf, "EVENTS")?;
+    let mut handed = Handed::open(&keep, &loaded.refused)?;
+    let later = loaded
+        .later
+        .into_iter()
+        .map(|name| match keep.open_link(&name) {
+            Ok(l) => Ok((name, l)),
+            Err(why) => Err(LoadError::LaterLink { name, why }),
+        })
+        .collect::<Result<_, _>>()?;
+    let events = take(&mut handed, "EVENTS")?;
     let probes = Probes {
-        watched: Some(take(&mut ebpf, "WATCHED")?),
-        config: Some(take(&mut ebpf, "CONFIG")?),
-        loss: Some(take(&mut ebpf, "LOSS")?),
-        probe_errors: Some(take(&mut ebpf, "PROBE_ERRORS")?),
+        watched: Some(take(&mut handed, "WATCHED")?),
+        config: Some(take(&mut handed, "CONFIG")?),
+        loss: Some(take(&mut handed, "LOSS")?),
+        probe_errors: Some(take(&mut handed, "PROBE_ERRORS")?),
         stdio: Some(StdioChannels::new(
-            take(&mut ebpf, "STDIO_FILES")?,
-            take(&mut ebpf, "STDIO_AT_EXEC")?,
+            take(&mut handed, "STDIO_FILES")?,
+            take(&mut handed, "STDIO_AT_EXEC")?,
         )),
-        disabled: resolved.disabled,
-        origin,
-        marker: committed.marker,
+        origin: loaded.origin,
+        marker: loaded.marker,
         keep,
-        later: committed.later,
-        _links: committed.pinned,
-        _ebpf: ebpf,
+        later,
+        links: Vec::new(),
+        handed,
         _mounts: owned_mounts,
     };
     Ok((probes, events))
 }
 
-/// A program attached by [`attach_all`], with its link's id.
-pub enum Attached {
-    Btf(&'static str, BtfTracePointLinkId),
-    Raw(&'static str, RawTracePointLinkId),
-}
-
-/// Loads and attaches every program of `ebpf` at the agent's hook points
-/// (also the benchmark's floor, which has the same programs). The links stay
-/// with their programs unless taken.
-pub fn attach_all(ebpf: &mut Ebpf, btf: &Btf, io_uring: bool) -> Result<Vec<Attached>, LoadError> {
-    let mut attached = Vec::new();
-    if io_uring {
-        // Optional: kernels before 6.0 name this tracepoint differently, and
-        // io_uring may be built out; the rest of the watch does not need it.
-        let (name, tracepoint) = IO_URING_TRACEPOINT;
-        let program: &mut BtfTracePoint = program(ebpf, name)?;
-        match program.load(tracepoint, btf).and_then(|()| program.attach()) {
-            Ok(id) => attached.push(Attached::Btf(name, id)),
-            Err(e) => log::warn!("io_uring operations switched off: {name}: {e}"),
-        }
-    }
-    for &(name, tracepoint) in TRACEPOINTS {
-        let program: &mut BtfTracePoint = program(ebpf, name)?;
-        let err = |source| LoadError::Program { name, source };
-        program.load(tracepoint, btf).map_err(err)?;
-        attached.push(Attached::Btf(name, program.attach().map_err(err)?));
-    }
-    for &(name, tracepoint) in RAW_TRACEPOINTS {
-        let program: &mut RawTracePoint = program(ebpf, name)?;
-        let err = |source| LoadError::Program { name, source };
-        program.load().map_err(err)?;
-        attached.push(Attached::Raw(name, program.attach(tracepoint).map_err(err)?));
-    }
-    Ok(attached)
-}
-
-/// Takes the links from their programs, to be pinned.
-fn take_links(ebpf: &mut Ebpf, attached: Vec<Attached>) -> Result<NamedLinks, LoadError> {
-    attached
-        .into_iter()
-        .map(|a| match a {
-            Attached::Btf(name, id) => {
-                let p: &mut BtfTracePoint = program(ebpf, name)?;
-                let link = p.take_link(id).map_err(|source| LoadError::Program { name, source })?;
-                Ok((name, FdLink::from(link)))
-            }
-            Attached::Raw(name, id) => {
-                let p: &mut RawTracePoint = program(ebpf, name)?;
-                let link = p.take_link(id).map_err(|source| LoadError::Program { name, source })?;
-                Ok((name, FdLink::from(link)))
-            }
-        })
-        .collect()
-}
-
 /// Returns the heap's free pages to the kernel (glibc keeps them otherwise:
-/// start-up parses tens of megabytes of BTF that the agent never needs again).
+/// a burst of events or of control requests leaves freed heap behind).
 pub fn release_free_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks glibc's own arenas.
