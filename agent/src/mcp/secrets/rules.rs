@@ -199,7 +199,7 @@ pub static RULES: &[SecretRule] = &[
         default: Action::Redact,
         anchors: &["pass", "pwd", "secret", "token", "auth", "cred", "key"],
         pattern: r#"(?m)^[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_.-]*)[ \t]*=[ \t]*(?:"([^"\n]{8,})"|'([^'\n]{8,})'|([^\s#'"]{8,}))"#,
-        reach: (256, 512),
+        reach: WORDS,
         check: Some(|c, s| s.len() <= 200 && credential_name(group(c, 1)) && literal(s) && entropy(s) >= 3.0),
     },
     // gitleaks `generic-api-key`: a credential keyword, an assignment, and a
@@ -211,7 +211,7 @@ pub static RULES: &[SecretRule] = &[
         default: Action::Alert,
         anchors: &["access", "auth", "api", "cred", "key", "passw", "secret", "token"],
         pattern: r#"(?i)\b([0-9A-Za-z_.-]{0,40}?(?:access|auth|api|credential|creds|key|passw(?:or)?d|secret|token)[0-9A-Za-z_.-]{0,20})\\?[\s'"]{0,3}(?:=|>|:{1,3}=|\|\||:|=>|\?=|,)[\x60'"\s=\\]{0,5}([0-9A-Za-z_.=+/-]{16,})(?:[\x60'"\s;\\,]|$)"#,
-        reach: (64, 256),
+        reach: WORDS,
         check: Some(|c, s| {
             s.len() <= 150
                 && credential_name(group(c, 1))
@@ -221,6 +221,10 @@ pub static RULES: &[SecretRule] = &[
         }),
     },
 ];
+
+/// The reach of the rules whose anchors are common words (`key`, `token`):
+/// they meet benign text everywhere, and search it with a lazy DFA.
+const WORDS: (usize, usize) = (256, 512);
 
 /// Each rule's automaton, compiled the first time a text holds one of its
 /// anchors: a gate holds the NFAs of the rules its traffic came near (2–20
@@ -246,9 +250,12 @@ static ANCHORS: LazyLock<(AhoCorasick, Vec<usize>)> = LazyLock::new(|| {
     (ac, owners)
 });
 
-/// Where in a text one rule may match: the windows around its anchors.
+/// Where in a text one rule may match: the windows around its anchors, or,
+/// for a rule whose matches begin with their anchor, the windows from each
+/// anchor on (in order of their start, overlapping).
 pub struct Near {
     windows: Vec<Range<usize>>,
+    at_anchor: bool,
 }
 
 /// The rules whose anchors `text` holds, in catalogue order, each with the
@@ -270,7 +277,7 @@ pub fn candidates(text: &str) -> impl Iterator<Item = (&'static SecretRule, Near
         let windows = &mut near[i];
         match windows.last_mut() {
             // Hits come in order of their end: a window only grows or follows.
-            Some(last) if start <= last.end => {
+            Some(last) if before > 0 && start <= last.end => {
                 last.start = last.start.min(start);
                 last.end = last.end.max(end);
             }
@@ -281,7 +288,13 @@ pub fn candidates(text: &str) -> impl Iterator<Item = (&'static SecretRule, Near
         .iter()
         .zip(near)
         .filter(|(_, windows)| !windows.is_empty())
-        .map(|(rule, windows)| (rule, Near { windows }))
+        .map(|(rule, mut windows)| {
+            let at_anchor = rule.reach.0 == 0;
+            if at_anchor {
+                windows.sort_by_key(|w| w.start);
+            }
+            (rule, Near { windows, at_anchor })
+        })
 }
 
 impl SecretRule {
@@ -292,9 +305,12 @@ impl SecretRule {
             .iter()
             .position(|r| std::ptr::eq(r, self))
             .expect("a rule of RULES");
-        let compiled = COMPILED[i].get_or_init(|| Compiled::new(self.pattern).expect("secret rule"));
+        let compiled =
+            COMPILED[i].get_or_init(|| Compiled::new(self.pattern, self.reach == WORDS).expect("secret rule"));
         let mut found = Vec::new();
-        compiled.each_match(text.as_bytes(), &near.windows, |g| found.extend(self.secret(g)));
+        compiled.each_match(text.as_bytes(), &near.windows, near.at_anchor, |g| {
+            found.extend(self.secret(g))
+        });
         found
     }
 

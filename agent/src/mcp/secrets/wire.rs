@@ -5,8 +5,9 @@
 //! each finding is a [`GateEvent::Secret`].
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     hash::{BuildHasher as _, RandomState},
+    sync::Arc,
 };
 
 use serde_json::{Value, json};
@@ -23,6 +24,8 @@ pub const CODE_BLOCKED: i64 = -32003;
 /// results cannot grow the gate); past it the oldest is forgotten and its
 /// result passes unscanned (counted in [`Wire::forgotten`]).
 pub const MAX_IN_FLIGHT: usize = 4096;
+/// Tool names shared by calls in flight at most.
+const MAX_TOOLS: usize = 1024;
 /// Findings of one message reported at most (the rest are counted in the last).
 pub const MAX_REPORTED: usize = 16;
 
@@ -34,7 +37,11 @@ type CallKey = u64;
 pub struct Wire {
     settings: Settings,
     /// The key of each call in flight -> its tool and its place in `order`.
-    calls: HashMap<CallKey, (Box<str>, u64)>,
+    calls: HashMap<CallKey, (Arc<str>, u64)>,
+    /// The tools' names, shared by their calls in flight (a name each would
+    /// be an allocation each: 4,096 calls in flight, 128 KiB); forgotten
+    /// past [`MAX_TOOLS`] names (their calls keep theirs).
+    tools: HashSet<Arc<str>>,
     /// Calls in the order they were made, answered ones included until
     /// trimmed (removing them at each answer would cost a scan of the queue).
     order: VecDeque<(CallKey, u64)>,
@@ -49,6 +56,7 @@ impl Wire {
         Self {
             settings,
             calls: HashMap::new(),
+            tools: HashSet::new(),
             order: VecDeque::new(),
             keys: RandomState::new(),
             made: 0,
@@ -232,7 +240,18 @@ impl Wire {
         let Some(id) = id else { return };
         let key = self.key(&id.to_string());
         self.made += 1;
-        self.calls.insert(key, (tool.into(), self.made));
+        let tool = match self.tools.get(tool) {
+            Some(t) => t.clone(),
+            None => {
+                if self.tools.len() >= MAX_TOOLS {
+                    self.tools.clear();
+                }
+                let t: Arc<str> = tool.into();
+                self.tools.insert(t.clone());
+                t
+            }
+        };
+        self.calls.insert(key, (tool, self.made));
         self.order.push_back((key, self.made));
         // Answered calls leave the queue here, in one pass when they fill it twice over.
         if self.order.len() > 2 * MAX_IN_FLIGHT {
