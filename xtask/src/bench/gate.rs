@@ -187,6 +187,12 @@ fn decided_ns(stderr: &std::path::Path) -> anyhow::Result<Decided> {
 }
 
 pub fn gate(bins: &Bins, scratch: &Scratch, plan: &Plan) -> anyhow::Result<Value> {
+    // A binary just built has its pages dirty in the page cache until they
+    // are written back, and a gate's `Private_Dirty` would count them (8 MiB
+    // and more): written back first.
+    fs::File::open(&bins.agent)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("writing back {}", bins.agent.display()))?;
     let dir = scratch.path("gate");
     let state = dir.join("state");
     fs::create_dir_all(state.join("gate"))?;
