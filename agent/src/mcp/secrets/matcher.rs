@@ -1,13 +1,14 @@
 //! A secret rule's compiled form and its search: one Thompson NFA per rule,
-//! run by a bounded backtracker (or, over a window too long for it, a
-//! PikeVM), only in the windows around the rule's anchors.
+//! run by a bounded backtracker (or a PikeVM: anchored, or over a window too
+//! long for the backtracker) only in the windows around the rule's anchors;
+//! the two rules anchored on common words keep a lazy DFA.
 //!
-//! No lazy DFA: a gate runs beside every gated server, and the regex
-//! crate's `Regex` carries a forward and a reverse automaton, literal
-//! prefilters and a lazy DFA's search caches per rule (all 16 rules: 0.7
-//! MiB of heap; their NFAs alone: 0.1 MiB). The anchors already say where a
-//! match can be, so the slower engines run over a few hundred bytes, and
-//! their search state lives for one search only.
+//! A gate runs beside every gated server, and the regex crate's `Regex`
+//! carries a forward and a reverse automaton, literal prefilters and a lazy
+//! DFA's search caches per rule (all 16 rules: 0.7 MiB of heap; their NFAs
+//! alone: 0.1 MiB). The anchors already say where a match can be, so the
+//! slower engines run over a few hundred bytes, and their search state lives
+//! for one search only.
 
 use std::ops::Range;
 
@@ -35,6 +36,9 @@ pub enum Compiled {
     /// cost 50–100 µs per KB. Its search caches are kept (up to 50 KiB).
     Dfa(meta::Regex),
 }
+
+/// One search of a window, its result in the captures.
+type Search<'a> = Box<dyn FnMut(&Input<'_>, &mut Captures) + 'a>;
 
 /// One match: its capture groups in the text.
 pub struct Groups<'t> {
@@ -115,7 +119,7 @@ impl Compiled {
     }
 
     /// A search, with the NFA engines' caches made as needed and dropped with it.
-    fn searcher(&self) -> Box<dyn FnMut(&Input<'_>, &mut Captures) + '_> {
+    fn searcher(&self) -> Search<'_> {
         match self {
             // The regex's own caches: a lazy DFA made anew for each search
             // costs 40 µs on 1 KB (its states built again), 1.5–5 kept.
