@@ -309,6 +309,47 @@ fn results_are_redacted_with_the_rule_and_the_secret_reported_nowhere() {
     assert_eq!(w.server("notes", &r, Verdict::Forward, &mut events), Verdict::Forward);
 }
 
+/// Calls in flight name their tool by an index of the names called (16
+/// bytes a call); the 1,025th name on is not kept, and its results are
+/// reported unnamed.
+#[test]
+fn results_name_their_tool_up_to_1024_tool_names() {
+    let mut w = Wire::new(Settings::default());
+    let mut events = Vec::new();
+    let call_of = |id: u64, tool: &str| {
+        line(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {}}}))
+    };
+    for i in 0..1025 {
+        let c = call_of(i, &format!("tool_{i}"));
+        assert_eq!(w.host("s", &c, Verdict::Forward, &mut events), Verdict::Forward);
+    }
+    let again = call_of(5000, "tool_0");
+    assert_eq!(w.host("s", &again, Verdict::Forward, &mut events), Verdict::Forward);
+    for id in [0, 1023, 1024, 5000] {
+        let r = result(json!(id), &format!("key id {AWS_ID}."));
+        assert!(matches!(
+            w.server("s", &r, Verdict::Forward, &mut events),
+            Verdict::Rewrite(_)
+        ));
+    }
+    let tools: Vec<&str> = events
+        .iter()
+        .map(|e| match e {
+            GateEvent::Secret { tool, .. } => tool.as_str(),
+            e => panic!("{e:?}"),
+        })
+        .collect();
+    assert_eq!(
+        tools,
+        [
+            "tool_0",
+            "tool_1023",
+            "(unnamed: past the gate's 1,024 tool names)",
+            "tool_0"
+        ]
+    );
+}
+
 #[test]
 fn a_block_rule_replaces_the_result_with_an_error() {
     let s: Settings = serde_json::from_value(json!({"private-key": "block"})).unwrap();
