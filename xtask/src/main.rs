@@ -68,9 +68,13 @@ enum Cmd {
         /// `scap-open` built from falcosecurity/libs (outside the repository).
         #[arg(long, value_name = "PATH_TO_SCAP_OPEN")]
         peer_falco: Option<PathBuf>,
-        /// Only the side by side with Falco.
-        #[arg(long, requires = "peer_falco")]
+        /// Only the side by side with Falco (`--only peer`).
+        #[arg(long, requires = "peer_falco", conflicts_with = "only")]
         peer_only: bool,
+        /// Only these sections, comma-separated: overhead, throughput,
+        /// enforcement, gate, peer (all by default; peer needs --peer-falco).
+        #[arg(long, value_name = "SECTION,...")]
+        only: Option<bench::Sections>,
         /// Interleaved rounds of the side by side (14 by default).
         #[arg(long)]
         rounds: Option<usize>,
@@ -299,6 +303,7 @@ fn main() -> anyhow::Result<()> {
             smoke,
             peer_falco,
             peer_only,
+            only,
             rounds,
         } => {
             setup::ensure()?;
@@ -310,7 +315,12 @@ fn main() -> anyhow::Result<()> {
             plan.step_seconds = step_seconds.unwrap_or(plan.step_seconds);
             plan.latency_seconds = plan.step_seconds;
             let peer = peer_falco.map(|p| bench::PeerPlan::new(p, rounds));
-            bench::bench(plan, peer, peer_only, &root().join(out)).map(drop)
+            let sections = if peer_only {
+                bench::Sections::PEER
+            } else {
+                only.unwrap_or(bench::Sections::ALL)
+            };
+            bench::bench(plan, peer, sections, &root().join(out)).map(drop)
         }
     }
 }

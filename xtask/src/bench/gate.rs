@@ -10,7 +10,9 @@
 //! the decisions it writes to its standard error when no agent runs.
 //! Memory: the gate process's RSS and its private part (`smaps_rollup`),
 //! after the run, and again after a 10 MB result and more messages (the
-//! figures after it are reported apart).
+//! figures after it are reported apart). The worst case is a third run,
+//! gated, whose every 10th call is near all 16 secret rules' anchors, so
+//! that the gate compiles and runs every rule (`worst_case`).
 
 use std::{
     fs,
@@ -52,6 +54,15 @@ for line in sys.stdin.buffer:
 const ECHO_PIN: &str = "sha256:3d01ea6d662567564446124ae15dd0992f7c8770bb8bb4951726fb9dbb70bbb7";
 /// Call ids after the 10 MB result start here (to tell their decisions apart).
 const AFTER_BIG: usize = 1_000_000;
+/// The worst case for the gate's memory: a text near every secret rule's
+/// anchor (so that every rule is compiled and searched), holding no secret
+/// (the echo must come back unchanged). The agent's unit test
+/// `secrets::tests::rules_run_only_near_their_anchors` checks that this
+/// text (its copy there) is near all 16 rules.
+const NEAR_EVERY_RULE: &str = "AKIA ghp_ github_pat_ glpat- xoxb- hooks.slack.com/ npm_ pypi-AgEIcHlwaS5vcmc sk-ant- \
+    T3BlbkFJ eyJhbGciOi.eyJzdWIi -----BEGIN private_key_id secret_access_key AIza api_key=abc PASSWORD=x";
+/// In the worst-case run, one message in this many carries it.
+const NEAR_ALL_EVERY: usize = 10;
 
 /// One session's figures.
 struct Session {
@@ -63,8 +74,10 @@ struct Session {
 }
 
 /// `n` round trips, a 10 MB result, `n / 5` more; with `stderr` (the
-/// gate's, kept for its decisions), the gate's memory.
-fn session(cmd: &[String], n: usize, stderr: Option<&std::path::Path>) -> anyhow::Result<Session> {
+/// gate's, kept for its decisions), the gate's memory. `worst`: every
+/// [`NEAR_ALL_EVERY`]th message before the 10 MB result carries
+/// [`NEAR_EVERY_RULE`].
+fn session(cmd: &[String], n: usize, stderr: Option<&std::path::Path>, worst: bool) -> anyhow::Result<Session> {
     let mut c = Command::new(&cmd[0]);
     c.args(&cmd[1..]).stdin(Stdio::piped()).stdout(Stdio::piped());
     match stderr {
@@ -94,7 +107,11 @@ fn session(cmd: &[String], n: usize, stderr: Option<&std::path::Path>) -> anyhow
     let mut before = Vec::with_capacity(n);
     // The first messages warm the caches up.
     for i in 0..n + 50 {
-        let ns = trip(i, usual())?;
+        let mut args = usual();
+        if worst && i % NEAR_ALL_EVERY == 0 {
+            args["note"] = json!(NEAR_EVERY_RULE);
+        }
+        let ns = trip(i, args)?;
         if i >= 50 {
             before.push(ns);
         }
@@ -132,11 +149,19 @@ fn memory(pid: u32) -> anyhow::Result<Value> {
     )
 }
 
-/// The gate's own measure of each judged message, from its standard error:
-/// before the 10 MB result and after it.
-fn decided_ns(stderr: &std::path::Path) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+/// The gate's own measure of each judged message, from its standard error.
+#[derive(Default)]
+struct Decided {
+    /// Before the 10 MB result, and after it.
+    before: Vec<f64>,
+    after: Vec<f64>,
+    /// Those before it with an id that carried [`NEAR_EVERY_RULE`] in a worst-case run.
+    near_all: Vec<f64>,
+}
+
+fn decided_ns(stderr: &std::path::Path) -> anyhow::Result<Decided> {
     let text = fs::read_to_string(stderr)?;
-    let mut out = (Vec::new(), Vec::new());
+    let mut out = Decided::default();
     for v in text
         .lines()
         .filter_map(|l| l.split_once("): ").map(|(_, j)| j))
@@ -147,9 +172,14 @@ fn decided_ns(stderr: &std::path::Path) -> anyhow::Result<(Vec<f64>, Vec<f64>)> 
             continue;
         };
         match id.parse::<usize>() {
-            Ok(i) if i >= AFTER_BIG => out.1.push(ns),
+            Ok(i) if i >= AFTER_BIG => out.after.push(ns),
             // (Not the warm-up, nor the 10 MB call itself.)
-            Ok(i) if (50..AFTER_BIG - 1).contains(&i) => out.0.push(ns),
+            Ok(i) if (50..AFTER_BIG - 1).contains(&i) => {
+                out.before.push(ns);
+                if i % NEAR_ALL_EVERY == 0 {
+                    out.near_all.push(ns);
+                }
+            }
             _ => {}
         }
     }
@@ -157,6 +187,12 @@ fn decided_ns(stderr: &std::path::Path) -> anyhow::Result<(Vec<f64>, Vec<f64>)> 
 }
 
 pub fn gate(bins: &Bins, scratch: &Scratch, plan: &Plan) -> anyhow::Result<Value> {
+    // A binary just built has its pages dirty in the page cache until they
+    // are written back, and a gate's `Private_Dirty` would count them (8 MiB
+    // and more): written back first.
+    fs::File::open(&bins.agent)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("writing back {}", bins.agent.display()))?;
     let dir = scratch.path("gate");
     let state = dir.join("state");
     fs::create_dir_all(state.join("gate"))?;
@@ -195,26 +231,46 @@ pub fn gate(bins: &Bins, scratch: &Scratch, plan: &Plan) -> anyhow::Result<Value
     gated.extend(direct.iter().cloned());
     let (mut g, mut d, mut own) = (Vec::new(), Vec::new(), Vec::new());
     let (mut g_big, mut d_big, mut own_big) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut worst, mut worst_near_all) = (Vec::new(), Vec::new());
     let mut mem = (Value::Null, Value::Null);
+    let mut worst_mem = (Value::Null, Value::Null);
     for r in 0..plan.runs {
         eprintln!("bench: gate, run {}/{}", r + 1, plan.runs);
         let err = dir.join(format!("gate-{r}.stderr"));
-        let s = session(&gated, plan.gate_messages, Some(&err))?;
+        let s = session(&gated, plan.gate_messages, Some(&err), false)?;
         g.extend(s.before);
         g_big.extend(s.after);
         mem = s.mem.unwrap_or((Value::Null, Value::Null));
-        let (o, o_big) = decided_ns(&err)?;
-        own.extend(o);
-        own_big.extend(o_big);
-        let s = session(&direct, plan.gate_messages, None)?;
+        let o = decided_ns(&err)?;
+        own.extend(o.before);
+        own_big.extend(o.after);
+        let s = session(&direct, plan.gate_messages, None, false)?;
         d.extend(s.before);
         d_big.extend(s.after);
+        // The worst case: a gate that has compiled every secret rule.
+        let err = dir.join(format!("gate-worst-{r}.stderr"));
+        let s = session(&gated, plan.gate_messages, Some(&err), true)?;
+        worst_mem = s.mem.unwrap_or((Value::Null, Value::Null));
+        let o = decided_ns(&err)?;
+        worst.extend(o.before);
+        worst_near_all.extend(o.near_all);
     }
-    for v in [&mut g, &mut d, &mut own, &mut g_big, &mut d_big, &mut own_big] {
+    for v in [
+        &mut g,
+        &mut d,
+        &mut own,
+        &mut g_big,
+        &mut d_big,
+        &mut own_big,
+        &mut worst,
+        &mut worst_near_all,
+    ] {
         v.sort_by(|a, b| a.total_cmp(b));
     }
     let us = |v: f64| v / 1e3;
     let pct = |v: &[f64]| json!({"p50": us(percentile(v, 50.0)), "p99": us(percentile(v, 99.0))});
+    let own_pct =
+        |v: &[f64]| json!({"decisions": v.len(), "p50": us(percentile(v, 50.0)), "p99": us(percentile(v, 99.0))});
     let added = |g: &[f64], d: &[f64]| {
         json!({"p50": us(percentile(g, 50.0) - percentile(d, 50.0)),
                "p99": us(percentile(g, 99.0) - percentile(d, 99.0))})
@@ -224,15 +280,75 @@ pub fn gate(bins: &Bins, scratch: &Scratch, plan: &Plan) -> anyhow::Result<Value
         "direct_rtt_us": pct(&d),
         "gated_rtt_us": pct(&g),
         "added_rtt_us": added(&g, &d),
-        "gate_decision_us": {"decisions": own.len(), "p50": us(percentile(&own, 50.0)), "p99": us(percentile(&own, 99.0))},
+        "gate_decision_us": own_pct(&own),
         "memory": mem.0,
         "after_10mb": {
             "messages": g_big.len(),
             "added_rtt_us": added(&g_big, &d_big),
-            "gate_decision_us": {"decisions": own_big.len(), "p50": us(percentile(&own_big, 50.0)), "p99": us(percentile(&own_big, 99.0))},
+            "gate_decision_us": own_pct(&own_big),
             "memory": mem.1,
         },
+        "worst_case": {
+            "near_every_rule_every": NEAR_ALL_EVERY,
+            "gate_decision_us": own_pct(&worst),
+            "near_every_rule_us": own_pct(&worst_near_all),
+            "memory": worst_mem.0,
+            "after_10mb": {"memory": worst_mem.1},
+        },
     }))
+}
+
+/// The section's figures as Markdown tables.
+pub fn table(g: &Value) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let w = &g["worst_case"];
+    let mut s = format!(
+        "\n| MCP gate: tools/call to an echo server ({} messages per mode) | p50 | p99 |\n|---|---|---|\n",
+        g["messages"]
+    );
+    let every = w["near_every_rule_every"].as_u64().unwrap_or(0);
+    for (label, v) in [
+        ("round trip, direct", &g["direct_rtt_us"]),
+        ("round trip, through the gate", &g["gated_rtt_us"]),
+        ("added round trip", &g["added_rtt_us"]),
+        ("the gate's own time per call (read to relayed)", &g["gate_decision_us"]),
+        (
+            "added round trip after a 10 MB result",
+            &g["after_10mb"]["added_rtt_us"],
+        ),
+        (
+            "the gate's own time after a 10 MB result",
+            &g["after_10mb"]["gate_decision_us"],
+        ),
+        (
+            &*format!("worst case (every {every}th call near all 16 secret rules' anchors): the gate's own time"),
+            &w["gate_decision_us"],
+        ),
+        ("worst case: the calls near all 16 anchors", &w["near_every_rule_us"]),
+    ] {
+        s += &format!("| {label} | {:.1} µs | {:.1} µs |\n", f(&v["p50"]), f(&v["p99"]));
+    }
+    s += "\n| the gate process's memory | RSS | private dirty |\n|---|---|---|\n";
+    for (label, m) in [
+        ("usual calls, after the run", &g["memory"]),
+        (
+            "usual calls, after a 10 MB result and more calls",
+            &g["after_10mb"]["memory"],
+        ),
+        ("worst case (every secret rule compiled), after the run", &w["memory"]),
+        (
+            "worst case, after a 10 MB result and more calls",
+            &w["after_10mb"]["memory"],
+        ),
+    ] {
+        s += &format!(
+            "| {label} | {:.0} KiB | {:.0} KiB ({:.2} MiB) |\n",
+            f(&m["rss_kib"]),
+            f(&m["private_dirty_kib"]),
+            f(&m["private_dirty_kib"]) / 1024.0
+        );
+    }
+    s
 }
 
 fn nix_hostname() -> String {

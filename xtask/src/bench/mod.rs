@@ -21,6 +21,9 @@
 //! 8. With `--peer-falco SCAP_OPEN`: side by side with Falco's modern eBPF
 //!    probe (`peer`); `--peer-only` runs only that.
 //!
+//! `--only` names the sections to run (`overhead`: 1 and 2, `throughput`: 3
+//! to 5, `enforcement`, `gate`, `peer`); all by default.
+//!
 //! Each figure is the median of the runs; each slowdown a ratio of medians
 //! taken in the same runs. Prints a table, writes JSON.
 //!
@@ -53,8 +56,8 @@ use serde_json::{Value, json};
 
 use harness::{Agent, Bins, Floor, Scratch, build};
 pub use peer::PeerPlan;
-pub use plan::Plan;
-use plan::{IDLE_SERVERS, LOOPS, MODES};
+use plan::{IDLE_SERVERS, LOOPS, MODES, SECTIONS};
+pub use plan::{Plan, Sections};
 use report::{machine, table};
 use stats::{boottime_ns, cpu_ns, median, mem_kib, percentile};
 use workloads::{build_crate, ensure_perf, load, loop_ns, messaging};
@@ -309,14 +312,14 @@ fn throughput(bins: &Bins, scratch: &Scratch, plan: &Plan) -> anyhow::Result<Val
     }))
 }
 
-/// Runs the whole bench (or only the side by side with Falco, `peer_only`);
-/// writes `out` and prints the tables.
-pub fn bench(plan: Plan, peer: Option<PeerPlan>, peer_only: bool, out: &Path) -> anyhow::Result<Value> {
+/// Runs the bench's `sections` (the side by side with Falco when `peer` is
+/// given); writes `out` and prints the tables.
+pub fn bench(plan: Plan, peer: Option<PeerPlan>, sections: Sections, out: &Path) -> anyhow::Result<Value> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark loads BPF programs: run it as root");
     }
-    if peer_only && peer.is_none() {
-        bail!("--peer-only needs --peer-falco PATH_TO_SCAP_OPEN");
+    if sections.only_peer() && peer.is_none() {
+        bail!("the peer section (--peer-only, --only peer) needs --peer-falco PATH_TO_SCAP_OPEN");
     }
     let bins = build()?;
     let scratch = Scratch::new()?;
@@ -324,23 +327,30 @@ pub fn bench(plan: Plan, peer: Option<PeerPlan>, peer_only: bool, out: &Path) ->
         "machine": machine(),
         "plan": {"runs": plan.runs, "openat": plan.openat, "connect": plan.connect, "forkexec": plan.forkexec,
                  "messaging_loops": plan.messaging_loops, "step_seconds": plan.step_seconds,
-                 "gate_messages": plan.gate_messages},
+                 "gate_messages": plan.gate_messages,
+                 "sections": SECTIONS.iter().filter(|s| sections.has(s)).collect::<Vec<_>>()},
     });
-    if !peer_only {
+    if sections.has("overhead") {
         ensure_perf()?;
         report["overhead"] = overhead(&bins, &scratch, &plan)?;
+    }
+    if sections.has("throughput") {
         report["throughput"] = throughput(&bins, &scratch, &plan)?;
+    }
+    if sections.has("enforcement") {
         report["enforcement"] = enforcement::enforcement(&bins, &scratch, &plan)?;
+    }
+    if sections.has("gate") {
         report["gate"] = gate::gate(&bins, &scratch, &plan)?;
     }
-    if let Some(p) = &peer {
+    if let Some(p) = peer.as_ref().filter(|_| sections.has("peer")) {
         report["side_by_side"] = peer::peer(&bins, &scratch, p)?;
     }
     fs::write(out, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", out.display()))?;
-    if !peer_only {
+    if !sections.only_peer() {
         println!("{}", table(&report));
     }
-    if peer.is_some() {
+    if !report["side_by_side"].is_null() {
         println!("{}", peer::table(&report["side_by_side"]));
     }
     println!("(JSON: {})", out.display());
@@ -350,7 +360,7 @@ pub fn bench(plan: Plan, peer: Option<PeerPlan>, peer_only: bool, out: &Path) ->
 /// The test suite's smoke run: every section runs and yields its figures.
 pub fn smoke() -> anyhow::Result<()> {
     let out = std::env::temp_dir().join(format!("mcpwatch-bench-smoke-{}.json", std::process::id()));
-    let r = bench(Plan::SMOKE, None, false, &out)?;
+    let r = bench(Plan::SMOKE, None, Sections::ALL, &out)?;
     let _ = fs::remove_file(&out);
     for name in ["openat", "connect", "forkexec", "messaging", "build"] {
         for mode in MODES {
@@ -387,6 +397,8 @@ pub fn smoke() -> anyhow::Result<()> {
     if g["gate_decision_us"]["decisions"].as_u64().unwrap_or(0) == 0
         || !g["gated_rtt_us"]["p99"].as_f64().is_some_and(|v| v > 0.0)
         || g["memory"]["rss_kib"].as_u64().unwrap_or(0) == 0
+        || g["worst_case"]["near_every_rule_us"]["decisions"].as_u64().unwrap_or(0) == 0
+        || g["worst_case"]["memory"]["private_dirty_kib"].as_u64().unwrap_or(0) == 0
     {
         bail!("bench smoke: no gate figures: {g}");
     }

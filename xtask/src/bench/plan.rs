@@ -66,3 +66,73 @@ pub const MODES: [&str; 3] = ["none", "floor", "agent"];
 /// A port nothing listens on (connects are refused).
 pub const CLOSED_PORT: u16 = 9;
 pub const IDLE_SERVERS: usize = 10;
+
+/// The bench's sections, in the order they run (`peer` only with `--peer-falco`).
+pub const SECTIONS: [&str; 5] = ["overhead", "throughput", "enforcement", "gate", "peer"];
+
+/// The sections one run measures (`cargo xtask bench --only gate,enforcement`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sections(u8);
+
+impl Sections {
+    pub const ALL: Sections = Sections((1 << SECTIONS.len()) - 1);
+    pub const PEER: Sections = Sections(1 << 4);
+
+    /// Whether `name` (one of [`SECTIONS`]) runs.
+    pub fn has(self, name: &str) -> bool {
+        SECTIONS
+            .iter()
+            .position(|s| *s == name)
+            .is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+
+    /// Only the side by side with Falco.
+    pub fn only_peer(self) -> bool {
+        self == Self::PEER
+    }
+}
+
+impl std::str::FromStr for Sections {
+    type Err = String;
+
+    /// A comma-separated list of section names.
+    fn from_str(list: &str) -> Result<Self, String> {
+        let mut bits = 0;
+        for name in list.split(',').map(str::trim) {
+            let Some(i) = SECTIONS.iter().position(|s| *s == name) else {
+                return Err(format!(
+                    "unknown bench section {name:?} (known: {})",
+                    SECTIONS.join(", ")
+                ));
+            };
+            bits |= 1 << i;
+        }
+        Ok(Sections(bits))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_parse_from_a_comma_separated_list_of_known_names() {
+        let gate: Sections = "gate".parse().unwrap();
+        assert!(gate.has("gate"));
+        assert!(SECTIONS.iter().filter(|s| **s != "gate").all(|s| !gate.has(s)));
+        let two: Sections = "enforcement, gate".parse().unwrap();
+        assert!(two.has("enforcement") && two.has("gate") && !two.has("overhead"));
+        assert_eq!("gate,gate".parse::<Sections>(), Ok(gate));
+        assert_eq!("peer".parse::<Sections>(), Ok(Sections::PEER));
+        assert!(Sections::PEER.only_peer() && Sections::PEER.has("peer"));
+        assert!(!two.only_peer() && !Sections::ALL.only_peer());
+        assert!(SECTIONS.iter().all(|s| Sections::ALL.has(s)));
+        for bad in ["", "gate,", "Gate", "gates", "gate,latency"] {
+            let e = bad.parse::<Sections>().unwrap_err();
+            assert!(
+                e.contains("unknown bench section") && e.contains("known: overhead"),
+                "{bad}: {e}"
+            );
+        }
+    }
+}

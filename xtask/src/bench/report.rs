@@ -49,6 +49,24 @@ pub fn table(r: &Value) -> String {
         m["kernel"].as_str().unwrap_or(""),
         r["plan"]["runs"]
     );
+    for (section, part) in [
+        ("overhead", overhead as fn(&Value) -> String),
+        ("throughput", throughput),
+        ("enforcement", enforcement),
+    ] {
+        if !r[section].is_null() {
+            s += &part(r);
+        }
+    }
+    if !r["gate"].is_null() {
+        s += &super::gate::table(&r["gate"]);
+    }
+    s
+}
+
+/// Sections 1 and 2.
+fn overhead(r: &Value) -> String {
+    let mut s = String::new();
     s += "| unwatched workload | no BPF | floor | mcpwatch | floor slowdown | mcpwatch slowdown | mcpwatch / floor |\n";
     s += "|---|---|---|---|---|---|---|\n";
     let u = &r["overhead"]["unwatched"];
@@ -89,6 +107,12 @@ pub fn table(r: &Value) -> String {
             f("extra_ns_per_event")
         );
     }
+    s
+}
+
+/// Sections 3 to 5.
+fn throughput(r: &Value) -> String {
+    let mut s = String::new();
     let t = &r["throughput"];
     s += "\n| throughput step (target/s) | generator threads | achieved/s | agent events | lost | agent CPU per event |\n";
     s += "|---|---|---|---|---|---|\n";
@@ -121,6 +145,12 @@ pub fn table(r: &Value) -> String {
         l["p99_ms"].as_f64().unwrap_or(f64::NAN),
         l["max_ms"].as_f64().unwrap_or(f64::NAN),
     );
+    s
+}
+
+/// Section 6.
+fn enforcement(r: &Value) -> String {
+    let mut s = String::new();
     s += "\n| enforcement (the same watched server) | audit mode | enforce mode | enforce / audit |\n";
     s += "|---|---|---|---|\n";
     for (name, label, unit) in [
@@ -149,32 +179,5 @@ pub fn table(r: &Value) -> String {
             pct(e["ratio"].as_f64().unwrap_or(f64::NAN)),
         );
     }
-    let g = &r["gate"];
-    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-    s += &format!(
-        "
-MCP gate ({} messages, tools/call to an echo server): round trip p50 {:.1} µs / p99 {:.1} µs direct,          {:.1} / {:.1} µs gated, added p50 {:.1} µs, p99 {:.1} µs; the gate's own decision and relay of a call          p50 {:.1} µs, p99 {:.1} µs. Gate RSS {:.1} MiB ({:.1} MiB private).\n",
-        g["messages"],
-        f(&g["direct_rtt_us"]["p50"]),
-        f(&g["direct_rtt_us"]["p99"]),
-        f(&g["gated_rtt_us"]["p50"]),
-        f(&g["gated_rtt_us"]["p99"]),
-        f(&g["added_rtt_us"]["p50"]),
-        f(&g["added_rtt_us"]["p99"]),
-        f(&g["gate_decision_us"]["p50"]),
-        f(&g["gate_decision_us"]["p99"]),
-        f(&g["memory"]["rss_kib"]) / 1024.0,
-        f(&g["memory"]["private_dirty_kib"]) / 1024.0,
-    );
-    let b = &g["after_10mb"];
-    s += &format!(
-        "After a 10 MB result ({} messages): the gate's own time p50 {:.1} µs, p99 {:.1} µs, added round trip p99 {:.1} µs; Gate RSS {:.1} MiB ({:.1} MiB private).\n",
-        b["messages"],
-        f(&b["gate_decision_us"]["p50"]),
-        f(&b["gate_decision_us"]["p99"]),
-        f(&b["added_rtt_us"]["p99"]),
-        f(&b["memory"]["rss_kib"]) / 1024.0,
-        f(&b["memory"]["private_dirty_kib"]) / 1024.0,
-    );
     s
 }

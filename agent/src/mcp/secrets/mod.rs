@@ -8,6 +8,7 @@
 //! (audit mode, no gate) is [`audit_findings`]. A finding names its rule,
 //! the field and the span, never the secret.
 
+mod matcher;
 pub mod rules;
 pub mod scan;
 pub mod wire;

@@ -97,25 +97,21 @@ fn secrets_in(field: &str, text: &str, settings: &Settings) -> Vec<Finding> {
     if text.len() < MIN_TEXT {
         return hits;
     }
-    for (rule, re) in rules::candidates(text) {
+    for (rule, near) in rules::candidates(text) {
         let action = settings.action(rule.id);
         if action == Action::Off {
             continue;
         }
-        for caps in re.captures_iter(text.as_bytes()) {
-            if let Some(r) = rule.secret(&caps) {
-                hits.push(Finding {
-                    rule: rule.id.to_owned(),
-                    field: field.to_owned(),
-                    span: Span {
-                        start: r.start,
-                        end: r.end,
-                    },
-                    action,
-                    repeat: false,
-                });
-            }
-        }
+        hits.extend(rule.secrets(text, &near).into_iter().map(|r| Finding {
+            rule: rule.id.to_owned(),
+            field: field.to_owned(),
+            span: Span {
+                start: r.start,
+                end: r.end,
+            },
+            action,
+            repeat: false,
+        }));
     }
     hits
 }

@@ -15,6 +15,10 @@ const PEM_BODY: &str = "MIIEowIBAAKCAQEAouHgxzNNAL5wIScGebcy8F5n3/YNBDRzrZSgqbjG
 const AWS_ID: &str = "AKIAQ3EGT7SXYZ2ABCDE";
 const AWS_SECRET: &str = "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";
 
+/// Every rule's anchor and no secret (as the bench's worst case sends).
+const NEAR_EVERY_RULE: &str = "AKIA ghp_ github_pat_ glpat- xoxb- hooks.slack.com/ npm_ pypi-AgEIcHlwaS5vcmc sk-ant- \
+    T3BlbkFJ eyJhbGciOi.eyJzdWIi -----BEGIN private_key_id secret_access_key AIza api_key=abc PASSWORD=x";
+
 fn pem() -> String {
     format!("-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}\n{PEM_BODY}\n-----END RSA PRIVATE KEY-----\n")
 }
@@ -190,6 +194,7 @@ fn rules_run_only_near_their_anchors() {
     let near = |t: &str| rules::candidates(t).map(|(r, _)| r.id).collect::<Vec<_>>();
     assert!(near("/srv/data/notes.txt, hello world, 2026-12-01").is_empty());
     assert_eq!(near(AWS_ID), ["aws-access-key-id"]);
+    assert_eq!(near(NEAR_EVERY_RULE), RULES.iter().map(|r| r.id).collect::<Vec<_>>());
     assert_eq!(
         near("-----begin rsa private KEY"),
         ["private-key", "dotenv-credential", "generic-api-key"]
@@ -302,6 +307,47 @@ fn results_are_redacted_with_the_rule_and_the_secret_reported_nowhere() {
     assert!(!reported.contains(AWS_ID) && !reported.contains(AWS_SECRET) && !reported.contains(PEM_BODY));
     // A second response with the same id is no longer a call's: passed.
     assert_eq!(w.server("notes", &r, Verdict::Forward, &mut events), Verdict::Forward);
+}
+
+/// Calls in flight name their tool by an index of the names called (16
+/// bytes a call); the 1,025th name on is not kept, and its results are
+/// reported unnamed.
+#[test]
+fn results_name_their_tool_up_to_1024_tool_names() {
+    let mut w = Wire::new(Settings::default());
+    let mut events = Vec::new();
+    let call_of = |id: u64, tool: &str| {
+        line(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {}}}))
+    };
+    for i in 0..1025 {
+        let c = call_of(i, &format!("tool_{i}"));
+        assert_eq!(w.host("s", &c, Verdict::Forward, &mut events), Verdict::Forward);
+    }
+    let again = call_of(5000, "tool_0");
+    assert_eq!(w.host("s", &again, Verdict::Forward, &mut events), Verdict::Forward);
+    for id in [0, 1023, 1024, 5000] {
+        let r = result(json!(id), &format!("key id {AWS_ID}."));
+        assert!(matches!(
+            w.server("s", &r, Verdict::Forward, &mut events),
+            Verdict::Rewrite(_)
+        ));
+    }
+    let tools: Vec<&str> = events
+        .iter()
+        .map(|e| match e {
+            GateEvent::Secret { tool, .. } => tool.as_str(),
+            e => panic!("{e:?}"),
+        })
+        .collect();
+    assert_eq!(
+        tools,
+        [
+            "tool_0",
+            "tool_1023",
+            "(unnamed: past the gate's 1,024 tool names)",
+            "tool_0"
+        ]
+    );
 }
 
 #[test]
@@ -449,9 +495,20 @@ fn cost_per_kb() {
     for _ in 0..1000 {
         scan::find(&small, Place::Result, &Settings::default());
     }
+    let small_us = t.elapsed().as_nanos() as f64 / 1000.0 / 1000.0;
+    // Every rule's anchor, no secret: every rule runs (the bench's worst case).
+    let near_all = json!({"note": NEAR_EVERY_RULE});
+    let t = std::time::Instant::now();
+    for _ in 0..1000 {
+        assert!(
+            scan::find(&near_all, Place::Arguments, &Settings::default())
+                .findings
+                .is_empty()
+        );
+    }
     println!(
         "secret rules: {secrets:.0} ns per KB; with the poisoning indicators (results): {all:.0} ns per KB; \
-         one 1 KB result: {:.1} us",
+         one 1 KB result: {small_us:.1} us; a text near every rule's anchor: {:.1} us",
         t.elapsed().as_nanos() as f64 / 1000.0 / 1000.0
     );
 }
