@@ -33,10 +33,12 @@ use super::{
 const SERVER: &str = "bench-gate";
 /// The echo server (Python: the same in both runs, so it cancels out).
 const ECHO: &str = r#"
-import json, sys
+import json, os, sys, time
 out = sys.stdout.buffer
 tool = {"name": "echo", "description": "Echoes its arguments.", "inputSchema": {"type": "object"}}
+stamps = []
 for line in sys.stdin.buffer:
+    read_ns = time.monotonic_ns()
     if b'"tools/list"' in line:
         m = json.loads(line)
         out.write(json.dumps({"jsonrpc": "2.0", "id": m["id"], "result": {"tools": [tool]}}).encode() + b"\n")
@@ -47,6 +49,10 @@ for line in sys.stdin.buffer:
     else:
         out.write(line)
     out.flush()
+    if line.startswith(b'{"id":'):
+        stamps.append(b"%s %d %d" % (line[6:line.index(b",")], read_ns, time.monotonic_ns()))
+with open(os.environ["MCPWATCH_BENCH_STAMPS"], "wb") as f:
+    f.write(b"\n".join(stamps))
 "#;
 /// The pin of the echo server's tool: sha256 of its canonical
 /// `[name, description, inputSchema]` (`mcp::pins::Tool::pin`). Were it
@@ -69,6 +75,12 @@ struct Session {
     /// Round trips before the 10 MB result, and after it (nanoseconds).
     before: Vec<f64>,
     after: Vec<f64>,
+    /// One way, before the 10 MB result: client's write to the server's
+    /// read (in), and server's flush to the client's read (out), from
+    /// `CLOCK_MONOTONIC` on both sides (the echo writes its stamps to a
+    /// file at exit).
+    inbound: Vec<f64>,
+    outbound: Vec<f64>,
     /// The gate's memory before and after the 10 MB result (gated runs).
     mem: Option<(Value, Value)>,
 }
@@ -78,8 +90,12 @@ struct Session {
 /// [`NEAR_ALL_EVERY`]th message before the 10 MB result carries
 /// [`NEAR_EVERY_RULE`].
 fn session(cmd: &[String], n: usize, stderr: Option<&std::path::Path>, worst: bool) -> anyhow::Result<Session> {
+    let stamps = std::env::temp_dir().join(format!("mcpwatch-bench-stamps-{}", std::process::id()));
     let mut c = Command::new(&cmd[0]);
-    c.args(&cmd[1..]).stdin(Stdio::piped()).stdout(Stdio::piped());
+    c.args(&cmd[1..])
+        .env("MCPWATCH_BENCH_STAMPS", &stamps)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
     match stderr {
         Some(p) => c.stderr(fs::File::create(p)?),
         None => c.stderr(Stdio::null()),
@@ -88,15 +104,19 @@ fn session(cmd: &[String], n: usize, stderr: Option<&std::path::Path>, worst: bo
     let mut stdin = child.stdin.take().context("stdin")?;
     let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
     let mut line = String::new();
+    // id -> (client's write, client's read), CLOCK_MONOTONIC ns.
+    let mut sent = std::collections::HashMap::new();
     let mut trip = |id: usize, args: Value| -> anyhow::Result<f64> {
         let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
                          "params": {"name": "echo", "arguments": args}});
         let mut bytes = serde_json::to_vec(&msg)?;
         bytes.push(b'\n');
         let t = Instant::now();
+        let written = monotonic_ns();
         stdin.write_all(&bytes)?;
         line.clear();
         stdout.read_line(&mut line)?;
+        sent.insert(id, (written, monotonic_ns()));
         let ns = t.elapsed().as_nanos() as f64;
         if line.len() != bytes.len() && args.get("big").is_none() {
             bail!("{cmd:?} answered {:?} to {msg}", &line[..line.len().min(300)]);
@@ -125,11 +145,45 @@ fn session(cmd: &[String], n: usize, stderr: Option<&std::path::Path>, worst: bo
     let mem_after = stderr.is_some().then(|| memory(pid)).transpose()?;
     drop(stdin);
     child.wait()?;
+    let text = fs::read_to_string(&stamps).with_context(|| format!("the echo's stamps in {}", stamps.display()))?;
+    let _ = fs::remove_file(&stamps);
+    let (mut inbound, mut outbound) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for l in text.lines() {
+        let mut f = l.split(' ');
+        let (Some(id), Some(Ok(read)), Some(Ok(flushed))) = (
+            f.next(),
+            f.next().map(str::parse::<u64>),
+            f.next().map(str::parse::<u64>),
+        ) else {
+            bail!("the echo's stamps: unreadable line {l:?}");
+        };
+        // (The gate's own requests have ids of its own.)
+        let Ok(id) = id.parse::<usize>() else {
+            continue;
+        };
+        if let Some(&(written, got)) = sent.get(&id).filter(|_| (50..AFTER_BIG - 1).contains(&id)) {
+            inbound.push(read.saturating_sub(written) as f64);
+            outbound.push(got.saturating_sub(flushed) as f64);
+        }
+    }
+    if inbound.len() != n {
+        bail!("the echo stamped {} of the {n} measured messages", inbound.len());
+    }
     Ok(Session {
         before,
         after,
+        inbound,
+        outbound,
         mem: mem_before.zip(mem_after),
     })
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds (what Python's `time.monotonic_ns` reads).
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the local struct.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// RSS, its anonymous part and the private (unshared) pages, KiB.
@@ -230,6 +284,7 @@ pub fn gate(bins: &Bins, scratch: &Scratch, plan: &Plan) -> anyhow::Result<Value
     .collect();
     gated.extend(direct.iter().cloned());
     let (mut g, mut d, mut own) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut g_in, mut g_out, mut d_in, mut d_out) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut g_big, mut d_big, mut own_big) = (Vec::new(), Vec::new(), Vec::new());
     let (mut worst, mut worst_near_all) = (Vec::new(), Vec::new());
     let mut mem = (Value::Null, Value::Null);
@@ -239,6 +294,8 @@ pub fn gate(bins: &Bins, scratch: &Scratch, plan: &Plan) -> anyhow::Result<Value
         let err = dir.join(format!("gate-{r}.stderr"));
         let s = session(&gated, plan.gate_messages, Some(&err), false)?;
         g.extend(s.before);
+        g_in.extend(s.inbound);
+        g_out.extend(s.outbound);
         g_big.extend(s.after);
         mem = s.mem.unwrap_or((Value::Null, Value::Null));
         let o = decided_ns(&err)?;
@@ -246,6 +303,8 @@ pub fn gate(bins: &Bins, scratch: &Scratch, plan: &Plan) -> anyhow::Result<Value
         own_big.extend(o.after);
         let s = session(&direct, plan.gate_messages, None, false)?;
         d.extend(s.before);
+        d_in.extend(s.inbound);
+        d_out.extend(s.outbound);
         d_big.extend(s.after);
         // The worst case: a gate that has compiled every secret rule.
         let err = dir.join(format!("gate-worst-{r}.stderr"));
@@ -264,6 +323,10 @@ pub fn gate(bins: &Bins, scratch: &Scratch, plan: &Plan) -> anyhow::Result<Value
         &mut own_big,
         &mut worst,
         &mut worst_near_all,
+        &mut g_in,
+        &mut g_out,
+        &mut d_in,
+        &mut d_out,
     ] {
         v.sort_by(|a, b| a.total_cmp(b));
     }
@@ -280,6 +343,8 @@ pub fn gate(bins: &Bins, scratch: &Scratch, plan: &Plan) -> anyhow::Result<Value
         "direct_rtt_us": pct(&d),
         "gated_rtt_us": pct(&g),
         "added_rtt_us": added(&g, &d),
+        "added_inbound_us": added(&g_in, &d_in),
+        "added_outbound_us": added(&g_out, &d_out),
         "gate_decision_us": own_pct(&own),
         "memory": mem.0,
         "after_10mb": {
@@ -311,6 +376,8 @@ pub fn table(g: &Value) -> String {
         ("round trip, direct", &g["direct_rtt_us"]),
         ("round trip, through the gate", &g["gated_rtt_us"]),
         ("added round trip", &g["added_rtt_us"]),
+        ("added one way, client to server (a request)", &g["added_inbound_us"]),
+        ("added one way, server to client (a result)", &g["added_outbound_us"]),
         ("the gate's own time per call (read to relayed)", &g["gate_decision_us"]),
         (
             "added round trip after a 10 MB result",
