@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use super::{
     events_file::EventsFile,
     format::ocsf,
+    record_json,
     summary::{self, Summaries, Verdict},
 };
 use crate::config::{EventsConfig, EventsFormat, EventsLevel};
@@ -357,7 +358,11 @@ impl EventWriter {
 
     fn write_record(&mut self, r: &Record<'_>) {
         match self.format {
-            EventsFormat::Mcpwatch => self.write_line(r),
+            EventsFormat::Mcpwatch => {
+                self.line.clear();
+                let res = record_json::write(r, &mut self.line);
+                self.write_rendered(res)
+            }
             // The record's JSON value is mapped, not text parsed back.
             EventsFormat::Ocsf => match serde_json::to_value(r) {
                 Ok(v) => self.write_line(&ocsf::from_event(&v)),
@@ -368,7 +373,13 @@ impl EventWriter {
 
     fn write_line<T: Serialize>(&mut self, r: &T) {
         self.line.clear();
-        if let Err(e) = serde_json::to_writer(&mut self.line, r) {
+        let res = serde_json::to_writer(&mut self.line, r);
+        self.write_rendered(res)
+    }
+
+    /// Writes the line rendered into `self.line`, unless rendering failed.
+    fn write_rendered(&mut self, rendered: serde_json::Result<()>) {
+        if let Err(e) = rendered {
             self.failed(1, &e.into());
             return;
         }

@@ -1,0 +1,303 @@
+//! An event line written field by field: the text serde_json makes of a
+//! [`Record`], byte for byte (the tests compare them), for about half the
+//! cost, since every event may become a line.
+//!
+//! What serde costs here: the flattened `detail` makes the derived
+//! `Serialize` a map, so each of the ~20 keys of a line is escaped like a
+//! value, and each string goes through the escaper a byte at a time. Here
+//! keys are literals, a string is copied as it is when none of its bytes
+//! needs escaping (one pass, no branch per byte), and numbers go through
+//! `itoa` (serde_json's own). A string that does need escaping is handed to
+//! serde_json itself, so escaping (control bytes, quotes, backslashes; the
+//! U+FFFD of repaired UTF-8 and U+2028 left as they are) is serde_json's and
+//! cannot drift. The few lines with nested values (DNS, MCP `detail`) write
+//! those values with serde_json as well.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::events::{Ancestor, DnsRecord, Json, Record};
+
+/// Appends `r`'s JSON text (no newline) to `out`.
+pub fn write(r: &Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    // Every field named: a field added to `Record` fails to compile here
+    // until it is written.
+    let Record {
+        ts,
+        kind,
+        server,
+        pid,
+        ppid,
+        uid,
+        exe,
+        argv,
+        tid,
+        gid,
+        comm,
+        filename,
+        interp,
+        argv_truncated,
+        ancestry,
+        child_pid,
+        exit_code,
+        signal,
+        reason,
+        event_kind,
+        lost,
+        probe,
+        cwd,
+        stdio,
+        fileless,
+        written_then_exec,
+        op,
+        syscall,
+        result,
+        error,
+        path,
+        path_as_given,
+        path_resolved,
+        path_truncated,
+        path2,
+        from_user_memory,
+        access,
+        family,
+        proto,
+        addr,
+        port,
+        local_port,
+        unix_path,
+        hostname,
+        exposed,
+        dns,
+        risk,
+        target_pid,
+        note,
+        tool,
+        call_id,
+        calls_in_flight,
+        detail,
+    } = r;
+    let w = &mut Line(out);
+    w.raw(b"{\"ts\":");
+    ts.as_str().write(w)?;
+    w.field(",\"kind\":", kind)?;
+    w.field(",\"server\":", server)?;
+    w.field(",\"pid\":", pid)?;
+    w.field(",\"ppid\":", ppid)?;
+    w.field(",\"uid\":", uid)?;
+    w.field(",\"exe\":", exe)?;
+    w.field(",\"argv\":", argv)?;
+    w.opt(",\"tid\":", tid)?;
+    w.opt(",\"gid\":", gid)?;
+    w.opt(",\"comm\":", comm)?;
+    w.opt(",\"filename\":", filename)?;
+    w.opt(",\"interp\":", interp)?;
+    w.opt(",\"argv_truncated\":", argv_truncated)?;
+    w.opt(",\"ancestry\":", ancestry)?;
+    w.opt(",\"child_pid\":", child_pid)?;
+    w.opt(",\"exit_code\":", exit_code)?;
+    w.opt(",\"signal\":", signal)?;
+    w.opt(",\"reason\":", reason)?;
+    w.opt(",\"event_kind\":", event_kind)?;
+    w.opt(",\"lost\":", lost)?;
+    w.opt(",\"probe\":", probe)?;
+    w.opt(",\"cwd\":", cwd)?;
+    w.opt(",\"stdio\":", stdio)?;
+    w.opt(",\"fileless\":", fileless)?;
+    w.opt(",\"written_then_exec\":", written_then_exec)?;
+    w.opt(",\"op\":", op)?;
+    w.opt(",\"syscall\":", syscall)?;
+    w.opt(",\"result\":", result)?;
+    w.opt(",\"error\":", error)?;
+    w.opt(",\"path\":", path)?;
+    w.opt(",\"path_as_given\":", path_as_given)?;
+    w.opt(",\"path_resolved\":", path_resolved)?;
+    w.opt(",\"path_truncated\":", path_truncated)?;
+    w.opt(",\"path2\":", path2)?;
+    if *from_user_memory {
+        w.field(",\"from_user_memory\":", from_user_memory)?;
+    }
+    w.opt(",\"access\":", access)?;
+    w.opt(",\"family\":", family)?;
+    w.opt(",\"proto\":", proto)?;
+    w.opt(",\"addr\":", addr)?;
+    w.opt(",\"port\":", port)?;
+    w.opt(",\"local_port\":", local_port)?;
+    w.opt(",\"unix_path\":", unix_path)?;
+    w.opt(",\"hostname\":", hostname)?;
+    w.opt(",\"exposed\":", exposed)?;
+    w.opt(",\"dns\":", dns)?;
+    w.opt(",\"risk\":", risk)?;
+    w.opt(",\"target_pid\":", target_pid)?;
+    w.opt(",\"note\":", note)?;
+    w.opt(",\"tool\":", tool)?;
+    w.opt(",\"call_id\":", call_id)?;
+    w.opt(",\"calls_in_flight\":", calls_in_flight)?;
+    for (k, v) in detail.iter().flatten() {
+        w.raw(b",");
+        k.as_str().write(w)?;
+        w.raw(b":");
+        w.serde(v)?;
+    }
+    w.raw(b"}");
+    Ok(())
+}
+
+/// The line being written.
+struct Line<'o>(&'o mut Vec<u8>);
+
+impl Line<'_> {
+    fn raw(&mut self, b: &[u8]) {
+        self.0.extend_from_slice(b);
+    }
+
+    /// `key` is the literal `,"name":`.
+    fn field<T: Value + ?Sized>(&mut self, key: &str, v: &T) -> serde_json::Result<()> {
+        self.raw(key.as_bytes());
+        v.write(self)
+    }
+
+    /// Written when present (`skip_serializing_if = "Option::is_none"`).
+    fn opt<T: Value>(&mut self, key: &str, v: &Option<T>) -> serde_json::Result<()> {
+        match v {
+            Some(v) => self.field(key, v),
+            None => Ok(()),
+        }
+    }
+
+    fn serde<T: Serialize + ?Sized>(&mut self, v: &T) -> serde_json::Result<()> {
+        serde_json::to_writer(&mut *self.0, v)
+    }
+}
+
+/// A value of a line, written as serde_json writes it.
+trait Value {
+    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()>;
+}
+
+/// Bytes a JSON string cannot hold as they are: control bytes, `"` and `\`.
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+impl Value for str {
+    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
+        // Counted, not searched: no early exit, so the check runs over whole
+        // vectors of bytes.
+        if self.bytes().filter(|b| needs_escape(*b)).count() == 0 {
+            w.raw(b"\"");
+            w.raw(self.as_bytes());
+            w.raw(b"\"");
+            Ok(())
+        } else {
+            w.serde(self)
+        }
+    }
+}
+
+impl Value for &str {
+    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
+        (**self).write(w)
+    }
+}
+
+impl Value for String {
+    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
+        self.as_str().write(w)
+    }
+}
+
+impl Value for bool {
+    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
+        w.raw(if *self { b"true" } else { b"false" });
+        Ok(())
+    }
+}
+
+macro_rules! integers {
+    ($($t:ty),*) => {$(
+        impl Value for $t {
+            fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
+                w.raw(itoa::Buffer::new().format(*self).as_bytes());
+                Ok(())
+            }
+        }
+    )*};
+}
+integers!(u16, u32, u64, i32, i64, usize);
+
+/// `null` when absent (`server` is always written).
+impl<T: Value> Value for Option<T> {
+    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
+        match self {
+            Some(v) => v.write(w),
+            None => {
+                w.raw(b"null");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<T: Value> Value for [T] {
+    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
+        w.raw(b"[");
+        for (i, v) in self.iter().enumerate() {
+            if i > 0 {
+                w.raw(b",");
+            }
+            v.write(w)?;
+        }
+        w.raw(b"]");
+        Ok(())
+    }
+}
+
+impl<T: Value> Value for Vec<T> {
+    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
+        self.as_slice().write(w)
+    }
+}
+
+impl<T: Value, const N: usize> Value for [T; N] {
+    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
+        self.as_slice().write(w)
+    }
+}
+
+/// Rendered once per process (exe, argv): copied as it is.
+impl Value for RawValue {
+    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
+        w.raw(self.get().as_bytes());
+        Ok(())
+    }
+}
+
+impl<T: Value + ?Sized> Value for Json<'_, T> {
+    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
+        match self {
+            Json::Value(v) => v.write(w),
+            Json::Rendered(r) => r.write(w),
+        }
+    }
+}
+
+impl Value for Ancestor<'_> {
+    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
+        w.field("{\"pid\":", &self.pid)?;
+        w.field(",\"exe\":", self.exe)?;
+        w.raw(b"}");
+        Ok(())
+    }
+}
+
+/// DNS lines are few: serde_json's own rendering.
+impl Value for DnsRecord {
+    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
+        w.serde(self)
+    }
+}
+
+#[cfg(test)]
+#[path = "record_json/tests.rs"]
+mod tests;
