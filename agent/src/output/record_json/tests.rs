@@ -127,6 +127,25 @@ fn every_byte_and_odd_character_is_escaped_as_serde_json_escapes_it() {
     }
 }
 
+/// The word-at-a-time check finds each byte that needs escaping at every
+/// place of a word and of the tail, among plain bytes low and high.
+#[test]
+fn the_escape_check_sees_every_byte_at_every_place() {
+    let escaped = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    for len in 1..=24 {
+        for at in 0..len {
+            for fill in [b'a', b' ', 0x7f, 0x80, 0xff, b'!', b']'] {
+                for b in 0..=u8::MAX {
+                    let mut s = vec![fill; len];
+                    s[at] = b;
+                    assert_eq!(plain(&s), !escaped(b), "byte {b:#x} at {at} of {len}, among {fill:#x}");
+                }
+            }
+        }
+    }
+    assert!(plain(b""));
+}
+
 /// Bytes as the kernel gives them, repaired as the decoder repairs them.
 fn repaired() -> impl Strategy<Value = String> {
     prop::collection::vec(any::<u8>(), 0..40).prop_map(|b| String::from_utf8_lossy(&b).into_owned())
