@@ -1,6 +1,7 @@
 //! JSON lines: one object per event, to stdout or a file.
 
 use std::{
+    borrow::Cow,
     io::{self, BufWriter, Write},
     path::Path,
     time::{Duration, SystemTime},
@@ -15,7 +16,10 @@ use super::{
     record_json,
     summary::{self, Summaries, Verdict},
 };
-use crate::config::{EventsConfig, EventsFormat, EventsLevel};
+use crate::{
+    config::{EventsConfig, EventsFormat, EventsLevel},
+    policy::activity::Access,
+};
 
 /// One ancestor of a process: pid and exe.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
@@ -130,7 +134,7 @@ pub struct Record<'a> {
     /// file: absolute path (resolved in the kernel from the opened file when
     /// `path_resolved`), the path as the process gave it, a second path.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
+    pub path: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path_as_given: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,8 +147,9 @@ pub struct Record<'a> {
     /// (a racing thread could have changed it), not from a kernel object.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub from_user_memory: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub access: Option<Vec<&'static str>>,
+    /// file: what the call asked for, as words (`["read", "write"]`).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "access_words")]
+    pub access: Option<Access>,
     /// net: family, protocol, address (remote for connect/sendto/accept,
     /// local for bind/listen), port, Unix path, hostname learnt from DNS.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -184,6 +189,13 @@ pub struct Record<'a> {
     /// Fields of MCP lines (`tool_call`, `mcp_garbage`...), flattened into the line.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn access_words<S: serde::Serializer>(a: &Option<Access>, s: S) -> Result<S::Ok, S::Error> {
+    match a {
+        Some(a) => s.collect_seq(a.each_word()),
+        None => s.serialize_none(),
+    }
 }
 
 /// A DNS message in an event line.

@@ -13,10 +13,13 @@
 //! cannot drift. The few lines with nested values (DNS, MCP `detail`) write
 //! those values with serde_json as well.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::events::{Ancestor, DnsRecord, Json, Record};
+use crate::policy::activity::Access;
 
 /// Appends `r`'s JSON text (no newline) to `out`.
 pub fn write(r: &Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
@@ -181,24 +184,29 @@ trait Value {
 }
 
 /// Whether no byte of `s` needs escaping (control bytes, `"` and `\`),
-/// eight bytes at a time: the exact tests for "some byte below n" and "some
-/// byte zero" on a word (Anderson's bit hacks), the tail padded with spaces.
+/// eight bytes at a time with the exact tests for "some byte below n" and
+/// "some byte zero" on a word (Anderson's bit hacks); the tail as the last
+/// eight bytes (read twice, not copied: a copy to the stack then read as a
+/// word stalled on store forwarding), a string under eight byte by byte.
 fn plain(s: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = ONES << 7;
-    fn word(x: u64) -> bool {
+    fn word(w: &[u8]) -> bool {
+        let x = u64::from_ne_bytes(w.try_into().expect("8 bytes"));
         let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
         let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
         (below_space | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))) == 0
     }
-    let mut words = s.chunks_exact(8);
-    let mut ok = true;
-    for w in &mut words {
-        ok &= word(u64::from_ne_bytes(w.try_into().expect("8 bytes")));
+    if s.len() < 8 {
+        return !s.iter().fold(false, |bad, b| bad | needs_escape(*b));
     }
-    let mut tail = [b' '; 8];
-    tail[..words.remainder().len()].copy_from_slice(words.remainder());
-    ok && word(u64::from_ne_bytes(tail))
+    let ok = s.chunks_exact(8).fold(true, |ok, w| ok & word(w));
+    ok && word(&s[s.len() - 8..])
+}
+
+/// Bytes a JSON string cannot hold as they are.
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
 }
 
 impl Value for str {
@@ -282,6 +290,27 @@ impl<T: Value> Value for Vec<T> {
 impl<T: Value, const N: usize> Value for [T; N] {
     fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
         self.as_slice().write(w)
+    }
+}
+
+impl Value for Cow<'_, str> {
+    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
+        self.as_ref().write(w)
+    }
+}
+
+/// A file call's access, as words.
+impl Value for Access {
+    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
+        w.raw(b"[");
+        for (i, word) in self.each_word().enumerate() {
+            if i > 0 {
+                w.raw(b",");
+            }
+            word.write(w)?;
+        }
+        w.raw(b"]");
+        Ok(())
     }
 }
 

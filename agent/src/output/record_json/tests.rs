@@ -18,7 +18,10 @@ fn both(r: &Record<'_>) -> (String, String) {
 /// rendered once.
 fn full<'a>(s: &'a str, argv: &'a [String], rendered: Option<&'a (Box<RawValue>, Box<RawValue>)>) -> Record<'a> {
     let mut detail = serde_json::Map::new();
-    detail.insert(s.to_owned(), serde_json::json!({ "k": s, "n": [1, -2, 3.5, null, true] }));
+    detail.insert(
+        s.to_owned(),
+        serde_json::json!({ "k": s, "n": [1, -2, 3.5, null, true] }),
+    );
     detail.insert("duration_ns".into(), 7.into());
     Record {
         ts: s.to_owned(),
@@ -51,13 +54,18 @@ fn full<'a>(s: &'a str, argv: &'a [String], rendered: Option<&'a (Box<RawValue>,
         syscall: Some(s),
         result: Some(i64::MIN),
         error: Some(s),
-        path: Some(s.to_owned()),
+        path: Some(s.into()),
         path_as_given: Some(s),
         path_resolved: Some(true),
         path_truncated: Some(false),
         path2: Some(s),
         from_user_memory: true,
-        access: Some(vec!["read", "write"]),
+        access: Some(Access {
+            read: true,
+            write: true,
+            attributes: true,
+            ..Default::default()
+        }),
         family: Some("inet6"),
         proto: Some("tcp"),
         addr: Some(s.to_owned()),
