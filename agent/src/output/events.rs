@@ -14,6 +14,7 @@ use super::{
     events_file::EventsFile,
     format::ocsf,
     record_json,
+    stamp::Stamp,
     summary::{self, Summaries, Verdict},
 };
 use crate::{
@@ -69,7 +70,7 @@ impl Default for Json<'_, [String]> {
 /// The JSON form of an event. Common fields first; the rest depends on `kind`.
 #[derive(Serialize, Debug, Default)]
 pub struct Record<'a> {
-    pub ts: String,
+    pub ts: Stamp,
     pub kind: &'a str,
     pub server: Option<&'a str>,
     pub pid: u32,
@@ -241,7 +242,7 @@ impl Clock {
 
     /// [`Clock::rfc3339`], with the part up to the second kept in `cache`
     /// between calls (events come in bursts within one second).
-    pub fn rfc3339_cached(&self, ktime_ns: u64, cache: &mut (u64, String)) -> String {
+    pub fn rfc3339_cached(&self, ktime_ns: u64, cache: &mut (u64, String)) -> Stamp {
         let ns = (self.boot_epoch_ns + ktime_ns as i128).max(0) as u128;
         let (secs, nanos) = ((ns / 1_000_000_000) as u64, (ns % 1_000_000_000) as u32);
         if cache.0 != secs || cache.1.is_empty() {
@@ -250,18 +251,13 @@ impl Clock {
             cache.1.pop(); // the 'Z'
             cache.0 = secs;
         }
-        let mut s = String::with_capacity(cache.1.len() + 11);
-        s.push_str(&cache.1);
         let mut digits = [b'0'; 9];
         let mut n = nanos;
         for d in digits.iter_mut().rev() {
             *d = b'0' + (n % 10) as u8;
             n /= 10;
         }
-        s.push('.');
-        s.push_str(std::str::from_utf8(&digits).expect("ASCII digits"));
-        s.push('Z');
-        s
+        Stamp::concat(&[&cache.1, ".", std::str::from_utf8(&digits).expect("ASCII digits"), "Z"])
     }
 
     /// Boot-time nanoseconds now (the kernel's event clock).
@@ -477,7 +473,7 @@ mod tests {
         let mut cache = (0, String::new());
         let now = Clock::now_ktime();
         for k in [now, now + 1, now + 999_999_999, now + 1_000_000_000, now + 5, 0] {
-            assert_eq!(c.rfc3339_cached(k, &mut cache), c.rfc3339(k), "{k}");
+            assert_eq!(c.rfc3339_cached(k, &mut cache).as_str(), c.rfc3339(k), "{k}");
         }
     }
 

@@ -8,7 +8,10 @@ use agent_common::{EventKind, io_uring};
 use crate::{
     kernel::decode::{Addr, Exec, FdKind, Header, Sys},
     mcp::CallTag,
-    output::events::{Ancestor, Clock, Record},
+    output::{
+        events::{Ancestor, Clock, Record},
+        stamp::Stamp,
+    },
     pipeline::{
         observe::{ExecObservation, NetObservation, RiskyObservation, SysObservation, errno_name},
         procs::Proc,
@@ -30,7 +33,7 @@ impl Names {
         self.servers.name(id)
     }
 
-    pub fn ts(&self, ktime_ns: u64) -> String {
+    pub fn ts(&self, ktime_ns: u64) -> Stamp {
         self.clock.rfc3339_cached(ktime_ns, &mut self.ts_cache.borrow_mut())
     }
 

@@ -13,4 +13,5 @@ pub mod metrics;
 mod record_json;
 pub mod rotation;
 pub mod sinks;
+pub mod stamp;
 pub mod summary;

@@ -24,7 +24,7 @@ fn full<'a>(s: &'a str, argv: &'a [String], rendered: Option<&'a (Box<RawValue>,
     );
     detail.insert("duration_ns".into(), 7.into());
     Record {
-        ts: s.to_owned(),
+        ts: s.into(),
         kind: s,
         server: Some(s),
         pid: u32::MAX,
