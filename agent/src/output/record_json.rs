@@ -173,6 +173,19 @@ impl Line<'_> {
         }
     }
 
+    /// A JSON array of `items`.
+    fn list<T: Value>(&mut self, items: impl Iterator<Item = T>) -> serde_json::Result<()> {
+        self.raw(b"[");
+        for (i, v) in items.enumerate() {
+            if i > 0 {
+                self.raw(b",");
+            }
+            v.write(self)?;
+        }
+        self.raw(b"]");
+        Ok(())
+    }
+
     fn serde<T: Serialize + ?Sized>(&mut self, v: &T) -> serde_json::Result<()> {
         serde_json::to_writer(&mut *self.0, v)
     }
@@ -223,7 +236,7 @@ impl Value for str {
     }
 }
 
-impl Value for &str {
+impl<T: Value + ?Sized> Value for &T {
     fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
         (**self).write(w)
     }
@@ -269,15 +282,7 @@ impl<T: Value> Value for Option<T> {
 
 impl<T: Value> Value for [T] {
     fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
-        w.raw(b"[");
-        for (i, v) in self.iter().enumerate() {
-            if i > 0 {
-                w.raw(b",");
-            }
-            v.write(w)?;
-        }
-        w.raw(b"]");
-        Ok(())
+        w.list(self.iter())
     }
 }
 
@@ -302,15 +307,7 @@ impl Value for Cow<'_, str> {
 /// A file call's access, as words.
 impl Value for Access {
     fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
-        w.raw(b"[");
-        for (i, word) in self.each_word().enumerate() {
-            if i > 0 {
-                w.raw(b",");
-            }
-            word.write(w)?;
-        }
-        w.raw(b"]");
-        Ok(())
+        w.list(self.each_word())
     }
 }
 
