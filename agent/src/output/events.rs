@@ -251,13 +251,10 @@ impl Clock {
             cache.1.pop(); // the 'Z'
             cache.0 = secs;
         }
-        let mut digits = [b'0'; 9];
-        let mut n = nanos;
-        for d in digits.iter_mut().rev() {
-            *d = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-        Stamp::concat(&[&cache.1, ".", std::str::from_utf8(&digits).expect("ASCII digits"), "Z"])
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(nanos);
+        let zeros = &"000000000"[digits.len().min(9)..];
+        Stamp::concat(&[&cache.1, ".", zeros, digits, "Z"])
     }
 
     /// Boot-time nanoseconds now (the kernel's event clock).
@@ -472,7 +469,13 @@ mod tests {
         let c = Clock::new();
         let mut cache = (0, String::new());
         let now = Clock::now_ktime();
-        for k in [now, now + 1, now + 999_999_999, now + 1_000_000_000, now + 5, 0] {
+        // A second's start, then nanoseconds with leading zeros and without.
+        let second = now - (c.boot_epoch_ns + now as i128).rem_euclid(1_000_000_000) as u64;
+        let nanos = [0, 5, 12_345, 100_000_000, 999_999_999].map(|n| second + n);
+        for k in [now, now + 1, now + 999_999_999, now + 1_000_000_000, now + 5, 0]
+            .into_iter()
+            .chain(nanos)
+        {
             assert_eq!(c.rfc3339_cached(k, &mut cache).as_str(), c.rfc3339(k), "{k}");
         }
     }

@@ -18,7 +18,10 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::events::{Ancestor, DnsRecord, Json, Record};
+use super::{
+    events::{Ancestor, DnsRecord, Json, Record},
+    stamp::Stamp,
+};
 use crate::policy::activity::Access;
 
 /// Appends `r`'s JSON text (no newline) to `out`.
@@ -84,7 +87,7 @@ pub fn write(r: &Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     out.reserve(1024);
     let w = &mut Line(out);
     w.raw(b"{\"ts\":");
-    ts.as_str().write(w)?;
+    ts.write(w)?;
     w.field(",\"kind\":", kind)?;
     w.field(",\"server\":", server)?;
     w.field(",\"pid\":", pid)?;
@@ -173,6 +176,20 @@ impl Line<'_> {
         }
     }
 
+    /// A string: copied between quotes when `bytes` (those of `s()`) need no
+    /// escaping, else serde_json's rendering.
+    #[inline(always)]
+    fn text<'s>(&mut self, bytes: &[u8], s: impl FnOnce() -> &'s str) -> serde_json::Result<()> {
+        if plain(bytes) {
+            self.raw(b"\"");
+            self.raw(bytes);
+            self.raw(b"\"");
+            Ok(())
+        } else {
+            self.serde(s())
+        }
+    }
+
     /// A JSON array of `items`.
     fn list<T: Value>(&mut self, items: impl Iterator<Item = T>) -> serde_json::Result<()> {
         self.raw(b"[");
@@ -225,14 +242,14 @@ fn needs_escape(b: u8) -> bool {
 impl Value for str {
     #[inline]
     fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
-        if plain(self.as_bytes()) {
-            w.raw(b"\"");
-            w.raw(self.as_bytes());
-            w.raw(b"\"");
-            Ok(())
-        } else {
-            w.serde(self)
-        }
+        w.text(self.as_bytes(), || self)
+    }
+}
+
+/// The timestamp's bytes checked as they are (`as_str` would check UTF-8).
+impl Value for Stamp {
+    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
+        w.text(self.as_bytes(), || self.as_str())
     }
 }
 

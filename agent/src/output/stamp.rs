@@ -23,6 +23,14 @@ impl Stamp {
         }
     }
 
+    /// The text's bytes (no UTF-8 check: it was a `str`).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Stamp::Inline { len, text } => &text[..usize::from(*len)],
+            Stamp::Text(s) => s.as_bytes(),
+        }
+    }
+
     /// `parts` one after the other.
     pub fn concat(parts: &[&str]) -> Self {
         let len: usize = parts.iter().map(|p| p.len()).sum();
@@ -94,6 +102,7 @@ mod tests {
         for s in ["", "t", nanos, "2026-12-01T13:27:55.980878455+00:00 and more"] {
             let st = Stamp::from(s);
             assert_eq!((st.as_str(), &*Stamp::from(s.to_owned())), (s, s));
+            assert_eq!(st.as_bytes(), s.as_bytes());
             assert_eq!(serde_json::to_string(&st).unwrap(), serde_json::to_string(s).unwrap());
         }
         assert!(matches!(Stamp::from(nanos), Stamp::Inline { .. }));
