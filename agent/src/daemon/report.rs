@@ -193,7 +193,7 @@ impl Agent {
                 server.unwrap_or("-")
             );
             let r = Record {
-                ts: self.names.clock.rfc3339(Clock::now_ktime()),
+                ts: self.names.clock.rfc3339(Clock::now_ktime()).into(),
                 kind: "loss",
                 server,
                 event_kind: Some(kind),
@@ -211,7 +211,7 @@ impl Agent {
             self.metrics.event(None, "loss");
             self.kernel_state_lost(probe, reason, n);
             let r = Record {
-                ts: self.names.clock.rfc3339(Clock::now_ktime()),
+                ts: self.names.clock.rfc3339(Clock::now_ktime()).into(),
                 kind: "loss",
                 probe: Some(probe),
                 reason: Some(reason),

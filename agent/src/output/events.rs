@@ -1,6 +1,7 @@
 //! JSON lines: one object per event, to stdout or a file.
 
 use std::{
+    borrow::Cow,
     io::{self, BufWriter, Write},
     path::Path,
     time::{Duration, SystemTime},
@@ -12,9 +13,14 @@ use serde_json::value::RawValue;
 use super::{
     events_file::EventsFile,
     format::ocsf,
+    record_json,
+    stamp::Stamp,
     summary::{self, Summaries, Verdict},
 };
-use crate::config::{EventsConfig, EventsFormat, EventsLevel};
+use crate::{
+    config::{EventsConfig, EventsFormat, EventsLevel},
+    policy::activity::Access,
+};
 
 /// One ancestor of a process: pid and exe.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
@@ -64,7 +70,7 @@ impl Default for Json<'_, [String]> {
 /// The JSON form of an event. Common fields first; the rest depends on `kind`.
 #[derive(Serialize, Debug, Default)]
 pub struct Record<'a> {
-    pub ts: String,
+    pub ts: Stamp,
     pub kind: &'a str,
     pub server: Option<&'a str>,
     pub pid: u32,
@@ -129,7 +135,7 @@ pub struct Record<'a> {
     /// file: absolute path (resolved in the kernel from the opened file when
     /// `path_resolved`), the path as the process gave it, a second path.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
+    pub path: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path_as_given: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,8 +148,9 @@ pub struct Record<'a> {
     /// (a racing thread could have changed it), not from a kernel object.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub from_user_memory: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub access: Option<Vec<&'static str>>,
+    /// file: what the call asked for, as words (`["read", "write"]`).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "access_words")]
+    pub access: Option<Access>,
     /// net: family, protocol, address (remote for connect/sendto/accept,
     /// local for bind/listen), port, Unix path, hostname learnt from DNS.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -183,6 +190,13 @@ pub struct Record<'a> {
     /// Fields of MCP lines (`tool_call`, `mcp_garbage`...), flattened into the line.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn access_words<S: serde::Serializer>(a: &Option<Access>, s: S) -> Result<S::Ok, S::Error> {
+    match a {
+        Some(a) => s.collect_seq(a.each_word()),
+        None => s.serialize_none(),
+    }
 }
 
 /// A DNS message in an event line.
@@ -228,7 +242,7 @@ impl Clock {
 
     /// [`Clock::rfc3339`], with the part up to the second kept in `cache`
     /// between calls (events come in bursts within one second).
-    pub fn rfc3339_cached(&self, ktime_ns: u64, cache: &mut (u64, String)) -> String {
+    pub fn rfc3339_cached(&self, ktime_ns: u64, cache: &mut (u64, String)) -> Stamp {
         let ns = (self.boot_epoch_ns + ktime_ns as i128).max(0) as u128;
         let (secs, nanos) = ((ns / 1_000_000_000) as u64, (ns % 1_000_000_000) as u32);
         if cache.0 != secs || cache.1.is_empty() {
@@ -237,18 +251,10 @@ impl Clock {
             cache.1.pop(); // the 'Z'
             cache.0 = secs;
         }
-        let mut s = String::with_capacity(cache.1.len() + 11);
-        s.push_str(&cache.1);
-        let mut digits = [b'0'; 9];
-        let mut n = nanos;
-        for d in digits.iter_mut().rev() {
-            *d = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-        s.push('.');
-        s.push_str(std::str::from_utf8(&digits).expect("ASCII digits"));
-        s.push('Z');
-        s
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(nanos);
+        let zeros = &"000000000"[digits.len().min(9)..];
+        Stamp::concat(&[&cache.1, ".", zeros, digits, "Z"])
     }
 
     /// Boot-time nanoseconds now (the kernel's event clock).
@@ -357,7 +363,11 @@ impl EventWriter {
 
     fn write_record(&mut self, r: &Record<'_>) {
         match self.format {
-            EventsFormat::Mcpwatch => self.write_line(r),
+            EventsFormat::Mcpwatch => {
+                self.line.clear();
+                let res = record_json::write(r, &mut self.line);
+                self.write_rendered(res)
+            }
             // The record's JSON value is mapped, not text parsed back.
             EventsFormat::Ocsf => match serde_json::to_value(r) {
                 Ok(v) => self.write_line(&ocsf::from_event(&v)),
@@ -368,7 +378,13 @@ impl EventWriter {
 
     fn write_line<T: Serialize>(&mut self, r: &T) {
         self.line.clear();
-        if let Err(e) = serde_json::to_writer(&mut self.line, r) {
+        let res = serde_json::to_writer(&mut self.line, r);
+        self.write_rendered(res)
+    }
+
+    /// Writes the line rendered into `self.line`, unless rendering failed.
+    fn write_rendered(&mut self, rendered: serde_json::Result<()>) {
+        if let Err(e) = rendered {
             self.failed(1, &e.into());
             return;
         }
@@ -453,8 +469,14 @@ mod tests {
         let c = Clock::new();
         let mut cache = (0, String::new());
         let now = Clock::now_ktime();
-        for k in [now, now + 1, now + 999_999_999, now + 1_000_000_000, now + 5, 0] {
-            assert_eq!(c.rfc3339_cached(k, &mut cache), c.rfc3339(k), "{k}");
+        // A second's start, then nanoseconds with leading zeros and without.
+        let second = now - (c.boot_epoch_ns + now as i128).rem_euclid(1_000_000_000) as u64;
+        let nanos = [0, 5, 12_345, 100_000_000, 999_999_999].map(|n| second + n);
+        for k in [now, now + 1, now + 999_999_999, now + 1_000_000_000, now + 5, 0]
+            .into_iter()
+            .chain(nanos)
+        {
+            assert_eq!(c.rfc3339_cached(k, &mut cache).as_str(), c.rfc3339(k), "{k}");
         }
     }
 

@@ -1,12 +1,17 @@
 //! Event lines: the names and timestamps every line carries, and the line of
 //! each kind of event, rendered from the pipeline's typed observations.
 
+use std::borrow::Cow;
+
 use agent_common::{EventKind, io_uring};
 
 use crate::{
     kernel::decode::{Addr, Exec, FdKind, Header, Sys},
     mcp::CallTag,
-    output::events::{Ancestor, Clock, Record},
+    output::{
+        events::{Ancestor, Clock, Record},
+        stamp::Stamp,
+    },
     pipeline::{
         observe::{ExecObservation, NetObservation, RiskyObservation, SysObservation, errno_name},
         procs::Proc,
@@ -28,7 +33,7 @@ impl Names {
         self.servers.name(id)
     }
 
-    pub fn ts(&self, ktime_ns: u64) -> String {
+    pub fn ts(&self, ktime_ns: u64) -> Stamp {
         self.clock.rfc3339_cached(ktime_ns, &mut self.ts_cache.borrow_mut())
     }
 
@@ -97,13 +102,14 @@ impl Names {
 
     /// A file, net or risky syscall's line, and the second line some carry:
     /// an access to another process's `/proc` files (risky), a listen the
-    /// network can reach (exposed).
+    /// network can reach (exposed). That one is rare and boxed: a record is
+    /// ~900 bytes, copied on every return.
     pub fn sys_records<'a>(
         &'a self,
         s: &'a Sys,
         o: &'a SysObservation,
         p: Option<&'a Proc>,
-    ) -> (Record<'a>, Option<Record<'a>>) {
+    ) -> (Record<'a>, Option<Box<Record<'a>>>) {
         let h = &s.header;
         let mut r = self.base_record(h, h.kind.name(), p);
         r.syscall = Some(s.name);
@@ -126,8 +132,8 @@ impl Names {
                     r.path_as_given = s.path.as_deref();
                     r.path2 = s.path2.as_deref();
                 }
-                r.path = f.path.clone();
-                r.access = Some(f.access.words());
+                r.path = f.path.as_deref().map(Cow::Borrowed);
+                r.access = Some(f.access);
                 if let Some(risky) = &f.other_proc {
                     let risky = RiskyObservation {
                         act: risky.clone(),
@@ -138,10 +144,10 @@ impl Names {
                     x.op = Some("proc_access");
                     x.risk = Some(risky.risk());
                     x.target_pid = risky.act.target_pid;
-                    x.path = f.path.clone();
+                    x.path = f.path.as_deref().map(Cow::Borrowed);
                     x.result = Some(s.ret);
                     x.error = r.error;
-                    extra = Some(x);
+                    extra = Some(Box::new(x));
                 }
             }
             SysObservation::Net(n) => {
@@ -157,7 +163,7 @@ impl Names {
                         x.proto = r.proto;
                         x.addr = r.addr.clone();
                         x.port = r.port;
-                        extra = Some(x);
+                        extra = Some(Box::new(x));
                     }
                 }
             }
@@ -173,15 +179,15 @@ impl Names {
                 r.risk = Some(k.risk());
                 r.target_pid = k.act.target_pid;
                 r.note = k.note();
-                r.path = s.path.clone();
+                r.path = s.path.as_deref().map(Cow::Borrowed);
                 r.path2 = s.path2.as_deref();
                 if let Some(f) = &k.file {
                     // An io_uring open: the path made absolute, as given, and
                     // the access its flags ask for.
-                    r.path = f.path.clone();
+                    r.path = f.path.as_deref().map(Cow::Borrowed);
                     r.path_as_given = s.path.as_deref();
                     r.path_truncated = Some(s.path_truncated);
-                    r.access = Some(f.access.words());
+                    r.access = Some(f.access);
                 }
                 if let Some(n) = &k.net {
                     destination(&mut r, n);

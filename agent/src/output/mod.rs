@@ -10,6 +10,8 @@ mod gate_metrics;
 pub mod http;
 pub mod lines;
 pub mod metrics;
+mod record_json;
 pub mod rotation;
 pub mod sinks;
+pub mod stamp;
 pub mod summary;

@@ -81,8 +81,8 @@ impl Touched {
         match r.kind {
             "file" => {
                 if let Some(p) = &r.path {
-                    let access = r.access.clone().unwrap_or_default();
-                    self.files.add(p.clone(), || json!({ "path": p, "access": access }));
+                    let access = r.access.map(|a| a.words()).unwrap_or_default();
+                    self.files.add(p.to_string(), || json!({ "path": p, "access": access }));
                 }
             }
             "net" if matches!(r.op, Some("connect" | "sendto" | "sendmsg")) => {
@@ -234,8 +234,11 @@ mod tests {
             pid: 7,
             tool: call.map(|_| "read_file"),
             call_id: call,
-            path: path.map(str::to_owned),
-            access: Some(vec!["read"]),
+            path: path.map(|p| p.to_owned().into()),
+            access: Some(crate::policy::activity::Access {
+                read: true,
+                ..Default::default()
+            }),
             result: Some(3),
             ..Default::default()
         }

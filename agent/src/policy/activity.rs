@@ -115,6 +115,11 @@ impl Access {
 
     /// The words event lines carry (`["read", "write"]`...).
     pub fn words(&self) -> Vec<&'static str> {
+        self.each_word().collect()
+    }
+
+    /// [`Access::words`] one by one (event lines write them without a `Vec`).
+    pub fn each_word(self) -> impl Iterator<Item = &'static str> {
         [
             (self.read, "read"),
             (self.write, "write"),
@@ -126,7 +131,6 @@ impl Access {
         ]
         .into_iter()
         .filter_map(|(on, w)| on.then_some(w))
-        .collect()
     }
 }
 

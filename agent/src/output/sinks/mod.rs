@@ -476,7 +476,7 @@ mod tests {
             pid: 7,
             tool: call_id.map(|_| "read_file"),
             call_id,
-            path: path.map(str::to_owned),
+            path: path.map(|p| p.to_owned().into()),
             ..Default::default()
         };
         sinks.event(&rec("watch", None, None));

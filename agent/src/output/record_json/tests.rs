@@ -1,0 +1,175 @@
+use proptest::prelude::*;
+use serde_json::value::to_raw_value;
+
+use super::*;
+use crate::proptesting;
+
+/// What serde_json makes of `r`, and what [`write`] does.
+fn both(r: &Record<'_>) -> (String, String) {
+    let mut mine = Vec::new();
+    write(r, &mut mine).unwrap();
+    (
+        serde_json::to_string(r).unwrap(),
+        String::from_utf8(mine).expect("a line is UTF-8"),
+    )
+}
+
+/// Every field present (and each string `s`), exe and argv as given or
+/// rendered once.
+fn full<'a>(s: &'a str, argv: &'a [String], rendered: Option<&'a (Box<RawValue>, Box<RawValue>)>) -> Record<'a> {
+    let mut detail = serde_json::Map::new();
+    detail.insert(
+        s.to_owned(),
+        serde_json::json!({ "k": s, "n": [1, -2, 3.5, null, true] }),
+    );
+    detail.insert("duration_ns".into(), 7.into());
+    Record {
+        ts: s.into(),
+        kind: s,
+        server: Some(s),
+        pid: u32::MAX,
+        ppid: 1,
+        uid: 0,
+        exe: rendered.map_or(Json::Value(s), |r| Json::Rendered(&r.0)),
+        argv: rendered.map_or(Json::Value(argv), |r| Json::Rendered(&r.1)),
+        tid: Some(2),
+        gid: Some(3),
+        comm: Some(s),
+        filename: Some(s),
+        interp: Some(s),
+        argv_truncated: Some(true),
+        ancestry: Some(vec![Ancestor { pid: 4, exe: s }, Ancestor { pid: 5, exe: "/bin/sh" }]),
+        child_pid: Some(6),
+        exit_code: Some(-1),
+        signal: Some(i32::MIN),
+        reason: Some(s),
+        event_kind: Some(s),
+        lost: Some(u64::MAX),
+        probe: Some(s),
+        cwd: Some(s),
+        stdio: Some([s, "pipe", "tty"]),
+        fileless: Some(false),
+        written_then_exec: Some(true),
+        op: Some(s),
+        syscall: Some(s),
+        result: Some(i64::MIN),
+        error: Some(s),
+        path: Some(s.into()),
+        path_as_given: Some(s),
+        path_resolved: Some(true),
+        path_truncated: Some(false),
+        path2: Some(s),
+        from_user_memory: true,
+        access: Some(Access {
+            read: true,
+            write: true,
+            attributes: true,
+            ..Default::default()
+        }),
+        family: Some("inet6"),
+        proto: Some("tcp"),
+        addr: Some(s.to_owned()),
+        port: Some(u16::MAX),
+        local_port: Some(0),
+        unix_path: Some(s),
+        hostname: Some(s.to_owned()),
+        exposed: Some(true),
+        dns: Some(DnsRecord {
+            direction: "answer",
+            id: 9,
+            name: s.to_owned(),
+            qtype: "A".into(),
+            answers: vec![s.to_owned()],
+        }),
+        risk: Some("ptrace"),
+        target_pid: Some(8),
+        note: Some("n"),
+        tool: Some(s),
+        call_id: Some(s),
+        calls_in_flight: Some(usize::MAX),
+        detail: Some(detail),
+    }
+}
+
+fn rendered(s: &str, argv: &[String]) -> (Box<RawValue>, Box<RawValue>) {
+    (to_raw_value(s).unwrap(), to_raw_value(argv).unwrap())
+}
+
+#[test]
+fn every_field_is_written_as_serde_json_writes_it() {
+    let argv = vec!["python3".to_owned(), "-c".to_owned(), String::new()];
+    let r = rendered("/usr/bin/python3", &argv);
+    for line in [full("/etc/passwd", &argv, None), full("x", &argv, Some(&r))] {
+        let (serde, mine) = both(&line);
+        assert_eq!(mine, serde);
+    }
+}
+
+#[test]
+fn absent_fields_are_left_out_as_serde_json_leaves_them() {
+    let empty = Record::default();
+    let (serde, mine) = both(&empty);
+    assert_eq!(mine, serde);
+    let fork = Record {
+        kind: "fork",
+        child_pid: Some(2),
+        detail: Some(serde_json::Map::new()),
+        ..Default::default()
+    };
+    let (serde, mine) = both(&fork);
+    assert_eq!(mine, serde);
+}
+
+/// Each character up to U+00FF alone and between others, U+2028/9, the
+/// replacement character and an astral one: the escaping is serde_json's.
+#[test]
+fn every_byte_and_odd_character_is_escaped_as_serde_json_escapes_it() {
+    let odd = (0u32..=0xff)
+        .chain([0x2028, 0x2029, 0xfffd, 0xfeff, 0x1f600])
+        .filter_map(char::from_u32);
+    for c in odd {
+        for s in [c.to_string(), format!("/a{c}b/{c}{c}"), format!("{c}\u{1}\\\"")] {
+            let (serde, mine) = both(&full(&s, &[], None));
+            assert_eq!(mine, serde, "{c:?}");
+        }
+    }
+}
+
+/// The word-at-a-time check finds each byte that needs escaping at every
+/// place of a word and of the tail, among plain bytes low and high.
+#[test]
+fn the_escape_check_sees_every_byte_at_every_place() {
+    let escaped = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    for len in 1..=24 {
+        for at in 0..len {
+            for fill in [b'a', b' ', 0x7f, 0x80, 0xff, b'!', b']'] {
+                for b in 0..=u8::MAX {
+                    let mut s = vec![fill; len];
+                    s[at] = b;
+                    assert_eq!(plain(&s), !escaped(b), "byte {b:#x} at {at} of {len}, among {fill:#x}");
+                }
+            }
+        }
+    }
+    assert!(plain(b""));
+}
+
+/// Bytes as the kernel gives them, repaired as the decoder repairs them.
+fn repaired() -> impl Strategy<Value = String> {
+    prop::collection::vec(any::<u8>(), 0..40).prop_map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+proptest! {
+    #![proptest_config(proptesting::config(512))]
+
+    #[test]
+    fn hostile_strings_make_the_line_serde_json_makes(
+        s in prop_oneof![repaired(), proptesting::odd_text()],
+        argv in prop::collection::vec(prop_oneof![repaired(), proptesting::odd_text()], 0..4),
+        once in any::<bool>(),
+    ) {
+        let r = rendered(&s, &argv);
+        let (serde, mine) = both(&full(&s, &argv, once.then_some(&r)));
+        prop_assert_eq!(mine, serde);
+    }
+}
