@@ -100,16 +100,18 @@ impl Names {
         r
     }
 
-    /// A file, net or risky syscall's line, and the second line some carry:
-    /// an access to another process's `/proc` files (risky), a listen the
-    /// network can reach (exposed). That one is rare and boxed: a record is
-    /// ~900 bytes, copied on every return.
+    /// A file, net or risky syscall's line, and the second line some carry
+    /// (an access to another process's `/proc` files: risky; a listen the
+    /// network can reach: exposed), each handed to `emit` where it was built:
+    /// a record is ~900 bytes, and returning one copied it twice per event.
+    /// The second is rare and boxed.
     pub fn sys_records<'a>(
         &'a self,
         s: &'a Sys,
         o: &'a SysObservation,
         p: Option<&'a Proc>,
-    ) -> (Record<'a>, Option<Box<Record<'a>>>) {
+        mut emit: impl FnMut(&mut Record<'a>),
+    ) {
         let h = &s.header;
         let mut r = self.base_record(h, h.kind.name(), p);
         r.syscall = Some(s.name);
@@ -195,7 +197,10 @@ impl Names {
             }
             SysObservation::Other => {}
         }
-        (r, extra)
+        emit(&mut r);
+        if let Some(mut x) = extra {
+            emit(&mut x);
+        }
     }
 }
 
