@@ -470,7 +470,11 @@ fn prometheus_scrapes_the_agent_and_every_dashboard_query_has_data() {
     );
     // Present, not necessarily above zero: the agent's own CPU can still be
     // under one clock tick here (its loading process parses the BTF).
-    assert!(!prom.query("process_cpu_seconds_total{job=\"mcpwatch\"} >= 0").is_empty());
+    assert!(
+        !prom
+            .query("process_cpu_seconds_total{job=\"mcpwatch\"} >= 0")
+            .is_empty()
+    );
     promtool_check_metrics(&http_get(&addr, "/metrics").unwrap().1);
     assert!(!prom.query("mcpwatch_build_info == 1").is_empty());
 
