@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use super::{
     harness::{Bins, Scratch},
     plan::Plan,
-    stats::{mem_kib, percentile},
+    stats::{boottime_ns, mem_kib, percentile},
 };
 
 const SERVER: &str = "bench-gate";
@@ -38,7 +38,7 @@ out = sys.stdout.buffer
 tool = {"name": "echo", "description": "Echoes its arguments.", "inputSchema": {"type": "object"}}
 stamps = []
 for line in sys.stdin.buffer:
-    read_ns = time.monotonic_ns()
+    read_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
     if b'"tools/list"' in line:
         m = json.loads(line)
         out.write(json.dumps({"jsonrpc": "2.0", "id": m["id"], "result": {"tools": [tool]}}).encode() + b"\n")
@@ -50,7 +50,7 @@ for line in sys.stdin.buffer:
         out.write(line)
     out.flush()
     if line.startswith(b'{"id":'):
-        stamps.append(b"%s %d %d" % (line[6:line.index(b",")], read_ns, time.monotonic_ns()))
+        stamps.append(b"%s %d %d" % (line[6:line.index(b",")], read_ns, time.clock_gettime_ns(time.CLOCK_BOOTTIME)))
 with open(os.environ["MCPWATCH_BENCH_STAMPS"], "wb") as f:
     f.write(b"\n".join(stamps))
 "#;
@@ -77,7 +77,7 @@ struct Session {
     after: Vec<f64>,
     /// One way, before the 10 MB result: client's write to the server's
     /// read (in), and server's flush to the client's read (out), from
-    /// `CLOCK_MONOTONIC` on both sides (the echo writes its stamps to a
+    /// `CLOCK_BOOTTIME` on both sides (the echo writes its stamps to a
     /// file at exit).
     inbound: Vec<f64>,
     outbound: Vec<f64>,
@@ -104,7 +104,7 @@ fn session(cmd: &[String], n: usize, stderr: Option<&std::path::Path>, worst: bo
     let mut stdin = child.stdin.take().context("stdin")?;
     let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
     let mut line = String::new();
-    // id -> (client's write, client's read), CLOCK_MONOTONIC ns.
+    // id -> (client's write, client's read), CLOCK_BOOTTIME ns.
     let mut sent = std::collections::HashMap::new();
     let mut trip = |id: usize, args: Value| -> anyhow::Result<f64> {
         let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
@@ -112,11 +112,11 @@ fn session(cmd: &[String], n: usize, stderr: Option<&std::path::Path>, worst: bo
         let mut bytes = serde_json::to_vec(&msg)?;
         bytes.push(b'\n');
         let t = Instant::now();
-        let written = monotonic_ns();
+        let written = boottime_ns();
         stdin.write_all(&bytes)?;
         line.clear();
         stdout.read_line(&mut line)?;
-        sent.insert(id, (written, monotonic_ns()));
+        sent.insert(id, (written, boottime_ns()));
         let ns = t.elapsed().as_nanos() as f64;
         if line.len() != bytes.len() && args.get("big").is_none() {
             bail!("{cmd:?} answered {:?} to {msg}", &line[..line.len().min(300)]);
@@ -176,14 +176,6 @@ fn session(cmd: &[String], n: usize, stderr: Option<&std::path::Path>, worst: bo
         outbound,
         mem: mem_before.zip(mem_after),
     })
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds (what Python's `time.monotonic_ns` reads).
-fn monotonic_ns() -> u64 {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes the local struct.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// RSS, its anonymous part and the private (unshared) pages, KiB.
