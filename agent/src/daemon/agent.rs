@@ -115,6 +115,8 @@ pub(super) struct Agent {
     pub(super) tamper: crate::pipeline::tamper::Guard,
     /// The last alerts, for `mcpwatch top`.
     pub(super) recent_alerts: super::top::RecentAlerts,
+    /// What a syscall event gives the policy (reused between events).
+    pub(super) activities: Vec<Activity>,
 }
 impl Agent {
     pub(super) fn handle(&mut self, bytes: &[u8]) {
@@ -274,11 +276,15 @@ impl Agent {
                 sinks.event(r);
             });
         }
-        let activities = o.into_activities(&s);
+        // The vector is the agent's, reused: no allocation per event.
+        let mut activities = std::mem::take(&mut self.activities);
+        o.into_activities(&s, &mut activities);
         if let Some(t) = tamper {
             self.raise_tamper(h.server, h.ktime_ns, h.pid, h.killed, t);
         }
         self.evaluate(h.server, h.ktime_ns, h.pid, h.killed, &activities);
+        activities.clear();
+        self.activities = activities;
     }
 
     /// `agent.tamper` about the process that aimed at the agent, with the

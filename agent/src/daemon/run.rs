@@ -184,6 +184,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         kill: None,
         tamper: protected(&opts, probes.pin_dir()),
         recent_alerts: Default::default(),
+        activities: Vec::new(),
     };
     state.policy.set_default_mode(opts.config.enforce.default_mode);
     // No silent non-enforcement: what this kernel enforces, per layer, in

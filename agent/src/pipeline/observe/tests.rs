@@ -119,7 +119,7 @@ fn opens_are_read_with_their_access_and_absolute_path() {
     assert_eq!(f.written(3), Some("/etc/x"));
     assert_eq!(f.written(-13), None, "a failed write changed nothing");
     let f_access = f.access;
-    let acts = SysObservation::File(f).into_activities(&s);
+    let acts = activities(SysObservation::File(f), &s);
     let [Activity::File(a)] = acts.as_slice() else {
         panic!("{acts:?}")
     };
@@ -153,7 +153,7 @@ fn a_rename_remembers_its_new_name_as_written() {
 #[test]
 fn another_process_proc_files_are_risky_and_own_ones_are_not() {
     let s = sys(OPENAT, [0; 6], Some("/proc/1/environ"), 3);
-    let acts = super::sys(&s, |_| None).into_activities(&s);
+    let acts = activities(super::sys(&s, |_| None), &s);
     assert!(matches!(
         acts.first(),
         Some(Activity::Risky(RiskyActivity {
@@ -183,7 +183,7 @@ fn connects_carry_family_proto_and_the_dns_name() {
     let SysObservation::Net(n) = &o else { panic!() };
     assert_eq!((n.family, n.proto), (Some("inet"), Some("tcp")));
     assert_eq!(n.hostname.as_deref(), Some("api.example.com"));
-    let acts = o.into_activities(&s);
+    let acts = activities(o, &s);
     let [Activity::Net(a)] = acts.as_slice() else {
         panic!("{acts:?}")
     };
@@ -285,7 +285,7 @@ fn an_io_uring_openat_is_judged_as_an_open_and_a_connect_as_a_connect_via_the_ri
     open.header.kind = EventKind::Risky;
     open.args[ARG_OPCODE] = OP_OPENAT as u64;
     open.args[ARG_OPEN_FLAGS] = agent_common::abi::O_WRONLY;
-    let acts = super::sys(&open, |_| None).into_activities(&open);
+    let acts = activities(super::sys(&open, |_| None), &open);
     let file = acts.iter().find_map(|a| match a {
         Activity::File(f) => Some(f),
         _ => None,
@@ -309,7 +309,7 @@ fn an_io_uring_openat_is_judged_as_an_open_and_a_connect_as_a_connect_via_the_ri
         mapped: false,
     });
     connect.sock_type = 1;
-    let acts = super::sys(&connect, |_| Some("evil.test".into())).into_activities(&connect);
+    let acts = activities(super::sys(&connect, |_| Some("evil.test".into())), &connect);
     let net = acts.iter().find_map(|a| match a {
         Activity::Net(n) => Some(n),
         _ => None,
@@ -321,6 +321,13 @@ fn an_io_uring_openat_is_judged_as_an_open_and_a_connect_as_a_connect_via_the_ri
     );
     // Without an address (a send on a connected socket) nothing more is judged.
     connect.addr = None;
-    let acts = super::sys(&connect, |_| None).into_activities(&connect);
+    let acts = activities(super::sys(&connect, |_| None), &connect);
     assert_eq!(acts.len(), 1);
+}
+
+/// What the policy gets of `o`.
+fn activities(o: SysObservation, s: &Sys) -> Vec<Activity> {
+    let mut out = Vec::new();
+    o.into_activities(s, &mut out);
+    out
 }
