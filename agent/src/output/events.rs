@@ -78,6 +78,11 @@ pub struct Record<'a> {
     pub uid: u32,
     pub exe: Json<'a, str>,
     pub argv: Json<'a, [String]>,
+    /// `pid` to `argv` as the process's lines all write them, rendered
+    /// once per process (`Proc::line_fields`); the fields above are the
+    /// same values, for every other output.
+    #[serde(skip)]
+    pub proc_fields: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -251,10 +256,7 @@ impl Clock {
             cache.1.pop(); // the 'Z'
             cache.0 = secs;
         }
-        let mut digits = itoa::Buffer::new();
-        let digits = digits.format(nanos);
-        let zeros = &"000000000"[digits.len().min(9)..];
-        Stamp::concat(&[&cache.1, ".", zeros, digits, "Z"])
+        Stamp::with_nanos(&cache.1, nanos)
     }
 
     /// Boot-time nanoseconds now (the kernel's event clock).
@@ -363,11 +365,7 @@ impl EventWriter {
 
     fn write_record(&mut self, r: &Record<'_>) {
         match self.format {
-            EventsFormat::Mcpwatch => {
-                self.line.clear();
-                let res = record_json::write(r, &mut self.line);
-                self.write_rendered(res)
-            }
+            EventsFormat::Mcpwatch => self.emit_line(|b| record_json::write(r, b)),
             // The record's JSON value is mapped, not text parsed back.
             EventsFormat::Ocsf => match serde_json::to_value(r) {
                 Ok(v) => self.write_line(&ocsf::from_event(&v)),
@@ -377,21 +375,25 @@ impl EventWriter {
     }
 
     fn write_line<T: Serialize>(&mut self, r: &T) {
-        self.line.clear();
-        let res = serde_json::to_writer(&mut self.line, r);
-        self.write_rendered(res)
+        self.emit_line(|b| serde_json::to_writer(b, r))
     }
 
-    /// Writes the line rendered into `self.line`, unless rendering failed.
-    fn write_rendered(&mut self, rendered: serde_json::Result<()>) {
-        if let Err(e) = rendered {
-            self.failed(1, &e.into());
-            return;
-        }
-        self.line.push(b'\n');
+    /// Writes the line `render` makes: into the events file's own buffer
+    /// (see [`EventsFile::write_line_with`]), or through `self.line` to
+    /// stdout. A line that fails to render or to be written is counted.
+    fn emit_line(&mut self, render: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>) {
         let res = match &mut self.out {
-            Out::Stdout(w) => w.write_all(&self.line),
-            Out::File(f) => f.write_line(&self.line),
+            Out::File(f) => f.write_line_with(render),
+            Out::Stdout(w) => {
+                self.line.clear();
+                match render(&mut self.line) {
+                    Ok(()) => {
+                        self.line.push(b'\n');
+                        w.write_all(&self.line)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
         };
         if let Err(e) = res {
             self.failed(1, &e);

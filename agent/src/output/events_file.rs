@@ -55,16 +55,36 @@ impl EventsFile {
     /// Queues one line (with its newline), rotating first when it would
     /// take the file past `max_bytes`.
     pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(line);
+        self.queued(start)
+    }
+
+    /// Queues the line `render` appends to the buffer (its newline added
+    /// here): every event may be a line of ~400 bytes, and one rendered
+    /// elsewhere then copied here cost a copy per event. A line that fails
+    /// to render leaves nothing behind.
+    pub fn write_line_with(&mut self, render: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>) -> io::Result<()> {
+        let start = self.buf.len();
+        if let Err(e) = render(&mut self.buf) {
+            self.buf.truncate(start);
+            return Err(e.into());
+        }
+        self.buf.push(b'\n');
+        self.queued(start)
+    }
+
+    /// The line at `buf[start..]` joins the buffer; when it would take the
+    /// file past `max_bytes`, it is set aside while what precedes it is
+    /// written and the file rotated (a failure there drops it: returned).
+    fn queued(&mut self, start: usize) -> io::Result<()> {
         let max = self.limits.max_bytes;
-        if self.regular
-            && max > 0
-            && self.size + (self.buf.len() + line.len()) as u64 > max
-            && self.size + self.buf.len() as u64 > 0
-        {
+        if self.regular && max > 0 && self.size + self.buf.len() as u64 > max && self.size + start as u64 > 0 {
+            let line = self.buf.split_off(start);
             self.flush()?;
             self.rotate()?;
+            self.buf.extend_from_slice(&line);
         }
-        self.buf.extend_from_slice(line);
         self.lines += 1;
         if self.buf.len() >= BUFFER {
             self.flush()?;

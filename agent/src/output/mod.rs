@@ -10,7 +10,7 @@ mod gate_metrics;
 pub mod http;
 pub mod lines;
 pub mod metrics;
-mod record_json;
+pub mod record_json;
 pub mod rotation;
 pub mod sinks;
 pub mod stamp;

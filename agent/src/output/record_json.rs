@@ -37,6 +37,7 @@ pub fn write(r: &Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
         uid,
         exe,
         argv,
+        proc_fields,
         tid,
         gid,
         comm,
@@ -90,11 +91,10 @@ pub fn write(r: &Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     ts.write(w)?;
     w.field(",\"kind\":", kind)?;
     w.field(",\"server\":", server)?;
-    w.field(",\"pid\":", pid)?;
-    w.field(",\"ppid\":", ppid)?;
-    w.field(",\"uid\":", uid)?;
-    w.field(",\"exe\":", exe)?;
-    w.field(",\"argv\":", argv)?;
+    match proc_fields {
+        Some(text) => w.raw(text.as_bytes()),
+        None => w.proc_fields(*pid, *ppid, *uid, exe, argv)?,
+    }
     w.opt(",\"tid\":", tid)?;
     w.opt(",\"gid\":", gid)?;
     w.opt(",\"comm\":", comm)?;
@@ -151,6 +151,16 @@ pub fn write(r: &Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     Ok(())
 }
 
+/// A line's `pid`, `ppid`, `uid`, `exe` and `argv` fields, as [`write`]
+/// writes them: the text a process's lines share (`Record::proc_fields`).
+pub fn proc_fields(pid: u32, ppid: u32, uid: u32, exe: Json<'_, str>, argv: Json<'_, [String]>) -> String {
+    let mut out = Vec::new();
+    Line(&mut out)
+        .proc_fields(pid, ppid, uid, &exe, &argv)
+        .expect("numbers and JSON text write without error");
+    String::from_utf8(out).expect("JSON text")
+}
+
 /// The line being written.
 struct Line<'o>(&'o mut Vec<u8>);
 
@@ -188,6 +198,23 @@ impl Line<'_> {
         } else {
             self.serde(s())
         }
+    }
+
+    /// See [`proc_fields`].
+    #[inline(always)]
+    fn proc_fields(
+        &mut self,
+        pid: u32,
+        ppid: u32,
+        uid: u32,
+        exe: &Json<'_, str>,
+        argv: &Json<'_, [String]>,
+    ) -> serde_json::Result<()> {
+        self.field(",\"pid\":", &pid)?;
+        self.field(",\"ppid\":", &ppid)?;
+        self.field(",\"uid\":", &uid)?;
+        self.field(",\"exe\":", exe)?;
+        self.field(",\"argv\":", argv)
     }
 
     /// A JSON array of `items`.

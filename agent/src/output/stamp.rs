@@ -31,6 +31,26 @@ impl Stamp {
         }
     }
 
+    /// `seconds` (RFC 3339 up to the second, without its zone), a dot,
+    /// `nanos` (below 10^9) as nine digits and `Z`: written in place, since
+    /// every event line has one.
+    pub fn with_nanos(seconds: &str, nanos: u32) -> Self {
+        let len = seconds.len() + 11;
+        if len > INLINE {
+            return Stamp::Text(format!("{seconds}.{nanos:09}Z"));
+        }
+        let mut text = [0u8; INLINE];
+        text[..seconds.len()].copy_from_slice(seconds.as_bytes());
+        text[seconds.len()] = b'.';
+        let mut n = nanos;
+        for d in text[seconds.len() + 1..len - 1].iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        text[len - 1] = b'Z';
+        Stamp::Inline { len: len as u8, text }
+    }
+
     /// `parts` one after the other.
     pub fn concat(parts: &[&str]) -> Self {
         let len: usize = parts.iter().map(|p| p.len()).sum();
@@ -109,6 +129,21 @@ mod tests {
         assert_eq!(
             Stamp::concat(&["2026-12-01T13:27:55", ".", "000000001", "Z"]).as_str(),
             "2026-12-01T13:27:55.000000001Z"
+        );
+        for (nanos, text) in [
+            (1, "2026-12-01T13:27:55.000000001Z"),
+            (980_878_455, "2026-12-01T13:27:55.980878455Z"),
+            (999_999_999, "2026-12-01T13:27:55.999999999Z"),
+            (0, "2026-12-01T13:27:55.000000000Z"),
+        ] {
+            let st = Stamp::with_nanos("2026-12-01T13:27:55", nanos);
+            assert!(matches!(st, Stamp::Inline { .. }));
+            assert_eq!(st.as_str(), text);
+        }
+        // A year past 9999 does not fit inline.
+        assert_eq!(
+            Stamp::with_nanos("+12026-12-01T13:27:55", 7).as_str(),
+            "+12026-12-01T13:27:55.000000007Z"
         );
     }
 }

@@ -7,7 +7,12 @@ use foldhash::HashMap;
 
 use serde_json::value::RawValue;
 
-use crate::{kernel::decode::FdKind, mcp::CallTag, output::events::Json, policy::activity::StdioKind};
+use crate::{
+    kernel::decode::FdKind,
+    mcp::CallTag,
+    output::{events::Json, record_json},
+    policy::activity::StdioKind,
+};
 
 /// How many ancestors an event carries at most.
 pub const MAX_ANCESTRY: usize = 16;
@@ -42,7 +47,13 @@ pub struct ForkedCall {
 /// carries them, and escaping them again for each line was most of the cost
 /// of writing events. Not part of a process's identity (equality ignores it).
 #[derive(Clone, Debug, Default)]
-pub struct Rendered(Option<(Box<RawValue>, Box<RawValue>)>);
+pub struct Rendered {
+    json: Option<(Box<RawValue>, Box<RawValue>)>,
+    /// The process's fields of a line (pid to argv) as one piece of text,
+    /// rendered at its first line: a process's lines repeat them, and
+    /// written field by field they were a dozen pieces of every line.
+    line_fields: std::cell::OnceCell<Box<str>>,
+}
 
 impl PartialEq for Rendered {
     fn eq(&self, _: &Self) -> bool {
@@ -56,12 +67,15 @@ impl Proc {
     fn render(&mut self) {
         let exe = serde_json::value::to_raw_value(&self.exe);
         let argv = serde_json::value::to_raw_value(&self.argv);
-        self.rendered = Rendered(exe.ok().zip(argv.ok()));
+        self.rendered = Rendered {
+            json: exe.ok().zip(argv.ok()),
+            line_fields: Default::default(),
+        };
     }
 
     /// `exe` for an event line.
     pub fn exe_json(&self) -> Json<'_, str> {
-        match &self.rendered.0 {
+        match &self.rendered.json {
             Some((exe, _)) => Json::Rendered(exe),
             None => Json::Value(&self.exe),
         }
@@ -69,10 +83,26 @@ impl Proc {
 
     /// `argv` for an event line.
     pub fn argv_json(&self) -> Json<'_, [String]> {
-        match &self.rendered.0 {
+        match &self.rendered.json {
             Some((_, argv)) => Json::Rendered(argv),
             None => Json::Value(&self.argv),
         }
+    }
+
+    /// The text of a line's `pid`, `ppid`, `uid`, `exe` and `argv` fields
+    /// (see [`record_json::proc_fields`]) when an event's `pid`, `ppid` and
+    /// `uid` are the entry's (the kernel's word wins on a line; after a
+    /// setuid or a reparenting they differ and the fields are written one
+    /// by one). The entry's own are set when it enters the table and never
+    /// change after.
+    pub fn line_fields(&self, pid: u32, ppid: u32, uid: u32) -> Option<&str> {
+        if (pid, ppid, uid) != (self.pid, self.ppid, self.uid) || self.rendered.json.is_none() {
+            return None;
+        }
+        let text = self.rendered.line_fields.get_or_init(|| {
+            record_json::proc_fields(self.pid, self.ppid, self.uid, self.exe_json(), self.argv_json()).into()
+        });
+        Some(text)
     }
 }
 

@@ -2,7 +2,10 @@ use proptest::prelude::*;
 use serde_json::value::to_raw_value;
 
 use super::*;
-use crate::proptesting;
+use crate::{
+    pipeline::procs::{Proc, ProcTable},
+    proptesting,
+};
 
 /// What serde_json makes of `r`, and what [`write`] does.
 fn both(r: &Record<'_>) -> (String, String) {
@@ -32,6 +35,7 @@ fn full<'a>(s: &'a str, argv: &'a [String], rendered: Option<&'a (Box<RawValue>,
         uid: 0,
         exe: rendered.map_or(Json::Value(s), |r| Json::Rendered(&r.0)),
         argv: rendered.map_or(Json::Value(argv), |r| Json::Rendered(&r.1)),
+        proc_fields: None,
         tid: Some(2),
         gid: Some(3),
         comm: Some(s),
@@ -171,5 +175,29 @@ proptest! {
         let r = rendered(&s, &argv);
         let (serde, mine) = both(&full(&s, &argv, once.then_some(&r)));
         prop_assert_eq!(mine, serde);
+    }
+
+    /// A process's fields rendered once (`Proc::line_fields`) and copied
+    /// into each of its lines: the line serde_json makes of the fields.
+    #[test]
+    fn a_processs_fields_rendered_once_make_the_line_serde_json_makes(
+        exe in prop_oneof![repaired(), proptesting::odd_text()],
+        argv in prop::collection::vec(prop_oneof![repaired(), proptesting::odd_text()], 0..4),
+        (pid, ppid, uid) in (any::<u32>(), any::<u32>(), any::<u32>()),
+    ) {
+        let mut table = ProcTable::default();
+        table.insert(Proc { pid, ppid, uid, exe: exe.clone(), argv: argv.clone(), ..Default::default() });
+        let p = table.get(pid).expect("inserted");
+        let fields = p.line_fields(pid, ppid, uid);
+        prop_assert!(fields.is_some());
+        // Twice: the second is the text rendered at the first.
+        prop_assert_eq!(p.line_fields(pid, ppid, uid), fields);
+        let line = Record { pid, ppid, uid, exe: p.exe_json(), argv: p.argv_json(), proc_fields: fields, ..full("x", &[], None) };
+        let (serde, mine) = both(&line);
+        prop_assert_eq!(mine, serde);
+        // The kernel's pid, ppid or uid not the entry's: written one by one.
+        prop_assert_eq!(p.line_fields(pid, ppid.wrapping_add(1), uid), None);
+        prop_assert_eq!(p.line_fields(pid, ppid, uid.wrapping_add(1)), None);
+        prop_assert_eq!(p.line_fields(pid.wrapping_add(1), ppid, uid), None);
     }
 }
