@@ -44,7 +44,9 @@ pub struct Header {
     /// The kill layer sent the process SIGKILL at this event: it died
     /// before the syscall (or the exec) returned to user space.
     pub killed: bool,
-    pub comm: String,
+    /// Held inline (at most 15 bytes from the kernel; lossily repaired
+    /// text up to three times that): every event has one.
+    pub comm: compact_str::CompactString,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -282,6 +284,17 @@ fn text(bytes: &[u8]) -> String {
     text_exact(&bytes[..end])
 }
 
+/// A comm up to its NUL, lossily decoded, without an allocation when short.
+fn comm(bytes: &[u8]) -> compact_str::CompactString {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    // Valid UTF-8 checked first: compact_str's own lossy decoding goes a
+    // character at a time (it cost more than the allocation it saves).
+    match std::str::from_utf8(&bytes[..end]) {
+        Ok(s) => compact_str::CompactString::new(s),
+        Err(_) => String::from_utf8_lossy(&bytes[..end]).into(),
+    }
+}
+
 fn header(h: &EventHeader, kind: EventKind) -> Header {
     Header {
         kind,
@@ -294,7 +307,7 @@ fn header(h: &EventHeader, kind: EventKind) -> Header {
         gid: h.gid,
         unwatched: h.flags & EVENT_UNWATCHED != 0,
         killed: h.flags & EVENT_KILLED != 0,
-        comm: text(&h.comm),
+        comm: comm(&h.comm),
     }
 }
 

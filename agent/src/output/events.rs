@@ -67,6 +67,15 @@ impl Default for Json<'_, [String]> {
     }
 }
 
+/// A process's fields of a line as text rendered once per process and
+/// copied as one piece: `pid` to `argv`, then `gid` and `comm` when `ids`
+/// (the event has no `tid`, and its gid and comm are those rendered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcText<'a> {
+    pub text: &'a str,
+    pub ids: bool,
+}
+
 /// The JSON form of an event. Common fields first; the rest depends on `kind`.
 #[derive(Serialize, Debug, Default)]
 pub struct Record<'a> {
@@ -78,11 +87,11 @@ pub struct Record<'a> {
     pub uid: u32,
     pub exe: Json<'a, str>,
     pub argv: Json<'a, [String]>,
-    /// `pid` to `argv` as the process's lines all write them, rendered
-    /// once per process (`Proc::line_fields`); the fields above are the
-    /// same values, for every other output.
+    /// The process's fields as its lines all write them, rendered once per
+    /// process (`Proc::line_fields`); the fields are the same values, for
+    /// every other output.
     #[serde(skip)]
-    pub proc_fields: Option<&'a str>,
+    pub proc_fields: Option<ProcText<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -48,7 +48,7 @@ impl Names {
             uid: p.uid,
             exe: p.exe_json(),
             argv: p.argv_json(),
-            proc_fields: p.line_fields(p.pid, p.ppid, p.uid),
+            proc_fields: p.line_fields(p.pid, p.ppid, p.uid, None),
             ..Default::default()
         }
     }
@@ -64,7 +64,10 @@ impl Names {
             uid: h.uid,
             exe: p.map(Proc::exe_json).unwrap_or_default(),
             argv: p.map(Proc::argv_json).unwrap_or_default(),
-            proc_fields: p.and_then(|p| p.line_fields(h.pid, h.ppid, h.uid)),
+            proc_fields: p.and_then(|p| {
+                let ids = (h.tid == h.pid).then_some((h.gid, h.comm.as_str()));
+                p.line_fields(h.pid, h.ppid, h.uid, ids)
+            }),
             tid: (h.tid != h.pid).then_some(h.tid),
             gid: Some(h.gid),
             comm: Some(&h.comm),

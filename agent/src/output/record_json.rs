@@ -92,12 +92,15 @@ pub fn write(r: &Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     w.field(",\"kind\":", kind)?;
     w.field(",\"server\":", server)?;
     match proc_fields {
-        Some(text) => w.raw(text.as_bytes()),
+        Some(t) => w.raw(t.text.as_bytes()),
         None => w.proc_fields(*pid, *ppid, *uid, exe, argv)?,
     }
-    w.opt(",\"tid\":", tid)?;
-    w.opt(",\"gid\":", gid)?;
-    w.opt(",\"comm\":", comm)?;
+    if proc_fields.is_some_and(|t| t.ids) {
+        debug_assert!(tid.is_none(), "a thread's line has its tid");
+    } else {
+        w.opt(",\"tid\":", tid)?;
+        w.ids(gid, comm)?;
+    }
     w.opt(",\"filename\":", filename)?;
     w.opt(",\"interp\":", interp)?;
     w.opt(",\"argv_truncated\":", argv_truncated)?;
@@ -151,14 +154,26 @@ pub fn write(r: &Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     Ok(())
 }
 
-/// A line's `pid`, `ppid`, `uid`, `exe` and `argv` fields, as [`write`]
-/// writes them: the text a process's lines share (`Record::proc_fields`).
-pub fn proc_fields(pid: u32, ppid: u32, uid: u32, exe: Json<'_, str>, argv: Json<'_, [String]>) -> String {
+/// A line's `pid`, `ppid`, `uid`, `exe` and `argv` fields, and its `gid`
+/// and `comm` when given, as [`write`] writes them: the text a process's
+/// lines share (`Record::proc_fields`). Also returns where `argv` ends.
+pub fn proc_fields(
+    pid: u32,
+    ppid: u32,
+    uid: u32,
+    exe: Json<'_, str>,
+    argv: Json<'_, [String]>,
+    ids: Option<(u32, &str)>,
+) -> (String, usize) {
     let mut out = Vec::new();
-    Line(&mut out)
-        .proc_fields(pid, ppid, uid, &exe, &argv)
-        .expect("numbers and JSON text write without error");
-    String::from_utf8(out).expect("JSON text")
+    let mut w = Line(&mut out);
+    let written = w.proc_fields(pid, ppid, uid, &exe, &argv).and_then(|()| {
+        let head = w.0.len();
+        w.ids(&ids.map(|i| i.0), &ids.map(|i| i.1))?;
+        Ok(head)
+    });
+    let head = written.expect("numbers, JSON text and strings write without error");
+    (String::from_utf8(out).expect("JSON text"), head)
 }
 
 /// The line being written.
@@ -215,6 +230,13 @@ impl Line<'_> {
         self.field(",\"uid\":", &uid)?;
         self.field(",\"exe\":", exe)?;
         self.field(",\"argv\":", argv)
+    }
+
+    /// `gid` and `comm`, each when present.
+    #[inline(always)]
+    fn ids(&mut self, gid: &Option<u32>, comm: &Option<&str>) -> serde_json::Result<()> {
+        self.opt(",\"gid\":", gid)?;
+        self.opt(",\"comm\":", comm)
     }
 
     /// A JSON array of `items`.

@@ -10,7 +10,10 @@ use serde_json::value::RawValue;
 use crate::{
     kernel::decode::FdKind,
     mcp::CallTag,
-    output::{events::Json, record_json},
+    output::{
+        events::{Json, ProcText},
+        record_json,
+    },
     policy::activity::StdioKind,
 };
 
@@ -49,10 +52,19 @@ pub struct ForkedCall {
 #[derive(Clone, Debug, Default)]
 pub struct Rendered {
     json: Option<(Box<RawValue>, Box<RawValue>)>,
-    /// The process's fields of a line (pid to argv) as one piece of text,
-    /// rendered at its first line: a process's lines repeat them, and
-    /// written field by field they were a dozen pieces of every line.
-    line_fields: std::cell::OnceCell<Box<str>>,
+    /// The process's fields of a line as one piece of text, rendered at its
+    /// first line: a process's lines repeat them, and written field by
+    /// field they were a dozen pieces of every line.
+    line_fields: std::cell::OnceCell<LineFields>,
+}
+
+/// `pid` to `argv` (`text[..head]`), then the `gid` and `comm` of the line
+/// it was rendered for, when that line had them without a `tid`.
+#[derive(Clone, Debug)]
+struct LineFields {
+    text: Box<str>,
+    head: usize,
+    ids: Option<(u32, compact_str::CompactString)>,
 }
 
 impl PartialEq for Rendered {
@@ -94,15 +106,27 @@ impl Proc {
     /// `uid` are the entry's (the kernel's word wins on a line; after a
     /// setuid or a reparenting they differ and the fields are written one
     /// by one). The entry's own are set when it enters the table and never
-    /// change after.
-    pub fn line_fields(&self, pid: u32, ppid: u32, uid: u32) -> Option<&str> {
+    /// change after. `ids`: the event's `gid` and `comm`, when it has no
+    /// `tid`: in the text too when they are those of the process's first
+    /// line (a `prctl(PR_SET_NAME)` or a `setgid` makes them differ).
+    pub fn line_fields(&self, pid: u32, ppid: u32, uid: u32, ids: Option<(u32, &str)>) -> Option<ProcText<'_>> {
         if (pid, ppid, uid) != (self.pid, self.ppid, self.uid) || self.rendered.json.is_none() {
             return None;
         }
-        let text = self.rendered.line_fields.get_or_init(|| {
-            record_json::proc_fields(self.pid, self.ppid, self.uid, self.exe_json(), self.argv_json()).into()
+        let f = self.rendered.line_fields.get_or_init(|| {
+            let (text, head) =
+                record_json::proc_fields(self.pid, self.ppid, self.uid, self.exe_json(), self.argv_json(), ids);
+            LineFields {
+                text: text.into(),
+                head,
+                ids: ids.map(|(gid, comm)| (gid, comm.into())),
+            }
         });
-        Some(text)
+        let same_ids = ids.is_some() && f.ids.as_ref().map(|(gid, comm)| (*gid, comm.as_str())) == ids;
+        Some(ProcText {
+            text: if same_ids { &f.text } else { &f.text[..f.head] },
+            ids: same_ids,
+        })
     }
 }
 

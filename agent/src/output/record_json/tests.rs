@@ -178,26 +178,44 @@ proptest! {
     }
 
     /// A process's fields rendered once (`Proc::line_fields`) and copied
-    /// into each of its lines: the line serde_json makes of the fields.
+    /// into each of its lines, with the gid and comm of its first line or
+    /// others: the line serde_json makes of the fields.
     #[test]
     fn a_processs_fields_rendered_once_make_the_line_serde_json_makes(
         exe in prop_oneof![repaired(), proptesting::odd_text()],
         argv in prop::collection::vec(prop_oneof![repaired(), proptesting::odd_text()], 0..4),
-        (pid, ppid, uid) in (any::<u32>(), any::<u32>(), any::<u32>()),
+        (pid, ppid, uid, gid) in (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()),
+        comm in prop_oneof![repaired(), proptesting::odd_text()],
+        first_ids in any::<bool>(),
     ) {
         let mut table = ProcTable::default();
         table.insert(Proc { pid, ppid, uid, exe: exe.clone(), argv: argv.clone(), ..Default::default() });
         let p = table.get(pid).expect("inserted");
-        let fields = p.line_fields(pid, ppid, uid);
-        prop_assert!(fields.is_some());
-        // Twice: the second is the text rendered at the first.
-        prop_assert_eq!(p.line_fields(pid, ppid, uid), fields);
-        let line = Record { pid, ppid, uid, exe: p.exe_json(), argv: p.argv_json(), proc_fields: fields, ..full("x", &[], None) };
-        let (serde, mine) = both(&line);
-        prop_assert_eq!(mine, serde);
+        let ids = Some((gid, comm.as_str()));
+        // The first line renders the text, with or without its ids.
+        let first = p.line_fields(pid, ppid, uid, first_ids.then_some((gid, comm.as_str())));
+        prop_assert!(first.is_some_and(|t| t.ids == first_ids));
+        let other_comm = format!("{comm}x");
+        for (ids, tid, same) in [
+            (ids, None, first_ids),
+            (Some((gid.wrapping_add(1), comm.as_str())), None, false),
+            (Some((gid, other_comm.as_str())), None, false),
+            (None, Some(pid.wrapping_add(1)), false),
+        ] {
+            let fields = p.line_fields(pid, ppid, uid, ids);
+            prop_assert_eq!(fields.map(|t| t.ids), Some(same));
+            let (gid, comm) = ids.unwrap_or((gid, &comm));
+            let line = Record {
+                pid, ppid, uid, tid, gid: Some(gid), comm: Some(comm),
+                exe: p.exe_json(), argv: p.argv_json(), proc_fields: fields,
+                ..full("x", &[], None)
+            };
+            let (serde, mine) = both(&line);
+            prop_assert_eq!(mine, serde);
+        }
         // The kernel's pid, ppid or uid not the entry's: written one by one.
-        prop_assert_eq!(p.line_fields(pid, ppid.wrapping_add(1), uid), None);
-        prop_assert_eq!(p.line_fields(pid, ppid, uid.wrapping_add(1)), None);
-        prop_assert_eq!(p.line_fields(pid.wrapping_add(1), ppid, uid), None);
+        prop_assert_eq!(p.line_fields(pid, ppid.wrapping_add(1), uid, ids), None);
+        prop_assert_eq!(p.line_fields(pid, ppid, uid.wrapping_add(1), ids), None);
+        prop_assert_eq!(p.line_fields(pid.wrapping_add(1), ppid, uid, ids), None);
     }
 }
