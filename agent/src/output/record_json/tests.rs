@@ -124,6 +124,20 @@ fn absent_fields_are_left_out_as_serde_json_leaves_them() {
     assert_eq!(mine, serde);
 }
 
+/// All 128 combinations of an access's words (their texts made once).
+#[test]
+fn every_access_is_written_as_serde_json_writes_it() {
+    for bits in 0..1 << 7 {
+        let access = access_of(bits);
+        assert_eq!(access_bits(access), bits);
+        let (serde, mine) = both(&Record {
+            access: Some(access),
+            ..Default::default()
+        });
+        assert_eq!(mine, serde, "{access:?}");
+    }
+}
+
 /// Each character up to U+00FF alone and between others, U+2028/9, the
 /// replacement character and an astral one: the escaping is serde_json's.
 #[test]
