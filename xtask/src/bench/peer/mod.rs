@@ -125,11 +125,14 @@ fn rounds(bins: &Bins, scratch: &Scratch, plan: &PeerPlan) -> anyhow::Result<Val
     Ok(Value::Object(out))
 }
 
-/// BPF ns per openat of the loop, over the programs the tool loaded (median of loops).
+/// BPF ns per call of a loop, over the programs the tool loaded (median of
+/// loops): per openat (captured; for mcpwatch also not watched) and per
+/// getppid (a syscall neither follows: what each tool's program costs every
+/// other syscall of the host, apart from the tracepoint's own dispatch).
 fn bpf_pass(bins: &Bins, scratch: &Scratch, plan: &PeerPlan) -> anyhow::Result<Value> {
     let _on = bpf_stats::Enabled::new()?;
-    let openat = plan.openat.to_string();
-    let per_event = |tool: &Tool, watched: bool, ids: &_| -> anyhow::Result<f64> {
+    let (openat, getppid) = (plan.openat.to_string(), plan.getppid.to_string());
+    let per_call = |tool: &Tool, watched: bool, ids: &_, args: &[&str], calls: u64| -> anyhow::Result<f64> {
         let mut v = Vec::new();
         for _ in 0..plan.bpf_loops {
             let agent = match (tool, watched) {
@@ -137,8 +140,8 @@ fn bpf_pass(bins: &Bins, scratch: &Scratch, plan: &PeerPlan) -> anyhow::Result<V
                 _ => None,
             };
             let before = bpf_stats::total(ids)?;
-            gen_ns(bins, scratch, agent, &["openat", &openat])?;
-            v.push((bpf_stats::total(ids)? - before) as f64 / plan.openat as f64);
+            gen_ns(bins, scratch, agent, args)?;
+            v.push((bpf_stats::total(ids)? - before) as f64 / calls as f64);
         }
         Ok(median(&v))
     };
@@ -148,12 +151,15 @@ fn bpf_pass(bins: &Bins, scratch: &Scratch, plan: &PeerPlan) -> anyhow::Result<V
         let before = bpf_stats::run_times()?;
         let tool = Tool::start(config, bins, scratch, plan)?;
         let ids = bpf_stats::loaded_since(&before)?;
-        let captured = per_event(&tool, true, &ids)?;
-        let fig = if config == "mcpwatch" {
-            json!({"programs": ids.len(), "captured_ns": captured, "unwatched_ns": per_event(&tool, false, &ids)?})
-        } else {
-            json!({"programs": ids.len(), "captured_ns": captured})
-        };
+        let openat_ns = |watched| per_call(&tool, watched, &ids, &["openat", &openat], plan.openat);
+        let mut fig = json!({
+            "programs": ids.len(),
+            "captured_ns": openat_ns(true)?,
+            "getppid_ns": per_call(&tool, false, &ids, &["getppid", &getppid], plan.getppid)?,
+        });
+        if config == "mcpwatch" {
+            fig["unwatched_ns"] = openat_ns(false)?.into();
+        }
         out.insert(config.into(), fig);
         tool.stop()?;
     }
