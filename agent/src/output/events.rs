@@ -258,7 +258,11 @@ impl Clock {
     /// between calls (events come in bursts within one second).
     pub fn rfc3339_cached(&self, ktime_ns: u64, cache: &mut (u64, String)) -> Stamp {
         let ns = (self.boot_epoch_ns + ktime_ns as i128).max(0) as u128;
-        let (secs, nanos) = ((ns / 1_000_000_000) as u64, (ns % 1_000_000_000) as u32);
+        // In 64 bits until 2554 (a 128-bit division is a library call).
+        let (secs, nanos) = match u64::try_from(ns) {
+            Ok(ns) => (ns / 1_000_000_000, (ns % 1_000_000_000) as u32),
+            Err(_) => ((ns / 1_000_000_000) as u64, (ns % 1_000_000_000) as u32),
+        };
         if cache.0 != secs || cache.1.is_empty() {
             let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
             cache.1 = humantime::format_rfc3339_seconds(t).to_string();
@@ -489,6 +493,13 @@ mod tests {
         {
             assert_eq!(c.rfc3339_cached(k, &mut cache).as_str(), c.rfc3339(k), "{k}");
         }
+        // Past 2554 the nanoseconds since the epoch no longer fit 64 bits.
+        let far = Clock {
+            boot_epoch_ns: i128::from(u64::MAX) + 1,
+        };
+        let mut cache = (0, String::new());
+        assert_eq!(far.rfc3339_cached(5, &mut cache).as_str(), far.rfc3339(5));
+        assert!(far.rfc3339(5).starts_with("2554-"), "{}", far.rfc3339(5));
     }
 
     #[test]
