@@ -80,7 +80,8 @@ pub struct ProcText<'a> {
 #[derive(Serialize, Debug, Default)]
 pub struct Record<'a> {
     pub ts: Stamp,
-    pub kind: &'a str,
+    /// The program's own names (`&'static`): written without an escape check.
+    pub kind: &'static str,
     pub server: Option<&'a str>,
     pub pid: u32,
     pub ppid: u32,
@@ -138,14 +139,14 @@ pub struct Record<'a> {
     pub written_then_exec: Option<bool>,
     /// file, net, risky: the operation and the syscall it came from.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub op: Option<&'a str>,
+    pub op: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub syscall: Option<&'a str>,
+    pub syscall: Option<&'static str>,
     /// fd, byte count, 0, or -errno; `error` names the errno.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'a str>,
+    pub error: Option<&'static str>,
     /// file: absolute path (resolved in the kernel from the opened file when
     /// `path_resolved`), the path as the process gave it, a second path.
     #[serde(skip_serializing_if = "Option::is_none")]

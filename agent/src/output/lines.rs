@@ -38,7 +38,7 @@ impl Names {
     }
 
     /// The fields every line has, from what the table knows of the process.
-    pub fn proc_record<'a>(&'a self, kind: &'a str, server: u32, ktime_ns: u64, p: &'a Proc) -> Record<'a> {
+    pub fn proc_record<'a>(&'a self, kind: &'static str, server: u32, ktime_ns: u64, p: &'a Proc) -> Record<'a> {
         Record {
             ts: self.ts(ktime_ns),
             kind,
@@ -54,7 +54,7 @@ impl Names {
     }
 
     /// A kernel event's line: the header's fields win over the table's.
-    pub fn base_record<'a>(&'a self, h: &'a Header, kind: &'a str, p: Option<&'a Proc>) -> Record<'a> {
+    pub fn base_record<'a>(&'a self, h: &'a Header, kind: &'static str, p: Option<&'a Proc>) -> Record<'a> {
         Record {
             ts: self.ts(h.ktime_ns),
             kind,

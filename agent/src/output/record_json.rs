@@ -89,7 +89,7 @@ pub fn write(r: &Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     let w = &mut Line(out);
     w.raw(b"{\"ts\":");
     ts.write(w)?;
-    w.field(",\"kind\":", kind)?;
+    w.name(",\"kind\":", kind);
     w.field(",\"server\":", server)?;
     match proc_fields {
         Some(t) => w.raw(t.text.as_bytes()),
@@ -116,10 +116,10 @@ pub fn write(r: &Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     w.opt(",\"stdio\":", stdio)?;
     w.opt(",\"fileless\":", fileless)?;
     w.opt(",\"written_then_exec\":", written_then_exec)?;
-    w.opt(",\"op\":", op)?;
-    w.opt(",\"syscall\":", syscall)?;
+    w.opt_name(",\"op\":", op);
+    w.opt_name(",\"syscall\":", syscall);
     w.opt(",\"result\":", result)?;
-    w.opt(",\"error\":", error)?;
+    w.opt_name(",\"error\":", error);
     w.opt(",\"path\":", path)?;
     w.opt(",\"path_as_given\":", path_as_given)?;
     w.opt(",\"path_resolved\":", path_resolved)?;
@@ -129,8 +129,8 @@ pub fn write(r: &Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
         w.field(",\"from_user_memory\":", from_user_memory)?;
     }
     w.opt(",\"access\":", access)?;
-    w.opt(",\"family\":", family)?;
-    w.opt(",\"proto\":", proto)?;
+    w.opt_name(",\"family\":", family);
+    w.opt_name(",\"proto\":", proto);
     w.opt(",\"addr\":", addr)?;
     w.opt(",\"port\":", port)?;
     w.opt(",\"local_port\":", local_port)?;
@@ -138,9 +138,9 @@ pub fn write(r: &Record<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     w.opt(",\"hostname\":", hostname)?;
     w.opt(",\"exposed\":", exposed)?;
     w.opt(",\"dns\":", dns)?;
-    w.opt(",\"risk\":", risk)?;
+    w.opt_name(",\"risk\":", risk);
     w.opt(",\"target_pid\":", target_pid)?;
-    w.opt(",\"note\":", note)?;
+    w.opt_name(",\"note\":", note);
     w.opt(",\"tool\":", tool)?;
     w.opt(",\"call_id\":", call_id)?;
     w.opt(",\"calls_in_flight\":", calls_in_flight)?;
@@ -198,6 +198,25 @@ impl Line<'_> {
         match v {
             Some(v) => self.field(key, v),
             None => Ok(()),
+        }
+    }
+
+    /// A name of the program's own (a kind, an operation, a syscall or
+    /// errno name: `&'static`, never text from a process or the kernel):
+    /// none needs escaping, so it is copied as it is (debug builds check).
+    #[inline(always)]
+    fn name(&mut self, key: &str, v: &'static str) {
+        debug_assert!(plain(v.as_bytes()), "{v:?} needs escaping");
+        self.raw(key.as_bytes());
+        self.raw(b"\"");
+        self.raw(v.as_bytes());
+        self.raw(b"\"");
+    }
+
+    #[inline(always)]
+    fn opt_name(&mut self, key: &str, v: &Option<&'static str>) {
+        if let Some(v) = v {
+            self.name(key, v)
         }
     }
 

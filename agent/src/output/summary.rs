@@ -227,7 +227,7 @@ pub fn alerts_level_line(roots: &mut Summaries, r: &Record<'_>) -> bool {
 mod tests {
     use super::*;
 
-    fn rec<'a>(kind: &'a str, call: Option<&'a str>, path: Option<&str>) -> Record<'a> {
+    fn rec<'a>(kind: &'static str, call: Option<&'a str>, path: Option<&str>) -> Record<'a> {
         Record {
             kind,
             server: Some("fs"),

@@ -28,7 +28,7 @@ fn full<'a>(s: &'a str, argv: &'a [String], rendered: Option<&'a (Box<RawValue>,
     detail.insert("duration_ns".into(), 7.into());
     Record {
         ts: s.into(),
-        kind: s,
+        kind: "file",
         server: Some(s),
         pid: u32::MAX,
         ppid: 1,
@@ -54,10 +54,10 @@ fn full<'a>(s: &'a str, argv: &'a [String], rendered: Option<&'a (Box<RawValue>,
         stdio: Some([s, "pipe", "tty"]),
         fileless: Some(false),
         written_then_exec: Some(true),
-        op: Some(s),
-        syscall: Some(s),
+        op: Some("open"),
+        syscall: Some("openat"),
         result: Some(i64::MIN),
-        error: Some(s),
+        error: Some("ENOENT"),
         path: Some(s.into()),
         path_as_given: Some(s),
         path_resolved: Some(true),
@@ -122,6 +122,23 @@ fn absent_fields_are_left_out_as_serde_json_leaves_them() {
     };
     let (serde, mine) = both(&fork);
     assert_eq!(mine, serde);
+}
+
+/// The program's own names, written without an escape check: none needs
+/// escaping (the errno, syscall, op and kind names; the others are literals
+/// at their one place).
+#[test]
+fn the_programs_own_names_need_no_escaping() {
+    let errnos = (1..300).filter_map(|e| crate::pipeline::observe::errno_name(-e));
+    let syscalls = agent_common::syscalls::ALL.iter().map(|s| s.name);
+    let ops = agent_common::syscalls::Op::ALL.iter().map(|o| o.name());
+    let kinds = agent_common::EventKind::ALL.iter().map(|k| k.name());
+    let mut n = 0;
+    for name in errnos.chain(syscalls).chain(ops).chain(kinds) {
+        assert!(plain(name.as_bytes()), "{name:?}");
+        n += 1;
+    }
+    assert!(n > 400, "{n} names");
 }
 
 /// All 128 combinations of an access's words (their texts made once).
