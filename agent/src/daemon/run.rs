@@ -7,7 +7,7 @@ use std::{collections::HashMap as StdHashMap, path::PathBuf, sync::Arc, time::Du
 
 use agent_common::{AgentConfig, LossKey};
 use anyhow::Context as _;
-use aya::maps::{Array, MapData, RingBuf};
+use aya::maps::{Array, MapData};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -20,7 +20,10 @@ use crate::{
     config::Config,
     daemon::control::ControlSocket,
     daemon::handover::Handover,
-    kernel::loader::{self, LoadOptions, Origin},
+    kernel::{
+        loader::{self, LoadOptions, Origin},
+        ring::EventRing,
+    },
     mcp::{Mcp, McpOptions},
     output::{
         events::{Clock, EventWriter},
@@ -443,20 +446,24 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
 /// thread between drains, and a burst of alerts must wait in the ring (or be
 /// counted lost by the kernel there), never overflow a sink's queue. Returns
 /// how many were handled and whether some may be left.
-fn drain(ring: &mut RingBuf<MapData>, state: &mut Agent) -> (usize, bool) {
+fn drain(ring: &mut EventRing, state: &mut Agent) -> (usize, bool) {
     // Sent before the servers got the answers: named before their connects.
     state.learn_resolved();
     let mut n = 0;
     while n < DRAIN_BATCH {
         if state.sinks.room() < SINK_ROOM {
+            ring.publish();
             return (n, true);
         }
         match ring.next() {
-            Some(item) => state.handle(&item),
+            Some(record) => state.handle(record),
             None => return (n, false),
         }
         n += 1;
     }
+    // Left with records still queued: the space read so far is the
+    // producer's again now, not at the next batch's 64th record.
+    ring.publish();
     (n, true)
 }
 
@@ -532,10 +539,10 @@ const SENDER_RECORD_WAIT: Duration = Duration::from_millis(20);
 /// (self-protection: an `agent.tamper` alert was raised for it, and the
 /// agent keeps running). The ring is drained first: the sender's record is
 /// there, or arrives within [`SENDER_RECORD_WAIT`].
-async fn sent_by_watched(ring: &mut RingBuf<MapData>, state: &mut Agent, sig: i32) -> bool {
+async fn sent_by_watched(ring: &mut EventRing, state: &mut Agent, sig: i32) -> bool {
     // What is queued now, in bounded batches (the sender's record is among
     // the first: the agent was signalled after it was written, or while).
-    let catch_up = |ring: &mut RingBuf<MapData>, state: &mut Agent| {
+    let catch_up = |ring: &mut EventRing, state: &mut Agent| {
         for _ in 0..64 {
             if !drain(ring, state).1 {
                 break;

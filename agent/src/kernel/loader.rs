@@ -9,7 +9,7 @@ use agent_common::{
     AgentConfig, LossKey, WatchedProc,
     config::{EVENTS_RING_BYTES, WATCHED_MAX_ENTRIES, WATCHED_MAX_LIMIT},
 };
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap};
 use aya::programs::links::PinnedLink;
 use serde::{Deserialize, Serialize};
 
@@ -223,7 +223,7 @@ where
 
 /// Loads and attaches every program (in a loading process); returns them
 /// with the event ring buffer.
-pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError> {
+pub fn load(opts: &LoadOptions) -> Result<(Probes, super::ring::EventRing), LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }

@@ -4,7 +4,7 @@
 //! runs `attach`), the programs attached later and the maps by name
 //! (`objects`), the cgroup network allowlist's programs and maps
 //! (`cgroup_net`), the kill layer's maps and its probe (`kill`), the kernel objects kept across agent
-//! restarts (`keep`), ring records into typed events
+//! restarts (`keep`), the event ring's reader (`ring`), ring records into typed events
 //! (`decode`), which pipes are a server's wire (`stdio`), the set of watched
 //! processes (`watchset`) and the probes' own drop counters (`probe_errors`).
 
@@ -19,5 +19,6 @@ pub mod loader;
 pub mod mounts;
 pub mod objects;
 pub mod probe_errors;
+pub mod ring;
 pub mod stdio;
 pub mod watchset;
