@@ -12,6 +12,11 @@
 //! U+FFFD of repaired UTF-8 and U+2028 left as they are) is serde_json's and
 //! cannot drift. The few lines with nested values (DNS, MCP `detail`) write
 //! those values with serde_json as well.
+//!
+//! Fewer pieces per line: a process's fields (`pid` to `argv`, and its `gid`
+//! and `comm`) come rendered once per process ([`proc_fields`]); the
+//! program's own names (kind, op, syscall, errno...) skip the escape check;
+//! an access's words and booleans are copied as ready-made text.
 
 use std::{borrow::Cow, sync::LazyLock};
 
