@@ -58,10 +58,12 @@ pub struct Rendered {
     line_fields: std::cell::OnceCell<LineFields>,
 }
 
-/// `pid` to `argv` (`text[..head]`), then the `gid` and `comm` of the line
-/// it was rendered for, when that line had them without a `tid`.
+/// `pid` to `argv` (`text[..head]`) with the `pid`, `ppid` and `uid` of
+/// `key`, then the `gid` and `comm` of the line it was rendered for, when
+/// that line had them without a `tid`.
 #[derive(Clone, Debug)]
 struct LineFields {
+    key: (u32, u32, u32),
     text: Box<str>,
     head: usize,
     ids: Option<(u32, compact_str::CompactString)>,
@@ -102,26 +104,29 @@ impl Proc {
     }
 
     /// The text of a line's `pid`, `ppid`, `uid`, `exe` and `argv` fields
-    /// (see [`record_json::proc_fields`]) when an event's `pid`, `ppid` and
-    /// `uid` are the entry's (the kernel's word wins on a line; after a
-    /// setuid or a reparenting they differ and the fields are written one
-    /// by one). The entry's own are set when it enters the table and never
-    /// change after. `ids`: the event's `gid` and `comm`, when it has no
-    /// `tid`: in the text too when they are those of the process's first
-    /// line (a `prctl(PR_SET_NAME)` or a `setgid` makes them differ).
+    /// (see [`record_json::proc_fields`]), rendered at the process's first
+    /// line with that line's `pid`, `ppid` and `uid`, and given for the
+    /// lines that have the same (the kernel's word is the line's: after a
+    /// setuid or a reparenting they differ and the fields are written one by
+    /// one). `ids`: the event's `gid` and `comm`, when it has no `tid`: in
+    /// the text too when they are those of the first line (a
+    /// `prctl(PR_SET_NAME)` or a `setgid` makes them differ).
     pub fn line_fields(&self, pid: u32, ppid: u32, uid: u32, ids: Option<(u32, &str)>) -> Option<ProcText<'_>> {
-        if (pid, ppid, uid) != (self.pid, self.ppid, self.uid) || self.rendered.json.is_none() {
+        if self.rendered.json.is_none() {
             return None;
         }
         let f = self.rendered.line_fields.get_or_init(|| {
-            let (text, head) =
-                record_json::proc_fields(self.pid, self.ppid, self.uid, self.exe_json(), self.argv_json(), ids);
+            let (text, head) = record_json::proc_fields(pid, ppid, uid, self.exe_json(), self.argv_json(), ids);
             LineFields {
+                key: (pid, ppid, uid),
                 text: text.into(),
                 head,
                 ids: ids.map(|(gid, comm)| (gid, comm.into())),
             }
         });
+        if f.key != (pid, ppid, uid) {
+            return None;
+        }
         let same_ids = ids.is_some() && f.ids.as_ref().map(|(gid, comm)| (*gid, comm.as_str())) == ids;
         Some(ProcText {
             text: if same_ids { &f.text } else { &f.text[..f.head] },

@@ -218,9 +218,14 @@ proptest! {
         (pid, ppid, uid, gid) in (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()),
         comm in prop_oneof![repaired(), proptesting::odd_text()],
         first_ids in any::<bool>(),
+        reparented in any::<bool>(),
     ) {
+        // The table's ppid is not always the kernel's on the first line (a
+        // reparenting between the table's read and the event): the text is
+        // the line's.
+        let table_ppid = if reparented { ppid.wrapping_add(7) } else { ppid };
         let mut table = ProcTable::default();
-        table.insert(Proc { pid, ppid, uid, exe: exe.clone(), argv: argv.clone(), ..Default::default() });
+        table.insert(Proc { pid, ppid: table_ppid, uid, exe: exe.clone(), argv: argv.clone(), ..Default::default() });
         let p = table.get(pid).expect("inserted");
         let ids = Some((gid, comm.as_str()));
         // The first line renders the text, with or without its ids.
@@ -244,7 +249,7 @@ proptest! {
             let (serde, mine) = both(&line);
             prop_assert_eq!(mine, serde);
         }
-        // The kernel's pid, ppid or uid not the entry's: written one by one.
+        // The kernel's pid, ppid or uid not the first line's: written one by one.
         prop_assert_eq!(p.line_fields(pid, ppid.wrapping_add(1), uid, ids), None);
         prop_assert_eq!(p.line_fields(pid, ppid, uid.wrapping_add(1), ids), None);
         prop_assert_eq!(p.line_fields(pid.wrapping_add(1), ppid, uid, ids), None);
