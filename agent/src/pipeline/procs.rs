@@ -112,9 +112,8 @@ impl Proc {
     /// the text too when they are those of the first line (a
     /// `prctl(PR_SET_NAME)` or a `setgid` makes them differ).
     pub fn line_fields(&self, pid: u32, ppid: u32, uid: u32, ids: Option<(u32, &str)>) -> Option<ProcText<'_>> {
-        if self.rendered.json.is_none() {
-            return None;
-        }
+        // Only an entry whose exe and argv were rendered (in the table).
+        self.rendered.json.as_ref()?;
         let f = self.rendered.line_fields.get_or_init(|| {
             let (text, head) = record_json::proc_fields(pid, ppid, uid, self.exe_json(), self.argv_json(), ids);
             LineFields {
