@@ -1,7 +1,6 @@
 //! JSON lines: one object per event, to stdout or a file.
 
 use std::{
-    borrow::Cow,
     io::{self, BufWriter, Write},
     path::Path,
     time::{Duration, SystemTime},
@@ -150,7 +149,7 @@ pub struct Record<'a> {
     /// file: absolute path (resolved in the kernel from the opened file when
     /// `path_resolved`), the path as the process gave it, a second path.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<Cow<'a, str>>,
+    pub path: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path_as_given: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]

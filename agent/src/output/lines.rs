@@ -1,8 +1,6 @@
 //! Event lines: the names and timestamps every line carries, and the line of
 //! each kind of event, rendered from the pipeline's typed observations.
 
-use std::borrow::Cow;
-
 use agent_common::{EventKind, io_uring};
 
 use crate::{
@@ -139,7 +137,7 @@ impl Names {
                     r.path_as_given = s.path.as_deref();
                     r.path2 = s.path2.as_deref();
                 }
-                r.path = f.path.as_deref().map(Cow::Borrowed);
+                r.path = f.path.as_deref();
                 r.access = Some(f.access);
                 if let Some(risky) = &f.other_proc {
                     let risky = RiskyObservation {
@@ -151,7 +149,7 @@ impl Names {
                     x.op = Some("proc_access");
                     x.risk = Some(risky.risk());
                     x.target_pid = risky.act.target_pid;
-                    x.path = f.path.as_deref().map(Cow::Borrowed);
+                    x.path = f.path.as_deref();
                     x.result = Some(s.ret);
                     x.error = r.error;
                     extra = Some(Box::new(x));
@@ -186,12 +184,12 @@ impl Names {
                 r.risk = Some(k.risk());
                 r.target_pid = k.act.target_pid;
                 r.note = k.note();
-                r.path = s.path.as_deref().map(Cow::Borrowed);
+                r.path = s.path.as_deref();
                 r.path2 = s.path2.as_deref();
                 if let Some(f) = &k.file {
                     // An io_uring open: the path made absolute, as given, and
                     // the access its flags ask for.
-                    r.path = f.path.as_deref().map(Cow::Borrowed);
+                    r.path = f.path.as_deref();
                     r.path_as_given = s.path.as_deref();
                     r.path_truncated = Some(s.path_truncated);
                     r.access = Some(f.access);

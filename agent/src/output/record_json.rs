@@ -18,7 +18,7 @@
 //! program's own names (kind, op, syscall, errno...) skip the escape check;
 //! an access's words and booleans are copied as ready-made text.
 
-use std::{borrow::Cow, sync::LazyLock};
+use std::sync::LazyLock;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -392,12 +392,6 @@ impl<T: Value> Value for Vec<T> {
 impl<T: Value, const N: usize> Value for [T; N] {
     fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
         self.as_slice().write(w)
-    }
-}
-
-impl Value for Cow<'_, str> {
-    fn write(&self, w: &mut Line<'_>) -> serde_json::Result<()> {
-        self.as_ref().write(w)
     }
 }
 

@@ -227,14 +227,14 @@ pub fn alerts_level_line(roots: &mut Summaries, r: &Record<'_>) -> bool {
 mod tests {
     use super::*;
 
-    fn rec<'a>(kind: &'static str, call: Option<&'a str>, path: Option<&str>) -> Record<'a> {
+    fn rec<'a>(kind: &'static str, call: Option<&'a str>, path: Option<&'a str>) -> Record<'a> {
         Record {
             kind,
             server: Some("fs"),
             pid: 7,
             tool: call.map(|_| "read_file"),
             call_id: call,
-            path: path.map(|p| p.to_owned().into()),
+            path,
             access: Some(crate::policy::activity::Access {
                 read: true,
                 ..Default::default()

@@ -469,14 +469,14 @@ mod tests {
             .collect();
         let metrics = Metrics::new().unwrap();
         let mut sinks = Sinks::start(&cfg, &metrics, &AlertFactory::new(Clock::new())).unwrap();
-        let rec = |kind, call_id: Option<&'static str>, path: Option<&str>| Record {
+        let rec = |kind, call_id: Option<&'static str>, path: Option<&'static str>| Record {
             ts: "2026-11-21T17:00:01Z".into(),
             kind,
             server: Some("fs"),
             pid: 7,
             tool: call_id.map(|_| "read_file"),
             call_id,
-            path: path.map(|p| p.to_owned().into()),
+            path,
             ..Default::default()
         };
         sinks.event(&rec("watch", None, None));
